@@ -1,0 +1,32 @@
+// Fused differentiable ops: one kernel forward, one kernel backward, each a Function node whose
+// forward and backward sit together in autograd/functions/<op>.cpp.
+#pragma once
+
+#include "autograd/var.h"
+
+namespace hla {
+
+constexpr int64_t kIgnoreIndex = -100;  // targets equal to this take no loss (PyTorch, fla)
+
+// softmax / log_softmax over the last dimension.
+Var softmax(const Var& x);
+Var log_softmax(const Var& x);
+
+// Mean cross-entropy of logits [N, C] against integer targets [N]; rows with target ==
+// ignore_index are skipped. Returns a 0-dim Var.
+Var cross_entropy(const Var& logits, const Tensor& targets, int64_t ignore_index = kIgnoreIndex);
+
+// RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * w, w [D].
+Var rms_norm(const Var& x, const Var& w, double eps);
+// Gated RMSNorm: RMSNorm(x) * w * silu(g), g shaped like x.
+Var gated_rms_norm(const Var& x, const Var& g, const Var& w, double eps);
+
+// SwiGLU: silu(a) * b.
+Var swiglu(const Var& a, const Var& b);
+
+// Causal depthwise conv over time, x [B,T,D], w [D,W] (w[:, W-1] multiplies the current token),
+// optional silu after the conv. `cache` [B,D,W-1] holds the inputs before t=0 (oldest first;
+// undefined = zeros); its gradient flows if it requires grad.
+Var short_conv(const Var& x, const Var& w, bool silu, const Var& cache = Var());
+
+}  // namespace hla

@@ -1,0 +1,59 @@
+// SwiGLU on CPU: y = silu(a) * b;  da = dy * b * silu'(a),  db = dy * silu(a),
+// silu(a) = a s, silu'(a) = s (1 + a (1 - s)), s = sigmoid(a).
+#include <cmath>
+
+#include "kernels/ops.h"
+#include "tensor/dtype_dispatch.h"
+
+namespace hla::ops {
+
+namespace {
+template <class T>
+T sigmoid(T x) {
+  return x >= 0 ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
+}
+}  // namespace
+
+Tensor swiglu(const Tensor& a_in, const Tensor& b_in) {
+  require_cpu(a_in, "swiglu");
+  require_cpu(b_in, "swiglu");
+  check_shape(b_in, a_in.shape(), "swiglu", "b");
+  check_same_dtype(a_in, b_in, "swiglu");
+  const Tensor a = a_in.contiguous(), b = b_in.contiguous();
+  return visit_floating(a.dtype(), "swiglu", [&]<class T>() {
+    Tensor y = Tensor::empty(a.shape(), a.dtype());
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* py = y.data<T>();
+    const int64_t n = a.numel();
+#pragma omp parallel for if (n > (1 << 15))
+    for (int64_t i = 0; i < n; ++i) py[i] = pa[i] * sigmoid(pa[i]) * pb[i];
+    return y;
+  });
+}
+
+void swiglu_backward(const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in, Tensor* da,
+                     Tensor* db) {
+  require_cpu(a_in, "swiglu_backward");
+  check_shape(dy_in, a_in.shape(), "swiglu_backward", "dy");
+  const Tensor a = a_in.contiguous(), b = b_in.contiguous(), dy = dy_in.contiguous();
+  visit_floating(a.dtype(), "swiglu_backward", [&]<class T>() {
+    Tensor dat = Tensor::empty(a.shape(), a.dtype()), dbt = Tensor::empty(a.shape(), a.dtype());
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    const T* pd = dy.data<T>();
+    T* pda = dat.data<T>();
+    T* pdb = dbt.data<T>();
+    const int64_t n = a.numel();
+#pragma omp parallel for if (n > (1 << 15))
+    for (int64_t i = 0; i < n; ++i) {
+      const T s = sigmoid(pa[i]);
+      pda[i] = pd[i] * pb[i] * s * (T(1) + pa[i] * (T(1) - s));
+      pdb[i] = pd[i] * pa[i] * s;
+    }
+    if (da) *da = dat;
+    if (db) *db = dbt;
+  });
+}
+
+}  // namespace hla::ops

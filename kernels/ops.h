@@ -1,0 +1,99 @@
+// Tensor-level kernels: the arithmetic of every primitive and fused op, one function per op, no
+// graph knowledge (autograd/ builds on these). Inputs may be any strided view; outputs are fresh
+// contiguous tensors. CPU computes in f32 and f64; a tensor on a device without an
+// implementation throws "no CUDA implementation for <op>" (never a silent fallback).
+//
+// Broadcasting follows NumPy. Dimensions may be negative (counted from the end).
+#pragma once
+
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace hla::ops {
+
+// ---- elementwise, unary
+enum class Unary {
+  Neg, Exp, Log, Sqrt, Rsqrt, Sigmoid, Tanh, Abs, Relu, Log1p, Step /* x > 0 ? 1 : 0 */,
+  Sign, Square, Reciprocal, Sin, Cos
+};
+Tensor unary(Unary op, const Tensor& x);
+Tensor pow_scalar(const Tensor& x, double p);
+Tensor add_scalar(const Tensor& x, double s);
+Tensor mul_scalar(const Tensor& x, double s);
+
+// ---- elementwise, binary (broadcasting)
+enum class Binary { Add, Sub, Mul, Div, Maximum, Minimum, Eq /* 1 where equal */, Gt, Ge };
+Tensor binary(Binary op, const Tensor& a, const Tensor& b);
+// out = cond != 0 ? a : b (all three broadcast).
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+// a += b in place (b broadcasts to a's shape); a must be contiguous.
+void add_(Tensor& a, const Tensor& b);
+
+// ---- reductions
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor max(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor sum_all(const Tensor& x);  // 0-dim
+// Sums the broadcast dimensions of x away so the result has `shape` (the backward of expand).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- matrix products: [..., M, K] @ [..., K, N] -> [..., M, N], batch dims broadcast.
+// Transposed views (last two dims swapped) are read in place, without a copy.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// ---- movement and indexing
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+// Rows of x along `dim` picked by a 1-D index tensor (i32/i64).
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+// zeros(shape) with src added at the rows `index` along `dim` (the backward of index_select);
+// sequential, hence deterministic.
+Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
+// out[i][j] = x[i][index[i][j]] along `dim` (torch.gather); index has x's rank.
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
+// Places src into zeros(shape) at the slice [start:end:step] of `dim` (the backward of slice).
+Tensor slice_backward(const Tensor& src, const Shape& shape, int64_t dim, int64_t start,
+                      int64_t step);
+
+// ---- fused (each has its backward here too; autograd/functions/ wires them)
+// softmax / log_softmax over the last dimension.
+Tensor softmax(const Tensor& x);
+Tensor softmax_backward(const Tensor& y, const Tensor& dy);  // dx = y * (dy - sum(dy*y))
+Tensor log_softmax(const Tensor& x);
+Tensor log_softmax_backward(const Tensor& y, const Tensor& dy);  // dx = dy - exp(y) sum(dy)
+
+// Cross-entropy of logits [N, C] against targets [N] (i32/i64); rows whose target equals
+// ignore_index take no loss. Returns the mean over counted rows (0 if none) and writes each
+// row's log-sum-exp into lse [N] for the backward. Never materialises the softmax.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                     Tensor* lse);
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                              const Tensor& lse, double dloss);
+
+// RMSNorm over the last dim D: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); w [D].
+Tensor rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor* rstd);
+void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy,
+                       Tensor* dx, Tensor* dw);
+// Gated RMSNorm: y = RMSNorm(x) * w * silu(g); g has x's shape.
+Tensor gated_rms_norm(const Tensor& x, const Tensor& g, const Tensor& w, double eps,
+                      Tensor* rstd);
+void gated_rms_norm_backward(const Tensor& x, const Tensor& g, const Tensor& w,
+                             const Tensor& rstd, const Tensor& dy, Tensor* dx, Tensor* dg,
+                             Tensor* dw);
+
+// SwiGLU: y = silu(a) * b.
+Tensor swiglu(const Tensor& a, const Tensor& b);
+void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);
+
+// Causal depthwise conv over time: x [B,T,D], w [D,W];
+//   y[b,t,c] = act(sum_j w[c,j] * x[b, t-(W-1)+j, c]), x at negative t read from `cache`
+//   [B,D,W-1] (the last W-1 inputs, oldest first) or zero when cache is undefined.
+Tensor short_conv(const Tensor& x, const Tensor& w, bool silu, const Tensor& cache);
+void short_conv_backward(const Tensor& x, const Tensor& w, bool silu, const Tensor& cache,
+                         const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* dcache);
+
+// ---- shared helpers
+// Throws "no <device> implementation for <op>" unless t is on the CPU.
+void require_cpu(const Tensor& t, const char* op);
+
+}  // namespace hla::ops
