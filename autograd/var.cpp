@@ -42,11 +42,11 @@ const Tensor& Var::grad() const {
   static const Tensor none;
   return impl_ ? impl_->grad : none;
 }
-void Var::set_grad(const Tensor& g) {
+void Var::set_grad(const Tensor& g) const {
   if (g.defined()) check_shape(g, data().shape(), "Var::set_grad", "gradient");
   impl_->grad = g;
 }
-void Var::zero_grad() {
+void Var::zero_grad() const {
   if (impl_) impl_->grad = Tensor();
 }
 

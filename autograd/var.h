@@ -51,8 +51,8 @@ class Var {
   // In-place access for optimizers and initialisers (leaves only; never inside a graph).
   Tensor& mutable_data();
   const Tensor& grad() const;
-  void set_grad(const Tensor& g);
-  void zero_grad();
+  void set_grad(const Tensor& g) const;
+  void zero_grad() const;
 
   bool requires_grad() const { return impl_ && impl_->requires_grad; }
   Var& set_requires_grad(bool on);  // leaves only

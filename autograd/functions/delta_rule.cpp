@@ -1,0 +1,130 @@
+// delta_rule and gated_delta_rule as one Function node over the kernel tiers of
+// kernels/recurrence.h.
+//   S' = exp(g_t) S_{t-1};  S_t = S' + beta_t k_t (v_t - S'^T k_t)^T;  o_t = S_t^T (scale q_t)
+// Inputs in order: q, k, v, beta, [g], [h0]; outputs: o, hT. With l2norm_qk the kernels
+// normalise q and k inside and return gradients for the raw inputs.
+#include "autograd/functions/recurrence_common.h"
+#include "autograd/node.h"
+#include "tensor/dtype_dispatch.h"
+
+namespace hla {
+
+namespace {
+
+struct DeltaCall {
+  Impl impl;
+  double scale;
+  bool l2norm_qk, has_g, has_h0;
+  kernels::RecDims d;
+};
+
+template <class S>
+kernels::DeltaRuleArgs<S> make_args(const DeltaCall& c, const std::vector<Tensor>& in) {
+  kernels::DeltaRuleArgs<S> a;
+  a.d = c.d;
+  a.q = in[0].data<S>();
+  a.k = in[1].data<S>();
+  a.v = in[2].data<S>();
+  a.beta = in[3].data<S>();
+  size_t i = 4;
+  if (c.has_g) a.g = in[i++].data<S>();
+  if (c.has_h0) a.h0 = in[i].data<S>();
+  a.scale = c.scale;
+  a.l2norm_qk = c.l2norm_qk;
+  return a;
+}
+
+DType compute_dtype(const DeltaCall& c, DType in) {
+  return c.impl == Impl::Reference ? DType::f64 : in;
+}
+
+struct DeltaRuleNode : Node {
+  DeltaCall call;
+  const char* name() const override { return call.has_g ? "gated_delta_rule" : "delta_rule"; }
+  std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
+    const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
+    std::vector<Tensor> in;
+    for (const Var& v : inputs) in.push_back(detail::contiguous_as(v, dt));
+    const auto& d = call.d;
+    Tensor dout = gout[0].defined() ? gout[0].to(dt).contiguous()
+                                    : Tensor::zeros({d.B, d.T, d.H, d.V}, dt);
+    Tensor dhT = gout[1].defined() ? gout[1].to(dt).contiguous() : Tensor();
+    std::vector<Tensor> grads;
+    for (const Tensor& t : in) grads.push_back(Tensor::empty(t.shape(), dt));
+    visit_floating(dt, name(), [&]<class S>() {
+      kernels::DeltaRuleGrad<S> g;
+      g.dout = dout.data<S>();
+      g.dhT = detail::ptr<S>(dhT);
+      g.dq = grads[0].data<S>();
+      g.dk = grads[1].data<S>();
+      g.dv = grads[2].data<S>();
+      g.dbeta = grads[3].data<S>();
+      size_t i = 4;
+      if (call.has_g) g.dg = grads[i++].data<S>();
+      if (call.has_h0) g.dh0 = grads[i].data<S>();
+      const auto a = make_args<S>(call, in);
+      if constexpr (std::is_same_v<S, double>) {
+        if (call.impl == Impl::Reference) return kernels::delta_rule_reference_backward(a, g);
+      }
+      if (call.impl == Impl::Chunk) return kernels::delta_rule_chunk_backward<S>(a, g);
+      kernels::delta_rule_recurrent_backward<S>(a, g);
+    });
+    for (Tensor& t : grads) t = t.to(in_dt);
+    return grads;
+  }
+};
+
+RecurrenceResult run(const char* op, const Var& q, const Var& k, const Var& v, const Var& g,
+                     const Var& beta, const Var& h0, const RecurrenceOptions& opt) {
+  if (!q.defined()) throw Error(op, "an input q [B,T,H,K]", "none");
+  check_rank(q.data(), 4, op, "q", "[B,T,H,K]");
+  const DType in_dt = q.dtype();
+  detail::check_input(q, q.shape(), op, "q", "[B,T,H,K]", in_dt);
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
+  check_rank(v.data(), 4, op, "v", "[B,T,H,V]");
+  const int64_t V = v.size(3);
+  detail::check_input(k, {B, T, H, K}, op, "k", "[B,T,H,K]", in_dt);
+  detail::check_input(v, {B, T, H, V}, op, "v", "[B,T,H,V]", in_dt);
+  detail::check_input(beta, {B, T, H}, op, "beta", "[B,T,H]", in_dt);
+  if (g.defined()) detail::check_input(g, {B, T, H}, op, "g", "[B,T,H]", in_dt);
+  if (h0.defined()) detail::check_input(h0, {B, H, K, V}, op, "h0", "[B,H,K,V]", in_dt);
+
+  DeltaCall c{detail::resolve_impl(opt.impl, T), detail::resolve_scale(opt.scale, K),
+              opt.l2norm_qk, g.defined(), h0.defined(), {B, T, H, K, V}};
+  std::vector<Var> vars{q, k, v, beta};
+  if (c.has_g) vars.push_back(g);
+  if (c.has_h0) vars.push_back(h0);
+  const DType dt = compute_dtype(c, in_dt);
+  std::vector<Tensor> in;
+  for (const Var& x : vars) in.push_back(detail::contiguous_as(x, dt));
+  Tensor o = Tensor::empty({B, T, H, V}, dt), hT = Tensor::empty({B, H, K, V}, dt);
+  visit_floating(dt, op, [&]<class S>() {
+    const auto a = make_args<S>(c, in);
+    const kernels::DeltaRuleOut<S> out{o.data<S>(), hT.data<S>()};
+    if constexpr (std::is_same_v<S, double>) {
+      if (c.impl == Impl::Reference) return kernels::delta_rule_reference_forward(a, out);
+    }
+    if (c.impl == Impl::Chunk) return kernels::delta_rule_chunk_forward<S>(a, out);
+    kernels::delta_rule_recurrent_forward<S>(a, out);
+  });
+  auto node = std::make_shared<DeltaRuleNode>();
+  node->call = c;
+  auto out = record(node, vars, {o.to(in_dt), hT.to(in_dt)});
+  return {out[0], out[1]};
+}
+
+}  // namespace
+
+RecurrenceResult delta_rule(const Var& q, const Var& k, const Var& v, const Var& beta,
+                            const Var& h0, const RecurrenceOptions& opt) {
+  return run("delta_rule", q, k, v, Var(), beta, h0, opt);
+}
+RecurrenceResult gated_delta_rule(const Var& q, const Var& k, const Var& v, const Var& g,
+                                  const Var& beta, const Var& h0,
+                                  const RecurrenceOptions& opt) {
+  if (!g.defined())
+    throw Error("gated_delta_rule", "a log decay g [B,T,H]", "none", "use delta_rule without a gate");
+  return run("gated_delta_rule", q, k, v, g, beta, h0, opt);
+}
+
+}  // namespace hla

@@ -1,0 +1,169 @@
+// gla, simple_gla and retention: the gated linear family as one Function node over the kernel
+// tiers of kernels/recurrence.h (reference, recurrent, chunk).
+//   S_t = diag(alpha_t) S_{t-1} + k_t v_t^T,  o_t = S_t^T (scale q_t)
+// Inputs in order: q, k, v, [g], [h0]; outputs: o, hT.
+#include "autograd/functions/recurrence_common.h"
+#include "autograd/node.h"
+#include "tensor/dtype_dispatch.h"
+
+namespace hla {
+
+using kernels::GateKind;
+
+namespace {
+
+struct GatedLinearCall {
+  GateKind gate;
+  Impl impl;  // resolved
+  double scale;
+  bool has_gate, has_h0;
+  kernels::RecDims d;
+};
+
+template <class S>
+kernels::GatedLinearArgs<S> make_args(const GatedLinearCall& c, const std::vector<Tensor>& in) {
+  kernels::GatedLinearArgs<S> a;
+  a.d = c.d;
+  a.gate = c.gate;
+  a.q = in[0].data<S>();
+  a.k = in[1].data<S>();
+  a.v = in[2].data<S>();
+  size_t i = 3;
+  if (c.has_gate) a.g = in[i++].data<S>();
+  if (c.has_h0) a.h0 = in[i].data<S>();
+  a.scale = c.scale;
+  return a;
+}
+
+template <class S>
+void forward_tier(const GatedLinearCall& c, const kernels::GatedLinearArgs<S>& a,
+                  const kernels::GatedLinearOut<S>& o) {
+  if constexpr (std::is_same_v<S, double>) {
+    if (c.impl == Impl::Reference) return kernels::gated_linear_reference_forward(a, o);
+  }
+  if (c.impl == Impl::Chunk) return kernels::gated_linear_chunk_forward<S>(a, o);
+  kernels::gated_linear_recurrent_forward<S>(a, o);
+}
+
+template <class S>
+void backward_tier(const GatedLinearCall& c, const kernels::GatedLinearArgs<S>& a,
+                   const kernels::GatedLinearGrad<S>& g) {
+  if constexpr (std::is_same_v<S, double>) {
+    if (c.impl == Impl::Reference) return kernels::gated_linear_reference_backward(a, g);
+  }
+  if (c.impl == Impl::Chunk) return kernels::gated_linear_chunk_backward<S>(a, g);
+  kernels::gated_linear_recurrent_backward<S>(a, g);
+}
+
+// The dtype the kernels run in: the reference tier always computes in f64.
+DType compute_dtype(const GatedLinearCall& c, DType in) {
+  return c.impl == Impl::Reference ? DType::f64 : in;
+}
+
+struct GatedLinearNode : Node {
+  GatedLinearCall call;
+  const char* name() const override {
+    switch (call.gate) {
+      case GateKind::PerKey: return "gla";
+      case GateKind::ScalarPerHead: return "simple_gla";
+      case GateKind::FixedPerHead: return "retention";
+      case GateKind::None: return "linear_attention";
+    }
+    return "gated_linear";
+  }
+  std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
+    const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
+    std::vector<Tensor> in;
+    for (const Var& v : inputs) in.push_back(detail::contiguous_as(v, dt));
+    const auto& d = call.d;
+    Tensor dout = gout[0].defined() ? gout[0].to(dt).contiguous()
+                                    : Tensor::zeros({d.B, d.T, d.H, d.V}, dt);
+    Tensor dhT = gout[1].defined() ? gout[1].to(dt).contiguous() : Tensor();
+    Tensor dq = Tensor::empty(in[0].shape(), dt), dk = Tensor::empty(in[1].shape(), dt);
+    Tensor dv = Tensor::empty(in[2].shape(), dt);
+    Tensor dg = call.has_gate ? Tensor::empty(in[3].shape(), dt) : Tensor();
+    Tensor dh0 = call.has_h0 ? Tensor::empty(in.back().shape(), dt) : Tensor();
+    visit_floating(dt, name(), [&]<class S>() {
+      kernels::GatedLinearGrad<S> g;
+      g.dout = dout.data<S>();
+      g.dhT = detail::ptr<S>(dhT);
+      g.dq = dq.data<S>();
+      g.dk = dk.data<S>();
+      g.dv = dv.data<S>();
+      g.dg = detail::mut_ptr<S>(dg);
+      g.dh0 = detail::mut_ptr<S>(dh0);
+      backward_tier<S>(call, make_args<S>(call, in), g);
+    });
+    std::vector<Tensor> grads{dq.to(in_dt), dk.to(in_dt), dv.to(in_dt)};
+    if (call.has_gate) grads.push_back(dg.to(in_dt));
+    if (call.has_h0) grads.push_back(dh0.to(in_dt));
+    return grads;
+  }
+};
+
+RecurrenceResult run(GateKind gate, const char* op, const Var& q, const Var& k, const Var& v,
+                     const Var& g, const Var& h0, const RecurrenceOptions& opt) {
+  if (!q.defined()) throw Error(op, "an input q [B,T,H,K]", "none");
+  check_rank(q.data(), 4, op, "q", "[B,T,H,K]");
+  const DType in_dt = q.dtype();
+  detail::check_input(q, q.shape(), op, "q", "[B,T,H,K]", in_dt);
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
+  check_rank(v.data(), 4, op, "v", "[B,T,H,V]");
+  const int64_t V = v.size(3);
+  detail::check_input(k, {B, T, H, K}, op, "k", "[B,T,H,K]", in_dt);
+  detail::check_input(v, {B, T, H, V}, op, "v", "[B,T,H,V]", in_dt);
+  if (gate == GateKind::PerKey) detail::check_input(g, {B, T, H, K}, op, "gk", "[B,T,H,K]", in_dt);
+  if (gate == GateKind::ScalarPerHead) detail::check_input(g, {B, T, H}, op, "g", "[B,T,H]", in_dt);
+  if (h0.defined()) detail::check_input(h0, {B, H, K, V}, op, "h0", "[B,H,K,V]", in_dt);
+
+  GatedLinearCall c{gate, detail::resolve_impl(opt.impl, T), detail::resolve_scale(opt.scale, K),
+                    g.defined(), h0.defined(), {B, T, H, K, V}};
+  std::vector<Var> vars{q, k, v};
+  if (c.has_gate) vars.push_back(g);
+  if (c.has_h0) vars.push_back(h0);
+  const DType dt = compute_dtype(c, in_dt);
+  std::vector<Tensor> in;
+  for (const Var& x : vars) in.push_back(detail::contiguous_as(x, dt));
+  Tensor o = Tensor::empty({B, T, H, V}, dt), hT = Tensor::empty({B, H, K, V}, dt);
+  visit_floating(dt, op, [&]<class S>() {
+    forward_tier<S>(c, make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
+  });
+  auto node = std::make_shared<GatedLinearNode>();
+  node->call = c;
+  auto out = record(node, vars, {o.to(in_dt), hT.to(in_dt)});
+  return {out[0], out[1]};
+}
+
+}  // namespace
+
+RecurrenceResult gla(const Var& q, const Var& k, const Var& v, const Var& gk, const Var& h0,
+                     const RecurrenceOptions& opt) {
+  return run(GateKind::PerKey, "gla", q, k, v, gk, h0, opt);
+}
+RecurrenceResult simple_gla(const Var& q, const Var& k, const Var& v, const Var& g,
+                            const Var& h0, const RecurrenceOptions& opt) {
+  return run(GateKind::ScalarPerHead, "simple_gla", q, k, v, g, h0, opt);
+}
+RecurrenceResult retention(const Var& q, const Var& k, const Var& v, const Var& h0,
+                           const RecurrenceOptions& opt) {
+  return run(GateKind::FixedPerHead, "retention", q, k, v, Var(), h0, opt);
+}
+
+const char* impl_name(Impl impl) {
+  switch (impl) {
+    case Impl::Auto: return "auto";
+    case Impl::Reference: return "reference";
+    case Impl::Recurrent: return "recurrent";
+    case Impl::Chunk: return "chunk";
+  }
+  return "?";
+}
+Impl parse_impl(const std::string& n) {
+  if (n == "auto") return Impl::Auto;
+  if (n == "reference") return Impl::Reference;
+  if (n == "recurrent") return Impl::Recurrent;
+  if (n == "chunk") return Impl::Chunk;
+  throw Error("impl", "one of auto, reference, recurrent, chunk", "'" + n + "'");
+}
+
+}  // namespace hla

@@ -1,0 +1,52 @@
+// Shared plumbing of the recurrence Function nodes: argument checks with layout-aware messages,
+// tier resolution, and bringing Vars to contiguous tensors of the compute dtype.
+#pragma once
+
+#include <string>
+
+#include "autograd/recurrences.h"
+#include "kernels/ops.h"
+#include "kernels/recurrence.h"
+
+namespace hla::detail {
+
+// Auto picks what fla's layers pick: the step-by-step kernel for short sequences.
+inline Impl resolve_impl(Impl impl, int64_t T) {
+  if (impl != Impl::Auto) return impl;
+  return T <= kernels::kChunk ? Impl::Recurrent : Impl::Chunk;
+}
+
+// The contiguous data of v in dtype dt (a no-op when it already is).
+inline Tensor contiguous_as(const Var& v, DType dt) {
+  if (!v.defined()) return Tensor();
+  return v.data().to(dt).contiguous();
+}
+
+// Pointer to a tensor's data, or null for an undefined one.
+template <class S>
+const S* ptr(const Tensor& t) {
+  return t.defined() ? t.data<S>() : nullptr;
+}
+template <class S>
+S* mut_ptr(Tensor& t) {
+  return t.defined() ? t.data<S>() : nullptr;
+}
+
+// Validates one input of a recurrence op against its expected shape.
+inline void check_input(const Var& v, const Shape& shape, const char* op, const char* name,
+                        const char* layout, DType dtype) {
+  if (!v.defined())
+    throw Error(op, std::string("an input ") + name + " " + layout, "none");
+  ops::require_cpu(v.data(), op);
+  check_floating(v.data(), op, name);
+  if (v.dtype() != dtype)
+    throw Error(op, std::string(name) + " of dtype " + dtype_name(dtype) + " like q",
+                dtype_name(v.dtype()), "convert every input to one dtype");
+  check_shape(v.data(), shape, op, name, layout);
+}
+
+inline double resolve_scale(double scale, int64_t K) {
+  return scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(K));
+}
+
+}  // namespace hla::detail

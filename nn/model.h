@@ -1,0 +1,93 @@
+// HybridLM: the language model stack of spec/recurrences.md section 8, with any linear-attention
+// mixer and softmax attention at chosen layers.
+//
+//   x = embeddings(tokens)
+//   for each block i:  x = x + mixer_i(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x))
+//   logits = lm_head(RMSNorm(x))
+//
+// mixer_i is softmax Attention when i is in config.attention layers, else the variant's mixer.
+// Parameter names follow fla's state dicts (model.layers.3.attn.q_proj.weight, ...).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/var.h"
+#include "nn/mixer.h"
+#include "nn/module.h"
+#include "tensor/random.h"
+
+namespace hla::nn {
+
+struct ModelConfig {
+  // "hgrn" | "hgrn2" | "gla" | "retnet" | "delta_net" | "gated_deltanet" | "transformer"
+  std::string variant = "gla";
+  int64_t vocab_size = 32000;
+  int64_t hidden_size = 1024;
+  int64_t num_layers = 24;
+  int64_t num_heads = 4;         // heads of the linear mixer (HGRN ignores it)
+  double expand_k = 0.5;         // GLA 0.5, RetNet 1, DeltaNet 1
+  double expand_v = 1.0;         // GLA 1, RetNet 2, DeltaNet 1, GatedDeltaNet expand_v (2)
+  int64_t expand_ratio = 128;    // HGRN2: d_k per head (num_heads = hidden / expand_ratio)
+  int64_t head_dim = 256;        // GatedDeltaNet: d_k
+  bool use_short_conv = false;   // HGRN/HGRN2/GLA default off; DeltaNet/GatedDeltaNet on
+  int64_t conv_size = 4;
+  bool use_output_gate = true;   // GLA / RetNet / GatedDeltaNet output gate
+  bool allow_neg_eigval = false; // delta rules: beta in (0, 2)
+  bool use_lower_bound = true;   // HGRN / HGRN2 lower-bound schedule
+  double hidden_ratio = 4.0;     // MLP: intermediate = 256 * ceil(int(d * ratio * 2/3) / 256)
+  int64_t intermediate_size = 0; // 0: derived from hidden_ratio
+  double norm_eps = 1e-6;
+  double initializer_range = 0.02;
+  bool tie_word_embeddings = false;
+  // Softmax attention layers: the resolved list (attention_layers() turns "pure", "transformer"
+  // or "r:1" into it) and their settings.
+  std::vector<int64_t> attention;
+  int64_t attn_num_heads = 16;
+  int64_t attn_num_kv_heads = 16;
+  int64_t attn_window = 0;  // 0: none
+  double rope_theta = 10000.0;
+  bool attn_qkv_bias = false;
+};
+
+// "pure" -> [], "transformer" -> all layers, "r:1" -> max(1, round(L / (r + 1))) layers, each at
+// the end of an equal segment (L=24, "3:1" -> 3, 7, ..., 23). Throws hla::Error on bad input.
+std::vector<int64_t> attention_layers(const std::string& layout, int64_t num_layers);
+// Applies the variant's fla defaults (spec tables) to a config that names only the variant and
+// sizes: e.g. retnet -> expand_k 1, expand_v 2, hidden_ratio 2; delta_net -> short conv on.
+ModelConfig with_variant_defaults(ModelConfig c);
+// Validates sizes (hidden divisible by heads, ...); throws hla::Error naming the key.
+void validate(const ModelConfig& c);
+
+// Per-layer recurrent state for O(1)-per-token decoding (KV cache for attention layers).
+// Complete here so that callers can hold the std::unique_ptr that start_decoding returns.
+struct DecodeState {
+  std::vector<MixerState> layers;  // one per block; empty states mean "start of the sequence"
+};
+
+class HybridLM : public Module {
+ public:
+  HybridLM(const ModelConfig& config, Generator& gen);
+  ~HybridLM() override;
+  const ModelConfig& config() const { return config_; }
+
+  // tokens [B,T] (i32/i64) -> logits [B,T,vocab].
+  Var forward(const Tensor& tokens);
+  // Mean cross-entropy of forward(inputs) against targets [B,T] (already aligned: targets[t] is
+  // the token after inputs[t]; -100 takes no loss).
+  Var loss(const Tensor& inputs, const Tensor& targets);
+
+  // Decoding: feed tokens one step at a time (or a prompt at once), carrying state; equals
+  // forward() on the concatenated sequence.
+  std::unique_ptr<DecodeState> start_decoding(int64_t batch) const;
+  // tokens [B,T] -> logits [B,T,vocab] for these new positions.
+  Var decode(const Tensor& tokens, DecodeState& state);
+
+ private:
+  struct Impl;
+  ModelConfig config_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hla::nn
