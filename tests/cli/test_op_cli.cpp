@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "autograd/primitives.h"
 #include "autograd/recurrences.h"
