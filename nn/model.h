@@ -56,6 +56,8 @@ struct ModelConfig {
 std::vector<int64_t> attention_layers(const std::string& layout, int64_t num_layers);
 // Applies the variant's fla defaults (spec tables) to a config that names only the variant and
 // sizes: e.g. retnet -> expand_k 1, expand_v 2, hidden_ratio 2; delta_net -> short conv on.
+// Also sets the variant's fla head layout (num_heads: gla 4, retnet 8, delta_net 16,
+// gated_deltanet 6 with head_dim 256; hgrn2 expand_ratio 128): set those after calling it.
 ModelConfig with_variant_defaults(ModelConfig c);
 // Validates sizes (hidden divisible by heads, ...); throws hla::Error naming the key.
 void validate(const ModelConfig& c);
@@ -79,7 +81,7 @@ class HybridLM : public Module {
   Var loss(const Tensor& inputs, const Tensor& targets);
 
   // Decoding: feed tokens one step at a time (or a prompt at once), carrying state; equals
-  // forward() on the concatenated sequence.
+  // forward() on the concatenated sequence. decode() builds no graph (runs under NoGradGuard).
   std::unique_ptr<DecodeState> start_decoding(int64_t batch) const;
   // tokens [B,T] -> logits [B,T,vocab] for these new positions.
   Var decode(const Tensor& tokens, DecodeState& state);

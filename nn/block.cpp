@@ -1,0 +1,20 @@
+#include "nn/block.h"
+
+#include "autograd/primitives.h"
+
+namespace hla::nn {
+
+Block::Block(std::shared_ptr<Mixer> mixer, int64_t hidden, int64_t intermediate, double norm_eps,
+             Generator& gen, double std) {
+  attn_norm = register_module("attn_norm", std::make_shared<RMSNorm>(hidden, norm_eps));
+  attn = register_module("attn", std::move(mixer));
+  mlp_norm = register_module("mlp_norm", std::make_shared<RMSNorm>(hidden, norm_eps));
+  mlp = register_module("mlp", std::make_shared<GatedMLP>(hidden, intermediate, gen, std));
+}
+
+Var Block::forward(const Var& x, MixerState* state, const Var& lower_bound) const {
+  const Var r = x + attn->forward(attn_norm->forward(x), state, lower_bound);
+  return r + mlp->forward(mlp_norm->forward(r));
+}
+
+}  // namespace hla::nn

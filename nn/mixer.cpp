@@ -1,0 +1,26 @@
+#include "nn/mixer.h"
+
+#include "autograd/primitives.h"
+
+namespace hla::nn {
+
+Var run_conv(const ShortConvolution& conv, const Var& x, MixerState* state, size_t slot) {
+  if (!state) return conv.forward(x);
+  if (state->conv.size() <= slot) state->conv.resize(slot + 1);
+  Var next;
+  Var y = conv.forward(x, state->conv[slot], &next);
+  state->conv[slot] = next;
+  return y;
+}
+
+Var one_minus(const Var& x) { return add_scalar(neg(x), 1.0); }
+
+Var split_heads(const Var& x, int64_t heads) {
+  return reshape(x, {x.size(0), x.size(1), heads, x.size(2) / heads});
+}
+
+Var merge_heads(const Var& x) {
+  return reshape(x, {x.size(0), x.size(1), x.size(2) * x.size(3)});
+}
+
+}  // namespace hla::nn

@@ -1,0 +1,84 @@
+#include "nn/mixers/gated_deltanet.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "autograd/composites.h"
+#include "autograd/primitives.h"
+#include "autograd/recurrences.h"
+
+namespace hla::nn {
+
+namespace {
+// A_log = log(A), A ~ U(0, 16): decay rates spread over (0, 16].
+Tensor init_A_log(int64_t H, Generator& gen) {
+  std::vector<double> v(H);
+  for (auto& a : v) a = std::log(16.0 * (1.0 - gen.uniform()));  // (0, 16]: never log 0
+  return Tensor::from_values(v, {H});
+}
+// dt ~ exp(U(log 1e-3, log 1e-1)) clamped >= 1e-4; dt_bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+Tensor init_dt_bias(int64_t H, Generator& gen) {
+  std::vector<double> v(H);
+  for (auto& b : v) {
+    const double lo = std::log(1e-3), hi = std::log(1e-1);
+    const double dt = std::max(std::exp(lo + (hi - lo) * gen.uniform()), 1e-4);
+    b = dt + std::log(-std::expm1(-dt));
+  }
+  return Tensor::from_values(v, {H});
+}
+}  // namespace
+
+GatedDeltaNet::GatedDeltaNet(const GatedDeltaNetOptions& o, Generator& gen)
+    : opt(o),
+      key_dim(o.num_heads * o.head_dim),
+      value_dim(o.num_heads * static_cast<int64_t>(static_cast<double>(o.head_dim) * o.expand_v)) {
+  const int64_t d = o.hidden_size, H = o.num_heads;
+  const double std = o.initializer_range;
+  if (H <= 0 || o.head_dim <= 0 || value_dim <= 0)
+    throw Error("GatedDeltaNet", "positive num_heads, head_dim and head_dim * expand_v",
+                std::to_string(H) + ", " + std::to_string(o.head_dim) + ", " + std::to_string(o.expand_v));
+  q_proj = register_module("q_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
+  a_proj = register_module("a_proj", std::make_shared<Linear>(d, H, false, gen, std));
+  b_proj = register_module("b_proj", std::make_shared<Linear>(d, H, false, gen, std));
+  A_log = register_parameter("A_log", init_A_log(H, gen));
+  dt_bias = register_parameter("dt_bias", init_dt_bias(H, gen));
+  if (o.use_short_conv) {
+    q_conv1d = register_module("q_conv1d", std::make_shared<ShortConvolution>(key_dim, o.conv_size, true, gen, std));
+    k_conv1d = register_module("k_conv1d", std::make_shared<ShortConvolution>(key_dim, o.conv_size, true, gen, std));
+    v_conv1d = register_module("v_conv1d", std::make_shared<ShortConvolution>(value_dim, o.conv_size, true, gen, std));
+  }
+  if (o.use_gate) {
+    g_proj = register_module("g_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
+    o_norm_gated = register_module("o_norm", std::make_shared<GatedRMSNorm>(value_dim / H, o.norm_eps));
+  } else {
+    o_norm = register_module("o_norm", std::make_shared<RMSNorm>(value_dim / H, o.norm_eps));
+  }
+  o_proj = register_module("o_proj", std::make_shared<Linear>(value_dim, d, false, gen, std));
+}
+
+Var GatedDeltaNet::forward(const Var& x, MixerState* state, const Var&) {
+  const int64_t H = opt.num_heads;
+  Var q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
+  if (opt.use_short_conv) {  // the convs apply the silu
+    q = run_conv(*q_conv1d, q, state, 0);
+    k = run_conv(*k_conv1d, k, state, 1);
+    v = run_conv(*v_conv1d, v, state, 2);
+  } else {
+    q = silu(q), k = silu(k), v = silu(v);
+  }
+  // Step size softplus(a + dt_bias) times the negative rate -exp(A_log).
+  const Var g = -exp(A_log) * softplus(a_proj->forward(x) + dt_bias);
+  Var beta = sigmoid(b_proj->forward(x));
+  if (opt.allow_neg_eigval) beta = beta * 2.0;
+  auto r = gated_delta_rule(split_heads(q, H), split_heads(k, H), split_heads(v, H), g, beta,
+                            state ? state->recurrent : Var(), {.l2norm_qk = true});
+  if (state) state->recurrent = r.hT;
+  const Var o = opt.use_gate ? o_norm_gated->forward(r.o, split_heads(g_proj->forward(x), H))
+                             : o_norm->forward(r.o);
+  return o_proj->forward(merge_heads(o));
+}
+
+}  // namespace hla::nn

@@ -1,0 +1,66 @@
+#include "nn/mixers/gla.h"
+
+#include "autograd/composites.h"
+#include "autograd/primitives.h"
+#include "autograd/recurrences.h"
+
+namespace hla::nn {
+
+LowRankProjection::LowRankProjection(int64_t in, int64_t rank, int64_t out, Generator& gen,
+                                     double std) {
+  down = register_module("0", std::make_shared<Linear>(in, rank, false, gen, std));
+  up = register_module("1", std::make_shared<Linear>(rank, out, true, gen, std));
+}
+
+Var LowRankProjection::forward(const Var& x) const { return up->forward(down->forward(x)); }
+
+GatedLinearAttention::GatedLinearAttention(const GLAOptions& o, Generator& gen)
+    : opt(o),
+      key_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_k)),
+      value_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_v)) {
+  const int64_t d = o.hidden_size, H = o.num_heads;
+  const double std = o.initializer_range;
+  if (H <= 0 || key_dim % H != 0 || value_dim % H != 0)
+    throw Error("GatedLinearAttention", "key_dim and value_dim divisible by num_heads",
+                std::to_string(key_dim) + ", " + std::to_string(value_dim) + " with " +
+                    std::to_string(H) + " heads");
+  q_proj = register_module("q_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
+  if (o.use_output_gate)
+    g_proj = register_module("g_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
+  if (o.use_short_conv) {
+    q_conv1d = register_module("q_conv1d", std::make_shared<ShortConvolution>(key_dim, o.conv_size, true, gen, std));
+    k_conv1d = register_module("k_conv1d", std::make_shared<ShortConvolution>(key_dim, o.conv_size, true, gen, std));
+    v_conv1d = register_module("v_conv1d", std::make_shared<ShortConvolution>(value_dim, o.conv_size, true, gen, std));
+  }
+  gk_proj = register_module(
+      "gk_proj", std::make_shared<LowRankProjection>(d, o.gate_low_rank_dim, key_dim, gen, std));
+  o_proj = register_module("o_proj", std::make_shared<Linear>(value_dim, d, false, gen, std));
+  if (o.use_output_gate)
+    g_norm_swish_gate = register_module("g_norm_swish_gate",
+                                        std::make_shared<GatedRMSNorm>(value_dim / H, o.norm_eps));
+  else
+    g_norm = register_module("g_norm", std::make_shared<RMSNorm>(value_dim / H, o.norm_eps));
+}
+
+Var GatedLinearAttention::forward(const Var& x, MixerState* state, const Var&) {
+  const int64_t H = opt.num_heads;
+  Var q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
+  if (opt.use_short_conv) {
+    q = run_conv(*q_conv1d, q, state, 0);
+    k = run_conv(*k_conv1d, k, state, 1);
+    v = run_conv(*v_conv1d, v, state, 2);
+  }
+  // The gate reads x, not the conv output; /16 biases the decay towards 1 (long memory).
+  const Var g = logsigmoid(gk_proj->forward(x)) / opt.gate_logit_normalizer;
+  auto r = gla(split_heads(q, H), split_heads(k, H), split_heads(v, H), split_heads(g, H),
+               state ? state->recurrent : Var());
+  if (state) state->recurrent = r.hT;
+  const Var o = opt.use_output_gate
+                    ? g_norm_swish_gate->forward(r.o, split_heads(g_proj->forward(x), H))
+                    : g_norm->forward(r.o);
+  return o_proj->forward(merge_heads(o));
+}
+
+}  // namespace hla::nn

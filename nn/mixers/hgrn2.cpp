@@ -1,0 +1,47 @@
+#include "nn/mixers/hgrn2.h"
+
+#include "autograd/composites.h"
+#include "autograd/primitives.h"
+#include "autograd/recurrences.h"
+#include "nn/mixers/hgrn.h"
+
+namespace hla::nn {
+
+HGRN2Attention::HGRN2Attention(const HGRN2Options& o, Generator& gen) : opt(o) {
+  const int64_t d = o.hidden_size;
+  const double std = o.initializer_range;
+  if (o.expand_ratio <= 0 || d % o.expand_ratio != 0)
+    throw Error("HGRN2Attention", "hidden_size divisible by expand_ratio",
+                std::to_string(d) + " / " + std::to_string(o.expand_ratio));
+  num_heads = d / o.expand_ratio;
+  q_proj = register_module("q_proj", std::make_shared<Linear>(d, d, false, gen, std));
+  f_proj = register_module("f_proj", std::make_shared<Linear>(d, d, false, gen, std));
+  i_proj = register_module("i_proj", std::make_shared<Linear>(d, d, false, gen, std));
+  if (o.use_short_conv) {
+    q_conv1d = register_module("q_conv1d", std::make_shared<ShortConvolution>(d, o.conv_size, false, gen, std));
+    f_conv1d = register_module("f_conv1d", std::make_shared<ShortConvolution>(d, o.conv_size, false, gen, std));
+    i_conv1d = register_module("i_conv1d", std::make_shared<ShortConvolution>(d, o.conv_size, false, gen, std));
+  }
+  g_norm = register_module("g_norm", std::make_shared<RMSNorm>(d, 1e-5));
+  o_proj = register_module("o_proj", std::make_shared<Linear>(d, d, false, gen, std));
+}
+
+Var HGRN2Attention::forward(const Var& x, MixerState* state, const Var& lower_bound) {
+  Var q = q_proj->forward(x), f = f_proj->forward(x), v = i_proj->forward(x);
+  if (opt.use_short_conv) {
+    q = run_conv(*q_conv1d, q, state, 0);
+    f = run_conv(*f_conv1d, f, state, 1);
+    v = run_conv(*i_conv1d, v, state, 2);
+  }
+  q = silu(q);
+  Var log_f = logsigmoid(f);
+  if (lower_bound.defined()) log_f = apply_lower_bound(log_f, lower_bound);
+  const Var k = one_minus(exp(log_f));
+  const int64_t H = num_heads;
+  auto r = gla(split_heads(q, H), split_heads(k, H), split_heads(v, H), split_heads(log_f, H),
+               state ? state->recurrent : Var());
+  if (state) state->recurrent = r.hT;
+  return o_proj->forward(g_norm->forward(merge_heads(r.o)));
+}
+
+}  // namespace hla::nn

@@ -1,0 +1,49 @@
+#include "nn/mixers/retnet.h"
+
+#include "autograd/primitives.h"
+#include "autograd/recurrences.h"
+#include "nn/rotary.h"
+
+namespace hla::nn {
+
+MultiScaleRetention::MultiScaleRetention(const RetNetOptions& o, Generator& gen)
+    : opt(o),
+      key_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_k)),
+      value_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_v)) {
+  const int64_t d = o.hidden_size, H = o.num_heads;
+  const double std = o.initializer_range;
+  if (H <= 0 || key_dim % H != 0 || value_dim % H != 0 || (key_dim / H) % 2 != 0)
+    throw Error("MultiScaleRetention", "key_dim and value_dim divisible by num_heads, even d_k",
+                std::to_string(key_dim) + ", " + std::to_string(value_dim) + " with " +
+                    std::to_string(H) + " heads");
+  q_proj = register_module("q_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
+  if (o.use_output_gate)
+    g_proj = register_module("g_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
+  o_proj = register_module("o_proj", std::make_shared<Linear>(value_dim, d, false, gen, std));
+  if (o.use_output_gate)
+    g_norm_swish_gate = register_module("g_norm_swish_gate",
+                                        std::make_shared<GatedRMSNorm>(value_dim / H, o.norm_eps));
+  else
+    g_norm = register_module("g_norm", std::make_shared<RMSNorm>(value_dim / H, o.norm_eps));
+}
+
+Var MultiScaleRetention::forward(const Var& x, MixerState* state, const Var&) {
+  const int64_t H = opt.num_heads;
+  const int64_t offset = state ? state->position : 0;
+  const Var q = apply_rotary(split_heads(q_proj->forward(x), H), offset);
+  const Var k = apply_rotary(split_heads(k_proj->forward(x), H), offset);
+  const Var v = split_heads(v_proj->forward(x), H);
+  auto r = retention(q, k, v, state ? state->recurrent : Var());
+  if (state) {
+    state->recurrent = r.hT;
+    state->position += x.size(1);
+  }
+  const Var o = opt.use_output_gate
+                    ? g_norm_swish_gate->forward(r.o, split_heads(g_proj->forward(x), H))
+                    : g_norm->forward(r.o);
+  return o_proj->forward(merge_heads(o));
+}
+
+}  // namespace hla::nn

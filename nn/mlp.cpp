@@ -1,0 +1,22 @@
+#include "nn/mlp.h"
+
+#include "autograd/fused.h"
+
+namespace hla::nn {
+
+int64_t mlp_intermediate_size(int64_t hidden, double hidden_ratio) {
+  const auto base = static_cast<int64_t>(static_cast<double>(hidden) * hidden_ratio * 2.0 / 3.0);
+  return 256 * ((base + 255) / 256);
+}
+
+GatedMLP::GatedMLP(int64_t hidden, int64_t inter, Generator& gen, double std) {
+  gate_proj = register_module("gate_proj", std::make_shared<Linear>(hidden, inter, false, gen, std));
+  up_proj = register_module("up_proj", std::make_shared<Linear>(hidden, inter, false, gen, std));
+  down_proj = register_module("down_proj", std::make_shared<Linear>(inter, hidden, false, gen, std));
+}
+
+Var GatedMLP::forward(const Var& x) const {
+  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));
+}
+
+}  // namespace hla::nn

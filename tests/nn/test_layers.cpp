@@ -1,0 +1,108 @@
+// Building blocks: Linear, RMSNorm, ShortConvolution (with its decoding cache), SwiGLU MLP sizes,
+// rotary embedding, the HGRN lower-bound schedule.
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "autograd/gradcheck.h"
+#include "autograd/primitives.h"
+#include "nn/linear.h"
+#include "nn/mixers/hgrn.h"
+#include "nn/mlp.h"
+#include "nn/norm.h"
+#include "nn/rotary.h"
+#include "nn/short_conv.h"
+#include "nn_helpers.h"
+#include "tests/helpers/close.h"
+
+using namespace hla;
+using namespace hla::nn;
+using hla::test::values;
+
+TEST_CASE("Linear computes x W^T + b with W [out, in]", "[nn]") {
+  Generator gen(0);
+  Linear lin(3, 2, true, gen);
+  lin.to(DType::f64);
+  lin.weight.mutable_data().copy_(Tensor::from_values({1, 2, 3, 4, 5, 6}, {2, 3}, DType::f64));
+  lin.bias.mutable_data().copy_(Tensor::from_values({10, 20}, {2}, DType::f64));
+  const Var x(Tensor::from_values({1, 0, -1, 2, 1, 0}, {1, 2, 3}, DType::f64));
+  const Var y = lin.forward(x);
+  CHECK(y.shape() == Shape{1, 2, 2});
+  CHECK(values(y) == std::vector<double>{8, 18, 14, 33});
+  CHECK(lin.named_parameters()[1].first == "bias");
+}
+
+TEST_CASE("RMSNorm weights start at 1; gated norm multiplies by silu(g)", "[nn]") {
+  Generator gen(0);
+  RMSNorm n(4, 1e-6);
+  n.to(DType::f64);
+  const Var x(Tensor::from_values({1, 2, 3, 4}, {1, 4}, DType::f64));
+  const double rms = std::sqrt((1 + 4 + 9 + 16) / 4.0 + 1e-6);
+  REQUIRE_CLOSE("rms", (std::vector<double>{1 / rms, 2 / rms, 3 / rms, 4 / rms}), values(n.forward(x)), 1e-12);
+  GatedRMSNorm gn(4, 1e-6);
+  gn.to(DType::f64);
+  const Var g(Tensor::from_values({0, 1, -1, 2}, {1, 4}, DType::f64));
+  std::vector<double> expect;
+  for (int i = 0; i < 4; ++i) {
+    const double gv = g.data().at({0, i});
+    expect.push_back((i + 1) / rms * gv / (1 + std::exp(-gv)));
+  }
+  REQUIRE_CLOSE("gated", expect, values(gn.forward(x, g)), 1e-12);
+}
+
+TEST_CASE("ShortConvolution: fla weight layout, causal, cache carries across calls", "[nn]") {
+  Generator gen(1);
+  ShortConvolution conv(3, 4, true, gen);
+  conv.to(DType::f64);
+  CHECK(conv.weight.shape() == Shape{3, 1, 4});
+  const Var x(Tensor::randn({2, 6, 3}, gen, DType::f64));
+  const Var full = conv.forward(x);
+  // Causal: output 0 depends only on input 0: w[c, W-1] x_0 then silu.
+  const double w3 = conv.weight.data().at({0, 0, 3}), x0 = x.data().at({0, 0, 0});
+  CHECK(full.data().at({0, 0, 0}) == Approx(w3 * x0 / (1 + std::exp(-w3 * x0))));
+  Var cache, next;
+  std::vector<Var> outs;
+  for (auto [a, b] : {std::pair<int64_t, int64_t>{0, 2}, {2, 3}, {3, 6}}) {
+    outs.push_back(conv.forward(slice(x, 1, a, b), cache, &next));
+    cache = next;
+    CHECK(cache.shape() == Shape{2, 3, 3});
+  }
+  REQUIRE_CLOSE("conv pieces", values(full), values(concat(outs, 1)), 1e-12);
+}
+
+TEST_CASE("SwiGLU MLP intermediate size follows fla's rounding", "[nn]") {
+  CHECK(mlp_intermediate_size(1024, 4) == 2816);
+  CHECK(mlp_intermediate_size(1024, 2) == 1536);
+  CHECK(mlp_intermediate_size(2048, 4) == 5632);
+  Generator gen(0);
+  GatedMLP mlp(8, 256, gen);
+  CHECK(mlp.named_parameters()[0].first == "gate_proj.weight");
+  CHECK(mlp.up_proj->weight.shape() == Shape{256, 8});
+  CHECK(mlp.down_proj->weight.shape() == Shape{8, 256});
+}
+
+TEST_CASE("rotary: rotate-half at position offset + t, norm-preserving, relative", "[nn]") {
+  Generator gen(2);
+  const Var x(Tensor::randn({1, 5, 2, 8}, gen, DType::f64));
+  const Var r = apply_rotary(x, 0);
+  // Position 0 is the identity.
+  REQUIRE_CLOSE("p0", values(select(x, 1, 0)), values(select(r, 1, 0)), 1e-15);
+  // The offset shifts positions: rope(x[t:], offset t) == rope(x)[t:].
+  REQUIRE_CLOSE("offset", values(slice(r, 1, 3, 5)), values(apply_rotary(slice(x, 1, 3, 5), 3)), 1e-6);
+  // Element (p=1, i=0): x1 cos(1) - x2 sin(1) with x2 the element d/2 further.
+  const double a = x.data().at({0, 1, 0, 0}), b = x.data().at({0, 1, 0, 4});
+  CHECK(r.data().at({0, 1, 0, 0}) == Approx(a * std::cos(1.0) - b * std::sin(1.0)).epsilon(1e-6));
+  auto gr = gradcheck([](const std::vector<Var>& in) { return apply_rotary(in[0], 2); },
+                      {Tensor::randn({1, 3, 1, 4}, gen, DType::f64)});
+  INFO(gr.report);
+  CHECK(gr.ok);
+}
+
+TEST_CASE("HGRN lower-bound schedule: lb_l = l/L at init, 0 for layer 0", "[nn]") {
+  const Var lb = lower_bound_schedule(Var(Tensor::zeros({4, 3}, DType::f64)));
+  const std::vector<double> expect = {0, 0, 0, 0.25, 0.25, 0.25, 0.5, 0.5, 0.5, 0.75, 0.75, 0.75};
+  REQUIRE_CLOSE("lb", expect, values(lb), 1e-14);
+  // The floored forget gate stays in (lb, 1).
+  const Var f = apply_lower_bound(Var(Tensor::full({3}, -50.0, DType::f64)),
+                                  Var(Tensor::full({3}, 0.5, DType::f64)));
+  CHECK(std::exp(f.data().at({0})) == Approx(0.5));
+}
