@@ -87,7 +87,7 @@ std::vector<Tensor> PrimitiveNode::backward(const std::vector<Tensor>& grad_outp
     case OpKind::AddScalar: gi[0] = g; break;
     case OpKind::MulScalar: gi[0] = mul_scalar(g, scalar); break;
     case OpKind::Where: {  // saved[0] = condition (not differentiable)
-      const Tensor zero = Tensor::zeros({}, g.dtype());
+      const Tensor zero = Tensor::zeros({}, g.dtype(), g.device());
       if (need(0)) gi[0] = sum_to(where(saved[0], g, zero), x(0).shape());
       if (need(1)) gi[1] = sum_to(where(saved[0], zero, g), x(1).shape());
       break;

@@ -13,6 +13,8 @@
 
 namespace hla {
 
+class Tensor;
+
 // What a non-CPU device must provide. Installed once by that device's backend.
 struct DeviceBackend {
   void* (*allocate)(size_t nbytes) = nullptr;
@@ -21,6 +23,8 @@ struct DeviceBackend {
   void (*copy)(void* dst, Device dst_device, const void* src, Device src_device,
                size_t nbytes) = nullptr;
   void (*fill_zero)(void* dst, size_t nbytes) = nullptr;
+  // dst = src for two tensors on this device of one shape and dtype, any strides.
+  void (*copy_within)(Tensor& dst, const Tensor& src) = nullptr;
 };
 void register_device_backend(Device device, const DeviceBackend& backend);
 // The registered backend; throws hla::Error naming `op` if this build has none for `device`.

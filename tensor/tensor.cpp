@@ -100,6 +100,7 @@ int64_t Tensor::size(int64_t d) const { return shape_[wrap_dim(d, dim(), "Tensor
 Device Tensor::device() const { return storage_ ? storage_->device() : Device::CPU; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;
   int64_t expected = 1;
   for (int64_t i = dim() - 1; i >= 0; --i) {
     if (shape_[i] == 1) continue;
@@ -279,12 +280,19 @@ void Tensor::copy_(const Tensor& src) {
     });
     return;
   }
-  // Across devices: bring both sides to one contiguous layout and dtype, then move bytes.
   if (src.dtype_ != dtype_) return copy_(src.to(dtype_));
-  const Tensor s = src.device() == Device::CPU ? src.contiguous() : src;
-  if (!s.is_contiguous() || !is_contiguous())
-    throw Error("copy_", "contiguous tensors for a copy between devices", "a strided view",
-                "call contiguous() on the tensor's own device first");
+  if (device() == src.device()) {  // both on one accelerator: its strided copy
+    device_backend(device(), "copy_").copy_within(*this, src);
+    return;
+  }
+  // Across devices: contiguous bytes on both sides, then one transfer.
+  const Tensor s = src.contiguous();
+  if (!is_contiguous()) {
+    Tensor staged = empty(shape_, dtype_, device());
+    staged.copy_(s);
+    copy_(staged);
+    return;
+  }
   copy_bytes(raw_data(), device(), s.raw_data(), s.device(),
              static_cast<size_t>(numel()) * dtype_size(dtype_));
 }

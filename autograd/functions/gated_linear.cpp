@@ -5,6 +5,9 @@
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 
 namespace hla {
 
@@ -101,9 +104,92 @@ struct GatedLinearNode : Node {
   }
 };
 
+#ifdef HLA_WITH_CUDA
+// ---- CUDA: the recurrent tier of kernels/cuda/gated_linear_recurrent.cu (f32, f64). Auto and
+// Recurrent run it (for any T: there is no CUDA chunk tier yet); the reference and chunk tiers
+// have no CUDA implementation and say so. make_args() fills the same structs with device pointers.
+
+Tensor cuda_input(const Var& x) { return x.defined() ? cuda::contiguous(x.data()) : Tensor(); }
+
+struct GatedLinearCudaNode : GatedLinearNode {
+  std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
+    const auto& d = call.d;
+    const DType dt = inputs[0].dtype();
+    std::vector<Tensor> in;
+    for (const Var& v : inputs) in.push_back(cuda_input(v));
+    const Tensor dout = gout[0].defined() ? cuda::contiguous(gout[0])
+                                          : Tensor::zeros({d.B, d.T, d.H, d.V}, dt, Device::CUDA);
+    const Tensor dhT = gout[1].defined() ? cuda::contiguous(gout[1]) : Tensor();
+    std::vector<Tensor> grads;
+    for (const Tensor& x : in) grads.push_back(Tensor::empty(x.shape(), dt, Device::CUDA));
+    visit_floating(dt, name(), [&]<class S>() {
+      kernels::GatedLinearGrad<S> g;
+      g.dout = dout.data<S>();
+      g.dhT = detail::ptr<S>(dhT);
+      g.dq = grads[0].data<S>();
+      g.dk = grads[1].data<S>();
+      g.dv = grads[2].data<S>();
+      g.dg = call.has_gate ? grads[3].data<S>() : nullptr;
+      g.dh0 = call.has_h0 ? grads.back().data<S>() : nullptr;
+      cuda::gated_linear_recurrent_backward<S>(make_args<S>(call, in), g);
+    });
+    return grads;
+  }
+};
+
+RecurrenceResult run_cuda(GateKind gate, const char* op, const Var& q, const Var& k, const Var& v,
+                          const Var& g, const Var& h0, const RecurrenceOptions& opt) {
+  const DType dt = q.dtype();
+  auto check = [&](const Var& x, const Shape& shape, const char* name, const char* layout) {
+    if (!x.defined()) throw Error(op, std::string("an input ") + name + " " + layout, "none");
+    if (x.device() != Device::CUDA)
+      throw Error(op, std::string(name) + " on cuda like q", device_name(x.device()),
+                  "move every input to one device");
+    if (x.dtype() != dt)
+      throw Error(op, std::string(name) + " of dtype " + dtype_name(dt) + " like q",
+                  dtype_name(x.dtype()), "convert every input to one dtype");
+    check_shape(x.data(), shape, op, name, layout);
+  };
+  check_rank(q.data(), 4, op, "q", "[B,T,H,K]");
+  check_rank(v.data(), 4, op, "v", "[B,T,H,V]");
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3), V = v.size(3);
+  check(k, {B, T, H, K}, "k", "[B,T,H,K]");
+  check(v, {B, T, H, V}, "v", "[B,T,H,V]");
+  if (gate == GateKind::PerKey) check(g, {B, T, H, K}, "gk", "[B,T,H,K]");
+  if (gate == GateKind::ScalarPerHead) check(g, {B, T, H}, "g", "[B,T,H]");
+  if (h0.defined()) check(h0, {B, H, K, V}, "h0", "[B,H,K,V]");
+  if (opt.impl == Impl::Reference || opt.impl == Impl::Chunk)
+    throw Error(op, "Impl::Auto or Impl::Recurrent for cuda tensors",
+                std::string("Impl::") + impl_name(opt.impl),
+                std::string("no cuda implementation for ") + op + " (" + impl_name(opt.impl) +
+                    " tier); the recurrent tier runs on cuda");
+  GatedLinearCall c{gate, Impl::Recurrent, detail::resolve_scale(opt.scale, K), g.defined(),
+                    h0.defined(), {B, T, H, K, V}};
+  std::vector<Var> vars{q, k, v};
+  if (c.has_gate) vars.push_back(g);
+  if (c.has_h0) vars.push_back(h0);
+  std::vector<Tensor> in;
+  for (const Var& x : vars) in.push_back(cuda_input(x));
+  Tensor o = Tensor::empty({B, T, H, V}, dt, Device::CUDA);
+  Tensor hT = Tensor::empty({B, H, K, V}, dt, Device::CUDA);
+  if (B * T * H * K * V > 0) {
+    visit_floating(dt, op, [&]<class S>() {
+      cuda::gated_linear_recurrent_forward<S>(make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
+    });
+  }
+  auto node = std::make_shared<GatedLinearCudaNode>();
+  node->call = c;
+  auto out = record(node, vars, {o, hT});
+  return {out[0], out[1]};
+}
+#endif
+
 RecurrenceResult run(GateKind gate, const char* op, const Var& q, const Var& k, const Var& v,
                      const Var& g, const Var& h0, const RecurrenceOptions& opt) {
   if (!q.defined()) throw Error(op, "an input q [B,T,H,K]", "none");
+#ifdef HLA_WITH_CUDA
+  if (q.device() == Device::CUDA) return run_cuda(gate, op, q, k, v, g, h0, opt);
+#endif
   check_rank(q.data(), 4, op, "q", "[B,T,H,K]");
   const DType in_dt = q.dtype();
   detail::check_input(q, q.shape(), op, "q", "[B,T,H,K]", in_dt);

@@ -5,6 +5,9 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 #include "tensor/dtype_dispatch.h"
 
 namespace hla::ops {
@@ -46,6 +49,9 @@ CeInputs prepare(const Tensor& logits, const Tensor& targets, int64_t ignore_ind
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      Tensor* lse_out) {
+#ifdef HLA_WITH_CUDA
+  if (logits.device() == Device::CUDA) return cuda::cross_entropy(logits, targets, ignore_index, lse_out);
+#endif
   const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy");
   return visit_floating(in.logits.dtype(), "cross_entropy", [&]<class T>() {
     Tensor lse = Tensor::empty({in.n}, in.logits.dtype());
@@ -70,6 +76,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                               const Tensor& lse, double dloss) {
+#ifdef HLA_WITH_CUDA
+  if (logits.device() == Device::CUDA) return cuda::cross_entropy_backward(logits, targets, ignore_index, lse, dloss);
+#endif
   const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy_backward");
   return visit_floating(in.logits.dtype(), "cross_entropy_backward", [&]<class T>() {
     Tensor dx = Tensor::empty(in.logits.shape(), in.logits.dtype());

@@ -4,6 +4,9 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 #include "tensor/dtype_dispatch.h"
 #include "tensor/strided.h"
 
@@ -82,6 +85,9 @@ T binary_value(Binary op, T a, T b) {
 }  // namespace
 
 Tensor unary(Unary op, const Tensor& x) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::unary(op, x);
+#endif
   require_cpu(x, "unary");
   return visit_floating(x.dtype(), "unary", [&]<class T>() {
     // The switch sits outside the loop so each op's loop vectorises on its own.
@@ -99,6 +105,9 @@ Tensor unary(Unary op, const Tensor& x) {
 }
 
 Tensor pow_scalar(const Tensor& x, double p) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::pow_scalar(x, p);
+#endif
   require_cpu(x, "pow");
   return visit_floating(x.dtype(), "pow", [&]<class T>() {
     const T e = static_cast<T>(p);
@@ -106,6 +115,9 @@ Tensor pow_scalar(const Tensor& x, double p) {
   });
 }
 Tensor add_scalar(const Tensor& x, double s) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::add_scalar(x, s);
+#endif
   require_cpu(x, "add_scalar");
   return visit_floating(x.dtype(), "add_scalar", [&]<class T>() {
     const T c = static_cast<T>(s);
@@ -113,6 +125,9 @@ Tensor add_scalar(const Tensor& x, double s) {
   });
 }
 Tensor mul_scalar(const Tensor& x, double s) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::mul_scalar(x, s);
+#endif
   require_cpu(x, "mul_scalar");
   return visit_floating(x.dtype(), "mul_scalar", [&]<class T>() {
     const T c = static_cast<T>(s);
@@ -121,6 +136,9 @@ Tensor mul_scalar(const Tensor& x, double s) {
 }
 
 Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
+#ifdef HLA_WITH_CUDA
+  if (a.device() == Device::CUDA || b.device() == Device::CUDA) return cuda::binary(op, a, b);
+#endif
   require_cpu(a, "binary");
   require_cpu(b, "binary");
   check_same_dtype(a, b, "binary");
@@ -153,6 +171,9 @@ Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+#ifdef HLA_WITH_CUDA
+  if (cond.device() == Device::CUDA || a.device() == Device::CUDA || b.device() == Device::CUDA) return cuda::where(cond, a, b);
+#endif
   require_cpu(cond, "where");
   require_cpu(a, "where");
   require_cpu(b, "where");
@@ -175,6 +196,12 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 }
 
 void add_(Tensor& a, const Tensor& b) {
+#ifdef HLA_WITH_CUDA
+  if (a.device() == Device::CUDA || b.device() == Device::CUDA) {
+    cuda::add_(a, b);
+    return;
+  }
+#endif
   require_cpu(a, "add_");
   require_cpu(b, "add_");
   check_same_dtype(a, b, "add_");

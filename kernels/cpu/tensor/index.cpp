@@ -3,6 +3,9 @@
 #include <algorithm>
 
 #include "kernels/ops.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 #include "tensor/dtype_dispatch.h"
 
 namespace hla::ops {
@@ -38,6 +41,9 @@ std::vector<int64_t> read_index(const Tensor& index, int64_t bound, const char* 
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   if (xs.empty()) throw Error("concat", "at least one tensor", "none");
+#ifdef HLA_WITH_CUDA
+  if (xs[0].device() == Device::CUDA) return cuda::concat(xs, dim);
+#endif
   const Tensor& first = xs[0];
   require_cpu(first, "concat");
   dim = wrap_dim(dim, first.dim(), "concat");
@@ -64,6 +70,9 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 Tensor index_select(const Tensor& x_in, int64_t dim, const Tensor& index) {
+#ifdef HLA_WITH_CUDA
+  if (x_in.device() == Device::CUDA) return cuda::index_select(x_in, dim, index);
+#endif
   require_cpu(x_in, "index_select");
   dim = wrap_dim(dim, x_in.dim(), "index_select");
   check_rank(index, 1, "index_select", "index");
@@ -86,6 +95,9 @@ Tensor index_select(const Tensor& x_in, int64_t dim, const Tensor& index) {
 }
 
 Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src_in) {
+#ifdef HLA_WITH_CUDA
+  if (src_in.device() == Device::CUDA) return cuda::index_add(shape, dim, index, src_in);
+#endif
   require_cpu(src_in, "index_add");
   dim = wrap_dim(dim, static_cast<int64_t>(shape.size()), "index_add");
   const Tensor src = src_in.contiguous();
@@ -157,6 +169,9 @@ Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index_in, cons
 
 Tensor slice_backward(const Tensor& src, const Shape& shape, int64_t dim, int64_t start,
                       int64_t step) {
+#ifdef HLA_WITH_CUDA
+  if (src.device() == Device::CUDA) return cuda::slice_backward(src, shape, dim, start, step);
+#endif
   require_cpu(src, "slice_backward");
   Tensor out = Tensor::zeros(shape, src.dtype());
   const int64_t n = src.shape()[dim];

@@ -5,6 +5,9 @@
 #include <Eigen/Core>
 
 #include "kernels/ops.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 #include "tensor/dtype_dispatch.h"
 #include "tensor/strided.h"
 
@@ -61,6 +64,9 @@ void gemm_any(const T* a, MatLayout la, const T* b, MatLayout lb, T* c, int64_t 
 }  // namespace
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+#ifdef HLA_WITH_CUDA
+  if (a_in.device() == Device::CUDA || b_in.device() == Device::CUDA) return cuda::matmul(a_in, b_in);
+#endif
   require_cpu(a_in, "matmul");
   require_cpu(b_in, "matmul");
   check_same_dtype(a_in, b_in, "matmul");

@@ -8,6 +8,9 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 #include "tensor/dtype_dispatch.h"
 
 namespace hla::ops {
@@ -119,20 +122,38 @@ void norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in,
 }  // namespace
 
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor* rstd) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::rms_norm(x, Tensor(), w, eps, rstd);
+#endif
   return norm_forward(x, Tensor(), w, eps, rstd, "rms_norm");
 }
 void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy,
                        Tensor* dx, Tensor* dw) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) {
+    cuda::rms_norm_backward(x, Tensor(), w, rstd, dy, dx, nullptr, dw);
+    return;
+  }
+#endif
   norm_backward(x, Tensor(), w, rstd, dy, dx, nullptr, dw, "rms_norm_backward");
 }
 Tensor gated_rms_norm(const Tensor& x, const Tensor& g, const Tensor& w, double eps,
                       Tensor* rstd) {
   check_defined(g, "gated_rms_norm", "gate g");
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::rms_norm(x, g, w, eps, rstd);
+#endif
   return norm_forward(x, g, w, eps, rstd, "gated_rms_norm");
 }
 void gated_rms_norm_backward(const Tensor& x, const Tensor& g, const Tensor& w,
                              const Tensor& rstd, const Tensor& dy, Tensor* dx, Tensor* dg,
                              Tensor* dw) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) {
+    cuda::rms_norm_backward(x, g, w, rstd, dy, dx, dg, dw);
+    return;
+  }
+#endif
   norm_backward(x, g, w, rstd, dy, dx, dg, dw, "gated_rms_norm_backward");
 }
 

@@ -5,6 +5,9 @@
 #include <limits>
 
 #include "kernels/ops.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 #include "tensor/dtype_dispatch.h"
 
 namespace hla::ops {
@@ -53,6 +56,9 @@ ReducePlan plan_reduce(const Tensor& x, const std::vector<int64_t>& dims, bool k
 }  // namespace
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::sum(x, dims, keepdim);
+#endif
   require_cpu(x, "sum");
   const ReducePlan p = plan_reduce(x, dims, keepdim, "sum");
   return visit_floating(x.dtype(), "sum", [&]<class T>() {
@@ -71,6 +77,9 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Tensor max(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::max(x, dims, keepdim);
+#endif
   require_cpu(x, "max");
   const ReducePlan p = plan_reduce(x, dims, keepdim, "max");
   if (p.n_red == 0) throw Error("max", "a non-empty reduction", "zero elements to reduce");

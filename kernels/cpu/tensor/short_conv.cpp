@@ -7,6 +7,9 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 #include "tensor/dtype_dispatch.h"
 
 namespace hla::ops {
@@ -58,6 +61,9 @@ T sigmoid(T x) {
 }  // namespace
 
 Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tensor& cache_in) {
+#ifdef HLA_WITH_CUDA
+  if (x_in.device() == Device::CUDA) return cuda::short_conv(x_in, w_in, silu, cache_in);
+#endif
   const ConvDims d = check_conv(x_in, w_in, cache_in, "short_conv");
   const Tensor x = x_in.contiguous(), w = w_in.contiguous();
   const Tensor cache = cache_in.defined() ? cache_in.contiguous() : Tensor();
@@ -74,6 +80,12 @@ Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tenso
 void short_conv_backward(const Tensor& x_in, const Tensor& w_in, bool silu,
                          const Tensor& cache_in, const Tensor& dy_in, Tensor* dx, Tensor* dw,
                          Tensor* dcache) {
+#ifdef HLA_WITH_CUDA
+  if (x_in.device() == Device::CUDA) {
+    cuda::short_conv_backward(x_in, w_in, silu, cache_in, dy_in, dx, dw, dcache);
+    return;
+  }
+#endif
   const ConvDims d = check_conv(x_in, w_in, cache_in, "short_conv_backward");
   check_shape(dy_in, x_in.shape(), "short_conv_backward", "dy");
   const Tensor x = x_in.contiguous(), w = w_in.contiguous(), dy = dy_in.contiguous();

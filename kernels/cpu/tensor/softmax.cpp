@@ -7,6 +7,9 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 #include "tensor/dtype_dispatch.h"
 
 namespace hla::ops {
@@ -75,12 +78,28 @@ Tensor softmax_backward_impl(const Tensor& y_in, const Tensor& dy_in, bool log, 
 
 }  // namespace
 
-Tensor softmax(const Tensor& x) { return softmax_impl(x, false, "softmax"); }
-Tensor log_softmax(const Tensor& x) { return softmax_impl(x, true, "log_softmax"); }
+Tensor softmax(const Tensor& x) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::softmax(x, false);
+#endif
+  return softmax_impl(x, false, "softmax");
+}
+Tensor log_softmax(const Tensor& x) {
+#ifdef HLA_WITH_CUDA
+  if (x.device() == Device::CUDA) return cuda::softmax(x, true);
+#endif
+  return softmax_impl(x, true, "log_softmax");
+}
 Tensor softmax_backward(const Tensor& y, const Tensor& dy) {
+#ifdef HLA_WITH_CUDA
+  if (y.device() == Device::CUDA) return cuda::softmax_backward(y, dy, false);
+#endif
   return softmax_backward_impl(y, dy, false, "softmax_backward");
 }
 Tensor log_softmax_backward(const Tensor& y, const Tensor& dy) {
+#ifdef HLA_WITH_CUDA
+  if (y.device() == Device::CUDA) return cuda::softmax_backward(y, dy, true);
+#endif
   return softmax_backward_impl(y, dy, true, "log_softmax_backward");
 }
 

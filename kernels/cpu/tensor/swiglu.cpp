@@ -3,6 +3,9 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 #include "tensor/dtype_dispatch.h"
 
 namespace hla::ops {
@@ -15,6 +18,9 @@ T sigmoid(T x) {
 }  // namespace
 
 Tensor swiglu(const Tensor& a_in, const Tensor& b_in) {
+#ifdef HLA_WITH_CUDA
+  if (a_in.device() == Device::CUDA || b_in.device() == Device::CUDA) return cuda::swiglu(a_in, b_in);
+#endif
   require_cpu(a_in, "swiglu");
   require_cpu(b_in, "swiglu");
   check_shape(b_in, a_in.shape(), "swiglu", "b");
@@ -34,6 +40,12 @@ Tensor swiglu(const Tensor& a_in, const Tensor& b_in) {
 
 void swiglu_backward(const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in, Tensor* da,
                      Tensor* db) {
+#ifdef HLA_WITH_CUDA
+  if (a_in.device() == Device::CUDA) {
+    cuda::swiglu_backward(a_in, b_in, dy_in, da, db);
+    return;
+  }
+#endif
   require_cpu(a_in, "swiglu_backward");
   check_shape(dy_in, a_in.shape(), "swiglu_backward", "dy");
   const Tensor a = a_in.contiguous(), b = b_in.contiguous(), dy = dy_in.contiguous();

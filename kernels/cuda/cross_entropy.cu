@@ -1,0 +1,167 @@
+// Cross-entropy on CUDA: logits [N, C] (C up to the 32000+ of a vocabulary), integer targets [N]
+// (i32/i64, on either device), mean over rows whose target is not ignore_index. The softmax is
+// never stored:
+//   loss = (1/n) sum_r (lse_r - x_{r,t_r}),   dx_{r,c} = dloss/n (exp(x_{r,c} - lse_r) - [c == t_r])
+// Forward: one block per row writes lse [N] and the row's loss (f64 scratch [N]); one block then
+// sums the row losses in a fixed order (deterministic). The loss is a 0-dim CUDA tensor.
+// Backward: one thread per logit; dx is fresh (overwritten), rows with ignore_index get 0.
+// Targets are read on the host once per call to check their range (a sync, like the CPU path).
+// dtypes: f32, f64.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
+
+namespace hla::cuda {
+
+namespace {
+
+// ---- kernels
+
+template <class T>
+__global__ void ce_fwd_kernel(T* __restrict__ lse,              // [N] overwritten
+                              double* __restrict__ row_loss,    // [N] overwritten
+                              const T* __restrict__ x,          // [N, C] contiguous
+                              const int64_t* __restrict__ tgt,  // [N]
+                              int64_t C, int64_t ignore_index) {
+  __shared__ T shm_t[32];
+  __shared__ double shm_d[32];
+  const int64_t r = blockIdx.x;
+  const T* xr = x + r * C;
+  T m = xr[0];
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) m = xr[j] > m ? xr[j] : m;
+  m = block_reduce(m, MaxOp{}, xr[0], shm_t);
+  double s = 0;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += exp(static_cast<double>(xr[j] - m));
+  s = block_reduce(s, SumOp{}, 0.0, shm_d);
+  if (threadIdx.x == 0) {
+    const double l = ::log(s) + static_cast<double>(m);
+    lse[r] = static_cast<T>(l);
+    const int64_t t = tgt[r];
+    row_loss[r] = t == ignore_index ? 0.0 : l - static_cast<double>(xr[t]);
+  }
+}
+
+template <class T>
+__global__ void ce_mean_kernel(T* __restrict__ loss,                 // [1] overwritten
+                               const double* __restrict__ row_loss,  // [N]
+                               int64_t N, double inv_count) {
+  __shared__ double shm_d[32];
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) s += row_loss[i];
+  s = block_reduce(s, SumOp{}, 0.0, shm_d);
+  if (threadIdx.x == 0) loss[0] = static_cast<T>(s * inv_count);
+}
+
+template <class T>
+__global__ void ce_bwd_kernel(T* __restrict__ dx,               // [N, C] overwritten
+                              const T* __restrict__ x,          // [N, C]
+                              const T* __restrict__ lse,        // [N]
+                              const int64_t* __restrict__ tgt,  // [N]
+                              int64_t N, int64_t C, int64_t ignore_index, T scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * C;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / C, c = i - r * C, t = tgt[r];
+    if (t == ignore_index) {
+      dx[i] = T(0);
+      continue;
+    }
+    T d = scale * exp(x[i] - lse[r]);
+    if (c == t) d -= scale;
+    dx[i] = d;
+  }
+}
+
+// ---- launchers
+
+struct CeInputs {
+  Tensor logits;   // [N, C] contiguous, cuda
+  Tensor targets;  // [N] i64, cuda
+  int64_t n = 0, c = 0, counted = 0;
+};
+
+CeInputs prepare(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                 const char* op) {
+  require_cuda(logits, op, "logits");
+  check_defined(targets, op, "targets");
+  check_rank(logits, 2, op, "logits", "[N, C]");
+  check_rank(targets, 1, op, "targets", "[N]");
+  visit_cuda_float(logits.dtype(), op, [&](auto) {});
+  CeInputs in;
+  in.logits = contiguous(logits);
+  in.n = logits.size(0);
+  in.c = logits.size(1);
+  if (targets.size(0) != in.n)
+    throw Error(op, "targets [N] with N=" + std::to_string(in.n), to_string(targets.shape()));
+  if (in.n > INT32_MAX) throw Error(op, "fewer than 2^31 rows", std::to_string(in.n));
+  if (in.n > 0 && in.c == 0) throw Error(op, "at least one class (C > 0)", "C = 0");
+  std::vector<int64_t> t;
+  if (targets.dtype() == DType::i64) {
+    t = targets.to_vector<int64_t>();
+  } else if (targets.dtype() == DType::i32) {
+    const std::vector<int32_t> v = targets.to_vector<int32_t>();
+    t.assign(v.begin(), v.end());
+  } else {
+    throw Error(op, "targets of dtype i32 or i64", dtype_name(targets.dtype()),
+                "convert with .to(DType::i64)");
+  }
+  for (int64_t v : t) {
+    if (v == ignore_index) continue;
+    if (v < 0 || v >= in.c)
+      throw Error(op, "target ids in [0, " + std::to_string(in.c) + ") or ignore_index " +
+                  std::to_string(ignore_index), std::to_string(v),
+                  "is the vocabulary of the data larger than the model's?");
+    ++in.counted;
+  }
+  in.targets = (targets.dtype() == DType::i64 && targets.device() == Device::CUDA &&
+                targets.is_contiguous())
+                   ? targets
+                   : Tensor::from_vector<int64_t>(t, {in.n}).to(Device::CUDA);
+  return in;
+}
+
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                     Tensor* lse_out) {
+  const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy");
+  return visit_cuda_float(in.logits.dtype(), "cross_entropy", [&](auto tag_) {
+    using T = typename decltype(tag_)::type;
+    Tensor lse = cuda_empty({in.n}, in.logits.dtype());
+    Tensor loss = cuda_zeros({}, in.logits.dtype());
+    if (in.n > 0) {
+      Tensor row_loss = cuda_empty({in.n}, DType::f64);
+      ce_fwd_kernel<T><<<static_cast<unsigned>(in.n), kThreads, 0, stream()>>>(
+          lse.data<T>(), row_loss.data<double>(), in.logits.data<T>(),
+          in.targets.data<int64_t>(), in.c, ignore_index);
+      CUDA_CHECK(cudaGetLastError());
+      const double inv = in.counted ? 1.0 / static_cast<double>(in.counted) : 0.0;
+      ce_mean_kernel<T><<<1, 1024, 0, stream()>>>(loss.data<T>(), row_loss.data<double>(),
+                                                  in.n, inv);
+      CUDA_CHECK(cudaGetLastError());
+    }
+    if (lse_out) *lse_out = lse;
+    return loss;
+  });
+}
+
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                              const Tensor& lse_in, double dloss) {
+  const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy_backward");
+  require_cuda(lse_in, "cross_entropy_backward", "lse");
+  check_shape(lse_in, {in.n}, "cross_entropy_backward", "lse", "[N]");
+  check_same_dtype(lse_in, in.logits, "cross_entropy_backward");
+  const Tensor lse = contiguous(lse_in);
+  return visit_cuda_float(in.logits.dtype(), "cross_entropy_backward", [&](auto tag_) {
+    using T = typename decltype(tag_)::type;
+    Tensor dx = cuda_empty(in.logits.shape(), in.logits.dtype());
+    const int64_t total = in.n * in.c;
+    if (total == 0) return dx;
+    const double scale = in.counted ? dloss / static_cast<double>(in.counted) : 0.0;
+    ce_bwd_kernel<T><<<grid_for(total), kThreads, 0, stream()>>>(
+        dx.data<T>(), in.logits.data<T>(), lse.data<T>(), in.targets.data<int64_t>(), in.n, in.c,
+        ignore_index, static_cast<T>(scale));
+    CUDA_CHECK(cudaGetLastError());
+    return dx;
+  });
+}
+
+}  // namespace hla::cuda

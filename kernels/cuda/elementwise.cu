@@ -1,0 +1,238 @@
+// Elementwise kernels on CUDA: strided copies (contiguous(), copy_strided), unary maps, scalar
+// maps, broadcasting binary ops, where, and add_ (in place).
+//   Layouts: every input is any strided view (broadcast strides of 0 included), read through an
+//   Indexer; outputs are fresh contiguous tensors, except add_ (overwrites a, which must be
+//   contiguous) and copy_strided (overwrites the view dst).
+//   dtypes: f32, f64 (one instantiation each). One thread per output element, grid-stride loop.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
+
+namespace hla::cuda {
+
+using ops::Binary;
+using ops::Unary;
+
+namespace {
+
+// Scalar maps share the unary kernel under codes past the last Unary.
+constexpr int kPowScalar = 100, kAddScalar = 101, kMulScalar = 102;
+
+template <class T>
+__device__ inline T unary_value(int op, T x, T c) {
+  switch (op) {
+    case int(Unary::Neg): return -x;
+    case int(Unary::Exp): return exp(x);
+    case int(Unary::Log): return log(x);
+    case int(Unary::Sqrt): return sqrt(x);
+    case int(Unary::Rsqrt): return T(1) / sqrt(x);
+    case int(Unary::Sigmoid): return sigmoid_dev(x);
+    case int(Unary::Tanh): return tanh(x);
+    case int(Unary::Abs): return fabs(x);
+    case int(Unary::Relu): return x > T(0) ? x : T(0);
+    case int(Unary::Log1p): return log1p(x);
+    case int(Unary::Step): return x > T(0) ? T(1) : T(0);
+    case int(Unary::Sign): return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+    case int(Unary::Square): return x * x;
+    case int(Unary::Reciprocal): return T(1) / x;
+    case int(Unary::Sin): return sin(x);
+    case int(Unary::Cos): return cos(x);
+    case kPowScalar: return pow(x, c);
+    case kAddScalar: return x + c;
+    case kMulScalar: return x * c;
+  }
+  return x;
+}
+
+template <class T>
+__device__ inline T binary_value(int op, T a, T b) {
+  switch (op) {
+    case int(Binary::Add): return a + b;
+    case int(Binary::Sub): return a - b;
+    case int(Binary::Mul): return a * b;
+    case int(Binary::Div): return a / b;
+    case int(Binary::Maximum): return a > b ? a : b;
+    case int(Binary::Minimum): return a < b ? a : b;
+    case int(Binary::Eq): return a == b ? T(1) : T(0);
+    case int(Binary::Gt): return a > b ? T(1) : T(0);
+    case int(Binary::Ge): return a >= b ? T(1) : T(0);
+  }
+  return a;
+}
+
+// ---- kernels
+
+// dst[dix(i)] = src[six(i)] for i < n. Elements are raw 1/2/4/8-byte words (T), no conversion.
+template <class T>
+__global__ void copy_strided_kernel(T* __restrict__ dst,        // view, any strides
+                                    Indexer dix,
+                                    const T* __restrict__ src,  // view, any strides
+                                    Indexer six, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[dix.offset(i)] = src[six.offset(i)];
+}
+
+template <class T>
+__global__ void unary_kernel(int op, T c,
+                             T* __restrict__ out,      // [n] contiguous
+                             const T* __restrict__ x,  // any strides
+                             Indexer xi, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = unary_value<T>(op, x[xi.offset(i)], c);
+}
+
+template <class T>
+__global__ void binary_kernel(int op,
+                              T* __restrict__ out,      // [n] contiguous, the broadcast shape
+                              const T* __restrict__ a,  // expanded view
+                              Indexer ai,
+                              const T* __restrict__ b,  // expanded view
+                              Indexer bi, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = binary_value<T>(op, a[ai.offset(i)], b[bi.offset(i)]);
+}
+
+template <class T>
+__global__ void where_kernel(T* __restrict__ out,      // [n] contiguous
+                             const T* __restrict__ c,  // expanded view, same dtype as a
+                             Indexer ci,
+                             const T* __restrict__ a, Indexer ai,
+                             const T* __restrict__ b, Indexer bi, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = c[ci.offset(i)] != T(0) ? a[ai.offset(i)] : b[bi.offset(i)];
+}
+
+template <class T>
+__global__ void add_inplace_kernel(T* __restrict__ a,        // [n] contiguous, accumulated into
+                                   const T* __restrict__ b,  // expanded to a's shape
+                                   Indexer bi, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    a[i] += b[bi.offset(i)];
+}
+
+// ---- launchers
+
+template <class T>
+void launch_copy(Tensor& dst, const Tensor& src, const char* op) {
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  copy_strided_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
+      static_cast<T*>(dst.raw_data()), make_indexer(dst, op),
+      static_cast<const T*>(src.raw_data()), make_indexer(src, op), n);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+Tensor unary_impl(int op, double c, const Tensor& x, const char* name) {
+  require_cuda(x, name);
+  return visit_cuda_float(x.dtype(), name, [&](auto tag_) {
+    using T = typename decltype(tag_)::type;
+    Tensor out = cuda_empty(x.shape(), x.dtype());
+    const int64_t n = x.numel();
+    if (n == 0) return out;
+    unary_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
+        op, static_cast<T>(c), out.data<T>(), x.data<T>(), make_indexer(x, name), n);
+    CUDA_CHECK(cudaGetLastError());
+    return out;
+  });
+}
+
+}  // namespace
+
+void copy_strided(Tensor& dst, const Tensor& src) {
+  require_cuda(dst, "copy_strided", "destination");
+  require_cuda(src, "copy_strided", "source");
+  check_same_dtype(dst, src, "copy_strided");
+  check_shape(src, dst.shape(), "copy_strided", "source");
+  // Raw words of the element size: any dtype moves without conversion.
+  switch (dtype_size(dst.dtype())) {
+    case 2: return launch_copy<uint16_t>(dst, src, "copy_strided");
+    case 4: return launch_copy<uint32_t>(dst, src, "copy_strided");
+    case 8: return launch_copy<uint64_t>(dst, src, "copy_strided");
+  }
+  HLA_CHECK(false, "copy_strided: unexpected element size");
+}
+
+Tensor contiguous(const Tensor& x) {
+  require_cuda(x, "contiguous");
+  if (x.is_contiguous()) return x;
+  Tensor out = cuda_empty(x.shape(), x.dtype());
+  copy_strided(out, x);
+  return out;
+}
+
+Tensor unary(Unary op, const Tensor& x) { return unary_impl(int(op), 0.0, x, "unary"); }
+Tensor pow_scalar(const Tensor& x, double p) { return unary_impl(kPowScalar, p, x, "pow"); }
+Tensor add_scalar(const Tensor& x, double s) { return unary_impl(kAddScalar, s, x, "add_scalar"); }
+Tensor mul_scalar(const Tensor& x, double s) { return unary_impl(kMulScalar, s, x, "mul_scalar"); }
+
+// A 0-dim CPU tensor next to CUDA operands is a scalar and moves over (as in PyTorch; e.g. the
+// `zero` of autograd's where rule). Any other CPU operand is a device mix and throws.
+Tensor scalar_to_cuda(const Tensor& t) {
+  return t.defined() && t.device() == Device::CPU && t.dim() == 0 ? t.to(Device::CUDA) : t;
+}
+
+Tensor binary(Binary op, const Tensor& a_in, const Tensor& b_in) {
+  const Tensor a = scalar_to_cuda(a_in), b = scalar_to_cuda(b_in);
+  require_cuda(a, "binary", "a");
+  require_cuda(b, "binary", "b");
+  check_same_dtype(a, b, "binary");
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), "binary");
+  const Tensor ea = a.expand(shape), eb = b.expand(shape);
+  return visit_cuda_float(a.dtype(), "binary", [&](auto tag_) {
+    using T = typename decltype(tag_)::type;
+    Tensor out = cuda_empty(shape, a.dtype());
+    const int64_t n = out.numel();
+    if (n == 0) return out;
+    binary_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
+        int(op), out.data<T>(), ea.data<T>(), make_indexer(ea, "binary"), eb.data<T>(),
+        make_indexer(eb, "binary"), n);
+    CUDA_CHECK(cudaGetLastError());
+    return out;
+  });
+}
+
+Tensor where(const Tensor& cond_in, const Tensor& a_in, const Tensor& b_in) {
+  const Tensor cond = scalar_to_cuda(cond_in), a = scalar_to_cuda(a_in), b = scalar_to_cuda(b_in);
+  require_cuda(cond, "where", "cond");
+  require_cuda(a, "where", "a");
+  require_cuda(b, "where", "b");
+  check_same_dtype(a, b, "where");
+  const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"),
+                                       b.shape(), "where");
+  // A mask of another dtype is converted once (through the host; masks are usually f32 already).
+  const Tensor c = (cond.dtype() == a.dtype() ? cond : cond.to(a.dtype())).expand(shape);
+  const Tensor ea = a.expand(shape), eb = b.expand(shape);
+  return visit_cuda_float(a.dtype(), "where", [&](auto tag_) {
+    using T = typename decltype(tag_)::type;
+    Tensor out = cuda_empty(shape, a.dtype());
+    const int64_t n = out.numel();
+    if (n == 0) return out;
+    where_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
+        out.data<T>(), c.data<T>(), make_indexer(c, "where"), ea.data<T>(),
+        make_indexer(ea, "where"), eb.data<T>(), make_indexer(eb, "where"), n);
+    CUDA_CHECK(cudaGetLastError());
+    return out;
+  });
+}
+
+void add_(Tensor& a, const Tensor& b) {
+  require_cuda(a, "add_", "a");
+  require_cuda(b, "add_", "b");
+  check_same_dtype(a, b, "add_");
+  HLA_CHECK(a.is_contiguous(), "add_ needs a contiguous destination");
+  const Tensor eb = b.expand(a.shape());
+  visit_cuda_float(a.dtype(), "add_", [&](auto tag_) {
+    using T = typename decltype(tag_)::type;
+    const int64_t n = a.numel();
+    if (n == 0) return;
+    add_inplace_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
+        a.data<T>(), eb.data<T>(), make_indexer(eb, "add_"), n);
+    CUDA_CHECK(cudaGetLastError());
+  });
+}
+
+}  // namespace hla::cuda

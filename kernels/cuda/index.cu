@@ -1,0 +1,183 @@
+// Movement and indexing on CUDA: concat, slice_backward, index_select and index_add.
+//   x viewed as [outer, n, inner] around `dim` (contiguous); index [m] (i32/i64, either device),
+//   range-checked on the host (one small copy and a sync, like the CPU path).
+//   index_select: out [outer, m, inner] = x[:, index, :]; any dtype (moved as raw words).
+//   index_add:    out [outer, n, inner] = 0, then out[:, index[j], :] += src[:, j, :]. Each output
+//                 element sums its sources in increasing j (a CSR list built on the host): no
+//                 atomics, bitwise deterministic and equal to the CPU's sequential order.
+//   concat / slice_backward: strided copies into slices of a fresh output (elementwise.cu).
+// All outputs are fresh. dtypes: index_select any; index_add f32, f64.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
+
+namespace hla::cuda {
+
+namespace {
+
+struct Around {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+Around around(const Shape& s, int64_t dim) {
+  Around a;
+  for (int64_t i = 0; i < dim; ++i) a.outer *= s[i];
+  a.n = s[dim];
+  for (size_t i = dim + 1; i < s.size(); ++i) a.inner *= s[i];
+  return a;
+}
+
+// ---- kernels
+
+template <class W>
+__global__ void index_select_kernel(W* __restrict__ out,              // [outer, m, inner]
+                                    const W* __restrict__ x,          // [outer, n, inner]
+                                    const int64_t* __restrict__ idx,  // [m], in [0, n)
+                                    int64_t outer, int64_t n, int64_t m, int64_t inner) {
+  const int64_t total = outer * m * inner;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < total;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = p % inner, oj = p / inner, j = oj % m, o = oj / m;
+    out[p] = x[(o * n + idx[j]) * inner + i];
+  }
+}
+
+template <class T>
+__global__ void index_add_kernel(T* __restrict__ out,                  // [outer, n, inner]
+                                 const T* __restrict__ src,            // [outer, m, inner]
+                                 const int64_t* __restrict__ row_ptr,  // [n + 1] CSR offsets
+                                 const int64_t* __restrict__ cols,     // [m] source j, ascending per row
+                                 int64_t outer, int64_t n, int64_t m, int64_t inner) {
+  const int64_t total = outer * n * inner;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < total;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = p % inner, or_ = p / inner, r = or_ % n, o = or_ / n;
+    T acc = T(0);
+    for (int64_t q = row_ptr[r]; q < row_ptr[r + 1]; ++q) acc += src[(o * m + cols[q]) * inner + i];
+    out[p] = acc;
+  }
+}
+
+// ---- launchers
+
+std::vector<int64_t> read_index(const Tensor& index, int64_t bound, const char* op) {
+  check_defined(index, op, "index");
+  check_rank(index, 1, op, "index");
+  std::vector<int64_t> idx;
+  if (index.dtype() == DType::i64) {
+    idx = index.to_vector<int64_t>();
+  } else if (index.dtype() == DType::i32) {
+    const std::vector<int32_t> v = index.to_vector<int32_t>();
+    idx.assign(v.begin(), v.end());
+  } else {
+    throw Error(op, "an index tensor of dtype i32 or i64", dtype_name(index.dtype()),
+                "convert with .to(DType::i64)");
+  }
+  for (int64_t i : idx)
+    if (i < 0 || i >= bound)
+      throw Error(op, "indices in [0, " + std::to_string(bound) + ")", std::to_string(i),
+                  "token ids must be below the vocabulary size");
+  return idx;
+}
+
+template <class W>
+void launch_select(Tensor& out, const Tensor& x, const Tensor& idx, const Around& a, int64_t m) {
+  const int64_t total = a.outer * m * a.inner;
+  if (total == 0) return;
+  index_select_kernel<W><<<grid_for(total), kThreads, 0, stream()>>>(
+      static_cast<W*>(out.raw_data()), static_cast<const W*>(x.raw_data()),
+      idx.data<int64_t>(), a.outer, a.n, m, a.inner);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+  if (xs.empty()) throw Error("concat", "at least one tensor", "none");
+  const Tensor& first = xs[0];
+  require_cuda(first, "concat");
+  dim = wrap_dim(dim, first.dim(), "concat");
+  Shape out_shape = first.shape();
+  out_shape[dim] = 0;
+  for (const Tensor& x : xs) {
+    require_cuda(x, "concat");
+    check_same_dtype(first, x, "concat");
+    Shape a = x.shape(), b = first.shape();
+    if (a.size() != b.size()) throw Error("concat", "tensors of equal rank", to_string(a));
+    a[dim] = b[dim] = 0;
+    if (a != b)
+      throw Error("concat", "equal sizes except on dim " + std::to_string(dim),
+                  to_string(x.shape()) + " vs " + to_string(first.shape()));
+    out_shape[dim] += x.shape()[dim];
+  }
+  Tensor out = cuda_empty(out_shape, first.dtype());
+  int64_t at = 0;
+  for (const Tensor& x : xs) {
+    Tensor view = out.slice(dim, at, at + x.shape()[dim]);
+    copy_strided(view, x);
+    at += x.shape()[dim];
+  }
+  return out;
+}
+
+Tensor slice_backward(const Tensor& src, const Shape& shape, int64_t dim, int64_t start,
+                      int64_t step) {
+  require_cuda(src, "slice_backward");
+  Tensor out = cuda_zeros(shape, src.dtype());
+  dim = wrap_dim(dim, static_cast<int64_t>(shape.size()), "slice_backward");
+  const int64_t n = src.shape()[dim];
+  if (n == 0) return out;
+  Tensor view = out.slice(dim, start, start + (n - 1) * step + 1, step);
+  copy_strided(view, src);
+  return out;
+}
+
+Tensor index_select(const Tensor& x_in, int64_t dim, const Tensor& index) {
+  require_cuda(x_in, "index_select");
+  dim = wrap_dim(dim, x_in.dim(), "index_select");
+  const Tensor x = contiguous(x_in);
+  const std::vector<int64_t> idx = read_index(index, x.shape()[dim], "index_select");
+  const int64_t m = static_cast<int64_t>(idx.size());
+  Shape out_shape = x.shape();
+  out_shape[dim] = m;
+  const Around a = around(x.shape(), dim);
+  Tensor out = cuda_empty(out_shape, x.dtype());
+  if (m == 0) return out;
+  const Tensor d_idx = Tensor::from_vector<int64_t>(idx, {m}).to(Device::CUDA);
+  switch (dtype_size(x.dtype())) {
+    case 2: launch_select<uint16_t>(out, x, d_idx, a, m); break;
+    case 4: launch_select<uint32_t>(out, x, d_idx, a, m); break;
+    case 8: launch_select<uint64_t>(out, x, d_idx, a, m); break;
+    default: HLA_CHECK(false, "index_select: unexpected element size");
+  }
+  return out;
+}
+
+Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src_in) {
+  require_cuda(src_in, "index_add", "src");
+  dim = wrap_dim(dim, static_cast<int64_t>(shape.size()), "index_add");
+  const Tensor src = contiguous(src_in);
+  const std::vector<int64_t> idx = read_index(index, shape[dim], "index_add");
+  const Around a = around(shape, dim);
+  const int64_t m = static_cast<int64_t>(idx.size());
+  HLA_CHECK(src.numel() == a.outer * m * a.inner, "index_add: src does not match index");
+  return visit_cuda_float(src.dtype(), "index_add", [&](auto tag_) {
+    using T = typename decltype(tag_)::type;
+    Tensor out = cuda_empty(shape, src.dtype());
+    const int64_t total = a.outer * a.n * a.inner;
+    if (total == 0) return out;
+    // CSR of sources per destination row, ascending j (counting sort): [row_ptr (n+1) | cols (m)].
+    std::vector<int64_t> csr(a.n + 1 + m, 0);
+    for (int64_t j : idx) ++csr[j + 1];
+    for (int64_t r = 0; r < a.n; ++r) csr[r + 1] += csr[r];
+    std::vector<int64_t> fill(csr.begin(), csr.begin() + a.n);
+    for (int64_t j = 0; j < m; ++j) csr[a.n + 1 + fill[idx[j]]++] = j;
+    const Tensor d_csr =
+        Tensor::from_vector<int64_t>(csr, {static_cast<int64_t>(csr.size())}).to(Device::CUDA);
+    const int64_t* row_ptr = d_csr.data<int64_t>();
+    index_add_kernel<T><<<grid_for(total), kThreads, 0, stream()>>>(
+        out.data<T>(), src.data<T>(), row_ptr, row_ptr + a.n + 1, a.outer, a.n, m, a.inner);
+    CUDA_CHECK(cudaGetLastError());
+    return out;
+  });
+}
+
+}  // namespace hla::cuda

@@ -1,0 +1,138 @@
+// Fused CUDA kernels against the CPU path, outputs and gradients by name: softmax / log_softmax,
+// cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU, short conv.
+#include "tests/cuda/cuda_test_helpers.h"
+
+using namespace hla;
+using namespace hla::ops;
+using namespace hla::cuda_test;
+
+TEST_CASE("cuda softmax / log_softmax and backward match the CPU", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(31);
+  for (DType dt : {DType::f32, DType::f64})
+    for (int64_t n : {1, 7, 300, 32000}) {
+      INFO("n " << n << " " << dtype_name(dt));
+      const Tensor x = Tensor::randn({5, n}, gen, dt, 0.0, 3.0), dy = Tensor::randn({5, n}, gen, dt);
+      const Tensor gx = gpu(x), gdy = gpu(dy);
+      const Tensor y = softmax(x), gy = softmax(gx);
+      REQUIRE_CLOSE("softmax", vals(y), vals(gy), tol(dt));
+      REQUIRE_CLOSE("dsoftmax", vals(softmax_backward(y, dy)), vals(softmax_backward(gy, gdy)), tol(dt));
+      const Tensor l = log_softmax(x), gl = log_softmax(gx);
+      REQUIRE_CLOSE("log_softmax", vals(l), vals(gl), tol(dt));
+      REQUIRE_CLOSE("dlog_softmax", vals(log_softmax_backward(l, dy)),
+                    vals(log_softmax_backward(gl, gdy)), tol(dt));
+    }
+  // A transposed (non-contiguous) input.
+  const Tensor x = Tensor::randn({9, 4}, gen);
+  REQUIRE_CLOSE("softmax(x^T)", vals(softmax(x.transpose(0, 1))), vals(softmax(gpu(x).transpose(0, 1))), kF32);
+}
+
+TEST_CASE("cuda cross_entropy over a 32000 vocabulary matches the CPU", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(32);
+  const int64_t C = 32000, ignore = -100;
+  for (DType dt : {DType::f32, DType::f64})
+    for (DType it : {DType::i64, DType::i32}) {
+      INFO(dtype_name(dt) << " targets " << dtype_name(it));
+      const int64_t N = 37;
+      const Tensor logits = Tensor::randn({N, C}, gen, dt, 0.0, 2.0);
+      std::vector<double> t(N);
+      for (int64_t i = 0; i < N; ++i) t[i] = (i % 5 == 3) ? ignore : double((i * 7919) % C);
+      t[0] = C - 1;
+      const Tensor targets = Tensor::from_values(t, {N}, it);
+      Tensor lse, glse;
+      const Tensor loss = cross_entropy(logits, targets, ignore, &lse);
+      const Tensor gloss = cross_entropy(gpu(logits), gpu(targets), ignore, &glse);
+      REQUIRE(gloss.device() == Device::CUDA);
+      REQUIRE(gloss.dim() == 0);
+      REQUIRE_CLOSE("loss", vals(loss), vals(gloss), tol(dt));
+      REQUIRE_CLOSE("lse", vals(lse), vals(glse), tol(dt));
+      REQUIRE_CLOSE("dlogits", vals(cross_entropy_backward(logits, targets, ignore, lse, 0.5)),
+                    vals(cross_entropy_backward(gpu(logits), gpu(targets), ignore, glse, 0.5)), tol(dt));
+      // Targets may stay on the CPU.
+      REQUIRE_CLOSE("loss (cpu targets)", vals(loss),
+                    vals(cross_entropy(gpu(logits), targets, ignore, nullptr)), tol(dt));
+    }
+  // All rows ignored: loss 0, gradient 0.
+  const Tensor logits = Tensor::randn({3, 11}, gen);
+  const Tensor all_ignored = Tensor::from_values({-100, -100, -100}, {3}, DType::i64);
+  Tensor glse;
+  CHECK(cross_entropy(gpu(logits), gpu(all_ignored), -100, &glse).item() == 0.0);
+  CHECK(vals(cross_entropy_backward(gpu(logits), all_ignored, -100, glse, 1.0)) ==
+        std::vector<double>(33, 0.0));
+  REQUIRE_THROWS_AS(cross_entropy(gpu(logits), Tensor::from_values({0, 11, 2}, {3}, DType::i64),
+                                  -100, nullptr), Error);
+}
+
+TEST_CASE("cuda rms_norm / gated_rms_norm and backward match the CPU", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(33);
+  for (DType dt : {DType::f32, DType::f64})
+    for (int64_t D : {60, 1, 1024}) {
+      INFO("D " << D << " " << dtype_name(dt));
+      const Tensor x = Tensor::randn({3, 13, D}, gen, dt), g = Tensor::randn({3, 13, D}, gen, dt);
+      const Tensor w = Tensor::rand({D}, gen, dt, 0.5, 1.5), dy = Tensor::randn({3, 13, D}, gen, dt);
+      const double eps = 1e-6;
+      Tensor rstd, grstd;
+      const Tensor y = rms_norm(x, w, eps, &rstd), gy = rms_norm(gpu(x), gpu(w), eps, &grstd);
+      REQUIRE_CLOSE("y", vals(y), vals(gy), tol(dt));
+      REQUIRE_CLOSE("rstd", vals(rstd), vals(grstd), tol(dt));
+      Tensor dx, dw, gdx, gdw;
+      rms_norm_backward(x, w, rstd, dy, &dx, &dw);
+      rms_norm_backward(gpu(x), gpu(w), grstd, gpu(dy), &gdx, &gdw);
+      REQUIRE_CLOSE("dx", vals(dx), vals(gdx), tol(dt));
+      REQUIRE_CLOSE("dw", vals(dw), vals(gdw), tol(dt));
+      // Gated, with a transposed-then-restored (non-contiguous) gate.
+      const Tensor gt = g.transpose(0, 1).contiguous().transpose(0, 1);
+      const Tensor ggt = gpu(g.transpose(0, 1).contiguous()).transpose(0, 1);
+      const Tensor z = gated_rms_norm(x, gt, w, eps, &rstd), gz = gated_rms_norm(gpu(x), ggt, gpu(w), eps, &grstd);
+      REQUIRE_CLOSE("gated y", vals(z), vals(gz), tol(dt));
+      Tensor dg, gdg;
+      gated_rms_norm_backward(x, gt, w, rstd, dy, &dx, &dg, &dw);
+      gated_rms_norm_backward(gpu(x), ggt, gpu(w), grstd, gpu(dy), &gdx, &gdg, &gdw);
+      REQUIRE_CLOSE("gated dx", vals(dx), vals(gdx), tol(dt));
+      REQUIRE_CLOSE("gated dg", vals(dg), vals(gdg), tol(dt));
+      REQUIRE_CLOSE("gated dw", vals(dw), vals(gdw), tol(dt));
+    }
+}
+
+TEST_CASE("cuda swiglu and backward match the CPU", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(34);
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor a = Tensor::randn({7, 33}, gen, dt, 0.0, 4.0), b = Tensor::randn({33, 7}, gen, dt);
+    const Tensor dy = Tensor::randn({7, 33}, gen, dt);
+    const Tensor bt = b.transpose(0, 1), gbt = gpu(b).transpose(0, 1);
+    REQUIRE_CLOSE("swiglu", vals(swiglu(a, bt)), vals(swiglu(gpu(a), gbt)), tol(dt));
+    Tensor da, db, gda, gdb;
+    swiglu_backward(a, bt, dy, &da, &db);
+    swiglu_backward(gpu(a), gbt, gpu(dy), &gda, &gdb);
+    REQUIRE_CLOSE("da", vals(da), vals(gda), tol(dt));
+    REQUIRE_CLOSE("db", vals(db), vals(gdb), tol(dt));
+  }
+}
+
+TEST_CASE("cuda short_conv and backward match the CPU (with and without cache, silu)", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(35);
+  for (DType dt : {DType::f32, DType::f64})
+    for (int64_t W : {4, 1, 3})
+      for (bool silu : {true, false})
+        for (bool with_cache : {false, true}) {
+          if (W == 1 && with_cache) continue;  // cache [B, D, 0]
+          INFO("W " << W << " silu " << silu << " cache " << with_cache << " " << dtype_name(dt));
+          const int64_t B = 2, T = 37, D = 60;
+          const Tensor x = Tensor::randn({B, T, D}, gen, dt), w = Tensor::randn({D, W}, gen, dt);
+          const Tensor cache = with_cache ? Tensor::randn({B, D, W - 1}, gen, dt) : Tensor();
+          const Tensor gcache = with_cache ? gpu(cache) : Tensor();
+          const Tensor dy = Tensor::randn({B, T, D}, gen, dt);
+          REQUIRE_CLOSE("y", vals(short_conv(x, w, silu, cache)),
+                        vals(short_conv(gpu(x), gpu(w), silu, gcache)), tol(dt));
+          Tensor dx, dw, dc, gdx, gdw, gdc;
+          short_conv_backward(x, w, silu, cache, dy, &dx, &dw, &dc);
+          short_conv_backward(gpu(x), gpu(w), silu, gcache, gpu(dy), &gdx, &gdw, &gdc);
+          REQUIRE_CLOSE("dx", vals(dx), vals(gdx), tol(dt));
+          REQUIRE_CLOSE("dw", vals(dw), vals(gdw), tol(dt));
+          if (with_cache) REQUIRE_CLOSE("dcache", vals(dc), vals(gdc), tol(dt));
+        }
+}
