@@ -11,7 +11,16 @@
 //   o_r    = s (q_r * e^{G_r})^T S + sum_j A_rj v_j
 //   S_out  = diag(e^{G_last}) S + sum_j (k_j * e^{G_last - G_j}) v_j^T
 // Every factor is exp of a difference that is <= 0: nothing is divided by a cumulative decay.
-// Per-key gates build A pair by pair in log space; scalar gates use an [n,n] mask exp(G_r - G_j).
+// Scalar gates use an [n,n] mask exp(G_r - G_j). Per-key gates build A by sub-chunks of
+// kSubChunk = 16 rows (fla's secondary chunking, spec 3.5). For the rows r of sub-chunk a, which
+// starts at row f, and every earlier column j < f, with the reference G_ref = G_f:
+//   A_rj = s sum_d (q_rd e^{G_rd - G_ref,d}) (k_jd e^{G_ref,d - G_jd})      one [16,f] product
+// Since G is non-increasing, G_r <= G_ref <= G_j: both factors are exps of differences <= 0, so
+// neither overflows, and their product is e^{G_r - G_j} (an underflowing factor means a product
+// below the underflow too). Scaling the whole chunk by e^{G_r} and e^{-G_j} instead would
+// overflow e^{-G_j} under strong decay. Within a sub-chunk (j in [f, r]) A is built pair by pair
+// from exp(G_r - G_j). At n = 64 this takes ~44k exponentials per chunk and key width 64 instead of
+// the ~133k of building all of A pair by pair; the rest are matrix products.
 //
 // Backward, chunks in reverse, carrying C = dL/dS_out from the later chunks (C = dhT at the end),
 // with dA_rj = do_r . v_j and the incoming state S recomputed by a forward pass:
@@ -19,6 +28,11 @@
 //   dk_j = e^{G_last - G_j} * (C v_j) + s sum_{r>=j} dA_rj q_r * e^{G_r - G_j}
 //   dv_j = C^T (k_j * e^{G_last - G_j}) + sum_{r>=j} A_rj do_r
 //   C   <- diag(e^{G_last}) C + s (Q * e^G)^T dO          and finally dh0 = C.
+// Per-key gates split the sums over j < r the same way. For the rows r of sub-chunk a and the
+// earlier columns j < f, with the scaled operands Qs_r = q_r * e^{G_r - G_ref} and
+// Ks_j = k_j * e^{G_ref - G_j} of A's block:
+//   dq_r += e^{G_r - G_ref} * s sum_{j<f} dA_rj Ks_j,   dk_j += e^{G_ref - G_j} * s sum_r dA_rj Qs_r
+// two more products per sub-chunk; the pairs within a sub-chunk are again summed pair by pair.
 // dg by the identity of spec 3.6 (dg_r = sum_{u>=r} (q_u*dq_u - k_u*dk_u) + sum_v S_T*dhT), applied
 // to one chunk with C in the role of dhT, and with the terms that cancel exactly taken out:
 //   dg_r = sum_{u>=r} (q_u * dq_u^off - k_u * dk_u^intra)                 reverse cumsum
@@ -45,6 +59,9 @@
 namespace hla::kernels {
 namespace {
 
+// rows per sub-chunk of the per-key intra-chunk blocks (fla's secondary chunking)
+constexpr int64_t kSubChunk = 16;
+
 template <class S>
 using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class S>
@@ -56,12 +73,16 @@ using Rows = Eigen::Map<const Mat<S>, 0, Eigen::OuterStride<>>;
 template <class S>
 using RowsOut = Eigen::Map<Mat<S>, 0, Eigen::OuterStride<>>;
 
-// out = exp(exponent): the exponent formed in double, rounded to S, the exp evaluated in S. (Two
-// statements: Eigen has no vectorised double -> float cast, and one fused expression would fall
-// back to a scalar exp.)
+// out = exp(exponent): the exponent formed in double, rounded to S, the exp evaluated in S. (The
+// rounding is a plain loop, which GCC vectorises; Eigen's double -> float cast is not vectorised,
+// and one fused expression would fall back to a scalar exp.)
 template <class S>
 void exp_rounded(const Eigen::Ref<const Mat<double>>& exponent, Eigen::Ref<Mat<S>> out) {
-  out = exponent.template cast<S>();
+  for (int64_t i = 0; i < exponent.rows(); ++i) {
+    const double* from = exponent.row(i).data();
+    S* to = out.row(i).data();
+    for (int64_t c = 0; c < exponent.cols(); ++c) to[c] = static_cast<S>(from[c]);
+  }
   out = out.array().exp().matrix();
 }
 
@@ -70,16 +91,41 @@ void exp_rounded(const Eigen::Ref<const Mat<double>>& exponent, Eigen::Ref<Mat<S
 // reaches hundreds under strong decay.
 template <class S>
 struct ChunkDecay {
-  Mat<double> G;                 // [n,K] chunk-local cumulative log decay
-  Mat<S> to_row;                 // [n,K] e^{G_r}: the incoming state as seen by row r
-  Mat<S> to_end;                 // [n,K] e^{G_last - G_r}: row r's write as seen at the chunk end
-  Col<S> over_chunk;             // [K] e^{G_last}
-  mutable Mat<double> exponent;  // scratch [n,K]
+  Mat<double> G;      // [n,K] chunk-local cumulative log decay
+  Mat<S> to_row;      // [n,K] e^{G_r}: the incoming state as seen by row r
+  Mat<S> to_end;      // [n,K] e^{G_last - G_r}: row r's write as seen at the chunk end
+  Col<S> over_chunk;  // [K] e^{G_last}
 
-  // rows j <= r of e^{G_r - G_j} [n,K] (per-key gates)
-  void pairs_into(int64_t r, Mat<S>& decay) const {
-    exponent.topRows(r + 1) = -(G.topRows(r + 1).rowwise() - G.row(r));
-    exp_rounded<S>(exponent.topRows(r + 1), decay.topRows(r + 1));
+  // Row i < count of out [count,K] = e^{G_ref - G_{first+i}}, or with rows_after_ref
+  // e^{G_{first+i} - G_ref}; as exp_rounded, with the difference formed in the same loop.
+  void exp_of_differences(int64_t first, int64_t count, int64_t ref, bool rows_after_ref,
+                          Eigen::Ref<Mat<S>> out) const {
+    const int64_t K = G.cols();
+    const double* g_ref = G.row(ref).data();
+    for (int64_t i = 0; i < count; ++i) {
+      const double* g_row = G.row(first + i).data();
+      S* to = out.row(i).data();
+      if (rows_after_ref)
+        for (int64_t c = 0; c < K; ++c) to[c] = static_cast<S>(g_row[c] - g_ref[c]);
+      else
+        for (int64_t c = 0; c < K; ++c) to[c] = static_cast<S>(g_ref[c] - g_row[c]);
+    }
+    out.topRows(count) = out.topRows(count).array().exp().matrix();
+  }
+  // e^{G_r - G_j} for the columns j = first..r of row r's sub-chunk, into the top rows of
+  // decay [kSubChunk,K] (per-key gates)
+  void pairs_into(int64_t first, int64_t r, Mat<S>& decay) const {
+    exp_of_differences(first, r - first + 1, r, false, decay);
+  }
+  // The scalings of the sub-chunk rows [first, first + m) against all earlier columns j < first,
+  // relative to G_ref = G_first (per-key gates):
+  //   row_from_ref = e^{G_r - G_ref} [m,K],   ref_from_col = e^{G_ref - G_j} [first,K]
+  void sub_chunk_scalings(int64_t first, int64_t m, Mat<S>& row_from_ref,
+                          Mat<S>& ref_from_col) const {
+    row_from_ref.resize(m, G.cols());
+    ref_from_col.resize(first, G.cols());
+    exp_of_differences(first, m, first, true, row_from_ref);
+    exp_of_differences(0, first, first, false, ref_from_col);
   }
   // M_rj = e^{G_r - G_j} for j <= r, else 0 [n,n] (scalar gates: every column of G is the same)
   Mat<S> scalar_mask() const {
@@ -97,7 +143,7 @@ template <class S>
 struct Problem {
   const GatedLinearArgs<S>& a;
   int64_t T, H, K, V;
-  bool per_key;  // PerKey gate: A is built pair by pair
+  bool per_key;  // PerKey gate: A is built by sub-chunks
   int64_t qk0(int64_t b, int64_t h) const { return (b * T * H + h) * K; }
   int64_t v0(int64_t b, int64_t h) const { return (b * T * H + h) * V; }
   int64_t state0(int64_t b, int64_t h) const { return (b * H + h) * K * V; }
@@ -124,20 +170,20 @@ struct Problem {
     const double log_gamma = a.gate == GateKind::FixedPerHead ? retention_log_gamma(h) : 0.0;
     for (int64_t r = 0; r < n; ++r) {
       const int64_t t = c0 + r;
-      if (a.gate == GateKind::PerKey)
-        d.G.row(r) =
-            Eigen::Map<const Row<S>>(a.g + qk0(b, h) + t * H * K, K).template cast<double>();
-      else if (a.gate == GateKind::ScalarPerHead)
+      if (a.gate == GateKind::PerKey) {  // a plain loop for the cast, as in exp_rounded
+        const S* g = a.g + qk0(b, h) + t * H * K;
+        double* G_r = d.G.row(r).data();
+        for (int64_t c = 0; c < K; ++c) G_r[c] = static_cast<double>(g[c]);
+      } else if (a.gate == GateKind::ScalarPerHead)
         d.G.row(r).setConstant(static_cast<double>(a.g[(b * T + t) * H + h]));
       else
         d.G.row(r).setConstant(log_gamma);
       if (r > 0) d.G.row(r) += d.G.row(r - 1);
     }
-    d.exponent = -(d.G.rowwise() - d.G.row(n - 1));
     d.to_row.resize(n, K);
     d.to_end.resize(n, K);
     exp_rounded<S>(d.G, d.to_row);
-    exp_rounded<S>(d.exponent, d.to_end);
+    d.exp_of_differences(0, n, n - 1, false, d.to_end);
     d.over_chunk = d.to_row.row(n - 1).transpose();
   }
 
@@ -147,11 +193,22 @@ struct Problem {
     const S s = static_cast<S>(a.scale);
     if (!per_key) return (s * (q * k.transpose())).cwiseProduct(d.scalar_mask());
     Mat<S> A = Mat<S>::Zero(n, n);
-    Mat<S> kw(n, K);  // k_j * e^{G_r - G_j}, j <= r
-    for (int64_t r = 0; r < n; ++r) {
-      d.pairs_into(r, kw);
-      kw.topRows(r + 1) = kw.topRows(r + 1).cwiseProduct(k.topRows(r + 1));
-      A.row(r).head(r + 1).noalias() = s * q.row(r) * kw.topRows(r + 1).transpose();
+    Mat<S> row_from_ref, ref_from_col;
+    Mat<S> kw(kSubChunk, K);  // k_j * e^{G_r - G_j} within a sub-chunk
+    for (int64_t first = 0; first < n; first += kSubChunk) {
+      const int64_t m = std::min(kSubChunk, n - first);
+      if (first > 0) {
+        d.sub_chunk_scalings(first, m, row_from_ref, ref_from_col);
+        A.block(first, 0, m, first).noalias() =
+            (s * q.middleRows(first, m).cwiseProduct(row_from_ref)) *
+            k.topRows(first).cwiseProduct(ref_from_col).transpose();
+      }
+      for (int64_t r = first; r < first + m; ++r) {
+        const int64_t width = r - first + 1;
+        d.pairs_into(first, r, kw);
+        kw.topRows(width) = kw.topRows(width).cwiseProduct(k.middleRows(first, width));
+        A.row(r).segment(first, width).noalias() = s * q.row(r) * kw.topRows(width).transpose();
+      }
     }
     return A;
   }
@@ -173,15 +230,32 @@ struct Problem {
       return;
     }
     A.setZero(n, n);
-    Mat<S> decay(n, K), kw(n, K);  // e^{G_r - G_j} and k_j * e^{G_r - G_j}, j <= r
-    for (int64_t r = 0; r < n; ++r) {
-      d.pairs_into(r, decay);
-      kw.topRows(r + 1) = decay.topRows(r + 1).cwiseProduct(k.topRows(r + 1));
-      A.row(r).head(r + 1).noalias() = s * q.row(r) * kw.topRows(r + 1).transpose();
-      if (r == 0) continue;
-      dq.row(r).noalias() += s * dA.row(r).head(r) * kw.topRows(r);
-      dk.topRows(r) +=
-          ((s * dA.row(r).head(r).transpose()) * q.row(r)).cwiseProduct(decay.topRows(r));
+    Mat<S> row_from_ref, ref_from_col, q_scaled, k_scaled, block_sum;
+    // within a sub-chunk: e^{G_r - G_j} and k_j * e^{G_r - G_j}, j <= r
+    Mat<S> decay(kSubChunk, K), kw(kSubChunk, K);
+    for (int64_t first = 0; first < n; first += kSubChunk) {
+      const int64_t m = std::min(kSubChunk, n - first);
+      if (first > 0) {
+        d.sub_chunk_scalings(first, m, row_from_ref, ref_from_col);
+        q_scaled = q.middleRows(first, m).cwiseProduct(row_from_ref);
+        k_scaled = k.topRows(first).cwiseProduct(ref_from_col);
+        A.block(first, 0, m, first).noalias() = (s * q_scaled) * k_scaled.transpose();
+        const auto dA_block = dA.block(first, 0, m, first);
+        block_sum.noalias() = (s * dA_block) * k_scaled;
+        dq.middleRows(first, m) += block_sum.cwiseProduct(row_from_ref);
+        block_sum.noalias() = (s * dA_block.transpose()) * q_scaled;
+        dk.topRows(first) += block_sum.cwiseProduct(ref_from_col);
+      }
+      for (int64_t r = first; r < first + m; ++r) {
+        const int64_t width = r - first + 1;  // columns first..r
+        d.pairs_into(first, r, decay);
+        kw.topRows(width) = decay.topRows(width).cwiseProduct(k.middleRows(first, width));
+        A.row(r).segment(first, width).noalias() = s * q.row(r) * kw.topRows(width).transpose();
+        if (width == 1) continue;
+        dq.row(r).noalias() += s * dA.row(r).segment(first, width - 1) * kw.topRows(width - 1);
+        for (int64_t i = 0; i < width - 1; ++i)  // column j = first + i < r
+          dk.row(first + i) += (s * dA(r, first + i)) * q.row(r).cwiseProduct(decay.row(i));
+      }
     }
   }
 };
