@@ -3,6 +3,7 @@
 //                 dx  = y * (dy - sum(dy * y))
 //   log_softmax:  y_i = x_i - m - log sum_j exp(x_j - m)
 //                 dx  = dy - exp(y) * sum(dy)
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 
@@ -24,17 +25,20 @@ void for_rows(int64_t rows, int64_t n, F&& f) {
 }
 
 template <class T>
+using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
+
+// Eigen's exp is vectorised (the scalar std::exp was most of the time).
+template <class T>
 void softmax_row(const T* x, T* y, int64_t n, bool log) {
-  const T m = *std::max_element(x, x + n);
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(x[i] - m));
-  if (log) {
-    const T lse = static_cast<T>(std::log(s)) + m;
-    for (int64_t i = 0; i < n; ++i) y[i] = x[i] - lse;
-  } else {
-    const double inv = 1.0 / s;
-    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(std::exp(static_cast<double>(x[i] - m)) * inv);
-  }
+  const Eigen::Map<const Row<T>> xr(x, n);
+  Eigen::Map<Row<T>> yr(y, n);
+  const T m = xr.maxCoeff();
+  yr = (xr - m).exp();
+  const T s = yr.sum();
+  if (log)
+    yr = xr - (m + std::log(s));
+  else
+    yr *= T(1) / s;
 }
 
 Tensor softmax_impl(const Tensor& x_in, bool log, const char* op) {
