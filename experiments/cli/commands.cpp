@@ -4,6 +4,12 @@ namespace hla::cli {
 
 void add_all_commands(CLI::App& app) {
   add_data_command(app);
+  add_train_command(app);
+  add_eval_command(app);
+  add_generate_command(app);
+  add_op_command(app);
+  add_inspect_command(app);
+  add_sweep_command(app);
 }
 
 }  // namespace hla::cli

@@ -1,0 +1,65 @@
+// defines: train (the loop behind `hla train`), evaluate (validation loss, perplexity and task
+// accuracy, behind `hla eval` and the periodic evals), and the small pieces both share.
+//
+// One optimizer step s (0-based) of train():
+//   lr    = schedule.lr(s)                                     (optim/schedule.h)
+//   for k < grad_accum:  backward(loss(micro-batch k) / grad_accum)   (optim/accumulate.h)
+//   loss  = mean of the micro-batch losses; a NaN/Inf loss or gradient norm stops the run with
+//           the step (the last good checkpoint stays in place)
+//   clip the global gradient norm to optim.grad_clip (if > 0), then optimizer.step(lr)
+// and after it: a metrics record every log_interval steps, evaluation every eval_interval
+// steps, a checkpoint every checkpoint_interval steps (0: with each evaluation) and at the end.
+//
+// The run directory (train.out): config.toml (resolved), metrics.jsonl, checkpoints/latest.h5.
+// A resumed run loads weights, optimizer moments, step and data-generator state from
+// latest.h5 and continues bit for bit: its losses equal those of an uninterrupted run.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "experiments/run/config.h"
+#include "experiments/run/run_data.h"
+#include "nn/model.h"
+#include "tensor/device.h"
+
+namespace hla::run {
+
+struct TrainOptions {
+  bool resume = false;     // continue from <out>/checkpoints/latest.h5
+  int64_t stop_after = 0;  // > 0: stop (with a checkpoint) after this many steps of this process
+  bool quiet = false;      // no progress lines (hla sweep runs many trainings)
+};
+
+struct TrainSummary {
+  int64_t step = 0;         // optimizer steps completed in total
+  double loss = 0;          // training loss of the last step
+  double val_loss = 0;      // last evaluation (NaN if none ran)
+  double val_accuracy = 0;  // last evaluation, synthetic tasks (NaN otherwise)
+  double tokens_per_s = 0;  // over this process
+  double seconds = 0;
+};
+
+struct EvalResult {
+  double loss = 0;      // mean cross-entropy over every scored position
+  double accuracy = 0;  // argmax accuracy over scored positions (synthetic tasks; NaN otherwise)
+  int64_t positions = 0;
+};
+
+// Sets the OpenMP thread count of the CPU kernels (train.threads; 0 leaves OpenMP's default).
+void set_cpu_threads(int64_t threads);
+
+// "auto" -> CPU unless the build has the CUDA backend; "cuda" without it throws hla::Error.
+Device resolve_device(const std::string& name);
+
+// The model of `config` with its vocabulary taken from the data when model.vocab_size is 0
+// (config is updated so the resolved config records it).
+std::unique_ptr<nn::HybridLM> build_model(RunConfig& config, const RunData& data);
+
+// Validation over data.num_val_batches() batches (NoGradGuard).
+EvalResult evaluate(nn::HybridLM& model, const RunData& data, Device device);
+
+TrainSummary train(RunConfig config, const TrainOptions& options);
+
+}  // namespace hla::run

@@ -1,0 +1,69 @@
+#include "optim/adamw.h"
+
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "kernels/ops.h"
+#include "tensor/dtype_dispatch.h"
+
+namespace hla::optim {
+
+AdamW::AdamW(std::vector<OptimParam> params, const AdamWOptions& options)
+    : Optimizer(std::move(params)), options_(options) {
+  const auto check_beta = [](double beta, const char* key) {
+    if (!(beta >= 0.0 && beta < 1.0))
+      throw Error("adamw", std::string(key) + " in [0, 1)", std::to_string(beta));
+  };
+  check_beta(options.beta1, "beta1");
+  check_beta(options.beta2, "beta2");
+  if (!(options.eps > 0.0)) throw Error("adamw", "eps > 0", std::to_string(options.eps));
+  if (!(options.weight_decay >= 0.0))
+    throw Error("adamw", "weight_decay >= 0", std::to_string(options.weight_decay));
+  for (const OptimParam& p : params_) {
+    exp_avg_.push_back(Tensor::zeros(p.var.shape(), p.var.dtype(), p.var.device()));
+    exp_avg_sq_.push_back(Tensor::zeros(p.var.shape(), p.var.dtype(), p.var.device()));
+  }
+}
+
+void AdamW::step(double lr) {
+  NoGradGuard no_grad;
+  ++steps_;
+  const double b1 = options_.beta1, b2 = options_.beta2, eps = options_.eps;
+  const double bias1 = 1.0 - std::pow(b1, double(steps_));
+  const double bias2 = 1.0 - std::pow(b2, double(steps_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    OptimParam& p = params_[i];
+    if (!p.var.grad().defined()) continue;
+    Tensor& w = p.var.mutable_data();
+    ops::require_cpu(w, "adamw");
+    const Tensor g = p.var.grad().to(w.dtype()).contiguous();
+    const double decay = p.decay ? 1.0 - lr * options_.weight_decay : 1.0;
+    visit_floating(w.dtype(), "adamw", [&]<class T>() {
+      T* pw = w.data<T>();
+      T* pm = exp_avg_[i].data<T>();
+      T* pv = exp_avg_sq_[i].data<T>();
+      const T* pg = g.data<T>();
+      const int64_t n = w.numel();
+      for (int64_t j = 0; j < n; ++j) {
+        const double gj = pg[j];
+        const double m = b1 * pm[j] + (1.0 - b1) * gj;
+        const double v = b2 * pv[j] + (1.0 - b2) * gj * gj;
+        pm[j] = static_cast<T>(m);
+        pv[j] = static_cast<T>(v);
+        const double m_hat = m / bias1, v_hat = v / bias2;
+        pw[j] = static_cast<T>(decay * pw[j] - lr * m_hat / (std::sqrt(v_hat) + eps));
+      }
+    });
+  }
+}
+
+std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < params_.size(); ++i)
+    out.emplace_back("exp_avg/" + params_[i].name, exp_avg_[i]);
+  for (size_t i = 0; i < params_.size(); ++i)
+    out.emplace_back("exp_avg_sq/" + params_[i].name, exp_avg_sq_[i]);
+  return out;
+}
+
+}  // namespace hla::optim

@@ -1,0 +1,36 @@
+#include "optim/clip.h"
+
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "kernels/ops.h"
+#include "tensor/dtype_dispatch.h"
+
+namespace hla::optim {
+
+double grad_norm(const std::vector<Var>& params) {
+  double sum_sq = 0.0;
+  for (const Var& p : params) {
+    if (!p.grad().defined()) continue;
+    const Tensor g = p.grad().contiguous();
+    ops::require_cpu(g, "clip_grad_norm");
+    visit_floating(g.dtype(), "clip_grad_norm", [&]<class T>() {
+      const T* pg = g.data<T>();
+      for (int64_t j = 0; j < g.numel(); ++j) sum_sq += double(pg[j]) * double(pg[j]);
+    });
+  }
+  return std::sqrt(sum_sq);
+}
+
+double clip_grad_norm(const std::vector<Var>& params, double max_norm) {
+  if (!(max_norm > 0.0)) throw Error("clip_grad_norm", "max_norm > 0", std::to_string(max_norm));
+  const double norm = grad_norm(params);
+  if (!std::isfinite(norm) || norm <= max_norm) return norm;
+  NoGradGuard no_grad;
+  const double scale = max_norm / (norm + 1e-6);
+  for (Var p : params)  // a Var is a handle: the copy shares the parameter
+    if (p.grad().defined()) p.set_grad(ops::mul_scalar(p.grad(), scale));
+  return norm;
+}
+
+}  // namespace hla::optim

@@ -1,0 +1,27 @@
+// defines: clip_grad_norm, global-norm gradient clipping (Pascanu et al. 2013; PyTorch's
+// torch.nn.utils.clip_grad_norm_).
+//
+// Over every parameter gradient g_i (undefined gradients count as zero):
+//
+//   n = sqrt( sum_i ||g_i||^2 )                 (accumulated in double)
+//   if n > max_norm:  g_i <- g_i * max_norm / (n + 1e-6)
+//
+// Gradients are values (autograd/var.h): clipping replaces each with a scaled copy through
+// set_grad, never writing into the old tensor. The norm before clipping is returned, so a
+// non-finite result tells the caller the step is bad; then nothing is scaled.
+//
+//   double norm = clip_grad_norm(model.parameters(), 1.0);
+#pragma once
+
+#include <vector>
+
+#include "autograd/var.h"
+
+namespace hla::optim {
+
+// The global L2 norm of the gradients of `params`.
+double grad_norm(const std::vector<Var>& params);
+// Scales the gradients so their global norm is at most max_norm (> 0); returns the norm before.
+double clip_grad_norm(const std::vector<Var>& params, double max_norm);
+
+}  // namespace hla::optim

@@ -1,0 +1,150 @@
+// Tests: `hla sweep` through the built binary on a 2-cell grid (GLA pure and 1:1, 3 steps):
+// results.csv / results.md, resume that skips finished cells without retraining and reruns a
+// failed one, the plot script (skipped with a WARN without python3 + matplotlib), and the shipped
+// grids resolving every cell's config (--dry-run).
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "tests/data/temp_dir.h"
+
+using hla::test::TempDir;
+using hla::test::write_text;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string output;  // stdout and stderr
+};
+
+Result run_hla(const std::string& args) {
+  const std::string cmd = "OMP_NUM_THREADS=1 " HLA_BINARY_DIR "/hla " + args + " 2>&1";
+  Result r;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) r.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+int count(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) ++n;
+  return n;
+}
+
+bool have_matplotlib() {
+  const char* env = std::getenv("HLA_PYTHON");
+  const std::string py = env && *env ? env
+                         : std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3"
+                                                                       : "python3";
+  return std::system((py + " -c 'import h5py, matplotlib' >/dev/null 2>&1").c_str()) == 0;
+}
+
+const std::string kGrid = R"(
+[sweep]
+variants = ["gla"]
+ratios = ["pure", "1:1"]
+seeds = [0]
+
+[base.model]
+hidden_size = 16
+num_layers = 2
+num_heads = 2
+attn_num_heads = 2
+attn_num_kv_heads = 2
+[base.optim]
+warmup_steps = 1
+[base.train]
+steps = 3
+batch_size = 2
+log_interval = 1
+eval_interval = 3
+eval_batches = 1
+
+[tasks.mqar]
+metric = "accuracy"
+set = ["data.task=mqar:vocab_size=32,pairs=2", "train.seq_len=16"]
+)";
+
+}  // namespace
+
+TEST_CASE("cli sweep: results, resume skips finished cells, plots", "[cli][sweep]") {
+  TempDir dir("sweep_cli");
+  write_text(dir.file("grid.toml"), kGrid);
+  const std::string out = dir.file("out");
+  const std::string base = "sweep --grid " + dir.file("grid.toml") + " --out " + out;
+
+  const Result first = run_hla(base + " --no-plots");
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  CHECK_THAT(first.output, Catch::Contains("2 ran, 0 skipped"));
+  const std::string csv = read_text(out + "/results.csv");
+  CHECK(count(csv, "\n") == 3);  // header + 2 cells
+  CHECK(count(csv, ",ok\n") == 2);
+  CHECK_THAT(csv, Catch::Contains("mqar__gla__pure__s0,mqar,gla,pure,0,accuracy,"));
+  CHECK_THAT(csv, Catch::Contains("mqar__gla__1-1__s0,mqar,gla,1:1,0,accuracy,"));
+  const std::string md = read_text(out + "/results.md");
+  CHECK_THAT(md, Catch::Contains("| variant | pure | 1:1 |"));
+  CHECK_THAT(md, Catch::Contains("| gla |"));
+
+  // Resume: nothing retrains; the cells' checkpoints stay as they were.
+  const auto ckpt = std::filesystem::path(out) / "cells/mqar__gla__pure__s0/checkpoints/latest.h5";
+  REQUIRE(std::filesystem::exists(ckpt));
+  const auto mtime = std::filesystem::last_write_time(ckpt);
+  const Result again = run_hla(base + " --no-plots");
+  INFO(again.output);
+  REQUIRE(again.code == 0);
+  CHECK_THAT(again.output, Catch::Contains("0 ran, 2 skipped"));
+  CHECK(std::filesystem::last_write_time(ckpt) == mtime);
+  CHECK(read_text(out + "/results.csv") == csv);
+
+  // A failed cell (as a crash would leave it) is rerun; the finished one is not.
+  write_text(out + "/results.csv",
+             std::regex_replace(csv, std::regex("(mqar__gla__1-1__s0,[^\n]*),ok\n"), "$1,error: killed\n"));
+  const Result retry = run_hla(base + " --no-plots");
+  INFO(retry.output);
+  REQUIRE(retry.code == 0);
+  CHECK_THAT(retry.output, Catch::Contains("1 ran, 1 skipped"));
+  CHECK(count(read_text(out + "/results.csv"), ",ok\n") == 2);
+
+  // A bad key fails before anything trains, naming the key.
+  const Result bad = run_hla(base + " --set model.hidden_sise=3 --no-plots");
+  CHECK(bad.code == 1);
+  CHECK_THAT(bad.output, Catch::Contains("hidden_sise"));
+
+  if (!have_matplotlib()) {
+    WARN("SKIP plots: python3 with h5py and matplotlib not found (scripts/install-deps.sh)");
+    return;
+  }
+  const Result plots = run_hla(base + " --plot-script " HLA_SOURCE_DIR "/experiments/plots/plot_sweep.py");
+  INFO(plots.output);
+  REQUIRE(plots.code == 0);
+  CHECK(std::filesystem::file_size(std::filesystem::path(out) / "mqar.png") > 1000);
+}
+
+TEST_CASE("cli sweep: the shipped grids resolve every cell (--dry-run)", "[cli][sweep]") {
+  const Result cpu = run_hla("sweep --dry-run --grid " HLA_SOURCE_DIR "/experiments/grids/cpu_small.toml");
+  INFO(cpu.output);
+  CHECK(cpu.code == 0);
+  CHECK_THAT(cpu.output, Catch::Contains("20 cells"));
+  const Result gpu = run_hla("sweep --dry-run --grid " HLA_SOURCE_DIR "/experiments/grids/gpu_paper.toml");
+  INFO(gpu.output);
+  CHECK(gpu.code == 0);
+  CHECK_THAT(gpu.output, Catch::Contains("mqar"));
+  CHECK_THAT(gpu.output, Catch::Contains("layers 24"));
+}

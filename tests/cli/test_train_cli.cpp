@@ -1,0 +1,232 @@
+// Tests: `hla train`, `hla eval` and `hla generate` end to end through the built binary on a
+// tiny config: the run directory (config.toml, metrics.jsonl, checkpoints/latest.h5), resume
+// that reproduces an uninterrupted run bit for bit, a NaN loss that stops the run and keeps the
+// last good checkpoint, and bad input that fails with a message naming the key or file.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "tests/data/temp_dir.h"
+
+using hla::test::TempDir;
+using hla::test::write_text;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string output;  // stdout and stderr
+};
+
+Result run_hla(const std::string& args) {
+  // One OpenMP thread: these runs are tiny, and the test machine is shared.
+  const std::string cmd = "OMP_NUM_THREADS=1 " HLA_BINARY_DIR "/hla " + args + " 2>&1";
+  Result r;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) r.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The "loss" field of every metrics record, as written (exact digits).
+std::vector<std::string> losses(const std::string& metrics_path) {
+  std::vector<std::string> out;
+  const std::string text = read_text(metrics_path);
+  const std::regex loss("\"loss\": ([^,}]+)");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), loss); it != std::sregex_iterator();
+       ++it)
+    out.push_back((*it)[1]);
+  return out;
+}
+
+const std::string kTiny = R"(
+[model]
+variant = "gla"
+layout = "1:1"
+hidden_size = 32
+num_layers = 2
+num_heads = 2
+attn_num_heads = 2
+attn_num_kv_heads = 2
+[data]
+task = "mqar:vocab_size=32,pairs=2"
+[optim]
+lr = 1e-2
+warmup_steps = 2
+[train]
+steps = 6
+batch_size = 4
+grad_accum = 2
+seq_len = 16
+log_interval = 1
+eval_interval = 3
+eval_batches = 2
+)";
+
+}  // namespace
+
+TEST_CASE("cli train: the run directory holds the config, metrics and a checkpoint",
+          "[cli][train]") {
+  TempDir dir("cli_train");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const std::string run = dir.file("run");
+  const Result r = run_hla("train --config " + dir.file("tiny.toml") + " --out " + run);
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("step 6/6") && Catch::Contains("done: step 6/6"));
+  CHECK_THAT(read_text(run + "/config.toml"),
+             Catch::Contains("vocab_size = 32") && Catch::Contains("attention_layers = [1]"));
+  const std::string metrics = read_text(run + "/metrics.jsonl");
+  CHECK(losses(run + "/metrics.jsonl").size() == 6);
+  for (const char* key : {"\"step\": 1,", "\"lr\":", "\"tokens_per_s\":", "\"grad_norm\":",
+                          "\"val_loss\":", "\"val_accuracy\":"})
+    CHECK_THAT(metrics, Catch::Contains(key));
+  CHECK(std::filesystem::exists(run + "/checkpoints/latest.h5"));
+  CHECK_FALSE(std::filesystem::exists(run + "/checkpoints/latest.h5.tmp"));
+
+  const Result e = run_hla("eval --checkpoint " + run);
+  INFO(e.output);
+  CHECK(e.code == 0);
+  CHECK_THAT(e.output, Catch::Contains("(step 6)") && Catch::Contains("val_loss ") &&
+                           Catch::Contains("val_ppl ") && Catch::Contains("val_accuracy "));
+}
+
+TEST_CASE("cli train --resume: N/2 + N/2 steps equal N steps exactly", "[cli][train]") {
+  TempDir dir("cli_resume");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const std::string straight = dir.file("straight"), split = dir.file("split");
+  REQUIRE(run_hla("train --config " + dir.file("tiny.toml") + " --out " + straight).code == 0);
+  const Result first =
+      run_hla("train --config " + dir.file("tiny.toml") + " --out " + split + " --stop-after 3");
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  CHECK(losses(split + "/metrics.jsonl").size() == 3);
+  const Result second = run_hla("train --out " + split + " --resume");
+  INFO(second.output);
+  REQUIRE(second.code == 0);
+  CHECK_THAT(second.output, Catch::Contains("resumed at step 3"));
+  const std::vector<std::string> a = losses(straight + "/metrics.jsonl"),
+                                 b = losses(split + "/metrics.jsonl");
+  REQUIRE(a.size() == 6);
+  CHECK(a == b);
+}
+
+TEST_CASE("cli train --resume: SGD with momentum resumes exactly too", "[cli][train]") {
+  TempDir dir("cli_resume_sgd");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const std::string base =
+      "train --config " + dir.file("tiny.toml") + " --set optim.name=sgd --steps 4";
+  REQUIRE(run_hla(base + " --out " + dir.file("straight")).code == 0);
+  REQUIRE(run_hla(base + " --out " + dir.file("split") + " --stop-after 2").code == 0);
+  const Result r = run_hla("train --out " + dir.file("split") + " --resume");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  const std::vector<std::string> a = losses(dir.file("straight/metrics.jsonl"));
+  REQUIRE(a.size() == 4);
+  CHECK(a == losses(dir.file("split/metrics.jsonl")));
+}
+
+TEST_CASE("cli train: a NaN loss stops the run with its step, keeping the last checkpoint",
+          "[cli][train]") {
+  TempDir dir("cli_nan");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const std::string run = dir.file("run");
+  const Result r = run_hla("train --config " + dir.file("tiny.toml") + " --out " + run +
+                           " --set optim.lr=1e30 --set optim.grad_clip=0 --set optim.warmup_steps=0"
+                           " --set train.checkpoint_interval=1");
+  INFO(r.output);
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("a finite") && Catch::Contains("at step") &&
+                           Catch::Contains("latest.h5"));
+  CHECK(std::filesystem::exists(run + "/checkpoints/latest.h5"));
+  CHECK(run_hla("eval --checkpoint " + run).code == 0);
+}
+
+TEST_CASE("cli train: bad configs and devices fail before training, naming the key",
+          "[cli][train]") {
+  TempDir dir("cli_bad");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const std::string base = "train --config " + dir.file("tiny.toml") + " --out " + dir.file("run");
+  Result r = run_hla(base + " --set model.hidden_sise=64");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("model.hidden_sise"));
+  r = run_hla(base + " --set train.batch_size=big");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("train.batch_size"));
+  r = run_hla(base + " --set model.hidden_size=33");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("hidden"));
+  CHECK_FALSE(std::filesystem::exists(dir.file("run/checkpoints")));
+#ifndef HLA_WITH_CUDA
+  r = run_hla(base + " --device cuda");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("CUDA backend"));
+#endif
+  r = run_hla("eval --checkpoint " + dir.file("missing"));
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("missing"));
+  std::filesystem::create_directories(dir.file("broken/checkpoints"));
+  write_text(dir.file("broken/checkpoints/latest.h5"), "not an hdf5 file");
+  r = run_hla("eval --checkpoint " + dir.file("broken"));
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("latest.h5") && Catch::Contains("corrupted"));
+  r = run_hla("train --out " + dir.file("nothing") + " --resume");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("latest.h5"));
+}
+
+TEST_CASE("cli generate: a byte-level model trained on a token dataset samples text",
+          "[cli][train]") {
+  TempDir dir("cli_generate");
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "the cat sat on the mat. ";
+  write_text(dir.file("corpus.txt"), text);
+  REQUIRE(run_hla("data prepare --tokenizer bytes --in " + dir.file("corpus.txt") + " --out " +
+                  dir.file("corpus.h5") + " --val-fraction 0.1")
+              .code == 0);
+  write_text(dir.file("bytes.toml"), R"(
+[model]
+variant = "gla"
+layout = "1:1"
+hidden_size = 32
+num_layers = 2
+num_heads = 2
+attn_num_heads = 2
+attn_num_kv_heads = 2
+[data]
+path = ")" + dir.file("corpus.h5") + R"("
+[train]
+steps = 4
+batch_size = 2
+seq_len = 32
+eval_interval = 2
+eval_batches = 2
+)");
+  const std::string run = dir.file("run");
+  Result r = run_hla("train --config " + dir.file("bytes.toml") + " --out " + run);
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(read_text(run + "/metrics.jsonl"), Catch::Contains("\"val_loss\""));
+  r = run_hla("generate --checkpoint " + run +
+              " --prompt 'the cat' --max-tokens 8 --temperature 0");
+  INFO(r.output);
+  CHECK(r.code == 0);
+  CHECK(r.output.rfind("the cat", 0) == 0);
+  CHECK(r.output.size() >= std::string("the cat\n").size());
+  r = run_hla("eval --checkpoint " + run);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("val_ppl"));
+}
