@@ -424,8 +424,9 @@ void validate(const RunConfig& c) {
 const std::string& default_config_toml() {
   static const std::string text =
       R"(# The embedded default of `hla train`: a tiny GLA 3:1 hybrid (layers 0-2 GLA, layer 3 softmax
-# attention) learning multi-query associative recall; about a minute on 2 CPU cores. One
-# OpenMP thread: at this size a second thread costs more in synchronisation than it gains.
+# attention) learning multi-query associative recall: about 50% recall accuracy after 600 steps
+# (3% by chance), in about a minute on 2 CPU cores. One OpenMP thread: at this size a second
+# thread costs more in synchronisation than it gains.
 [model]
 variant = "gla"
 layout = "3:1"
@@ -440,13 +441,13 @@ task = "mqar:vocab_size=64,pairs=4"
 
 [optim]
 name = "adamw"
-lr = 1e-2
-min_lr = 1e-3
+lr = 3e-3
+min_lr = 3e-4
 warmup_steps = 20
 weight_decay = 0.1
 
 [train]
-steps = 300
+steps = 600
 batch_size = 64
 seq_len = 32
 seed = 0

@@ -87,18 +87,15 @@ void set_cpu_threads(int64_t threads) {
 }
 
 Device resolve_device(const std::string& name) {
-#ifdef HLA_WITH_CUDA
-  constexpr bool have_cuda = true;
-#else
-  constexpr bool have_cuda = false;
-#endif
-  if (name == "cpu" || (name == "auto" && !have_cuda)) return Device::CPU;
-  if (name == "cuda" || name == "auto") {
-    if (!have_cuda)
-      throw Error(
-          "train.device", "a build with the CUDA backend for device \"cuda\"",
-          "this build has no CUDA backend",
-          "configure with -DHLA_CUDA=ON on a machine with nvcc, or use --device cpu / auto");
+  // "auto" stays on the CPU until every op of a training step (the optimizers, the delta-rule
+  // and HGRN kernels) has a CUDA implementation; "cuda" runs what exists and names the first
+  // op that has none.
+  if (name == "cpu" || name == "auto") return Device::CPU;
+  if (name == "cuda") {
+    if (!device_available(Device::CUDA))
+      throw Error("train.device", "a build with the CUDA backend and a visible GPU for \"cuda\"",
+                  "no CUDA device available",
+                  "configure with -DHLA_CUDA=ON on a machine with nvcc and a GPU, or use --device cpu");
     return Device::CUDA;
   }
   throw Error("train.device", "auto, cpu or cuda", "'" + name + "'");

@@ -50,7 +50,7 @@ struct EvalResult {
 // Sets the OpenMP thread count of the CPU kernels (train.threads; 0 leaves OpenMP's default).
 void set_cpu_threads(int64_t threads);
 
-// "auto" -> CPU unless the build has the CUDA backend; "cuda" without it throws hla::Error.
+// "auto" -> CPU (until a whole training step runs on CUDA); "cuda" without a visible GPU throws.
 Device resolve_device(const std::string& name);
 
 // The model of `config` with its vocabulary taken from the data when model.vocab_size is 0
