@@ -16,6 +16,14 @@
 //   auto [o, hT] = run_step_rule(gla_rule, {q * scale, k, v, gk}, h0);
 //
 // docs/new_gating_rule.md walks through adding a rule this way, then as a kernel.
+//
+// Recording (docs/inspect.md): inside an inspect::RecordScope (nn/inspect.h), run_step_rule
+// records "<rule name>/state_norm" [B,T,H] (||S_t||_F per head after each step) and a rule may
+// record its own per-step tensors with record_step, e.g. in the GLA rule above:
+//
+//     record_step("decay", exp(x[3]), "per-key decay exp(gk_t)");   // -> gla/decay [B,T,H,K]
+//
+// Both are free when no scope is active (one pointer check).
 #pragma once
 
 #include <functional>
@@ -44,5 +52,29 @@ RecurrenceResult run_step_rule(const StepRule& rule, const std::vector<Var>& inp
 //   gated_delta_step_rule:      q, k [B,T,H,K], v [B,T,H,V], g [B,T,H], beta [B,T,H]
 StepRule gla_step_rule();
 StepRule gated_delta_step_rule();
+
+// ---- recording hook
+
+// Receives per-step tensors. nn::inspect::Recorder implements it; nn::inspect::RecordScope
+// installs it for the current thread. Steps recorded under one name are stacked on dim 1 in call
+// order: value_t [B,...] per step -> [B,T,...].
+class StepRecorder {
+ public:
+  virtual ~StepRecorder() = default;
+  virtual void record_step(const std::string& name, const Tensor& value_t,
+                           const std::string& description) = 0;
+};
+
+// The recorder of this thread (null: recording is off) and its setter (returns the previous one).
+StepRecorder* step_recorder();
+StepRecorder* set_step_recorder(StepRecorder* recorder);
+
+// For rules: records value_t [B,...] under "<rule name>/<name>" for this step. A no-op when
+// recording is off or when called outside run_step_rule.
+void record_step(const std::string& name, const Var& value_t, const std::string& description);
+
+// ||state||_F per batch row and head: state [B,H,...] -> [B,H] (norm over dims 2..); [B,D] ->
+// [B,1]. f32 on the CPU, computed in double.
+Tensor state_norm(const Tensor& state);
 
 }  // namespace hla

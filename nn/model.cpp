@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <set>
 #include <sstream>
 
@@ -11,6 +12,7 @@
 #include "autograd/primitives.h"
 #include "nn/block.h"
 #include "nn/embedding.h"
+#include "nn/inspect.h"
 #include "nn/mixers/attention.h"
 #include "nn/mixers/delta_net.h"
 #include "nn/mixers/gated_deltanet.h"
@@ -254,6 +256,7 @@ struct Backbone : Module {
 struct HybridLM::Impl {
   std::shared_ptr<Backbone> model;
   std::shared_ptr<Linear> lm_head;  // null when tied to the embeddings
+  std::vector<std::string> record_prefixes;  // "layer_03/gla": where block i records (inspect)
 
   // tokens [B,T] -> logits [B,T,vocab]; with `state`, continues from and updates it.
   Var run(const Tensor& tokens, DecodeState* state) const {
@@ -262,8 +265,14 @@ struct HybridLM::Impl {
     Var h = model->embeddings->forward(tokens);
     const std::vector<Var> lbs = model->layer_lower_bounds();
     const auto& blocks = model->layers->blocks;
-    for (size_t i = 0; i < blocks.size(); ++i)
+    inspect::Recorder* rec = inspect::active();
+    const std::string outer_prefix = rec ? rec->prefix() : "";
+    if (rec) rec->set_tokens(tokens);
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if (rec) rec->set_prefix((outer_prefix.empty() ? "" : outer_prefix + "/") + record_prefixes[i]);
       h = blocks[i]->forward(h, state ? &state->layers[i] : nullptr, lbs[i]);
+    }
+    if (rec) rec->set_prefix(outer_prefix);
     h = model->norm->forward(h);
     if (lm_head) return lm_head->forward(h);
     return matmul(h, transpose(model->embeddings->weight, 0, 1));
@@ -274,6 +283,13 @@ HybridLM::HybridLM(const ModelConfig& config, Generator& gen)
     : config_(config), impl_(std::make_unique<Impl>()) {
   validate(config_);
   impl_->model = register_module("model", std::make_shared<Backbone>(config_, gen));
+  const std::set<int64_t> attn(config_.attention.begin(), config_.attention.end());
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    char layer[32];
+    std::snprintf(layer, sizeof layer, "layer_%02lld/", static_cast<long long>(i));
+    const bool is_attention = attn.count(i) > 0 || config_.variant == "transformer";
+    impl_->record_prefixes.push_back(layer + (is_attention ? std::string("attention") : config_.variant));
+  }
   if (!config_.tie_word_embeddings)
     impl_->lm_head = register_module(
         "lm_head", std::make_shared<Linear>(config_.hidden_size, config_.vocab_size, false, gen,

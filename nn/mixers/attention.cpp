@@ -8,6 +8,7 @@
 #include "autograd/fused.h"
 #include "autograd/primitives.h"
 #include "autograd/recurrences.h"
+#include "nn/inspect.h"
 #include "nn/rotary.h"
 
 namespace hla::nn {
@@ -67,6 +68,15 @@ Var Attention::forward(const Var& x, MixerState* state, const Var&) {
   const Var o = cached ? attend_cached(q, repeat_kv(k, opt.num_heads / num_kv_heads),
                                        repeat_kv(v, opt.num_heads / num_kv_heads), opt.window_size)
                        : softmax_attention(q, k, v, {.causal = true, .window = opt.window_size});
+  if (inspect::Recorder* rec = inspect::active()) {
+    // From the rotated q and k actually attended (the cache included): no graph is involved.
+    const inspect::AttentionStats s = inspect::attention_stats(q.data(), k.data(), opt.window_size);
+    rec->record("entropy", s.entropy,
+                "attention entropy -sum_j A_tj log A_tj per query and head, in nats (0: one key; "
+                "log(t+1): uniform over the causal past) [B,T,H]");
+    rec->record("distance", s.distance,
+                "mean attended distance sum_j A_tj (t - j) per query and head, in tokens [B,T,H]");
+  }
   if (state) {
     // With a window the cache keeps the last `window` tokens (as fla); older ones are never read.
     const int64_t T = k.size(1);

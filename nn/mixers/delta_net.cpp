@@ -2,9 +2,30 @@
 
 #include "autograd/composites.h"
 #include "autograd/primitives.h"
+#include "autograd/grad_mode.h"
 #include "autograd/recurrences.h"
+#include "nn/inspect.h"
 
 namespace hla::nn {
+
+namespace {
+// Recording (inspect scope only): beta and state norms. DeltaNet has no decay (alpha = 1), so no
+// horizon is recorded: it forgets only by overwriting along k_t.
+void record_delta_net(inspect::Recorder& rec, const Var& q, const Var& k, const Var& v,
+                      const Var& beta, const Var& h0) {
+  NoGradGuard no_grad;
+  rec.record("beta", beta.data(),
+             "write strength beta_t = sigmoid(b_proj(x_t)) (x2 with allow_neg_eigval) per head; "
+             "DeltaNet has no decay (alpha = 1) [B,T,H]");
+  inspect::record_state_norms(
+      rec,
+      [&](int64_t t0, int64_t t1, const Var& h, Impl impl) {
+        return delta_rule(slice(q, 1, t0, t1), slice(k, 1, t0, t1), slice(v, 1, t0, t1),
+                          slice(beta, 1, t0, t1), h, {.impl = impl, .l2norm_qk = true}).hT;
+      },
+      q.size(1), h0, "S [K,V] per head");
+}
+}  // namespace
 
 DeltaNet::DeltaNet(const DeltaNetOptions& o, Generator& gen)
     : opt(o),
@@ -46,8 +67,10 @@ Var DeltaNet::forward(const Var& x, MixerState* state, const Var&) {
   }
   Var beta = sigmoid(b_proj->forward(x));
   if (opt.allow_neg_eigval) beta = beta * 2.0;
-  auto r = delta_rule(split_heads(q, H), split_heads(k, H), split_heads(v, H), beta,
-                      state ? state->recurrent : Var(), {.l2norm_qk = true});
+  const Var qh = split_heads(q, H), kh = split_heads(k, H), vh = split_heads(v, H);
+  const Var h0 = state ? state->recurrent : Var();
+  auto r = delta_rule(qh, kh, vh, beta, h0, {.l2norm_qk = true});
+  if (inspect::Recorder* rec = inspect::active()) record_delta_net(*rec, qh, kh, vh, beta, h0);
   if (state) state->recurrent = r.hT;
   const Var o = opt.use_gate ? o_norm_gated->forward(r.o, split_heads(g_proj->forward(x), H))
                              : o_norm->forward(r.o);

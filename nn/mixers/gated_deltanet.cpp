@@ -6,7 +6,9 @@
 
 #include "autograd/composites.h"
 #include "autograd/primitives.h"
+#include "autograd/grad_mode.h"
 #include "autograd/recurrences.h"
+#include "nn/inspect.h"
 
 namespace hla::nn {
 
@@ -26,6 +28,26 @@ Tensor init_dt_bias(int64_t H, Generator& gen) {
     b = dt + std::log(-std::expm1(-dt));
   }
   return Tensor::from_values(v, {H});
+}
+
+// Recording (inspect scope only): alpha, beta, horizons, state norms.
+void record_gated_deltanet(inspect::Recorder& rec, const Var& q, const Var& k, const Var& v,
+                           const Var& g, const Var& beta, const Var& h0) {
+  NoGradGuard no_grad;
+  rec.record("alpha", exp(g).data(),
+             "decay alpha_t = exp(g_t), g_t = -exp(A_log) softplus(a_proj(x_t) + dt_bias), per "
+             "head: S' = alpha_t S_{t-1} [B,T,H]");
+  rec.record("beta", beta.data(),
+             "write strength beta_t = sigmoid(b_proj(x_t)) (x2 with allow_neg_eigval) per head [B,T,H]");
+  inspect::record_horizons(rec, g.data());
+  inspect::record_state_norms(
+      rec,
+      [&](int64_t t0, int64_t t1, const Var& h, Impl impl) {
+        return gated_delta_rule(slice(q, 1, t0, t1), slice(k, 1, t0, t1), slice(v, 1, t0, t1),
+                                slice(g, 1, t0, t1), slice(beta, 1, t0, t1), h,
+                                {.impl = impl, .l2norm_qk = true}).hT;
+      },
+      q.size(1), h0, "S [K,V] per head");
 }
 }  // namespace
 
@@ -73,8 +95,11 @@ Var GatedDeltaNet::forward(const Var& x, MixerState* state, const Var&) {
   const Var g = -exp(A_log) * softplus(a_proj->forward(x) + dt_bias);
   Var beta = sigmoid(b_proj->forward(x));
   if (opt.allow_neg_eigval) beta = beta * 2.0;
-  auto r = gated_delta_rule(split_heads(q, H), split_heads(k, H), split_heads(v, H), g, beta,
-                            state ? state->recurrent : Var(), {.l2norm_qk = true});
+  const Var qh = split_heads(q, H), kh = split_heads(k, H), vh = split_heads(v, H);
+  const Var h0 = state ? state->recurrent : Var();
+  auto r = gated_delta_rule(qh, kh, vh, g, beta, h0, {.l2norm_qk = true});
+  if (inspect::Recorder* rec = inspect::active())
+    record_gated_deltanet(*rec, qh, kh, vh, g, beta, h0);
   if (state) state->recurrent = r.hT;
   const Var o = opt.use_gate ? o_norm_gated->forward(r.o, split_heads(g_proj->forward(x), H))
                              : o_norm->forward(r.o);

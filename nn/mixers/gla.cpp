@@ -2,9 +2,30 @@
 
 #include "autograd/composites.h"
 #include "autograd/primitives.h"
+#include "autograd/grad_mode.h"
 #include "autograd/recurrences.h"
+#include "nn/inspect.h"
 
 namespace hla::nn {
+
+namespace {
+// Recording (inspect scope only): decay, horizons, state norms. Shapes as the gla op's.
+void record_gla(inspect::Recorder& rec, const Var& q, const Var& k, const Var& v, const Var& g,
+                const Var& h0) {
+  NoGradGuard no_grad;
+  rec.record("decay", exp(g).data(),
+             "per-key decay alpha_t = exp(g_t) = sigmoid(gk_proj(x_t))^(1/16), the diagonal that "
+             "multiplies S_{t-1} [B,T,H,K]");
+  inspect::record_horizons(rec, g.data());
+  inspect::record_state_norms(
+      rec,
+      [&](int64_t t0, int64_t t1, const Var& h, Impl impl) {
+        return gla(slice(q, 1, t0, t1), slice(k, 1, t0, t1), slice(v, 1, t0, t1),
+                   slice(g, 1, t0, t1), h, {.impl = impl}).hT;
+      },
+      q.size(1), h0, "S [K,V] per head");
+}
+}  // namespace
 
 LowRankProjection::LowRankProjection(int64_t in, int64_t rank, int64_t out, Generator& gen,
                                      double std) {
@@ -54,8 +75,10 @@ Var GatedLinearAttention::forward(const Var& x, MixerState* state, const Var&) {
   }
   // The gate reads x, not the conv output; /16 biases the decay towards 1 (long memory).
   const Var g = logsigmoid(gk_proj->forward(x)) / opt.gate_logit_normalizer;
-  auto r = gla(split_heads(q, H), split_heads(k, H), split_heads(v, H), split_heads(g, H),
-               state ? state->recurrent : Var());
+  const Var qh = split_heads(q, H), kh = split_heads(k, H), vh = split_heads(v, H);
+  const Var gh = split_heads(g, H), h0 = state ? state->recurrent : Var();
+  auto r = gla(qh, kh, vh, gh, h0);
+  if (inspect::Recorder* rec = inspect::active()) record_gla(*rec, qh, kh, vh, gh, h0);
   if (state) state->recurrent = r.hT;
   const Var o = opt.use_output_gate
                     ? g_norm_swish_gate->forward(r.o, split_heads(g_proj->forward(x), H))

@@ -5,9 +5,33 @@
 #include "autograd/composites.h"
 #include "autograd/fused.h"
 #include "autograd/primitives.h"
+#include "autograd/grad_mode.h"
 #include "autograd/recurrences.h"
+#include "nn/inspect.h"
 
 namespace hla::nn {
+
+namespace {
+// Recording (inspect scope only): forget gate, lower bound, horizons (one "head": the mean over
+// channels), state norms.
+void record_hgrn(inspect::Recorder& rec, const Var& u, const Var& log_f, const Var& lower_bound,
+                 const Var& h0) {
+  NoGradGuard no_grad;
+  rec.record("forget_gate", exp(log_f).data(),
+             "forget gate f_t = exp(lam_t) per channel, after the layer's lower bound (the input "
+             "gate is tied: 1 - f_t) [B,T,D]");
+  if (lower_bound.defined())
+    rec.record("lower_bound", lower_bound.data(),
+               "this layer's forget-gate floor lb (spec 1.6; f_t >= lb, growing with depth) [D]");
+  inspect::record_horizons(rec, unsqueeze(log_f, 2).data());  // [B,T,1,D]: H = 1
+  inspect::record_state_norms(
+      rec,
+      [&](int64_t t0, int64_t t1, const Var& h, Impl impl) {
+        return hgrn(slice(u, 1, t0, t1), slice(log_f, 1, t0, t1), h, impl).hT;
+      },
+      u.size(1), h0, "||h_t||_2 over the D channels (H = 1)");
+}
+}  // namespace
 
 Var lower_bound_schedule(const Var& lower_bounds) {
   const int64_t L = lower_bounds.size(0);
@@ -45,7 +69,9 @@ Var HGRNAttention::forward(const Var& x, MixerState* state, const Var& lower_bou
   Var log_f = logsigmoid(f);
   if (lower_bound.defined()) log_f = apply_lower_bound(log_f, lower_bound);
   const Var u = swiglu(i, one_minus(exp(log_f)));  // silu(i) * (1 - f)
-  auto r = hgrn(u, log_f, state ? state->recurrent : Var());
+  const Var h0 = state ? state->recurrent : Var();
+  auto r = hgrn(u, log_f, h0);
+  if (inspect::Recorder* rec = inspect::active()) record_hgrn(*rec, u, log_f, lower_bound, h0);
   if (state) state->recurrent = r.hT;
   return o_proj->forward(g_norm->forward(r.o, g_proj->forward(x)));
 }

@@ -2,10 +2,34 @@
 
 #include "autograd/composites.h"
 #include "autograd/primitives.h"
+#include "autograd/grad_mode.h"
 #include "autograd/recurrences.h"
+#include "nn/inspect.h"
 #include "nn/mixers/hgrn.h"
 
 namespace hla::nn {
+
+namespace {
+// Recording (inspect scope only): forget gate, lower bound, horizons, state norms.
+void record_hgrn2(inspect::Recorder& rec, const Var& q, const Var& k, const Var& v,
+                  const Var& log_f, const Var& lower_bound, const Var& h0) {
+  NoGradGuard no_grad;
+  rec.record("decay", exp(log_f).data(),
+             "per-key decay (forget gate) f_t = exp(lam_t), after the layer's lower bound; the key "
+             "is 1 - f_t [B,T,H,K]");
+  if (lower_bound.defined())
+    rec.record("lower_bound", reshape(lower_bound, {q.size(2), q.size(3)}).data(),
+               "this layer's forget-gate floor lb (spec 1.6; f_t >= lb), per head and key [H,K]");
+  inspect::record_horizons(rec, log_f.data());
+  inspect::record_state_norms(
+      rec,
+      [&](int64_t t0, int64_t t1, const Var& h, Impl impl) {
+        return gla(slice(q, 1, t0, t1), slice(k, 1, t0, t1), slice(v, 1, t0, t1),
+                   slice(log_f, 1, t0, t1), h, {.impl = impl}).hT;
+      },
+      q.size(1), h0, "S [K,V] per head");
+}
+}  // namespace
 
 HGRN2Attention::HGRN2Attention(const HGRN2Options& o, Generator& gen) : opt(o) {
   const int64_t d = o.hidden_size;
@@ -38,8 +62,10 @@ Var HGRN2Attention::forward(const Var& x, MixerState* state, const Var& lower_bo
   if (lower_bound.defined()) log_f = apply_lower_bound(log_f, lower_bound);
   const Var k = one_minus(exp(log_f));
   const int64_t H = num_heads;
-  auto r = gla(split_heads(q, H), split_heads(k, H), split_heads(v, H), split_heads(log_f, H),
-               state ? state->recurrent : Var());
+  const Var qh = split_heads(q, H), kh = split_heads(k, H), vh = split_heads(v, H);
+  const Var gh = split_heads(log_f, H), h0 = state ? state->recurrent : Var();
+  auto r = gla(qh, kh, vh, gh, h0);
+  if (inspect::Recorder* rec = inspect::active()) record_hgrn2(*rec, qh, kh, vh, gh, lower_bound, h0);
   if (state) state->recurrent = r.hT;
   return o_proj->forward(g_norm->forward(merge_heads(r.o)));
 }

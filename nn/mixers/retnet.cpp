@@ -1,10 +1,36 @@
 #include "nn/mixers/retnet.h"
 
 #include "autograd/primitives.h"
+#include <cmath>
+#include <vector>
+
+#include "autograd/grad_mode.h"
 #include "autograd/recurrences.h"
+#include "nn/inspect.h"
 #include "nn/rotary.h"
 
 namespace hla::nn {
+
+namespace {
+// Recording (inspect scope only): the fixed decays, horizons, state norms.
+void record_retnet(inspect::Recorder& rec, const Var& q, const Var& k, const Var& v, const Var& h0) {
+  NoGradGuard no_grad;
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2);
+  std::vector<double> gamma(H), log_gamma(B * T * H);
+  for (int64_t h = 0; h < H; ++h) gamma[h] = 1.0 - std::pow(2.0, -5.0 - static_cast<double>(h));
+  for (int64_t i = 0; i < B * T * H; ++i) log_gamma[i] = std::log(gamma[i % H]);
+  rec.record("decay", Tensor::from_values(gamma, {H}),
+             "fixed per-head decay gamma_h = 1 - 2^(-5-h) (nothing learned; the same at every step) [H]");
+  inspect::record_horizons(rec, Tensor::from_values(log_gamma, {B, T, H}));
+  inspect::record_state_norms(
+      rec,
+      [&](int64_t t0, int64_t t1, const Var& h, Impl impl) {
+        return retention(slice(q, 1, t0, t1), slice(k, 1, t0, t1), slice(v, 1, t0, t1), h,
+                         {.impl = impl}).hT;
+      },
+      T, h0, "S [K,V] per head");
+}
+}  // namespace
 
 MultiScaleRetention::MultiScaleRetention(const RetNetOptions& o, Generator& gen)
     : opt(o),
@@ -35,7 +61,9 @@ Var MultiScaleRetention::forward(const Var& x, MixerState* state, const Var&) {
   const Var q = apply_rotary(split_heads(q_proj->forward(x), H), offset);
   const Var k = apply_rotary(split_heads(k_proj->forward(x), H), offset);
   const Var v = split_heads(v_proj->forward(x), H);
-  auto r = retention(q, k, v, state ? state->recurrent : Var());
+  const Var h0 = state ? state->recurrent : Var();
+  auto r = retention(q, k, v, h0);
+  if (inspect::Recorder* rec = inspect::active()) record_retnet(*rec, q, k, v, h0);
   if (state) {
     state->recurrent = r.hT;
     state->position += x.size(1);

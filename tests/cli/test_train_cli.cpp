@@ -12,6 +12,7 @@
 #include <fstream>
 #include <regex>
 
+#include "tensor/storage.h"
 #include "tests/data/temp_dir.h"
 
 using hla::test::TempDir;
@@ -172,7 +173,7 @@ TEST_CASE("cli train: bad configs and devices fail before training, naming the k
   CHECK(r.code == 1);
   CHECK_THAT(r.output, Catch::Contains("hidden"));
   CHECK_FALSE(std::filesystem::exists(dir.file("run/checkpoints")));
-  if (!device_available(Device::CUDA)) {  // a CPU-only machine, whatever the build
+  if (!hla::device_available(hla::Device::CUDA)) {  // a CPU-only machine, whatever the build
     r = run_hla(base + " --device cuda");
     CHECK(r.code == 1);
     CHECK_THAT(r.output, Catch::Contains("CUDA backend") && Catch::Contains("hint"));
