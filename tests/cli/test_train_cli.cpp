@@ -107,6 +107,26 @@ TEST_CASE("cli train: the run directory holds the config, metrics and a checkpoi
                            Catch::Contains("val_ppl ") && Catch::Contains("val_accuracy "));
 }
 
+TEST_CASE("cli train: the loss falls on a tiny MQAR run", "[cli][train]") {
+  TempDir dir("cli_train_mqar");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const std::string run = dir.file("run");
+  const Result r = run_hla("train --config " + dir.file("tiny.toml") + " --out " + run +
+                           " --steps 80 --set train.eval_interval=80 --set optim.lr=3e-3 "
+                           "--set train.grad_accum=1 --set train.batch_size=16");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  const std::vector<std::string> l = losses(run + "/metrics.jsonl");
+  REQUIRE(l.size() == 80);
+  double first = 0, last = 0;
+  for (int i = 0; i < 10; ++i) {
+    first += std::stod(l[i]) / 10;
+    last += std::stod(l[l.size() - 1 - i]) / 10;
+  }
+  INFO("mean loss of the first 10 steps " << first << ", of the last 10 " << last);
+  CHECK(last < 0.8 * first);
+}
+
 TEST_CASE("cli train --resume: N/2 + N/2 steps equal N steps exactly", "[cli][train]") {
   TempDir dir("cli_resume");
   write_text(dir.file("tiny.toml"), kTiny);
