@@ -11,31 +11,15 @@
 #include "data/llmc_shards.h"
 #include "data/token_dataset.h"
 #include "tests/data/temp_dir.h"
+#include "tests/helpers/run_hla.h"
 
 using hla::test::TempDir;
+using hla::test::read_text;
+using hla::test::run_hla;
+using Result = hla::test::CliResult;
 using hla::test::write_text;
 
 namespace {
-
-struct Result {
-  int code = -1;
-  std::string output;  // stdout, with stderr mixed in unless only stdout was asked for
-};
-
-// Runs `hla <args>` through the shell; stderr joins stdout unless `stdout_only`.
-Result run_hla(const std::string& args, bool stdout_only = false) {
-  const std::string cmd =
-      std::string(HLA_BINARY_DIR "/hla ") + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
-  Result r;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) r.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 std::string quoted(const std::string& path) {
   return "'" + path + "'";

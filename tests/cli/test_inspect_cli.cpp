@@ -13,41 +13,15 @@
 #include <vector>
 
 #include "tests/data/temp_dir.h"
+#include "tests/helpers/run_hla.h"
 
 using hla::test::TempDir;
+using hla::test::read_text;
+using hla::test::run_hla;
+using Result = hla::test::CliResult;
 using hla::test::write_text;
 
 namespace {
-
-struct Result {
-  int code = -1;
-  std::string output;  // stdout and stderr
-};
-
-Result run_cmd(const std::string& cmd_in) {
-  const std::string cmd = "OMP_NUM_THREADS=1 " + cmd_in + " 2>&1";
-  Result r;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) r.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-Result run_hla(const std::string& args) { return run_cmd(HLA_BINARY_DIR "/hla " + args); }
-
-// The Python `hla` uses for plots (cmd_inspect.cpp plot_python), if it has h5py and matplotlib.
-std::string plotting_python() {
-  const char* env = std::getenv("HLA_PYTHON");
-  const std::string py = env && *env ? env
-                         : std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3"
-                                                                       : "python3";
-  if (std::system((py + " -c 'import h5py, matplotlib' >/dev/null 2>&1").c_str()) != 0) return "";
-  return py;
-}
 
 const std::string kTiny = R"(
 [model]
@@ -169,7 +143,7 @@ TEST_CASE("cli inspect: MQAR and text traces with descriptions, plots", "[cli][i
   CHECK_FALSE(std::filesystem::exists(dir.file("x.h5")));
 
   // Plots (through hla, which finds experiments/plots/plot_trace.py in the source tree).
-  if (plotting_python().empty()) {
+  if (hla::test::plotting_python().empty()) {
     WARN("SKIP plots: python3 with h5py and matplotlib not found (scripts/install-deps.sh)");
     return;
   }

@@ -11,24 +11,13 @@
 #include "data/hdf5.h"
 #include "experiments/cli/tensor_h5.h"
 #include "tests/helpers/close.h"
+#include "tests/helpers/run_hla.h"
 
 using namespace hla;
+using hla::test::run_hla;
 namespace fs = std::filesystem;
 
 namespace {
-struct RunResult {
-  int status;
-  std::string output;
-};
-RunResult run_hla(const std::string& args) {
-  const std::string cmd = std::string(HLA_BINARY_DIR) + "/hla " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (fgets(buf, sizeof buf, p)) out += buf;
-  const int st = pclose(p);
-  return {WEXITSTATUS(st), out};
-}
 fs::path tmpdir() {
   fs::path d = fs::temp_directory_path() / ("hla_op_test_" + std::to_string(::getpid()));
   fs::create_directories(d);
@@ -55,10 +44,10 @@ TEST_CASE("hla op: gla chunk with gradients round-trips through HDF5", "[cli][op
   const fs::path dir = tmpdir();
   write_case(dir / "in.h5", {{"in/q", q}, {"in/k", k}, {"in/v", v}, {"in/gk", gk}, {"in/h0", h0},
                              {"dout/0", d0}, {"dout/1", d1}});
-  const RunResult r = run_hla("op --op gla --impl chunk --in " + (dir / "in.h5").string() +
+  const auto r = run_hla("op --op gla --impl chunk --in " + (dir / "in.h5").string() +
                               " --out " + (dir / "out.h5").string());
   INFO(r.output);
-  REQUIRE(r.status == 0);
+  REQUIRE(r.code == 0);
   Var vq(q, true), vk(k, true), vv(v, true), vg(gk, true), vh(h0, true);
   const RecurrenceResult ref = gla(vq, vk, vv, vg, vh, {Impl::Reference});
   (sum(ref.o * Var(d0)) + sum(ref.hT * Var(d1))).backward();
@@ -69,9 +58,9 @@ TEST_CASE("hla op: gla chunk with gradients round-trips through HDF5", "[cli][op
   REQUIRE_CLOSE("dgk", vg.grad().to_vector<double>(), read(out, "grad/gk").to_vector<double>(), 1e-10);
   REQUIRE_CLOSE("dh0", vh.grad().to_vector<double>(), read(out, "grad/h0").to_vector<double>(), 1e-10);
   // f32 on request.
-  const RunResult r32 = run_hla("op --op gla --impl recurrent --dtype f32 --in " + (dir / "in.h5").string() +
+  const auto r32 = run_hla("op --op gla --impl recurrent --dtype f32 --in " + (dir / "in.h5").string() +
                                 " --out " + (dir / "out32.h5").string());
-  REQUIRE(r32.status == 0);
+  REQUIRE(r32.code == 0);
   REQUIRE_CLOSE("o f32", ref.o.data().to_vector<double>(), read(dir / "out32.h5", "out/0").to_vector<double>(), 1e-5);
   fs::remove_all(dir);
 }
@@ -86,9 +75,9 @@ TEST_CASE("hla op: bad input gives a clear error, a non-zero exit and no output"
                              {"in/beta", Tensor::randn({1, 3, 2}, gen, DType::f64)}});
   const std::string in = (dir / "in.h5").string();
   auto expect_fail = [&](const std::string& args, const std::string& needle) {
-    const RunResult r = run_hla(args);
+    const auto r = run_hla(args);
     INFO(args << "\n" << r.output);
-    CHECK(r.status != 0);
+    CHECK(r.code != 0);
     CHECK(r.output.find(needle) != std::string::npos);
     CHECK(!fs::exists(out));
     CHECK(!fs::exists(out + ".partial"));

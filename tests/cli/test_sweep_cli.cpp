@@ -12,47 +12,20 @@
 #include <regex>
 
 #include "tests/data/temp_dir.h"
+#include "tests/helpers/run_hla.h"
 
 using hla::test::TempDir;
+using hla::test::read_text;
+using hla::test::run_hla;
+using Result = hla::test::CliResult;
 using hla::test::write_text;
 
 namespace {
-
-struct Result {
-  int code = -1;
-  std::string output;  // stdout and stderr
-};
-
-Result run_hla(const std::string& args) {
-  const std::string cmd = "OMP_NUM_THREADS=1 " HLA_BINARY_DIR "/hla " + args + " 2>&1";
-  Result r;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) r.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 int count(const std::string& text, const std::string& what) {
   int n = 0;
   for (size_t p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) ++n;
   return n;
-}
-
-bool have_matplotlib() {
-  const char* env = std::getenv("HLA_PYTHON");
-  const std::string py = env && *env ? env
-                         : std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3"
-                                                                       : "python3";
-  return std::system((py + " -c 'import h5py, matplotlib' >/dev/null 2>&1").c_str()) == 0;
 }
 
 const std::string kGrid = R"(
@@ -127,7 +100,7 @@ TEST_CASE("cli sweep: results, resume skips finished cells, plots", "[cli][sweep
   CHECK(bad.code == 1);
   CHECK_THAT(bad.output, Catch::Contains("hidden_sise"));
 
-  if (!have_matplotlib()) {
+  if (hla::test::plotting_python().empty()) {
     WARN("SKIP plots: python3 with h5py and matplotlib not found (scripts/install-deps.sh)");
     return;
   }

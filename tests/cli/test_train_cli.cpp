@@ -6,7 +6,6 @@
 
 #include <catch2/catch.hpp>
 
-#include "tensor/storage.h"
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -14,35 +13,15 @@
 
 #include "tensor/storage.h"
 #include "tests/data/temp_dir.h"
+#include "tests/helpers/run_hla.h"
 
 using hla::test::TempDir;
+using hla::test::read_text;
+using hla::test::run_hla;
+using Result = hla::test::CliResult;
 using hla::test::write_text;
 
 namespace {
-
-struct Result {
-  int code = -1;
-  std::string output;  // stdout and stderr
-};
-
-Result run_hla(const std::string& args) {
-  // One OpenMP thread: these runs are tiny, and the test machine is shared.
-  const std::string cmd = "OMP_NUM_THREADS=1 " HLA_BINARY_DIR "/hla " + args + " 2>&1";
-  Result r;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) r.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // The "loss" field of every metrics record, as written (exact digits).
 std::vector<std::string> losses(const std::string& metrics_path) {
