@@ -37,18 +37,12 @@
 // incoming state and its factors (Q, K, V, Rs, Vn [n,64]; M, A, L, QK, P [n,n]: ~2.5 KB per token
 // in f32 at K = V = 64, per thread), then walks the chunks in reverse. Backward overwrites its
 // outputs.
-// GCC 12 reports false (maybe-)uninitialized warnings inside its own AVX-512 intrinsics headers
-// when Eigen code is inlined (GCC bug 105593); the pragma covers those header lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/eigen.h"
 #include "kernels/recurrence.h"
 #include "tensor/error.h"
 
@@ -56,7 +50,7 @@ namespace hla::kernels {
 namespace {
 
 template <class R>
-using Mat = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Mat = RowMajorMatrix<R>;
 template <class R>
 using Vec = Eigen::Matrix<R, Eigen::Dynamic, 1>;
 template <class R>

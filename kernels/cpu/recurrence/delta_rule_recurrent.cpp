@@ -9,18 +9,12 @@
 //
 // Backward memory: the forward states are checkpointed every kChunk steps (T/kChunk matrices);
 // each segment's kChunk + 1 states are recomputed from its checkpoint and then walked in reverse.
-// GCC 12 reports false (maybe-)uninitialized warnings inside its own AVX-512 intrinsics headers
-// when Eigen code is inlined (GCC bug 105593); the pragma covers those header lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/eigen.h"
 #include "kernels/recurrence.h"
 #include "tensor/error.h"
 
@@ -28,7 +22,7 @@ namespace hla::kernels {
 namespace {
 
 template <class R>
-using Mat = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Mat = RowMajorMatrix<R>;
 template <class R>
 using RowVec = Eigen::Matrix<R, 1, Eigen::Dynamic>;
 template <class R>

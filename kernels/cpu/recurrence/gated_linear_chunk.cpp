@@ -41,18 +41,12 @@
 // the strictly later part of dk's chunk sum, and dk^inter its C part. Every remaining term pairs
 // a write before step r with a read or a state gradient at or after r (what dg_r measures), so
 // strong decay leaves no large terms to cancel, which would cost float its accuracy.
-// GCC 12 reports false (maybe-)uninitialized warnings inside its own AVX-512 intrinsics headers
-// when Eigen code is inlined (GCC bug 105593); the pragma covers those header lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Dense>
-#pragma GCC diagnostic pop
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/eigen.h"
 #include "kernels/recurrence.h"
 #include "tensor/error.h"
 
@@ -63,7 +57,7 @@ namespace {
 constexpr int64_t kSubChunk = 16;
 
 template <class S>
-using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Mat = RowMajorMatrix<S>;
 template <class S>
 using Col = Eigen::Matrix<S, Eigen::Dynamic, 1>;
 template <class S>

@@ -15,18 +15,12 @@
 // Memory: the states at every kChunk-th step are checkpointed by a forward pass; each segment's
 // kChunk + 1 states are recomputed from its checkpoint and walked in reverse.
 // Gradients are overwritten, never accumulated.
-// GCC 12 reports false (maybe-)uninitialized warnings inside its own AVX-512 intrinsics headers
-// when Eigen code is inlined (GCC bug 105593); the pragma covers those header lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Dense>
-#pragma GCC diagnostic pop
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/eigen.h"
 #include "kernels/recurrence.h"
 #include "tensor/error.h"
 
@@ -34,7 +28,7 @@ namespace hla::kernels {
 namespace {
 
 template <class S>
-using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Mat = RowMajorMatrix<S>;
 template <class S>
 using Col = Eigen::Matrix<S, Eigen::Dynamic, 1>;
 template <class S>

@@ -20,17 +20,11 @@
 // The h_t needed by dg come from a forward scan into dg itself; within a chunk, step 3 walks the
 // rows in reverse and reads h_{r-1} just before row r-1 is overwritten (h_in(c) for r = 0).
 // Gradients are overwritten, never accumulated.
-// GCC 12 reports false (maybe-)uninitialized warnings inside its own AVX-512 intrinsics headers
-// when Eigen code is inlined (GCC bug 105593); the pragma covers those header lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Dense>
-#pragma GCC diagnostic pop
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/eigen.h"
 #include "kernels/recurrence.h"
 #include "tensor/error.h"
 

@@ -8,18 +8,12 @@
 // the reverse sweep then reads h_{t-1} from it just before overwriting step t with dg_t:
 //   dh += do_t;  dx_t = dh;  dg_t = exp(g_t) h_{t-1} dh;  dh <- exp(g_t) dh;  finally dh0 = dh.
 // Gradients are overwritten, never accumulated.
-// GCC 12 reports false (maybe-)uninitialized warnings inside its own AVX-512 intrinsics headers
-// when Eigen code is inlined (GCC bug 105593); the pragma covers those header lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Dense>
-#pragma GCC diagnostic pop
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/cpu/eigen.h"
 #include "kernels/recurrence.h"
 #include "tensor/error.h"
 

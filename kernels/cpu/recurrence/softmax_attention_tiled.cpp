@@ -17,13 +17,6 @@
 //   dK += scale dS^T Q,  dQ += scale dS K,   with D_i = dO_i . O_i.
 // Each (b, kv head) task owns dk, dv of its kv head and dq of its query heads: no races.
 // Backward overwrites dq, dk, dv.
-// GCC 12 reports false (maybe-)uninitialized warnings inside its own AVX-512 intrinsics headers
-// when Eigen code is inlined (GCC bug 105593); the pragma covers those header lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -31,6 +24,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/eigen.h"
 #include "kernels/recurrence.h"
 #include "tensor/error.h"
 
@@ -40,7 +34,7 @@ namespace {
 constexpr int64_t kTile = 64;  // queries and keys per tile
 
 template <class R>
-using Mat = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Mat = RowMajorMatrix<R>;
 template <class R>
 using Vec = Eigen::Matrix<R, Eigen::Dynamic, 1>;
 template <class R>

@@ -1,10 +1,10 @@
 // Cross-entropy over logits [N, C] with integer targets [N], mean over rows whose target is not
 // ignore_index, on CPU. One pass per row computes the log-sum-exp; the softmax is never stored:
 //   loss = (1/n) sum_r (lse_r - x_{r, t_r}),   dx_{r,c} = dloss/n * (exp(x_{r,c} - lse_r) - [c == t_r])
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/eigen.h"
 #include "kernels/ops.h"
 #ifdef HLA_WITH_CUDA
 #include "kernels/cuda/ops_cuda.h"

@@ -2,8 +2,7 @@
 //   a [..., M, K] @ b [..., K, N] -> [..., M, N]; batch dimensions broadcast.
 // Each operand's last two dims are mapped in place when they are row-major (stride[-1] == 1) or
 // column-major (stride[-2] == 1, i.e. a transposed view), so backward's a @ b^T costs no copy.
-#include <Eigen/Core>
-
+#include "kernels/cpu/eigen.h"
 #include "kernels/ops.h"
 #ifdef HLA_WITH_CUDA
 #include "kernels/cuda/ops_cuda.h"

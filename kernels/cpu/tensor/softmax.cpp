@@ -3,10 +3,10 @@
 //                 dx  = y * (dy - sum(dy * y))
 //   log_softmax:  y_i = x_i - m - log sum_j exp(x_j - m)
 //                 dx  = dy - exp(y) * sum(dy)
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/eigen.h"
 #include "kernels/ops.h"
 #ifdef HLA_WITH_CUDA
 #include "kernels/cuda/ops_cuda.h"
