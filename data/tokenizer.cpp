@@ -5,6 +5,7 @@
 #include "data/assets.h"
 #include "data/tokenizer_bytes.h"
 #include "data/tokenizer_gpt2.h"
+#include "data/tokenizer_hf.h"
 #include "tensor/error.h"
 
 namespace hla::data {
@@ -46,7 +47,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& name) {
     return std::make_unique<Gpt2Tokenizer>(asset_path("gpt2/encoder.json"),
                                            asset_path("gpt2/vocab.bpe"));
   }
-  throw Error("tokenizer", "one of: gpt2, bytes", "'" + name + "'");
+  // A Hugging Face tokenizer.json (e.g. shipped with a model that `hla convert` read).
+  if (name.rfind("hf:", 0) == 0) return std::make_unique<HfBpeTokenizer>(name.substr(3));
+  throw Error("tokenizer", "one of: gpt2, bytes, hf:PATH/tokenizer.json", "'" + name + "'");
 }
 
 }  // namespace hla::data

@@ -12,7 +12,7 @@
 //                         so a document can never forge a document boundary)
 //   decode(ids)           eot_id() becomes "<|endoftext|>"; an id outside [0, vocab_size()) throws
 //
-//   auto tok = hla::data::load_tokenizer("gpt2");   // or "bytes"
+//   auto tok = hla::data::load_tokenizer("gpt2");   // or "bytes", "hf:dir/tokenizer.json"
 //   std::vector<int32_t> ids = tok->encode("hello world");   // {31373, 995}
 //   std::string text = tok->decode(ids);
 #pragma once
@@ -48,8 +48,9 @@ class Tokenizer {
   virtual void append_bytes(int32_t id, std::string& out) const = 0;
 };
 
-// The tokenizer called `name`: "bytes", or "gpt2" loaded from <assets>/gpt2/ (see assets.h).
-// Throws hla::Error for any other name, listing the known ones.
+// The tokenizer called `name`: "bytes", "gpt2" loaded from <assets>/gpt2/ (see assets.h), or
+// "hf:PATH" for a Hugging Face tokenizer.json BPE (tokenizer_hf.h). Throws hla::Error for any
+// other name, listing the known ones.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& name);
 
 }  // namespace hla::data

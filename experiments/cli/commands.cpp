@@ -10,6 +10,8 @@ void add_all_commands(CLI::App& app) {
   add_op_command(app);
   add_inspect_command(app);
   add_sweep_command(app);
+  add_convert_command(app);
+  add_export_command(app);
 }
 
 }  // namespace hla::cli

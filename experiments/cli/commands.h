@@ -18,6 +18,8 @@ void add_generate_command(CLI::App& app);  // hla generate --checkpoint DIR --pr
 void add_op_command(CLI::App& app);    // hla op: one recurrence op on tensors from HDF5
 void add_inspect_command(CLI::App& app);  // hla inspect --checkpoint DIR --text T --out trace.h5
 void add_sweep_command(CLI::App& app);    // hla sweep --grid experiments/grids/NAME.toml
+void add_convert_command(CLI::App& app);  // hla convert --from HF_DIR --out RUN_DIR
+void add_export_command(CLI::App& app);   // hla export --checkpoint DIR --out HF_DIR
 
 // Plot helpers (cmd_inspect.cpp), shared by inspect and sweep: the path of
 // experiments/plots/<name> (`given` if not empty; else ./experiments/plots or the source tree
