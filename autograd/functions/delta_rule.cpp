@@ -43,18 +43,14 @@ struct DeltaRuleNode : Node {
   const char* name() const override { return call.has_g ? "gated_delta_rule" : "delta_rule"; }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
     const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
-    std::vector<Tensor> in;
-    for (const Var& v : inputs) in.push_back(detail::contiguous_as(v, dt));
     const auto& d = call.d;
-    Tensor dout = gout[0].defined() ? gout[0].to(dt).contiguous()
-                                    : Tensor::zeros({d.B, d.T, d.H, d.V}, dt);
-    Tensor dhT = gout[1].defined() ? gout[1].to(dt).contiguous() : Tensor();
-    std::vector<Tensor> grads;
-    for (const Tensor& t : in) grads.push_back(Tensor::empty(t.shape(), dt));
+    detail::BackwardStage st = detail::stage_backward(inputs, gout, dt, {d.B, d.T, d.H, d.V});
+    const std::vector<Tensor>& in = st.in;
+    std::vector<Tensor>& grads = st.grads;
     visit_floating(dt, name(), [&]<class S>() {
       kernels::DeltaRuleGrad<S> g;
-      g.dout = dout.data<S>();
-      g.dhT = detail::ptr<S>(dhT);
+      g.dout = st.dout.data<S>();
+      g.dhT = detail::ptr<S>(st.dhT);
       g.dq = grads[0].data<S>();
       g.dk = grads[1].data<S>();
       g.dv = grads[2].data<S>();
@@ -69,8 +65,7 @@ struct DeltaRuleNode : Node {
       if (call.impl == Impl::Chunk) return kernels::delta_rule_chunk_backward<S>(a, g);
       kernels::delta_rule_recurrent_backward<S>(a, g);
     });
-    for (Tensor& t : grads) t = t.to(in_dt);
-    return grads;
+    return detail::grads_as(std::move(grads), in_dt);
   }
 };
 

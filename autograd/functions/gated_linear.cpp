@@ -76,31 +76,20 @@ struct GatedLinearNode : Node {
   }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
     const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
-    std::vector<Tensor> in;
-    for (const Var& v : inputs) in.push_back(detail::contiguous_as(v, dt));
     const auto& d = call.d;
-    Tensor dout = gout[0].defined() ? gout[0].to(dt).contiguous()
-                                    : Tensor::zeros({d.B, d.T, d.H, d.V}, dt);
-    Tensor dhT = gout[1].defined() ? gout[1].to(dt).contiguous() : Tensor();
-    Tensor dq = Tensor::empty(in[0].shape(), dt), dk = Tensor::empty(in[1].shape(), dt);
-    Tensor dv = Tensor::empty(in[2].shape(), dt);
-    Tensor dg = call.has_gate ? Tensor::empty(in[3].shape(), dt) : Tensor();
-    Tensor dh0 = call.has_h0 ? Tensor::empty(in.back().shape(), dt) : Tensor();
+    detail::BackwardStage st = detail::stage_backward(inputs, gout, dt, {d.B, d.T, d.H, d.V});
     visit_floating(dt, name(), [&]<class S>() {
       kernels::GatedLinearGrad<S> g;
-      g.dout = dout.data<S>();
-      g.dhT = detail::ptr<S>(dhT);
-      g.dq = dq.data<S>();
-      g.dk = dk.data<S>();
-      g.dv = dv.data<S>();
-      g.dg = detail::mut_ptr<S>(dg);
-      g.dh0 = detail::mut_ptr<S>(dh0);
-      backward_tier<S>(call, make_args<S>(call, in), g);
+      g.dout = st.dout.data<S>();
+      g.dhT = detail::ptr<S>(st.dhT);
+      g.dq = st.grads[0].data<S>();
+      g.dk = st.grads[1].data<S>();
+      g.dv = st.grads[2].data<S>();
+      if (call.has_gate) g.dg = st.grads[3].data<S>();
+      if (call.has_h0) g.dh0 = st.grads.back().data<S>();
+      backward_tier<S>(call, make_args<S>(call, st.in), g);
     });
-    std::vector<Tensor> grads{dq.to(in_dt), dk.to(in_dt), dv.to(in_dt)};
-    if (call.has_gate) grads.push_back(dg.to(in_dt));
-    if (call.has_h0) grads.push_back(dh0.to(in_dt));
-    return grads;
+    return detail::grads_as(std::move(st.grads), in_dt);
   }
 };
 

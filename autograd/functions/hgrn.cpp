@@ -33,17 +33,13 @@ struct HgrnNode : Node {
   const char* name() const override { return "hgrn"; }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
     const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
-    std::vector<Tensor> in;
-    for (const Var& v : inputs) in.push_back(detail::contiguous_as(v, dt));
-    Tensor dout = gout[0].defined() ? gout[0].to(dt).contiguous()
-                                    : Tensor::zeros(in[0].shape(), dt);
-    Tensor dhT = gout[1].defined() ? gout[1].to(dt).contiguous() : Tensor();
-    std::vector<Tensor> grads;
-    for (const Tensor& t : in) grads.push_back(Tensor::empty(t.shape(), dt));
+    detail::BackwardStage st = detail::stage_backward(inputs, gout, dt, inputs[0].shape());
+    const std::vector<Tensor>& in = st.in;
+    std::vector<Tensor>& grads = st.grads;
     visit_floating(dt, "hgrn", [&]<class S>() {
       kernels::HgrnGrad<S> g;
-      g.dout = dout.data<S>();
-      g.dhT = detail::ptr<S>(dhT);
+      g.dout = st.dout.data<S>();
+      g.dhT = detail::ptr<S>(st.dhT);
       g.dx = grads[0].data<S>();
       g.dg = grads[1].data<S>();
       if (call.has_h0) g.dh0 = grads[2].data<S>();
@@ -54,8 +50,7 @@ struct HgrnNode : Node {
       if (call.impl == Impl::Chunk) return kernels::hgrn_chunk_backward<S>(a, g);
       kernels::hgrn_recurrent_backward<S>(a, g);
     });
-    for (Tensor& t : grads) t = t.to(in_dt);
-    return grads;
+    return detail::grads_as(std::move(grads), in_dt);
   }
 };
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "autograd/recurrences.h"
 #include "kernels/ops.h"
@@ -43,6 +44,31 @@ inline void check_input(const Var& v, const Shape& shape, const char* op, const 
     throw Error(op, std::string(name) + " of dtype " + dtype_name(dtype) + " like q",
                 dtype_name(v.dtype()), "convert every input to one dtype");
   check_shape(v.data(), shape, op, name, layout);
+}
+
+// What every recurrence backward starts from, in the compute dtype: the inputs (contiguous), the
+// output gradient (zeros of out_shape when o did not reach the loss), the final-state gradient
+// (undefined when hT did not), and one gradient buffer per input for the kernel to overwrite.
+struct BackwardStage {
+  std::vector<Tensor> in, grads;
+  Tensor dout, dhT;
+};
+inline BackwardStage stage_backward(const std::vector<Var>& inputs,
+                                    const std::vector<Tensor>& gout, DType dt,
+                                    const Shape& out_shape) {
+  BackwardStage s;
+  for (const Var& v : inputs) {
+    s.in.push_back(contiguous_as(v, dt));
+    s.grads.push_back(Tensor::empty(v.shape(), dt));
+  }
+  s.dout = gout[0].defined() ? gout[0].to(dt).contiguous() : Tensor::zeros(out_shape, dt);
+  s.dhT = gout[1].defined() ? gout[1].to(dt).contiguous() : Tensor();
+  return s;
+}
+// The gradients in the inputs' dtype (the reference tier computes in f64).
+inline std::vector<Tensor> grads_as(std::vector<Tensor> grads, DType dt) {
+  for (Tensor& t : grads) t = t.to(dt);
+  return grads;
 }
 
 inline double resolve_scale(double scale, int64_t K) {
