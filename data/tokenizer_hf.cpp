@@ -169,11 +169,16 @@ struct HfBpeTokenizer::Impl {
   }
 
   void bpe(const std::string& word, std::vector<int32_t>& out) const {
+    // As tokenizers' BPE::merge_word: an unknown character leaves a pending <unk> (fused with
+    // the next unknown one when fuse_unk) that is written before the next vocabulary character
+    // or at the end of the word; byte-fallback tokens do not flush it, so they can come first.
     std::vector<int32_t> symbols;
+    bool pending_unk = false;
     for (size_t i = 0; i < word.size();) {
       const size_t n = utf8_char_length(word, i);
       const auto it = vocab.find(word.substr(i, n));
       if (it != vocab.end()) {
+        if (pending_unk) symbols.push_back(unk), pending_unk = false;
         symbols.push_back(it->second);
       } else {
         bool all_bytes = byte_fallback;
@@ -186,11 +191,13 @@ struct HfBpeTokenizer::Impl {
           if (unk < 0)
             fail("model.unk_token", "an unknown-token for characters outside the vocab",
                  "none, and the text has '" + word.substr(i, n) + "'");
-          if (!(fuse_unk && !symbols.empty() && symbols.back() == unk)) symbols.push_back(unk);
+          if (pending_unk && !fuse_unk) symbols.push_back(unk);
+          pending_unk = true;
         }
       }
       i += n;
     }
+    if (pending_unk) symbols.push_back(unk);
     for (;;) {
       size_t best = 0;
       std::pair<int32_t, int32_t> best_merge{std::numeric_limits<int32_t>::max(), -1};

@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "data/tokenizer.h"
 #include "data/tokenizer_hf.h"
 #include "tests/data/temp_dir.h"
@@ -140,4 +142,23 @@ TEST_CASE("hf tokenizer: unreadable or unsupported files give clear errors", "[d
   CHECK_THAT(error_with("{\n  \"version\"", "[\n  \"version\""), Catch::Contains("JSON object"));
   CHECK_THAT(error_with("\"content\": \"</s>\"", "\"content\": \"<eos>\""),
              Catch::Contains("one token per id") && Catch::Contains("'<eos>'"));
+}
+
+TEST_CASE("hf tokenizer: ids equal Hugging Face tokenizers' on the reference fixture",
+          "[data][tokenizer]") {
+  // reference_ids.jsonl was written by tests/fixtures/hf/make_reference_ids.py with the
+  // `tokenizers` library (0.23.3): encode(text, add_special_tokens=False).
+  std::ifstream in(std::string(HLA_SOURCE_DIR) + "/tests/fixtures/hf/reference_ids.jsonl");
+  REQUIRE(in.good());
+  std::string line;
+  int cases = 0;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    const std::string text = j.at("text");
+    const Ids want = j.at("ids").get<Ids>();
+    INFO("text: '" << text << "'");
+    CHECK(tok().encode_added(text) == want);
+    ++cases;
+  }
+  CHECK(cases == 30);
 }
