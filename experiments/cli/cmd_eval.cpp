@@ -2,18 +2,27 @@
 // synthetic-task runs such as MQAR), on the validation data named in its config.
 //
 //   hla eval --checkpoint RUN_DIR_OR_FILE [--batches N] [--device auto|cpu|cuda]
+//            [--dump-logits FILE.h5]
 //
 // prints
 //   checkpoint runs/x/checkpoints/latest.h5 (step 300)
 //   val_loss 0.4312
 //   val_ppl 1.539
 //   val_accuracy 0.9375
+//
+// --dump-logits writes the first validation batch's `tokens` [B,T] (stored as f64, exact) and
+// the model's `logits` [B,T,vocab] (f32) to an HDF5 file, for comparing with another
+// implementation.
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
 #include <memory>
 
+#include "autograd/grad_mode.h"
+#include "data/hdf5.h"
+#include "data/pending_file.h"
 #include "experiments/cli/commands.h"
+#include "experiments/cli/tensor_h5.h"
 #include "experiments/run/checkpoint.h"
 #include "experiments/run/config.h"
 #include "experiments/run/trainer.h"
@@ -26,7 +35,27 @@ struct EvalArgs {
   std::string checkpoint;
   int64_t batches = 0;
   std::string device = "auto";
+  std::string dump_logits;
 };
+
+// The first validation batch's tokens and logits, as an HDF5 file written atomically.
+void dump_logits(nn::HybridLM& model, const run::RunData& data, Device device,
+                 const std::string& path) {
+  const data::TokenBatch batch = data.val_batch(0);
+  const Tensor tokens = Tensor::from_vector(batch.inputs, {batch.B, batch.T});
+  NoGradGuard no_grad;
+  const Tensor logits = model.forward(tokens.to(device)).data().to(Device::CPU).to(DType::f32);
+  data::h5::silence_hdf5_errors();
+  data::PendingFile out(path);
+  {
+    data::h5::Handle f(H5_CHECK(H5Fcreate(out.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT,
+                                          H5P_DEFAULT)),
+                       H5Fclose);
+    write_tensor(f.get(), "logits", logits);
+    write_tensor(f.get(), "tokens", tokens.to(DType::f64));
+  }
+  out.commit();
+}
 
 void run_eval(const EvalArgs& a) {
   const std::string path = run::resolve_checkpoint(a.checkpoint);
@@ -49,6 +78,10 @@ void run_eval(const EvalArgs& a) {
   std::printf("val_loss %.6f\nval_ppl %.4f\n", r.loss, std::exp(r.loss));
   if (data.synthetic()) std::printf("val_accuracy %.6f\n", r.accuracy);
   std::printf("positions %lld\n", (long long)r.positions);
+  if (!a.dump_logits.empty()) {
+    dump_logits(*model, data, device, a.dump_logits);
+    std::printf("logits of the first validation batch: %s\n", a.dump_logits.c_str());
+  }
 }
 
 }  // namespace
@@ -61,6 +94,8 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--batches", a->batches,
                 "validation batches (default: the run's train.eval_batches)");
   c->add_option("--device", a->device, "auto, cpu or cuda")->capture_default_str();
+  c->add_option("--dump-logits", a->dump_logits,
+                "write the first validation batch's tokens and logits to this HDF5 file");
   c->callback([a] { run_eval(*a); });
 }
 

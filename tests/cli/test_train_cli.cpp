@@ -6,11 +6,14 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 
+#include "data/hdf5.h"
+#include "experiments/cli/tensor_h5.h"
 #include "tensor/storage.h"
 #include "tests/data/temp_dir.h"
 #include "tests/helpers/run_hla.h"
@@ -84,6 +87,19 @@ TEST_CASE("cli train: the run directory holds the config, metrics and a checkpoi
   CHECK(e.code == 0);
   CHECK_THAT(e.output, Catch::Contains("(step 6)") && Catch::Contains("val_loss ") &&
                            Catch::Contains("val_ppl ") && Catch::Contains("val_accuracy "));
+
+  // --dump-logits: the first validation batch's tokens and logits, readable as plain arrays.
+  const std::string dump = dir.file("logits.h5");
+  const Result d = run_hla("eval --checkpoint " + run + " --dump-logits " + dump);
+  INFO(d.output);
+  REQUIRE(d.code == 0);
+  hla::data::h5::Handle f(H5_CHECK(H5Fopen(dump.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)), H5Fclose);
+  const hla::Tensor logits = hla::cli::read_tensor(f.get(), "logits", hla::DType::f64, dump);
+  const hla::Tensor tokens = hla::cli::read_tensor(f.get(), "tokens", hla::DType::f64, dump);
+  REQUIRE(tokens.dim() == 2);
+  CHECK(logits.shape() == hla::Shape{tokens.size(0), tokens.size(1), 32});
+  for (double x : logits.to_vector<double>()) REQUIRE(std::isfinite(x));
+  for (double t : tokens.to_vector<double>()) CHECK((t >= 0 && t < 32));
 }
 
 TEST_CASE("cli train: the loss falls on a tiny MQAR run", "[cli][train]") {

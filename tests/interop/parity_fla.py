@@ -3,15 +3,14 @@
 
 For every variant and a GLA 3:1 hybrid this script trains a tiny hla model for one step (to get
 a checkpoint), exports it with `hla export`, loads the directory with fla's *ForCausalLM class
-through transformers' AutoModelForCausalLM (fp32), and compares the mean cross-entropy of one
-fixed window with `hla eval` on the same window:
+through transformers' AutoModelForCausalLM (fp32), and compares on the same tokens
 
-    rel = |loss_fla - loss_hla| / |loss_hla|  <=  1e-4
+    the logits (`hla eval --dump-logits`):  ||z_fla - z_hla||_rms / ||z_hla||_rms  <=  1e-4
+    the mean cross-entropy of one window:   |loss_fla - loss_hla| / |loss_hla|     <=  1e-4
 
 `hla eval` prints the loss with 6 decimals, which resolves ~3e-7 relative at these losses. The
 validation file holds exactly seq_len + 1 tokens, so every validation window hla draws is that
-window. (hla has no logits dump, so the comparison is on the loss; the logits of a failing
-variant can be inspected from the fla side.)
+window.
 
 Needs: the built `hla` binary (--hla), Python with torch (CUDA), transformers and
 flash-linear-attention (`import fla` registers its model types). fla's softmax-attention layer
@@ -109,6 +108,7 @@ def main():
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one)")
     args = ap.parse_args()
 
+    import h5py
     import torch
     import torch.nn.functional as F
     import fla  # noqa: F401  (registers fla's configs and models with transformers)
@@ -140,21 +140,30 @@ def main():
         run_dir, hf_dir = os.path.join(work, f"run_{tag}"), os.path.join(work, f"hf_{tag}")
         run([args.hla, "train", "--config", cfg, "--out", run_dir])
         run([args.hla, "export", "--checkpoint", run_dir, "--out", hf_dir])
-        hla_loss = float(re.search(r"val_loss (\S+)", run([args.hla, "eval", "--checkpoint", run_dir])).group(1))
+        dump = os.path.join(run_dir, "logits.h5")
+        out = run([args.hla, "eval", "--checkpoint", run_dir, "--dump-logits", dump])
+        hla_loss = float(re.search(r"val_loss (\S+)", out).group(1))
+        with h5py.File(dump, "r") as f:
+            hla_logits = torch.from_numpy(f["logits"][:]).double()
+            tokens = torch.from_numpy(f["tokens"][:]).long()
 
         try:
             model = AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).cuda().eval()
             with torch.no_grad():
                 logits = model(val[None, :-1].cuda()).logits.float()
                 fla_loss = F.cross_entropy(logits[0], val[1:].cuda()).item()
+                fla_logits = model(tokens.cuda()).logits.double().cpu()
         except Exception as e:  # e.g. fla's Attention layer needs the flash-attn package
             skipped += 1
             print(f"{tag:24s} hla {hla_loss:.6f}  fla could not run it: {str(e).splitlines()[0][:120]}")
             continue
         rel = abs(fla_loss - hla_loss) / abs(hla_loss)
-        ok = rel <= 1e-4
+        rms = lambda x: x.pow(2).mean().sqrt().item()
+        rel_logits = rms(fla_logits - hla_logits) / (rms(hla_logits) + 1e-30)
+        ok = rel <= 1e-4 and rel_logits <= 1e-4
         failures += not ok
-        print(f"{tag:24s} hla {hla_loss:.6f}  fla {fla_loss:.6f}  rel {rel:.2e}  {'ok' if ok else 'FAIL'}")
+        print(f"{tag:24s} loss hla {hla_loss:.6f} fla {fla_loss:.6f} rel {rel:.2e}; "
+              f"logits rel RMS {rel_logits:.2e}  {'ok' if ok else 'FAIL'}")
     print(f"work directory: {work}; {failures} failed, {skipped} not run by fla")
     sys.exit(1 if failures else 0)
 
