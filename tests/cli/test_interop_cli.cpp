@@ -13,6 +13,7 @@
 #include "experiments/run/hf_config.h"
 #include "nn/model.h"
 #include "tests/data/temp_dir.h"
+#include "tests/helpers/tiny_config.h"
 #include "tests/helpers/run_hla.h"
 
 using hla::data::SafetensorsFile;
@@ -26,17 +27,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kTiny = R"(
-[model]
-variant = "gla"
-layout = "1:1"
-hidden_size = 32
-num_layers = 2
-num_heads = 2
-attn_num_heads = 2
-attn_num_kv_heads = 2
-[data]
-task = "mqar:vocab_size=32,pairs=2"
+const std::string kTiny = hla::test::kTinyHybridOnMqar + R"(
 [train]
 steps = 4
 batch_size = 4

@@ -16,6 +16,7 @@
 #include "experiments/cli/tensor_h5.h"
 #include "tensor/storage.h"
 #include "tests/data/temp_dir.h"
+#include "tests/helpers/tiny_config.h"
 #include "tests/helpers/run_hla.h"
 
 using hla::test::TempDir;
@@ -37,17 +38,7 @@ std::vector<std::string> losses(const std::string& metrics_path) {
   return out;
 }
 
-const std::string kTiny = R"(
-[model]
-variant = "gla"
-layout = "1:1"
-hidden_size = 32
-num_layers = 2
-num_heads = 2
-attn_num_heads = 2
-attn_num_kv_heads = 2
-[data]
-task = "mqar:vocab_size=32,pairs=2"
+const std::string kTiny = hla::test::kTinyHybridOnMqar + R"(
 [optim]
 lr = 1e-2
 warmup_steps = 2
