@@ -23,6 +23,9 @@
 namespace hla::kernels {
 
 constexpr int64_t kChunk = 64;  // chunk size of every chunked linear-attention kernel
+// The delta rules' in-kernel L2 norm: x / sqrt(sum x^2 + kL2Eps), eps inside the sqrt and added
+// to the sum of squares (spec/recurrences.md 0.5).
+constexpr double kL2Eps = 1e-6;
 
 // ---- gated linear family: GLA, HGRN2 (per-key gate), simple GLA (scalar gate per head),
 //      RetNet (fixed gamma_h = 1 - 2^(-5-h)), plain linear attention (no gate)

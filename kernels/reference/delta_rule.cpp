@@ -39,7 +39,6 @@
 namespace hla::kernels {
 namespace {
 
-constexpr double kL2Eps = 1e-6;  // added to the sum of squares, inside the sqrt (spec 0.5)
 
 // x [B,T,H,D] -> its per-head L2 normalisation xhat, and r = 1/sqrt(|x|^2 + eps) [B,T,H].
 void l2norm_rows(const double* x, int64_t rows, int64_t D, std::vector<double>& xhat,

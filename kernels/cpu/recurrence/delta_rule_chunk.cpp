@@ -66,7 +66,6 @@ using StateMap = Eigen::Map<Mat<R>>;
 template <class R>
 using ConstStateMap = Eigen::Map<const Mat<R>>;
 
-constexpr double kL2Eps = 1e-6;  // spec 0.5: x / sqrt(sum x^2 + 1e-6)
 
 // Strided views of head (b, h): rows t0 .. t0+n-1.
 struct HeadIndex {

@@ -34,7 +34,6 @@ using StateMap = Eigen::Map<Mat<R>>;
 template <class R>
 using ConstStateMap = Eigen::Map<const Mat<R>>;
 
-constexpr double kL2Eps = 1e-6;  // spec 0.5: x / sqrt(sum x^2 + 1e-6)
 
 // One head (b, h) of the op: the rows of its inputs at time t, and its time-step update.
 template <class R>
