@@ -16,6 +16,7 @@
 #include "kernels/recurrence.h"
 #include "tensor/random.h"
 #include "tests/helpers/close.h"
+#include "tests/helpers/sequences.h"
 
 namespace {
 
@@ -148,27 +149,12 @@ double loss(const Problem& p) {
 
 // Central differences of loss() with respect to every element of one input.
 Buf numeric_grad(Problem p, Buf Problem::*input) {
-  const double eps = 1e-5;
-  Buf grad((p.*input).size());
-  for (size_t i = 0; i < grad.size(); ++i) {
-    const double x = (p.*input)[i];
-    (p.*input)[i] = x + eps;
-    const double up = loss(p);
-    (p.*input)[i] = x - eps;
-    const double down = loss(p);
-    (p.*input)[i] = x;
-    grad[i] = (up - down) / (2 * eps);
-  }
-  return grad;
+  return hla::test::central_differences(p.*input, [&] { return loss(p); });
 }
 
 // x [B,T,D'] (D' = H*D) -> rows t0 .. t0+n-1 of every batch.
 Buf slice_time(const Buf& x, const RecDims& d, int64_t D, int64_t t0, int64_t n) {
-  const int64_t row = d.H * D;
-  Buf out;
-  for (int64_t b = 0; b < d.B; ++b)
-    out.insert(out.end(), x.begin() + (b * d.T + t0) * row, x.begin() + (b * d.T + t0 + n) * row);
-  return out;
+  return hla::test::time_slice(x, d.B, d.T, d.H * D, t0, t0 + n);
 }
 
 Problem slice_problem(const Problem& p, int64_t t0, int64_t n) {

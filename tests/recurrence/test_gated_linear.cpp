@@ -14,6 +14,7 @@
 #include "kernels/recurrence.h"
 #include "tensor/random.h"
 #include "tests/helpers/close.h"
+#include "tests/helpers/sequences.h"
 
 namespace {
 
@@ -146,39 +147,14 @@ double loss(const Case& c) {
 
 // dL/dx by central differences, for the input x = c.*member.
 Vec finite_difference(Case c, Vec Case::*member) {
-  const double eps = 1e-5;
-  Vec& x = c.*member;
-  Vec grad(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double x0 = x[i];
-    x[i] = x0 + eps;
-    const double up = loss(c);
-    x[i] = x0 - eps;
-    const double down = loss(c);
-    x[i] = x0;
-    grad[i] = (up - down) / (2 * eps);
-  }
-  return grad;
+  return hla::test::central_differences(c.*member, [&] { return loss(c); });
 }
 
 // Inputs [B,T,...] restricted to steps [t0, t1): `inner` values per step.
 Vec time_slice(const Vec& x, const RecDims& d, int64_t inner, int64_t t0, int64_t t1) {
-  Vec out;
-  for (int64_t b = 0; b < d.B; ++b)
-    out.insert(out.end(), x.begin() + (b * d.T + t0) * inner, x.begin() + (b * d.T + t1) * inner);
-  return out;
+  return hla::test::time_slice(x, d.B, d.T, inner, t0, t1);
 }
-// Two [B,T1,...] and [B,T2,...] tensors joined along time.
-template <class S>
-std::vector<S> time_concat(const std::vector<S>& x1, const std::vector<S>& x2, int64_t B) {
-  std::vector<S> out;
-  const int64_t n1 = x1.size() / B, n2 = x2.size() / B;
-  for (int64_t b = 0; b < B; ++b) {
-    out.insert(out.end(), x1.begin() + b * n1, x1.begin() + (b + 1) * n1);
-    out.insert(out.end(), x2.begin() + b * n2, x2.begin() + (b + 1) * n2);
-  }
-  return out;
-}
+using hla::test::time_concat;
 
 struct GateCase {
   GateKind gate;

@@ -10,6 +10,7 @@
 #include "kernels/recurrence.h"
 #include "tensor/random.h"
 #include "tests/helpers/close.h"
+#include "tests/helpers/sequences.h"
 
 namespace {
 
@@ -87,18 +88,7 @@ double loss(const Problem& p) {
 }
 
 Buf numeric_grad(Problem p, Buf Problem::*input) {
-  const double eps = 1e-5;
-  Buf grad((p.*input).size());
-  for (size_t i = 0; i < grad.size(); ++i) {
-    const double x = (p.*input)[i];
-    (p.*input)[i] = x + eps;
-    const double up = loss(p);
-    (p.*input)[i] = x - eps;
-    const double down = loss(p);
-    (p.*input)[i] = x;
-    grad[i] = (up - down) / (2 * eps);
-  }
-  return grad;
+  return hla::test::central_differences(p.*input, [&] { return loss(p); });
 }
 
 }  // namespace
