@@ -7,6 +7,7 @@
 #include "tensor/dtype_dispatch.h"
 #ifdef HLA_WITH_CUDA
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/recurrence_cuda.h"
 #endif
 
 namespace hla {

@@ -33,12 +33,15 @@ S* mut_ptr(Tensor& t) {
   return t.defined() ? t.data<S>() : nullptr;
 }
 
-// Validates one input of a recurrence op against its expected shape.
+// Validates one input of a recurrence op against its expected shape, dtype and device (that
+// of q: all inputs of one call live on one device).
 inline void check_input(const Var& v, const Shape& shape, const char* op, const char* name,
-                        const char* layout, DType dtype) {
+                        const char* layout, DType dtype, Device device = Device::CPU) {
   if (!v.defined())
     throw Error(op, std::string("an input ") + name + " " + layout, "none");
-  ops::require_cpu(v.data(), op);
+  if (v.device() != device)
+    throw Error(op, std::string(name) + " on " + device_name(device) + " like q",
+                device_name(v.device()), "move every input to one device");
   check_floating(v.data(), op, name);
   if (v.dtype() != dtype)
     throw Error(op, std::string(name) + " of dtype " + dtype_name(dtype) + " like q",
@@ -46,7 +49,7 @@ inline void check_input(const Var& v, const Shape& shape, const char* op, const 
   check_shape(v.data(), shape, op, name, layout);
 }
 
-// What every recurrence backward starts from, in the compute dtype: the inputs (contiguous), the
+// What every recurrence backward starts from, in the compute dtype and on the inputs' device: the inputs (contiguous), the
 // output gradient (zeros of out_shape when o did not reach the loss), the final-state gradient
 // (undefined when hT did not), and one gradient buffer per input for the kernel to overwrite.
 struct BackwardStage {
@@ -57,11 +60,12 @@ inline BackwardStage stage_backward(const std::vector<Var>& inputs,
                                     const std::vector<Tensor>& gout, DType dt,
                                     const Shape& out_shape) {
   BackwardStage s;
+  const Device dev = inputs[0].device();  // the CPU, or cuda for the GPU tiers
   for (const Var& v : inputs) {
     s.in.push_back(contiguous_as(v, dt));
-    s.grads.push_back(Tensor::empty(v.shape(), dt));
+    s.grads.push_back(Tensor::empty(v.shape(), dt, dev));
   }
-  s.dout = gout[0].defined() ? gout[0].to(dt).contiguous() : Tensor::zeros(out_shape, dt);
+  s.dout = gout[0].defined() ? gout[0].to(dt).contiguous() : Tensor::zeros(out_shape, dt, dev);
   s.dhT = gout[1].defined() ? gout[1].to(dt).contiguous() : Tensor();
   return s;
 }

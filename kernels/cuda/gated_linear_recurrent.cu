@@ -15,6 +15,7 @@
 // Any K, V (no template instance per head size). dtypes: f32, f64. Outputs are overwritten.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/recurrence_cuda.h"
 
 namespace hla::cuda {
 

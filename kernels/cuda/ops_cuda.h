@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "kernels/ops.h"
-#include "kernels/recurrence.h"
 #include "tensor/tensor.h"
 
 namespace hla::cuda {
@@ -72,14 +71,6 @@ Tensor short_conv(const Tensor& x, const Tensor& w, bool silu, const Tensor& cac
 void short_conv_backward(const Tensor& x, const Tensor& w, bool silu, const Tensor& cache,
                          const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* dcache);
 
-// ---- gated_linear_recurrent.cu: the recurrent tier of kernels/recurrence.h on the GPU. The
-// structs hold DEVICE pointers (contiguous, layouts as in kernels/recurrence.h); gradients are
-// overwritten. f32 and f64.
-template <class S>
-void gated_linear_recurrent_forward(const kernels::GatedLinearArgs<S>& a,
-                                    const kernels::GatedLinearOut<S>& out);
-template <class S>
-void gated_linear_recurrent_backward(const kernels::GatedLinearArgs<S>& a,
-                                     const kernels::GatedLinearGrad<S>& grad);
+// The recurrence kernels (recurrent, chunked, tiled attention): kernels/cuda/recurrence_cuda.h.
 
 }  // namespace hla::cuda

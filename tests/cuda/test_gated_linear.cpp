@@ -7,6 +7,7 @@
 #include "autograd/recurrences.h"
 #include "autograd/var.h"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/recurrence_cuda.h"
 #include "kernels/recurrence.h"
 
 using namespace hla;
