@@ -3,7 +3,7 @@
 // perplexity against the ratio.
 //
 //   hla sweep --grid experiments/grids/NAME.toml [--out DIR] [--set section.key=value ...]
-//             [--only SUBSTRING] [--dry-run] [--no-plots] [--plot-script PATH]
+//             [--only SUBSTRING] [--shard I/N] [--dry-run] [--no-plots] [--plot-script PATH]
 //
 // Grid file (experiments/grids/cpu_small.toml is a commented example):
 //   [sweep]    out (results directory), variants, ratios ("pure", "r:1"), seeds, transformer
@@ -22,6 +22,10 @@
 // over seeds) and, unless --no-plots, <task>.png from experiments/plots/plot_sweep.py.
 // Resumable: cells with an "ok" row in results.csv are skipped; failed or missing cells rerun
 // from scratch.
+// Several GPUs: `--shard I/N` runs every N-th cell starting at I (one process per GPU, e.g. with
+// CUDA_VISIBLE_DEVICES=I) and records its rows in results.shard-I-of-N.csv, so processes never
+// write one file; a later run without --shard reads those rows as finished cells, merges them
+// into results.csv and writes results.md and the plots.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -50,6 +54,7 @@ struct SweepArgs {
   std::string out;
   std::vector<std::string> set;
   std::string only;
+  std::string shard;  // "I/N" or empty
   bool dry_run = false;
   bool no_plots = false;
   std::string plot_script;
@@ -294,11 +299,59 @@ void prepare_task_data(const Task& t) {
   data::prepare_corpus(opt);
 }
 
+struct Shard {
+  int64_t index = 0, count = 1;
+};
+
+Shard parse_shard(const std::string& s) {
+  Shard sh;
+  const size_t slash = s.find('/');
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument(s);
+    size_t used = 0;
+    sh.index = std::stoll(s.substr(0, slash), &used);
+    if (used != slash) throw std::invalid_argument(s);
+    sh.count = std::stoll(s.substr(slash + 1), &used);
+    if (used != s.size() - slash - 1) throw std::invalid_argument(s);
+  } catch (const std::exception&) {
+    throw Error("sweep --shard", "I/N with integers 0 <= I < N (e.g. 0/4)", "'" + s + "'");
+  }
+  if (sh.count < 1 || sh.index < 0 || sh.index >= sh.count)
+    throw Error("sweep --shard", "I/N with 0 <= I < N (e.g. 0/4)", "'" + s + "'");
+  return sh;
+}
+
+// Rows of results.csv and of every shard file beside it, later files winning per cell.
+std::vector<Row> read_all_results(const std::string& out, const std::string& csv) {
+  std::vector<Row> rows = read_results(csv);
+  std::vector<fs::path> shard_files;
+  if (fs::is_directory(out))
+    for (const auto& e : fs::directory_iterator(out)) {
+      const std::string name = e.path().filename().string();
+      if (name.starts_with("results.shard-") && name.ends_with(".csv")) shard_files.push_back(e.path());
+    }
+  std::sort(shard_files.begin(), shard_files.end());
+  for (const fs::path& f : shard_files)
+    for (const Row& r : read_results(f.string())) {
+      std::erase_if(rows, [&](const Row& old) { return old.cell == r.cell && r.status == "ok"; });
+      if (std::none_of(rows.begin(), rows.end(), [&](const Row& old) { return old.cell == r.cell; }))
+        rows.push_back(r);
+    }
+  return rows;
+}
+
 void run_sweep(const SweepArgs& a) {
   const Grid g = load_grid(a.grid);
   const std::string out = !a.out.empty() ? a.out : !g.out.empty() ? g.out : "runs/sweep";
   std::vector<Cell> cells = cells_of(g);
   std::erase_if(cells, [&](const Cell& c) { return c.id.find(a.only) == std::string::npos; });
+  const Shard shard = a.shard.empty() ? Shard{} : parse_shard(a.shard);
+  if (shard.count > 1) {
+    std::vector<Cell> mine;
+    for (size_t i = 0; i < cells.size(); ++i)
+      if (static_cast<int64_t>(i) % shard.count == shard.index) mine.push_back(cells[i]);
+    cells = std::move(mine);
+  }
   std::map<std::string, const Task*> task_of;
   for (const Task& t : g.tasks) task_of[t.name] = &t;
 
@@ -316,15 +369,24 @@ void run_sweep(const SweepArgs& a) {
   }
 
   fs::create_directories(out);
-  const std::string csv = (fs::path(out) / "results.csv").string();
-  std::vector<Row> rows = read_results(csv);
+  const std::string merged_csv = (fs::path(out) / "results.csv").string();
+  const bool sharded = shard.count > 1;
+  const std::string csv =
+      sharded ? (fs::path(out) / ("results.shard-" + std::to_string(shard.index) + "-of-" +
+                                  std::to_string(shard.count) + ".csv"))
+                    .string()
+              : merged_csv;
+  // rows: what this run writes (its shard file, or the merged results.csv); finished: every
+  // "ok" row on record, a shard's and other runs' alike, so no cell trains twice.
+  std::vector<Row> rows = sharded ? read_results(csv) : read_all_results(out, merged_csv);
+  const std::vector<Row> finished = read_all_results(out, merged_csv);
   for (const Task& t : g.tasks) prepare_task_data(t);
   int64_t ran = 0, skipped = 0, failed = 0;
   for (size_t i = 0; i < cells.size(); ++i) {
     const Cell& c = cells[i];
     const Task& task = *task_of.at(c.task);
-    auto done = std::find_if(rows.begin(), rows.end(), [&](const Row& r) { return r.cell == c.id && r.status == "ok"; });
-    if (done != rows.end()) {
+    auto done = std::find_if(finished.begin(), finished.end(), [&](const Row& r) { return r.cell == c.id && r.status == "ok"; });
+    if (done != finished.end()) {
       std::printf("[%zu/%zu] %s: done (%s %s), skipped\n", i + 1, cells.size(), c.id.c_str(),
                   done->metric.c_str(), done->value.c_str());
       ++skipped;
@@ -355,13 +417,20 @@ void run_sweep(const SweepArgs& a) {
     }
     rows.push_back(row);
     write_results(csv, rows);
-    write_markdown((fs::path(out) / "results.md").string(), g, rows);
+    if (!sharded) write_markdown((fs::path(out) / "results.md").string(), g, rows);
   }
-  write_markdown((fs::path(out) / "results.md").string(), g, rows);
-  std::printf("sweep: %lld ran, %lld skipped (already done), %lld failed; %s, %s\n", (long long)ran,
-              (long long)skipped, (long long)failed, csv.c_str(),
-              (fs::path(out) / "results.md").string().c_str());
-  if (!a.no_plots) {
+  if (sharded) {
+    std::printf("sweep shard %lld/%lld: %lld ran, %lld skipped, %lld failed; %s (merge: rerun "
+                "without --shard)\n", (long long)shard.index, (long long)shard.count, (long long)ran,
+                (long long)skipped, (long long)failed, csv.c_str());
+  } else {
+    write_results(csv, rows);
+    write_markdown((fs::path(out) / "results.md").string(), g, rows);
+    std::printf("sweep: %lld ran, %lld skipped (already done), %lld failed; %s, %s\n", (long long)ran,
+                (long long)skipped, (long long)failed, csv.c_str(),
+                (fs::path(out) / "results.md").string().c_str());
+  }
+  if (!a.no_plots && !sharded) {
     const std::string script = find_plot_script("plot_sweep.py", a.plot_script);
     const std::string cmd = plot_python() + " '" + script + "' '" + csv + "' --out '" + out + "'";
     std::fflush(stdout);
@@ -384,6 +453,9 @@ void add_sweep_command(CLI::App& app) {
   c->add_option("--out", a->out, "results directory (default: the grid's sweep.out)");
   c->add_option("--set", a->set, "override a key of every cell: section.key=value (repeatable)");
   c->add_option("--only", a->only, "run only cells whose id contains this (e.g. mqar__gla)");
+  c->add_option("--shard", a->shard,
+                "I/N: run every N-th cell from I into results.shard-I-of-N.csv (one process per "
+                "GPU); rerun without it to merge");
   c->add_flag("--dry-run", a->dry_run, "list the cells and check their configs; train nothing");
   c->add_flag("--no-plots", a->no_plots, "skip experiments/plots/plot_sweep.py");
   c->add_option("--plot-script", a->plot_script, "path of plot_sweep.py (default: found in the source tree)");
