@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs one `hla sweep` grid over every visible GPU: one process per GPU, each on its own shard of
+# the cells (hla sweep --shard I/N with CUDA_VISIBLE_DEVICES=I), then a plain `hla sweep` that
+# trains nothing, merges the shard files into results.csv and writes results.md and the plots.
+#
+#   scripts/sweep_gpus.sh experiments/grids/gpu_paper.toml [any hla sweep option ...]
+#
+# HLA (default build/hla) is the binary; GPUS (default: all that nvidia-smi lists) the count.
+# Each shard's log is <out>/shard-I.log; rerunning resumes every shard where it stopped.
+set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: $0 GRID.toml [hla sweep options ...]" >&2; exit 2; }
+HLA="${HLA:-build/hla}"
+[ -x "$HLA" ] || { echo "error: $HLA not found or not executable (build first: scripts/build.sh)" >&2; exit 1; }
+GPUS="${GPUS:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}"
+[ "$GPUS" -ge 1 ] || { echo "error: no GPU visible (nvidia-smi lists none); run hla sweep directly" >&2; exit 1; }
+grid="$1"; shift
+out=$("$HLA" sweep --grid "$grid" --dry-run "$@" | sed -n 's/.*cells (grid .*, out \(.*\))$/\1/p')
+[ -n "$out" ] || { echo "error: could not read the grid's output directory" >&2; exit 1; }
+mkdir -p "$out"
+echo "sweep over $GPUS GPU(s): $grid -> $out"
+pids=()
+for ((i = 0; i < GPUS; i++)); do
+  CUDA_VISIBLE_DEVICES=$i "$HLA" sweep --grid "$grid" --shard "$i/$GPUS" --no-plots "$@" \
+    > "$out/shard-$i.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for ((i = 0; i < GPUS; i++)); do
+  if wait "${pids[$i]}"; then echo "shard $i/$GPUS: $(tail -1 "$out/shard-$i.log")"
+  else status=1; echo "shard $i/$GPUS FAILED; last lines of $out/shard-$i.log:"; tail -5 "$out/shard-$i.log"; fi
+done
+if [ $status -ne 0 ]; then
+  echo "not merged: a shard failed (its finished cells are kept; rerun this script to retry the rest)"
+  exit 1
+fi
+"$HLA" sweep --grid "$grid" "$@"
