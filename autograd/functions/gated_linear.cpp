@@ -1,12 +1,12 @@
 // gla, simple_gla and retention: the gated linear family as one Function node over the kernel
-// tiers of kernels/recurrence.h (reference, recurrent, chunk).
+// tiers of kernels/recurrence.h (reference, recurrent, chunk) on the CPU and of
+// kernels/cuda/recurrence_cuda.h (recurrent, chunk) on CUDA, picked by the inputs' device.
 //   S_t = diag(alpha_t) S_{t-1} + k_t v_t^T,  o_t = S_t^T (scale q_t)
 // Inputs in order: q, k, v, [g], [h0]; outputs: o, hT.
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
 #ifdef HLA_WITH_CUDA
-#include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/recurrence_cuda.h"
 #endif
 
@@ -19,11 +19,13 @@ namespace {
 struct GatedLinearCall {
   GateKind gate;
   Impl impl;  // resolved
+  Device device;
   double scale;
   bool has_gate, has_h0;
   kernels::RecDims d;
 };
 
+// make_args fills the structs with the pointers of `in`: host or device ones, like the tensors.
 template <class S>
 kernels::GatedLinearArgs<S> make_args(const GatedLinearCall& c, const std::vector<Tensor>& in) {
   kernels::GatedLinearArgs<S> a;
@@ -42,6 +44,12 @@ kernels::GatedLinearArgs<S> make_args(const GatedLinearCall& c, const std::vecto
 template <class S>
 void forward_tier(const GatedLinearCall& c, const kernels::GatedLinearArgs<S>& a,
                   const kernels::GatedLinearOut<S>& o) {
+#ifdef HLA_WITH_CUDA
+  if (c.device == Device::CUDA) {
+    if (c.impl == Impl::Chunk) return cuda::gated_linear_chunk_forward<S>(a, o);
+    return cuda::gated_linear_recurrent_forward<S>(a, o);
+  }
+#endif
   if constexpr (std::is_same_v<S, double>) {
     if (c.impl == Impl::Reference) return kernels::gated_linear_reference_forward(a, o);
   }
@@ -52,6 +60,12 @@ void forward_tier(const GatedLinearCall& c, const kernels::GatedLinearArgs<S>& a
 template <class S>
 void backward_tier(const GatedLinearCall& c, const kernels::GatedLinearArgs<S>& a,
                    const kernels::GatedLinearGrad<S>& g) {
+#ifdef HLA_WITH_CUDA
+  if (c.device == Device::CUDA) {
+    if (c.impl == Impl::Chunk) return cuda::gated_linear_chunk_backward<S>(a, g);
+    return cuda::gated_linear_recurrent_backward<S>(a, g);
+  }
+#endif
   if constexpr (std::is_same_v<S, double>) {
     if (c.impl == Impl::Reference) return kernels::gated_linear_reference_backward(a, g);
   }
@@ -94,113 +108,38 @@ struct GatedLinearNode : Node {
   }
 };
 
-#ifdef HLA_WITH_CUDA
-// ---- CUDA: the recurrent tier of kernels/cuda/gated_linear_recurrent.cu (f32, f64). Auto and
-// Recurrent run it (for any T: there is no CUDA chunk tier yet); the reference and chunk tiers
-// have no CUDA implementation and say so. make_args() fills the same structs with device pointers.
-
-Tensor cuda_input(const Var& x) { return x.defined() ? cuda::contiguous(x.data()) : Tensor(); }
-
-struct GatedLinearCudaNode : GatedLinearNode {
-  std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
-    const auto& d = call.d;
-    const DType dt = inputs[0].dtype();
-    std::vector<Tensor> in;
-    for (const Var& v : inputs) in.push_back(cuda_input(v));
-    const Tensor dout = gout[0].defined() ? cuda::contiguous(gout[0])
-                                          : Tensor::zeros({d.B, d.T, d.H, d.V}, dt, Device::CUDA);
-    const Tensor dhT = gout[1].defined() ? cuda::contiguous(gout[1]) : Tensor();
-    std::vector<Tensor> grads;
-    for (const Tensor& x : in) grads.push_back(Tensor::empty(x.shape(), dt, Device::CUDA));
-    visit_floating(dt, name(), [&]<class S>() {
-      kernels::GatedLinearGrad<S> g;
-      g.dout = dout.data<S>();
-      g.dhT = detail::ptr<S>(dhT);
-      g.dq = grads[0].data<S>();
-      g.dk = grads[1].data<S>();
-      g.dv = grads[2].data<S>();
-      g.dg = call.has_gate ? grads[3].data<S>() : nullptr;
-      g.dh0 = call.has_h0 ? grads.back().data<S>() : nullptr;
-      cuda::gated_linear_recurrent_backward<S>(make_args<S>(call, in), g);
-    });
-    return grads;
-  }
-};
-
-RecurrenceResult run_cuda(GateKind gate, const char* op, const Var& q, const Var& k, const Var& v,
-                          const Var& g, const Var& h0, const RecurrenceOptions& opt) {
-  const DType dt = q.dtype();
-  auto check = [&](const Var& x, const Shape& shape, const char* name, const char* layout) {
-    if (!x.defined()) throw Error(op, std::string("an input ") + name + " " + layout, "none");
-    if (x.device() != Device::CUDA)
-      throw Error(op, std::string(name) + " on cuda like q", device_name(x.device()),
-                  "move every input to one device");
-    if (x.dtype() != dt)
-      throw Error(op, std::string(name) + " of dtype " + dtype_name(dt) + " like q",
-                  dtype_name(x.dtype()), "convert every input to one dtype");
-    check_shape(x.data(), shape, op, name, layout);
-  };
-  check_rank(q.data(), 4, op, "q", "[B,T,H,K]");
-  check_rank(v.data(), 4, op, "v", "[B,T,H,V]");
-  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3), V = v.size(3);
-  check(k, {B, T, H, K}, "k", "[B,T,H,K]");
-  check(v, {B, T, H, V}, "v", "[B,T,H,V]");
-  if (gate == GateKind::PerKey) check(g, {B, T, H, K}, "gk", "[B,T,H,K]");
-  if (gate == GateKind::ScalarPerHead) check(g, {B, T, H}, "g", "[B,T,H]");
-  if (h0.defined()) check(h0, {B, H, K, V}, "h0", "[B,H,K,V]");
-  if (opt.impl == Impl::Reference || opt.impl == Impl::Chunk)
-    throw Error(op, "Impl::Auto or Impl::Recurrent for cuda tensors",
-                std::string("Impl::") + impl_name(opt.impl),
-                std::string("no cuda implementation for ") + op + " (" + impl_name(opt.impl) +
-                    " tier); the recurrent tier runs on cuda");
-  GatedLinearCall c{gate, Impl::Recurrent, detail::resolve_scale(opt.scale, K), g.defined(),
-                    h0.defined(), {B, T, H, K, V}};
-  std::vector<Var> vars{q, k, v};
-  if (c.has_gate) vars.push_back(g);
-  if (c.has_h0) vars.push_back(h0);
-  std::vector<Tensor> in;
-  for (const Var& x : vars) in.push_back(cuda_input(x));
-  Tensor o = Tensor::empty({B, T, H, V}, dt, Device::CUDA);
-  Tensor hT = Tensor::empty({B, H, K, V}, dt, Device::CUDA);
-  if (B * T * H * K * V > 0) {
-    visit_floating(dt, op, [&]<class S>() {
-      cuda::gated_linear_recurrent_forward<S>(make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
-    });
-  }
-  auto node = std::make_shared<GatedLinearCudaNode>();
-  node->call = c;
-  auto out = record(node, vars, {o, hT});
-  return {out[0], out[1]};
-}
-#endif
-
 RecurrenceResult run(GateKind gate, const char* op, const Var& q, const Var& k, const Var& v,
                      const Var& g, const Var& h0, const RecurrenceOptions& opt) {
   if (!q.defined()) throw Error(op, "an input q [B,T,H,K]", "none");
-#ifdef HLA_WITH_CUDA
-  if (q.device() == Device::CUDA) return run_cuda(gate, op, q, k, v, g, h0, opt);
-#endif
   check_rank(q.data(), 4, op, "q", "[B,T,H,K]");
   const DType in_dt = q.dtype();
-  detail::check_input(q, q.shape(), op, "q", "[B,T,H,K]", in_dt);
+  const Device dev = q.device();
+  detail::check_input(q, q.shape(), op, "q", "[B,T,H,K]", in_dt, dev);
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
   check_rank(v.data(), 4, op, "v", "[B,T,H,V]");
   const int64_t V = v.size(3);
-  detail::check_input(k, {B, T, H, K}, op, "k", "[B,T,H,K]", in_dt);
-  detail::check_input(v, {B, T, H, V}, op, "v", "[B,T,H,V]", in_dt);
-  if (gate == GateKind::PerKey) detail::check_input(g, {B, T, H, K}, op, "gk", "[B,T,H,K]", in_dt);
-  if (gate == GateKind::ScalarPerHead) detail::check_input(g, {B, T, H}, op, "g", "[B,T,H]", in_dt);
-  if (h0.defined()) detail::check_input(h0, {B, H, K, V}, op, "h0", "[B,H,K,V]", in_dt);
+  detail::check_input(k, {B, T, H, K}, op, "k", "[B,T,H,K]", in_dt, dev);
+  detail::check_input(v, {B, T, H, V}, op, "v", "[B,T,H,V]", in_dt, dev);
+  if (gate == GateKind::PerKey)
+    detail::check_input(g, {B, T, H, K}, op, "gk", "[B,T,H,K]", in_dt, dev);
+  if (gate == GateKind::ScalarPerHead)
+    detail::check_input(g, {B, T, H}, op, "g", "[B,T,H]", in_dt, dev);
+  if (h0.defined()) detail::check_input(h0, {B, H, K, V}, op, "h0", "[B,H,K,V]", in_dt, dev);
+  if (dev == Device::CUDA && opt.impl == Impl::Reference)
+    throw Error(op, "Impl::Auto, Impl::Recurrent or Impl::Chunk for cuda tensors",
+                "Impl::reference",
+                "the reference tier runs on the CPU only: move the inputs with .to(Device::CPU)");
 
-  GatedLinearCall c{gate, detail::resolve_impl(opt.impl, T), detail::resolve_scale(opt.scale, K),
-                    g.defined(), h0.defined(), {B, T, H, K, V}};
+  GatedLinearCall c{gate, detail::resolve_impl(opt.impl, T), dev,
+                    detail::resolve_scale(opt.scale, K), g.defined(), h0.defined(),
+                    {B, T, H, K, V}};
   std::vector<Var> vars{q, k, v};
   if (c.has_gate) vars.push_back(g);
   if (c.has_h0) vars.push_back(h0);
   const DType dt = compute_dtype(c, in_dt);
   std::vector<Tensor> in;
   for (const Var& x : vars) in.push_back(detail::contiguous_as(x, dt));
-  Tensor o = Tensor::empty({B, T, H, V}, dt), hT = Tensor::empty({B, H, K, V}, dt);
+  Tensor o = Tensor::empty({B, T, H, V}, dt, dev), hT = Tensor::empty({B, H, K, V}, dt, dev);
   visit_floating(dt, op, [&]<class S>() {
     forward_tier<S>(c, make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
   });
