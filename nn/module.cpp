@@ -38,6 +38,10 @@ void Module::to(DType dtype) {
   for (auto& [n, v] : named_parameters()) v.mutable_data() = v.data().to(dtype);
 }
 
+void Module::to(Device device) {
+  for (auto& [n, v] : named_parameters()) v.mutable_data() = v.data().to(device);
+}
+
 void Module::train(bool on) {
   training_ = on;
   for (auto& [n, m] : children_) m->train(on);

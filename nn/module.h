@@ -32,6 +32,9 @@ class Module {
 
   // Converts every parameter to `dtype` in place (e.g. f64 for gradient and parity checks).
   void to(DType dtype);
+  // Moves every parameter to `device` in place (the same leaf Vars, new storage): build on the
+  // CPU, then model.to(Device::CUDA) before creating the optimizer.
+  void to(Device device);
 
   void train(bool on = true);
   void eval() { train(false); }

@@ -21,9 +21,9 @@ Var apply_rotary(const Var& x, int64_t offset, double base) {
       sin_v[t * half + i] = std::sin(theta);
     }
   }
-  // [T, 1, d/2]: broadcast over batch and heads.
-  const Var c(Tensor::from_values(cos_v, {T, 1, half}, x.dtype()));
-  const Var s(Tensor::from_values(sin_v, {T, 1, half}, x.dtype()));
+  // [T, 1, d/2]: broadcast over batch and heads; built on the host, moved to x's device.
+  const Var c(Tensor::from_values(cos_v, {T, 1, half}, x.dtype()).to(x.device()));
+  const Var s(Tensor::from_values(sin_v, {T, 1, half}, x.dtype()).to(x.device()));
   const Var x1 = slice(x, 3, 0, half), x2 = slice(x, 3, half, d);
   return concat({x1 * c - x2 * s, x2 * c + x1 * s}, 3);
 }

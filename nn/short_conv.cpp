@@ -19,7 +19,7 @@ Var ShortConvolution::forward(const Var& x, const Var& cache, Var* new_cache) co
     const int64_t B = x.size(0), keep = width - 1;
     Var past = cache.defined()
                    ? permute(cache, {0, 2, 1})
-                   : Var(Tensor::zeros({B, keep, dim}, x.dtype()));
+                   : Var(Tensor::zeros({B, keep, dim}, x.dtype(), x.device()));
     Var seq = concat({past, x}, 1);
     const int64_t n = seq.size(1);
     *new_cache = permute(slice(seq, 1, n - keep, n), {0, 2, 1});

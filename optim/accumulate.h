@@ -17,7 +17,8 @@ namespace hla::optim {
 
 // loss: a one-element Var; num_micro_batches >= 1.
 inline void backward_micro_batch(const Var& loss, int64_t num_micro_batches) {
-  loss.backward(Tensor::full(loss.shape(), 1.0 / double(num_micro_batches), loss.dtype()));
+  loss.backward(
+      Tensor::full(loss.shape(), 1.0 / double(num_micro_batches), loss.dtype(), loss.device()));
 }
 
 }  // namespace hla::optim

@@ -1,10 +1,14 @@
 #include "optim/adamw.h"
 
 #include <cmath>
+#include <map>
 
 #include "autograd/grad_mode.h"
 #include "kernels/ops.h"
 #include "tensor/dtype_dispatch.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/optim_cuda.h"
+#endif
 
 namespace hla::optim {
 
@@ -31,6 +35,26 @@ void AdamW::step(double lr) {
   const double b1 = options_.beta1, b2 = options_.beta2, eps = options_.eps;
   const double bias1 = 1.0 - std::pow(b1, double(steps_));
   const double bias2 = 1.0 - std::pow(b2, double(steps_));
+  [[maybe_unused]] const Device device = this->device("adamw");  // throws on mixed devices
+#ifdef HLA_WITH_CUDA
+  if (device == Device::CUDA) {
+    // One multi-tensor launch per parameter dtype.
+    std::map<DType, std::vector<cuda::AdamWSlot>> slots_by_dtype;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const OptimParam& p = params_[i];
+      if (!p.var.grad().defined()) continue;
+      const Tensor& w = p.var.data();
+      cuda::AdamWSlot slot{w, p.var.grad().to(w.dtype()).contiguous(), exp_avg_[i],
+                           exp_avg_sq_[i], p.decay};
+      slots_by_dtype[w.dtype()].push_back(std::move(slot));
+    }
+    const cuda::AdamWScalars scalars{.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps,
+                                     .weight_decay = options_.weight_decay,
+                                     .bias1 = bias1, .bias2 = bias2};
+    for (const auto& [dtype, slots] : slots_by_dtype) cuda::adamw_step(slots, scalars);
+    return;
+  }
+#endif
   for (size_t i = 0; i < params_.size(); ++i) {
     OptimParam& p = params_[i];
     if (!p.var.grad().defined()) continue;

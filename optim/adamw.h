@@ -11,7 +11,9 @@
 //   p   <- p - lr * m^ / (sqrt(v^) + eps)
 //
 // m and v start at zero and have the parameter's shape and dtype; arithmetic is in double per
-// element, stored back in the parameter's dtype (f32 or f64, CPU).
+// element, stored back in the parameter's dtype (f32 or f64): a loop on the CPU, and for CUDA
+// parameters one multi-tensor kernel launch per dtype (kernels/cuda/optim_cuda.h) that evaluates
+// the same double expressions in the same order.
 //
 //   AdamW opt(optim_params(model.named_parameters()), {.beta2 = 0.95, .weight_decay = 0.1});
 #pragma once

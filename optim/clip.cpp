@@ -4,11 +4,24 @@
 
 #include "autograd/grad_mode.h"
 #include "kernels/ops.h"
+#include "optim/device.h"
 #include "tensor/dtype_dispatch.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/optim_cuda.h"
+#endif
 
 namespace hla::optim {
 
 double grad_norm(const std::vector<Var>& params) {
+  [[maybe_unused]] const Device device = parameters_device(params, "clip_grad_norm");
+#ifdef HLA_WITH_CUDA
+  if (device == Device::CUDA) {
+    std::vector<Tensor> grads;
+    for (const Var& p : params)
+      if (p.grad().defined()) grads.push_back(p.grad().contiguous());
+    return std::sqrt(cuda::sum_of_squares(grads));  // one device-to-host copy
+  }
+#endif
   double sum_sq = 0.0;
   for (const Var& p : params) {
     if (!p.grad().defined()) continue;

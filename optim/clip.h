@@ -10,6 +10,10 @@
 // set_grad, never writing into the old tensor. The norm before clipping is returned, so a
 // non-finite result tells the caller the step is bad; then nothing is scaled.
 //
+// CUDA parameters: the sum of squares runs on the GPU (kernels/cuda/optim_cuda.h: deterministic,
+// double accumulation) and only the total comes back to the host; the scaling is a GPU
+// mul_scalar. All parameters must live on one device (hla::Error otherwise).
+//
 //   double norm = clip_grad_norm(model.parameters(), 1.0);
 #pragma once
 

@@ -1,5 +1,6 @@
 #include "optim/optimizer.h"
 
+#include "optim/device.h"
 #include "tensor/error.h"
 
 namespace hla::optim {
@@ -41,6 +42,13 @@ Optimizer::Optimizer(std::vector<OptimParam> params) : params_(std::move(params)
     if (!p.var.data().is_contiguous())
       throw Error("optimizer", "contiguous parameters", "a strided view for '" + p.name + "'");
   }
+}
+
+Device Optimizer::device(const char* op) const {
+  std::vector<Var> vars;
+  vars.reserve(params_.size());
+  for (const OptimParam& p : params_) vars.push_back(p.var);
+  return parameters_device(vars, op);
 }
 
 void Optimizer::zero_grad() {

@@ -14,6 +14,10 @@
 //   lower_bounds        (HGRN / HGRN2 lower-bound schedule)
 // Everything else (projections, embeddings, lm_head, conv weights) decays.
 //
+// Devices: all parameters live on one device, CPU or CUDA (mixed devices throw hla::Error at
+// step); the state tensors are created on it. On CUDA, AdamW runs one multi-tensor kernel per
+// dtype (kernels/cuda/optim_cuda.h) and SGD composes tensor ops.
+//
 // Checkpoints: state() lists every state tensor under "<kind>/<parameter name>"
 // (e.g. "exp_avg/model.layers.0.attn.q_proj.weight"), sharing storage with the optimizer;
 // load_state() copies values back in by name, so a resumed run continues bit for bit.
@@ -59,6 +63,8 @@ class Optimizer {
   // Number of step() calls so far (AdamW's bias correction uses it).
   int64_t steps() const { return steps_; }
   const std::vector<OptimParam>& params() const { return params_; }
+  // The one device of every parameter; throws hla::Error naming `op` when they are spread.
+  Device device(const char* op) const;
 
   // Every state tensor by "<kind>/<parameter name>", sharing storage (for checkpoints).
   virtual std::vector<std::pair<std::string, Tensor>> state() const = 0;

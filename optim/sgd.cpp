@@ -22,6 +22,13 @@ void Sgd::step(double lr) {
   const bool first_step = steps_ == 0;
   ++steps_;
   const double mu = options_.momentum;
+  [[maybe_unused]] const Device device = this->device("sgd");  // throws on mixed devices
+#ifdef HLA_WITH_CUDA
+  if (device == Device::CUDA) {
+    step_with_tensor_ops(lr, first_step);
+    return;
+  }
+#endif
   for (size_t i = 0; i < params_.size(); ++i) {
     OptimParam& p = params_[i];
     if (!p.var.grad().defined()) continue;
@@ -45,6 +52,30 @@ void Sgd::step(double lr) {
         pw[j] = static_cast<T>(pw[j] - lr * d);
       }
     });
+  }
+}
+
+// The same update composed of tensor ops (any device; used for CUDA parameters), computed in the
+// parameter's dtype rather than in double per element.
+void Sgd::step_with_tensor_ops(double lr, bool first_step) {
+  using ops::Binary;
+  const double mu = options_.momentum;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    OptimParam& p = params_[i];
+    if (!p.var.grad().defined()) continue;
+    Tensor& w = p.var.mutable_data();
+    Tensor g = p.var.grad().to(w.dtype());
+    const double wd = p.decay ? options_.weight_decay : 0.0;
+    if (wd > 0.0) g = ops::binary(Binary::Add, g, ops::mul_scalar(w, wd));
+    Tensor d = g;
+    if (mu > 0.0) {
+      Tensor& buffer = momentum_buffer_[i];
+      const Tensor b =
+          first_step ? g : ops::binary(Binary::Add, ops::mul_scalar(buffer, mu), g);
+      buffer.copy_(b);
+      d = options_.nesterov ? ops::binary(Binary::Add, g, ops::mul_scalar(b, mu)) : b;
+    }
+    w.copy_(ops::binary(Binary::Sub, w, ops::mul_scalar(d, lr)));  // in place: storage shared
   }
 }
 

@@ -8,7 +8,8 @@
 //   d   =  nesterov ? g + mu * b : b
 //   p   <- p - lr * d
 //
-// With mu = 0 this is plain SGD (no buffer is kept). Arithmetic is in double per element.
+// With mu = 0 this is plain SGD (no buffer is kept). Arithmetic is in double per element on the
+// CPU; CUDA parameters take the same steps as tensor ops in the parameter's dtype.
 //
 //   Sgd opt(optim_params(model.named_parameters()), {.momentum = 0.9});
 #pragma once
@@ -33,6 +34,8 @@ class Sgd final : public Optimizer {
   const SgdOptions& options() const { return options_; }
 
  private:
+  void step_with_tensor_ops(double lr, bool first_step);
+
   SgdOptions options_;
   std::vector<Tensor> momentum_buffer_;  // b: one per parameter (none when momentum is 0)
 };

@@ -68,8 +68,7 @@ void run_eval(const EvalArgs& a) {
   const run::RunData data(config);
   std::unique_ptr<nn::HybridLM> model = run::build_model(config, data);
   run::load_model_weights(path, *model);
-  if (device != Device::CPU)
-    for (auto& [name, p] : model->named_parameters()) p.mutable_data() = p.data().to(device);
+  model->to(device);
   if (data.num_val_batches() == 0)
     throw Error("eval", "validation data", "none in " + data.describe(),
                 "set data.val_path or prepare the dataset with a val split");

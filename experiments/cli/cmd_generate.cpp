@@ -66,8 +66,7 @@ void run_generate(const GenerateArgs& a) {
   Generator init(0);  // the weights are overwritten by the checkpoint's
   nn::HybridLM model(config.model, init);
   run::load_model_weights(path, model);
-  if (device != Device::CPU)
-    for (auto& [name, p] : model.named_parameters()) p.mutable_data() = p.data().to(device);
+  model.to(device);
   model.eval();
 
   std::vector<int32_t> prompt = tok->encode(a.prompt);

@@ -4,7 +4,10 @@
 //
 //   hla inspect --checkpoint RUN_DIR_OR_FILE (--text STRING | --file F | --mqar SEED)
 //               --out trace.h5 [--plots DIR] [--state-norms exact|chunk|off] [--batch N]
-//               [--max-tokens N] [--tokenizer bytes|gpt2]
+//               [--max-tokens N] [--tokenizer bytes|gpt2] [--device auto|cpu|cuda]
+//
+// The model runs on --device (auto: the GPU when one is visible); every recorded tensor is copied
+// to the host as it is recorded.
 //
 // trace.h5 (docs/inspect.md lists every dataset):
 //   /                        attributes: format = "hla-trace", checkpoint, source, config
@@ -33,6 +36,7 @@
 #include "experiments/cli/tensor_h5.h"
 #include "experiments/run/checkpoint.h"
 #include "experiments/run/config.h"
+#include "experiments/run/trainer.h"
 #include "nn/inspect.h"
 #include "nn/model.h"
 
@@ -54,6 +58,7 @@ struct InspectArgs {
   int64_t max_tokens = 0;  // 0: train.seq_len
   std::string tokenizer;
   std::string plot_script;
+  std::string device = "auto";
 };
 
 inspect::StateNorms parse_state_norms(const std::string& s) {
@@ -166,6 +171,7 @@ void run_inspect(const InspectArgs& a) {
   const run::CheckpointInfo info = run::read_checkpoint_info(path);
   const run::RunConfig config = run::parse_run_config(info.config_toml, path + " (config)");
   const int64_t max_tokens = a.max_tokens > 0 ? a.max_tokens : config.train.seq_len;
+  const Device device = run::resolve_device(a.device);
 
   Trace trace;
   Tensor tokens;
@@ -205,12 +211,13 @@ void run_inspect(const InspectArgs& a) {
   Generator init(0);  // overwritten by the checkpoint's weights
   nn::HybridLM model(config.model, init);
   run::load_model_weights(path, model);
+  model.to(device);
   model.eval();
   inspect::Recorder rec({.state_norms = parse_state_norms(a.state_norms)});
   {
     NoGradGuard no_grad;
     inspect::RecordScope scope(rec);
-    model.forward(tokens);
+    model.forward(tokens.to(device));
   }
   write_trace(a.out, rec, trace, path, info.config_toml);
   std::printf("checkpoint %s (step %lld)\n", path.c_str(), (long long)info.state.step);
@@ -247,6 +254,7 @@ void add_inspect_command(CLI::App& app) {
   c->add_option("--batch", a->batch, "MQAR examples to record")->capture_default_str();
   c->add_option("--max-tokens", a->max_tokens, "truncate text to this many tokens (default: train.seq_len)");
   c->add_option("--tokenizer", a->tokenizer, "bytes or gpt2 (default: the run's)");
+  c->add_option("--device", a->device, "auto, cpu or cuda")->capture_default_str();
   c->add_option("--plot-script", a->plot_script, "path of plot_trace.py (default: found in the source tree)");
   c->callback([a] { run_inspect(*a); });
 }

@@ -1,7 +1,10 @@
 // hla op: runs one recurrence op on tensors from an HDF5 file and writes its outputs and, given
 // output gradients, the gradients of every input. For checking hla against fla or numpy:
 //
-//   hla op --op gla --impl chunk --in case.h5 --out result.h5
+//   hla op --op gla --impl chunk --in case.h5 --out result.h5 [--device cpu|cuda]
+//
+// --device cuda moves the inputs (and output gradients) to the GPU, so the op and its backward
+// run there (the CUDA kernels of the chosen tier); results come back to the host for writing.
 //
 // IN.h5:  in/<input> (the op's inputs, below; h0 optional), optionally dout/0 (do), dout/1 (dhT)
 // OUT.h5: out/0 (o), out/1 (hT; not for softmax_attention), grad/<input> when dout/0 is given.
@@ -16,6 +19,7 @@
 #include "data/pending_file.h"
 #include "experiments/cli/commands.h"
 #include "experiments/cli/tensor_h5.h"
+#include "tensor/storage.h"
 
 namespace hla::cli {
 
@@ -40,7 +44,7 @@ const std::map<std::string, OpSpec>& op_table() {
 }
 
 struct OpArgs {
-  std::string op, impl = "chunk", in, out, dtype;
+  std::string op, impl = "chunk", in, out, dtype, device = "cpu";
   double scale = 0;
   int64_t window = 0;
   bool l2norm_qk = false, non_causal = false;
@@ -79,8 +83,19 @@ std::pair<Var, Var> call_op(const OpArgs& a, const std::map<std::string, Var>& x
   return {r.o, r.hT};
 }
 
+Device parse_op_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  if (name != "cuda") throw Error("hla op", "--device cpu or cuda", "'" + name + "'");
+  if (!device_available(Device::CUDA))
+    throw Error("hla op", "a build with the CUDA backend and a visible GPU for --device cuda",
+                "no CUDA device available",
+                "configure with -DHLA_CUDA=ON on a machine with nvcc and a GPU, or use --device cpu");
+  return Device::CUDA;
+}
+
 void run_op(const OpArgs& a) {
   data::h5::silence_hdf5_errors();
+  const Device device = parse_op_device(a.device);
   auto it = op_table().find(a.op);
   if (it == op_table().end()) throw Error("hla op", "--op one of " + op_names(), "'" + a.op + "'");
   const OpSpec& spec = it->second;
@@ -96,13 +111,16 @@ void run_op(const OpArgs& a) {
     throw Error("hla op", "--dtype f32 or f64", a.dtype);
   const bool want_grad = data::h5::exists(file.get(), "dout/0");
   std::map<std::string, Var> x;
-  for (const std::string& n : names) x[n] = Var(read_tensor(file.get(), "in/" + n, dtype, a.in), want_grad);
+  const auto load = [&](const std::string& path) {
+    return read_tensor(file.get(), path, dtype, a.in).to(device);
+  };
+  for (const std::string& n : names) x[n] = Var(load("in/" + n), want_grad);
 
   auto [o, hT] = call_op(a, x);
   if (want_grad) {
-    Var loss = sum(o * Var(read_tensor(file.get(), "dout/0", dtype, a.in)));
+    Var loss = sum(o * Var(load("dout/0")));
     if (hT.defined() && data::h5::exists(file.get(), "dout/1"))
-      loss = loss + sum(hT * Var(read_tensor(file.get(), "dout/1", dtype, a.in)));
+      loss = loss + sum(hT * Var(load("dout/1")));
     loss.backward();
   }
 
@@ -134,6 +152,8 @@ void add_op_command(CLI::App& app) {
   c->add_option("--in", args->in, "Input file: in/<name> datasets, optional dout/0, dout/1")->required();
   c->add_option("--out", args->out, "Output file: out/0, out/1, grad/<name>")->required();
   c->add_option("--dtype", args->dtype, "Compute dtype f32 | f64 (default: that of the inputs)");
+  c->add_option("--device", args->device, "Run the op and its backward on cpu | cuda")
+      ->capture_default_str();
   c->add_option("--scale", args->scale, "Read-out scale (default K^-1/2)");
   c->add_option("--window", args->window, "softmax_attention: keys per query (0: all)");
   c->add_flag("--l2norm-qk", args->l2norm_qk, "Delta rules: L2-normalise q and k inside");

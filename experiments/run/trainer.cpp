@@ -87,10 +87,10 @@ void set_cpu_threads(int64_t threads) {
 }
 
 Device resolve_device(const std::string& name) {
-  // "auto" stays on the CPU until every op of a training step (the optimizers, the delta-rule
-  // and HGRN kernels) has a CUDA implementation; "cuda" runs what exists and names the first
-  // op that has none.
-  if (name == "cpu" || name == "auto") return Device::CPU;
+  // "auto" takes the GPU whenever the build has the CUDA backend and one is visible: every op
+  // of a training step (forward, backward, clipping, the optimizer) then runs there.
+  if (name == "auto") return device_available(Device::CUDA) ? Device::CUDA : Device::CPU;
+  if (name == "cpu") return Device::CPU;
   if (name == "cuda") {
     if (!device_available(Device::CUDA))
       throw Error("train.device", "a build with the CUDA backend and a visible GPU for \"cuda\"",
@@ -125,14 +125,15 @@ EvalResult evaluate(nn::HybridLM& model, const RunData& data, Device device) {
     if (n == 0) continue;
     const Var logits = model.forward(ids_tensor(batch.inputs, batch.B, batch.T, device));
     const int64_t V = logits.size(-1);
-    const Tensor flat = logits.data().reshape({batch.B * batch.T, V}).to(Device::CPU);
-    Tensor lse;
-    const Tensor targets = Tensor::from_vector<int32_t>(batch.targets, {batch.B * batch.T});
-    loss_sum += ops::cross_entropy(flat, targets, data::kIgnoreIndex, &lse).item() * double(n);
+    const Tensor flat = logits.data().reshape({batch.B * batch.T, V});
+    const Tensor targets =
+        Tensor::from_vector<int32_t>(batch.targets, {batch.B * batch.T}).to(device);
+    // On the model's device; only the mean comes back to the host.
+    loss_sum += ops::cross_entropy(flat, targets, data::kIgnoreIndex, nullptr).item() * double(n);
     positions += n;
     if (data.synthetic()) {
       std::vector<int32_t> predicted(static_cast<size_t>(batch.B * batch.T));
-      const Tensor c = flat.contiguous();
+      const Tensor c = flat.to(Device::CPU).contiguous();  // the argmax runs on the host
       visit_floating(c.dtype(), "evaluate", [&]<class T>() {
         const T* p = c.data<T>();
         for (size_t r = 0; r < predicted.size(); ++r) {
@@ -165,8 +166,7 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
                   resumed.optimizer);
   }
   std::unique_ptr<nn::HybridLM> model = build_model(config, data);
-  if (device != Device::CPU)
-    for (auto& [name, p] : model->named_parameters()) p.mutable_data() = p.data().to(device);
+  model->to(device);  // before the optimizer: its moments are created on the parameters' device
   std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(config.optim, *model);
   const optim::LrSchedule schedule = make_schedule(config);
   const std::string config_toml = to_toml(config);

@@ -10,6 +10,10 @@
 // and after it: a metrics record every log_interval steps, evaluation every eval_interval
 // steps, a checkpoint every checkpoint_interval steps (0: with each evaluation) and at the end.
 //
+// Device (train.device, resolve_device): on CUDA the parameters, optimizer moments, batches and
+// every op of a step live on the GPU; per step only the micro-batch losses and the gradient norm
+// come back to the host. Checkpoints hold host copies, so a run may resume on either device.
+//
 // The run directory (train.out): config.toml (resolved), metrics.jsonl, checkpoints/latest.h5.
 // A resumed run loads weights, optimizer moments, step and data-generator state from
 // latest.h5 and continues bit for bit: its losses equal those of an uninterrupted run.
@@ -50,7 +54,8 @@ struct EvalResult {
 // Sets the OpenMP thread count of the CPU kernels (train.threads; 0 leaves OpenMP's default).
 void set_cpu_threads(int64_t threads);
 
-// "auto" -> CPU (until a whole training step runs on CUDA); "cuda" without a visible GPU throws.
+// "auto" -> CUDA when the build has the CUDA backend and a GPU is visible, else CPU; "cpu";
+// "cuda" (throws hla::Error without a visible GPU); anything else throws.
 Device resolve_device(const std::string& name);
 
 // The model of `config` with its vocabulary taken from the data when model.vocab_size is 0

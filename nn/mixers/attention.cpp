@@ -35,7 +35,7 @@ Var attend_cached(const Var& q, const Var& k, const Var& v, int64_t window) {
     }
   const Var scores = matmul(permute(q, {0, 2, 1, 3}), permute(k, {0, 2, 3, 1})) *
                          (1.0 / std::sqrt(static_cast<double>(d))) +
-                     Var(Tensor::from_values(mask, {Tq, Tk}, q.dtype()));
+                     Var(Tensor::from_values(mask, {Tq, Tk}, q.dtype()).to(q.device()));
   return permute(matmul(softmax(scores), permute(v, {0, 2, 1, 3})), {0, 2, 1, 3});
 }
 }  // namespace

@@ -39,7 +39,7 @@ Var lower_bound_schedule(const Var& lower_bounds) {
   std::vector<double> m(L * L, 0.0);  // m[l][j] = 1 for 1 <= j <= l: a cumsum that skips P_0
   for (int64_t l = 0; l < L; ++l)
     for (int64_t j = 1; j <= l; ++j) m[l * L + j] = 1.0;
-  return matmul(Var(Tensor::from_values(m, {L, L}, P.dtype())), P);
+  return matmul(Var(Tensor::from_values(m, {L, L}, P.dtype()).to(P.device())), P);
 }
 
 Var apply_lower_bound(const Var& log_f, const Var& lb) {

@@ -10,6 +10,7 @@
 #include "autograd/recurrences.h"
 #include "data/hdf5.h"
 #include "experiments/cli/tensor_h5.h"
+#include "tensor/storage.h"
 #include "tests/helpers/close.h"
 #include "tests/helpers/run_hla.h"
 
@@ -62,6 +63,19 @@ TEST_CASE("hla op: gla chunk with gradients round-trips through HDF5", "[cli][op
                                 " --out " + (dir / "out32.h5").string());
   REQUIRE(r32.code == 0);
   REQUIRE_CLOSE("o f32", ref.o.data().to_vector<double>(), read(dir / "out32.h5", "out/0").to_vector<double>(), 1e-5);
+  // On the GPU (forward and backward of the CUDA chunked kernel), where there is one.
+  if (device_available(Device::CUDA)) {
+    const auto rg = run_hla("op --op gla --impl chunk --device cuda --in " +
+                            (dir / "in.h5").string() + " --out " + (dir / "out_cuda.h5").string());
+    INFO(rg.output);
+    REQUIRE(rg.code == 0);
+    const fs::path gout = dir / "out_cuda.h5";
+    REQUIRE_CLOSE("o cuda", ref.o.data().to_vector<double>(), read(gout, "out/0").to_vector<double>(), 1e-10);
+    REQUIRE_CLOSE("hT cuda", ref.hT.data().to_vector<double>(), read(gout, "out/1").to_vector<double>(), 1e-10);
+    REQUIRE_CLOSE("dq cuda", vq.grad().to_vector<double>(), read(gout, "grad/q").to_vector<double>(), 1e-10);
+    REQUIRE_CLOSE("dgk cuda", vg.grad().to_vector<double>(), read(gout, "grad/gk").to_vector<double>(), 1e-10);
+    REQUIRE_CLOSE("dh0 cuda", vh.grad().to_vector<double>(), read(gout, "grad/h0").to_vector<double>(), 1e-10);
+  }
   fs::remove_all(dir);
 }
 
@@ -86,6 +100,9 @@ TEST_CASE("hla op: bad input gives a clear error, a non-zero exit and no output"
   expect_fail("op --op gla --in " + in + " --out " + out, "in/gk");
   expect_fail("op --op delta_rule --in " + in + " --out " + out, "beta must be [B,T,H]");
   expect_fail("op --op retention --impl fast --in " + in + " --out " + out, "reference, recurrent, chunk");
+  expect_fail("op --op retention --device tpu --in " + in + " --out " + out, "--device cpu or cuda");
+  if (!device_available(Device::CUDA))  // a CPU-only machine, whatever the build
+    expect_fail("op --op retention --device cuda --in " + in + " --out " + out, "CUDA backend");
   std::ofstream(dir / "text.h5") << "not hdf5";
   expect_fail("op --op retention --in " + (dir / "text.h5").string() + " --out " + out, "HDF5");
   expect_fail("op --op retention --in " + (dir / "missing.h5").string() + " --out " + out, "HDF5");

@@ -133,6 +133,46 @@ TEST_CASE("cli train --resume: N/2 + N/2 steps equal N steps exactly", "[cli][tr
   CHECK(a == b);
 }
 
+// On a machine with a GPU: the same run on both devices (f32; the GPU sums in other orders, so
+// the losses agree to relative 2e-4, see tests/cuda/test_train_gpu.cpp), a GPU checkpoint that
+// `hla eval` reads on either device, and a GPU run resumed on the CPU.
+TEST_CASE("cli train --device cuda matches --device cpu; checkpoints cross devices",
+          "[cli][train][cuda]") {
+  if (!hla::device_available(hla::Device::CUDA)) {
+    WARN("no CUDA device: skipping");
+    return;
+  }
+  TempDir dir("cli_train_cuda");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const std::string base = "train --config " + dir.file("tiny.toml") + " --out ";
+  const std::string cpu = dir.file("cpu"), gpu = dir.file("gpu"), mixed = dir.file("mixed");
+  REQUIRE(run_hla(base + cpu + " --device cpu").code == 0);
+  const Result g = run_hla(base + gpu + " --device cuda");
+  INFO(g.output);
+  REQUIRE(g.code == 0);
+  const std::vector<std::string> a = losses(cpu + "/metrics.jsonl"), b = losses(gpu + "/metrics.jsonl");
+  REQUIRE(a.size() == 6);
+  REQUIRE(b.size() == 6);
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("step " << i + 1 << ": cpu " << a[i] << ", cuda " << b[i]);
+    CHECK(std::abs(std::stod(a[i]) - std::stod(b[i])) <= 2e-4 * std::abs(std::stod(a[i])));
+  }
+  const std::regex val_loss("val_loss ([0-9.]+)");
+  std::smatch m_cpu, m_gpu;
+  const Result e_cpu = run_hla("eval --checkpoint " + gpu + " --device cpu");
+  const Result e_gpu = run_hla("eval --checkpoint " + gpu + " --device cuda");
+  INFO(e_cpu.output << e_gpu.output);
+  REQUIRE((e_cpu.code == 0 && e_gpu.code == 0));
+  REQUIRE(std::regex_search(e_cpu.output, m_cpu, val_loss));
+  REQUIRE(std::regex_search(e_gpu.output, m_gpu, val_loss));
+  CHECK(std::abs(std::stod(m_cpu[1]) - std::stod(m_gpu[1])) <= 2e-4 * std::stod(m_cpu[1]));
+  REQUIRE(run_hla(base + mixed + " --device cuda --stop-after 3").code == 0);
+  const Result resumed = run_hla("train --out " + mixed + " --resume --device cpu");
+  INFO(resumed.output);
+  REQUIRE(resumed.code == 0);
+  CHECK(losses(mixed + "/metrics.jsonl").size() == 6);
+}
+
 TEST_CASE("cli train --resume: SGD with momentum resumes exactly too", "[cli][train]") {
   TempDir dir("cli_resume_sgd");
   write_text(dir.file("tiny.toml"), kTiny);
@@ -183,7 +223,11 @@ TEST_CASE("cli train: bad configs and devices fail before training, naming the k
     r = run_hla(base + " --device cuda");
     CHECK(r.code == 1);
     CHECK_THAT(r.output, Catch::Contains("CUDA backend") && Catch::Contains("hint"));
+    CHECK_FALSE(std::filesystem::exists(dir.file("run/checkpoints")));
   }
+  r = run_hla(base + " --device tpu");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("auto, cpu or cuda"));
   r = run_hla("eval --checkpoint " + dir.file("missing"));
   CHECK(r.code == 1);
   CHECK_THAT(r.output, Catch::Contains("missing"));

@@ -1,0 +1,218 @@
+// The optimizers and gradient clipping on CUDA parameters against the CPU implementation, by
+// name: the multi-tensor AdamW kernel (decay and no-decay parameters, several steps, tensors of
+// odd sizes around and beyond one 4096-element chunk, f32 and f64, a parameter without a
+// gradient), SGD with momentum / Nesterov / weight decay, grad_norm (more chunks than blocks, so
+// the grid-stride loop wraps; mixed f32/f64 gradients; bitwise reproducible) and clip_grad_norm.
+//
+// Tolerances (relative RMS):
+//   AdamW: the kernel evaluates optim/adamw.cpp's double expressions in the same order, each
+//     operation rounded; the host compiler may fuse multiply-adds (GCC's default for C++), so
+//     a double differs by an ulp at most and f32 storage shows rare last-bit differences:
+//     1e-12 (f64) and 1e-6 (f32).
+//   SGD on CUDA composes tensor ops in the parameter's dtype (the CPU loop works in double):
+//     kF32 / kF64 from cuda_test_helpers.h.
+//   grad_norm: both sides accumulate squares in double, in different orders: 1e-12.
+#ifdef HLA_WITH_CUDA
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "optim/adamw.h"
+#include "optim/clip.h"
+#include "optim/sgd.h"
+#include "tests/cuda/cuda_test_helpers.h"
+
+using namespace hla;
+using namespace hla::cuda_test;
+
+namespace {
+
+struct ParamSpec {
+  std::string name;  // ".weight" decays, "norm.weight" does not
+  Shape shape;
+  DType dtype;
+};
+
+const std::vector<ParamSpec>& param_specs() {
+  static const std::vector<ParamSpec> specs = {
+      {"a.weight", {1}, DType::f32},
+      {"b.norm.weight", {7}, DType::f32},
+      {"c.weight", {64, 64}, DType::f32},            // exactly one chunk
+      {"d.bias", {4097}, DType::f32},                // one chunk and one element
+      {"e.weight", {3, 5, 811}, DType::f32},         // 12165: three chunks, ragged tail
+      {"f.weight", {33, 129}, DType::f64},           // a second dtype: its own launch
+      {"g.attn_norm.weight", {4095}, DType::f64},
+      {"h.no_grad.weight", {5}, DType::f32},         // never gets a gradient
+  };
+  return specs;
+}
+
+std::vector<optim::OptimParam> make_params(Generator& gen, Device device) {
+  std::vector<optim::OptimParam> out;
+  for (const ParamSpec& s : param_specs())
+    out.push_back({s.name, Var(Tensor::randn(s.shape, gen, s.dtype).to(device), true),
+                   optim::takes_weight_decay(s.name)});
+  return out;
+}
+
+// Gives every parameter but the last a fresh gradient, equal on both sides.
+void set_grads(std::vector<optim::OptimParam>& cpu, std::vector<optim::OptimParam>& gpu_params,
+               Generator& gen) {
+  for (size_t i = 0; i + 1 < cpu.size(); ++i) {
+    const Tensor g = Tensor::randn(cpu[i].var.shape(), gen, cpu[i].var.dtype(), 0.0, 0.5);
+    cpu[i].var.set_grad(g);
+    gpu_params[i].var.set_grad(gpu(g));
+  }
+}
+
+double tol_exact(DType dt) { return dt == DType::f64 ? 1e-12 : 1e-6; }
+
+void require_same_state(const optim::Optimizer& cpu, const optim::Optimizer& gpu_opt,
+                        double (*tol)(DType)) {
+  for (size_t i = 0; i < cpu.params().size(); ++i) {
+    const Tensor& w = cpu.params()[i].var.data();
+    REQUIRE(gpu_opt.params()[i].var.data().device() == Device::CUDA);
+    REQUIRE_CLOSE(cpu.params()[i].name, vals(w), vals(gpu_opt.params()[i].var.data()),
+                  tol(w.dtype()));
+  }
+  const auto cpu_state = cpu.state(), gpu_state = gpu_opt.state();
+  REQUIRE(cpu_state.size() == gpu_state.size());
+  for (size_t i = 0; i < cpu_state.size(); ++i) {
+    REQUIRE(cpu_state[i].first == gpu_state[i].first);
+    REQUIRE(gpu_state[i].second.device() == Device::CUDA);
+    REQUIRE_CLOSE(cpu_state[i].first, vals(cpu_state[i].second), vals(gpu_state[i].second),
+                  tol(cpu_state[i].second.dtype()));
+  }
+}
+
+double tol_ops(DType dt) { return tol(dt); }
+
+}  // namespace
+
+TEST_CASE("cuda AdamW (multi-tensor kernel) matches the CPU step for step", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator init_cpu(5), init_gpu(5), grads(6);
+  auto cpu_params = make_params(init_cpu, Device::CPU);
+  auto gpu_params = make_params(init_gpu, Device::CUDA);
+  const optim::AdamWOptions o{.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
+  optim::AdamW cpu(cpu_params, o), gpu_opt(gpu_params, o);
+  for (int step = 0; step < 5; ++step) {
+    INFO("step " << step + 1);
+    set_grads(cpu_params, gpu_params, grads);
+    const double lr = 1e-2 * (step + 1);
+    cpu.step(lr);
+    gpu_opt.step(lr);
+    require_same_state(cpu, gpu_opt, tol_exact);
+  }
+  // The parameter without a gradient neither moved nor advanced its moments.
+  const Tensor untouched = gpu_params.back().var.data();
+  REQUIRE(vals(untouched) == vals(cpu_params.back().var.data()));
+  for (const auto& [name, t] : gpu_opt.state())
+    if (name.find("no_grad") != std::string::npos) CHECK(vals(t) == std::vector<double>(5, 0.0));
+}
+
+TEST_CASE("cuda AdamW: state round-trips through the CPU (checkpoints)", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator init_a(8), init_b(8), grads_a(9), grads_b(9);
+  auto a_params = make_params(init_a, Device::CUDA);
+  auto b_params = make_params(init_b, Device::CPU);
+  optim::AdamW a(a_params), b(b_params);
+  set_grads(b_params, a_params, grads_a);
+  a.step(1e-3);
+  b.step(1e-3);
+  // Load the GPU optimizer's state into a fresh GPU optimizer through host copies.
+  Generator init_c(8);
+  auto c_params = make_params(init_c, Device::CUDA);
+  for (size_t i = 0; i < c_params.size(); ++i) c_params[i].var.mutable_data().copy_(a_params[i].var.data());
+  optim::AdamW c(c_params);
+  std::map<std::string, Tensor> saved;
+  for (const auto& [name, t] : a.state()) saved[name] = t.to(Device::CPU);
+  c.load_state(saved, a.steps());
+  set_grads(b_params, a_params, grads_b);
+  for (size_t i = 0; i < c_params.size(); ++i) c_params[i].var.set_grad(a_params[i].var.grad());
+  a.step(1e-3);
+  c.step(1e-3);
+  for (size_t i = 0; i < a_params.size(); ++i)
+    REQUIRE(vals(a_params[i].var.data()) == vals(c_params[i].var.data()));
+}
+
+TEST_CASE("cuda SGD (momentum, Nesterov, weight decay) matches the CPU", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  for (const optim::SgdOptions o : {optim::SgdOptions{.momentum = 0.0, .weight_decay = 0.0},
+                                    optim::SgdOptions{.momentum = 0.9, .weight_decay = 0.05},
+                                    optim::SgdOptions{.momentum = 0.8, .weight_decay = 0.01,
+                                                      .nesterov = true}}) {
+    INFO("momentum " << o.momentum << " nesterov " << o.nesterov);
+    Generator init_cpu(11), init_gpu(11), grads(12);
+    auto cpu_params = make_params(init_cpu, Device::CPU);
+    auto gpu_params = make_params(init_gpu, Device::CUDA);
+    optim::Sgd cpu(cpu_params, o), gpu_opt(gpu_params, o);
+    for (int step = 0; step < 4; ++step) {
+      INFO("step " << step + 1);
+      set_grads(cpu_params, gpu_params, grads);
+      cpu.step(0.05);
+      gpu_opt.step(0.05);
+      require_same_state(cpu, gpu_opt, tol_ops);
+    }
+  }
+}
+
+TEST_CASE("cuda optimizers and clipping reject parameters on two devices", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(13);
+  std::vector<optim::OptimParam> mixed = {
+      {"a.weight", Var(Tensor::randn({3}, gen), true), true},
+      {"b.weight", Var(gpu(Tensor::randn({3}, gen)), true), true}};
+  for (auto& p : mixed) p.var.set_grad(Tensor::ones({3}).to(p.var.device()));
+  optim::AdamW adamw(mixed);
+  REQUIRE_THROWS_WITH(adamw.step(1e-3), Catch::Contains("one device"));
+  optim::Sgd sgd(mixed);
+  REQUIRE_THROWS_WITH(sgd.step(1e-3), Catch::Contains("one device"));
+  const std::vector<Var> vars = {mixed[0].var, mixed[1].var};
+  REQUIRE_THROWS_WITH(optim::grad_norm(vars), Catch::Contains("one device"));
+  REQUIRE_THROWS_WITH(optim::clip_grad_norm(vars, 1.0), Catch::Contains("one device"));
+}
+
+TEST_CASE("cuda grad_norm / clip_grad_norm match the CPU", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(14);
+  // 5,000,001 elements: 1221 chunks > 1024 blocks, so blocks take several chunks each.
+  const std::vector<std::pair<Shape, DType>> shapes = {
+      {{1}, DType::f32}, {{5000001}, DType::f32}, {{17, 3}, DType::f64}, {{4096}, DType::f32},
+      {{0}, DType::f32}};
+  std::vector<Var> cpu, gpu_vars;
+  for (const auto& [shape, dt] : shapes) {
+    const Tensor w = Tensor::randn(shape, gen, dt), g = Tensor::randn(shape, gen, dt, 0.0, 0.01);
+    cpu.emplace_back(w, true);
+    gpu_vars.emplace_back(gpu(w), true);
+    cpu.back().set_grad(g);
+    gpu_vars.back().set_grad(gpu(g));
+  }
+  cpu.emplace_back(Tensor::randn({9}, gen), true);  // no gradient: counts as zero
+  gpu_vars.emplace_back(gpu(cpu.back().data()), true);
+
+  const double n_cpu = optim::grad_norm(cpu), n_gpu = optim::grad_norm(gpu_vars);
+  REQUIRE(n_gpu > 0);
+  REQUIRE(std::abs(n_gpu - n_cpu) <= 1e-12 * n_cpu);
+  REQUIRE(optim::grad_norm(gpu_vars) == n_gpu);  // deterministic: bitwise the same again
+
+  // Below the threshold: nothing changes.
+  REQUIRE(optim::clip_grad_norm(gpu_vars, 10 * n_gpu) == n_gpu);
+  REQUIRE_CLOSE("grad 1 (not clipped)", vals(cpu[1].grad()), vals(gpu_vars[1].grad()), 0.0);
+
+  // Above it: every gradient scaled by max_norm / (norm + 1e-6), on the device.
+  const double max_norm = 0.25 * n_cpu;
+  REQUIRE(std::abs(optim::clip_grad_norm(cpu, max_norm) - n_cpu) <= 1e-12 * n_cpu);
+  REQUIRE(std::abs(optim::clip_grad_norm(gpu_vars, max_norm) - n_gpu) <= 1e-12 * n_cpu);
+  for (size_t i = 0; i + 1 < cpu.size(); ++i) {
+    REQUIRE(gpu_vars[i].grad().device() == Device::CUDA);
+    REQUIRE_CLOSE("clipped grad " + std::to_string(i), vals(cpu[i].grad()),
+                  vals(gpu_vars[i].grad()), tol(cpu[i].dtype()));
+  }
+  REQUIRE(std::abs(optim::grad_norm(gpu_vars) - max_norm) <= 1e-5 * max_norm);
+  REQUIRE_FALSE(gpu_vars.back().grad().defined());
+}
+
+#endif  // HLA_WITH_CUDA
