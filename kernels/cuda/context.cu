@@ -1,13 +1,16 @@
-// The CUDA context (stream, cuBLAS handle, device properties, stream-ordered allocator) and the
-// registration of the CUDA storage backend (allocate, deallocate, copy, fill_zero) with
-// tensor/storage.h at start-up. With no visible GPU nothing is registered, so a CPU-only run
-// behaves, and fails, exactly as a build without CUDA.
+// The CUDA context (stream, cuBLAS handle, device properties, stream-ordered allocator), the
+// pool's memory statistics (kernels/cuda/memory_stats.h) and the registration of the CUDA
+// storage backend (allocate, deallocate, copy, fill_zero) with tensor/storage.h at start-up.
+// With no visible GPU nothing is registered, so a CPU-only run behaves, and fails, exactly as a
+// build without CUDA.
 #include "kernels/cuda/context.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/memory_stats.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "tensor/storage.h"
 
@@ -20,10 +23,9 @@ Context::Context() {
   CUDA_CHECK(cudaGetDeviceProperties(&props_, 0));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   // Keep freed blocks in the pool instead of returning them to the driver at each sync.
-  cudaMemPool_t pool;
-  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool_, 0));
   uint64_t threshold = UINT64_MAX;
-  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &threshold));
   CUBLAS_CHECK(cublasCreate(&cublas_));
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
 }
@@ -67,6 +69,40 @@ bool device_present() {
 void set_tf32(bool on) { Context::get().tf32 = on; }
 bool tf32_enabled() { return Context::get().tf32; }
 void synchronize() { Context::get().synchronize(); }
+
+static uint64_t pool_attribute(cudaMemPool_t pool, cudaMemPoolAttr attr) {
+  uint64_t value = 0;
+  CUDA_CHECK(cudaMemPoolGetAttribute(pool, attr, &value));
+  return value;
+}
+
+MemoryStats memory_stats() {
+  const cudaMemPool_t pool = Context::get().pool();
+  MemoryStats s;
+  s.used_bytes = pool_attribute(pool, cudaMemPoolAttrUsedMemCurrent);
+  s.reserved_bytes = pool_attribute(pool, cudaMemPoolAttrReservedMemCurrent);
+  // A watermark reset to 0 rises again only with the next allocation: never report it below
+  // the current value.
+  s.used_peak_bytes = std::max(s.used_bytes, pool_attribute(pool, cudaMemPoolAttrUsedMemHigh));
+  s.reserved_peak_bytes =
+      std::max(s.reserved_bytes, pool_attribute(pool, cudaMemPoolAttrReservedMemHigh));
+  return s;
+}
+
+void reset_peak_memory_stats() {
+  const cudaMemPool_t pool = Context::get().pool();
+  // The runtime accepts only 0 for the watermarks.
+  uint64_t zero = 0;
+  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
+  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero));
+}
+
+void release_cached_memory() {
+  Context& ctx = Context::get();
+  // Blocks freed by queued cudaFreeAsync calls return to the pool only once the stream gets there.
+  ctx.synchronize();
+  CUDA_CHECK(cudaMemPoolTrimTo(ctx.pool(), 0));
+}
 
 namespace {
 

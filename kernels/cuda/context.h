@@ -24,6 +24,8 @@ class Context {
 
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t cublas() const { return cublas_; }
+  // The pool allocate() draws from (its statistics: kernels/cuda/memory_stats.h).
+  cudaMemPool_t pool() const { return pool_; }
   const cudaDeviceProp& props() const { return props_; }
 
   // Stream-ordered device memory; nbytes == 0 gives nullptr.
@@ -41,6 +43,7 @@ class Context {
  private:
   Context();
   cudaStream_t stream_ = nullptr;
+  cudaMemPool_t pool_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cudaDeviceProp props_{};
 };

@@ -1,0 +1,397 @@
+// GPU op timings of the autograd recurrence ops and softmax attention on CUDA Vars, f32, at the
+// shape of perf/ANCHORS.md (B=8, T=2048, H=16, K=V=64; HGRN: D = H*K = 1024), the layouts of
+// autograd/recurrences.h:
+//   gla               q, k, gk [B,T,H,K], v [B,T,H,V]     gk = logsigmoid(N(0,1)) / 16
+//   simple_gla        q, k, v, g [B,T,H]                  g = logsigmoid(N(0,1) + 2)
+//   retention         q, k, v                             fixed per-head decay
+//   delta_rule        q, k, v, beta [B,T,H]               beta ~ U(0,1), l2norm_qk
+//   gated_delta_rule  q, k, v, g, beta                    l2norm_qk
+//   hgrn              x, g [B,T,D]                        g = logsigmoid(N(0,1))
+//   softmax_attention q, k, v                             causal
+// Each with Impl::Auto (what the layers run: the chunked tier at this T) and inputs that require
+// grad, as fla's benchmark calls its ops. "fwd" times the op (graph built and dropped);
+// "fwd_bwd" the op plus o.backward(do) with a fixed random do (gradients reset after each).
+//
+// Timing: every iteration is bracketed by cuda::synchronize() and timed on the host clock (manual
+// time), after two warm-up calls; counter "ms" is the median iteration. "copy/device_to_device"
+// measures the memory ceiling in the same program: a 1 GiB device-to-device copy, GB/s counting
+// bytes read plus written.
+//
+// Rates (counters), from these counts per call (C = 64, the chunk length):
+//   gla, simple_gla, retention: chunked form, per token and head: 2C(K+V) (intra-chunk q k^T and
+//     A v, dense C x C blocks) + 4KV (q S and the state update k^T v); decays are not counted.
+//   delta_rule, gated_delta_rule: the above + 4CK (k k^T and W = A beta k) + 2CV (U = A beta v)
+//     + 2KV (W S) + C^2/3 (the triangular inverse of the C x C chunk matrix).
+//   softmax_attention: causal T^2/2 pairs, 2(K+V) per pair and head: B H T^2 (K+V).
+//   backward FLOPs: 2x forward for the recurrences, 2.5x for attention (five matrix products
+//     against two), so fwd_bwd = 3x and 3.5x forward; TFLOP/s = that count / median time.
+//   hgrn (memory-bound; the fewest bytes): forward reads x, g and writes o (3 B T D floats);
+//     backward reads g, o, do and writes dx, dg (5 more); GB/s = bytes / median time.
+//
+// Before timing, every op runs once at a small shape crossing a chunk boundary (T = 130) on the
+// GPU and on the CPU (same Impl, f32) and o, hT and every input gradient must agree to rel RMS
+// 1e-4; otherwise, or if the op throws (no CUDA kernel yet), the case reports an error instead
+// of a time. Without a visible GPU the program says so and runs nothing.
+//
+// Environment: HLA_BENCH_B, HLA_BENCH_T (a smaller shape for a quick run), HLA_TF32 (0: exact
+// f32 cuBLAS products, the library default).
+//
+//   bench/run_gpu.sh                     (builds and runs this with JSON output)
+//   HLA_BENCH_B=2 HLA_BENCH_T=512 build-gpu/bench/bench_cuda_ops --benchmark_filter=gla
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "autograd/recurrences.h"
+#include "autograd/var.h"
+#include "kernels/cuda/ops_cuda.h"
+#include "tensor/random.h"
+#include "tensor/storage.h"
+#include "tensor/tensor.h"
+
+namespace {
+
+using namespace hla;
+
+enum class Pass { Forward, ForwardBackward };
+
+constexpr double kChunk = 64;
+// f32 GPU vs f32 CPU of the same tier: different summation orders give ~1e-6; a bug is far above.
+constexpr double kValidateTol = 1e-4;
+
+struct Dims {
+  int64_t B, T, H, K, V;
+  int64_t D() const { return H * K; }  // HGRN's width
+};
+
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* s = std::getenv(name);
+  return s && *s ? std::atoll(s) : fallback;
+}
+
+// ---- inputs (f32, CPU; moved to the GPU by the caller)
+
+Tensor from_fn(const Shape& shape, Generator& gen, double (*f)(Generator&)) {
+  std::vector<float> x(static_cast<size_t>(numel(shape)));
+  for (float& e : x) e = static_cast<float>(f(gen));
+  return Tensor::from_vector<float>(x, shape);
+}
+double normal(Generator& g) {
+  return g.normal();
+}
+double log_sigmoid(double x) {
+  return -std::log1p(std::exp(-x));
+}
+// GLA: the layer's gate_logit_normalizer (16)
+double gla_gate(Generator& g) {
+  return log_sigmoid(g.normal()) / 16;
+}
+double head_gate(Generator& g) {
+  return log_sigmoid(g.normal() + 2);
+}
+double hgrn_gate(Generator& g) {
+  return log_sigmoid(g.normal());
+}
+double beta(Generator& g) {
+  return g.uniform();
+}
+
+// ---- the ops
+
+enum class Rate { Flops, Bandwidth };   // what work() counts: FLOPs or bytes moved
+enum class Layout { Heads, Channels };  // [B,T,H,*] or HGRN's [B,T,D]
+
+struct OpCase {
+  const char* name;
+  std::vector<const char*> input_names;
+  std::vector<Tensor> (*inputs)(const Dims&, Generator&);
+  std::vector<Var> (*run)(const std::vector<Var>&);  // {o, hT} ({o} for attention)
+  double (*work)(const Dims&, Pass);
+  Rate rate;
+  Layout layout;
+};
+
+std::vector<Var> result(const RecurrenceResult& r) {
+  return {r.o, r.hT};
+}
+RecurrenceOptions l2norm() {
+  RecurrenceOptions o;
+  o.l2norm_qk = true;
+  return o;
+}
+
+double gated_linear_flops(const Dims& d, Pass p) {
+  const double per = 2 * kChunk * double(d.K + d.V) + 4.0 * double(d.K * d.V);
+  return double(d.B * d.T * d.H) * per * (p == Pass::Forward ? 1 : 3);
+}
+double delta_rule_flops(const Dims& d, Pass p) {
+  const double K = double(d.K), V = double(d.V);
+  const double per = 2 * kChunk * (K + V) + 4 * K * V + 4 * kChunk * K + 2 * kChunk * V +
+                     2 * K * V + kChunk * kChunk / 3;
+  return double(d.B * d.T * d.H) * per * (p == Pass::Forward ? 1 : 3);
+}
+double attention_flops(const Dims& d, Pass p) {
+  const double fwd = double(d.B * d.H) * double(d.T) * double(d.T) * double(d.K + d.V);
+  return fwd * (p == Pass::Forward ? 1 : 3.5);
+}
+double hgrn_bytes(const Dims& d, Pass p) {
+  return double(d.B * d.T * d.D()) * sizeof(float) * (p == Pass::Forward ? 3 : 8);
+}
+
+std::vector<Tensor> qkv(const Dims& d, Generator& gen) {
+  return {from_fn({d.B, d.T, d.H, d.K}, gen, normal), from_fn({d.B, d.T, d.H, d.K}, gen, normal),
+          from_fn({d.B, d.T, d.H, d.V}, gen, normal)};
+}
+std::vector<Tensor> with(std::vector<Tensor> xs, std::initializer_list<Tensor> more) {
+  xs.insert(xs.end(), more);
+  return xs;
+}
+
+const std::vector<OpCase>& op_cases() {
+  static const std::vector<OpCase> cases = {
+      {"gla",
+       {"q", "k", "v", "gk"},
+       [](const Dims& d, Generator& g) {
+         return with(qkv(d, g), {from_fn({d.B, d.T, d.H, d.K}, g, gla_gate)});
+       },
+       [](const std::vector<Var>& x) { return result(gla(x[0], x[1], x[2], x[3])); },
+       gated_linear_flops,
+       Rate::Flops,
+       Layout::Heads},
+      {"simple_gla",
+       {"q", "k", "v", "g"},
+       [](const Dims& d, Generator& g) {
+         return with(qkv(d, g), {from_fn({d.B, d.T, d.H}, g, head_gate)});
+       },
+       [](const std::vector<Var>& x) { return result(simple_gla(x[0], x[1], x[2], x[3])); },
+       gated_linear_flops,
+       Rate::Flops,
+       Layout::Heads},
+      {"retention",
+       {"q", "k", "v"},
+       qkv,
+       [](const std::vector<Var>& x) { return result(retention(x[0], x[1], x[2])); },
+       gated_linear_flops,
+       Rate::Flops,
+       Layout::Heads},
+      {"delta_rule",
+       {"q", "k", "v", "beta"},
+       [](const Dims& d, Generator& g) {
+         return with(qkv(d, g), {from_fn({d.B, d.T, d.H}, g, beta)});
+       },
+       [](const std::vector<Var>& x) {
+         return result(delta_rule(x[0], x[1], x[2], x[3], Var(), l2norm()));
+       },
+       delta_rule_flops,
+       Rate::Flops,
+       Layout::Heads},
+      {"gated_delta_rule",
+       {"q", "k", "v", "g", "beta"},
+       [](const Dims& d, Generator& g) {
+         return with(qkv(d, g),
+                     {from_fn({d.B, d.T, d.H}, g, head_gate), from_fn({d.B, d.T, d.H}, g, beta)});
+       },
+       [](const std::vector<Var>& x) {
+         return result(gated_delta_rule(x[0], x[1], x[2], x[3], x[4], Var(), l2norm()));
+       },
+       delta_rule_flops,
+       Rate::Flops,
+       Layout::Heads},
+      {"hgrn",
+       {"x", "g"},
+       [](const Dims& d, Generator& g) {
+         return std::vector<Tensor>{from_fn({d.B, d.T, d.D()}, g, normal),
+                                    from_fn({d.B, d.T, d.D()}, g, hgrn_gate)};
+       },
+       [](const std::vector<Var>& x) { return result(hgrn(x[0], x[1])); },
+       hgrn_bytes,
+       Rate::Bandwidth,
+       Layout::Channels},
+      {"softmax_attention",
+       {"q", "k", "v"},
+       qkv,
+       [](const std::vector<Var>& x) {
+         return std::vector<Var>{softmax_attention(x[0], x[1], x[2])};
+       },
+       attention_flops,
+       Rate::Flops,
+       Layout::Heads},
+  };
+  return cases;
+}
+
+// The shape of o (and of its gradient do).
+Shape output_shape(const OpCase& op, const Dims& d) {
+  return op.layout == Layout::Channels ? Shape{d.B, d.T, d.D()} : Shape{d.B, d.T, d.H, d.V};
+}
+
+// "B8_T2048_H16_K64_V64" (fla's tag), or "B8_T2048_D1024" for HGRN.
+std::string shape_tag(const OpCase& op, const Dims& d) {
+  std::ostringstream os;
+  os << "B" << d.B << "_T" << d.T;
+  if (op.layout == Layout::Channels)
+    os << "_D" << d.D();
+  else
+    os << "_H" << d.H << "_K" << d.K << "_V" << d.V;
+  return os.str();
+}
+
+std::vector<Var> leaves(const std::vector<Tensor>& xs, Device dev) {
+  std::vector<Var> vs;
+  for (const Tensor& x : xs) vs.emplace_back(x.to(dev), true);
+  return vs;
+}
+
+double rel_rms(const Tensor& ref, const Tensor& out) {
+  const std::vector<double> r = ref.to_vector<double>(), o = out.to_vector<double>();
+  if (r.size() != o.size()) return INFINITY;
+  double se = 0, sr = 0;
+  for (size_t i = 0; i < r.size(); ++i) {
+    se += (r[i] - o[i]) * (r[i] - o[i]);
+    sr += r[i] * r[i];
+  }
+  return std::isfinite(se) ? std::sqrt(se / (sr + 1e-300)) : INFINITY;
+}
+
+// Empty if the GPU op matches the CPU op (o, hT, every input gradient) on a small input.
+std::string validate(const OpCase& op) {
+  const Dims d{2, 130, 2, 64, 64};
+  Generator gen(1);
+  const std::vector<Tensor> in = op.inputs(d, gen);
+  const Tensor dout = from_fn(output_shape(op, d), gen, normal);
+  std::vector<std::pair<std::string, Tensor>> got[2];
+  const Device devices[] = {Device::CPU, Device::CUDA};
+  for (int i = 0; i < 2; ++i) {
+    const std::vector<Var> x = leaves(in, devices[i]);
+    const std::vector<Var> out = op.run(x);
+    out[0].backward(dout.to(devices[i]));
+    got[i].emplace_back("o", out[0].data());
+    if (out.size() > 1) got[i].emplace_back("hT", out[1].data());
+    for (size_t j = 0; j < x.size(); ++j)
+      got[i].emplace_back(std::string("d") + op.input_names[j], x[j].grad());
+  }
+  for (size_t j = 0; j < got[0].size(); ++j) {
+    const double err = rel_rms(got[0][j].second, got[1][j].second);
+    if (!(err <= kValidateTol)) {
+      std::ostringstream os;
+      os << op.name << ": " << got[0][j].first << " on cuda differs from the CPU: rel_rms=" << err
+         << " (tolerance " << kValidateTol << ")";
+      return os.str();
+    }
+  }
+  return "";
+}
+
+double median(std::vector<double> xs) {
+  std::sort(xs.begin(), xs.end());
+  const size_t n = xs.size();
+  return n == 0 ? NAN : n % 2 ? xs[n / 2] : 0.5 * (xs[n / 2 - 1] + xs[n / 2]);
+}
+
+// Runs `body` once per iteration between two synchronizations; returns the median in ms.
+template <class F>
+double timed_loop(benchmark::State& state, F&& body) {
+  for (int i = 0; i < 2; ++i) body();  // warm-up: module load, pool growth, cuBLAS workspaces
+  cuda::synchronize();
+  std::vector<double> ms;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    body();
+    cuda::synchronize();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.SetIterationTime(s);
+    ms.push_back(s * 1e3);
+  }
+  return median(ms);
+}
+
+void bm_op(benchmark::State& state, const OpCase& op, Dims d, Pass pass) {
+  try {
+    if (const std::string error = validate(op); !error.empty()) {
+      state.SkipWithError(error.c_str());
+      return;
+    }
+    Generator gen(2);
+    const std::vector<Var> x = leaves(op.inputs(d, gen), Device::CUDA);
+    const Tensor dout = from_fn(output_shape(op, d), gen, normal).to(Device::CUDA);
+    const double ms = timed_loop(state, [&] {
+      const std::vector<Var> out = op.run(x);
+      if (pass == Pass::ForwardBackward) {
+        out[0].backward(dout);
+        for (const Var& v : x) v.zero_grad();
+      }
+    });
+    state.counters["ms"] = ms;
+    const double work = op.work(d, pass);
+    if (op.rate == Rate::Bandwidth)
+      state.counters["GB/s"] = work / (ms * 1e-3) / 1e9;
+    else
+      state.counters["TFLOP/s"] = work / (ms * 1e-3) / 1e12;
+  } catch (const std::exception& e) {
+    state.SkipWithError((std::string(op.name) + ": " + e.what()).c_str());
+  }
+}
+
+// The memory ceiling: a 1 GiB device-to-device copy (GB/s = bytes read + written / time).
+void bm_copy(benchmark::State& state) {
+  try {
+    const int64_t n = int64_t(1) << 28, tile = int64_t(1) << 24;  // floats
+    Generator gen(3);
+    const Tensor pattern = Tensor::randn({tile}, gen).to(Device::CUDA);
+    Tensor src = Tensor::empty({n}, DType::f32, Device::CUDA);
+    Tensor dst = Tensor::empty({n}, DType::f32, Device::CUDA);
+    const size_t tile_bytes = size_t(tile) * sizeof(float);
+    for (int64_t i = 0; i < n; i += tile)  // random data, never zeros
+      copy_bytes(src.data<float>() + i, Device::CUDA, pattern.data<float>(), Device::CUDA,
+                 tile_bytes);
+    const size_t bytes = size_t(n) * sizeof(float);
+    const double ms = timed_loop(state, [&] {
+      copy_bytes(dst.data<float>(), Device::CUDA, src.data<float>(), Device::CUDA, bytes);
+    });
+    state.counters["ms"] = ms;
+    state.counters["GB/s"] = 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  if (!device_available(Device::CUDA)) {
+    std::fprintf(stderr,
+                 "bench_cuda_ops: no CUDA device visible to this process; nothing to time "
+                 "(run it on a GPU machine: bench/run_gpu.sh)\n");
+    return 0;
+  }
+  const Dims d{env_int("HLA_BENCH_B", 8), env_int("HLA_BENCH_T", 2048), 16, 64, 64};
+  benchmark::AddCustomContext("hla_dtype", "f32");
+  cuda::set_tf32(env_int("HLA_TF32", 0) != 0);  // cuBLAS f32 products on TF32 tensor cores
+  benchmark::AddCustomContext("hla_tf32", cuda::tf32_enabled() ? "1" : "0");
+  benchmark::RegisterBenchmark("copy/device_to_device/1GiB", bm_copy)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
+  const std::pair<const char*, Pass> passes[] = {{"fwd", Pass::Forward},
+                                                 {"fwd_bwd", Pass::ForwardBackward}};
+  // names: <op>/<shape>/<pass>, e.g. gla/B8_T2048_H16_K64_V64/fwd_bwd
+  for (const OpCase& op : op_cases())
+    for (const auto& [pass_name, pass] : passes)
+      benchmark::RegisterBenchmark(
+          (std::string(op.name) + "/" + shape_tag(op, d) + "/" + pass_name).c_str(), bm_op, op, d,
+          pass)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Prints one short table from the JSON files bench/run_gpu.sh leaves in a folder.
+
+  python3 bench/gpu_table.py [--gpu NAME] OUT_DIR
+
+Reads OUT_DIR/bench_cuda_ops.json and bench_cuda_model.json (Google Benchmark JSON; counters
+ms, TFLOP/s, GB/s, tok/s, peak_GiB, params_M, MFU_%) and, when present, OUT_DIR/anchors.json
+(bench/baselines/fla_bench.py: fla and torch on the same card). Times are medians in ms;
+ratio = hla time / fla time (below 1: hla is faster). hla runs f32, fla bf16. Missing files and
+failed cases show as '-', with the first line of each error listed under the table.
+"""
+import argparse
+import json
+import os
+
+# hla op -> fla_bench.py's op (same shape tag); hla model config -> fla_bench.py's model
+FLA_OPS = {
+    "gla": "chunk_gla",
+    "retention": "chunk_retention",
+    "delta_rule": "chunk_delta_rule",
+    "gated_delta_rule": "chunk_gated_delta_rule",
+    "softmax_attention": "sdpa_causal",
+    "hgrn": "fused_recurrent_hgrn",
+}
+FLA_MODELS = {
+    "transformer": "llama_sdpa",
+    "gla_pure": "gla",
+    "hgrn2_pure": "hgrn2",
+    "gated_deltanet_pure": "gated_deltanet",
+    "gated_deltanet_3-1": "gated_deltanet_3to1",
+}
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def runs(doc):
+    """(name segments, entry) for each benchmark, suffixes such as manual_time dropped."""
+    for b in (doc or {}).get("benchmarks", []):
+        parts = [p for p in b["name"].split("/") if p != "manual_time" and ":" not in p]
+        yield parts, b
+
+
+def first_line(entry):
+    return (entry.get("error_message", "").splitlines() or [""])[0][:160]
+
+
+def num(x, width, digits):
+    """x right-aligned in `width` with `digits` decimals, or '-' when it is missing."""
+    return f"{x:{width}.{digits}f}" if isinstance(x, (int, float)) else "-".rjust(width)
+
+
+def ratio(a, b):
+    ok = isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0
+    return f"{a / b:.2f}x" if ok else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out_dir")
+    ap.add_argument("--gpu", default="")
+    a = ap.parse_args()
+    ops_doc = load(os.path.join(a.out_dir, "bench_cuda_ops.json"))
+    model_doc = load(os.path.join(a.out_dir, "bench_cuda_model.json"))
+    fla = load(os.path.join(a.out_dir, "anchors.json")) or {}
+    fla_ops, fla_models = fla.get("ops", {}), fla.get("models", {})
+    errors = []
+
+    # ---- ops: {op: {"shape": tag, "fwd": entry, "fwd_bwd": entry}}
+    ops, copy_gbs = {}, None
+    for parts, b in runs(ops_doc):
+        if parts[0] == "copy":
+            copy_gbs = b.get("GB/s")
+            continue
+        if len(parts) < 3:
+            continue
+        op, shape, pass_ = parts[0], parts[1], parts[2]
+        ops.setdefault(op, {"shape": shape})[pass_] = b
+        if b.get("error_occurred"):
+            errors.append(f"{op}/{pass_}: {first_line(b)}")
+    ctx = (ops_doc or model_doc or {}).get("context", {})
+    tf32 = "on" if ctx.get("hla_tf32") == "1" else "off"
+    date = (ctx.get("date") or "")[:10]
+    shape = next(iter(ops.values()))["shape"] if ops else "-"
+    print(f"\n{a.gpu or fla.get('device', 'GPU')}, {date}: hla f32 (TF32 {tf32}) vs fla bf16; "
+          f"median ms; ratio = hla / fla")
+    print(f"{'op ' + shape:<24}{'hla fwd':>9}{'hla f+b':>9}{'fla fwd':>9}{'fla f+b':>9}"
+          f"{'fwd':>8}{'f+b':>8}  hla f+b rate")
+    for op, r in ops.items():
+        f, fb = r.get("fwd", {}), r.get("fwd_bwd", {})
+        ref = fla_ops.get(f"{FLA_OPS[op]}/{r['shape']}") if op in FLA_OPS else None
+        ref_f, ref_fb = ref if isinstance(ref, list) else (None, None)
+        rate = (f"{fb['TFLOP/s']:.1f} TFLOP/s" if "TFLOP/s" in fb else
+                f"{fb['GB/s']:.0f} GB/s" if "GB/s" in fb else "-")
+        print(f"{op:<24}{num(f.get('ms'), 9, 3)}{num(fb.get('ms'), 9, 3)}"
+              f"{num(ref_f, 9, 3)}{num(ref_fb, 9, 3)}{ratio(f.get('ms'), ref_f):>8}"
+              f"{ratio(fb.get('ms'), ref_fb):>8}  {rate}")
+    if copy_gbs or fla.get("copy_TBps"):
+        print(f"device-to-device copy: hla {num(copy_gbs, 0, 0)} GB/s, "
+              f"torch {num(fla.get('copy_TBps') and fla['copy_TBps'] * 1e3, 0, 0)} GB/s")
+
+    # ---- models
+    mctx = (model_doc or {}).get("context", {})
+    print(f"\n{'model ' + mctx.get('hla_shape', ''):<26}{'ms/step':>9}{'tok/s':>9}{'peak GiB':>9}"
+          f"{'params M':>9}{'MFU %':>7} | {'fla ms':>8}{'tok/s':>9}{'peak GiB':>9}{'ratio':>7}")
+    for parts, b in runs(model_doc):
+        name = parts[1] if len(parts) > 1 else parts[0]
+        if b.get("error_occurred"):
+            errors.append(f"{name}: {first_line(b)}")
+        ref = fla_models.get(FLA_MODELS.get(name, ""))
+        ref = ref if isinstance(ref, dict) else {}
+        print(f"{name:<26}{num(b.get('ms'), 9, 1)}{num(b.get('tok/s'), 9, 0)}"
+              f"{num(b.get('peak_GiB'), 9, 1)}{num(b.get('params_M'), 9, 1)}"
+              f"{num(b.get('MFU_%'), 7, 1)} | {num(ref.get('step_ms'), 8, 1)}"
+              f"{num(ref.get('tok_per_s'), 9, 0)}{num(ref.get('peak_GiB'), 9, 1)}"
+              f"{ratio(b.get('ms'), ref.get('step_ms')):>7}")
+    if mctx.get("hla_peak_tflops"):
+        print(f"MFU against {float(mctx['hla_peak_tflops']):.1f} TFLOP/s")
+    for e in errors:
+        print("error:", e)
+
+
+if __name__ == "__main__":
+    main()
