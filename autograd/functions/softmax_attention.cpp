@@ -1,9 +1,16 @@
-// softmax_attention as a Function node: the tiled (flash-style) kernel or the reference of
-// kernels/recurrence.h. Inputs q, k, v; output o; the forward keeps o and the per-query
-// log-sum-exp for the backward.
+// softmax_attention as a Function node over the kernels of kernels/recurrence.h: on the CPU the
+// tiled (flash-style) kernel or the f64 reference; on CUDA the tiled kernels of
+// kernels/cuda/attention_tiled.cu (f32, f64; no reference there).
+//   q [B,T,H,K], k [B,T,Hkv,K], v [B,T,Hkv,V] -> o [B,T,H,V]
+//   o_i = sum_j softmax_j(scale q_i . k_j) v_j over the allowed keys (causal, window, GQA)
+// The forward keeps o and the per-query log-sum-exp lse [B,H,T] for the backward, which the
+// tiled kernels use instead of re-running the softmax normalisation.
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/recurrence_cuda.h"
+#endif
 
 namespace hla {
 
@@ -28,26 +35,48 @@ kernels::AttentionArgs<S> make_args(const AttnCall& c, const std::vector<Tensor>
   return a;
 }
 
+// The kernel of the call for inputs on `dev` (the structs hold pointers on that device).
+template <class S>
+void run_forward(const AttnCall& c, Device dev, const kernels::AttentionArgs<S>& a,
+                 const kernels::AttentionOut<S>& out) {
+#ifdef HLA_WITH_CUDA
+  if (dev == Device::CUDA) return cuda::softmax_attention_tiled_forward<S>(a, out);
+#endif
+  if constexpr (std::is_same_v<S, double>) {
+    if (c.opt.reference) return kernels::softmax_attention_reference_forward(a, out);
+  }
+  kernels::softmax_attention_tiled_forward<S>(a, out);
+}
+
+template <class S>
+void run_backward(const AttnCall& c, Device dev, const kernels::AttentionArgs<S>& a,
+                  const kernels::AttentionGrad<S>& g) {
+#ifdef HLA_WITH_CUDA
+  if (dev == Device::CUDA) return cuda::softmax_attention_tiled_backward<S>(a, g);
+#endif
+  if constexpr (std::is_same_v<S, double>) {
+    if (c.opt.reference) return kernels::softmax_attention_reference_backward(a, g);
+  }
+  kernels::softmax_attention_tiled_backward<S>(a, g);
+}
+
 struct AttentionNode : Node {
   AttnCall call;
-  Tensor o, lse;  // in the compute dtype
+  Tensor o, lse;  // in the compute dtype, on the inputs' device
   const char* name() const override { return "softmax_attention"; }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
     if (!gout[0].defined()) return {Tensor(), Tensor(), Tensor()};
+    const Device dev = o.device();
     const DType in_dt = inputs[0].dtype(), dt = o.dtype();
     std::vector<Tensor> in;
     for (const Var& v : inputs) in.push_back(detail::contiguous_as(v, dt));
     const Tensor dout = gout[0].to(dt).contiguous();
     std::vector<Tensor> grads;
-    for (const Tensor& t : in) grads.push_back(Tensor::empty(t.shape(), dt));
+    for (const Tensor& t : in) grads.push_back(Tensor::empty(t.shape(), dt, dev));
     visit_floating(dt, name(), [&]<class S>() {
       kernels::AttentionGrad<S> g{dout.data<S>(), o.data<S>(), lse.data<S>(),
                                   grads[0].data<S>(), grads[1].data<S>(), grads[2].data<S>()};
-      const auto a = make_args<S>(call, in);
-      if constexpr (std::is_same_v<S, double>) {
-        if (call.opt.reference) return kernels::softmax_attention_reference_backward(a, g);
-      }
-      kernels::softmax_attention_tiled_backward<S>(a, g);
+      run_backward<S>(call, dev, make_args<S>(call, in), g);
     });
     for (Tensor& t : grads) t = t.to(in_dt);
     return grads;
@@ -55,36 +84,50 @@ struct AttentionNode : Node {
   void release() override { o = lse = Tensor(); }
 };
 
-}  // namespace
-
-Var softmax_attention(const Var& q, const Var& k, const Var& v, const AttentionOptions& opt) {
-  const char* op = "softmax_attention";
+// Shapes, dtypes and devices of q, k, v (all on q's device, in q's dtype) and the options.
+AttnCall validate(const Var& q, const Var& k, const Var& v, const AttentionOptions& opt,
+                  const char* op) {
   if (!q.defined()) throw Error(op, "an input q [B,T,H,K]", "none");
   check_rank(q.data(), 4, op, "q", "[B,T,H,K]");
   check_rank(k.data(), 4, op, "k", "[B,T,Hkv,K]");
   check_rank(v.data(), 4, op, "v", "[B,T,Hkv,V]");
-  const DType in_dt = q.dtype();
-  detail::check_input(q, q.shape(), op, "q", "[B,T,H,K]", in_dt);
+  const DType dt = q.dtype();
+  const Device dev = q.device();
+  detail::check_input(q, q.shape(), op, "q", "[B,T,H,K]", dt, dev);
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
   const int64_t Hkv = k.size(2), V = v.size(3);
-  detail::check_input(k, {B, T, Hkv, K}, op, "k", "[B,T,Hkv,K]", in_dt);
-  detail::check_input(v, {B, T, Hkv, V}, op, "v", "[B,T,Hkv,V]", in_dt);
+  detail::check_input(k, {B, T, Hkv, K}, op, "k", "[B,T,Hkv,K]", dt, dev);
+  detail::check_input(v, {B, T, Hkv, V}, op, "v", "[B,T,Hkv,V]", dt, dev);
   if (Hkv == 0 || H % Hkv != 0)
     throw Error(op, "query heads H divisible by kv heads Hkv (GQA)",
                 "H=" + std::to_string(H) + ", Hkv=" + std::to_string(Hkv));
   if (opt.window < 0) throw Error(op, "window >= 0 (0: none)", std::to_string(opt.window));
-  AttnCall c{opt, detail::resolve_scale(opt.scale, K), {B, T, H, Hkv, K, V}};
-  const DType dt = opt.reference ? DType::f64 : in_dt;
+  if (dev == Device::CUDA) {
+    if (dt != DType::f32 && dt != DType::f64)
+      throw Error(op, "q, k, v of dtype f32 or f64 on cuda", dtype_name(dt),
+                  "bf16 attention kernels are not implemented yet: call .to(DType::f32)");
+    if (opt.reference)
+      throw Error(op, "opt.reference = false for cuda inputs", "opt.reference = true",
+                  "the reference runs on the CPU only: move q, k and v there with "
+                  ".to(Device::CPU)");
+  }
+  return {opt, detail::resolve_scale(opt.scale, K), {B, T, H, Hkv, K, V}};
+}
+
+}  // namespace
+
+Var softmax_attention(const Var& q, const Var& k, const Var& v, const AttentionOptions& opt) {
+  const char* op = "softmax_attention";
+  const AttnCall c = validate(q, k, v, opt, op);
+  const kernels::AttnDims& d = c.d;
+  const Device dev = q.device();
+  const DType in_dt = q.dtype(), dt = opt.reference ? DType::f64 : in_dt;
   std::vector<Tensor> in{detail::contiguous_as(q, dt), detail::contiguous_as(k, dt),
                          detail::contiguous_as(v, dt)};
-  Tensor o = Tensor::empty({B, T, H, V}, dt), lse = Tensor::empty({B, H, T}, dt);
+  Tensor o = Tensor::empty({d.B, d.T, d.H, d.V}, dt, dev);
+  Tensor lse = Tensor::empty({d.B, d.H, d.T}, dt, dev);
   visit_floating(dt, op, [&]<class S>() {
-    const auto a = make_args<S>(c, in);
-    const kernels::AttentionOut<S> out{o.data<S>(), lse.data<S>()};
-    if constexpr (std::is_same_v<S, double>) {
-      if (opt.reference) return kernels::softmax_attention_reference_forward(a, out);
-    }
-    kernels::softmax_attention_tiled_forward<S>(a, out);
+    run_forward<S>(c, dev, make_args<S>(c, in), {o.data<S>(), lse.data<S>()});
   });
   auto node = std::make_shared<AttentionNode>();
   node->call = c;
