@@ -41,6 +41,8 @@ void run_forward(const AttnCall& c, Device dev, const kernels::AttentionArgs<S>&
                  const kernels::AttentionOut<S>& out) {
 #ifdef HLA_WITH_CUDA
   if (dev == Device::CUDA) return cuda::softmax_attention_tiled_forward<S>(a, out);
+#else
+  (void)dev;  // the CPU is the only device of a build without CUDA
 #endif
   if constexpr (std::is_same_v<S, double>) {
     if (c.opt.reference) return kernels::softmax_attention_reference_forward(a, out);
@@ -53,6 +55,8 @@ void run_backward(const AttnCall& c, Device dev, const kernels::AttentionArgs<S>
                   const kernels::AttentionGrad<S>& g) {
 #ifdef HLA_WITH_CUDA
   if (dev == Device::CUDA) return cuda::softmax_attention_tiled_backward<S>(a, g);
+#else
+  (void)dev;  // the CPU is the only device of a build without CUDA
 #endif
   if constexpr (std::is_same_v<S, double>) {
     if (c.opt.reference) return kernels::softmax_attention_reference_backward(a, g);
