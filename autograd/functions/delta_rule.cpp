@@ -1,21 +1,27 @@
 // delta_rule and gated_delta_rule as one Function node over the kernel tiers of
-// kernels/recurrence.h.
+// kernels/recurrence.h (CPU) and kernels/cuda/recurrence_cuda.h (CUDA).
 //   S' = exp(g_t) S_{t-1};  S_t = S' + beta_t k_t (v_t - S'^T k_t)^T;  o_t = S_t^T (scale q_t)
 // Inputs in order: q, k, v, beta, [g], [h0]; outputs: o, hT. With l2norm_qk the kernels
 // normalise q and k inside and return gradients for the raw inputs.
+// The device of q picks the kernels: on CUDA, Auto / Recurrent / Chunk run the CUDA recurrent
+// and chunk tiers (Auto: chunk for T > kChunk); the f64 reference tier is CPU-only.
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/recurrence_cuda.h"
+#endif
 
 namespace hla {
 
 namespace {
 
 struct DeltaCall {
-  Impl impl;
+  Impl impl;  // resolved
   double scale;
   bool l2norm_qk, has_g, has_h0;
   kernels::RecDims d;
+  Device device;  // of every input: picks the CPU or the CUDA kernels
 };
 
 template <class S>
@@ -38,6 +44,38 @@ DType compute_dtype(const DeltaCall& c, DType in) {
   return c.impl == Impl::Reference ? DType::f64 : in;
 }
 
+template <class S>
+void forward_tier(const DeltaCall& c, const kernels::DeltaRuleArgs<S>& a,
+                  const kernels::DeltaRuleOut<S>& out) {
+#ifdef HLA_WITH_CUDA
+  if (c.device == Device::CUDA) {
+    if (c.impl == Impl::Chunk) return cuda::delta_rule_chunk_forward<S>(a, out);
+    return cuda::delta_rule_recurrent_forward<S>(a, out);
+  }
+#endif
+  if constexpr (std::is_same_v<S, double>) {
+    if (c.impl == Impl::Reference) return kernels::delta_rule_reference_forward(a, out);
+  }
+  if (c.impl == Impl::Chunk) return kernels::delta_rule_chunk_forward<S>(a, out);
+  kernels::delta_rule_recurrent_forward<S>(a, out);
+}
+
+template <class S>
+void backward_tier(const DeltaCall& c, const kernels::DeltaRuleArgs<S>& a,
+                   const kernels::DeltaRuleGrad<S>& g) {
+#ifdef HLA_WITH_CUDA
+  if (c.device == Device::CUDA) {
+    if (c.impl == Impl::Chunk) return cuda::delta_rule_chunk_backward<S>(a, g);
+    return cuda::delta_rule_recurrent_backward<S>(a, g);
+  }
+#endif
+  if constexpr (std::is_same_v<S, double>) {
+    if (c.impl == Impl::Reference) return kernels::delta_rule_reference_backward(a, g);
+  }
+  if (c.impl == Impl::Chunk) return kernels::delta_rule_chunk_backward<S>(a, g);
+  kernels::delta_rule_recurrent_backward<S>(a, g);
+}
+
 struct DeltaRuleNode : Node {
   DeltaCall call;
   const char* name() const override { return call.has_g ? "gated_delta_rule" : "delta_rule"; }
@@ -58,12 +96,7 @@ struct DeltaRuleNode : Node {
       size_t i = 4;
       if (call.has_g) g.dg = grads[i++].data<S>();
       if (call.has_h0) g.dh0 = grads[i].data<S>();
-      const auto a = make_args<S>(call, in);
-      if constexpr (std::is_same_v<S, double>) {
-        if (call.impl == Impl::Reference) return kernels::delta_rule_reference_backward(a, g);
-      }
-      if (call.impl == Impl::Chunk) return kernels::delta_rule_chunk_backward<S>(a, g);
-      kernels::delta_rule_recurrent_backward<S>(a, g);
+      backward_tier<S>(call, make_args<S>(call, in), g);
     });
     return detail::grads_as(std::move(grads), in_dt);
   }
@@ -74,33 +107,33 @@ RecurrenceResult run(const char* op, const Var& q, const Var& k, const Var& v, c
   if (!q.defined()) throw Error(op, "an input q [B,T,H,K]", "none");
   check_rank(q.data(), 4, op, "q", "[B,T,H,K]");
   const DType in_dt = q.dtype();
-  detail::check_input(q, q.shape(), op, "q", "[B,T,H,K]", in_dt);
+  const Device dev = q.device();
+  detail::check_input(q, q.shape(), op, "q", "[B,T,H,K]", in_dt, dev);
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
   check_rank(v.data(), 4, op, "v", "[B,T,H,V]");
   const int64_t V = v.size(3);
-  detail::check_input(k, {B, T, H, K}, op, "k", "[B,T,H,K]", in_dt);
-  detail::check_input(v, {B, T, H, V}, op, "v", "[B,T,H,V]", in_dt);
-  detail::check_input(beta, {B, T, H}, op, "beta", "[B,T,H]", in_dt);
-  if (g.defined()) detail::check_input(g, {B, T, H}, op, "g", "[B,T,H]", in_dt);
-  if (h0.defined()) detail::check_input(h0, {B, H, K, V}, op, "h0", "[B,H,K,V]", in_dt);
+  detail::check_input(k, {B, T, H, K}, op, "k", "[B,T,H,K]", in_dt, dev);
+  detail::check_input(v, {B, T, H, V}, op, "v", "[B,T,H,V]", in_dt, dev);
+  detail::check_input(beta, {B, T, H}, op, "beta", "[B,T,H]", in_dt, dev);
+  if (g.defined()) detail::check_input(g, {B, T, H}, op, "g", "[B,T,H]", in_dt, dev);
+  if (h0.defined()) detail::check_input(h0, {B, H, K, V}, op, "h0", "[B,H,K,V]", in_dt, dev);
+  if (dev == Device::CUDA && opt.impl == Impl::Reference)
+    throw Error(op, "Impl::Auto, Impl::Recurrent or Impl::Chunk for cuda tensors",
+                "Impl::reference",
+                "the reference tier runs on the CPU only: move the inputs there with "
+                ".to(Device::CPU)");
 
   DeltaCall c{detail::resolve_impl(opt.impl, T), detail::resolve_scale(opt.scale, K),
-              opt.l2norm_qk, g.defined(), h0.defined(), {B, T, H, K, V}};
+              opt.l2norm_qk, g.defined(), h0.defined(), {B, T, H, K, V}, dev};
   std::vector<Var> vars{q, k, v, beta};
   if (c.has_g) vars.push_back(g);
   if (c.has_h0) vars.push_back(h0);
   const DType dt = compute_dtype(c, in_dt);
   std::vector<Tensor> in;
   for (const Var& x : vars) in.push_back(detail::contiguous_as(x, dt));
-  Tensor o = Tensor::empty({B, T, H, V}, dt), hT = Tensor::empty({B, H, K, V}, dt);
+  Tensor o = Tensor::empty({B, T, H, V}, dt, dev), hT = Tensor::empty({B, H, K, V}, dt, dev);
   visit_floating(dt, op, [&]<class S>() {
-    const auto a = make_args<S>(c, in);
-    const kernels::DeltaRuleOut<S> out{o.data<S>(), hT.data<S>()};
-    if constexpr (std::is_same_v<S, double>) {
-      if (c.impl == Impl::Reference) return kernels::delta_rule_reference_forward(a, out);
-    }
-    if (c.impl == Impl::Chunk) return kernels::delta_rule_chunk_forward<S>(a, out);
-    kernels::delta_rule_recurrent_forward<S>(a, out);
+    forward_tier<S>(c, make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
   });
   auto node = std::make_shared<DeltaRuleNode>();
   node->call = c;

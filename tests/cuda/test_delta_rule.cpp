@@ -1,0 +1,294 @@
+// The delta-rule kernels on CUDA (DeltaNet, Gated DeltaNet; recurrent and chunk tiers) against
+// the CPU recurrent tier, and the CUDA chunk tier against the CUDA recurrent tier: o, hT, dq,
+// dk, dv, dbeta, dg, dh0 compared separately by name (relative RMS, tests/helpers/close.h) with
+// random upstream gradients dout and dhT (fla's one-scalar trick). Covered: ragged T around the
+// chunk size (1, 63, 64, 65, 130, 200), H = 1, K != V (32/48, 60/33), K = V = 64 and 128 (the
+// shared-memory and global-workspace paths of the chunk kernels), DeltaNet and two decay
+// regimes (strong g = logsigmoid(N(0,1)), weak g = logsigmoid(N(4,1)) / 16), with and without
+// l2norm_qk, with and without h0 / dhT, f32 and f64. Then the autograd ops delta_rule() /
+// gated_delta_rule() on CUDA Vars against CPU Vars (outputs and the .grad() of every input, for
+// Auto, Recurrent and Chunk), the CPU-only reference tier's error, and the state carry: T tokens
+// equal T1 then T2 tokens from the carried state, forward and backward, on both CUDA tiers.
+//
+// Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with l2norm_qk) so that the
+// recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64 1e-10 (same algorithm or
+// an exact reformulation, double rounding); f32 2e-5 for outputs and 5e-5 for gradients (other
+// summation orders over K, V and up to 200 steps; the CPU tiers agree with the f64 reference to
+// 1e-5 / 5e-5 on the same problems).
+#include "tests/cuda/cuda_test_helpers.h"
+#ifdef HLA_WITH_CUDA
+#include <cmath>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "autograd/primitives.h"
+#include "autograd/recurrences.h"
+#include "autograd/var.h"
+#include "kernels/cuda/recurrence_cuda.h"
+#include "kernels/recurrence.h"
+
+using namespace hla;
+using namespace hla::cuda_test;
+
+namespace {
+
+double out_tol(DType dt) {
+  return dt == DType::f64 ? 1e-10 : 2e-5;
+}
+double grad_tol(DType dt) {
+  return dt == DType::f64 ? 1e-10 : 5e-5;
+}
+
+enum class Decay { None, Strong, Weak };
+const char* decay_name(Decay d) {
+  return d == Decay::None ? "none" : d == Decay::Strong ? "strong" : "weak";
+}
+
+// One problem on the CPU: inputs and upstream gradients; g, h0, dhT undefined when absent.
+struct Problem {
+  kernels::RecDims d;
+  bool l2norm = false;
+  double scale = 1;
+  Tensor q, k, v, beta, g, h0, dout, dhT;
+};
+
+Problem make_problem(kernels::RecDims d, DType dt, Decay decay, bool l2norm, bool with_state,
+                     uint64_t seed) {
+  Generator gen(seed);
+  const int64_t rows = d.B * d.T * d.H;
+  auto normal = [&](int64_t n, double mean, double sd) {
+    std::vector<double> x(n);
+    for (double& e : x) e = mean + sd * gen.normal();
+    return x;
+  };
+  auto tensor = [&](const std::vector<double>& x, const Shape& shape) {
+    return Tensor::from_values(x, shape, dt);
+  };
+  Problem p;
+  p.d = d;
+  p.l2norm = l2norm;
+  p.scale = 1.0 / std::sqrt(double(d.K));
+  p.q = tensor(normal(rows * d.K, 0, 1), {d.B, d.T, d.H, d.K});
+  std::vector<double> k = normal(rows * d.K, 0, 1);
+  if (!l2norm)  // unit keys keep the recurrence contractive
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int64_t i = 0; i < d.K; ++i) ss += k[r * d.K + i] * k[r * d.K + i];
+      for (int64_t i = 0; i < d.K; ++i) k[r * d.K + i] /= std::sqrt(ss);
+    }
+  p.k = tensor(k, {d.B, d.T, d.H, d.K});
+  p.v = tensor(normal(rows * d.V, 0, 1), {d.B, d.T, d.H, d.V});
+  std::vector<double> beta = normal(rows, 0, 1);
+  for (double& b : beta) b = 1.0 / (1.0 + std::exp(-b));
+  p.beta = tensor(beta, {d.B, d.T, d.H});
+  if (decay != Decay::None) {
+    std::vector<double> g = normal(rows, decay == Decay::Weak ? 4.0 : 0.0, 1);
+    for (double& x : g) x = -std::log1p(std::exp(-x)) / (decay == Decay::Weak ? 16.0 : 1.0);
+    p.g = tensor(g, {d.B, d.T, d.H});
+  }
+  p.dout = tensor(normal(rows * d.V, 0, 1), {d.B, d.T, d.H, d.V});
+  if (with_state) {
+    p.h0 = tensor(normal(d.B * d.H * d.K * d.V, 0, 0.5), {d.B, d.H, d.K, d.V});
+    p.dhT = tensor(normal(d.B * d.H * d.K * d.V, 0, 1), {d.B, d.H, d.K, d.V});
+  }
+  return p;
+}
+
+enum class Tier { CpuRecurrent, CudaRecurrent, CudaChunk };
+
+const char* kNames[] = {"o", "hT", "dq", "dk", "dv", "dbeta", "dg", "dh0"};
+
+// Forward and backward of one tier; returns o, hT, dq, dk, dv, dbeta, dg, dh0 on the CPU
+// (dg / dh0 undefined when g / h0 are absent).
+template <class S>
+std::vector<Tensor> run_tier(const Problem& p, Tier tier) {
+  const Device dev = tier == Tier::CpuRecurrent ? Device::CPU : Device::CUDA;
+  auto on = [&](const Tensor& t) { return t.defined() ? t.to(dev) : Tensor(); };
+  auto like = [&](const Tensor& t) {
+    return t.defined() ? Tensor::empty(t.shape(), t.dtype(), dev) : Tensor();
+  };
+  auto cptr = [](const Tensor& t) { return t.defined() ? t.data<S>() : nullptr; };
+  auto mptr = [](Tensor& t) { return t.defined() ? t.data<S>() : nullptr; };
+  const Tensor q = on(p.q), k = on(p.k), v = on(p.v), beta = on(p.beta), g = on(p.g), h0 = on(p.h0),
+               dout = on(p.dout), dhT = on(p.dhT);
+  const kernels::RecDims& d = p.d;
+  const kernels::DeltaRuleArgs<S> a{d,       q.data<S>(), k.data<S>(), v.data<S>(), beta.data<S>(),
+                                    cptr(g), cptr(h0),    p.scale,     p.l2norm};
+  Tensor o = like(p.v), hT = Tensor::empty({d.B, d.H, d.K, d.V}, q.dtype(), dev);
+  Tensor dq = like(p.q), dk = like(p.k), dv = like(p.v), dbeta = like(p.beta), dg = like(p.g),
+         dh0 = like(p.h0);
+  const kernels::DeltaRuleOut<S> out{o.data<S>(), hT.data<S>()};
+  const kernels::DeltaRuleGrad<S> grad{dout.data<S>(), cptr(dhT),       dq.data<S>(), dk.data<S>(),
+                                       dv.data<S>(),   dbeta.data<S>(), mptr(dg),     mptr(dh0)};
+  switch (tier) {
+    case Tier::CpuRecurrent:
+      kernels::delta_rule_recurrent_forward<S>(a, out);
+      kernels::delta_rule_recurrent_backward<S>(a, grad);
+      break;
+    case Tier::CudaRecurrent:
+      cuda::delta_rule_recurrent_forward<S>(a, out);
+      cuda::delta_rule_recurrent_backward<S>(a, grad);
+      break;
+    case Tier::CudaChunk:
+      cuda::delta_rule_chunk_forward<S>(a, out);
+      cuda::delta_rule_chunk_backward<S>(a, grad);
+      break;
+  }
+  std::vector<Tensor> res{o, hT, dq, dk, dv, dbeta, dg, dh0};
+  for (Tensor& t : res)
+    if (t.defined()) t = t.to(Device::CPU);
+  return res;
+}
+
+std::vector<Tensor> run(const Problem& p, Tier tier) {
+  return p.q.dtype() == DType::f64 ? run_tier<double>(p, tier) : run_tier<float>(p, tier);
+}
+
+void require_all_close(const std::string& what, const std::vector<Tensor>& ref,
+                       const std::vector<Tensor>& out, DType dt) {
+  for (size_t i = 0; i < ref.size(); ++i) {
+    REQUIRE(ref[i].defined() == out[i].defined());
+    if (!ref[i].defined()) continue;
+    REQUIRE_CLOSE(what + " " + kNames[i], vals(ref[i]), vals(out[i]),
+                  i < 2 ? out_tol(dt) : grad_tol(dt));
+  }
+}
+
+// Both CUDA tiers against the CPU recurrent tier, and the chunk tier against the recurrent one.
+void check_tiers(const Problem& p) {
+  const DType dt = p.q.dtype();
+  const std::vector<Tensor> cpu = run(p, Tier::CpuRecurrent);
+  const std::vector<Tensor> rec = run(p, Tier::CudaRecurrent);
+  const std::vector<Tensor> chunk = run(p, Tier::CudaChunk);
+  require_all_close("cuda recurrent vs cpu:", cpu, rec, dt);
+  require_all_close("cuda chunk vs cpu:", cpu, chunk, dt);
+  require_all_close("cuda chunk vs cuda recurrent:", rec, chunk, dt);
+}
+
+}  // namespace
+
+TEST_CASE("cuda delta rule kernels match the CPU recurrent tier", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  uint64_t seed = 100;
+  for (DType dt : {DType::f32, DType::f64})
+    for (Decay decay : {Decay::None, Decay::Strong, Decay::Weak})
+      for (bool l2norm : {false, true})
+        for (int64_t T : {1, 63, 64, 65, 130, 200})
+          for (const kernels::RecDims& shape :
+               {kernels::RecDims{2, 0, 2, 32, 48}, kernels::RecDims{1, 0, 1, 60, 33}}) {
+            const bool with_state = (T + shape.K) % 2 == 0 || T == 130;
+            kernels::RecDims d = shape;
+            d.T = T;
+            INFO(dtype_name(dt) << " decay " << decay_name(decay) << " l2norm " << l2norm << " T "
+                                << T << " B,H,K,V " << d.B << "," << d.H << "," << d.K << "," << d.V
+                                << " h0/dhT " << with_state);
+            check_tiers(make_problem(d, dt, decay, l2norm, with_state, ++seed));
+          }
+}
+
+TEST_CASE("cuda delta rule kernels at K = V = 64 and 128", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  uint64_t seed = 200;
+  for (DType dt : {DType::f32, DType::f64})
+    for (int64_t KV : {64, 128})
+      for (Decay decay : {Decay::None, Decay::Strong}) {
+        const bool l2norm = decay == Decay::Strong;
+        INFO(dtype_name(dt) << " K=V=" << KV << " decay " << decay_name(decay) << " l2norm "
+                            << l2norm);
+        check_tiers(make_problem({2, 130, 2, KV, KV}, dt, decay, l2norm, true, ++seed));
+      }
+}
+
+TEST_CASE("cuda delta rule: T tokens equal T1 then T2 from the carried state", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  const int64_t T1 = 70, T2 = 60;
+  for (DType dt : {DType::f32, DType::f64})
+    for (Tier tier : {Tier::CudaRecurrent, Tier::CudaChunk}) {
+      INFO(dtype_name(dt) << (tier == Tier::CudaChunk ? " chunk" : " recurrent"));
+      const Problem all = make_problem({2, T1 + T2, 2, 32, 48}, dt, Decay::Strong, true, true, 7);
+      auto part = [&](const Tensor& t, int64_t t0, int64_t n) {
+        return t.narrow(1, t0, n).contiguous();
+      };
+      Problem p1 = all, p2 = all;
+      p1.d.T = T1;
+      p2.d.T = T2;
+      for (auto [x1, x2, x] :
+           {std::tuple{&p1.q, &p2.q, &all.q}, std::tuple{&p1.k, &p2.k, &all.k},
+            std::tuple{&p1.v, &p2.v, &all.v}, std::tuple{&p1.beta, &p2.beta, &all.beta},
+            std::tuple{&p1.g, &p2.g, &all.g}, std::tuple{&p1.dout, &p2.dout, &all.dout}}) {
+        *x1 = part(*x, 0, T1);
+        *x2 = part(*x, T1, T2);
+      }
+      const std::vector<Tensor> whole = run(all, tier);
+      const std::vector<Tensor> second_fwd =
+          [&] {  // forward of the first part gives h0 of the second
+            std::vector<Tensor> r1 = run(p1, tier);
+            p2.h0 = r1[1];
+            return run(p2, tier);
+          }();
+      // the second part's dh0 is the gradient of the first part's final state
+      p1.dhT = second_fwd[7];
+      const std::vector<Tensor> first = run(p1, tier);
+      const double to = out_tol(dt), tg = grad_tol(dt);
+      REQUIRE_CLOSE("o[0,T1)", vals(part(whole[0], 0, T1)), vals(first[0]), to);
+      REQUIRE_CLOSE("o[T1,T)", vals(part(whole[0], T1, T2)), vals(second_fwd[0]), to);
+      REQUIRE_CLOSE("hT", vals(whole[1]), vals(second_fwd[1]), to);
+      for (size_t i = 2; i < 7; ++i) {
+        REQUIRE_CLOSE(std::string(kNames[i]) + "[0,T1)", vals(part(whole[i], 0, T1)),
+                      vals(first[i]), tg);
+        REQUIRE_CLOSE(std::string(kNames[i]) + "[T1,T)", vals(part(whole[i], T1, T2)),
+                      vals(second_fwd[i]), tg);
+      }
+      REQUIRE_CLOSE("dh0", vals(whole[7]), vals(first[7]), tg);
+    }
+}
+
+TEST_CASE("cuda delta_rule / gated_delta_rule autograd ops match the CPU", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  for (DType dt : {DType::f32, DType::f64})
+    for (int64_t T : {40, 130})
+      for (Impl impl : {Impl::Auto, Impl::Recurrent, Impl::Chunk})
+        for (bool gated : {false, true}) {
+          const bool l2norm = gated;
+          INFO(dtype_name(dt) << " T " << T << " impl " << impl_name(impl) << " gated " << gated);
+          const Problem p = make_problem({2, T, 2, 24, 40}, dt, gated ? Decay::Weak : Decay::None,
+                                         l2norm, true, 300 + T);
+          std::vector<std::vector<Tensor>> res;
+          for (Device dev : {Device::CPU, Device::CUDA}) {
+            Var q(p.q.to(dev), true), k(p.k.to(dev), true), v(p.v.to(dev), true);
+            Var beta(p.beta.to(dev), true), h0(p.h0.to(dev), true);
+            Var g = gated ? Var(p.g.to(dev), true) : Var();
+            const RecurrenceOptions opt{impl, 0.0, l2norm};
+            const RecurrenceResult r = gated ? gated_delta_rule(q, k, v, g, beta, h0, opt)
+                                             : delta_rule(q, k, v, beta, h0, opt);
+            REQUIRE(r.o.device() == dev);
+            REQUIRE(r.hT.device() == dev);
+            const Var loss = sum(r.o * Var(p.dout.to(dev))) + sum(r.hT * Var(p.dhT.to(dev)));
+            loss.backward();
+            std::vector<Tensor> row{r.o.data(), r.hT.data(), q.grad(), k.grad(),
+                                    v.grad(),   beta.grad(), h0.grad()};
+            if (gated) row.push_back(g.grad());
+            for (Tensor& t : row) t = t.to(Device::CPU);
+            res.push_back(row);
+          }
+          const char* names[] = {"o", "hT", "dq", "dk", "dv", "dbeta", "dh0", "dg"};
+          for (size_t i = 0; i < res[0].size(); ++i)
+            REQUIRE_CLOSE(names[i], vals(res[0][i]), vals(res[1][i]),
+                          i < 2 ? out_tol(dt) : grad_tol(dt));
+        }
+}
+
+TEST_CASE("cuda delta_rule: the reference tier is CPU-only and says so", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(9);
+  const Var q(gpu(Tensor::randn({1, 4, 1, 8}, gen)), true),
+      v(gpu(Tensor::randn({1, 4, 1, 8}, gen)));
+  const Var beta(gpu(Tensor::rand({1, 4, 1}, gen)));
+  RecurrenceOptions ref;
+  ref.impl = Impl::Reference;
+  REQUIRE_THROWS_WITH(delta_rule(q, q, v, beta, Var(), ref), Catch::Contains("CPU"));
+  // mixing devices is an error, not a silent copy
+  REQUIRE_THROWS_AS(delta_rule(q, Var(Tensor::randn({1, 4, 1, 8}, gen)), v, beta), Error);
+}
+#endif
