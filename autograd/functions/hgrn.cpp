@@ -1,15 +1,21 @@
 // hgrn: the elementwise gated recurrence h_t = exp(g_t) * h_{t-1} + x_t as a Function node over
 // the kernel tiers of kernels/recurrence.h. Inputs: x, g, [h0]; outputs: o, hT.
+// Shapes: x, g, o [B,T,D]; h0, hT [B,D]. Inputs on the CPU run the CPU tiers; inputs on cuda run
+// the GPU tiers of kernels/cuda/recurrence_cuda.h (recurrent and chunked scan; Impl::Auto picks
+// the chunked scan for T > kChunk), with the same structs filled with device pointers.
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
+#ifdef HLA_WITH_CUDA
+#include "kernels/cuda/recurrence_cuda.h"
+#endif
 
 namespace hla {
 
 namespace {
 
 struct HgrnCall {
-  Impl impl;
+  Impl impl;  // resolved
   bool has_h0;
   kernels::HgrnDims d;
 };
@@ -24,8 +30,43 @@ kernels::HgrnArgs<S> make_args(const HgrnCall& c, const std::vector<Tensor>& in)
   return a;
 }
 
+// The dtype the kernels run in: the reference tier (CPU only) always computes in f64.
 DType compute_dtype(const HgrnCall& c, DType in) {
   return c.impl == Impl::Reference ? DType::f64 : in;
+}
+
+template <class S>
+void forward_tier(const HgrnCall& c, Device dev, const kernels::HgrnArgs<S>& a,
+                  const kernels::HgrnOut<S>& out) {
+#ifdef HLA_WITH_CUDA
+  if (dev == Device::CUDA) {
+    if (c.impl == Impl::Chunk) return cuda::hgrn_chunk_forward<S>(a, out);
+    return cuda::hgrn_recurrent_forward<S>(a, out);
+  }
+#endif
+  HLA_CHECK(dev == Device::CPU, "hgrn: no kernels for device " << device_name(dev));
+  if constexpr (std::is_same_v<S, double>) {
+    if (c.impl == Impl::Reference) return kernels::hgrn_reference_forward(a, out);
+  }
+  if (c.impl == Impl::Chunk) return kernels::hgrn_chunk_forward<S>(a, out);
+  kernels::hgrn_recurrent_forward<S>(a, out);
+}
+
+template <class S>
+void backward_tier(const HgrnCall& c, Device dev, const kernels::HgrnArgs<S>& a,
+                   const kernels::HgrnGrad<S>& g) {
+#ifdef HLA_WITH_CUDA
+  if (dev == Device::CUDA) {
+    if (c.impl == Impl::Chunk) return cuda::hgrn_chunk_backward<S>(a, g);
+    return cuda::hgrn_recurrent_backward<S>(a, g);
+  }
+#endif
+  HLA_CHECK(dev == Device::CPU, "hgrn: no kernels for device " << device_name(dev));
+  if constexpr (std::is_same_v<S, double>) {
+    if (c.impl == Impl::Reference) return kernels::hgrn_reference_backward(a, g);
+  }
+  if (c.impl == Impl::Chunk) return kernels::hgrn_chunk_backward<S>(a, g);
+  kernels::hgrn_recurrent_backward<S>(a, g);
 }
 
 struct HgrnNode : Node {
@@ -33,24 +74,18 @@ struct HgrnNode : Node {
   const char* name() const override { return "hgrn"; }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
     const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
+    const Device dev = inputs[0].device();
     detail::BackwardStage st = detail::stage_backward(inputs, gout, dt, inputs[0].shape());
-    const std::vector<Tensor>& in = st.in;
-    std::vector<Tensor>& grads = st.grads;
     visit_floating(dt, "hgrn", [&]<class S>() {
       kernels::HgrnGrad<S> g;
       g.dout = st.dout.data<S>();
       g.dhT = detail::ptr<S>(st.dhT);
-      g.dx = grads[0].data<S>();
-      g.dg = grads[1].data<S>();
-      if (call.has_h0) g.dh0 = grads[2].data<S>();
-      const auto a = make_args<S>(call, in);
-      if constexpr (std::is_same_v<S, double>) {
-        if (call.impl == Impl::Reference) return kernels::hgrn_reference_backward(a, g);
-      }
-      if (call.impl == Impl::Chunk) return kernels::hgrn_chunk_backward<S>(a, g);
-      kernels::hgrn_recurrent_backward<S>(a, g);
+      g.dx = st.grads[0].data<S>();
+      g.dg = st.grads[1].data<S>();
+      if (call.has_h0) g.dh0 = st.grads[2].data<S>();
+      backward_tier<S>(call, dev, make_args<S>(call, st.in), g);
     });
-    return detail::grads_as(std::move(grads), in_dt);
+    return detail::grads_as(std::move(st.grads), in_dt);
   }
 };
 
@@ -61,25 +96,24 @@ RecurrenceResult hgrn(const Var& x, const Var& g, const Var& h0, Impl impl) {
   if (!x.defined()) throw Error(op, "an input x [B,T,D]", "none");
   check_rank(x.data(), 3, op, "x", "[B,T,D]");
   const DType in_dt = x.dtype();
-  detail::check_input(x, x.shape(), op, "x", "[B,T,D]", in_dt);
+  const Device dev = x.device();  // every input lives where x does
+  detail::check_input(x, x.shape(), op, "x", "[B,T,D]", in_dt, dev);
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
-  detail::check_input(g, {B, T, D}, op, "g", "[B,T,D]", in_dt);
-  if (h0.defined()) detail::check_input(h0, {B, D}, op, "h0", "[B,D]", in_dt);
+  detail::check_input(g, {B, T, D}, op, "g", "[B,T,D]", in_dt, dev);
+  if (h0.defined()) detail::check_input(h0, {B, D}, op, "h0", "[B,D]", in_dt, dev);
+  if (dev != Device::CPU && impl == Impl::Reference)
+    throw Error(op, "Impl::Auto, Impl::Recurrent or Impl::Chunk for cuda tensors",
+                "Impl::reference",
+                "the reference tier runs on the CPU only: move the inputs with .to(Device::CPU)");
   HgrnCall c{detail::resolve_impl(impl, T), h0.defined(), {B, T, D}};
   std::vector<Var> vars{x, g};
   if (c.has_h0) vars.push_back(h0);
   const DType dt = compute_dtype(c, in_dt);
   std::vector<Tensor> in;
   for (const Var& v : vars) in.push_back(detail::contiguous_as(v, dt));
-  Tensor o = Tensor::empty({B, T, D}, dt), hT = Tensor::empty({B, D}, dt);
+  Tensor o = Tensor::empty({B, T, D}, dt, dev), hT = Tensor::empty({B, D}, dt, dev);
   visit_floating(dt, op, [&]<class S>() {
-    const auto a = make_args<S>(c, in);
-    const kernels::HgrnOut<S> out{o.data<S>(), hT.data<S>()};
-    if constexpr (std::is_same_v<S, double>) {
-      if (c.impl == Impl::Reference) return kernels::hgrn_reference_forward(a, out);
-    }
-    if (c.impl == Impl::Chunk) return kernels::hgrn_chunk_forward<S>(a, out);
-    kernels::hgrn_recurrent_forward<S>(a, out);
+    forward_tier<S>(c, dev, make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
   });
   auto node = std::make_shared<HgrnNode>();
   node->call = c;

@@ -46,6 +46,8 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
 Tensor slice_backward(const Tensor& src, const Shape& shape, int64_t dim, int64_t start,
                       int64_t step);
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
 
 // ---- softmax.cu
 Tensor softmax(const Tensor& x, bool log);

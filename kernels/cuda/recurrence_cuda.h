@@ -9,7 +9,7 @@
 //                  step by step: decoding, short sequences, and the check of the chunked forms
 //   *_chunk_*      chunk size kernels::kChunk = 64: intra-chunk matrix products in parallel over
 //                  chunks, inter-chunk state passing (UT transform for the delta rule); for hgrn a
-//                  chunked parallel scan
+//                  chunked parallel scan with its own chunk-length rule (hgrn_scan.cu)
 //   softmax_attention_tiled_*  flash-style: tiles of queries and keys, online softmax, the [B,H,T]
 //                  log-sum-exp kept for the backward, no T x T matrix in memory
 //

@@ -120,6 +120,9 @@ Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Ten
 }
 
 Tensor gather(const Tensor& x_in, int64_t dim, const Tensor& index_in) {
+#ifdef HLA_WITH_CUDA
+  if (x_in.device() == Device::CUDA) return cuda::gather(x_in, dim, index_in);
+#endif
   require_cpu(x_in, "gather");
   dim = wrap_dim(dim, x_in.dim(), "gather");
   check_rank(index_in, x_in.dim(), "gather", "index");
@@ -146,11 +149,21 @@ Tensor gather(const Tensor& x_in, int64_t dim, const Tensor& index_in) {
 }
 
 Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index_in, const Tensor& src_in) {
+#ifdef HLA_WITH_CUDA
+  if (src_in.device() == Device::CUDA) return cuda::scatter_add(shape, dim, index_in, src_in);
+#endif
   require_cpu(src_in, "scatter_add");
   dim = wrap_dim(dim, static_cast<int64_t>(shape.size()), "scatter_add");
   const Tensor src = src_in.contiguous();
   const Tensor index = index_in.contiguous();
   HLA_CHECK(index.shape() == src.shape(), "scatter_add: index and src shapes differ");
+  bool fits = src.dim() == static_cast<int64_t>(shape.size());
+  for (int64_t d = 0; fits && d < src.dim(); ++d) fits = d == dim || src.shape()[d] == shape[d];
+  if (!fits)
+    throw Error("scatter_add",
+                "index sizes equal to the output's " + to_string(shape) + " except on dim " +
+                    std::to_string(dim),
+                to_string(src.shape()));
   const std::vector<int64_t> idx = read_index(index, shape[dim], "scatter_add");
   const Around ao = around(shape, dim), ai = around(index.shape(), dim);
   return visit_floating(src.dtype(), "scatter_add", [&]<class T>() {

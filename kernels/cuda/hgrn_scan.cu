@@ -1,0 +1,469 @@
+// HGRN's elementwise recurrence on CUDA (kernels/cuda/recurrence_cuda.h): the step-by-step tier
+// and the chunked parallel scan. Same maths and contracts as kernels/reference/hgrn.cpp and
+// kernels/cpu/recurrence/hgrn_{recurrent,chunk}.cpp.
+//
+// Shapes (row-major, contiguous device pointers):
+//   x, g, o, dout, dx, dg [B,T,D]        h0, hT, dhT, dh0 [B,D]
+//   h_t = exp(g_t) h_{t-1} + x_t        o_t = h_t        (h_{-1} = h0 or 0; hT = h_{T-1})
+// Backward, dh = dL/dh_t carried back in time from dh = dhT (or 0):
+//   dh += do_t;  dx_t = dh;  dh <- exp(g_t) dh;   finally dh0 = dh
+//   dg_t = exp(g_t) h_{t-1} dx_t                  (a forward walk once dx is known)
+//
+// Every thread owns one channel (b, d) over a range of steps and walks it; consecutive threads own
+// consecutive d, so every step's loads and stores are coalesced. kUnroll steps' loads are issued
+// together before their (serial) arithmetic, for memory-level parallelism. The three walks:
+//   forward walk   h <- exp(g_t) h + x_t, o_t = h
+//   reverse walk   dh += do_t, dx_t = dh, dh <- exp(g_t) dh
+//   gate walk      dg_t = exp(g_t) h dx_t, h <- exp(g_t) h + x_t   (reads back the dx it wrote)
+// Recurrent tier: one thread per (b, d) over the whole sequence: the forward walk; the reverse
+// walk then the gate walk for the backward.
+//
+// Chunk tier, forward, when B * ceil(D / 32) >= the multiprocessor count (enough channel tiles to
+// fill the GPU): one pass. A block owns 32 channels of one batch row and 16 time lanes (one warp
+// each) of 16 steps; it scans the sequence window by window (256 steps), the lanes' x and exp(g)
+// held in registers: each lane's end state from zero and its decay exp(sum of its log gates) go
+// to shared memory, each lane folds the lanes before it into the window's carry, rescans its
+// steps from there and writes o; the last lane's end state is the next window's carry.
+// Bytes: reads 2N, writes N (N = B*T*D elements), the floor.
+//
+// Chunk tier otherwise (few channel tiles: parallel over time too), and always for the backward:
+// the sequence is cut into n chunks of L steps (the last one partial),
+//   L = the smallest power of two >= kMinChunkLen with n = ceil(T / L) <= kTargetChunks,
+// so the B*n*D threads of passes 1 and 3 fill the GPU at any T while pass 2 walks few chunks.
+// Lambda(c) is the sum of the log gates over chunk c; every decay across chunks is exp(Lambda).
+//   pass 1, one thread per (b, c, d): Lambda(c) and the chunk's end state from a zero start,
+//           hl(c); for the backward also e(c) = sum_t do_t exp(g_first + ... + g_t), which is the
+//           reverse walk of the chunk from dh = 0 (one forward loop reads x, g, do once)
+//   pass 2, one thread per (b, d), chunk after chunk (both recurrences are linear in the carry):
+//           H(0) = h0, H(c+1) = hl(c) + exp(Lambda(c)) H(c), hT = H(n)   (state entering c)
+//           G(n) = dhT, G(c) = e(c) + exp(Lambda(c)) G(c+1), dh0 = G(0)  (dL/d state entering c)
+//   pass 3, one thread per (b, c, d): the forward walk from H(c) (forward); the reverse walk from
+//           G(c+1), then the gate walk from H(c) (backward)
+// Bytes moved, in elements (M = B*n*D <= N/L + B*D, the per-chunk buffers):
+//   forward:  pass 1 reads 2N, writes 2M; pass 2 reads 2M, writes M (+ hT); pass 3 reads 2N + M,
+//             writes N.  Total 5N + 6M; the floor (read x and g, write o) is 3N.
+//   backward: pass 1 reads 3N, writes 3M; pass 2 reads 4M (Lambda twice), writes 2M (+ dh0);
+//             pass 3 reads 3N + 2M and writes 2N, plus a second read of g and dx by the gate walk
+//             (the thread's own L steps, just touched: mostly served from L2). Total 8N + 11M;
+//             the floor (read x, g, do, write dx, dg) is 5N.
+// Measured on an H200, three-pass forms (f32, B=8, T=2048, D=1024, L=32; a 3N-byte device copy
+// takes 50 us): the forward's passes take 40 + 8 + 53 us, the backward's 54 + 11 + 101 us, each
+// streaming pass at 3.3 to 3.8 TB/s.
+// Any B, T, D > 0. dtypes: f32, f64. Gradients are overwritten, never accumulated.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/recurrence_cuda.h"
+
+namespace hla::cuda {
+
+using kernels::HgrnArgs;
+using kernels::HgrnGrad;
+using kernels::HgrnOut;
+
+namespace {
+
+constexpr int kUnroll = 8;  // steps whose loads are issued together
+// Blocks of kThreads per multiprocessor the streaming kernels are compiled for: at most 64
+// registers a thread in f32 (measured faster than the ~100 the unrolled loads take otherwise: the
+// occupancy hides more latency), 128 in f64 (no spills).
+template <class S>
+constexpr int kMinBlocks = sizeof(S) == 4 ? 4 : 2;
+constexpr int64_t kMinChunkLen = 16;
+constexpr int64_t kTargetChunks = 64;
+
+int64_t chunk_len(int64_t T) {
+  int64_t L = kMinChunkLen;
+  while (L * kTargetChunks < T) L *= 2;
+  return L;
+}
+
+// ---- the walks over `len` steps of one channel; element t sits at at + t * D.
+// dx is written by the reverse walk and read back by the gate walk of the same thread, so it is
+// never marked __restrict__ (that would allow the read-only cache path for it).
+
+template <class S>
+__device__ inline S forward_walk(const S* __restrict__ x, const S* __restrict__ g,
+                                 S* __restrict__ o, int64_t at, int64_t D, int64_t len, S h) {
+  for (int64_t t0 = 0; t0 < len; t0 += kUnroll) {
+    S xs[kUnroll] = {}, gs[kUnroll] = {};
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (t0 + u < len) {
+        xs[u] = x[at + (t0 + u) * D];
+        gs[u] = g[at + (t0 + u) * D];
+      }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (t0 + u < len) {
+        h = exp(gs[u]) * h + xs[u];
+        o[at + (t0 + u) * D] = h;
+      }
+  }
+  return h;
+}
+
+template <class S>
+__device__ inline S reverse_walk(const S* __restrict__ dout, const S* __restrict__ g, S* dx,
+                                 int64_t at, int64_t D, int64_t len, S dh) {
+  for (int64_t t1 = len - 1; t1 >= 0; t1 -= kUnroll) {  // steps t1, t1 - 1, ..., t1 - kUnroll + 1
+    S ds[kUnroll] = {}, gs[kUnroll] = {};
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (t1 - u >= 0) {
+        ds[u] = dout[at + (t1 - u) * D];
+        gs[u] = g[at + (t1 - u) * D];
+      }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (t1 - u >= 0) {
+        dh += ds[u];
+        dx[at + (t1 - u) * D] = dh;
+        dh *= exp(gs[u]);
+      }
+  }
+  return dh;
+}
+
+template <class S>
+__device__ inline void gate_walk(const S* __restrict__ x, const S* __restrict__ g, const S* dx,
+                                 S* __restrict__ dg, int64_t at, int64_t D, int64_t len, S h) {
+  for (int64_t t0 = 0; t0 < len; t0 += kUnroll) {
+    S xs[kUnroll] = {}, gs[kUnroll] = {}, dxs[kUnroll] = {};
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (t0 + u < len) {
+        xs[u] = x[at + (t0 + u) * D];
+        gs[u] = g[at + (t0 + u) * D];
+        dxs[u] = dx[at + (t0 + u) * D];
+      }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (t0 + u < len) {
+        const S f = exp(gs[u]);
+        dg[at + (t0 + u) * D] = f * h * dxs[u];
+        h = f * h + xs[u];
+      }
+  }
+}
+
+// ---- recurrent tier: thread p = b * D + d
+
+template <class S>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
+    hgrn_recurrent_fwd_kernel(const S* __restrict__ x, const S* __restrict__ g,
+                              const S* __restrict__ h0,  // [B,D] or null
+                              S* __restrict__ o,         // [B,T,D] overwritten
+                              S* __restrict__ hT,        // [B,D] or null
+                              int64_t B, int64_t T, int64_t D) {
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < B * D;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = p / D, d = p - b * D;
+    const S h = forward_walk(x, g, o, b * T * D + d, D, T, h0 ? h0[p] : S(0));
+    if (hT) hT[p] = h;
+  }
+}
+
+template <class S>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
+    hgrn_recurrent_bwd_kernel(const S* __restrict__ x, const S* __restrict__ g,
+                              const S* __restrict__ h0,    // [B,D] or null
+                              const S* __restrict__ dout,  // [B,T,D]
+                              const S* __restrict__ dhT,   // [B,D] or null
+                              S* dx,                       // [B,T,D] overwritten
+                              S* __restrict__ dg,          // [B,T,D] overwritten
+                              S* __restrict__ dh0,         // [B,D] or null
+                              int64_t B, int64_t T, int64_t D) {
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < B * D;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = p / D, d = p - b * D, at = b * T * D + d;
+    const S dh = reverse_walk(dout, g, dx, at, D, T, dhT ? dhT[p] : S(0));
+    if (dh0) dh0[p] = dh;
+    gate_walk(x, g, dx, dg, at, D, T, h0 ? h0[p] : S(0));
+  }
+}
+
+// ---- chunk tier. Per-chunk buffers are [B, n, D]: chunk thread p = (b * n + c) * D + d owns
+// entry p of each.
+
+struct ChunkGrid {
+  int64_t B, T, D, L, n;
+  __device__ int64_t at(int64_t p) const {  // offset of the chunk's first step in [B,T,D]
+    const int64_t d = p % D, bc = p / D, c = bc % n, b = bc / n;
+    return (b * T + c * L) * D + d;
+  }
+  __device__ int64_t len(int64_t p) const {
+    const int64_t c = (p / D) % n;
+    return min(L, T - c * L);
+  }
+};
+
+// Pass 1: Lambda(c), hl(c) and, when dout is given, e(c).
+template <class S>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
+    hgrn_chunk_summary_kernel(ChunkGrid cg, const S* __restrict__ x, const S* __restrict__ g,
+                              const S* __restrict__ dout,  // [B,T,D] or null
+                              S* __restrict__ lambda,      // [B,n,D]
+                              S* __restrict__ h_local,     // [B,n,D]
+                              S* __restrict__ d_local) {   // [B,n,D] or null
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * cg.n * cg.D;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t at = cg.at(p), len = cg.len(p), D = cg.D;
+    S lam = S(0), h = S(0), e = S(0);
+    for (int64_t t0 = 0; t0 < len; t0 += kUnroll) {
+      S xs[kUnroll] = {}, gs[kUnroll] = {}, ds[kUnroll] = {};
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (t0 + u < len) {
+          xs[u] = x[at + (t0 + u) * D];
+          gs[u] = g[at + (t0 + u) * D];
+          if (dout) ds[u] = dout[at + (t0 + u) * D];
+        }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (t0 + u < len) {
+          h = exp(gs[u]) * h + xs[u];
+          lam += gs[u];
+          if (dout) e += ds[u] * exp(lam);
+        }
+    }
+    lambda[p] = lam;
+    h_local[p] = h;
+    if (d_local) d_local[p] = e;
+  }
+}
+
+// Pass 2: thread p = b * D + d links the chunks of its channel. The backward carry (only when
+// d_local is given) runs in the same loop, chunk n-1-i beside chunk i, so the two chains' loads
+// overlap.
+template <class S>
+__global__ void __launch_bounds__(kThreads)
+    hgrn_chunk_carry_kernel(ChunkGrid cg, const S* __restrict__ lambda,
+                            const S* __restrict__ h_local,
+                            const S* __restrict__ h0,       // [B,D] or null
+                            S* __restrict__ h_in,           // [B,n,D]: H(c)
+                            S* __restrict__ hT,             // [B,D] or null
+                            const S* __restrict__ d_local,  // [B,n,D] or null
+                            const S* __restrict__ dhT,      // [B,D] or null
+                            S* __restrict__ d_after,        // [B,n,D]: G(c+1)
+                            S* __restrict__ dh0) {          // [B,D] or null
+  const int64_t D = cg.D, n = cg.n;
+  const bool backward = d_local != nullptr;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * D;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = p / D, d = p - b * D, first = b * n * D + d;  // entry of chunk c: first + c*D
+    S h = h0 ? h0[p] : S(0);
+    S dh = dhT ? dhT[p] : S(0);
+    for (int64_t i0 = 0; i0 < n; i0 += kUnroll) {
+      S lf[kUnroll] = {}, hl[kUnroll] = {}, lb[kUnroll] = {}, dl[kUnroll] = {};
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (i0 + u < n) {
+          const int64_t qf = first + (i0 + u) * D, qb = first + (n - 1 - i0 - u) * D;
+          lf[u] = lambda[qf];
+          hl[u] = h_local[qf];
+          if (backward) {
+            lb[u] = lambda[qb];
+            dl[u] = d_local[qb];
+          }
+        }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (i0 + u < n) {
+          const int64_t qf = first + (i0 + u) * D, qb = first + (n - 1 - i0 - u) * D;
+          h_in[qf] = h;
+          h = hl[u] + exp(lf[u]) * h;
+          if (backward) {
+            d_after[qb] = dh;
+            dh = dl[u] + exp(lb[u]) * dh;
+          }
+        }
+    }
+    if (hT) hT[p] = h;
+    if (dh0) dh0[p] = dh;
+  }
+}
+
+// Pass 3 of the forward: each chunk's forward walk from the state entering it.
+template <class S>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
+    hgrn_chunk_fwd_kernel(ChunkGrid cg, const S* __restrict__ x, const S* __restrict__ g,
+                          const S* __restrict__ h_in, S* __restrict__ o) {
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * cg.n * cg.D;
+       p += int64_t(gridDim.x) * blockDim.x)
+    forward_walk(x, g, o, cg.at(p), cg.D, cg.len(p), h_in[p]);
+}
+
+// Pass 3 of the backward: each chunk's reverse walk from the gradient entering it from after,
+// then its gate walk from the state entering it.
+template <class S>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
+    hgrn_chunk_bwd_kernel(ChunkGrid cg, const S* __restrict__ x, const S* __restrict__ g,
+                          const S* __restrict__ dout, const S* __restrict__ h_in,
+                          const S* __restrict__ d_after, S* dx, S* __restrict__ dg) {
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * cg.n * cg.D;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t at = cg.at(p), len = cg.len(p);
+    reverse_walk(dout, g, dx, at, cg.D, len, d_after[p]);
+    gate_walk(x, g, dx, dg, at, cg.D, len, h_in[p]);
+  }
+}
+
+// The one-pass chunk forward: block = (b, tile of kTileCh channels) with kLanes time lanes (one
+// warp each) of kLaneSteps steps; thread (lane, ch) holds its steps' x and exp(g) in registers.
+// Per window of kWindow steps: lane summaries to shared memory; each lane folds the summaries of
+// the lanes before it into the window's carry; it then rescans its steps from that state and
+// writes o; the last lane's end state is the next window's carry. Steps past T and channels past
+// D are identity steps (x = 0, g = 0), so they pass the carry through unchanged.
+constexpr int kTileCh = 32;
+constexpr int kLanes = 16;
+constexpr int kLaneSteps = 16;
+constexpr int kWindow = kLanes * kLaneSteps;
+
+// Compiled for as many threads per multiprocessor as the streaming kernels (64 registers in f32).
+template <class S>
+__global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
+    hgrn_window_fwd_kernel(const S* __restrict__ x, const S* __restrict__ g,
+                           const S* __restrict__ h0,  // [B,D] or null
+                           S* __restrict__ o,         // [B,T,D] overwritten
+                           S* __restrict__ hT,        // [B,D] or null
+                           int64_t T, int64_t D) {
+  __shared__ S lane_h[kLanes][kTileCh];      // a lane's end state from a zero start
+  __shared__ S lane_decay[kLanes][kTileCh];  // exp(sum of the lane's log gates)
+  __shared__ S carry[kTileCh];               // the state entering the window
+  const int ch = threadIdx.x % kTileCh, lane = threadIdx.x / kTileCh;
+  const int64_t tiles = (D + kTileCh - 1) / kTileCh;
+  const int64_t b = blockIdx.x / tiles, d = (blockIdx.x % tiles) * kTileCh + ch;
+  const bool live = d < D;
+  if (lane == 0) carry[ch] = live && h0 ? h0[b * D + d] : S(0);
+  S h = S(0);
+  for (int64_t w0 = 0; w0 < T; w0 += kWindow) {
+    const int64_t t0 = w0 + int64_t(lane) * kLaneSteps, at = (b * T + t0) * D + d;
+    S xs[kLaneSteps], fs[kLaneSteps], lam = S(0);
+#pragma unroll
+    for (int s = 0; s < kLaneSteps; ++s) {
+      const bool in = live && t0 + s < T;
+      const S gv = in ? g[at + s * D] : S(0);
+      xs[s] = in ? x[at + s * D] : S(0);
+      fs[s] = exp(gv);
+      lam += gv;
+    }
+    h = S(0);
+#pragma unroll
+    for (int s = 0; s < kLaneSteps; ++s) h = fs[s] * h + xs[s];
+    lane_h[lane][ch] = h;
+    lane_decay[lane][ch] = exp(lam);
+    __syncthreads();  // every lane's summary and the window's carry written
+    h = carry[ch];
+    for (int j = 0; j < lane; ++j) h = lane_h[j][ch] + lane_decay[j][ch] * h;
+    __syncthreads();  // every read of carry and the summaries done before they are rewritten
+#pragma unroll
+    for (int s = 0; s < kLaneSteps; ++s) {
+      h = fs[s] * h + xs[s];
+      if (live && t0 + s < T) o[at + s * D] = h;
+    }
+    if (lane == kLanes - 1) carry[ch] = h;
+  }
+  if (lane == kLanes - 1 && live && hT) hT[b * D + d] = h;
+}
+
+// ---- launchers
+
+template <class S>
+void check_args(const HgrnArgs<S>& a, const char* op) {
+  const kernels::HgrnDims& d = a.d;
+  HLA_CHECK(d.B > 0 && d.T > 0 && d.D > 0, op << ": B,T,D = " << d.B << "," << d.T << "," << d.D);
+  HLA_CHECK(a.x && a.g, op << ": x and g are required");
+}
+
+template <class S>
+Tensor scratch_of(int64_t n) {
+  return cuda_empty({n}, std::is_same_v<S, double> ? DType::f64 : DType::f32);
+}
+
+ChunkGrid chunk_grid(const kernels::HgrnDims& d) {
+  const int64_t L = chunk_len(d.T);
+  return {d.B, d.T, d.D, L, (d.T + L - 1) / L};
+}
+
+}  // namespace
+
+template <class S>
+void hgrn_recurrent_forward(const HgrnArgs<S>& a, const HgrnOut<S>& out) {
+  check_args(a, "hgrn_recurrent_forward (cuda)");
+  HLA_CHECK(out.o, "o is required");
+  const int64_t B = a.d.B, T = a.d.T, D = a.d.D;
+  hgrn_recurrent_fwd_kernel<S>
+      <<<grid_for(B * D), kThreads, 0, stream()>>>(a.x, a.g, a.h0, out.o, out.hT, B, T, D);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <class S>
+void hgrn_recurrent_backward(const HgrnArgs<S>& a, const HgrnGrad<S>& grad) {
+  check_args(a, "hgrn_recurrent_backward (cuda)");
+  HLA_CHECK(grad.dout && grad.dx && grad.dg, "dout, dx and dg are required");
+  const int64_t B = a.d.B, T = a.d.T, D = a.d.D;
+  hgrn_recurrent_bwd_kernel<S><<<grid_for(B * D), kThreads, 0, stream()>>>(
+      a.x, a.g, a.h0, grad.dout, grad.dhT, grad.dx, grad.dg, grad.dh0, B, T, D);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <class S>
+void hgrn_chunk_forward(const HgrnArgs<S>& a, const HgrnOut<S>& out) {
+  check_args(a, "hgrn_chunk_forward (cuda)");
+  HLA_CHECK(out.o, "o is required");
+  const int64_t blocks = a.d.B * ((a.d.D + kTileCh - 1) / kTileCh);
+  if (blocks >= Context::get().props().multiProcessorCount) {  // the one-pass forward fills the GPU
+    HLA_CHECK(blocks < (int64_t(1) << 31), "hgrn_chunk_forward (cuda): B*D too large");
+    hgrn_window_fwd_kernel<S><<<static_cast<unsigned>(blocks), kTileCh * kLanes, 0, stream()>>>(
+        a.x, a.g, a.h0, out.o, out.hT, a.d.T, a.d.D);
+    CUDA_CHECK(cudaGetLastError());
+    return;
+  }
+  const ChunkGrid cg = chunk_grid(a.d);
+  const int64_t M = cg.B * cg.n * cg.D;
+  const Tensor scratch = scratch_of<S>(3 * M);  // lambda | h_local | h_in
+  S* lambda = static_cast<S*>(const_cast<void*>(scratch.raw_data()));
+  S* h_local = lambda + M;
+  S* h_in = h_local + M;
+  hgrn_chunk_summary_kernel<S>
+      <<<grid_for(M), kThreads, 0, stream()>>>(cg, a.x, a.g, nullptr, lambda, h_local, nullptr);
+  CUDA_CHECK(cudaGetLastError());
+  hgrn_chunk_carry_kernel<S><<<grid_for(cg.B * cg.D), kThreads, 0, stream()>>>(
+      cg, lambda, h_local, a.h0, h_in, out.hT, nullptr, nullptr, nullptr, nullptr);
+  CUDA_CHECK(cudaGetLastError());
+  hgrn_chunk_fwd_kernel<S><<<grid_for(M), kThreads, 0, stream()>>>(cg, a.x, a.g, h_in, out.o);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <class S>
+void hgrn_chunk_backward(const HgrnArgs<S>& a, const HgrnGrad<S>& grad) {
+  check_args(a, "hgrn_chunk_backward (cuda)");
+  HLA_CHECK(grad.dout && grad.dx && grad.dg, "dout, dx and dg are required");
+  const ChunkGrid cg = chunk_grid(a.d);
+  const int64_t M = cg.B * cg.n * cg.D;
+  const Tensor scratch = scratch_of<S>(5 * M);  // lambda | h_local | d_local | h_in | d_after
+  S* lambda = static_cast<S*>(const_cast<void*>(scratch.raw_data()));
+  S* h_local = lambda + M;
+  S* d_local = h_local + M;
+  S* h_in = d_local + M;
+  S* d_after = h_in + M;
+  hgrn_chunk_summary_kernel<S>
+      <<<grid_for(M), kThreads, 0, stream()>>>(cg, a.x, a.g, grad.dout, lambda, h_local, d_local);
+  CUDA_CHECK(cudaGetLastError());
+  hgrn_chunk_carry_kernel<S><<<grid_for(cg.B * cg.D), kThreads, 0, stream()>>>(
+      cg, lambda, h_local, a.h0, h_in, nullptr, d_local, grad.dhT, d_after, grad.dh0);
+  CUDA_CHECK(cudaGetLastError());
+  hgrn_chunk_bwd_kernel<S><<<grid_for(M), kThreads, 0, stream()>>>(cg, a.x, a.g, grad.dout, h_in,
+                                                                   d_after, grad.dx, grad.dg);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template void hgrn_recurrent_forward<float>(const HgrnArgs<float>&, const HgrnOut<float>&);
+template void hgrn_recurrent_forward<double>(const HgrnArgs<double>&, const HgrnOut<double>&);
+template void hgrn_recurrent_backward<float>(const HgrnArgs<float>&, const HgrnGrad<float>&);
+template void hgrn_recurrent_backward<double>(const HgrnArgs<double>&, const HgrnGrad<double>&);
+template void hgrn_chunk_forward<float>(const HgrnArgs<float>&, const HgrnOut<float>&);
+template void hgrn_chunk_forward<double>(const HgrnArgs<double>&, const HgrnOut<double>&);
+template void hgrn_chunk_backward<float>(const HgrnArgs<float>&, const HgrnGrad<float>&);
+template void hgrn_chunk_backward<double>(const HgrnArgs<double>&, const HgrnGrad<double>&);
+
+}  // namespace hla::cuda
