@@ -1,7 +1,8 @@
 // Tests: `hla sweep` through the built binary on a 2-cell grid (GLA pure and 1:1, 3 steps):
 // results.csv / results.md, resume that skips finished cells without retraining and reruns a
 // failed one, the plot script (skipped with a WARN without python3 + matplotlib), and the shipped
-// grids resolving every cell's config (--dry-run).
+// grids resolving every cell's config (--dry-run); --shard I/N splitting the cells into shard
+// files that a plain run merges.
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
@@ -120,4 +121,38 @@ TEST_CASE("cli sweep: the shipped grids resolve every cell (--dry-run)", "[cli][
   CHECK(gpu.code == 0);
   CHECK_THAT(gpu.output, Catch::Contains("mqar"));
   CHECK_THAT(gpu.output, Catch::Contains("layers 24"));
+}
+
+TEST_CASE("cli sweep --shard: shards split the cells, a plain run merges them", "[cli][sweep]") {
+  TempDir dir("sweep_shard_cli");
+  write_text(dir.file("grid.toml"), kGrid);
+  const std::string out = dir.file("out");
+  const std::string base = "sweep --grid " + dir.file("grid.toml") + " --out " + out + " --no-plots";
+
+  for (const char* shard : {"0/2", "1/2"}) {
+    const Result r = run_hla(base + " --shard " + shard);
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK_THAT(r.output, Catch::Contains(std::string("shard ") + shard + ": 1 ran"));
+  }
+  CHECK_FALSE(std::filesystem::exists(out + "/results.csv"));
+  const std::string a = read_text(out + "/results.shard-0-of-2.csv");
+  const std::string b = read_text(out + "/results.shard-1-of-2.csv");
+  CHECK(count(a, ",ok\n") == 1);
+  CHECK(count(b, ",ok\n") == 1);
+  for (const char* cell : {"mqar__gla__pure__s0,", "mqar__gla__1-1__s0,"})
+    CHECK(count(a, cell) + count(b, cell) == 1);
+
+  const Result merged = run_hla(base);
+  INFO(merged.output);
+  REQUIRE(merged.code == 0);
+  CHECK_THAT(merged.output, Catch::Contains("0 ran, 2 skipped"));
+  CHECK(count(read_text(out + "/results.csv"), ",ok\n") == 2);
+  CHECK_THAT(read_text(out + "/results.md"), Catch::Contains("| gla |"));
+
+  for (const char* bad : {"2/2", "-1/2", "1", "a/b", "0/0"}) {
+    const Result r = run_hla(base + " --shard " + bad);
+    CHECK(r.code == 1);
+    CHECK_THAT(r.output, Catch::Contains("--shard") && Catch::Contains("I/N"));
+  }
 }
