@@ -23,4 +23,10 @@ Var merge_heads(const Var& x) {
   return reshape(x, {x.size(0), x.size(1), x.size(2) * x.size(3)});
 }
 
+Var repeat_heads(const Var& x, int64_t groups) {
+  if (groups == 1) return x;
+  const int64_t B = x.size(0), T = x.size(1), Hkv = x.size(2), d = x.size(3);
+  return reshape(expand(unsqueeze(x, 3), {B, T, Hkv, groups, d}), {B, T, Hkv * groups, d});
+}
+
 }  // namespace hla::nn

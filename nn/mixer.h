@@ -42,5 +42,8 @@ Var one_minus(const Var& x);
 // [B,T,H*d] -> [B,T,H,d] and back (head h owns features h*d .. h*d+d-1).
 Var split_heads(const Var& x, int64_t heads);
 Var merge_heads(const Var& x);
+// [B,T,Hkv,d] -> [B,T,Hkv*G,d], each head repeated G times in place: head h of the result is
+// head floor(h/G) of x (fla's repeat '... h d -> ... (h g) d', used for GQA / GVA).
+Var repeat_heads(const Var& x, int64_t groups);
 
 }  // namespace hla::nn

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -12,6 +13,7 @@
 #include "autograd/primitives.h"
 #include "nn/block.h"
 #include "nn/embedding.h"
+#include "nn/feature_map.h"
 #include "nn/inspect.h"
 #include "nn/mixers/attention.h"
 #include "nn/mixers/delta_net.h"
@@ -124,6 +126,22 @@ void validate(const ModelConfig& c) {
       require(scaled(d, c.expand_k) / H % 2 == 0, "model.num_heads",
               "an even key head dim (rotary)", str(scaled(d, c.expand_k) / H));
   }
+  if (v == "gla" || v == "retnet") {
+    require(c.num_kv_heads == 0 || (c.num_kv_heads > 0 && H % c.num_kv_heads == 0),
+            "model.num_kv_heads", "0 (= num_heads) or a divisor of model.num_heads = " + str(H),
+            str(c.num_kv_heads));
+    check_feature_map("model.feature_map", c.feature_map);
+  }
+  if (v == "gla")
+    require(!std::isnan(c.clamp_min) && c.clamp_min < std::numeric_limits<double>::infinity(),
+            "model.clamp_min", "a finite log-decay floor (-inf: no clamp)", str(c.clamp_min));
+  if (v == "delta_net") {
+    require(c.qk_activation == "silu" || c.qk_activation == "relu" || c.qk_activation == "elu" ||
+                c.qk_activation == "identity",
+            "model.qk_activation", "one of silu, relu, elu, identity", "\"" + c.qk_activation + "\"");
+    require(c.qk_norm == "l2" || c.qk_norm == "sum", "model.qk_norm", "l2 or sum",
+            "\"" + c.qk_norm + "\"");
+  }
   if (v == "hgrn2")
     require(c.expand_ratio > 0 && d % c.expand_ratio == 0, "model.expand_ratio",
             "a divisor of model.hidden_size (d_k per head; heads = hidden / expand_ratio)",
@@ -133,6 +151,9 @@ void validate(const ModelConfig& c) {
     require(c.head_dim > 0, "model.head_dim", "a positive head dim", str(c.head_dim));
     require(scaled(c.head_dim, c.expand_v) > 0, "model.expand_v", "head_dim * expand_v >= 1",
             str(c.expand_v));
+    require(c.num_v_heads == 0 || (c.num_v_heads > 0 && c.num_v_heads % H == 0),
+            "model.num_v_heads", "0 (= num_heads) or a multiple of model.num_heads = " + str(H),
+            str(c.num_v_heads));
   }
   // Softmax attention layers (all of them for the transformer variant).
   std::set<int64_t> seen;
@@ -183,27 +204,30 @@ std::shared_ptr<Mixer> make_mixer(const ModelConfig& c, bool attention, Generato
   if (v == "gla")
     return std::make_shared<GatedLinearAttention>(
         GLAOptions{.hidden_size = d, .expand_k = c.expand_k, .expand_v = c.expand_v,
-                   .num_heads = c.num_heads, .use_short_conv = c.use_short_conv,
+                   .num_heads = c.num_heads, .num_kv_heads = c.num_kv_heads,
+                   .feature_map = c.feature_map, .use_short_conv = c.use_short_conv,
                    .conv_size = c.conv_size, .use_output_gate = c.use_output_gate,
-                   .norm_eps = c.norm_eps, .initializer_range = std},
+                   .norm_eps = c.norm_eps, .clamp_min = c.clamp_min, .initializer_range = std},
         gen);
   if (v == "retnet")
     return std::make_shared<MultiScaleRetention>(
         RetNetOptions{.hidden_size = d, .expand_k = c.expand_k, .expand_v = c.expand_v,
-                      .num_heads = c.num_heads, .use_output_gate = c.use_output_gate,
+                      .num_heads = c.num_heads, .num_kv_heads = c.num_kv_heads,
+                      .feature_map = c.feature_map, .use_output_gate = c.use_output_gate,
                       .norm_eps = c.norm_eps, .initializer_range = std},
         gen);
   if (v == "delta_net")
     return std::make_shared<DeltaNet>(
         DeltaNetOptions{.hidden_size = d, .expand_k = c.expand_k, .expand_v = c.expand_v,
-                        .num_heads = c.num_heads, .use_gate = c.use_output_gate,
-                        .use_short_conv = c.use_short_conv, .conv_size = c.conv_size,
-                        .allow_neg_eigval = c.allow_neg_eigval, .norm_eps = c.norm_eps,
-                        .initializer_range = std},
+                        .num_heads = c.num_heads, .use_beta = c.use_beta,
+                        .use_gate = c.use_output_gate, .use_short_conv = c.use_short_conv,
+                        .conv_size = c.conv_size, .allow_neg_eigval = c.allow_neg_eigval,
+                        .qk_activation = c.qk_activation, .qk_norm = c.qk_norm,
+                        .norm_eps = c.norm_eps, .initializer_range = std},
         gen);
   return std::make_shared<GatedDeltaNet>(
       GatedDeltaNetOptions{.hidden_size = d, .head_dim = c.head_dim, .num_heads = c.num_heads,
-                           .expand_v = c.expand_v, .use_gate = c.use_output_gate,
+                           .num_v_heads = c.num_v_heads, .expand_v = c.expand_v, .use_gate = c.use_output_gate,
                            .use_short_conv = c.use_short_conv, .conv_size = c.conv_size,
                            .allow_neg_eigval = c.allow_neg_eigval, .norm_eps = c.norm_eps,
                            .initializer_range = std},

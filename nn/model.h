@@ -9,6 +9,7 @@
 // Parameter names follow fla's state dicts (model.layers.3.attn.q_proj.weight, ...).
 #pragma once
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,14 @@ struct ModelConfig {
   int64_t conv_size = 4;
   bool use_output_gate = true;   // GLA / RetNet / GatedDeltaNet output gate
   bool allow_neg_eigval = false; // delta rules: beta in (0, 2)
+  // Non-default fla layer options (spec sections 3-6); the defaults are fla's.
+  int64_t num_kv_heads = 0;           // GLA / RetNet: key/value heads (GQA); 0: num_heads
+  std::string feature_map = "none";  // GLA / RetNet: none | relu | silu | swish | sigmoid
+  double clamp_min = -std::numeric_limits<double>::infinity();  // GLA: log-decay floor; -inf: none
+  bool use_beta = true;               // DeltaNet: false -> beta = 1, no b_proj
+  std::string qk_activation = "silu"; // DeltaNet: silu | relu | elu | identity
+  std::string qk_norm = "l2";         // DeltaNet: l2 | sum
+  int64_t num_v_heads = 0;            // GatedDeltaNet: value heads (GVA); 0: num_heads
   bool use_lower_bound = true;   // HGRN / HGRN2 lower-bound schedule
   double hidden_ratio = 4.0;     // MLP: intermediate = 256 * ceil(int(d * ratio * 2/3) / 256)
   int64_t intermediate_size = 0; // 0: derived from hidden_ratio

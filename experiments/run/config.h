@@ -7,7 +7,9 @@
 //   [model]  variant, layout ("pure" | "transformer" | "r:1" | "custom"), attention_layers
 //            (with layout "custom"), vocab_size (0: the data's), hidden_size, num_layers,
 //            num_heads, expand_k, expand_v, expand_ratio, head_dim, use_short_conv, conv_size,
-//            use_output_gate, allow_neg_eigval, use_lower_bound, hidden_ratio,
+//            use_output_gate, allow_neg_eigval, num_kv_heads (0: num_heads), feature_map
+//            ("none"), clamp_min (-inf: none), use_beta, qk_activation, qk_norm, num_v_heads
+//            (0: num_heads), use_lower_bound, hidden_ratio,
 //            intermediate_size, norm_eps, initializer_range, tie_word_embeddings,
 //            attn_num_heads, attn_num_kv_heads, attn_window, rope_theta, attn_qkv_bias
 //   [data]   task (synthetic task spec, e.g. "mqar:vocab_size=256,pairs=8"; seq_len defaults to

@@ -1,9 +1,11 @@
 // defines: to_hf_config and from_hf_config (see hf_config.h).
 #include "experiments/run/hf_config.h"
 
+#include <cmath>
 #include <map>
 #include <set>
 
+#include "nn/feature_map.h"
 #include "tensor/error.h"
 
 namespace hla::run {
@@ -22,6 +24,8 @@ const std::map<std::string, std::string>& architectures() {
 }
 
 json window_json(int64_t window) { return window > 0 ? json(window) : json(nullptr); }
+// hla's "0 = the default" head counts and "none" / -inf options are fla's None.
+json heads_json(int64_t heads) { return heads > 0 ? json(heads) : json(nullptr); }
 
 // Reads keys of one JSON object with type checks, remembering which keys were consumed.
 class Reader {
@@ -166,15 +170,15 @@ json to_hf_config(const nn::ModelConfig& m, const std::string& torch_dtype) {
     j["use_lower_bound"] = m.use_lower_bound;
   } else if (v == "gla" || v == "retnet") {
     j["num_heads"] = m.num_heads;
-    j["num_kv_heads"] = nullptr;
+    j["num_kv_heads"] = heads_json(m.num_kv_heads);
     j["expand_k"] = m.expand_k;
     j["expand_v"] = m.expand_v;
     j["use_output_gate"] = m.use_output_gate;
-    j["feature_map"] = nullptr;
+    j["feature_map"] = m.feature_map == "none" ? json(nullptr) : json(m.feature_map);
     if (v == "gla") {
       j["use_short_conv"] = m.use_short_conv;
       j["conv_size"] = m.conv_size;
-      j["clamp_min"] = nullptr;
+      j["clamp_min"] = std::isinf(m.clamp_min) && m.clamp_min < 0 ? json(nullptr) : json(m.clamp_min);
     }
   } else if (v == "delta_net" || v == "gated_deltanet") {
     j["num_heads"] = m.num_heads;
@@ -185,12 +189,12 @@ json to_hf_config(const nn::ModelConfig& m, const std::string& torch_dtype) {
     j["allow_neg_eigval"] = m.allow_neg_eigval;
     if (v == "delta_net") {
       j["expand_k"] = m.expand_k;
-      j["use_beta"] = true;
-      j["qk_norm"] = "l2";
-      j["qk_activation"] = "silu";
+      j["use_beta"] = m.use_beta;
+      j["qk_norm"] = m.qk_norm;
+      j["qk_activation"] = m.qk_activation;
     } else {
       j["head_dim"] = m.head_dim;
-      j["num_v_heads"] = nullptr;
+      j["num_v_heads"] = heads_json(m.num_v_heads);
     }
   } else {  // transformer: its only mixer is attention
     j["num_heads"] = m.attn_num_heads;
@@ -260,15 +264,20 @@ HfConfig from_hf_config(const json& config, const std::string& source) {
     r.mark_used("num_heads");
   } else if (v == "gla" || v == "retnet") {
     m.num_heads = r.integer("num_heads", m.num_heads);
-    r.require("num_kv_heads", m.num_heads, "hla's GLA and RetNet have no grouped key/value heads");
-    r.require("feature_map", nullptr, "hla runs the identity feature map only");
+    m.num_kv_heads = r.integer("num_kv_heads", 0);
+    if (m.num_kv_heads < 0 || (m.num_kv_heads > 0 && m.num_heads % m.num_kv_heads != 0))
+      r.fail("num_kv_heads", "null or a divisor of num_heads = " + std::to_string(m.num_heads));
+    m.feature_map = r.string("feature_map", "none");
+    if (r.has("feature_map") && (m.feature_map == "none" || !nn::is_feature_map(m.feature_map)))
+      r.fail("feature_map", "null or one of relu, silu, swish, sigmoid",
+             "hla builds the elementwise feature maps only (no hedgehog, t2r, dpfp, ...)");
     m.expand_k = r.number("expand_k", m.expand_k);
     m.expand_v = r.number("expand_v", m.expand_v);
     m.use_output_gate = r.boolean("use_output_gate", true);
     if (v == "gla") {
       m.use_short_conv = r.boolean("use_short_conv", false);
       m.conv_size = r.integer("conv_size", 4);
-      r.require("clamp_min", nullptr, "hla's GLA does not clamp the gate");
+      m.clamp_min = r.number("clamp_min", m.clamp_min);
     } else if (r.boolean("use_short_conv", false)) {
       out.notes.push_back("use_short_conv = true ignored: fla's RetNet block does not pass it on");
     }
@@ -281,12 +290,19 @@ HfConfig from_hf_config(const json& config, const std::string& source) {
     m.allow_neg_eigval = r.boolean("allow_neg_eigval", false);
     if (v == "delta_net") {
       m.expand_k = r.number("expand_k", m.expand_k);
-      r.require("use_beta", true, "hla's DeltaNet always learns beta");
-      r.require("qk_norm", "l2", "hla's DeltaNet L2-normalises q and k");
-      r.require("qk_activation", "silu", "hla's DeltaNet applies silu to q and k");
+      m.use_beta = r.boolean("use_beta", true);
+      m.qk_norm = r.string("qk_norm", "l2");
+      if (m.qk_norm != "l2" && m.qk_norm != "sum") r.fail("qk_norm", "\"l2\" or \"sum\"");
+      m.qk_activation = r.string("qk_activation", "silu");
+      if (m.qk_activation != "silu" && m.qk_activation != "relu" && m.qk_activation != "elu" &&
+          m.qk_activation != "identity")
+        r.fail("qk_activation", "one of \"silu\", \"relu\", \"elu\", \"identity\"");
     } else {
       m.head_dim = r.integer("head_dim", m.head_dim);
-      r.require("num_v_heads", m.num_heads, "hla's Gated DeltaNet has no grouped value heads");
+      m.num_v_heads = r.integer("num_v_heads", 0);
+      if (m.num_v_heads < 0 || (m.num_v_heads > 0 && m.num_v_heads % m.num_heads != 0))
+        r.fail("num_v_heads", "null or a multiple of num_heads = " + std::to_string(m.num_heads),
+               "hla's grouped value heads (GVA) need num_v_heads >= num_heads");
     }
   } else {  // transformer
     m.attn_num_heads = r.integer("num_heads", 32);

@@ -9,13 +9,15 @@
 //   hgrn            expand_ratio (1), use_short_conv, conv_size, use_lower_bound
 //   hgrn2           num_heads, expand_ratio (d_k; num_heads = hidden / expand_ratio),
 //                   use_short_conv, conv_size, use_lower_bound
-//   gla             num_heads, num_kv_heads (null), expand_k, expand_v, use_short_conv,
-//                   conv_size, use_output_gate, feature_map (null), clamp_min (null)
-//   retnet          num_heads, num_kv_heads (null), expand_k, expand_v, use_output_gate,
-//                   feature_map (null)
+//   gla             num_heads, num_kv_heads (null: num_heads), expand_k, expand_v,
+//                   use_short_conv, conv_size, use_output_gate, feature_map (null: none),
+//                   clamp_min (null: none)
+//   retnet          num_heads, num_kv_heads (null: num_heads), expand_k, expand_v,
+//                   use_output_gate, feature_map (null: none)
 //   delta_net       num_heads, expand_k, expand_v, use_gate, use_short_conv, conv_size,
-//                   allow_neg_eigval, use_beta (true), qk_norm ("l2"), qk_activation ("silu")
-//   gated_deltanet  num_heads, num_v_heads (null), head_dim, expand_v, use_gate,
+//                   allow_neg_eigval, use_beta, qk_norm ("l2" | "sum"), qk_activation ("silu" |
+//                   "relu" | "elu" | "identity")
+//   gated_deltanet  num_heads, num_v_heads (null: num_heads), head_dim, expand_v, use_gate,
 //                   use_short_conv, conv_size, allow_neg_eigval
 //   transformer     num_heads, num_kv_heads, qkv_bias, qk_norm (false), window_size (null),
 //                   rope_theta (the attn_* fields of ModelConfig)
@@ -26,9 +28,10 @@
 //
 // Reading fills absent keys with fla's config-class defaults (hidden_size 2048, 24 layers (21 for
 // gated_deltanet), vocab 32000, and the variant's head layout). A value hla cannot run (another
-// activation, a feature map, GQA in a linear mixer, qk_norm, ...) throws hla::Error naming the
-// file and key; keys that do not change the maths (fuse_*, use_cache, token ids, attn_mode, ...)
-// are ignored, and keys hla does not know are reported in `notes`.
+// activation, a learned feature map, kv heads that do not divide num_heads, the transformer's
+// qk_norm, ...) throws hla::Error naming the file and key; keys that do not change the maths
+// (fuse_*, use_cache, token ids, attn_mode, ...) are ignored, and keys hla does not know are
+// reported in `notes`.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,10 +1,12 @@
 // DeltaNet: Parallelizing Linear Transformers with the Delta Rule over Sequence Length
 // https://arxiv.org/abs/2406.06484  (fla/layers/delta_net.py DeltaNet; spec/recurrences.md 5)
 //
-//   q = silu(conv_q(q_proj x)),  k = silu(conv_k(k_proj x)),  v = silu(conv_v(v_proj x))
-//       (without short convs: silu of the projections)
-//   q, k <- q / sqrt(|q|^2 + 1e-6), per head, inside the op
-//   beta_t = sigmoid(b_proj(x_t)) in (0,1)^H   (x2, in (0,2), with allow_neg_eigval)
+//   q = act(conv_q(q_proj x)),  k = act(conv_k(k_proj x)),  v = silu(conv_v(v_proj x))
+//       (without short convs: act of the projections, silu of v)
+//   act = qk_activation: silu (inside the conv) | relu | elu (elu + 1) | identity, per head
+//   qk_norm l2:  q, k <- q / sqrt(|q|^2 + 1e-6), per head, inside the op
+//   qk_norm sum: q, k <- q / sum_i q_i, per head, before the op
+//   beta_t = sigmoid(b_proj(x_t)) in (0,1)^H, or 1 without use_beta   (x2 with allow_neg_eigval)
 //   per head:  e_t = v_t - S_{t-1}^T k_t
 //              S_t = S_{t-1} + beta_t k_t e_t^T = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T
 //              o_t = S_t^T (q_t / sqrt(d_k))
@@ -13,11 +15,12 @@
 // key_dim = int(d * expand_k), value_dim = int(d * expand_v); d_k = key_dim / H, d_v = value_dim
 // / H. Shapes: x [B,T,d]; q, k [B,T,H,d_k]; v [B,T,H,d_v]; beta [B,T,H]; state [B,H,d_k,d_v].
 // Parameters (d = 1024: H 4 -> 4,210,944, H 16 -> 4,223,040): q_proj, k_proj, v_proj, o_proj
-// [1024,1024]; b_proj [H,1024]; q/k/v_conv1d [1024,1,4]; o_norm.weight [d_v]; g_proj with use_gate.
-// qk_activation silu and qk_norm l2 (the fla defaults) are the only ones built here.
+// [1024,1024]; b_proj [H,1024] (only with use_beta); q/k/v_conv1d [1024,1,4]; o_norm.weight
+// [d_v]; g_proj with use_gate.
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "nn/linear.h"
 #include "nn/mixer.h"
@@ -30,10 +33,13 @@ struct DeltaNetOptions {
   double expand_k = 1.0;
   double expand_v = 1.0;
   int64_t num_heads = 4;
+  bool use_beta = true;
   bool use_gate = false;
   bool use_short_conv = true;
   int64_t conv_size = 4;
   bool allow_neg_eigval = false;
+  std::string qk_activation = "silu";  // silu | relu | elu | identity
+  std::string qk_norm = "l2";          // l2 | sum
   double norm_eps = 1e-5;
   double initializer_range = 0.02;
 };

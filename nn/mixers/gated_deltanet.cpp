@@ -36,9 +36,10 @@ void record_gated_deltanet(inspect::Recorder& rec, const Var& q, const Var& k, c
   NoGradGuard no_grad;
   rec.record("alpha", exp(g).data(),
              "decay alpha_t = exp(g_t), g_t = -exp(A_log) softplus(a_proj(x_t) + dt_bias), per "
-             "head: S' = alpha_t S_{t-1} [B,T,H]");
+             "value head: S' = alpha_t S_{t-1} [B,T,HV]");
   rec.record("beta", beta.data(),
-             "write strength beta_t = sigmoid(b_proj(x_t)) (x2 with allow_neg_eigval) per head [B,T,H]");
+             "write strength beta_t = sigmoid(b_proj(x_t)) (x2 with allow_neg_eigval) per value head "
+             "[B,T,HV]");
   inspect::record_horizons(rec, g.data());
   inspect::record_state_norms(
       rec,
@@ -54,19 +55,26 @@ void record_gated_deltanet(inspect::Recorder& rec, const Var& q, const Var& k, c
 GatedDeltaNet::GatedDeltaNet(const GatedDeltaNetOptions& o, Generator& gen)
     : opt(o),
       key_dim(o.num_heads * o.head_dim),
-      value_dim(o.num_heads * static_cast<int64_t>(static_cast<double>(o.head_dim) * o.expand_v)) {
-  const int64_t d = o.hidden_size, H = o.num_heads;
+      value_dim((o.num_v_heads > 0 ? o.num_v_heads : o.num_heads) *
+                static_cast<int64_t>(static_cast<double>(o.head_dim) * o.expand_v)),
+      num_v_heads(o.num_v_heads > 0 ? o.num_v_heads : o.num_heads) {
+  const int64_t d = o.hidden_size, H = o.num_heads, HV = num_v_heads;
   const double std = o.initializer_range;
   if (H <= 0 || o.head_dim <= 0 || value_dim <= 0)
     throw Error("GatedDeltaNet", "positive num_heads, head_dim and head_dim * expand_v",
                 std::to_string(H) + ", " + std::to_string(o.head_dim) + ", " + std::to_string(o.expand_v));
+  if (o.num_v_heads < 0 || HV % H != 0)
+    throw Error("GatedDeltaNet: num_v_heads",
+                "0 (= num_heads) or a multiple of num_heads = " + std::to_string(H),
+                std::to_string(o.num_v_heads));
   q_proj = register_module("q_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
   k_proj = register_module("k_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
   v_proj = register_module("v_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
-  a_proj = register_module("a_proj", std::make_shared<Linear>(d, H, false, gen, std));
-  b_proj = register_module("b_proj", std::make_shared<Linear>(d, H, false, gen, std));
-  A_log = register_parameter("A_log", init_A_log(H, gen));
-  dt_bias = register_parameter("dt_bias", init_dt_bias(H, gen));
+  // The decay and the write strength are per value head.
+  a_proj = register_module("a_proj", std::make_shared<Linear>(d, HV, false, gen, std));
+  b_proj = register_module("b_proj", std::make_shared<Linear>(d, HV, false, gen, std));
+  A_log = register_parameter("A_log", init_A_log(HV, gen));
+  dt_bias = register_parameter("dt_bias", init_dt_bias(HV, gen));
   if (o.use_short_conv) {
     q_conv1d = register_module("q_conv1d", std::make_shared<ShortConvolution>(key_dim, o.conv_size, true, gen, std));
     k_conv1d = register_module("k_conv1d", std::make_shared<ShortConvolution>(key_dim, o.conv_size, true, gen, std));
@@ -74,15 +82,15 @@ GatedDeltaNet::GatedDeltaNet(const GatedDeltaNetOptions& o, Generator& gen)
   }
   if (o.use_gate) {
     g_proj = register_module("g_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
-    o_norm_gated = register_module("o_norm", std::make_shared<GatedRMSNorm>(value_dim / H, o.norm_eps));
+    o_norm_gated = register_module("o_norm", std::make_shared<GatedRMSNorm>(value_dim / HV, o.norm_eps));
   } else {
-    o_norm = register_module("o_norm", std::make_shared<RMSNorm>(value_dim / H, o.norm_eps));
+    o_norm = register_module("o_norm", std::make_shared<RMSNorm>(value_dim / HV, o.norm_eps));
   }
   o_proj = register_module("o_proj", std::make_shared<Linear>(value_dim, d, false, gen, std));
 }
 
 Var GatedDeltaNet::forward(const Var& x, MixerState* state, const Var&) {
-  const int64_t H = opt.num_heads;
+  const int64_t H = opt.num_heads, HV = num_v_heads;
   Var q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
   if (opt.use_short_conv) {  // the convs apply the silu
     q = run_conv(*q_conv1d, q, state, 0);
@@ -95,13 +103,16 @@ Var GatedDeltaNet::forward(const Var& x, MixerState* state, const Var&) {
   const Var g = -exp(A_log) * softplus(a_proj->forward(x) + dt_bias);
   Var beta = sigmoid(b_proj->forward(x));
   if (opt.allow_neg_eigval) beta = beta * 2.0;
-  const Var qh = split_heads(q, H), kh = split_heads(k, H), vh = split_heads(v, H);
+  // GVA: each q/k head serves HV / H consecutive value heads.
+  const Var qh = repeat_heads(split_heads(q, H), HV / H);
+  const Var kh = repeat_heads(split_heads(k, H), HV / H);
+  const Var vh = split_heads(v, HV);
   const Var h0 = state ? state->recurrent : Var();
   auto r = gated_delta_rule(qh, kh, vh, g, beta, h0, {.l2norm_qk = true});
   if (inspect::Recorder* rec = inspect::active())
     record_gated_deltanet(*rec, qh, kh, vh, g, beta, h0);
   if (state) state->recurrent = r.hT;
-  const Var o = opt.use_gate ? o_norm_gated->forward(r.o, split_heads(g_proj->forward(x), H))
+  const Var o = opt.use_gate ? o_norm_gated->forward(r.o, split_heads(g_proj->forward(x), HV))
                              : o_norm->forward(r.o);
   return o_proj->forward(merge_heads(o));
 }

@@ -1,9 +1,13 @@
 #include "nn/mixers/gla.h"
 
+#include <cmath>
+#include <limits>
+
 #include "autograd/composites.h"
 #include "autograd/primitives.h"
 #include "autograd/grad_mode.h"
 #include "autograd/recurrences.h"
+#include "nn/feature_map.h"
 #include "nn/inspect.h"
 
 namespace hla::nn {
@@ -38,25 +42,36 @@ Var LowRankProjection::forward(const Var& x) const { return up->forward(down->fo
 GatedLinearAttention::GatedLinearAttention(const GLAOptions& o, Generator& gen)
     : opt(o),
       key_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_k)),
-      value_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_v)) {
+      value_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_v)),
+      num_kv_heads(o.num_kv_heads > 0 ? o.num_kv_heads : o.num_heads),
+      groups(num_kv_heads > 0 ? o.num_heads / num_kv_heads : 0) {
   const int64_t d = o.hidden_size, H = o.num_heads;
   const double std = o.initializer_range;
   if (H <= 0 || key_dim % H != 0 || value_dim % H != 0)
     throw Error("GatedLinearAttention", "key_dim and value_dim divisible by num_heads",
                 std::to_string(key_dim) + ", " + std::to_string(value_dim) + " with " +
                     std::to_string(H) + " heads");
+  if (o.num_kv_heads < 0 || H % num_kv_heads != 0)
+    throw Error("GatedLinearAttention: num_kv_heads", "0 (= num_heads) or a divisor of num_heads = " +
+                std::to_string(H), std::to_string(o.num_kv_heads));
+  check_feature_map("GatedLinearAttention: feature_map", o.feature_map);
+  if (std::isnan(o.clamp_min) || o.clamp_min == std::numeric_limits<double>::infinity())
+    throw Error("GatedLinearAttention: clamp_min", "a finite log-decay floor (-inf: no clamp)",
+                std::to_string(o.clamp_min));
+  // GQA: k, v and the gate are 1/G as wide (fla's key_dim_per_group, value_dim_per_group).
+  const int64_t kv_key_dim = key_dim / groups, kv_value_dim = value_dim / groups;
   q_proj = register_module("q_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
-  k_proj = register_module("k_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
-  v_proj = register_module("v_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(d, kv_key_dim, false, gen, std));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(d, kv_value_dim, false, gen, std));
   if (o.use_output_gate)
     g_proj = register_module("g_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
   if (o.use_short_conv) {
     q_conv1d = register_module("q_conv1d", std::make_shared<ShortConvolution>(key_dim, o.conv_size, true, gen, std));
-    k_conv1d = register_module("k_conv1d", std::make_shared<ShortConvolution>(key_dim, o.conv_size, true, gen, std));
-    v_conv1d = register_module("v_conv1d", std::make_shared<ShortConvolution>(value_dim, o.conv_size, true, gen, std));
+    k_conv1d = register_module("k_conv1d", std::make_shared<ShortConvolution>(kv_key_dim, o.conv_size, true, gen, std));
+    v_conv1d = register_module("v_conv1d", std::make_shared<ShortConvolution>(kv_value_dim, o.conv_size, true, gen, std));
   }
   gk_proj = register_module(
-      "gk_proj", std::make_shared<LowRankProjection>(d, o.gate_low_rank_dim, key_dim, gen, std));
+      "gk_proj", std::make_shared<LowRankProjection>(d, o.gate_low_rank_dim, kv_key_dim, gen, std));
   o_proj = register_module("o_proj", std::make_shared<Linear>(value_dim, d, false, gen, std));
   if (o.use_output_gate)
     g_norm_swish_gate = register_module("g_norm_swish_gate",
@@ -74,9 +89,15 @@ Var GatedLinearAttention::forward(const Var& x, MixerState* state, const Var&) {
     v = run_conv(*v_conv1d, v, state, 2);
   }
   // The gate reads x, not the conv output; /16 biases the decay towards 1 (long memory).
-  const Var g = logsigmoid(gk_proj->forward(x)) / opt.gate_logit_normalizer;
-  const Var qh = split_heads(q, H), kh = split_heads(k, H), vh = split_heads(v, H);
-  const Var gh = split_heads(g, H), h0 = state ? state->recurrent : Var();
+  Var g = logsigmoid(gk_proj->forward(x)) / opt.gate_logit_normalizer;
+  if (opt.clamp_min > -std::numeric_limits<double>::infinity())  // floor on the log decay
+    g = maximum(g, Var(Tensor::full({1}, opt.clamp_min, g.dtype(), g.device())));
+  // The feature map comes after the gate (fla's order); GQA repeats each kv head G times.
+  const Var qh = apply_feature_map(opt.feature_map, split_heads(q, H));
+  const Var kh = repeat_heads(apply_feature_map(opt.feature_map, split_heads(k, num_kv_heads)), groups);
+  const Var vh = repeat_heads(split_heads(v, num_kv_heads), groups);
+  const Var gh = repeat_heads(split_heads(g, num_kv_heads), groups);
+  const Var h0 = state ? state->recurrent : Var();
   auto r = gla(qh, kh, vh, gh, h0);
   if (inspect::Recorder* rec = inspect::active()) record_gla(*rec, qh, kh, vh, gh, h0);
   if (state) state->recurrent = r.hT;

@@ -6,6 +6,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/recurrences.h"
+#include "nn/feature_map.h"
 #include "nn/inspect.h"
 #include "nn/rotary.h"
 
@@ -35,16 +36,23 @@ void record_retnet(inspect::Recorder& rec, const Var& q, const Var& k, const Var
 MultiScaleRetention::MultiScaleRetention(const RetNetOptions& o, Generator& gen)
     : opt(o),
       key_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_k)),
-      value_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_v)) {
+      value_dim(static_cast<int64_t>(static_cast<double>(o.hidden_size) * o.expand_v)),
+      num_kv_heads(o.num_kv_heads > 0 ? o.num_kv_heads : o.num_heads),
+      groups(num_kv_heads > 0 ? o.num_heads / num_kv_heads : 0) {
   const int64_t d = o.hidden_size, H = o.num_heads;
   const double std = o.initializer_range;
   if (H <= 0 || key_dim % H != 0 || value_dim % H != 0 || (key_dim / H) % 2 != 0)
     throw Error("MultiScaleRetention", "key_dim and value_dim divisible by num_heads, even d_k",
                 std::to_string(key_dim) + ", " + std::to_string(value_dim) + " with " +
                     std::to_string(H) + " heads");
+  if (o.num_kv_heads < 0 || H % num_kv_heads != 0)
+    throw Error("MultiScaleRetention: num_kv_heads", "0 (= num_heads) or a divisor of num_heads = " +
+                std::to_string(H), std::to_string(o.num_kv_heads));
+  check_feature_map("MultiScaleRetention: feature_map", o.feature_map);
+  // GQA: k and v are 1/G as wide (fla's key_dim_per_group, value_dim_per_group).
   q_proj = register_module("q_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
-  k_proj = register_module("k_proj", std::make_shared<Linear>(d, key_dim, false, gen, std));
-  v_proj = register_module("v_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(d, key_dim / groups, false, gen, std));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(d, value_dim / groups, false, gen, std));
   if (o.use_output_gate)
     g_proj = register_module("g_proj", std::make_shared<Linear>(d, value_dim, false, gen, std));
   o_proj = register_module("o_proj", std::make_shared<Linear>(value_dim, d, false, gen, std));
@@ -58,9 +66,12 @@ MultiScaleRetention::MultiScaleRetention(const RetNetOptions& o, Generator& gen)
 Var MultiScaleRetention::forward(const Var& x, MixerState* state, const Var&) {
   const int64_t H = opt.num_heads;
   const int64_t offset = state ? state->position : 0;
-  const Var q = apply_rotary(split_heads(q_proj->forward(x), H), offset);
-  const Var k = apply_rotary(split_heads(k_proj->forward(x), H), offset);
-  const Var v = split_heads(v_proj->forward(x), H);
+  // Feature map, then RoPE, then the GQA repeat (fla's order).
+  const Var q = apply_rotary(apply_feature_map(opt.feature_map, split_heads(q_proj->forward(x), H)), offset);
+  const Var k = repeat_heads(
+      apply_rotary(apply_feature_map(opt.feature_map, split_heads(k_proj->forward(x), num_kv_heads)), offset),
+      groups);
+  const Var v = repeat_heads(split_heads(v_proj->forward(x), num_kv_heads), groups);
   const Var h0 = state ? state->recurrent : Var();
   auto r = retention(q, k, v, h0);
   if (inspect::Recorder* rec = inspect::active()) record_retnet(*rec, q, k, v, h0);

@@ -1,7 +1,9 @@
 // Tests: `hla export` and `hla convert` end to end. Export then convert returns bit-identical
 // f32 tensors and the same `hla eval`; a bf16 export converts back to the bf16-rounded values;
 // F16 files and sharded index files are read; missing and unknown parameter names are
-// reported by name; Gated DeltaNet's legacy attn.D is skipped with a note.
+// reported by name; Gated DeltaNet's legacy attn.D is skipped with a note; the non-default fla
+// layer options (GQA, feature maps, clamp_min, use_beta, qk activation / norm, GVA) are read from
+// and written to config.json, and what hla does not build fails naming the key.
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <cmath>
@@ -393,16 +395,26 @@ TEST_CASE("hf config: what hla cannot run fails naming the key", "[cli][interop]
   };
   CHECK_THAT(fails(R"({"model_type": "mamba"})"),
              Catch::Contains("dir/config.json: model_type") && Catch::Contains("gated_deltanet"));
-  CHECK_THAT(fails(R"({"model_type": "gla", "hidden_size": 64, "feature_map": "relu"})"),
-             Catch::Contains("feature_map") && Catch::Contains("\"relu\""));
-  CHECK_THAT(fails(R"({"model_type": "gla", "hidden_size": 64, "num_kv_heads": 2})"),
-             Catch::Contains("num_kv_heads"));
+  CHECK_THAT(fails(R"({"model_type": "gla", "hidden_size": 64, "feature_map": "hedgehog"})"),
+             Catch::Contains("dir/config.json: feature_map") && Catch::Contains("\"hedgehog\"") &&
+                 Catch::Contains("relu"));
+  CHECK_THAT(fails(R"({"model_type": "retnet", "hidden_size": 64, "feature_map": "t2r"})"),
+             Catch::Contains("feature_map") && Catch::Contains("\"t2r\""));
+  CHECK_THAT(fails(R"({"model_type": "gla", "hidden_size": 64, "num_kv_heads": 3})"),
+             Catch::Contains("dir/config.json: num_kv_heads") && Catch::Contains("got 3"));
+  CHECK_THAT(fails(R"({"model_type": "gla", "hidden_size": 64, "clamp_min": "low"})"),
+             Catch::Contains("clamp_min: a number"));
   CHECK_THAT(fails(R"({"model_type": "gla", "hidden_size": "64"})"),
              Catch::Contains("hidden_size: an integer"));
   CHECK_THAT(fails(R"({"model_type": "gla", "hidden_size": 64, "hidden_act": "gelu"})"),
              Catch::Contains("hidden_act"));
-  CHECK_THAT(fails(R"({"model_type": "delta_net", "hidden_size": 64, "qk_norm": "sum"})"),
-             Catch::Contains("qk_norm"));
+  CHECK_THAT(fails(R"({"model_type": "delta_net", "hidden_size": 64, "qk_norm": "max"})"),
+             Catch::Contains("dir/config.json: qk_norm") && Catch::Contains("\"max\""));
+  CHECK_THAT(fails(R"({"model_type": "delta_net", "hidden_size": 64, "qk_activation": "tanh"})"),
+             Catch::Contains("dir/config.json: qk_activation") && Catch::Contains("\"tanh\""));
+  CHECK_THAT(fails(R"({"model_type": "gated_deltanet", "hidden_size": 64, "num_heads": 4,
+                     "num_v_heads": 6})"),
+             Catch::Contains("dir/config.json: num_v_heads") && Catch::Contains("multiple"));
   CHECK_THAT(fails(R"({"model_type": "gla", "hidden_size": 64, "num_hidden_layers": 4,
                      "attn": {"layers": [4], "num_heads": 4}})"),
              Catch::Contains("attn: layers") && Catch::Contains("[0, 4)"));
@@ -420,14 +432,22 @@ TEST_CASE("cli convert then export: every variant and a tied 3:1 hybrid give the
           "[cli][interop]") {
   TempDir dir("interop_variants");
   write_text(dir.file("data.toml"), "[data]\ntask = \"mqar:vocab_size=32,pairs=2\"\n");
+  // "<variant>+" runs the variant with its non-default fla options.
   for (const std::string variant :
-       {"hgrn", "hgrn2", "gla", "retnet", "delta_net", "gated_deltanet", "transformer", "tied"}) {
+       {"hgrn", "hgrn2", "gla", "retnet", "delta_net", "gated_deltanet", "transformer", "tied",
+        "gla+", "retnet+", "delta_net+", "gated_deltanet+"}) {
     INFO(variant);
+    const bool options = variant.back() == '+';
     hla::nn::ModelConfig m;
-    m.variant = variant == "tied" ? "gla" : variant;
+    m.variant = variant == "tied" ? "gla" : options ? variant.substr(0, variant.size() - 1) : variant;
     m = hla::nn::with_variant_defaults(m);
     m.vocab_size = 32, m.hidden_size = 32, m.num_layers = 4, m.num_heads = 2;
     m.expand_ratio = 16, m.head_dim = 16, m.attn_num_heads = 2, m.attn_num_kv_heads = 1;
+    if (options) {
+      m.num_kv_heads = 1, m.feature_map = m.variant == "gla" ? "relu" : "silu", m.clamp_min = -0.25;
+      m.use_beta = false, m.qk_activation = "elu", m.qk_norm = "sum";
+      m.num_v_heads = 4;
+    }
     m.attention = hla::nn::attention_layers(variant == "transformer" ? "transformer" : "3:1", 4);
     m.tie_word_embeddings = variant == "tied";
     hla::Generator gen(7);
@@ -460,5 +480,35 @@ TEST_CASE("cli convert then export: every variant and a tied 3:1 hybrid give the
     hla::data::write_safetensors(hf + "/model.safetensors", entries, {{"format", "pt"}});
     CHECK(read_text(hf + "/model.safetensors") == read_text(back + "/model.safetensors"));
     CHECK(nlohmann::json::parse(read_text(back + "/config.json")) == config);
+    if (options) {  // the options arrive in the converted run config, and config.json has them
+      const std::string toml = read_text(conv + "/config.toml");
+      // Export then convert: the exported files convert to the same model and weights.
+      const std::string again = dir.file("again_" + variant), back2 = dir.file("back2_" + variant);
+      REQUIRE(run_hla("convert --from " + back + " --out " + again + " --config " +
+                      dir.file("data.toml")).code == 0);
+      const auto model_section = [](const std::string& t) {
+        return t.substr(t.find("[model]"), t.find("[data]") - t.find("[model]"));
+      };
+      CHECK(model_section(read_text(again + "/config.toml")) == model_section(toml));
+      REQUIRE(run_hla("export --checkpoint " + again + " --out " + back2).code == 0);
+      CHECK(read_text(back2 + "/model.safetensors") == read_text(back + "/model.safetensors"));
+      if (m.variant == "gla")
+        CHECK((config["num_kv_heads"] == 1 && config["feature_map"] == "relu" &&
+               config["clamp_min"] == -0.25));
+      if (m.variant == "gla")
+        CHECK_THAT(toml, Catch::Contains("feature_map = \"relu\"") &&
+                             Catch::Contains("clamp_min = -0.25") &&
+                             Catch::Contains("num_kv_heads = 1"));
+      if (m.variant == "retnet")
+        CHECK((config["num_kv_heads"] == 1 && config["feature_map"] == "silu"));
+      if (m.variant == "delta_net")
+        CHECK((config["use_beta"] == false && config["qk_activation"] == "elu" &&
+               config["qk_norm"] == "sum"));
+      if (m.variant == "delta_net")
+        CHECK_THAT(toml, Catch::Contains("use_beta = false") &&
+                             Catch::Contains("qk_activation = \"elu\""));
+      if (m.variant == "gated_deltanet") CHECK(config["num_v_heads"] == 4);
+      if (m.variant == "gated_deltanet") CHECK_THAT(toml, Catch::Contains("num_v_heads = 4"));
+    }
   }
 }

@@ -2,6 +2,7 @@
 // overrides, the attention layout, errors that name the key, and the TOML round trip; and the
 // checkpoint file (experiments/run/checkpoint.h): round trip, atomic replacement, clear errors.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <filesystem>
 
 #include "experiments/run/checkpoint.h"
@@ -59,6 +60,35 @@ TEST_CASE("run config: to_toml round trips every key", "[cli][config]") {
   CHECK(back.optim.min_lr == 1e-5);
   CHECK(back.data.tokenizer == "bytes");
   CHECK(back.model.attention == c.model.attention);
+  // fla's None of clamp_min is -inf, which TOML writes and reads back.
+  CHECK_THAT(text, Catch::Contains("clamp_min = -inf") && Catch::Contains("feature_map = \"none\"") &&
+                       Catch::Contains("num_kv_heads = 0") && Catch::Contains("use_beta = true") &&
+                       Catch::Contains("qk_activation = \"silu\"") &&
+                       Catch::Contains("qk_norm = \"l2\"") && Catch::Contains("num_v_heads = 0"));
+  CHECK(std::isinf(back.model.clamp_min));
+}
+
+TEST_CASE("run config: the fla layer options are [model] keys and round trip", "[cli][config]") {
+  const run::RunConfig gla = run::parse_run_config(
+      kTiny, "t", {"model.num_kv_heads=1", "model.feature_map=relu", "model.clamp_min=-0.25"});
+  CHECK(gla.model.num_kv_heads == 1);
+  CHECK(gla.model.feature_map == "relu");
+  CHECK(gla.model.clamp_min == -0.25);
+  const run::RunConfig delta = run::parse_run_config(
+      kTiny, "t", {"model.variant=delta_net", "model.use_beta=false", "model.qk_activation=elu",
+                   "model.qk_norm=sum"});
+  CHECK_FALSE(delta.model.use_beta);
+  CHECK(delta.model.qk_activation == "elu");
+  CHECK(delta.model.qk_norm == "sum");
+  const run::RunConfig gdn = run::parse_run_config(
+      kTiny, "t", {"model.variant=gated_deltanet", "model.head_dim=8", "model.num_v_heads=4"});
+  CHECK(gdn.model.num_v_heads == 4);
+  for (const run::RunConfig* c : {&gla, &delta, &gdn})
+    CHECK(run::to_toml(run::parse_run_config(run::to_toml(*c), "resolved")) == run::to_toml(*c));
+  CHECK_THROWS_WITH(run::parse_run_config(kTiny, "t", {"model.feature_map=hedgehog"}),
+                    Catch::Contains("model.feature_map") && Catch::Contains("hedgehog"));
+  CHECK_THROWS_WITH(run::parse_run_config(kTiny, "t", {"model.num_kv_heads=3"}),
+                    Catch::Contains("model.num_kv_heads"));
 }
 
 TEST_CASE("run config: errors name the key", "[cli][config]") {

@@ -24,10 +24,15 @@ inline std::vector<double> values(const Tensor& t) { return t.to_vector<double>(
 
 constexpr int64_t kTinyHidden = 16;
 
-// Every mixer kind at hidden 16, short convs on where the layer has them (to exercise caches).
+// Every mixer kind at hidden 16, short convs on where the layer has them (to exercise caches),
+// and each linear mixer once more with its non-default fla options: GQA with a feature map and a
+// clamp (GLA), GQA with a feature map (RetNet), no beta with elu + 1 and sum norm (DeltaNet),
+// two value heads per q/k head (Gated DeltaNet).
 inline const std::vector<std::string>& mixer_kinds() {
-  static const std::vector<std::string> k = {"hgrn", "hgrn2", "gla", "retnet", "delta_net",
-                                             "gated_deltanet", "attention", "attention_window"};
+  static const std::vector<std::string> k = {
+      "hgrn", "hgrn2", "gla", "retnet", "delta_net", "gated_deltanet", "attention",
+      "attention_window", "gla_options", "retnet_options", "delta_net_options",
+      "gated_deltanet_gva"};
   return k;
 }
 
@@ -50,6 +55,14 @@ inline std::shared_ptr<nn::Mixer> tiny_mixer(const std::string& kind, Generator&
     m = std::make_shared<DeltaNet>(DeltaNetOptions{.hidden_size = d, .num_heads = 2, .initializer_range = std}, gen);
   else if (kind == "gated_deltanet")
     m = std::make_shared<GatedDeltaNet>(GatedDeltaNetOptions{.hidden_size = d, .head_dim = 4, .num_heads = 2, .initializer_range = std}, gen);
+  else if (kind == "gla_options")
+    m = std::make_shared<GatedLinearAttention>(GLAOptions{.hidden_size = d, .num_heads = 4, .num_kv_heads = 2, .feature_map = "silu", .use_short_conv = true, .clamp_min = -0.05, .initializer_range = std}, gen);
+  else if (kind == "retnet_options")
+    m = std::make_shared<MultiScaleRetention>(RetNetOptions{.hidden_size = d, .num_heads = 2, .num_kv_heads = 1, .feature_map = "sigmoid", .initializer_range = std}, gen);
+  else if (kind == "delta_net_options")
+    m = std::make_shared<DeltaNet>(DeltaNetOptions{.hidden_size = d, .num_heads = 2, .use_beta = false, .qk_activation = "elu", .qk_norm = "sum", .initializer_range = std}, gen);
+  else if (kind == "gated_deltanet_gva")
+    m = std::make_shared<GatedDeltaNet>(GatedDeltaNetOptions{.hidden_size = d, .head_dim = 4, .num_heads = 2, .num_v_heads = 4, .initializer_range = std}, gen);
   else if (kind == "attention")
     m = std::make_shared<Attention>(AttentionLayerOptions{.hidden_size = d, .num_heads = 4, .num_kv_heads = 2, .initializer_range = std}, gen);
   else

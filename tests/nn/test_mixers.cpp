@@ -213,7 +213,8 @@ TEST_CASE("every mixer: a prompt then single tokens equals the full forward", "[
 }
 
 TEST_CASE("chunked full forward (T > 64) equals recurrent decoding", "[nn]") {
-  for (const std::string kind : {"gla", "delta_net", "gated_deltanet", "hgrn"}) {
+  for (const std::string kind :
+       {"gla", "delta_net", "gated_deltanet", "hgrn", "gla_options", "gated_deltanet_gva"}) {
     INFO(kind);
     check_decoding(kind, 70, {66, 1, 3});
   }
