@@ -121,6 +121,10 @@ TEST_CASE("cli sweep: the shipped grids resolve every cell (--dry-run)", "[cli][
   CHECK(gpu.code == 0);
   CHECK_THAT(gpu.output, Catch::Contains("mqar"));
   CHECK_THAT(gpu.output, Catch::Contains("layers 24"));
+  const Result quick = run_hla("sweep --dry-run --grid " HLA_SOURCE_DIR "/experiments/grids/gpu_quick.toml");
+  INFO(quick.output);
+  CHECK(quick.code == 0);
+  CHECK_THAT(quick.output, Catch::Contains("62 cells") && Catch::Contains("layers 24, hidden 128"));
 }
 
 TEST_CASE("cli sweep --shard: shards split the cells, a plain run merges them", "[cli][sweep]") {
