@@ -3,7 +3,8 @@
 // perplexity against the ratio.
 //
 //   hla sweep --grid experiments/grids/NAME.toml [--out DIR] [--set section.key=value ...]
-//             [--only SUBSTRING] [--shard I/N] [--dry-run] [--no-plots] [--plot-script PATH]
+//             [--only SUBSTRING] [--shard I/N] [--collect] [--dry-run] [--no-plots]
+//             [--plot-script PATH]
 //
 // Grid file (experiments/grids/cpu_small.toml is a commented example):
 //   [sweep]    out (results directory), variants, ratios ("pure", "r:1"), seeds, transformer
@@ -25,7 +26,8 @@
 // Several GPUs: `--shard I/N` runs every N-th cell starting at I (one process per GPU, e.g. with
 // CUDA_VISIBLE_DEVICES=I) and records its rows in results.shard-I-of-N.csv, so processes never
 // write one file; a later run without --shard reads those rows as finished cells, merges them
-// into results.csv and writes results.md and the plots.
+// into results.csv and writes results.md and the plots. `--collect` does only that merge and
+// the tables and plots, training nothing (e.g. after a partial run: missing cells show as "-").
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -56,6 +58,7 @@ struct SweepArgs {
   std::string only;
   std::string shard;  // "I/N" or empty
   bool dry_run = false;
+  bool collect = false;  // merge what is on record; train nothing
   bool no_plots = false;
   std::string plot_script;
 };
@@ -380,9 +383,12 @@ void run_sweep(const SweepArgs& a) {
   // "ok" row on record, a shard's and other runs' alike, so no cell trains twice.
   std::vector<Row> rows = sharded ? read_results(csv) : read_all_results(out, merged_csv);
   const std::vector<Row> finished = read_all_results(out, merged_csv);
-  for (const Task& t : g.tasks) prepare_task_data(t);
+  if (a.collect && sharded)
+    throw Error("sweep --collect", "no --shard (collecting merges every shard)", "--shard " + a.shard);
+  if (!a.collect)
+    for (const Task& t : g.tasks) prepare_task_data(t);
   int64_t ran = 0, skipped = 0, failed = 0;
-  for (size_t i = 0; i < cells.size(); ++i) {
+  for (size_t i = 0; i < cells.size() && !a.collect; ++i) {
     const Cell& c = cells[i];
     const Task& task = *task_of.at(c.task);
     auto done = std::find_if(finished.begin(), finished.end(), [&](const Row& r) { return r.cell == c.id && r.status == "ok"; });
@@ -426,9 +432,15 @@ void run_sweep(const SweepArgs& a) {
   } else {
     write_results(csv, rows);
     write_markdown((fs::path(out) / "results.md").string(), g, rows);
-    std::printf("sweep: %lld ran, %lld skipped (already done), %lld failed; %s, %s\n", (long long)ran,
-                (long long)skipped, (long long)failed, csv.c_str(),
-                (fs::path(out) / "results.md").string().c_str());
+    if (a.collect) {
+      const auto ok = std::count_if(rows.begin(), rows.end(), [](const Row& r) { return r.status == "ok"; });
+      std::printf("sweep --collect: %lld of %zu cells finished on record; %s, %s\n", (long long)ok,
+                  cells.size(), csv.c_str(), (fs::path(out) / "results.md").string().c_str());
+    } else {
+      std::printf("sweep: %lld ran, %lld skipped (already done), %lld failed; %s, %s\n",
+                  (long long)ran, (long long)skipped, (long long)failed, csv.c_str(),
+                  (fs::path(out) / "results.md").string().c_str());
+    }
   }
   if (!a.no_plots && !sharded) {
     const std::string script = find_plot_script("plot_sweep.py", a.plot_script);
@@ -457,6 +469,8 @@ void add_sweep_command(CLI::App& app) {
                 "I/N: run every N-th cell from I into results.shard-I-of-N.csv (one process per "
                 "GPU); rerun without it to merge");
   c->add_flag("--dry-run", a->dry_run, "list the cells and check their configs; train nothing");
+  c->add_flag("--collect", a->collect,
+              "merge results.csv and the shard files, write results.md and the plots; train nothing");
   c->add_flag("--no-plots", a->no_plots, "skip experiments/plots/plot_sweep.py");
   c->add_option("--plot-script", a->plot_script, "path of plot_sweep.py (default: found in the source tree)");
   c->callback([a] { run_sweep(*a); });

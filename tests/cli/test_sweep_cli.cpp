@@ -154,6 +154,18 @@ TEST_CASE("cli sweep --shard: shards split the cells, a plain run merges them", 
   CHECK(count(read_text(out + "/results.csv"), ",ok\n") == 2);
   CHECK_THAT(read_text(out + "/results.md"), Catch::Contains("| gla |"));
 
+  // --collect after one shard of another run merges its cell and trains nothing.
+  const std::string part_out = dir.file("partial");
+  const std::string part_base = "sweep --grid " + dir.file("grid.toml") + " --out " + part_out + " --no-plots";
+  REQUIRE(run_hla(part_base + " --shard 1/2").code == 0);
+  const Result part = run_hla(part_base + " --collect");
+  INFO(part.output);
+  REQUIRE(part.code == 0);
+  CHECK_THAT(part.output, Catch::Contains("1 of 2 cells finished"));
+  CHECK(count(read_text(part_out + "/results.csv"), ",ok\n") == 1);
+  CHECK_THAT(read_text(part_out + "/results.md"), Catch::Contains(" - |"));
+  CHECK(run_hla(part_base + " --collect --shard 0/2").code == 1);
+
   for (const char* bad : {"2/2", "-1/2", "1", "a/b", "0/0"}) {
     const Result r = run_hla(base + " --shard " + bad);
     CHECK(r.code == 1);
