@@ -381,8 +381,8 @@ void run_sweep(const SweepArgs& a) {
               : merged_csv;
   // rows: what this run writes (its shard file, or the merged results.csv); finished: every
   // "ok" row on record, a shard's and other runs' alike, so no cell trains twice.
-  std::vector<Row> rows = sharded ? read_results(csv) : read_all_results(out, merged_csv);
   const std::vector<Row> finished = read_all_results(out, merged_csv);
+  std::vector<Row> rows = sharded ? read_results(csv) : finished;
   if (a.collect && sharded)
     throw Error("sweep --collect", "no --shard (collecting merges every shard)", "--shard " + a.shard);
   if (!a.collect)
