@@ -25,6 +25,9 @@ struct DeviceBackend {
   void (*fill_zero)(void* dst, size_t nbytes) = nullptr;
   // dst = src for two tensors on this device of one shape and dtype, any strides.
   void (*copy_within)(Tensor& dst, const Tensor& src) = nullptr;
+  // dst = src converted to dst's dtype, for two tensors on this device of one shape, any dtypes
+  // and strides; values convert as tensor/dtype_dispatch.h's convert<To>(from) does.
+  void (*convert)(Tensor& dst, const Tensor& src) = nullptr;
 };
 void register_device_backend(Device device, const DeviceBackend& backend);
 // The registered backend; throws hla::Error naming `op` if this build has none for `device`.

@@ -325,9 +325,11 @@ Tensor Tensor::clone() const {
 Tensor Tensor::to(DType dtype) const {
   check_defined(*this, "to", "tensor");
   if (dtype == dtype_) return *this;
-  if (device() != Device::CPU) return to(Device::CPU).to(dtype).to(device());
-  Tensor t = empty(shape_, dtype, Device::CPU);
-  t.copy_(*this);
+  Tensor t = empty(shape_, dtype, device());
+  if (device() == Device::CPU)
+    t.copy_(*this);
+  else
+    device_backend(device(), "to").convert(t, *this);  // on the device, no host round trip
   return t;
 }
 

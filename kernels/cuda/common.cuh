@@ -1,15 +1,34 @@
 // Shared helpers of the CUDA kernels (not a public header): argument checks, dtype dispatch,
-// the strided indexer, launch sizes and deterministic block/warp reductions.
+// storage/compute types with their conversions, the strided indexer, launch sizes and
+// deterministic block/warp reductions.
+//
+// Storage and compute: a tensor kernel reads elements of a storage type S and computes in
+// compute_t<S>: S itself for f32 and f64, float for bf16 (__nv_bfloat16). Loads convert with
+// value_cast<C>(x[i]), stores round back with value_cast<S>(v); sums accumulate in float or
+// wider, never in bf16.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/cuda_check.h"
 #include "tensor/tensor.h"
+
+namespace hla {
+
+// __nv_bfloat16 has hla::bf16's bit layout (the top 16 bits of an f32), so a bf16 tensor's
+// elements are read on the device as __nv_bfloat16: Tensor::data<__nv_bfloat16>() checks
+// DType::bf16.
+static_assert(sizeof(__nv_bfloat16) == sizeof(bf16), "bf16 and __nv_bfloat16 share 16 bits");
+template <>
+constexpr DType dtype_of<__nv_bfloat16>() { return DType::bf16; }
+
+}  // namespace hla
 
 namespace hla::cuda {
 
@@ -30,16 +49,96 @@ struct TypeTag {
   using type = T;
 };
 
-// Calls f(TypeTag<T>{}) for the CUDA compute types f32 and f64 (C++17: the .cu files compile as
-// C++17, the newest dialect CMake 3.25 knows for nvcc):
-//   visit_cuda_float(x.dtype(), "exp", [&](auto tag_) { using T = typename decltype(tag_)::type; });
+// ---- storage and compute types
+
+using bf16_dev = __nv_bfloat16;
+
+// The arithmetic type of a storage type: float for bf16, else the type itself.
+template <class S>
+struct ComputeType {
+  using type = S;
+};
+template <>
+struct ComputeType<bf16_dev> {
+  using type = float;
+};
+template <class S>
+using compute_t = typename ComputeType<S>::type;
+
+// value_cast<To>(v): the value of v as To. bf16 goes through float both ways, as the host's
+// hla::convert does (tensor/dtype_dispatch.h): float -> bf16 rounds to nearest, ties to even
+// (__float2bfloat16_rn); f64 and integers are first converted to float.
+template <class To>
+struct ValueCast {
+  template <class From>
+  __host__ __device__ static To from(From v) { return static_cast<To>(v); }
+  __host__ __device__ static To from(bf16_dev v) { return static_cast<To>(__bfloat162float(v)); }
+};
+template <>
+struct ValueCast<bf16_dev> {
+  template <class From>
+  __host__ __device__ static bf16_dev from(From v) {
+    return __float2bfloat16_rn(static_cast<float>(v));
+  }
+  __host__ __device__ static bf16_dev from(bf16_dev v) { return v; }
+};
+template <class To, class From>
+__host__ __device__ __forceinline__ To value_cast(From v) {
+  return ValueCast<To>::from(v);
+}
+
+// Calls f(TypeTag<T>{}) for the types of the kernels that compute in their storage type, f32 and
+// f64 (the recurrences and the optimizer; C++17: the .cu files compile as C++17, the newest
+// dialect CMake 3.25 knows for nvcc):
+//   visit_cuda_float(x.dtype(), "gla", [&](auto tag_) {
+//     using T = typename decltype(tag_)::type;
+//   });
 template <class F>
 decltype(auto) visit_cuda_float(DType t, const char* op, F&& f) {
   if (t == DType::f32) return f(TypeTag<float>{});
   if (t == DType::f64) return f(TypeTag<double>{});
   throw Error(op, "a f32 or f64 tensor on cuda", dtype_name(t),
-              t == DType::bf16 ? "bf16 kernels are not implemented yet: call .to(DType::f32)"
+              t == DType::bf16 ? "this kernel computes in f32 or f64: call .to(DType::f32)"
                                : "integer tensors hold indices; convert with .to(DType::f32)");
+}
+
+// Calls f(TypeTag<S>{}) for the storage types of the tensor kernels: f32, f64 and bf16 (which
+// computes in compute_t<S> = float):
+//   visit_cuda_storage(x.dtype(), "exp", [&](auto tag_) {
+//     using S = typename decltype(tag_)::type;
+//     using C = compute_t<S>;
+//   });
+template <class F>
+decltype(auto) visit_cuda_storage(DType t, const char* op, F&& f) {
+  if (t == DType::f32) return f(TypeTag<float>{});
+  if (t == DType::f64) return f(TypeTag<double>{});
+  if (t == DType::bf16) return f(TypeTag<bf16_dev>{});
+  throw Error(op, "a f32, f64 or bf16 tensor on cuda", dtype_name(t),
+              "integer tensors hold indices; convert with .to(DType::f32)");
+}
+
+// Parameters (norm and conv weights) of an op on activations x: x's dtype, or f32 when x is
+// bf16 (fp32 master weights used as they are, no per-step bf16 copy).
+inline void check_param_dtype(const Tensor& x, const Tensor& w, const char* op,
+                              const char* name) {
+  if (w.dtype() == x.dtype() || (x.dtype() == DType::bf16 && w.dtype() == DType::f32)) return;
+  throw Error(op,
+              std::string(name) + " of x's dtype " + dtype_name(x.dtype()) +
+                  (x.dtype() == DType::bf16 ? " or f32" : ""),
+              dtype_name(w.dtype()), "convert one with .to(dtype)");
+}
+
+// Calls f(TypeTag<S>{}, TypeTag<W>{}) for activations of storage type S and parameters of storage
+// type W (W = S, or W = float for bf16 S); the dtypes were checked by check_param_dtype.
+template <class F>
+decltype(auto) visit_cuda_storage_param(DType x, DType w, const char* op, F&& f) {
+  return visit_cuda_storage(x, op, [&](auto xtag_) {
+    using S = typename decltype(xtag_)::type;
+    if constexpr (std::is_same_v<S, bf16_dev>) {
+      if (w == DType::f32) return f(xtag_, TypeTag<float>{});
+    }
+    return f(xtag_, xtag_);
+  });
 }
 
 inline Tensor cuda_empty(const Shape& shape, DType dtype) {

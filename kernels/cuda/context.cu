@@ -1,6 +1,7 @@
 // The CUDA context (stream, cuBLAS handle, device properties, stream-ordered allocator), the
 // pool's memory statistics (kernels/cuda/memory_stats.h) and the registration of the CUDA
-// storage backend (allocate, deallocate, copy, fill_zero) with tensor/storage.h at start-up.
+// storage backend (allocate, deallocate, copy, fill_zero, copy_within, convert) with
+// tensor/storage.h at start-up.
 // With no visible GPU nothing is registered, so a CPU-only run behaves, and fails, exactly as a
 // build without CUDA.
 #include "kernels/cuda/context.h"
@@ -138,6 +139,7 @@ void init() {
   b.copy = backend_copy;
   b.fill_zero = backend_fill_zero;
   b.copy_within = [](Tensor& dst, const Tensor& src) { copy_strided(dst, src); };
+  b.convert = [](Tensor& dst, const Tensor& src) { convert_dtype(dst, src); };
   register_device_backend(Device::CUDA, b);
 }
 

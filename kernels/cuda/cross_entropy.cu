@@ -6,7 +6,9 @@
 // sums the row losses in a fixed order (deterministic). The loss is a 0-dim CUDA tensor.
 // Backward: one thread per logit; dx is fresh (overwritten), rows with ignore_index get 0.
 // Targets are read on the host once per call to check their range (a sync, like the CPU path).
-// dtypes: f32, f64.
+// dtypes: f32, f64, bf16. bf16 logits are read as float (max in float, sum of exponentials and
+// row losses in double); the loss and lse are f32 for bf16 logits (compute_t: a bf16 loss would
+// lose 8 bits of the value logged and compared), dx is bf16 like the logits.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -16,57 +18,64 @@ namespace {
 
 // ---- kernels
 
-template <class T>
-__global__ void ce_fwd_kernel(T* __restrict__ lse,              // [N] overwritten
+template <class S>
+__global__ void ce_fwd_kernel(compute_t<S>* __restrict__ lse,   // [N] overwritten
                               double* __restrict__ row_loss,    // [N] overwritten
-                              const T* __restrict__ x,          // [N, C] contiguous
+                              const S* __restrict__ x,          // [N, C] contiguous
                               const int64_t* __restrict__ tgt,  // [N]
                               int64_t C, int64_t ignore_index) {
-  __shared__ T shm_t[32];
+  using A = compute_t<S>;
+  __shared__ A shm_a[32];
   __shared__ double shm_d[32];
   const int64_t r = blockIdx.x;
-  const T* xr = x + r * C;
-  T m = xr[0];
-  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) m = xr[j] > m ? xr[j] : m;
-  m = block_reduce(m, MaxOp{}, xr[0], shm_t);
+  const S* xr = x + r * C;
+  const A x0 = value_cast<A>(xr[0]);
+  A m = x0;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+    const A v = value_cast<A>(xr[j]);
+    m = v > m ? v : m;
+  }
+  m = block_reduce(m, MaxOp{}, x0, shm_a);
   double s = 0;
-  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += exp(static_cast<double>(xr[j] - m));
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x)
+    s += exp(static_cast<double>(value_cast<A>(xr[j]) - m));
   s = block_reduce(s, SumOp{}, 0.0, shm_d);
   if (threadIdx.x == 0) {
     const double l = ::log(s) + static_cast<double>(m);
-    lse[r] = static_cast<T>(l);
+    lse[r] = static_cast<A>(l);
     const int64_t t = tgt[r];
-    row_loss[r] = t == ignore_index ? 0.0 : l - static_cast<double>(xr[t]);
+    row_loss[r] = t == ignore_index ? 0.0 : l - value_cast<double>(xr[t]);
   }
 }
 
-template <class T>
-__global__ void ce_mean_kernel(T* __restrict__ loss,                 // [1] overwritten
+template <class L>
+__global__ void ce_mean_kernel(L* __restrict__ loss,                 // [1] overwritten
                                const double* __restrict__ row_loss,  // [N]
                                int64_t N, double inv_count) {
   __shared__ double shm_d[32];
   double s = 0;
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) s += row_loss[i];
   s = block_reduce(s, SumOp{}, 0.0, shm_d);
-  if (threadIdx.x == 0) loss[0] = static_cast<T>(s * inv_count);
+  if (threadIdx.x == 0) loss[0] = static_cast<L>(s * inv_count);
 }
 
-template <class T>
-__global__ void ce_bwd_kernel(T* __restrict__ dx,               // [N, C] overwritten
-                              const T* __restrict__ x,          // [N, C]
-                              const T* __restrict__ lse,        // [N]
-                              const int64_t* __restrict__ tgt,  // [N]
-                              int64_t N, int64_t C, int64_t ignore_index, T scale) {
+template <class S>
+__global__ void ce_bwd_kernel(S* __restrict__ dx,                     // [N, C] overwritten
+                              const S* __restrict__ x,                // [N, C]
+                              const compute_t<S>* __restrict__ lse,  // [N]
+                              const int64_t* __restrict__ tgt,        // [N]
+                              int64_t N, int64_t C, int64_t ignore_index, compute_t<S> scale) {
+  using A = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * C;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / C, c = i - r * C, t = tgt[r];
     if (t == ignore_index) {
-      dx[i] = T(0);
+      dx[i] = value_cast<S>(A(0));
       continue;
     }
-    T d = scale * exp(x[i] - lse[r]);
+    A d = scale * exp(value_cast<A>(x[i]) - lse[r]);
     if (c == t) d -= scale;
-    dx[i] = d;
+    dx[i] = value_cast<S>(d);
   }
 }
 
@@ -84,7 +93,7 @@ CeInputs prepare(const Tensor& logits, const Tensor& targets, int64_t ignore_ind
   check_defined(targets, op, "targets");
   check_rank(logits, 2, op, "logits", "[N, C]");
   check_rank(targets, 1, op, "targets", "[N]");
-  visit_cuda_float(logits.dtype(), op, [&](auto) {});
+  visit_cuda_storage(logits.dtype(), op, [&](auto) {});
   CeInputs in;
   in.logits = contiguous(logits);
   in.n = logits.size(0);
@@ -123,18 +132,19 @@ CeInputs prepare(const Tensor& logits, const Tensor& targets, int64_t ignore_ind
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      Tensor* lse_out) {
   const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy");
-  return visit_cuda_float(in.logits.dtype(), "cross_entropy", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
-    Tensor lse = cuda_empty({in.n}, in.logits.dtype());
-    Tensor loss = cuda_zeros({}, in.logits.dtype());
+  return visit_cuda_storage(in.logits.dtype(), "cross_entropy", [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
+    using L = compute_t<S>;  // lse and loss
+    Tensor lse = cuda_empty({in.n}, dtype_of<L>());
+    Tensor loss = cuda_zeros({}, dtype_of<L>());
     if (in.n > 0) {
       Tensor row_loss = cuda_empty({in.n}, DType::f64);
-      ce_fwd_kernel<T><<<static_cast<unsigned>(in.n), kThreads, 0, stream()>>>(
-          lse.data<T>(), row_loss.data<double>(), in.logits.data<T>(),
+      ce_fwd_kernel<S><<<static_cast<unsigned>(in.n), kThreads, 0, stream()>>>(
+          lse.data<L>(), row_loss.data<double>(), in.logits.data<S>(),
           in.targets.data<int64_t>(), in.c, ignore_index);
       CUDA_CHECK(cudaGetLastError());
       const double inv = in.counted ? 1.0 / static_cast<double>(in.counted) : 0.0;
-      ce_mean_kernel<T><<<1, 1024, 0, stream()>>>(loss.data<T>(), row_loss.data<double>(),
+      ce_mean_kernel<L><<<1, 1024, 0, stream()>>>(loss.data<L>(), row_loss.data<double>(),
                                                   in.n, inv);
       CUDA_CHECK(cudaGetLastError());
     }
@@ -148,17 +158,18 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64
   const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy_backward");
   require_cuda(lse_in, "cross_entropy_backward", "lse");
   check_shape(lse_in, {in.n}, "cross_entropy_backward", "lse", "[N]");
-  check_same_dtype(lse_in, in.logits, "cross_entropy_backward");
   const Tensor lse = contiguous(lse_in);
-  return visit_cuda_float(in.logits.dtype(), "cross_entropy_backward", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage(in.logits.dtype(), "cross_entropy_backward", [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
+    using L = compute_t<S>;
+    check_dtype(lse, dtype_of<L>(), "cross_entropy_backward", "lse (from the forward)");
     Tensor dx = cuda_empty(in.logits.shape(), in.logits.dtype());
     const int64_t total = in.n * in.c;
     if (total == 0) return dx;
     const double scale = in.counted ? dloss / static_cast<double>(in.counted) : 0.0;
-    ce_bwd_kernel<T><<<grid_for(total), kThreads, 0, stream()>>>(
-        dx.data<T>(), in.logits.data<T>(), lse.data<T>(), in.targets.data<int64_t>(), in.n, in.c,
-        ignore_index, static_cast<T>(scale));
+    ce_bwd_kernel<S><<<grid_for(total), kThreads, 0, stream()>>>(
+        dx.data<S>(), in.logits.data<S>(), lse.data<L>(), in.targets.data<int64_t>(), in.n, in.c,
+        ignore_index, static_cast<L>(scale));
     CUDA_CHECK(cudaGetLastError());
     return dx;
   });

@@ -3,7 +3,8 @@
 //   Layouts: every input is any strided view (broadcast strides of 0 included), read through an
 //   Indexer; outputs are fresh contiguous tensors, except add_ (overwrites a, which must be
 //   contiguous) and copy_strided (overwrites the view dst).
-//   dtypes: f32, f64 (one instantiation each). One thread per output element, grid-stride loop.
+//   dtypes: f32, f64, bf16 (storage S, computed in compute_t<S>: float for bf16, rounded once
+//   on the store). One thread per output element, grid-stride loop.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -72,46 +73,52 @@ __global__ void copy_strided_kernel(T* __restrict__ dst,        // view, any str
     dst[dix.offset(i)] = src[six.offset(i)];
 }
 
-template <class T>
-__global__ void unary_kernel(int op, T c,
-                             T* __restrict__ out,      // [n] contiguous
-                             const T* __restrict__ x,  // any strides
+template <class S>
+__global__ void unary_kernel(int op, compute_t<S> c,
+                             S* __restrict__ out,      // [n] contiguous
+                             const S* __restrict__ x,  // any strides
                              Indexer xi, int64_t n) {
+  using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = unary_value<T>(op, x[xi.offset(i)], c);
+    out[i] = value_cast<S>(unary_value<C>(op, value_cast<C>(x[xi.offset(i)]), c));
 }
 
-template <class T>
+template <class S>
 __global__ void binary_kernel(int op,
-                              T* __restrict__ out,      // [n] contiguous, the broadcast shape
-                              const T* __restrict__ a,  // expanded view
+                              S* __restrict__ out,      // [n] contiguous, the broadcast shape
+                              const S* __restrict__ a,  // expanded view
                               Indexer ai,
-                              const T* __restrict__ b,  // expanded view
+                              const S* __restrict__ b,  // expanded view
                               Indexer bi, int64_t n) {
+  using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = binary_value<T>(op, a[ai.offset(i)], b[bi.offset(i)]);
+    out[i] = value_cast<S>(binary_value<C>(op, value_cast<C>(a[ai.offset(i)]),
+                                           value_cast<C>(b[bi.offset(i)])));
 }
 
-template <class T>
-__global__ void where_kernel(T* __restrict__ out,      // [n] contiguous
-                             const T* __restrict__ c,  // expanded view, same dtype as a
+// a and b are selected as stored (no rounding); only the mask is read as a number.
+template <class S>
+__global__ void where_kernel(S* __restrict__ out,      // [n] contiguous
+                             const S* __restrict__ c,  // expanded view, same dtype as a
                              Indexer ci,
-                             const T* __restrict__ a, Indexer ai,
-                             const T* __restrict__ b, Indexer bi, int64_t n) {
+                             const S* __restrict__ a, Indexer ai,
+                             const S* __restrict__ b, Indexer bi, int64_t n) {
+  using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = c[ci.offset(i)] != T(0) ? a[ai.offset(i)] : b[bi.offset(i)];
+    out[i] = value_cast<C>(c[ci.offset(i)]) != C(0) ? a[ai.offset(i)] : b[bi.offset(i)];
 }
 
-template <class T>
-__global__ void add_inplace_kernel(T* __restrict__ a,        // [n] contiguous, accumulated into
-                                   const T* __restrict__ b,  // expanded to a's shape
+template <class S>
+__global__ void add_inplace_kernel(S* __restrict__ a,        // [n] contiguous, accumulated into
+                                   const S* __restrict__ b,  // expanded to a's shape
                                    Indexer bi, int64_t n) {
+  using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    a[i] += b[bi.offset(i)];
+    a[i] = value_cast<S>(value_cast<C>(a[i]) + value_cast<C>(b[bi.offset(i)]));
 }
 
 // ---- launchers
@@ -128,13 +135,13 @@ void launch_copy(Tensor& dst, const Tensor& src, const char* op) {
 
 Tensor unary_impl(int op, double c, const Tensor& x, const char* name) {
   require_cuda(x, name);
-  return visit_cuda_float(x.dtype(), name, [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage(x.dtype(), name, [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     Tensor out = cuda_empty(x.shape(), x.dtype());
     const int64_t n = x.numel();
     if (n == 0) return out;
-    unary_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
-        op, static_cast<T>(c), out.data<T>(), x.data<T>(), make_indexer(x, name), n);
+    unary_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(
+        op, static_cast<compute_t<S>>(c), out.data<S>(), x.data<S>(), make_indexer(x, name), n);
     CUDA_CHECK(cudaGetLastError());
     return out;
   });
@@ -182,13 +189,13 @@ Tensor binary(Binary op, const Tensor& a_in, const Tensor& b_in) {
   check_same_dtype(a, b, "binary");
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), "binary");
   const Tensor ea = a.expand(shape), eb = b.expand(shape);
-  return visit_cuda_float(a.dtype(), "binary", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage(a.dtype(), "binary", [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     Tensor out = cuda_empty(shape, a.dtype());
     const int64_t n = out.numel();
     if (n == 0) return out;
-    binary_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
-        int(op), out.data<T>(), ea.data<T>(), make_indexer(ea, "binary"), eb.data<T>(),
+    binary_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(
+        int(op), out.data<S>(), ea.data<S>(), make_indexer(ea, "binary"), eb.data<S>(),
         make_indexer(eb, "binary"), n);
     CUDA_CHECK(cudaGetLastError());
     return out;
@@ -203,17 +210,17 @@ Tensor where(const Tensor& cond_in, const Tensor& a_in, const Tensor& b_in) {
   check_same_dtype(a, b, "where");
   const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"),
                                        b.shape(), "where");
-  // A mask of another dtype is converted once (through the host; masks are usually f32 already).
+  // A mask of another dtype is converted once, on the device (0/1 masks convert exactly).
   const Tensor c = (cond.dtype() == a.dtype() ? cond : cond.to(a.dtype())).expand(shape);
   const Tensor ea = a.expand(shape), eb = b.expand(shape);
-  return visit_cuda_float(a.dtype(), "where", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage(a.dtype(), "where", [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     Tensor out = cuda_empty(shape, a.dtype());
     const int64_t n = out.numel();
     if (n == 0) return out;
-    where_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
-        out.data<T>(), c.data<T>(), make_indexer(c, "where"), ea.data<T>(),
-        make_indexer(ea, "where"), eb.data<T>(), make_indexer(eb, "where"), n);
+    where_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(
+        out.data<S>(), c.data<S>(), make_indexer(c, "where"), ea.data<S>(),
+        make_indexer(ea, "where"), eb.data<S>(), make_indexer(eb, "where"), n);
     CUDA_CHECK(cudaGetLastError());
     return out;
   });
@@ -225,12 +232,12 @@ void add_(Tensor& a, const Tensor& b) {
   check_same_dtype(a, b, "add_");
   HLA_CHECK(a.is_contiguous(), "add_ needs a contiguous destination");
   const Tensor eb = b.expand(a.shape());
-  visit_cuda_float(a.dtype(), "add_", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  visit_cuda_storage(a.dtype(), "add_", [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     const int64_t n = a.numel();
     if (n == 0) return;
-    add_inplace_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
-        a.data<T>(), eb.data<T>(), make_indexer(eb, "add_"), n);
+    add_inplace_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(
+        a.data<S>(), eb.data<S>(), make_indexer(eb, "add_"), n);
     CUDA_CHECK(cudaGetLastError());
   });
 }

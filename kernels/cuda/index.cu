@@ -20,7 +20,9 @@
 //   The gather / scatter_add index is range-checked on the device: the position of the first bad
 //   entry (an integer atomicMin, order-independent) comes back in one 8-byte copy and a sync.
 //   concat / slice_backward: strided copies into slices of a fresh output (elementwise.cu).
-// All outputs are fresh. dtypes: index_select, gather any; index_add, scatter_add f32, f64.
+// All outputs are fresh. dtypes: index_select, gather any; index_add, scatter_add f32, f64, bf16
+// (bf16 sources are summed in float and each output rounded to bf16 once: index_add keeps the
+// sum in a register, scatter_add in an f32 buffer converted at the end).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -54,19 +56,21 @@ __global__ void index_select_kernel(W* __restrict__ out,              // [outer,
   }
 }
 
-template <class T>
-__global__ void index_add_kernel(T* __restrict__ out,                  // [outer, n, inner]
-                                 const T* __restrict__ src,            // [outer, m, inner]
+template <class S>
+__global__ void index_add_kernel(S* __restrict__ out,                  // [outer, n, inner]
+                                 const S* __restrict__ src,            // [outer, m, inner]
                                  const int64_t* __restrict__ row_ptr,  // [n + 1] CSR offsets
                                  const int64_t* __restrict__ cols,     // [m] source j, ascending per row
                                  int64_t outer, int64_t n, int64_t m, int64_t inner) {
+  using C = compute_t<S>;
   const int64_t total = outer * n * inner;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < total;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = p % inner, or_ = p / inner, r = or_ % n, o = or_ / n;
-    T acc = T(0);
-    for (int64_t q = row_ptr[r]; q < row_ptr[r + 1]; ++q) acc += src[(o * m + cols[q]) * inner + i];
-    out[p] = acc;
+    C acc = C(0);
+    for (int64_t q = row_ptr[r]; q < row_ptr[r + 1]; ++q)
+      acc += value_cast<C>(src[(o * m + cols[q]) * inner + i]);
+    out[p] = value_cast<S>(acc);
   }
 }
 
@@ -83,18 +87,20 @@ __global__ void gather_kernel(W* __restrict__ out,        // [outer, m, inner]
   }
 }
 
-template <class T, class I>
-__global__ void scatter_add_kernel(T* __restrict__ out,        // [outer, n, inner], zeroed
-                                   const T* __restrict__ src,  // [outer, m, inner]
-                                   const I* __restrict__ idx,  // [outer, m, inner], in [0, n)
+// out is the accumulator, of compute_t<S> (a bf16 src sums into an f32 buffer).
+template <class S, class I>
+__global__ void scatter_add_kernel(compute_t<S>* __restrict__ out,  // [outer, n, inner], zeroed
+                                   const S* __restrict__ src,       // [outer, m, inner]
+                                   const I* __restrict__ idx,       // [outer, m, inner], in [0, n)
                                    int64_t outer, int64_t n, int64_t m, int64_t inner) {
+  using C = compute_t<S>;
   const int64_t columns = outer * inner;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < columns;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = p % inner, o = p / inner;
     for (int64_t j = 0; j < m; ++j) {
       const int64_t q = (o * m + j) * inner + i;
-      out[(o * n + static_cast<int64_t>(idx[q])) * inner + i] += src[q];
+      out[(o * n + static_cast<int64_t>(idx[q])) * inner + i] += value_cast<C>(src[q]);
     }
   }
 }
@@ -259,8 +265,8 @@ Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Ten
   const Around a = around(shape, dim);
   const int64_t m = static_cast<int64_t>(idx.size());
   HLA_CHECK(src.numel() == a.outer * m * a.inner, "index_add: src does not match index");
-  return visit_cuda_float(src.dtype(), "index_add", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage(src.dtype(), "index_add", [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     Tensor out = cuda_empty(shape, src.dtype());
     const int64_t total = a.outer * a.n * a.inner;
     if (total == 0) return out;
@@ -273,8 +279,8 @@ Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Ten
     const Tensor d_csr =
         Tensor::from_vector<int64_t>(csr, {static_cast<int64_t>(csr.size())}).to(Device::CUDA);
     const int64_t* row_ptr = d_csr.data<int64_t>();
-    index_add_kernel<T><<<grid_for(total), kThreads, 0, stream()>>>(
-        out.data<T>(), src.data<T>(), row_ptr, row_ptr + a.n + 1, a.outer, a.n, m, a.inner);
+    index_add_kernel<S><<<grid_for(total), kThreads, 0, stream()>>>(
+        out.data<S>(), src.data<S>(), row_ptr, row_ptr + a.n + 1, a.outer, a.n, m, a.inner);
     CUDA_CHECK(cudaGetLastError());
     return out;
   });
@@ -320,18 +326,19 @@ Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index_in, cons
   const Tensor idx = device_index(index_in, shape[dim], "scatter_add");
   const Around ao = around(shape, dim);
   const int64_t m = src.shape()[dim];
-  return visit_cuda_float(src.dtype(), "scatter_add", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
-    Tensor out = cuda_zeros(shape, src.dtype());
+  return visit_cuda_storage(src.dtype(), "scatter_add", [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
+    using C = compute_t<S>;
+    Tensor acc = cuda_zeros(shape, dtype_of<C>());
     const int64_t columns = ao.outer * ao.inner;
-    if (columns == 0 || m == 0) return out;
+    if (columns == 0 || m == 0) return acc.to(src.dtype());
     visit_index_cuda(idx.dtype(), "scatter_add", [&](auto itag_) {
       using I = typename decltype(itag_)::type;
-      scatter_add_kernel<T, I><<<grid_for(columns), kThreads, 0, stream()>>>(
-          out.data<T>(), src.data<T>(), idx.data<I>(), ao.outer, ao.n, m, ao.inner);
+      scatter_add_kernel<S, I><<<grid_for(columns), kThreads, 0, stream()>>>(
+          acc.data<C>(), src.data<S>(), idx.data<I>(), ao.outer, ao.n, m, ao.inner);
       CUDA_CHECK(cudaGetLastError());
     });
-    return out;
+    return acc.to(src.dtype());  // a no-op for f32 / f64
   });
 }
 

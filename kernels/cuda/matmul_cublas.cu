@@ -1,6 +1,8 @@
 // Matrix products on CUDA through cuBLAS: a [..., M, K] @ b [..., K, N] -> [..., M, N] (fresh,
 // contiguous), batch dims broadcast. fp32 math by default; cuda::set_tf32(true) switches f32
 // products to TF32 tensor cores (fp32 accumulation, ~1e-3 relative error). f64 uses DGEMM math.
+// bf16 x bf16 -> bf16 runs on bf16 tensor cores with fp32 accumulation (CUBLAS_COMPUTE_32F,
+// float alpha/beta); only the output is rounded to bf16, once per element.
 //
 // cuBLAS is column-major. The row-major <-> column-major swap lives in matmul_cublas() below and
 // nowhere else: a row-major X [r, c] with leading dimension ld is the column-major X^T, so
@@ -79,10 +81,11 @@ void matmul_cublas(const Operand& a, const Operand& b, Tensor& c, int64_t M, int
   for (int64_t v : {M, K, N, batch, a.ld, b.ld})
     if (v > INT_MAX) throw Error("matmul", "dimensions below 2^31 for cuBLAS", std::to_string(v));
   Context& ctx = Context::get();
-  const bool f64 = c.dtype() == DType::f64;
-  const cudaDataType_t type = f64 ? CUDA_R_64F : CUDA_R_32F;
+  const bool f64 = c.dtype() == DType::f64, bf16 = c.dtype() == DType::bf16;
+  const cudaDataType_t type = f64 ? CUDA_R_64F : (bf16 ? CUDA_R_16BF : CUDA_R_32F);
   const cublasComputeType_t compute =
-      f64 ? CUBLAS_COMPUTE_64F : (ctx.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F);
+      f64 ? CUBLAS_COMPUTE_64F
+          : (ctx.tf32 && !bf16 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F);
   const double alpha_d = 1.0, beta_d = 0.0;
   const float alpha_f = 1.0f, beta_f = 0.0f;
   const void* alpha = f64 ? static_cast<const void*>(&alpha_d) : &alpha_f;
@@ -102,7 +105,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   require_cuda(a_in, "matmul", "a");
   require_cuda(b_in, "matmul", "b");
   check_same_dtype(a_in, b_in, "matmul");
-  visit_cuda_float(a_in.dtype(), "matmul", [&](auto) {});
+  visit_cuda_storage(a_in.dtype(), "matmul", [&](auto) {});
   if (a_in.dim() < 2 || b_in.dim() < 2)
     throw Error("matmul", "operands of rank >= 2 ([..., M, K] @ [..., K, N])",
                 to_string(a_in.shape()) + " @ " + to_string(b_in.shape()),

@@ -1,8 +1,18 @@
 // The CUDA implementations of the tensor kernels of kernels/ops.h, one function per op, with the
 // same contracts (inputs: any strided view on the GPU; outputs: fresh contiguous GPU tensors).
 // kernels/cpu/tensor/*.cpp dispatch here when the first operand is a CUDA tensor and the build
-// defines HLA_WITH_CUDA. dtypes: f32 and f64 (bf16: not yet). Mixing devices throws hla::Error,
-// except that binary() and where() accept 0-dim CPU tensors as scalars.
+// defines HLA_WITH_CUDA. Mixing devices throws hla::Error, except that binary() and where()
+// accept 0-dim CPU tensors as scalars.
+//
+// dtypes: f32, f64 and bf16. bf16 is a storage type: every kernel reads it as float, computes in
+// float, accumulates every sum (reductions, norms' sums of squares, softmax and cross-entropy
+// sums, conv taps, index_add / scatter_add) in float or double, and rounds each bf16 output
+// once. matmul: bf16 tensor cores with fp32 accumulation. Operands of one op share one dtype,
+// except:
+//   - rms_norm / gated_rms_norm: weight w may be f32 with bf16 x (g, dy); dw has w's dtype.
+//   - short_conv: weight w may be f32 with bf16 x (cache, dy); dw has w's dtype.
+//   - f32 (not bf16) results for bf16 inputs: cross_entropy's loss and lse, rms_norm's rstd
+//     (statistics kept unrounded; the backward passes expect them in f32).
 //
 // Plain C++ (no CUDA headers), so CPU sources can include it.
 #pragma once
@@ -21,6 +31,12 @@ void synchronize();     // waits for all queued GPU work
 // TF32 tensor cores for f32 matmul; default off (exact fp32).
 void set_tf32(bool on);
 bool tf32_enabled();
+
+// ---- convert.cu
+// dst = src converted to dst's dtype (same shape, any dtypes and strides on both sides): the
+// storage backend's convert, behind Tensor::to(DType) of a GPU tensor. bf16 through float,
+// rounded to nearest even, as on the host.
+void convert_dtype(Tensor& dst, const Tensor& src);
 
 // ---- elementwise.cu
 Tensor contiguous(const Tensor& x);               // strided GPU copy when x is not contiguous

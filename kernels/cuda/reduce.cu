@@ -3,7 +3,9 @@
 //   The reduced dimensions are permuted to the end and made contiguous (one strided copy), so
 //   each output element reduces one contiguous row [n_out, n_red]. Short rows take one warp
 //   each, long rows one block each. Sums accumulate in double in a fixed order (deterministic).
-//   Output: a fresh contiguous tensor (keepdim or not). dtypes: f32, f64.
+//   Output: a fresh contiguous tensor (keepdim or not). dtypes: f32, f64, bf16 (read as float:
+//   a bf16 sum accumulates in double like the others and is rounded to bf16 only at the end;
+//   a bf16 max is exact).
 #include <cfloat>
 
 #include "kernels/cuda/common.cuh"
@@ -15,53 +17,61 @@ namespace {
 
 constexpr int64_t kBlockRowMin = 2048;  // rows at least this long get a whole block
 
-template <class T>
-__device__ inline T lowest() {
-  return sizeof(T) == 4 ? T(-FLT_MAX) : T(-DBL_MAX);
+template <class C>
+__device__ inline C lowest() {
+  return sizeof(C) == 4 ? C(-FLT_MAX) : C(-DBL_MAX);
 }
 
 // ---- kernels
 
-// One warp per row. is_max: max, else sum (accumulated in double).
-template <class T, bool is_max>
-__global__ void reduce_rows_warp_kernel(T* __restrict__ out,         // [n_out]
-                                        const T* __restrict__ rows,  // [n_out, n_red] contiguous
+// One warp per row. is_max: max (in compute_t<S>), else sum (accumulated in double).
+template <class S, bool is_max>
+__global__ void reduce_rows_warp_kernel(S* __restrict__ out,         // [n_out]
+                                        const S* __restrict__ rows,  // [n_out, n_red] contiguous
                                         int64_t n_out, int64_t n_red) {
+  using C = compute_t<S>;
   const int64_t row = blockIdx.x * int64_t(blockDim.x >> 5) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= n_out) return;
-  const T* r = rows + row * n_red;
+  const S* r = rows + row * n_red;
   if constexpr (is_max) {
-    T m = lowest<T>();
-    for (int64_t j = lane; j < n_red; j += 32) m = r[j] > m ? r[j] : m;
+    C m = lowest<C>();
+    for (int64_t j = lane; j < n_red; j += 32) {
+      const C v = value_cast<C>(r[j]);
+      m = v > m ? v : m;
+    }
     m = warp_reduce(m, MaxOp{});
-    if (lane == 0) out[row] = m;
+    if (lane == 0) out[row] = value_cast<S>(m);
   } else {
     double s = 0;
-    for (int64_t j = lane; j < n_red; j += 32) s += static_cast<double>(r[j]);
+    for (int64_t j = lane; j < n_red; j += 32) s += value_cast<double>(r[j]);
     s = warp_reduce(s, SumOp{});
-    if (lane == 0) out[row] = static_cast<T>(s);
+    if (lane == 0) out[row] = value_cast<S>(s);
   }
 }
 
 // One block per row.
-template <class T, bool is_max>
-__global__ void reduce_rows_block_kernel(T* __restrict__ out,         // [n_out]
-                                         const T* __restrict__ rows,  // [n_out, n_red]
+template <class S, bool is_max>
+__global__ void reduce_rows_block_kernel(S* __restrict__ out,         // [n_out]
+                                         const S* __restrict__ rows,  // [n_out, n_red]
                                          int64_t n_red) {
+  using C = compute_t<S>;
   __shared__ double shm_d[32];
-  __shared__ T shm_t[32];
-  const T* r = rows + blockIdx.x * n_red;
+  __shared__ C shm_c[32];
+  const S* r = rows + blockIdx.x * n_red;
   if constexpr (is_max) {
-    T m = lowest<T>();
-    for (int64_t j = threadIdx.x; j < n_red; j += blockDim.x) m = r[j] > m ? r[j] : m;
-    m = block_reduce(m, MaxOp{}, lowest<T>(), shm_t);
-    if (threadIdx.x == 0) out[blockIdx.x] = m;
+    C m = lowest<C>();
+    for (int64_t j = threadIdx.x; j < n_red; j += blockDim.x) {
+      const C v = value_cast<C>(r[j]);
+      m = v > m ? v : m;
+    }
+    m = block_reduce(m, MaxOp{}, lowest<C>(), shm_c);
+    if (threadIdx.x == 0) out[blockIdx.x] = value_cast<S>(m);
   } else {
     double s = 0;
-    for (int64_t j = threadIdx.x; j < n_red; j += blockDim.x) s += static_cast<double>(r[j]);
+    for (int64_t j = threadIdx.x; j < n_red; j += blockDim.x) s += value_cast<double>(r[j]);
     s = block_reduce(s, SumOp{}, 0.0, shm_d);
-    if (threadIdx.x == 0) out[blockIdx.x] = static_cast<T>(s);
+    if (threadIdx.x == 0) out[blockIdx.x] = value_cast<S>(s);
   }
 }
 
@@ -108,20 +118,20 @@ Tensor reduce_impl(const Tensor& x, const std::vector<int64_t>& dims, bool keepd
   require_cuda(x, op);
   const ReducePlan p = plan_reduce(x, dims, keepdim, op);
   if (is_max && p.n_red == 0) throw Error(op, "a non-empty reduction", "zero elements to reduce");
-  return visit_cuda_float(x.dtype(), op, [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage(x.dtype(), op, [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     Tensor out = cuda_empty(p.out_shape, x.dtype());
     if (p.n_out == 0) return out;
     if (p.n_red == 0) return cuda_zeros(p.out_shape, x.dtype());  // empty sum
     if (p.n_red >= kBlockRowMin && p.n_out <= (int64_t(1) << 31) - 1) {
-      reduce_rows_block_kernel<T, is_max><<<static_cast<unsigned>(p.n_out), kThreads, 0,
-                                            stream()>>>(out.data<T>(), p.rows.data<T>(), p.n_red);
+      reduce_rows_block_kernel<S, is_max><<<static_cast<unsigned>(p.n_out), kThreads, 0,
+                                            stream()>>>(out.data<S>(), p.rows.data<S>(), p.n_red);
     } else {
       const int64_t warps = kThreads / 32;
       const int64_t blocks = (p.n_out + warps - 1) / warps;
       HLA_CHECK(blocks < (int64_t(1) << 31), op << ": too many rows for one launch");
-      reduce_rows_warp_kernel<T, is_max><<<static_cast<unsigned>(blocks), kThreads, 0,
-                                           stream()>>>(out.data<T>(), p.rows.data<T>(), p.n_out,
+      reduce_rows_warp_kernel<S, is_max><<<static_cast<unsigned>(blocks), kThreads, 0,
+                                           stream()>>>(out.data<S>(), p.rows.data<S>(), p.n_out,
                                                        p.n_red);
     }
     CUDA_CHECK(cudaGetLastError());

@@ -5,7 +5,9 @@
 // Backward (dpre = dy silu'(pre) when silu; pre is recomputed, not saved):
 //   dx[b,s,c] = sum_j w[c,j] dpre[b, s+(W-1)-j, c]   (s < 0 lands in dcache)
 //   dw[c,j]   = sum_{b,t} dpre[b,t,c] x[b, t-(W-1)+j, c]   (one block per (c,j), fixed order)
-// All outputs are fresh (overwritten). dtypes: f32, f64.
+// All outputs are fresh (overwritten). dtypes: f32, f64, bf16. For bf16 x (cache, dy alike) the
+// weight w is bf16 or f32 (fp32 master weights read in place); sums run in float (the W taps)
+// or double (dw), dpre is kept in float, y / dx / dcache are bf16 and dw takes w's dtype.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -18,82 +20,88 @@ struct ConvDims {
 };
 
 // Input at time t (negative t: from the cache, or zero without one).
-template <class T>
-__device__ inline T input_at(const T* x, const T* cache, const ConvDims& d, int64_t b, int64_t t,
+template <class S>
+__device__ inline S input_at(const S* x, const S* cache, const ConvDims& d, int64_t b, int64_t t,
                              int64_t c) {
   if (t >= 0) return x[(b * d.T + t) * d.D + c];
-  if (!cache) return T(0);
+  if (!cache) return value_cast<S>(0.0f);
   return cache[(b * d.D + c) * (d.W - 1) + (d.W - 1) + t];
 }
 
-template <class T>
-__device__ inline T conv_pre(const T* x, const T* w, const T* cache, const ConvDims& d, int64_t b,
-                             int64_t t, int64_t c) {
-  T acc = T(0);
-  for (int64_t j = 0; j < d.W; ++j) acc += w[c * d.W + j] * input_at(x, cache, d, b, t - (d.W - 1) + j, c);
+template <class S, class W>
+__device__ inline compute_t<S> conv_pre(const S* x, const W* w, const S* cache, const ConvDims& d,
+                                        int64_t b, int64_t t, int64_t c) {
+  using C = compute_t<S>;
+  C acc = C(0);
+  for (int64_t j = 0; j < d.W; ++j)
+    acc += value_cast<C>(w[c * d.W + j]) *
+           value_cast<C>(input_at(x, cache, d, b, t - (d.W - 1) + j, c));
   return acc;
 }
 
 // ---- kernels
 
-template <class T>
-__global__ void short_conv_fwd_kernel(T* __restrict__ y,            // [B,T,D]
-                                      const T* __restrict__ x,      // [B,T,D]
-                                      const T* __restrict__ w,      // [D,W]
-                                      const T* __restrict__ cache,  // [B,D,W-1] or null
+template <class S, class W>
+__global__ void short_conv_fwd_kernel(S* __restrict__ y,            // [B,T,D]
+                                      const S* __restrict__ x,      // [B,T,D]
+                                      const W* __restrict__ w,      // [D,W]
+                                      const S* __restrict__ cache,  // [B,D,W-1] or null
                                       ConvDims d, bool silu) {
+  using C = compute_t<S>;
   const int64_t n = d.B * d.T * d.D;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = p % d.D, bt = p / d.D, t = bt % d.T, b = bt / d.T;
-    const T pre = conv_pre(x, w, cache, d, b, t, c);
-    y[p] = silu ? pre * sigmoid_dev(pre) : pre;
+    const C pre = conv_pre(x, w, cache, d, b, t, c);
+    y[p] = value_cast<S>(silu ? pre * sigmoid_dev(pre) : pre);
   }
 }
 
-template <class T>
-__global__ void short_conv_dpre_kernel(T* __restrict__ dpre,         // [B,T,D] overwritten
-                                       const T* __restrict__ dy,     // [B,T,D]
-                                       const T* __restrict__ x,      // [B,T,D]
-                                       const T* __restrict__ w,      // [D,W]
-                                       const T* __restrict__ cache,  // [B,D,W-1] or null
+template <class S, class W>
+__global__ void short_conv_dpre_kernel(compute_t<S>* __restrict__ dpre,  // [B,T,D] overwritten
+                                       const S* __restrict__ dy,         // [B,T,D]
+                                       const S* __restrict__ x,          // [B,T,D]
+                                       const W* __restrict__ w,          // [D,W]
+                                       const S* __restrict__ cache,      // [B,D,W-1] or null
                                        ConvDims d) {
+  using C = compute_t<S>;
   const int64_t n = d.B * d.T * d.D;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = p % d.D, bt = p / d.D, t = bt % d.T, b = bt / d.T;
-    const T pre = conv_pre(x, w, cache, d, b, t, c), s = sigmoid_dev(pre);
-    dpre[p] = dy[p] * s * (T(1) + pre * (T(1) - s));
+    const C pre = conv_pre(x, w, cache, d, b, t, c), s = sigmoid_dev(pre);
+    dpre[p] = value_cast<C>(dy[p]) * s * (C(1) + pre * (C(1) - s));
   }
 }
 
 // One thread per (b, s, c), s in [-(W-1), T): s >= 0 writes dx, s < 0 writes dcache.
-template <class T>
-__global__ void short_conv_dx_kernel(T* __restrict__ dx,            // [B,T,D] overwritten
-                                     T* __restrict__ dcache,        // [B,D,W-1] overwritten, or null
-                                     const T* __restrict__ dpre,    // [B,T,D]
-                                     const T* __restrict__ w,       // [D,W]
+template <class S, class W>
+__global__ void short_conv_dx_kernel(S* __restrict__ dx,      // [B,T,D] overwritten
+                                     S* __restrict__ dcache,  // [B,D,W-1] overwritten, or null
+                                     const compute_t<S>* __restrict__ dpre,  // [B,T,D]
+                                     const W* __restrict__ w,                // [D,W]
                                      ConvDims d) {
-  const int64_t S = d.T + d.W - 1, n = d.B * S * d.D;
+  using C = compute_t<S>;
+  const int64_t S_len = d.T + d.W - 1, n = d.B * S_len * d.D;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n;
        p += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = p % d.D, bs = p / d.D, s = bs % S - (d.W - 1), b = bs / S;
+    const int64_t c = p % d.D, bs = p / d.D, s = bs % S_len - (d.W - 1), b = bs / S_len;
     if (s < 0 && !dcache) continue;
-    T acc = T(0);
+    C acc = C(0);
     for (int64_t j = 0; j < d.W; ++j) {
       const int64_t t = s + (d.W - 1) - j;
-      if (t >= 0 && t < d.T) acc += w[c * d.W + j] * dpre[(b * d.T + t) * d.D + c];
+      if (t >= 0 && t < d.T) acc += value_cast<C>(w[c * d.W + j]) * dpre[(b * d.T + t) * d.D + c];
     }
-    if (s >= 0) dx[(b * d.T + s) * d.D + c] = acc;
-    else dcache[(b * d.D + c) * (d.W - 1) + (d.W - 1) + s] = acc;
+    if (s >= 0) dx[(b * d.T + s) * d.D + c] = value_cast<S>(acc);
+    else dcache[(b * d.D + c) * (d.W - 1) + (d.W - 1) + s] = value_cast<S>(acc);
   }
 }
 
-template <class T>
-__global__ void short_conv_dw_kernel(T* __restrict__ dw,            // [D,W] overwritten
-                                     const T* __restrict__ dpre,    // [B,T,D]
-                                     const T* __restrict__ x,       // [B,T,D]
-                                     const T* __restrict__ cache,   // [B,D,W-1] or null
+template <class S, class W>
+__global__ void short_conv_dw_kernel(W* __restrict__ dw,                     // [D,W] overwritten
+                                     const compute_t<S>* __restrict__ dpre,  // [B,T,D]
+                                     const S* __restrict__ x,                // [B,T,D]
+                                     const S* __restrict__ cache,            // [B,D,W-1] or null
                                      ConvDims d) {
   __shared__ double shm_d[32];
   const int64_t c = blockIdx.x / d.W, j = blockIdx.x % d.W;
@@ -101,10 +109,10 @@ __global__ void short_conv_dw_kernel(T* __restrict__ dw,            // [D,W] ove
   for (int64_t bt = threadIdx.x; bt < d.B * d.T; bt += blockDim.x) {
     const int64_t b = bt / d.T, t = bt % d.T;
     acc += static_cast<double>(dpre[bt * d.D + c]) *
-           static_cast<double>(input_at(x, cache, d, b, t - (d.W - 1) + j, c));
+           value_cast<double>(input_at(x, cache, d, b, t - (d.W - 1) + j, c));
   }
   acc = block_reduce(acc, SumOp{}, 0.0, shm_d);
-  if (threadIdx.x == 0) dw[c * d.W + j] = static_cast<T>(acc);
+  if (threadIdx.x == 0) dw[c * d.W + j] = value_cast<W>(acc);
 }
 
 // ---- launchers
@@ -114,7 +122,7 @@ ConvDims check_conv(const Tensor& x, const Tensor& w, const Tensor& cache, const
   require_cuda(w, op, "weight");
   check_rank(x, 3, op, "x", "[B,T,D]");
   check_rank(w, 2, op, "weight", "[D,W]");
-  check_same_dtype(x, w, op);
+  check_param_dtype(x, w, op, "weight");
   const ConvDims d{x.size(0), x.size(1), x.size(2), w.size(1)};
   check_shape(w, {d.D, d.W}, op, "weight", "[D,W]");
   if (d.W < 1) throw Error(op, "a kernel width W >= 1", "W = 0");
@@ -133,13 +141,15 @@ Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tenso
   const ConvDims d = check_conv(x_in, w_in, cache_in, "short_conv");
   const Tensor x = contiguous(x_in), w = contiguous(w_in);
   const Tensor cache = cache_in.defined() ? contiguous(cache_in) : Tensor();
-  return visit_cuda_float(x.dtype(), "short_conv", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage_param(x.dtype(), w.dtype(), "short_conv", [&](auto stag_,
+                                                                          auto wtag_) {
+    using S = typename decltype(stag_)::type;
+    using W = typename decltype(wtag_)::type;
     Tensor y = cuda_empty(x.shape(), x.dtype());
     const int64_t n = x.numel();
     if (n == 0) return y;
-    short_conv_fwd_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
-        y.data<T>(), x.data<T>(), w.data<T>(), cache.defined() ? cache.data<T>() : nullptr, d,
+    short_conv_fwd_kernel<S, W><<<grid_for(n), kThreads, 0, stream()>>>(
+        y.data<S>(), x.data<S>(), w.data<W>(), cache.defined() ? cache.data<S>() : nullptr, d,
         silu);
     CUDA_CHECK(cudaGetLastError());
     return y;
@@ -155,30 +165,34 @@ void short_conv_backward(const Tensor& x_in, const Tensor& w_in, bool silu,
   check_same_dtype(x_in, dy_in, "short_conv_backward");
   const Tensor x = contiguous(x_in), w = contiguous(w_in), dy = contiguous(dy_in);
   const Tensor cache = cache_in.defined() ? contiguous(cache_in) : Tensor();
-  visit_cuda_float(x.dtype(), "short_conv_backward", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
-    const T* pc = cache.defined() ? cache.data<T>() : nullptr;
-    Tensor dpre = dy;
+  visit_cuda_storage_param(x.dtype(), w.dtype(), "short_conv_backward", [&](auto stag_,
+                                                                          auto wtag_) {
+    using S = typename decltype(stag_)::type;
+    using W = typename decltype(wtag_)::type;
+    using C = compute_t<S>;
+    const S* pc = cache.defined() ? cache.data<S>() : nullptr;
+    // dpre in the compute type: bf16 dy is widened once (a no-op for f32 / f64).
+    Tensor dpre = dy.to(dtype_of<C>());
     const int64_t n = x.numel();
     if (silu && n > 0) {
-      dpre = cuda_empty(x.shape(), x.dtype());
-      short_conv_dpre_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
-          dpre.data<T>(), dy.data<T>(), x.data<T>(), w.data<T>(), pc, d);
+      dpre = cuda_empty(x.shape(), dtype_of<C>());
+      short_conv_dpre_kernel<S, W><<<grid_for(n), kThreads, 0, stream()>>>(
+          dpre.data<C>(), dy.data<S>(), x.data<S>(), w.data<W>(), pc, d);
       CUDA_CHECK(cudaGetLastError());
     }
     Tensor dxt = cuda_empty(x.shape(), x.dtype());
     Tensor dct = cache.defined() ? cuda_empty(cache.shape(), x.dtype()) : Tensor();
-    Tensor dwt = cuda_empty(w.shape(), x.dtype());
+    Tensor dwt = cuda_empty(w.shape(), w.dtype());
     const int64_t n_dx = d.B * (d.T + d.W - 1) * d.D;
     if (n_dx > 0) {
-      short_conv_dx_kernel<T><<<grid_for(n_dx), kThreads, 0, stream()>>>(
-          dxt.data<T>(), cache.defined() ? dct.data<T>() : nullptr, dpre.data<T>(), w.data<T>(),
+      short_conv_dx_kernel<S, W><<<grid_for(n_dx), kThreads, 0, stream()>>>(
+          dxt.data<S>(), cache.defined() ? dct.data<S>() : nullptr, dpre.data<C>(), w.data<W>(),
           d);
       CUDA_CHECK(cudaGetLastError());
     }
     if (d.D * d.W > 0) {
-      short_conv_dw_kernel<T><<<static_cast<unsigned>(d.D * d.W), kThreads, 0, stream()>>>(
-          dwt.data<T>(), dpre.data<T>(), x.data<T>(), pc, d);
+      short_conv_dw_kernel<S, W><<<static_cast<unsigned>(d.D * d.W), kThreads, 0, stream()>>>(
+          dwt.data<W>(), dpre.data<C>(), x.data<S>(), pc, d);
       CUDA_CHECK(cudaGetLastError());
     }
     if (dx) *dx = dxt;

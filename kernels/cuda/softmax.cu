@@ -2,7 +2,8 @@
 //   softmax:      y_i = exp(x_i - m) / sum_j exp(x_j - m),  m = max_j x_j;  dx = y (dy - sum(dy y))
 //   log_softmax:  y_i = x_i - m - log sum_j exp(x_j - m);                   dx = dy - exp(y) sum(dy)
 // Layout: rows of the last dim, made contiguous [rows, n]; one block per row (sums in double).
-// Output: fresh contiguous tensors. dtypes: f32, f64.
+// Output: fresh contiguous tensors. dtypes: f32, f64, bf16 (bf16 rows are read as float, the max
+// taken in float and the sum of exponentials in double; y and dx are rounded to bf16 once).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -12,47 +13,56 @@ namespace {
 
 // ---- kernels
 
-template <class T>
-__global__ void softmax_fwd_kernel(T* __restrict__ y,        // [rows, n]
-                                   const T* __restrict__ x,  // [rows, n]
+template <class S>
+__global__ void softmax_fwd_kernel(S* __restrict__ y,        // [rows, n]
+                                   const S* __restrict__ x,  // [rows, n]
                                    int64_t n, bool log) {
-  __shared__ T shm_t[32];
+  using C = compute_t<S>;
+  __shared__ C shm_c[32];
   __shared__ double shm_d[32];
-  const T* xr = x + blockIdx.x * n;
-  T* yr = y + blockIdx.x * n;
-  T m = xr[0];
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) m = xr[j] > m ? xr[j] : m;
-  m = block_reduce(m, MaxOp{}, xr[0], shm_t);
+  const S* xr = x + blockIdx.x * n;
+  S* yr = y + blockIdx.x * n;
+  const C x0 = value_cast<C>(xr[0]);
+  C m = x0;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const C v = value_cast<C>(xr[j]);
+    m = v > m ? v : m;
+  }
+  m = block_reduce(m, MaxOp{}, x0, shm_c);
   double s = 0;
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) s += exp(static_cast<double>(xr[j] - m));
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+    s += exp(static_cast<double>(value_cast<C>(xr[j]) - m));
   s = block_reduce(s, SumOp{}, 0.0, shm_d);
   if (log) {
-    const T lse = static_cast<T>(::log(s)) + m;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) yr[j] = xr[j] - lse;
+    const C lse = static_cast<C>(::log(s)) + m;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+      yr[j] = value_cast<S>(value_cast<C>(xr[j]) - lse);
   } else {
     const double inv = 1.0 / s;
     for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-      yr[j] = static_cast<T>(exp(static_cast<double>(xr[j] - m)) * inv);
+      yr[j] = value_cast<S>(exp(static_cast<double>(value_cast<C>(xr[j]) - m)) * inv);
   }
 }
 
-template <class T>
-__global__ void softmax_bwd_kernel(T* __restrict__ dx,        // [rows, n]
-                                   const T* __restrict__ y,   // [rows, n] forward output
-                                   const T* __restrict__ dy,  // [rows, n]
+template <class S>
+__global__ void softmax_bwd_kernel(S* __restrict__ dx,        // [rows, n]
+                                   const S* __restrict__ y,   // [rows, n] forward output
+                                   const S* __restrict__ dy,  // [rows, n]
                                    int64_t n, bool log) {
+  using C = compute_t<S>;
   __shared__ double shm_d[32];
   const int64_t off = blockIdx.x * n;
   double s = 0;
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-    s += log ? static_cast<double>(dy[off + j])
-             : static_cast<double>(dy[off + j]) * static_cast<double>(y[off + j]);
+    s += log ? value_cast<double>(dy[off + j])
+             : value_cast<double>(dy[off + j]) * value_cast<double>(y[off + j]);
   s = block_reduce(s, SumOp{}, 0.0, shm_d);
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const C yj = value_cast<C>(y[off + j]), dyj = value_cast<C>(dy[off + j]);
     if (log)
-      dx[off + j] = dy[off + j] - static_cast<T>(exp(static_cast<double>(y[off + j])) * s);
+      dx[off + j] = value_cast<S>(dyj - static_cast<C>(exp(static_cast<double>(yj)) * s));
     else
-      dx[off + j] = y[off + j] * (dy[off + j] - static_cast<T>(s));
+      dx[off + j] = value_cast<S>(yj * (dyj - static_cast<C>(s)));
   }
 }
 
@@ -71,12 +81,12 @@ Tensor softmax(const Tensor& x_in, bool log) {
   const Tensor x = contiguous(x_in);
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
   check_rows(rows, op);
-  return visit_cuda_float(x.dtype(), op, [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage(x.dtype(), op, [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     Tensor y = cuda_empty(x.shape(), x.dtype());
     if (rows == 0) return y;
-    softmax_fwd_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
-        y.data<T>(), x.data<T>(), n, log);
+    softmax_fwd_kernel<S><<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
+        y.data<S>(), x.data<S>(), n, log);
     CUDA_CHECK(cudaGetLastError());
     return y;
   });
@@ -92,12 +102,12 @@ Tensor softmax_backward(const Tensor& y_in, const Tensor& dy_in, bool log) {
   const Tensor y = contiguous(y_in), dy = contiguous(dy_in);
   const int64_t n = y.size(-1), rows = n ? y.numel() / n : 0;
   check_rows(rows, op);
-  return visit_cuda_float(y.dtype(), op, [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage(y.dtype(), op, [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     Tensor dx = cuda_empty(y.shape(), y.dtype());
     if (rows == 0) return dx;
-    softmax_bwd_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
-        dx.data<T>(), y.data<T>(), dy.data<T>(), n, log);
+    softmax_bwd_kernel<S><<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
+        dx.data<S>(), y.data<S>(), dy.data<S>(), n, log);
     CUDA_CHECK(cudaGetLastError());
     return dx;
   });

@@ -1,6 +1,7 @@
 // SwiGLU on CUDA: y = silu(a) * b;  da = dy * b * silu'(a),  db = dy * silu(a),
 //   silu(a) = a s,  silu'(a) = s (1 + a (1 - s)),  s = sigmoid(a).
-// Layout: a, b, dy of one shape (made contiguous); outputs fresh contiguous. dtypes: f32, f64.
+// Layout: a, b, dy of one shape (made contiguous); outputs fresh contiguous. dtypes: f32, f64,
+// bf16 (computed in float, each output rounded to bf16 once).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -10,27 +11,32 @@ namespace {
 
 // ---- kernels
 
-template <class T>
-__global__ void swiglu_fwd_kernel(T* __restrict__ y,        // [n]
-                                  const T* __restrict__ a,  // [n]
-                                  const T* __restrict__ b,  // [n]
+template <class S>
+__global__ void swiglu_fwd_kernel(S* __restrict__ y,        // [n]
+                                  const S* __restrict__ a,  // [n]
+                                  const S* __restrict__ b,  // [n]
                                   int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = a[i] * sigmoid_dev(a[i]) * b[i];
-}
-
-template <class T>
-__global__ void swiglu_bwd_kernel(T* __restrict__ da,       // [n] overwritten
-                                  T* __restrict__ db,       // [n] overwritten
-                                  const T* __restrict__ a,  // [n]
-                                  const T* __restrict__ b,  // [n]
-                                  const T* __restrict__ dy, int64_t n) {
+  using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const T s = sigmoid_dev(a[i]);
-    da[i] = dy[i] * b[i] * s * (T(1) + a[i] * (T(1) - s));
-    db[i] = dy[i] * a[i] * s;
+    const C ai = value_cast<C>(a[i]);
+    y[i] = value_cast<S>(ai * sigmoid_dev(ai) * value_cast<C>(b[i]));
+  }
+}
+
+template <class S>
+__global__ void swiglu_bwd_kernel(S* __restrict__ da,       // [n] overwritten
+                                  S* __restrict__ db,       // [n] overwritten
+                                  const S* __restrict__ a,  // [n]
+                                  const S* __restrict__ b,  // [n]
+                                  const S* __restrict__ dy, int64_t n) {
+  using C = compute_t<S>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const C ai = value_cast<C>(a[i]), bi = value_cast<C>(b[i]), dyi = value_cast<C>(dy[i]);
+    const C s = sigmoid_dev(ai);
+    da[i] = value_cast<S>(dyi * bi * s * (C(1) + ai * (C(1) - s)));
+    db[i] = value_cast<S>(dyi * ai * s);
   }
 }
 
@@ -44,13 +50,13 @@ Tensor swiglu(const Tensor& a_in, const Tensor& b_in) {
   check_shape(b_in, a_in.shape(), "swiglu", "b");
   check_same_dtype(a_in, b_in, "swiglu");
   const Tensor a = contiguous(a_in), b = contiguous(b_in);
-  return visit_cuda_float(a.dtype(), "swiglu", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  return visit_cuda_storage(a.dtype(), "swiglu", [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     Tensor y = cuda_empty(a.shape(), a.dtype());
     const int64_t n = a.numel();
     if (n == 0) return y;
-    swiglu_fwd_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(y.data<T>(), a.data<T>(),
-                                                                  b.data<T>(), n);
+    swiglu_fwd_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(y.data<S>(), a.data<S>(),
+                                                                  b.data<S>(), n);
     CUDA_CHECK(cudaGetLastError());
     return y;
   });
@@ -66,13 +72,13 @@ void swiglu_backward(const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in
   check_same_dtype(a_in, b_in, "swiglu_backward");
   check_same_dtype(a_in, dy_in, "swiglu_backward");
   const Tensor a = contiguous(a_in), b = contiguous(b_in), dy = contiguous(dy_in);
-  visit_cuda_float(a.dtype(), "swiglu_backward", [&](auto tag_) {
-    using T = typename decltype(tag_)::type;
+  visit_cuda_storage(a.dtype(), "swiglu_backward", [&](auto tag_) {
+    using S = typename decltype(tag_)::type;
     Tensor dat = cuda_empty(a.shape(), a.dtype()), dbt = cuda_empty(a.shape(), a.dtype());
     const int64_t n = a.numel();
     if (n > 0) {
-      swiglu_bwd_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
-          dat.data<T>(), dbt.data<T>(), a.data<T>(), b.data<T>(), dy.data<T>(), n);
+      swiglu_bwd_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(
+          dat.data<S>(), dbt.data<S>(), a.data<S>(), b.data<S>(), dy.data<S>(), n);
       CUDA_CHECK(cudaGetLastError());
     }
     if (da) *da = dat;
