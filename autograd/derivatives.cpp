@@ -136,6 +136,9 @@ std::vector<Tensor> PrimitiveNode::backward(const std::vector<Tensor>& grad_outp
     case OpKind::Gather:  // ints = {dim}, saved[0] = index
       gi[0] = scatter_add(x(0).shape(), ints[0], saved[0], g);
       break;
+    case OpKind::ToDtype:  // the gradient in the input's dtype (f32 master weights get f32)
+      gi[0] = g.to(x(0).dtype());
+      break;
     case OpKind::Count: break;
   }
   return gi;

@@ -84,6 +84,16 @@ Var operator*(const Var& a, double s) { return mul_scalar(a, s); }
 Var operator*(double s, const Var& a) { return mul_scalar(a, s); }
 Var operator/(const Var& a, double s) { return mul_scalar(a, 1.0 / s); }
 
+Var to_dtype(const Var& x, DType dtype) {
+  if (!x.defined()) throw Error("to_dtype", "a defined Var x", "an empty Var");
+  if (!is_floating(x.dtype()) || !is_floating(dtype))
+    throw Error("to_dtype", "a floating x and a floating target dtype (f32, f64, bf16)",
+                std::string(dtype_name(x.dtype())) + " to " + dtype_name(dtype),
+                "index tensors take no gradient: convert them with Tensor::to");
+  if (x.dtype() == dtype) return x;
+  return record1(node(OpKind::ToDtype), {x}, x.data().to(dtype));
+}
+
 Var matmul(const Var& a, const Var& b) {
   return record1(node(OpKind::Matmul), {a, b}, ops::matmul(a.data(), b.data()));
 }

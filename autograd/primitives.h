@@ -44,6 +44,12 @@ Var operator*(const Var& a, double s);
 Var operator*(double s, const Var& a);
 Var operator/(const Var& a, double s);
 
+// ---- dtype
+// x converted to the floating dtype `dtype` (x itself when it already has it); the backward
+// converts the gradient back to x's dtype. Mixed precision casts f32 weights to bf16 where they
+// are used, so their gradients arrive in f32.
+Var to_dtype(const Var& x, DType dtype);
+
 // ---- matrix product: [..., M, K] @ [..., K, N] -> [..., M, N]
 Var matmul(const Var& a, const Var& b);
 

@@ -4,6 +4,9 @@
 // Layouts: q, k [B,T,H,K]; v [B,T,H,V]; per-key gate gk [B,T,H,K]; per-head gate g and beta
 // [B,T,H]; states h0 / hT [B,H,K,V]; hgrn: x, g [B,T,D], states [B,D]. Gates are natural-log
 // decays (g <= 0). The read-out scale multiplies q; 0 means the default K^-1/2.
+// dtypes: f32 and f64 on both devices; bf16 on CUDA, where the f32 kernels run on f32 copies
+// (the state and every accumulation in f32) and o, hT and the input gradients return in bf16.
+// Kernels that read bf16 directly on tensor cores are a later step.
 //
 //   auto [o, hT] = gla(q, k, v, gk);                       // chunked for T > 64
 //   auto r = gla(q, k, v, gk, h0, {.impl = Impl::Recurrent});

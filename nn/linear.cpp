@@ -17,8 +17,9 @@ Var Linear::forward(const Var& x) const {
   // One GEMM over all leading dims: [N, in] @ [in, out].
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
-  Var y = matmul(reshape(x, {x.numel() / in_features, in_features}), transpose(weight, 0, 1));
-  if (bias.defined()) y = y + bias;
+  Var y = matmul(reshape(x, {x.numel() / in_features, in_features}),
+                 transpose(to_dtype(weight, x.dtype()), 0, 1));
+  if (bias.defined()) y = y + to_dtype(bias, x.dtype());
   return reshape(y, out_shape);
 }
 

@@ -4,6 +4,8 @@
 //   Var q = q_proj.forward(x);                       // x [B, T, 1024] -> [B, T, 512]
 //
 // Init (spec/recurrences.md 0.9): weight ~ N(0, std^2), bias = 0.
+// Computes in x's dtype: weight and bias are cast to it where used (mixed precision: f32 master
+// weights, bf16 activations; no cast when the dtypes agree).
 #pragma once
 
 #include "nn/module.h"

@@ -15,6 +15,10 @@ Var run_conv(const ShortConvolution& conv, const Var& x, MixerState* state, size
 
 Var one_minus(const Var& x) { return add_scalar(neg(x), 1.0); }
 
+DType gate_dtype(DType activations) {
+  return activations == DType::bf16 ? DType::f32 : activations;
+}
+
 Var split_heads(const Var& x, int64_t heads) {
   return reshape(x, {x.size(0), x.size(1), heads, x.size(2) / heads});
 }

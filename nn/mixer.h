@@ -8,7 +8,8 @@
 //   Var y2 = gla->forward(x2, &st);            // y1 ++ y2 == forward(x1 ++ x2)
 //
 // Every mixer runs its recurrence with Impl::Auto (step-by-step for T <= 64, chunked otherwise,
-// as fla does), so full forward and decoding compute the same function.
+// as fla does), so full forward and decoding compute the same function. A mixer computes in x's
+// dtype, its gates in gate_dtype(x's dtype).
 #pragma once
 
 #include <vector>
@@ -38,6 +39,11 @@ Var run_conv(const ShortConvolution& conv, const Var& x, MixerState* state, size
 
 // 1 - x
 Var one_minus(const Var& x);
+
+// The dtype gates and decays are computed in for activations of dtype `activations`: f32 for
+// bf16 (logsigmoid(x) / 16, log(lb + (1 - lb) e^x) and the like need f32's mantissa; the result
+// is cast back to the activations' dtype for the recurrence), else the activations' own.
+DType gate_dtype(DType activations);
 
 // [B,T,H*d] -> [B,T,H,d] and back (head h owns features h*d .. h*d+d-1).
 Var split_heads(const Var& x, int64_t heads);

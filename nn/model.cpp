@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -281,12 +282,16 @@ struct HybridLM::Impl {
   std::shared_ptr<Backbone> model;
   std::shared_ptr<Linear> lm_head;  // null when tied to the embeddings
   std::vector<std::string> record_prefixes;  // "layer_03/gla": where block i records (inspect)
+  std::optional<DType> compute_dtype;        // unset: the parameters' dtype
 
   // tokens [B,T] -> logits [B,T,vocab]; with `state`, continues from and updates it.
   Var run(const Tensor& tokens, DecodeState* state) const {
     if (tokens.dim() != 2)
       throw Error("HybridLM", "tokens [B,T]", to_string(tokens.shape()));
-    Var h = model->embeddings->forward(tokens);
+    // Casting the looked-up rows rather than the table: the same values, and the backward's
+    // scatter-add of repeated tokens runs in the table's dtype.
+    const Var& table = model->embeddings->weight;
+    Var h = to_dtype(model->embeddings->forward(tokens), compute_dtype.value_or(table.dtype()));
     const std::vector<Var> lbs = model->layer_lower_bounds();
     const auto& blocks = model->layers->blocks;
     inspect::Recorder* rec = inspect::active();
@@ -298,8 +303,9 @@ struct HybridLM::Impl {
     }
     if (rec) rec->set_prefix(outer_prefix);
     h = model->norm->forward(h);
-    if (lm_head) return lm_head->forward(h);
-    return matmul(h, transpose(model->embeddings->weight, 0, 1));
+    const Var logits = lm_head ? lm_head->forward(h)
+                               : matmul(h, transpose(to_dtype(table, h.dtype()), 0, 1));
+    return to_dtype(logits, table.dtype());
   }
 };
 
@@ -321,6 +327,17 @@ HybridLM::HybridLM(const ModelConfig& config, Generator& gen)
 }
 
 HybridLM::~HybridLM() = default;
+
+void HybridLM::set_compute_dtype(DType dtype) {
+  if (!is_floating(dtype))
+    throw Error("HybridLM::set_compute_dtype", "a floating dtype (f32, f64 or bf16)",
+                dtype_name(dtype));
+  impl_->compute_dtype = dtype;
+}
+
+DType HybridLM::compute_dtype() const {
+  return impl_->compute_dtype.value_or(impl_->model->embeddings->weight.dtype());
+}
 
 Var HybridLM::forward(const Tensor& tokens) { return impl_->run(tokens, nullptr); }
 

@@ -7,6 +7,13 @@
 //
 // mixer_i is softmax Attention when i is in config.attention layers, else the variant's mixer.
 // Parameter names follow fla's state dicts (model.layers.3.attn.q_proj.weight, ...).
+//
+// Mixed precision (set_compute_dtype(DType::bf16), CUDA): the parameters keep their dtype (f32
+// master weights, which the optimizer updates); the embeddings' rows are cast to the compute
+// dtype and every layer computes in its input's dtype, casting each weight where it is used
+// (autograd to_dtype: the gradients arrive in f32). Gates and decays run in f32
+// (nn::gate_dtype), the norms and the recurrences accumulate in f32 inside their kernels, and
+// the logits come back in the parameters' dtype, so the cross-entropy and the loss are f32.
 #pragma once
 
 #include <limits>
@@ -88,6 +95,11 @@ class HybridLM : public Module {
   // Mean cross-entropy of forward(inputs) against targets [B,T] (already aligned: targets[t] is
   // the token after inputs[t]; -100 takes no loss).
   Var loss(const Tensor& inputs, const Tensor& targets);
+
+  // The dtype activations are computed in; by default (and after set_compute_dtype of the
+  // parameters' own dtype) there are no casts at all.
+  void set_compute_dtype(DType dtype);
+  DType compute_dtype() const;
 
   // Decoding: feed tokens one step at a time (or a prompt at once), carrying state; equals
   // forward() on the concatenated sequence. decode() builds no graph (runs under NoGradGuard).

@@ -1,6 +1,7 @@
 #include "nn/norm.h"
 
 #include "autograd/fused.h"
+#include "autograd/primitives.h"
 
 namespace hla::nn {
 
@@ -8,14 +9,14 @@ RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", Tensor::ones({dim}));
 }
 
-Var RMSNorm::forward(const Var& x) const { return rms_norm(x, weight, eps); }
+Var RMSNorm::forward(const Var& x) const { return rms_norm(x, to_dtype(weight, x.dtype()), eps); }
 
 GatedRMSNorm::GatedRMSNorm(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", Tensor::ones({dim}));
 }
 
 Var GatedRMSNorm::forward(const Var& x, const Var& g) const {
-  return gated_rms_norm(x, g, weight, eps);
+  return gated_rms_norm(x, g, to_dtype(weight, x.dtype()), eps);
 }
 
 }  // namespace hla::nn

@@ -4,7 +4,8 @@
 //   GatedRMSNorm:  y = RMSNorm(x) * w * silu(g)          (fla FusedRMSNormGated, swish)
 //
 // x, g [..., D]; w [D] initialised to 1, no bias. Applied "per head" by passing [B,T,H,D]: the
-// statistics run over the head's D channels and all heads share w.
+// statistics run over the head's D channels and all heads share w. Computes in x's dtype (w is
+// cast to it; the kernels accumulate the statistics in f32 for bf16 x).
 #pragma once
 
 #include "nn/module.h"

@@ -13,7 +13,7 @@ ShortConvolution::ShortConvolution(int64_t d, int64_t w, bool act, Generator& ge
 Var ShortConvolution::forward(const Var& x, const Var& cache, Var* new_cache) const {
   if (x.dim() != 3 || x.size(2) != dim)
     throw Error("ShortConvolution", "x [B,T," + std::to_string(dim) + "]", to_string(x.shape()));
-  Var y = short_conv(x, reshape(weight, {dim, width}), silu, cache);
+  Var y = short_conv(x, reshape(to_dtype(weight, x.dtype()), {dim, width}), silu, cache);
   if (new_cache) {
     // The last W-1 inputs of [cache, x] along time, back in [B, D, W-1] order.
     const int64_t B = x.size(0), keep = width - 1;

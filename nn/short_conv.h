@@ -5,7 +5,7 @@
 //
 // w[c, W-1] multiplies the current token (PyTorch cross-correlation). The weight is stored as
 // fla's nn.Conv1d weight [D, 1, W] (so checkpoints exchange) and viewed as [D, W] for the op.
-// No bias. Init N(0, std^2).
+// No bias. Init N(0, std^2). Computes in x's dtype (the weight is cast to it where used).
 //
 // Decoding cache: [B, D, W-1], the last W-1 inputs, oldest first (fla keeps W slots including
 // the current one; the newest W-1 are all the next step reads).

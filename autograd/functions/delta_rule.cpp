@@ -4,7 +4,8 @@
 // Inputs in order: q, k, v, beta, [g], [h0]; outputs: o, hT. With l2norm_qk the kernels
 // normalise q and k inside and return gradients for the raw inputs.
 // The device of q picks the kernels: on CUDA, Auto / Recurrent / Chunk run the CUDA recurrent
-// and chunk tiers (Auto: chunk for T > kChunk); the f64 reference tier is CPU-only.
+// and chunk tiers (Auto: chunk for T > kChunk); the f64 reference tier is CPU-only. bf16 inputs
+// (CUDA) run the f32 kernels on f32 copies (recurrence_common.h).
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
@@ -40,8 +41,9 @@ kernels::DeltaRuleArgs<S> make_args(const DeltaCall& c, const std::vector<Tensor
   return a;
 }
 
+// The dtype the kernels run in: f64 for the reference tier, f32 for bf16 inputs.
 DType compute_dtype(const DeltaCall& c, DType in) {
-  return c.impl == Impl::Reference ? DType::f64 : in;
+  return detail::compute_dtype(in, c.impl == Impl::Reference);
 }
 
 template <class S>

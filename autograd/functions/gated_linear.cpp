@@ -2,7 +2,8 @@
 // tiers of kernels/recurrence.h (reference, recurrent, chunk) on the CPU and of
 // kernels/cuda/recurrence_cuda.h (recurrent, chunk) on CUDA, picked by the inputs' device.
 //   S_t = diag(alpha_t) S_{t-1} + k_t v_t^T,  o_t = S_t^T (scale q_t)
-// Inputs in order: q, k, v, [g], [h0]; outputs: o, hT.
+// Inputs in order: q, k, v, [g], [h0]; outputs: o, hT. bf16 inputs (CUDA) run the f32 kernels
+// on f32 copies (recurrence_common.h).
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
@@ -73,9 +74,9 @@ void backward_tier(const GatedLinearCall& c, const kernels::GatedLinearArgs<S>& 
   kernels::gated_linear_recurrent_backward<S>(a, g);
 }
 
-// The dtype the kernels run in: the reference tier always computes in f64.
+// The dtype the kernels run in: f64 for the reference tier, f32 for bf16 inputs.
 DType compute_dtype(const GatedLinearCall& c, DType in) {
-  return c.impl == Impl::Reference ? DType::f64 : in;
+  return detail::compute_dtype(in, c.impl == Impl::Reference);
 }
 
 struct GatedLinearNode : Node {

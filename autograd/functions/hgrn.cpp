@@ -2,7 +2,8 @@
 // the kernel tiers of kernels/recurrence.h. Inputs: x, g, [h0]; outputs: o, hT.
 // Shapes: x, g, o [B,T,D]; h0, hT [B,D]. Inputs on the CPU run the CPU tiers; inputs on cuda run
 // the GPU tiers of kernels/cuda/recurrence_cuda.h (recurrent and chunked scan; Impl::Auto picks
-// the chunked scan for T > kChunk), with the same structs filled with device pointers.
+// the chunked scan for T > kChunk), with the same structs filled with device pointers. bf16
+// inputs (CUDA) run the f32 kernels on f32 copies (recurrence_common.h).
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
@@ -30,9 +31,9 @@ kernels::HgrnArgs<S> make_args(const HgrnCall& c, const std::vector<Tensor>& in)
   return a;
 }
 
-// The dtype the kernels run in: the reference tier (CPU only) always computes in f64.
+// The dtype the kernels run in: f64 for the reference tier, f32 for bf16 inputs.
 DType compute_dtype(const HgrnCall& c, DType in) {
-  return c.impl == Impl::Reference ? DType::f64 : in;
+  return detail::compute_dtype(in, c.impl == Impl::Reference);
 }
 
 template <class S>

@@ -1,5 +1,11 @@
 // Shared plumbing of the recurrence Function nodes: argument checks with layout-aware messages,
 // tier resolution, and bringing Vars to contiguous tensors of the compute dtype.
+//
+// dtypes: f32 and f64 run as they are; bf16 inputs (on CUDA) run the f32 kernels on f32 copies
+// converted on the device, so the recurrent state and every accumulation stay f32, and the
+// outputs (o, hT) and the input gradients come back in bf16. bf16 tensor-core recurrence kernels
+// that read bf16 directly are a later step; the nodes need no change for them beyond
+// compute_dtype.
 #pragma once
 
 #include <string>
@@ -23,6 +29,13 @@ inline Tensor contiguous_as(const Var& v, DType dt) {
   return v.data().to(dt).contiguous();
 }
 
+// The dtype the kernels run in for inputs of dtype `in`: the reference tier (CPU) computes in
+// f64; bf16 runs in f32 (see above); f32 and f64 as they are.
+inline DType compute_dtype(DType in, bool reference) {
+  if (reference) return DType::f64;
+  return in == DType::bf16 ? DType::f32 : in;
+}
+
 // Pointer to a tensor's data, or null for an undefined one.
 template <class S>
 const S* ptr(const Tensor& t) {
@@ -42,7 +55,12 @@ inline void check_input(const Var& v, const Shape& shape, const char* op, const 
   if (v.device() != device)
     throw Error(op, std::string(name) + " on " + device_name(device) + " like q",
                 device_name(v.device()), "move every input to one device");
-  check_floating(v.data(), op, name);
+  const DType vt = v.dtype();
+  const bool bf16_on_cuda = vt == DType::bf16 && device == Device::CUDA;
+  if (vt != DType::f32 && vt != DType::f64 && !bf16_on_cuda)
+    throw Error(op, std::string(name) + " of dtype f32 or f64 (or bf16 on cuda)", dtype_name(vt),
+                vt == DType::bf16 ? "bf16 is a storage type on the CPU: call .to(DType::f32)"
+                                  : "convert with .to(DType::f32)");
   if (v.dtype() != dtype)
     throw Error(op, std::string(name) + " of dtype " + dtype_name(dtype) + " like q",
                 dtype_name(v.dtype()), "convert every input to one dtype");

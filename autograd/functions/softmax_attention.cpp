@@ -1,6 +1,7 @@
 // softmax_attention as a Function node over the kernels of kernels/recurrence.h: on the CPU the
 // tiled (flash-style) kernel or the f64 reference; on CUDA the tiled kernels of
-// kernels/cuda/attention_tiled.cu (f32, f64; no reference there).
+// kernels/cuda/attention_tiled.cu (f32, f64; no reference there). bf16 inputs (CUDA) run the
+// f32 kernels on f32 copies and get bf16 o and gradients (recurrence_common.h).
 //   q [B,T,H,K], k [B,T,Hkv,K], v [B,T,Hkv,V] -> o [B,T,H,V]
 //   o_i = sum_j softmax_j(scale q_i . k_j) v_j over the allowed keys (causal, window, GQA)
 // The forward keeps o and the per-query log-sum-exp lse [B,H,T] for the backward, which the
@@ -106,15 +107,10 @@ AttnCall validate(const Var& q, const Var& k, const Var& v, const AttentionOptio
     throw Error(op, "query heads H divisible by kv heads Hkv (GQA)",
                 "H=" + std::to_string(H) + ", Hkv=" + std::to_string(Hkv));
   if (opt.window < 0) throw Error(op, "window >= 0 (0: none)", std::to_string(opt.window));
-  if (dev == Device::CUDA) {
-    if (dt != DType::f32 && dt != DType::f64)
-      throw Error(op, "q, k, v of dtype f32 or f64 on cuda", dtype_name(dt),
-                  "bf16 attention kernels are not implemented yet: call .to(DType::f32)");
-    if (opt.reference)
-      throw Error(op, "opt.reference = false for cuda inputs", "opt.reference = true",
-                  "the reference runs on the CPU only: move q, k and v there with "
-                  ".to(Device::CPU)");
-  }
+  if (dev == Device::CUDA && opt.reference)
+    throw Error(op, "opt.reference = false for cuda inputs", "opt.reference = true",
+                "the reference runs on the CPU only: move q, k and v there with "
+                ".to(Device::CPU)");
   return {opt, detail::resolve_scale(opt.scale, K), {B, T, H, Hkv, K, V}};
 }
 
@@ -125,7 +121,7 @@ Var softmax_attention(const Var& q, const Var& k, const Var& v, const AttentionO
   const AttnCall c = validate(q, k, v, opt, op);
   const kernels::AttnDims& d = c.d;
   const Device dev = q.device();
-  const DType in_dt = q.dtype(), dt = opt.reference ? DType::f64 : in_dt;
+  const DType in_dt = q.dtype(), dt = detail::compute_dtype(in_dt, opt.reference);
   std::vector<Tensor> in{detail::contiguous_as(q, dt), detail::contiguous_as(k, dt),
                          detail::contiguous_as(v, dt)};
   Tensor o = Tensor::empty({d.B, d.T, d.H, d.V}, dt, dev);

@@ -168,6 +168,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"train.seq_len", &c.train.seq_len},
       {"train.seed", &c.train.seed},
       {"train.device", &c.train.device},
+      {"train.precision", &c.train.precision},
       {"train.out", &c.train.out},
       {"train.log_interval", &c.train.log_interval},
       {"train.eval_interval", &c.train.eval_interval},
@@ -400,6 +401,8 @@ void validate(const RunConfig& c) {
         "each micro-batch has batch_size / grad_accum sequences");
   if (c.train.device != "auto" && c.train.device != "cpu" && c.train.device != "cuda")
     throw Error("config", "train.device to be auto, cpu or cuda", "'" + c.train.device + "'");
+  if (c.train.precision != "fp32" && c.train.precision != "bf16")
+    throw Error("config", "train.precision to be fp32 or bf16", "'" + c.train.precision + "'");
   if (c.train.out.empty())
     throw Error("config", "train.out (the run directory)", "an empty string");
   if (c.data.task.empty() == c.data.path.empty())

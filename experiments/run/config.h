@@ -18,8 +18,10 @@
 //   [optim]  name (adamw | sgd), lr, min_lr, schedule (cosine | constant), warmup_steps, beta1,
 //            beta2, eps, weight_decay, momentum, nesterov, grad_clip (0: off)
 //   [train]  steps, batch_size (sequences per optimizer step), grad_accum (micro-batches per
-//            step), seq_len, seed, device (auto | cpu | cuda), out, log_interval, eval_interval,
-//            eval_batches, checkpoint_interval (0: at each eval and at the end), threads
+//            step), seq_len, seed, device (auto | cpu | cuda), precision (fp32 | bf16: bf16
+//            activations and matrix products over f32 master weights, CUDA only), out,
+//            log_interval, eval_interval, eval_batches, checkpoint_interval (0: at each eval and
+//            at the end), threads
 //
 // Model keys not set explicitly take the variant's fla defaults (nn::with_variant_defaults).
 // Unknown keys, wrong types and impossible values throw hla::Error naming the key
@@ -65,6 +67,7 @@ struct TrainConfig {
   int64_t seq_len = 256;
   int64_t seed = 0;
   std::string device = "auto";
+  std::string precision = "fp32";  // fp32 | bf16 (mixed precision on CUDA; nn/model.h)
   std::string out = "runs/default";
   int64_t log_interval = 10;
   int64_t eval_interval = 100;

@@ -101,6 +101,17 @@ Device resolve_device(const std::string& name) {
   throw Error("train.device", "auto, cpu or cuda", "'" + name + "'");
 }
 
+DType resolve_precision(const std::string& precision, Device device) {
+  if (precision == "fp32") return DType::f32;
+  if (precision != "bf16") throw Error("train.precision", "fp32 or bf16", "'" + precision + "'");
+  if (device != Device::CUDA)
+    throw Error("train.precision", "\"fp32\" on the CPU (bf16 mixed precision runs on CUDA only)",
+                std::string("\"bf16\" on ") + device_name(device),
+                "train with --device cuda on a machine with a GPU, or set train.precision = "
+                "\"fp32\"");
+  return DType::bf16;
+}
+
 std::unique_ptr<nn::HybridLM> build_model(RunConfig& config, const RunData& data) {
   if (config.model.vocab_size == 0) config.model.vocab_size = data.vocab_size();
   if (config.model.vocab_size < data.vocab_size())
@@ -158,6 +169,7 @@ EvalResult evaluate(nn::HybridLM& model, const RunData& data, Device device) {
 
 TrainSummary train(RunConfig config, const TrainOptions& options) {
   const Device device = resolve_device(config.train.device);
+  const DType compute_dtype = resolve_precision(config.train.precision, device);
   set_cpu_threads(config.train.threads);
   const TrainConfig& t = config.train;
   const fs::path run_dir = t.out;
@@ -173,6 +185,7 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
   }
   std::unique_ptr<nn::HybridLM> model = build_model(config, data);
   model->to(device);  // before the optimizer: its moments are created on the parameters' device
+  model->set_compute_dtype(compute_dtype);  // the parameters stay f32 (master weights)
   std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(config.optim, *model);
   const optim::LrSchedule schedule = make_schedule(config);
   const std::string config_toml = to_toml(config);
@@ -188,11 +201,12 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
   write_text_file((run_dir / "config.toml").string(), config_toml);
   MetricsLog metrics((run_dir / "metrics.jsonl").string(), options.resume ? state.step : -1);
   Progress progress(stdout, t.steps);
+  const std::string precision_note = compute_dtype == DType::bf16 ? ", bf16 mixed precision" : "";
   if (!options.quiet)
     progress.message(
         "hla train: " + config.model.variant + " " + config.layout + ", " +
         std::to_string(model->num_parameters()) + " parameters, data " + data.describe() + ", " +
-        std::to_string(t.steps) + " steps -> " + run_dir.string() +
+        std::to_string(t.steps) + " steps" + precision_note + " -> " + run_dir.string() +
         (options.resume ? " (resumed at step " + std::to_string(state.step) + ")" : ""));
 
   const std::vector<Var> params = model->parameters();

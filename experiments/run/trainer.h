@@ -14,6 +14,11 @@
 // every op of a step live on the GPU; per step only the micro-batch losses and the gradient norm
 // come back to the host. Checkpoints hold host copies, so a run may resume on either device.
 //
+// Precision (train.precision, resolve_precision): "fp32" computes in the parameters' f32; "bf16"
+// (CUDA only) keeps f32 parameters, gradients and optimizer moments and computes activations and
+// matrix products in bf16 (nn::HybridLM::set_compute_dtype); the loss stays f32. A bf16 run
+// resumes on the CPU only with train.precision set back to "fp32".
+//
 // The run directory (train.out): config.toml (resolved), metrics.jsonl, checkpoints/latest.h5.
 // A resumed run loads weights, optimizer moments, step and data-generator state from
 // latest.h5 and continues bit for bit: its losses equal those of an uninterrupted run.
@@ -27,6 +32,7 @@
 #include "experiments/run/run_data.h"
 #include "nn/model.h"
 #include "tensor/device.h"
+#include "tensor/dtype.h"
 
 namespace hla::run {
 
@@ -57,6 +63,10 @@ void set_cpu_threads(int64_t threads);
 // "auto" -> CUDA when the build has the CUDA backend and a GPU is visible, else CPU; "cpu";
 // "cuda" (throws hla::Error without a visible GPU); anything else throws.
 Device resolve_device(const std::string& name);
+
+// "fp32" -> f32; "bf16" -> bf16, which needs `device` to be CUDA (throws hla::Error naming
+// train.precision otherwise); anything else throws.
+DType resolve_precision(const std::string& precision, Device device);
 
 // The model of `config` with its vocabulary taken from the data when model.vocab_size is 0
 // (config is updated so the resolved config records it).

@@ -99,8 +99,10 @@ Var GatedDeltaNet::forward(const Var& x, MixerState* state, const Var&) {
   } else {
     q = silu(q), k = silu(k), v = silu(v);
   }
-  // Step size softplus(a + dt_bias) times the negative rate -exp(A_log).
-  const Var g = -exp(A_log) * softplus(a_proj->forward(x) + dt_bias);
+  // Step size softplus(a + dt_bias) times the negative rate -exp(A_log), in gate_dtype.
+  const Var a = to_dtype(a_proj->forward(x), gate_dtype(x.dtype()));
+  const Var rate = exp(to_dtype(A_log, a.dtype()));
+  const Var g = to_dtype(-rate * softplus(a + to_dtype(dt_bias, a.dtype())), x.dtype());
   Var beta = sigmoid(b_proj->forward(x));
   if (opt.allow_neg_eigval) beta = beta * 2.0;
   // GVA: each q/k head serves HV / H consecutive value heads.

@@ -89,9 +89,11 @@ Var GatedLinearAttention::forward(const Var& x, MixerState* state, const Var&) {
     v = run_conv(*v_conv1d, v, state, 2);
   }
   // The gate reads x, not the conv output; /16 biases the decay towards 1 (long memory).
-  Var g = logsigmoid(gk_proj->forward(x)) / opt.gate_logit_normalizer;
+  // The gate's logsigmoid and clamp run in f32 (gate_dtype) when the layer computes in bf16.
+  Var g = logsigmoid(to_dtype(gk_proj->forward(x), gate_dtype(x.dtype()))) / opt.gate_logit_normalizer;
   if (opt.clamp_min > -std::numeric_limits<double>::infinity())  // floor on the log decay
     g = maximum(g, Var(Tensor::full({1}, opt.clamp_min, g.dtype(), g.device())));
+  g = to_dtype(g, x.dtype());
   // The feature map comes after the gate (fla's order); GQA repeats each kv head G times.
   const Var qh = apply_feature_map(opt.feature_map, split_heads(q, H));
   const Var kh = repeat_heads(apply_feature_map(opt.feature_map, split_heads(k, num_kv_heads)), groups);

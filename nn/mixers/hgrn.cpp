@@ -66,9 +66,12 @@ Var HGRNAttention::forward(const Var& x, MixerState* state, const Var& lower_bou
     i = run_conv(*i_conv1d, i, state, 0);
     f = run_conv(*f_conv1d, f, state, 1);
   }
-  Var log_f = logsigmoid(f);
-  if (lower_bound.defined()) log_f = apply_lower_bound(log_f, lower_bound);
-  const Var u = swiglu(i, one_minus(exp(log_f)));  // silu(i) * (1 - f)
+  // The gate in gate_dtype (lower_bound arrives in the parameters' dtype), then x's dtype.
+  Var log_f = logsigmoid(to_dtype(f, gate_dtype(x.dtype())));
+  if (lower_bound.defined())
+    log_f = apply_lower_bound(log_f, to_dtype(lower_bound, log_f.dtype()));
+  const Var u = swiglu(i, to_dtype(one_minus(exp(log_f)), x.dtype()));  // silu(i) * (1 - f)
+  log_f = to_dtype(log_f, x.dtype());
   const Var h0 = state ? state->recurrent : Var();
   auto r = hgrn(u, log_f, h0);
   if (inspect::Recorder* rec = inspect::active()) record_hgrn(*rec, u, log_f, lower_bound, h0);

@@ -1,5 +1,6 @@
 // Tests: the run config (experiments/run/config.h): defaults and variant defaults, --set
-// overrides, the attention layout, errors that name the key, and the TOML round trip; and the
+// overrides, the attention layout, errors that name the key, the TOML round trip and
+// train.precision (with the trainer's resolve_precision); and the
 // checkpoint file (experiments/run/checkpoint.h): round trip, atomic replacement, clear errors.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -7,6 +8,7 @@
 
 #include "experiments/run/checkpoint.h"
 #include "experiments/run/config.h"
+#include "experiments/run/trainer.h"
 #include "optim/adamw.h"
 #include "tests/data/temp_dir.h"
 #include "tests/helpers/tiny_config.h"
@@ -115,6 +117,20 @@ TEST_CASE("run config: errors name the key", "[cli][config]") {
   CHECK_THROWS_WITH(run::parse_run_config(kTiny, "t", {"data.path=x.h5"}), Contains("data.task"));
   CHECK_THROWS_WITH(run::load_run_config("/nonexistent/config.toml"),
                     Contains("/nonexistent/config.toml"));
+}
+
+TEST_CASE("run config: train.precision, fp32 by default, bf16 on CUDA only", "[cli][config]") {
+  using Catch::Contains;
+  CHECK(run::parse_run_config(kTiny, "t").train.precision == "fp32");
+  const run::RunConfig bf16 = run::parse_run_config(kTiny, "t", {"train.precision=bf16"});
+  CHECK(bf16.train.precision == "bf16");
+  CHECK(run::parse_run_config(run::to_toml(bf16), "resolved").train.precision == "bf16");
+  CHECK_THROWS_WITH(run::parse_run_config(kTiny, "t", {"train.precision=fp16"}),
+                    Contains("train.precision") && Contains("fp16"));
+  CHECK(run::resolve_precision("fp32", Device::CPU) == DType::f32);
+  CHECK_THROWS_WITH(run::resolve_precision("bf16", Device::CPU),
+                    Contains("train.precision") && Contains("cuda") && Contains("cpu"));
+  CHECK(run::resolve_precision("bf16", Device::CUDA) == DType::bf16);
 }
 
 TEST_CASE("checkpoint: weights, optimizer state and train state round trip", "[cli][checkpoint]") {

@@ -1,7 +1,8 @@
 // Tests: `hla train`, `hla eval` and `hla generate` end to end through the built binary on a
 // tiny config: the run directory (config.toml, metrics.jsonl, checkpoints/latest.h5), resume
 // that reproduces an uninterrupted run bit for bit, a NaN loss that stops the run and keeps the
-// last good checkpoint, and bad input that fails with a message naming the key or file.
+// last good checkpoint, bad input that fails with a message naming the key or file, and
+// train.precision = "bf16" (CUDA only).
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
@@ -171,6 +172,46 @@ TEST_CASE("cli train --device cuda matches --device cpu; checkpoints cross devic
   INFO(resumed.output);
   REQUIRE(resumed.code == 0);
   CHECK(losses(mixed + "/metrics.jsonl").size() == 6);
+}
+
+TEST_CASE("cli train --set train.precision=bf16 fails on the CPU naming the key", "[cli][train]") {
+  TempDir dir("cli_bf16_cpu");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const Result r = run_hla("train --config " + dir.file("tiny.toml") + " --out " +
+                           dir.file("run") + " --device cpu --set train.precision=bf16");
+  INFO(r.output);
+  CHECK(r.code == 1);
+  CHECK(r.output.find("train.precision") != std::string::npos);
+  CHECK(r.output.find("cuda") != std::string::npos);
+}
+
+// bf16 activations over f32 master weights follow the fp32 run: relative 2e-2 per step (the
+// bound of tests/cuda/test_mixed_precision.cpp); its checkpoint evaluates on the CPU in f32.
+TEST_CASE("cli train --set train.precision=bf16 on cuda follows fp32", "[cli][train][cuda]") {
+  if (!hla::device_available(hla::Device::CUDA)) {
+    WARN("no CUDA device: skipping");
+    return;
+  }
+  TempDir dir("cli_bf16_cuda");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const std::string base = "train --config " + dir.file("tiny.toml") + " --device cuda --out ";
+  const std::string fp32 = dir.file("fp32"), bf16 = dir.file("bf16");
+  REQUIRE(run_hla(base + fp32).code == 0);
+  const Result r = run_hla(base + bf16 + " --set train.precision=bf16");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK(r.output.find("bf16 mixed precision") != std::string::npos);
+  const std::vector<std::string> a = losses(fp32 + "/metrics.jsonl");
+  const std::vector<std::string> b = losses(bf16 + "/metrics.jsonl");
+  REQUIRE(a.size() == 6);
+  REQUIRE(b.size() == 6);
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("step " << i + 1 << ": fp32 " << a[i] << ", bf16 " << b[i]);
+    CHECK(std::abs(std::stod(a[i]) - std::stod(b[i])) <= 2e-2 * std::abs(std::stod(a[i])));
+  }
+  const Result e = run_hla("eval --checkpoint " + bf16 + " --device cpu");
+  INFO(e.output);
+  CHECK(e.code == 0);
 }
 
 TEST_CASE("cli train --resume: SGD with momentum resumes exactly too", "[cli][train]") {
