@@ -1,7 +1,9 @@
 // softmax_attention as a Function node over the kernels of kernels/recurrence.h: on the CPU the
 // tiled (flash-style) kernel or the f64 reference; on CUDA the tiled kernels of
-// kernels/cuda/attention_tiled.cu (f32, f64; no reference there). bf16 inputs (CUDA) run the
-// f32 kernels on f32 copies and get bf16 o and gradients (recurrence_common.h).
+// kernels/cuda/attention_tiled.cu (f32, f64; no reference there). bf16 inputs (CUDA) with head
+// sizes K == V in {64, 128} run the tensor-core kernels of kernels/cuda/attention_mma.cu on bf16
+// directly (o and gradients bf16, lse f32); other bf16 head sizes run the f32 kernels on f32
+// copies and get bf16 o and gradients (recurrence_common.h).
 //   q [B,T,H,K], k [B,T,Hkv,K], v [B,T,Hkv,V] -> o [B,T,H,V]
 //   o_i = sum_j softmax_j(scale q_i . k_j) v_j over the allowed keys (causal, window, GQA)
 // The forward keeps o and the per-query log-sum-exp lse [B,H,T] for the backward, which the
@@ -65,12 +67,35 @@ void run_backward(const AttnCall& c, Device dev, const kernels::AttentionArgs<S>
   kernels::softmax_attention_tiled_backward<S>(a, g);
 }
 
+#ifdef HLA_WITH_CUDA
+// Whether a call on inputs of dtype dt and device dev runs the bf16 tensor-core kernels.
+bool uses_mma(const AttnCall& c, DType dt, Device dev) {
+  return dev == Device::CUDA && dt == DType::bf16 && cuda::softmax_attention_mma_supports(c.d);
+}
+
+kernels::AttentionArgs<bf16> make_bf16_args(const AttnCall& c, const std::vector<Tensor>& in) {
+  kernels::AttentionArgs<bf16> a;
+  a.d = c.d;
+  a.q = in[0].data<bf16>();
+  a.k = in[1].data<bf16>();
+  a.v = in[2].data<bf16>();
+  a.causal = c.opt.causal;
+  a.window = c.opt.window;
+  a.scale = c.scale;
+  return a;
+}
+#endif
+
 struct AttentionNode : Node {
   AttnCall call;
-  Tensor o, lse;  // in the compute dtype, on the inputs' device
+  bool mma = false;  // o (bf16) and lse (f32) came from the tensor-core kernels
+  Tensor o, lse;     // in the compute dtype (mma: o bf16, lse f32), on the inputs' device
   const char* name() const override { return "softmax_attention"; }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
     if (!gout[0].defined()) return {Tensor(), Tensor(), Tensor()};
+#ifdef HLA_WITH_CUDA
+    if (mma) return backward_mma(gout[0]);
+#endif
     const Device dev = o.device();
     const DType in_dt = inputs[0].dtype(), dt = o.dtype();
     std::vector<Tensor> in;
@@ -87,6 +112,23 @@ struct AttentionNode : Node {
     return grads;
   }
   void release() override { o = lse = Tensor(); }
+
+ private:
+#ifdef HLA_WITH_CUDA
+  std::vector<Tensor> backward_mma(const Tensor& gout) const {
+    std::vector<Tensor> in, grads;
+    for (const Var& v : inputs) {
+      in.push_back(detail::contiguous_as(v, DType::bf16));
+      grads.push_back(Tensor::empty(v.shape(), DType::bf16, Device::CUDA));
+    }
+    const Tensor dout = gout.to(DType::bf16).contiguous();
+    const cuda::AttentionBf16Grad g{dout.data<bf16>(),     o.data<bf16>(),
+                                    lse.data<float>(),     grads[0].data<bf16>(),
+                                    grads[1].data<bf16>(), grads[2].data<bf16>()};
+    cuda::softmax_attention_mma_backward(make_bf16_args(call, in), g);
+    return grads;
+  }
+#endif
 };
 
 // Shapes, dtypes and devices of q, k, v (all on q's device, in q's dtype) and the options.
@@ -121,7 +163,25 @@ Var softmax_attention(const Var& q, const Var& k, const Var& v, const AttentionO
   const AttnCall c = validate(q, k, v, opt, op);
   const kernels::AttnDims& d = c.d;
   const Device dev = q.device();
-  const DType in_dt = q.dtype(), dt = detail::compute_dtype(in_dt, opt.reference);
+  const DType in_dt = q.dtype();
+  auto node = std::make_shared<AttentionNode>();
+  node->call = c;
+#ifdef HLA_WITH_CUDA
+  if (uses_mma(c, in_dt, dev)) {
+    const std::vector<Tensor> in{detail::contiguous_as(q, in_dt), detail::contiguous_as(k, in_dt),
+                                 detail::contiguous_as(v, in_dt)};
+    Tensor o = Tensor::empty({d.B, d.T, d.H, d.V}, DType::bf16, dev);
+    Tensor lse = Tensor::empty({d.B, d.H, d.T}, DType::f32, dev);
+    cuda::softmax_attention_mma_forward(make_bf16_args(c, in), {o.data<bf16>(), lse.data<float>()});
+    node->mma = true;
+    if (should_record({q, k, v})) {
+      node->o = o;
+      node->lse = lse;
+    }
+    return record1(node, {q, k, v}, o);
+  }
+#endif
+  const DType dt = detail::compute_dtype(in_dt, opt.reference);
   std::vector<Tensor> in{detail::contiguous_as(q, dt), detail::contiguous_as(k, dt),
                          detail::contiguous_as(v, dt)};
   Tensor o = Tensor::empty({d.B, d.T, d.H, d.V}, dt, dev);
@@ -129,8 +189,6 @@ Var softmax_attention(const Var& q, const Var& k, const Var& v, const AttentionO
   visit_floating(dt, op, [&]<class S>() {
     run_forward<S>(c, dev, make_args<S>(c, in), {o.data<S>(), lse.data<S>()});
   });
-  auto node = std::make_shared<AttentionNode>();
-  node->call = c;
   if (should_record({q, k, v})) {
     node->o = o;
     node->lse = lse;

@@ -17,6 +17,7 @@
 #pragma once
 
 #include "kernels/recurrence.h"
+#include "tensor/dtype.h"
 
 namespace hla::cuda {
 
@@ -65,5 +66,66 @@ void softmax_attention_tiled_forward(const kernels::AttentionArgs<S>& a,
 template <class S>
 void softmax_attention_tiled_backward(const kernels::AttentionArgs<S>& a,
                                       const kernels::AttentionGrad<S>& grad);
+
+// ---- softmax attention on tensor cores (attention_mma.cu)
+// FlashAttention-2 on bf16 mma.sync with fp32 accumulation, the contract of
+// softmax_attention_tiled_* (causal, window, GQA, explicit scale) for bf16 q, k, v, o, dout, dq,
+// dk, dv (hla::bf16: the bits of __nv_bfloat16) and an f32 lse [B,H,T]. Head sizes: K == V, either
+// 64 or 128; other sizes throw hla::Error (the f32 tiled kernels take them). Every pointer is
+// 16-byte aligned (rows are loaded as 8 bf16 at a time). The backward is deterministic.
+struct AttentionBf16Out {
+  bf16* o = nullptr;     // [B,T,H,V]
+  float* lse = nullptr;  // [B,H,T], or null
+};
+struct AttentionBf16Grad {
+  const bf16* dout = nullptr;  // [B,T,H,V]
+  const bf16* o = nullptr;     // forward output [B,T,H,V]
+  const float* lse = nullptr;  // forward lse [B,H,T]
+  bf16* dq = nullptr;          // [B,T,H,K]
+  bf16* dk = nullptr;          // [B,T,Hkv,K]
+  bf16* dv = nullptr;          // [B,T,Hkv,V]
+};
+// Whether the tensor-core kernels take these head sizes (K == V in {64, 128}).
+bool softmax_attention_mma_supports(const kernels::AttnDims& d);
+void softmax_attention_mma_forward(const kernels::AttentionArgs<bf16>& a,
+                                   const AttentionBf16Out& out);
+void softmax_attention_mma_backward(const kernels::AttentionArgs<bf16>& a,
+                                    const AttentionBf16Grad& grad);
+
+// ---- gated linear family on tensor cores (gated_linear_mma.cu)
+// The chunked tier (chunk 64) of gated_linear_chunk_* on bf16 mma.sync with fp32 accumulation,
+// fp32 recurrent state and fp32 chunk-local cumulative decays, for every GateKind. Mixed
+// precision: q, k, v, o, dout, dq, dk, dv are bf16 (hla::bf16: the bits of __nv_bfloat16); the
+// gates g / gk, dg, h0, hT, dhT and dh0 are f32. Head sizes: K and V each 64 or 128; others throw
+// hla::Error (the f32 chunk kernel takes them). Same layouts and contracts as kernels/recurrence.h.
+struct GatedLinearBf16Args {
+  kernels::RecDims d;
+  kernels::GateKind gate = kernels::GateKind::PerKey;
+  const bf16* q = nullptr;    // [B,T,H,K]
+  const bf16* k = nullptr;    // [B,T,H,K]
+  const bf16* v = nullptr;    // [B,T,H,V]
+  const float* g = nullptr;   // PerKey: [B,T,H,K]; ScalarPerHead: [B,T,H]; otherwise null
+  const float* h0 = nullptr;  // [B,H,K,V] or null
+  double scale = 1.0;
+};
+struct GatedLinearBf16Out {
+  bf16* o = nullptr;    // [B,T,H,V]
+  float* hT = nullptr;  // [B,H,K,V] or null
+};
+struct GatedLinearBf16Grad {
+  const bf16* dout = nullptr;  // [B,T,H,V]
+  const float* dhT = nullptr;  // [B,H,K,V] or null
+  bf16* dq = nullptr;          // [B,T,H,K]
+  bf16* dk = nullptr;          // [B,T,H,K]
+  bf16* dv = nullptr;          // [B,T,H,V]
+  float* dg = nullptr;         // layout of g; null for None / FixedPerHead
+  float* dh0 = nullptr;        // [B,H,K,V] or null
+};
+// Whether the tensor-core kernels take these head sizes (K and V each 64 or 128).
+inline bool gated_linear_mma_supports(int64_t K, int64_t V) {
+  return (K == 64 || K == 128) && (V == 64 || V == 128);
+}
+void gated_linear_mma_forward(const GatedLinearBf16Args& a, const GatedLinearBf16Out& out);
+void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf16Grad& grad);
 
 }  // namespace hla::cuda

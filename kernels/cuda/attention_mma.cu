@@ -1,0 +1,635 @@
+// defines: hla::cuda::softmax_attention_mma_supports / _forward / _backward (bf16)
+//
+// FlashAttention-2 on the tensor cores: the maths, masks, GQA mapping and two-kernel
+// deterministic backward of attention_tiled.cu, with every matrix product on
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (bf16 operands, fp32 accumulators). The
+// softmax statistics (m, l, lse, D = rowsum(dO o O)) and every accumulator stay fp32; only the
+// operands of the products are bf16: q, k, v, dO as given, and P (forward, dV) and dS (dK, dQ)
+// rounded from fp32 registers.
+// Layouts (device pointers, row-major, contiguous, 16-byte aligned), D = K = V in {64, 128}:
+//   q [B,T,H,D]   k, v [B,T,Hkv,D]   o, dout [B,T,H,D] (bf16)   lse [B,H,T] (f32)
+//
+// Threads: 4 warps (128 threads); warp w owns the 16 rows 16 w .. 16 w + 15 of a 64-row tile:
+//   forward   one CTA per (b, h, 64 queries); loops over tiles of 64 keys
+//             S = Q K^T (16 x 64 per warp), online softmax, O += P V (16 x D per warp)
+//   dK, dV    one CTA per (b, kv head, 64 keys); loops over the group's query heads and tiles of
+//             QT queries (QT = 64 for D = 64, 32 for D = 128: fewer accumulator registers)
+//             S^T = K Q^T, dP^T = V dO^T (16 x QT per warp), P^T, dS^T = P^T o (dP^T - D),
+//             dV += P^T dO, dK += dS^T Q (16 x D per warp); dK scaled once at the end
+//   dQ        one CTA per (b, h, 64 queries); loops over tiles of 64 keys
+//             S = Q K^T, dP = dO V^T, P, dS = P o (dP - D), dQ += dS K; dQ scaled at the end
+// where P = exp(scale S - lse) (masked: 0). Every output element has one owner: no atomics.
+//
+// mma.sync m16n8k16 fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16), lane =
+// 4 g + t (g = lane / 4 in 0..7, t = lane % 4 in 0..3); a .b32 register holds two bf16, the
+// lower column (or k) index in the low 16 bits:
+//   A 16x16 (row):  a0 = A[g][2t..2t+1]     a1 = A[g+8][2t..2t+1]
+//                   a2 = A[g][2t+8..2t+9]   a3 = A[g+8][2t+8..2t+9]
+//   B 16x8  (col):  b0 = B[2t..2t+1][g]     b1 = B[2t+8..2t+9][g]
+//   C 16x8  (f32):  c0, c1 = C[g][2t], C[g][2t+1]      c2, c3 = C[g+8][2t], C[g+8][2t+1]
+// Every product here is A B with A stored row-major [m][k] and B stored as its transpose
+// Bt[n][k] row-major, so both fragments are pairs of k-adjacent elements, one 32-bit shared
+// load each. Products whose B is naturally [k][n] (V, dO, Q and K over keys or queries) read a
+// transposed copy written to shared memory while the tile is loaded.
+// An A fragment from accumulators (P, P^T, dS, dS^T as the left operand of the second product):
+// the C tiles 2j and 2j+1 (columns 16 j .. 16 j + 15) are exactly the A fragment of k-step j:
+//   a0 = (c[2j][0], c[2j][1])   a1 = (c[2j][2], c[2j][3])
+//   a2 = (c[2j+1][0], c[2j+1][1])   a3 = (c[2j+1][2], c[2j+1][3])
+// so the thread converts its own registers to bf16, with no shared memory round trip.
+//
+// Shared memory (bf16 rows padded by 8 elements: ld = n + 8, so the 8 rows g of a fragment load
+// start 4 banks apart and its 32 words fall in distinct banks; rows stay 16-byte aligned):
+//   forward  Q [64][D+8], K [64][D+8], V^T [D][72]
+//            D = 64: 27 KiB, D = 128: 52 KiB
+//   dK, dV   K, V [64][D+8], Q, dO [QT][D+8], Q^T, dO^T [D][QT+8], lse, D [QT] (f32)
+//            D = 64: 54.5 KiB, D = 128: 71.3 KiB
+//   dQ       Q, dO, K, V [64][D+8], K^T [D][72], lse, D [64] (f32)
+//            D = 64: 45.5 KiB, D = 128: 86.5 KiB
+// Registers (ptxas, sm_90, no spills): forward 148 / 182, dK/dV 200 / 238, dQ 202 / 234 for
+// D = 64 / 128.
+// Rows past T (and keys past T) are stored as zeros, so masked products never meet NaN bits.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/recurrence_cuda.h"
+
+namespace hla::cuda {
+
+using kernels::AttentionArgs;
+using kernels::AttnDims;
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kMmaThreads = 32 * kWarps;
+// One resident block per SM is all the launch bounds promise, so ptxas may use up to 255
+// registers a thread (the D = 128 forward spills at the default budget).
+constexpr int kMinBlocks = 1;
+constexpr int kWarpRows = 16;              // rows of a tile owned by one warp (mma m)
+constexpr int kTile = kWarpRows * kWarps;  // queries (forward, dQ) or keys (dK/dV) per CTA
+constexpr int kKeyTile = 64;               // keys per step of the forward and dQ loops
+constexpr int kPad = 8;                    // bf16 elements of row padding (16 bytes)
+constexpr int kVec = 8;                    // bf16 per 16-byte load
+
+// Queries per step of the dK/dV loop (see the header).
+template <int D>
+constexpr int bwd_query_tile() {
+  return D == 64 ? 64 : 32;
+}
+
+// Masks of the contract (kernels/reference/softmax_attention.cpp), as in attention_tiled.cu.
+struct MaskRule {
+  int64_t T;
+  bool causal;
+  int64_t window;
+  __device__ bool allowed(int64_t i, int64_t j) const {
+    return i < T && j < T && (!causal || j <= i) && (window <= 0 || j >= i - window + 1);
+  }
+  // Keys seen by queries [i0, i1): [first, last]
+  __device__ int64_t first_key(int64_t i0) const {
+    return window > 0 ? (i0 - window + 1 > 0 ? i0 - window + 1 : 0) : 0;
+  }
+  __device__ int64_t last_key(int64_t i1) const { return causal ? i1 - 1 : T - 1; }
+  // Queries that see keys [j0, j1): [first, last]
+  __device__ int64_t first_query(int64_t j0) const { return causal ? j0 : 0; }
+  __device__ int64_t last_query(int64_t j1) const {
+    return window > 0 ? (j1 + window - 2 < T - 1 ? j1 + window - 2 : T - 1) : T - 1;
+  }
+};
+
+__device__ inline int64_t row_offset(int64_t b, int64_t t, int64_t T, int64_t heads, int64_t hd,
+                                     int64_t D) {
+  return ((b * T + t) * heads + hd) * D;
+}
+
+// ---- shared-memory tiles
+
+// dst[r][x] (row stride ld) = row t0 + r of head hd of a [B,T,heads,D] bf16 tensor for r < n,
+// zero for n <= r < rows, and/or its transpose dst_t[x][r] (row stride ld_t); a null dst or
+// dst_t is skipped. Each thread moves 8 elements (16 bytes) at a time.
+template <int D>
+__device__ inline void load_tile(bf16_dev* dst, int ld, bf16_dev* dst_t, int ld_t, int rows,
+                                 const bf16_dev* __restrict__ src, int64_t b, int64_t t0, int n,
+                                 int64_t T, int64_t heads, int64_t hd) {
+  constexpr int kChunks = D / kVec;
+  for (int e = threadIdx.x; e < rows * kChunks; e += blockDim.x) {
+    const int r = e / kChunks, x = (e - r * kChunks) * kVec;
+    uint4 chunk = make_uint4(0u, 0u, 0u, 0u);
+    if (r < n)
+      chunk = *reinterpret_cast<const uint4*>(src + row_offset(b, t0 + r, T, heads, hd, D) + x);
+    if (dst) *reinterpret_cast<uint4*>(dst + r * ld + x) = chunk;
+    if (dst_t) {
+      // element x + i is the low (i even) or high (i odd) half of word i / 2 of the chunk
+      const uint32_t words[4] = {chunk.x, chunk.y, chunk.z, chunk.w};
+      uint16_t* col = reinterpret_cast<uint16_t*>(dst_t) + r;
+#pragma unroll
+      for (int i = 0; i < kVec; ++i)
+        col[(x + i) * ld_t] = static_cast<uint16_t>(words[i / 2] >> (16 * (i % 2)));
+    }
+  }
+}
+
+// dst[r] = src[r] for r < n, zero for n <= r < rows.
+__device__ inline void load_vec(float* dst, int rows, const float* __restrict__ src, int n) {
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) dst[r] = r < n ? src[r] : 0.f;
+}
+
+// ---- mma fragments
+
+// The two bf16 at m[row][col], m[row][col + 1] as one register (col even: 4-byte aligned).
+__device__ inline uint32_t pair_at(const bf16_dev* m, int ld, int row, int col) {
+  return *reinterpret_cast<const uint32_t*>(m + row * ld + col);
+}
+
+// (lo, hi) rounded to bf16 and packed, lo in the low 16 bits.
+__device__ inline uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo: the low half
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// A fragment of the 16 x 16 block at rows row0.., columns col0.. of a row-major [m][k] tile.
+__device__ inline void load_a(uint32_t (&a)[4], const bf16_dev* m, int ld, int row0, int col0,
+                              int g, int t) {
+  a[0] = pair_at(m, ld, row0 + g, col0 + 2 * t);
+  a[1] = pair_at(m, ld, row0 + g + 8, col0 + 2 * t);
+  a[2] = pair_at(m, ld, row0 + g, col0 + 2 * t + 8);
+  a[3] = pair_at(m, ld, row0 + g + 8, col0 + 2 * t + 8);
+}
+
+// B fragment of the 16 (k) x 8 (n) block at k0.., n0.. of B, read from its transpose Bt [n][k]
+// (row-major): b0 = B[k0 + 2t..][n0 + g] = Bt[n0 + g][k0 + 2t..].
+__device__ inline void load_b(uint32_t (&b)[2], const bf16_dev* bt, int ld, int n0, int k0, int g,
+                              int t) {
+  b[0] = pair_at(bt, ld, n0 + g, k0 + 2 * t);
+  b[1] = pair_at(bt, ld, n0 + g, k0 + 2 * t + 8);
+}
+
+// A fragment of k-step j from fp32 accumulators c[n-tile][4] (see the header).
+template <int N>
+__device__ inline void a_from_acc(uint32_t (&a)[4], const float (&c)[N][4], int j) {
+  a[0] = pack_bf16(c[2 * j][0], c[2 * j][1]);
+  a[1] = pack_bf16(c[2 * j][2], c[2 * j][3]);
+  a[2] = pack_bf16(c[2 * j + 1][0], c[2 * j + 1][1]);
+  a[3] = pack_bf16(c[2 * j + 1][2], c[2 * j + 1][3]);
+}
+
+// d += A B on one m16n8k16 tile, fp32 accumulation.
+__device__ inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <int N>
+__device__ inline void zero(float (&c)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) c[i][e] = 0.f;
+}
+
+// c[n-tile][..] += A Bt^T over a depth of DEPTH (multiple of 16): A = rows row0.. of the
+// row-major [m][DEPTH] tile `am`, Bt = rows 0 .. 8 N of the row-major [n][DEPTH] tile `bt`.
+template <int N, int DEPTH>
+__device__ inline void mma_tile(float (&c)[N][4], const bf16_dev* am, int lda, int row0,
+                                const bf16_dev* bt, int ldb, int g, int t) {
+#pragma unroll
+  for (int k0 = 0; k0 < DEPTH; k0 += 16) {
+    uint32_t a[4];
+    load_a(a, am, lda, row0, k0, g, t);
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      uint32_t b[2];
+      load_b(b, bt, ldb, 8 * n, k0, g, t);
+      mma_bf16(c[n], a, b);
+    }
+  }
+}
+
+// acc[n-tile][..] += L R over a depth of 8 NL: L = the fp32 accumulators l (16 x 8 NL, rounded
+// to bf16), R read from its transpose Rt [8 NACC][8 NL] (row-major).
+template <int NACC, int NL>
+__device__ inline void mma_from_acc(float (&acc)[NACC][4], const float (&l)[NL][4],
+                                    const bf16_dev* rt, int ldr, int g, int t) {
+#pragma unroll
+  for (int j = 0; j < NL / 2; ++j) {
+    uint32_t a[4];
+    a_from_acc(a, l, j);
+#pragma unroll
+    for (int n = 0; n < NACC; ++n) {
+      uint32_t b[2];
+      load_b(b, rt, ldr, 8 * n, 16 * j, g, t);
+      mma_bf16(acc[n], a, b);
+    }
+  }
+}
+
+// Sum / max over the 4 lanes of a quad (one accumulator row is spread over lanes 4 g .. 4 g + 3).
+__device__ inline float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ inline float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+// Stores rows r0.. of a warp's 16 x D accumulator (times mul, as bf16) to head hd of a
+// [B,T,heads,D] tensor, rows below n only.
+template <int D>
+__device__ inline void store_rows(const float (&c)[D / 8][4], float mul, bf16_dev* __restrict__ dst,
+                                  int64_t b, int64_t t0, int row0, int n, int64_t T, int64_t heads,
+                                  int64_t hd, int g, int t) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = row0 + g + 8 * half;
+    if (r >= n) continue;
+    bf16_dev* row = dst + row_offset(b, t0 + r, T, heads, hd, D);
+#pragma unroll
+    for (int nt = 0; nt < D / 8; ++nt)
+      *reinterpret_cast<uint32_t*>(row + 8 * nt + 2 * t) =
+          pack_bf16(mul * c[nt][2 * half], mul * c[nt][2 * half + 1]);
+  }
+}
+
+// ---- kernels
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+    attention_mma_fwd_kernel(AttnDims d, const bf16_dev* __restrict__ q,
+                             const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
+                             bool causal, int64_t window, float scale,
+                             bf16_dev* __restrict__ o,  // [B,T,H,D] overwritten
+                             float* __restrict__ lse,   // [B,H,T] overwritten, or null
+                             int n_tiles) {             // query tiles per (b, h)
+  constexpr int ld = D + kPad, ldt = kKeyTile + kPad, NS = kKeyTile / 8, NO = D / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16_dev* Qs = reinterpret_cast<bf16_dev*>(smem_raw);  // [64][ld]
+  bf16_dev* Ks = Qs + kTile * ld;                        // [64][ld]
+  bf16_dev* Vt = Ks + kKeyTile * ld;                     // [D][ldt]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int row0 = kWarpRows * warp;
+  // The last query tiles see the most keys under causality: they go first.
+  const int tile = n_tiles - 1 - static_cast<int>(blockIdx.x % n_tiles);
+  const int64_t bh = blockIdx.x / n_tiles, b = bh / d.H, h = bh % d.H, c = h / (d.H / d.Hkv);
+  const int64_t T = d.T, i0 = static_cast<int64_t>(tile) * kTile;
+  const int nq = static_cast<int>(T - i0 < kTile ? T - i0 : kTile);
+  const MaskRule mask{T, causal, window};
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+
+  load_tile<D>(Qs, ld, nullptr, 0, kTile, q, b, i0, nq, T, d.H, h);
+  // Rows g and g + 8 of the warp (index half): running max m, this thread's share of the row
+  // sum l (its 16 columns of each key tile), and the output accumulator.
+  float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
+  zero(acc);
+  const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
+  for (int64_t j0 = first - first % kKeyTile; j0 <= last; j0 += kKeyTile) {
+    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
+    __syncthreads();  // the previous tile's reads of Ks, Vt are done
+    load_tile<D>(Ks, ld, nullptr, 0, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
+    load_tile<D>(nullptr, 0, Vt, ldt, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
+    __syncthreads();
+    float s[NS][4];
+    zero(s);
+    mma_tile<NS, D>(s, Qs, ld, row0, Ks, ld, g, t);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t i = i0 + row0 + g + 8 * half;
+      float mx = neg_inf;
+#pragma unroll
+      for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nt][2 * half + e];
+          x = mask.allowed(i, j0 + 8 * nt + 2 * t + e) ? scale * x : neg_inf;
+          mx = fmaxf(mx, x);
+        }
+      mx = quad_max(mx);
+      const float m_new = fmaxf(m[half], mx);
+      // a row with no allowed key yet keeps m = -inf: shift it by 0 instead (no inf - inf)
+      const float shift = m_new == neg_inf ? 0.f : m_new;
+      const float correction = expf(m[half] - shift);
+      float row_sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nt][2 * half + e];
+          x = expf(x - shift);
+          row_sum += x;
+        }
+      l[half] = correction * l[half] + row_sum;
+#pragma unroll
+      for (int nt = 0; nt < NO; ++nt) {
+        acc[nt][2 * half] *= correction;
+        acc[nt][2 * half + 1] *= correction;
+      }
+      m[half] = m_new;
+    }
+    mma_from_acc<NO, NS>(acc, s, Vt, ldt, g, t);  // O += P V, P in bf16
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const float l_row = quad_sum(l[half]);
+    const float inv = l_row > 0.f ? 1.f / l_row : 0.f;
+#pragma unroll
+    for (int nt = 0; nt < NO; ++nt) {
+      acc[nt][2 * half] *= inv;
+      acc[nt][2 * half + 1] *= inv;
+    }
+    const int r = row0 + g + 8 * half;
+    if (lse && t == 0 && r < nq)
+      lse[bh * T + i0 + r] = l_row > 0.f ? m[half] + logf(l_row) : neg_inf;
+  }
+  store_rows<D>(acc, 1.f, o, b, i0, row0, nq, T, d.H, h, g, t);
+}
+
+// D[b,h,t] = dout[b,t,h,:] . o[b,t,h,:] in f32, one warp per (b, t, h) row.
+__global__ void attention_mma_delta_kernel(AttnDims d, const bf16_dev* __restrict__ dout,
+                                           const bf16_dev* __restrict__ o, float* __restrict__ D) {
+  const int64_t rows = d.B * d.T * d.H, V = d.V;
+  const int lane = threadIdx.x % 32;
+  const int64_t n_warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows;
+       row += n_warps) {
+    float sum = 0.f;
+    for (int64_t x = lane; x < V; x += 32)
+      sum += __bfloat162float(dout[row * V + x]) * __bfloat162float(o[row * V + x]);
+    sum = warp_reduce(sum, SumOp());
+    if (lane == 0) {
+      const int64_t h = row % d.H, bt = row / d.H, t = bt % d.T, b = bt / d.T;
+      D[(b * d.H + h) * d.T + t] = sum;
+    }
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+    attention_mma_dkdv_kernel(AttnDims d, const bf16_dev* __restrict__ q,
+                              const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
+                              bool causal, int64_t window, float scale,
+                              const bf16_dev* __restrict__ dout, const float* __restrict__ lse,
+                              const float* __restrict__ Dsum,  // [B,H,T] dO . O
+                              bf16_dev* __restrict__ dk, bf16_dev* __restrict__ dv,
+                              int n_tiles) {  // key tiles per (b, kv head)
+  constexpr int QT = bwd_query_tile<D>(), ld = D + kPad, ldt = QT + kPad, NQ = QT / 8, NO = D / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16_dev* Ks = reinterpret_cast<bf16_dev*>(smem_raw);    // [64][ld]
+  bf16_dev* Vs = Ks + kTile * ld;                          // [64][ld]
+  bf16_dev* Qs = Vs + kTile * ld;                          // [QT][ld]
+  bf16_dev* dOs = Qs + QT * ld;                            // [QT][ld]
+  bf16_dev* Qt = dOs + QT * ld;                            // [D][ldt]
+  bf16_dev* dOt = Qt + D * ldt;                            // [D][ldt]
+  float* lse_s = reinterpret_cast<float*>(dOt + D * ldt);  // [QT]
+  float* D_s = lse_s + QT;                                 // [QT]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int row0 = kWarpRows * warp;  // the warp's keys, local to the tile
+  const int tile = static_cast<int>(blockIdx.x % n_tiles);
+  const int64_t bc = blockIdx.x / n_tiles, b = bc / d.Hkv, c = bc % d.Hkv, group = d.H / d.Hkv;
+  const int64_t T = d.T, j0 = static_cast<int64_t>(tile) * kTile;
+  const int nk = static_cast<int>(T - j0 < kTile ? T - j0 : kTile);
+  const MaskRule mask{T, causal, window};
+
+  load_tile<D>(Ks, ld, nullptr, 0, kTile, k, b, j0, nk, T, d.Hkv, c);
+  load_tile<D>(Vs, ld, nullptr, 0, kTile, v, b, j0, nk, T, d.Hkv, c);
+  float dk_acc[NO][4], dv_acc[NO][4];  // rows: the warp's keys
+  zero(dk_acc);
+  zero(dv_acc);
+  const int64_t first = mask.first_query(j0), last = mask.last_query(j0 + nk);
+  for (int64_t h = c * group; h < (c + 1) * group; ++h)
+    for (int64_t i0 = first - first % QT; i0 <= last; i0 += QT) {
+      const int nq = static_cast<int>(T - i0 < QT ? T - i0 : QT);
+      __syncthreads();  // the previous tile's reads of Qs, dOs, Qt, dOt, lse_s, D_s are done
+      load_tile<D>(Qs, ld, Qt, ldt, QT, q, b, i0, nq, T, d.H, h);
+      load_tile<D>(dOs, ld, dOt, ldt, QT, dout, b, i0, nq, T, d.H, h);
+      load_vec(lse_s, QT, lse + (b * d.H + h) * T + i0, nq);
+      load_vec(D_s, QT, Dsum + (b * d.H + h) * T + i0, nq);
+      __syncthreads();
+      float pt[NQ][4], dst[NQ][4];  // P^T, then dS^T: rows keys, columns queries
+      zero(pt);
+      zero(dst);
+      mma_tile<NQ, D>(pt, Ks, ld, row0, Qs, ld, g, t);    // S^T = K Q^T
+      mma_tile<NQ, D>(dst, Vs, ld, row0, dOs, ld, g, t);  // dP^T = V dO^T
+#pragma unroll
+      for (int nt = 0; nt < NQ; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          // c-register e: key row row0 + g + 8 (e / 2), query column 8 nt + 2 t + e % 2
+          const int qc = 8 * nt + 2 * t + e % 2;
+          const int64_t j = j0 + row0 + g + 8 * (e / 2);
+          const float p = mask.allowed(i0 + qc, j) ? expf(scale * pt[nt][e] - lse_s[qc]) : 0.f;
+          pt[nt][e] = p;
+          dst[nt][e] = p * (dst[nt][e] - D_s[qc]);
+        }
+      mma_from_acc<NO, NQ>(dv_acc, pt, dOt, ldt, g, t);  // dV += P^T dO
+      mma_from_acc<NO, NQ>(dk_acc, dst, Qt, ldt, g, t);  // dK += dS^T Q
+    }
+  store_rows<D>(dk_acc, scale, dk, b, j0, row0, nk, T, d.Hkv, c, g, t);
+  store_rows<D>(dv_acc, 1.f, dv, b, j0, row0, nk, T, d.Hkv, c, g, t);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+    attention_mma_dq_kernel(AttnDims d, const bf16_dev* __restrict__ q,
+                            const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
+                            bool causal, int64_t window, float scale,
+                            const bf16_dev* __restrict__ dout, const float* __restrict__ lse,
+                            const float* __restrict__ Dsum,  // [B,H,T] dO . O
+                            bf16_dev* __restrict__ dq,
+                            int n_tiles) {  // query tiles per (b, h)
+  constexpr int ld = D + kPad, ldt = kKeyTile + kPad, NS = kKeyTile / 8, NO = D / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16_dev* Qs = reinterpret_cast<bf16_dev*>(smem_raw);   // [64][ld]
+  bf16_dev* dOs = Qs + kTile * ld;                        // [64][ld]
+  bf16_dev* Ks = dOs + kTile * ld;                        // [64][ld]
+  bf16_dev* Vs = Ks + kKeyTile * ld;                      // [64][ld]
+  bf16_dev* Kt = Vs + kKeyTile * ld;                      // [D][ldt]
+  float* lse_s = reinterpret_cast<float*>(Kt + D * ldt);  // [64]
+  float* D_s = lse_s + kTile;                             // [64]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int row0 = kWarpRows * warp;
+  const int tile = n_tiles - 1 - static_cast<int>(blockIdx.x % n_tiles);
+  const int64_t bh = blockIdx.x / n_tiles, b = bh / d.H, h = bh % d.H, c = h / (d.H / d.Hkv);
+  const int64_t T = d.T, i0 = static_cast<int64_t>(tile) * kTile;
+  const int nq = static_cast<int>(T - i0 < kTile ? T - i0 : kTile);
+  const MaskRule mask{T, causal, window};
+
+  load_tile<D>(Qs, ld, nullptr, 0, kTile, q, b, i0, nq, T, d.H, h);
+  load_tile<D>(dOs, ld, nullptr, 0, kTile, dout, b, i0, nq, T, d.H, h);
+  load_vec(lse_s, kTile, lse + bh * T + i0, nq);
+  load_vec(D_s, kTile, Dsum + bh * T + i0, nq);
+  __syncthreads();         // lse_s, D_s complete (read into registers below)
+  float lse_r[2], D_r[2];  // rows g and g + 8 of the warp
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    lse_r[half] = lse_s[row0 + g + 8 * half];
+    D_r[half] = D_s[row0 + g + 8 * half];
+  }
+  float dq_acc[NO][4];
+  zero(dq_acc);
+  const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
+  for (int64_t j0 = first - first % kKeyTile; j0 <= last; j0 += kKeyTile) {
+    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
+    __syncthreads();  // the previous tile's reads of Ks, Vs, Kt are done
+    load_tile<D>(Ks, ld, Kt, ldt, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
+    load_tile<D>(Vs, ld, nullptr, 0, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
+    __syncthreads();
+    float s[NS][4], ds[NS][4];  // P, then dS: rows queries, columns keys
+    zero(s);
+    zero(ds);
+    mma_tile<NS, D>(s, Qs, ld, row0, Ks, ld, g, t);    // S = Q K^T
+    mma_tile<NS, D>(ds, dOs, ld, row0, Vs, ld, g, t);  // dP = dO V^T
+#pragma unroll
+    for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        // c-register e: query row row0 + g + 8 (e / 2), key column 8 nt + 2 t + e % 2
+        const int half = e / 2;
+        const int64_t i = i0 + row0 + g + 8 * half, j = j0 + 8 * nt + 2 * t + e % 2;
+        const float p = mask.allowed(i, j) ? expf(scale * s[nt][e] - lse_r[half]) : 0.f;
+        ds[nt][e] = p * (ds[nt][e] - D_r[half]);
+      }
+    mma_from_acc<NO, NS>(dq_acc, ds, Kt, ldt, g, t);  // dQ += dS K
+  }
+  store_rows<D>(dq_acc, scale, dq, b, i0, row0, nq, T, d.H, h, g, t);
+}
+
+// ---- launchers
+
+void check_args(const AttentionArgs<bf16>& a, const char* op) {
+  const AttnDims& d = a.d;
+  HLA_CHECK(d.B > 0 && d.T > 0 && d.H > 0 && d.Hkv > 0,
+            op << ": B,T,H,Hkv = " << d.B << "," << d.T << "," << d.H << "," << d.Hkv);
+  HLA_CHECK(d.H % d.Hkv == 0, op << ": H=" << d.H << " must be a multiple of Hkv=" << d.Hkv);
+  HLA_CHECK(a.window >= 0, op << ": window=" << a.window);
+  HLA_CHECK(a.q && a.k && a.v, op << ": q, k and v are required");
+  if (!softmax_attention_mma_supports(d))
+    throw Error(op, "head sizes K == V, either 64 or 128",
+                "K=" + std::to_string(d.K) + ", V=" + std::to_string(d.V),
+                "use softmax_attention_tiled_* (f32) for other head sizes");
+  // blocks are numbered (b, head, tile) in one int32 grid dimension
+  HLA_CHECK(
+      d.B * d.H * (d.T / kTile + 1) < (int64_t(1) << 31),
+      op << ": too many (batch, head, tile) blocks: B=" << d.B << ", H=" << d.H << ", T=" << d.T);
+}
+
+// Rows are moved 16 bytes at a time.
+void check_aligned(const void* p, const char* op, const char* name) {
+  if (p && reinterpret_cast<uintptr_t>(p) % 16 != 0)
+    throw Error(op, std::string(name) + " 16-byte aligned", "an address 16-byte misaligned",
+                "pass a freshly allocated contiguous tensor");
+}
+
+const bf16_dev* dev_ptr(const bf16* p) {
+  return reinterpret_cast<const bf16_dev*>(p);
+}
+bf16_dev* dev_ptr(bf16* p) {
+  return reinterpret_cast<bf16_dev*>(p);
+}
+
+// Calls f(std::integral_constant<int, D>) for the supported head size D.
+template <class F>
+void visit_head_size(int64_t D, F&& f) {
+  if (D == 64) return f(std::integral_constant<int, 64>{});
+  f(std::integral_constant<int, 128>{});
+}
+
+// Opts the kernel into `smem` bytes of dynamic shared memory (> 48 KiB needs the attribute).
+template <class Kernel>
+void set_shared_memory(Kernel* kernel, size_t smem, const char* op) {
+  const size_t limit = Context::get().props().sharedMemPerBlockOptin;
+  HLA_CHECK(smem <= limit, op << ": needs " << smem << " bytes of shared memory per block, the "
+                              << "device allows " << limit);
+  if (smem > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(smem)));
+}
+
+int tiles_of(int64_t T, int tile) {
+  return static_cast<int>((T + tile - 1) / tile);
+}
+
+constexpr size_t kBf16Bytes = sizeof(bf16_dev);
+
+}  // namespace
+
+bool softmax_attention_mma_supports(const AttnDims& d) {
+  return d.K == d.V && (d.K == 64 || d.K == 128);
+}
+
+void softmax_attention_mma_forward(const AttentionArgs<bf16>& a, const AttentionBf16Out& out) {
+  const char* op = "softmax_attention_mma_forward (cuda)";
+  check_args(a, op);
+  HLA_CHECK(out.o, op << ": o is required");
+  check_aligned(a.q, op, "q");
+  check_aligned(a.k, op, "k");
+  check_aligned(a.v, op, "v");
+  check_aligned(out.o, op, "o");
+  const AttnDims& d = a.d;
+  visit_head_size(d.K, [&](auto dc) {
+    constexpr int D = decltype(dc)::value;
+    const size_t smem =
+        (static_cast<size_t>(kTile + kKeyTile) * (D + kPad) + D * (kKeyTile + kPad)) * kBf16Bytes;
+    const int n_tiles = tiles_of(d.T, kTile);
+    auto* kernel = attention_mma_fwd_kernel<D>;
+    set_shared_memory(kernel, smem, op);
+    kernel<<<static_cast<unsigned>(d.B * d.H * n_tiles), kMmaThreads, smem, stream()>>>(
+        d, dev_ptr(a.q), dev_ptr(a.k), dev_ptr(a.v), a.causal, a.window,
+        static_cast<float>(a.scale), dev_ptr(out.o), out.lse, n_tiles);
+    CUDA_CHECK(cudaGetLastError());
+  });
+}
+
+void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const AttentionBf16Grad& g) {
+  const char* op = "softmax_attention_mma_backward (cuda)";
+  check_args(a, op);
+  HLA_CHECK(g.dout && g.o && g.lse && g.dq && g.dk && g.dv,
+            op << ": dout, o, lse, dq, dk and dv are required");
+  check_aligned(a.q, op, "q");
+  check_aligned(a.k, op, "k");
+  check_aligned(a.v, op, "v");
+  check_aligned(g.dout, op, "dout");
+  check_aligned(g.dq, op, "dq");
+  check_aligned(g.dk, op, "dk");
+  check_aligned(g.dv, op, "dv");
+  const AttnDims& d = a.d;
+  const float scale = static_cast<float>(a.scale);
+  const Tensor Dsum = Tensor::empty({d.B * d.H * d.T}, DType::f32, Device::CUDA);
+  float* D_ptr = static_cast<float*>(const_cast<void*>(Dsum.raw_data()));
+  attention_mma_delta_kernel<<<grid_for(d.B * d.H * d.T * 32), kThreads, 0, stream()>>>(
+      d, dev_ptr(g.dout), dev_ptr(g.o), D_ptr);
+  CUDA_CHECK(cudaGetLastError());
+  visit_head_size(d.K, [&](auto dc) {
+    constexpr int D = decltype(dc)::value, QT = bwd_query_tile<D>();
+    const int n_tiles = tiles_of(d.T, kTile);
+
+    const size_t smem_dkdv =
+        (static_cast<size_t>(2 * kTile + 2 * QT) * (D + kPad) + 2 * D * (QT + kPad)) * kBf16Bytes +
+        2 * QT * sizeof(float);
+    auto* dkdv = attention_mma_dkdv_kernel<D>;
+    set_shared_memory(dkdv, smem_dkdv, op);
+    dkdv<<<static_cast<unsigned>(d.B * d.Hkv * n_tiles), kMmaThreads, smem_dkdv, stream()>>>(
+        d, dev_ptr(a.q), dev_ptr(a.k), dev_ptr(a.v), a.causal, a.window, scale, dev_ptr(g.dout),
+        g.lse, D_ptr, dev_ptr(g.dk), dev_ptr(g.dv), n_tiles);
+    CUDA_CHECK(cudaGetLastError());
+
+    const size_t smem_dq =
+        (static_cast<size_t>(2 * kTile + 2 * kKeyTile) * (D + kPad) + D * (kKeyTile + kPad)) *
+            kBf16Bytes +
+        2 * kTile * sizeof(float);
+    auto* dq = attention_mma_dq_kernel<D>;
+    set_shared_memory(dq, smem_dq, op);
+    dq<<<static_cast<unsigned>(d.B * d.H * n_tiles), kMmaThreads, smem_dq, stream()>>>(
+        d, dev_ptr(a.q), dev_ptr(a.k), dev_ptr(a.v), a.causal, a.window, scale, dev_ptr(g.dout),
+        g.lse, D_ptr, dev_ptr(g.dq), n_tiles);
+    CUDA_CHECK(cudaGetLastError());
+  });
+}
+
+}  // namespace hla::cuda
