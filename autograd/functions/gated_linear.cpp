@@ -2,8 +2,10 @@
 // tiers of kernels/recurrence.h (reference, recurrent, chunk) on the CPU and of
 // kernels/cuda/recurrence_cuda.h (recurrent, chunk) on CUDA, picked by the inputs' device.
 //   S_t = diag(alpha_t) S_{t-1} + k_t v_t^T,  o_t = S_t^T (scale q_t)
-// Inputs in order: q, k, v, [g], [h0]; outputs: o, hT. bf16 inputs (CUDA) run the f32 kernels
-// on f32 copies (recurrence_common.h).
+// Inputs in order: q, k, v, [g], [h0]; outputs: o, hT. bf16 inputs (CUDA) of the chunked tier
+// with T > 64 and head sizes K, V in {64, 128} run the tensor-core kernels
+// (cuda::gated_linear_mma_*: bf16 q, k, v, o and their gradients, f32 gates and states); other
+// bf16 inputs run the f32 kernels on f32 copies (recurrence_common.h).
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
@@ -24,6 +26,7 @@ struct GatedLinearCall {
   double scale;
   bool has_gate, has_h0;
   kernels::RecDims d;
+  bool mma = false;  // the bf16 tensor-core kernels (use_mma)
 };
 
 // make_args fills the structs with the pointers of `in`: host or device ones, like the tensors.
@@ -79,6 +82,68 @@ DType compute_dtype(const GatedLinearCall& c, DType in) {
   return detail::compute_dtype(in, c.impl == Impl::Reference);
 }
 
+// Whether a call takes the bf16 tensor-core kernels: bf16 CUDA inputs, the chunked tier past
+// one chunk, supported head sizes.
+bool use_mma(const GatedLinearCall& c, DType in) {
+#ifdef HLA_WITH_CUDA
+  return c.device == Device::CUDA && in == DType::bf16 && c.impl == Impl::Chunk &&
+         c.d.T > kernels::kChunk && cuda::gated_linear_mma_supports(c.d.K, c.d.V);
+#else
+  (void)c;
+  (void)in;
+  return false;
+#endif
+}
+
+#ifdef HLA_WITH_CUDA
+// The tensor-core kernels' inputs: q, k, v contiguous bf16; the gate and h0 contiguous f32.
+std::vector<Tensor> mma_inputs(const std::vector<Var>& vars) {
+  std::vector<Tensor> in;
+  for (size_t i = 0; i < vars.size(); ++i)
+    in.push_back(detail::contiguous_as(vars[i], i < 3 ? DType::bf16 : DType::f32));
+  return in;
+}
+
+cuda::GatedLinearBf16Args mma_args(const GatedLinearCall& c, const std::vector<Tensor>& in) {
+  cuda::GatedLinearBf16Args a;
+  a.d = c.d;
+  a.gate = c.gate;
+  a.q = in[0].data<bf16>();
+  a.k = in[1].data<bf16>();
+  a.v = in[2].data<bf16>();
+  size_t i = 3;
+  if (c.has_gate) a.g = in[i++].data<float>();
+  if (c.has_h0) a.h0 = in[i].data<float>();
+  a.scale = c.scale;
+  return a;
+}
+
+// Gradients of q, k, v, [g], [h0] from the tensor-core backward, in bf16 like the inputs.
+std::vector<Tensor> mma_backward(const GatedLinearCall& c, const std::vector<Var>& inputs,
+                                 const std::vector<Tensor>& gout) {
+  const auto& d = c.d;
+  const std::vector<Tensor> in = mma_inputs(inputs);
+  const Tensor dout = gout[0].defined()
+                          ? gout[0].to(DType::bf16).contiguous()
+                          : Tensor::zeros({d.B, d.T, d.H, d.V}, DType::bf16, Device::CUDA);
+  const Tensor dhT = gout[1].defined() ? gout[1].to(DType::f32).contiguous() : Tensor();
+  std::vector<Tensor> grads;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    grads.push_back(
+        Tensor::empty(inputs[i].shape(), i < 3 ? DType::bf16 : DType::f32, Device::CUDA));
+  cuda::GatedLinearBf16Grad g;
+  g.dout = dout.data<bf16>();
+  g.dhT = detail::ptr<float>(dhT);
+  g.dq = grads[0].data<bf16>();
+  g.dk = grads[1].data<bf16>();
+  g.dv = grads[2].data<bf16>();
+  if (c.has_gate) g.dg = grads[3].data<float>();
+  if (c.has_h0) g.dh0 = grads.back().data<float>();
+  cuda::gated_linear_mma_backward(mma_args(c, in), g);
+  return detail::grads_as(std::move(grads), DType::bf16);
+}
+#endif
+
 struct GatedLinearNode : Node {
   GatedLinearCall call;
   const char* name() const override {
@@ -91,6 +156,9 @@ struct GatedLinearNode : Node {
     return "gated_linear";
   }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
+#ifdef HLA_WITH_CUDA
+    if (call.mma) return mma_backward(call, inputs, gout);
+#endif
     const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
     const auto& d = call.d;
     detail::BackwardStage st = detail::stage_backward(inputs, gout, dt, {d.B, d.T, d.H, d.V});
@@ -134,9 +202,22 @@ RecurrenceResult run(GateKind gate, const char* op, const Var& q, const Var& k, 
   GatedLinearCall c{gate, detail::resolve_impl(opt.impl, T), dev,
                     detail::resolve_scale(opt.scale, K), g.defined(), h0.defined(),
                     {B, T, H, K, V}};
+  c.mma = use_mma(c, in_dt);
   std::vector<Var> vars{q, k, v};
   if (c.has_gate) vars.push_back(g);
   if (c.has_h0) vars.push_back(h0);
+  auto node = std::make_shared<GatedLinearNode>();
+  node->call = c;
+#ifdef HLA_WITH_CUDA
+  if (c.mma) {
+    const std::vector<Tensor> in = mma_inputs(vars);
+    Tensor o = Tensor::empty({B, T, H, V}, DType::bf16, dev);
+    Tensor hT = Tensor::empty({B, H, K, V}, DType::f32, dev);
+    cuda::gated_linear_mma_forward(mma_args(c, in), {o.data<bf16>(), hT.data<float>()});
+    auto out = record(node, vars, {o, hT.to(in_dt)});
+    return {out[0], out[1]};
+  }
+#endif
   const DType dt = compute_dtype(c, in_dt);
   std::vector<Tensor> in;
   for (const Var& x : vars) in.push_back(detail::contiguous_as(x, dt));
@@ -144,8 +225,6 @@ RecurrenceResult run(GateKind gate, const char* op, const Var& q, const Var& k, 
   visit_floating(dt, op, [&]<class S>() {
     forward_tier<S>(c, make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
   });
-  auto node = std::make_shared<GatedLinearNode>();
-  node->call = c;
   auto out = record(node, vars, {o.to(in_dt), hT.to(in_dt)});
   return {out[0], out[1]};
 }
