@@ -1,10 +1,17 @@
 // GPU training throughput of the 340M layouts (experiments/configs/paper_340m: 24 layers, hidden
-// 1024; vocab 32000 as in perf/ANCHORS.md) at B=8 sequences of T=2048 tokens, f32 on one GPU:
+// 1024; vocab 32000 as in perf/ANCHORS.md) at B=8 sequences of T=2048 tokens on one GPU:
 //   transformer, gla_pure, hgrn2_pure, gated_deltanet_pure, gla_3-1, gated_deltanet_3-1
 // Each model is built from its shipped config file (run::load_run_config, with overrides
-// model.vocab_size=32000 and model.num_layers), moved to the GPU, and trained on a fixed batch of
-// random tokens with the config's optimizer settings: one step = forward, mean cross-entropy,
-// backward, global-norm clipping (optim.grad_clip), AdamW (optim.lr, betas, weight decay).
+// model.vocab_size=32000, model.num_layers and train.precision), moved to the GPU, and trained on
+// a fixed batch of random tokens with the config's optimizer settings: one step = forward, mean
+// cross-entropy, backward, global-norm clipping (optim.grad_clip), AdamW (optim.lr, betas, weight
+// decay).
+//
+// Precision (environment HLA_BENCH_PRECISION = fp32, bf16 or both; default both), as
+// train.precision sets it for `hla train` (run::resolve_precision): fp32 computes in the f32
+// parameters; bf16 is mixed precision (HybridLM::set_compute_dtype(bf16): f32 master weights and
+// AdamW state, bf16 activations and matmuls on tensor cores, f32 loss). Names:
+// model/<precision>/<config>, e.g. model/bf16/gla_pure.
 //
 // Timing: 3 warm-up steps, then HLA_BENCH_STEPS (8) steps, each bracketed by
 // cuda::synchronize() on the host clock (manual time); counters from the median step:
@@ -18,18 +25,21 @@
 //               excludes the input embedding table (a lookup; an untied lm_head counts) and
 //               each softmax-attention layer adds 6 B T^2 d (causal: half of the 12 B T^2 d of
 //               PaLM's count, d = hidden size); the linear recurrences' own FLOPs are not counted
-//   MFU_%       TFLOP/s over the peak: HLA_PEAK_TFLOPS, else the H200 SXM datasheet's dense
-//               FP32 rate (67) or, with HLA_TF32=1, TF32 tensor-core rate (494.7)
+//   MFU_%       TFLOP/s over peak_TFLOP/s: HLA_PEAK_TFLOPS, else the H200 SXM datasheet's dense
+//               rate of the precision: bf16 tensor cores (989.5) for bf16; FP32 (67) for fp32,
+//               or with HLA_TF32=1 the TF32 tensor-core rate (494.7)
 //   loss_first, loss_last   the loss of the first warm-up step and of the last timed step
 // Before timing, the first step must give a finite loss within 1 of ln(32000) = 10.37 (the
 // uniform prediction of a freshly initialised model) and a finite gradient norm; otherwise, or if
 // an op throws (no CUDA kernel yet), the case reports an error instead of a time.
 //
-// Environment (for a quick smoke run): HLA_BENCH_B, HLA_BENCH_T, HLA_BENCH_LAYERS (24; the
-// hybrids' attention layers follow the layout, e.g. 3:1 at 4 layers -> layer 3),
-// HLA_BENCH_STEPS, HLA_TF32 (0: exact f32 matmul, the library default), HLA_PEAK_TFLOPS.
+// Environment (for a quick smoke run): HLA_BENCH_PRECISION (above), HLA_BENCH_B, HLA_BENCH_T,
+// HLA_BENCH_LAYERS (24; the hybrids' attention layers follow the layout, e.g. 3:1 at 4 layers ->
+// layer 3), HLA_BENCH_STEPS, HLA_TF32 (0: exact f32 matmul, the library default),
+// HLA_PEAK_TFLOPS.
 //
 //   HLA_BENCH_B=2 HLA_BENCH_T=256 HLA_BENCH_LAYERS=2 build-gpu/bench/bench_cuda_model
+//   HLA_BENCH_PRECISION=bf16 build-gpu/bench/bench_cuda_model --benchmark_filter=gla_pure
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -42,6 +52,7 @@
 #include <vector>
 
 #include "experiments/run/config.h"
+#include "experiments/run/trainer.h"
 #include "kernels/cuda/memory_stats.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "nn/model.h"
@@ -56,6 +67,10 @@ using namespace hla;
 constexpr int64_t kVocab = 32000;
 constexpr int kWarmupSteps = 3;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+// H200 SXM datasheet dense peaks, TFLOP/s.
+constexpr double kPeakFp32 = 67.0;
+constexpr double kPeakTf32 = 494.7;
+constexpr double kPeakBf16 = 989.5;
 
 int64_t env_int(const char* name, int64_t fallback) {
   const char* s = std::getenv(name);
@@ -64,6 +79,15 @@ int64_t env_int(const char* name, int64_t fallback) {
 double env_double(const char* name, double fallback) {
   const char* s = std::getenv(name);
   return s && *s ? std::atof(s) : fallback;
+}
+
+// The train.precision values HLA_BENCH_PRECISION asks for: fp32, bf16 or both (the default).
+std::vector<std::string> bench_precisions() {
+  const char* s = std::getenv("HLA_BENCH_PRECISION");
+  const std::string v = s && *s ? s : "both";
+  if (v == "fp32" || v == "bf16") return {v};
+  if (v == "both") return {"fp32", "bf16"};
+  throw Error("HLA_BENCH_PRECISION", "fp32, bf16 or both", "'" + v + "'");
 }
 
 // Batch, sequence length and layer count of the run.
@@ -105,13 +129,14 @@ double median(std::vector<double> xs) {
   return n == 0 ? NAN : n % 2 ? xs[n / 2] : 0.5 * (xs[n / 2 - 1] + xs[n / 2]);
 }
 
-void bm_train_step(benchmark::State& state, const std::string& name, RunShape s,
-                   double peak_tflops) {
+void bm_train_step(benchmark::State& state, const std::string& name, const std::string& precision,
+                   RunShape s, double peak_tflops) {
   try {
     const run::RunConfig config = run::load_run_config(
         std::string(HLA_SOURCE_DIR) + "/experiments/configs/paper_340m/" + name + ".toml",
         {"model.vocab_size=" + std::to_string(kVocab),
-         "model.num_layers=" + std::to_string(s.layers)});
+         "model.num_layers=" + std::to_string(s.layers), "train.precision=" + precision});
+    const DType compute_dtype = run::resolve_precision(config.train.precision, Device::CUDA);
     cuda::release_cached_memory();
     cuda::reset_peak_memory_stats();
 
@@ -119,6 +144,7 @@ void bm_train_step(benchmark::State& state, const std::string& name, RunShape s,
     nn::HybridLM model(config.model, gen);
     for (auto& [param_name, p] : model.named_parameters())
       p.mutable_data() = p.data().to(Device::CUDA);
+    model.set_compute_dtype(compute_dtype);  // the parameters stay f32 (master weights)
     const std::vector<Var> params = model.parameters();
     const run::OptimConfig& o = config.optim;
     optim::AdamW opt(
@@ -140,7 +166,8 @@ void bm_train_step(benchmark::State& state, const std::string& name, RunShape s,
     const auto [loss_first, norm_first] = step();
     if (!(std::isfinite(loss_first) && std::abs(loss_first - std::log(double(kVocab))) < 1.0 &&
           std::isfinite(norm_first))) {
-      state.SkipWithError((name + ": initial loss " + std::to_string(loss_first) +
+      state.SkipWithError((name + " (" + precision + "): initial loss " +
+                           std::to_string(loss_first) +
                            " is not ~ln(32000) = 10.37, or the gradient norm " +
                            std::to_string(norm_first) + " is not finite")
                               .c_str());
@@ -170,10 +197,11 @@ void bm_train_step(benchmark::State& state, const std::string& name, RunShape s,
     state.counters["params_M"] = double(model.num_parameters()) / 1e6;
     state.counters["TFLOP/s"] = tflops;
     state.counters["MFU_%"] = 100.0 * tflops / peak_tflops;
+    state.counters["peak_TFLOP/s"] = peak_tflops;
     state.counters["loss_first"] = loss_first;
     state.counters["loss_last"] = loss_last;
   } catch (const std::exception& e) {
-    state.SkipWithError((name + ": " + e.what()).c_str());
+    state.SkipWithError((name + " (" + precision + "): " + e.what()).c_str());
   }
 }
 
@@ -192,19 +220,32 @@ int main(int argc, char** argv) {
                    env_int("HLA_BENCH_LAYERS", 24)};
   const bool tf32 = env_int("HLA_TF32", 0) != 0;
   cuda::set_tf32(tf32);
-  const double peak = env_double("HLA_PEAK_TFLOPS", tf32 ? 494.7 : 67.0);
-  benchmark::AddCustomContext("hla_dtype", "f32");
+  std::vector<std::string> precisions;
+  try {
+    precisions = bench_precisions();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_model: %s\n", e.what());
+    return 1;
+  }
+  std::string precision_list;
+  for (const std::string& p : precisions) precision_list += (precision_list.empty() ? "" : ",") + p;
+  benchmark::AddCustomContext("hla_precision", precision_list);
   benchmark::AddCustomContext("hla_tf32", tf32 ? "1" : "0");
-  benchmark::AddCustomContext("hla_peak_tflops", std::to_string(peak));
   benchmark::AddCustomContext("hla_shape", "B" + std::to_string(s.B) + "_T" + std::to_string(s.T) +
                                                "_L" + std::to_string(s.layers));
-  for (const char* name : {"transformer", "gla_pure", "hgrn2_pure", "gated_deltanet_pure",
-                           "gla_3-1", "gated_deltanet_3-1"})
-    benchmark::RegisterBenchmark((std::string("model/") + name).c_str(), bm_train_step,
-                                 std::string(name), s, peak)
-        ->Iterations(env_int("HLA_BENCH_STEPS", 8))
-        ->UseManualTime()
-        ->Unit(benchmark::kMillisecond);
+  // names: model/<precision>/<config>, e.g. model/bf16/gla_pure
+  for (const std::string& precision : precisions) {
+    const double peak = env_double("HLA_PEAK_TFLOPS", precision == "bf16" ? kPeakBf16
+                                                      : tf32              ? kPeakTf32
+                                                                          : kPeakFp32);
+    for (const char* name : {"transformer", "gla_pure", "hgrn2_pure", "gated_deltanet_pure",
+                             "gla_3-1", "gated_deltanet_3-1"})
+      benchmark::RegisterBenchmark(("model/" + precision + "/" + name).c_str(), bm_train_step,
+                                   std::string(name), precision, s, peak)
+          ->Iterations(env_int("HLA_BENCH_STEPS", 8))
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+  }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

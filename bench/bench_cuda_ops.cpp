@@ -1,5 +1,5 @@
-// GPU op timings of the autograd recurrence ops and softmax attention on CUDA Vars, f32, at the
-// shape of perf/ANCHORS.md (B=8, T=2048, H=16, K=V=64; HGRN: D = H*K = 1024), the layouts of
+// GPU op timings of the autograd recurrence ops and softmax attention on CUDA Vars, f32 and bf16,
+// at the shape of perf/ANCHORS.md (B=8, T=2048, H=16, K=V=64; HGRN: D = H*K = 1024), the layouts of
 // autograd/recurrences.h:
 //   gla               q, k, gk [B,T,H,K], v [B,T,H,V]     gk = logsigmoid(N(0,1)) / 16
 //   simple_gla        q, k, v, g [B,T,H]                  g = logsigmoid(N(0,1) + 2)
@@ -11,6 +11,13 @@
 // Each with Impl::Auto (what the layers run: the chunked tier at this T) and inputs that require
 // grad, as fla's benchmark calls its ops. "fwd" times the op (graph built and dropped);
 // "fwd_bwd" the op plus o.backward(do) with a fixed random do (gradients reset after each).
+//
+// Dtypes: every op runs once per dtype, f32 and bf16 (environment HLA_BENCH_DTYPE = f32, bf16 or
+// both; default both). bf16 means every input, do, o and gradient in bf16, as fla's benchmark
+// feeds its kernels; the op picks its kernels (tensor cores for attention and the chunked GLA
+// family at these head sizes, bf16 loads and stores for HGRN, the f32 kernels on f32 copies for
+// the delta rules: docs/cuda.md). Names: <op>/<dtype>/<shape>/<pass>, e.g.
+// gla/bf16/B8_T2048_H16_K64_V64/fwd_bwd.
 //
 // Timing: every iteration is bracketed by cuda::synchronize() and timed on the host clock (manual
 // time), after two warm-up calls; counter "ms" is the median iteration. "copy/device_to_device"
@@ -25,19 +32,26 @@
 //   softmax_attention: causal T^2/2 pairs, 2(K+V) per pair and head: B H T^2 (K+V).
 //   backward FLOPs: 2x forward for the recurrences, 2.5x for attention (five matrix products
 //     against two), so fwd_bwd = 3x and 3.5x forward; TFLOP/s = that count / median time.
-//   hgrn (memory-bound; the fewest bytes): forward reads x, g and writes o (3 B T D floats);
-//     backward reads g, o, do and writes dx, dg (5 more); GB/s = bytes / median time.
+//   hgrn (memory-bound; the fewest bytes): forward reads x, g and writes o (3 B T D elements);
+//     backward reads g, o, do and writes dx, dg (5 more); 4 bytes an element in f32, 2 in bf16;
+//     GB/s = bytes / median time.
 //
 // Before timing, every op runs once at a small shape crossing a chunk boundary (T = 130) on the
-// GPU and on the CPU (same Impl, f32) and o, hT and every input gradient must agree to rel RMS
-// 1e-4; otherwise, or if the op throws (no CUDA kernel yet), the case reports an error instead
-// of a time. Without a visible GPU the program says so and runs nothing.
+// GPU in the case's dtype and on the CPU in f32 (same Impl; for bf16 the CPU gets the same
+// bf16-rounded inputs and do), and o, hT and every input gradient must agree in rel RMS: 1e-4
+// for f32 (summation order only); 2e-2 for bf16 (outputs and gradients rounded to 8 significant
+// bits, ~2e-3 each, and bf16 operands inside the tensor-core products; the kernel tests hold
+// them to 1e-2), 3e-2 for the gradients of log gates (a reverse cumulative sum of differences:
+// some cancellation; tests/cuda/test_gated_linear_mma.cpp's kGateTol). Otherwise, or if the op
+// throws (no CUDA kernel yet), the case reports an error instead of a time. Without a visible GPU
+// the program says so and runs nothing.
 //
-// Environment: HLA_BENCH_B, HLA_BENCH_T (a smaller shape for a quick run), HLA_TF32 (0: exact
-// f32 cuBLAS products, the library default).
+// Environment: HLA_BENCH_DTYPE (above), HLA_BENCH_B, HLA_BENCH_T (a smaller shape for a quick
+// run), HLA_TF32 (0: exact f32 cuBLAS products, the library default).
 //
 //   bench/run_gpu.sh                     (builds and runs this with JSON output)
 //   HLA_BENCH_B=2 HLA_BENCH_T=512 build-gpu/bench/bench_cuda_ops --benchmark_filter=gla
+//   HLA_BENCH_DTYPE=bf16 build-gpu/bench/bench_cuda_ops --benchmark_filter=^hgrn/
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -64,8 +78,11 @@ using namespace hla;
 enum class Pass { Forward, ForwardBackward };
 
 constexpr double kChunk = 64;
-// f32 GPU vs f32 CPU of the same tier: different summation orders give ~1e-6; a bug is far above.
-constexpr double kValidateTol = 1e-4;
+// The check before timing (header comment): f32 GPU vs f32 CPU of the same tier (different
+// summation orders give ~1e-6; a bug is far above), bf16 GPU vs f32 CPU on the same values.
+constexpr double kValidateTolF32 = 1e-4;
+constexpr double kValidateTolBf16 = 2e-2;
+constexpr double kValidateTolBf16Gate = 3e-2;
 
 struct Dims {
   int64_t B, T, H, K, V;
@@ -77,7 +94,17 @@ int64_t env_int(const char* name, int64_t fallback) {
   return s && *s ? std::atoll(s) : fallback;
 }
 
-// ---- inputs (f32, CPU; moved to the GPU by the caller)
+// The dtypes HLA_BENCH_DTYPE asks for: f32, bf16 or both (the default).
+std::vector<DType> bench_dtypes() {
+  const char* s = std::getenv("HLA_BENCH_DTYPE");
+  const std::string v = s && *s ? s : "both";
+  if (v == "f32") return {DType::f32};
+  if (v == "bf16") return {DType::bf16};
+  if (v == "both") return {DType::f32, DType::bf16};
+  throw Error("HLA_BENCH_DTYPE", "f32, bf16 or both", "'" + v + "'");
+}
+
+// ---- inputs (f32, CPU; moved to the GPU and converted to the case's dtype by the caller)
 
 Tensor from_fn(const Shape& shape, Generator& gen, double (*f)(Generator&)) {
   std::vector<float> x(static_cast<size_t>(numel(shape)));
@@ -114,7 +141,7 @@ struct OpCase {
   std::vector<const char*> input_names;
   std::vector<Tensor> (*inputs)(const Dims&, Generator&);
   std::vector<Var> (*run)(const std::vector<Var>&);  // {o, hT} ({o} for attention)
-  double (*work)(const Dims&, Pass);
+  double (*work)(const Dims&, Pass, DType);
   Rate rate;
   Layout layout;
 };
@@ -128,22 +155,22 @@ RecurrenceOptions l2norm() {
   return o;
 }
 
-double gated_linear_flops(const Dims& d, Pass p) {
+double gated_linear_flops(const Dims& d, Pass p, DType) {
   const double per = 2 * kChunk * double(d.K + d.V) + 4.0 * double(d.K * d.V);
   return double(d.B * d.T * d.H) * per * (p == Pass::Forward ? 1 : 3);
 }
-double delta_rule_flops(const Dims& d, Pass p) {
+double delta_rule_flops(const Dims& d, Pass p, DType) {
   const double K = double(d.K), V = double(d.V);
   const double per = 2 * kChunk * (K + V) + 4 * K * V + 4 * kChunk * K + 2 * kChunk * V +
                      2 * K * V + kChunk * kChunk / 3;
   return double(d.B * d.T * d.H) * per * (p == Pass::Forward ? 1 : 3);
 }
-double attention_flops(const Dims& d, Pass p) {
+double attention_flops(const Dims& d, Pass p, DType) {
   const double fwd = double(d.B * d.H) * double(d.T) * double(d.T) * double(d.K + d.V);
   return fwd * (p == Pass::Forward ? 1 : 3.5);
 }
-double hgrn_bytes(const Dims& d, Pass p) {
-  return double(d.B * d.T * d.D()) * sizeof(float) * (p == Pass::Forward ? 3 : 8);
+double hgrn_bytes(const Dims& d, Pass p, DType dt) {
+  return double(d.B * d.T * d.D()) * double(dtype_size(dt)) * (p == Pass::Forward ? 3 : 8);
 }
 
 std::vector<Tensor> qkv(const Dims& d, Generator& gen) {
@@ -244,10 +271,16 @@ std::string shape_tag(const OpCase& op, const Dims& d) {
   return os.str();
 }
 
-std::vector<Var> leaves(const std::vector<Tensor>& xs, Device dev) {
+// Leaves requiring grad on `dev` in dtype `dt` (bf16 converted on the device).
+std::vector<Var> leaves(const std::vector<Tensor>& xs, Device dev, DType dt) {
   std::vector<Var> vs;
-  for (const Tensor& x : xs) vs.emplace_back(x.to(dev), true);
+  for (const Tensor& x : xs) vs.emplace_back(x.to(dev).to(dt), true);
   return vs;
+}
+
+// The value of an f32 tensor after rounding to dt (the identity for f32).
+Tensor rounded_to(const Tensor& t, DType dt) {
+  return t.to(dt).to(DType::f32);
 }
 
 double rel_rms(const Tensor& ref, const Tensor& out) {
@@ -261,29 +294,40 @@ double rel_rms(const Tensor& ref, const Tensor& out) {
   return std::isfinite(se) ? std::sqrt(se / (sr + 1e-300)) : INFINITY;
 }
 
-// Empty if the GPU op matches the CPU op (o, hT, every input gradient) on a small input.
-std::string validate(const OpCase& op) {
+// The bound of the check before timing for result `name` ("o", "hT", "d<input>") in dtype dt.
+double validate_tol(DType dt, const std::string& name) {
+  if (dt == DType::f32) return kValidateTolF32;
+  return name == "dg" || name == "dgk" ? kValidateTolBf16Gate : kValidateTolBf16;
+}
+
+// Empty if the GPU op in dtype dt matches the CPU op in f32 on the same (dt-rounded) values: o,
+// hT and every input gradient, on a small input.
+std::string validate(const OpCase& op, DType dt) {
   const Dims d{2, 130, 2, 64, 64};
   Generator gen(1);
-  const std::vector<Tensor> in = op.inputs(d, gen);
-  const Tensor dout = from_fn(output_shape(op, d), gen, normal);
+  std::vector<Tensor> in = op.inputs(d, gen);
+  for (Tensor& t : in) t = rounded_to(t, dt);
+  const Tensor dout = rounded_to(from_fn(output_shape(op, d), gen, normal), dt);
   std::vector<std::pair<std::string, Tensor>> got[2];
   const Device devices[] = {Device::CPU, Device::CUDA};
+  const DType dtypes[] = {DType::f32, dt};
   for (int i = 0; i < 2; ++i) {
-    const std::vector<Var> x = leaves(in, devices[i]);
+    const std::vector<Var> x = leaves(in, devices[i], dtypes[i]);
     const std::vector<Var> out = op.run(x);
-    out[0].backward(dout.to(devices[i]));
+    out[0].backward(dout.to(devices[i]).to(dtypes[i]));
     got[i].emplace_back("o", out[0].data());
     if (out.size() > 1) got[i].emplace_back("hT", out[1].data());
     for (size_t j = 0; j < x.size(); ++j)
       got[i].emplace_back(std::string("d") + op.input_names[j], x[j].grad());
   }
   for (size_t j = 0; j < got[0].size(); ++j) {
-    const double err = rel_rms(got[0][j].second, got[1][j].second);
-    if (!(err <= kValidateTol)) {
+    const std::string& name = got[0][j].first;
+    const double tol = validate_tol(dt, name);
+    const double err = rel_rms(got[0][j].second, got[1][j].second.to(Device::CPU).to(DType::f32));
+    if (!(err <= tol)) {
       std::ostringstream os;
-      os << op.name << ": " << got[0][j].first << " on cuda differs from the CPU: rel_rms=" << err
-         << " (tolerance " << kValidateTol << ")";
+      os << op.name << " (" << dtype_name(dt) << "): " << name
+         << " on cuda differs from the CPU f32 op: rel_rms=" << err << " (tolerance " << tol << ")";
       return os.str();
     }
   }
@@ -313,15 +357,15 @@ double timed_loop(benchmark::State& state, F&& body) {
   return median(ms);
 }
 
-void bm_op(benchmark::State& state, const OpCase& op, Dims d, Pass pass) {
+void bm_op(benchmark::State& state, const OpCase& op, Dims d, DType dt, Pass pass) {
   try {
-    if (const std::string error = validate(op); !error.empty()) {
+    if (const std::string error = validate(op, dt); !error.empty()) {
       state.SkipWithError(error.c_str());
       return;
     }
     Generator gen(2);
-    const std::vector<Var> x = leaves(op.inputs(d, gen), Device::CUDA);
-    const Tensor dout = from_fn(output_shape(op, d), gen, normal).to(Device::CUDA);
+    const std::vector<Var> x = leaves(op.inputs(d, gen), Device::CUDA, dt);
+    const Tensor dout = from_fn(output_shape(op, d), gen, normal).to(Device::CUDA).to(dt);
     const double ms = timed_loop(state, [&] {
       const std::vector<Var> out = op.run(x);
       if (pass == Pass::ForwardBackward) {
@@ -330,7 +374,7 @@ void bm_op(benchmark::State& state, const OpCase& op, Dims d, Pass pass) {
       }
     });
     state.counters["ms"] = ms;
-    const double work = op.work(d, pass);
+    const double work = op.work(d, pass, dt);
     if (op.rate == Rate::Bandwidth)
       state.counters["GB/s"] = work / (ms * 1e-3) / 1e9;
     else
@@ -375,7 +419,16 @@ int main(int argc, char** argv) {
     return 0;
   }
   const Dims d{env_int("HLA_BENCH_B", 8), env_int("HLA_BENCH_T", 2048), 16, 64, 64};
-  benchmark::AddCustomContext("hla_dtype", "f32");
+  std::vector<DType> dtypes;
+  try {
+    dtypes = bench_dtypes();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_ops: %s\n", e.what());
+    return 1;
+  }
+  std::string dtype_list;
+  for (DType dt : dtypes) dtype_list += std::string(dtype_list.empty() ? "" : ",") + dtype_name(dt);
+  benchmark::AddCustomContext("hla_dtype", dtype_list);
   cuda::set_tf32(env_int("HLA_TF32", 0) != 0);  // cuBLAS f32 products on TF32 tensor cores
   benchmark::AddCustomContext("hla_tf32", cuda::tf32_enabled() ? "1" : "0");
   benchmark::RegisterBenchmark("copy/device_to_device/1GiB", bm_copy)
@@ -383,14 +436,16 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   const std::pair<const char*, Pass> passes[] = {{"fwd", Pass::Forward},
                                                  {"fwd_bwd", Pass::ForwardBackward}};
-  // names: <op>/<shape>/<pass>, e.g. gla/B8_T2048_H16_K64_V64/fwd_bwd
+  // names: <op>/<dtype>/<shape>/<pass>, e.g. gla/bf16/B8_T2048_H16_K64_V64/fwd_bwd
   for (const OpCase& op : op_cases())
-    for (const auto& [pass_name, pass] : passes)
-      benchmark::RegisterBenchmark(
-          (std::string(op.name) + "/" + shape_tag(op, d) + "/" + pass_name).c_str(), bm_op, op, d,
-          pass)
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond);
+    for (DType dt : dtypes)
+      for (const auto& [pass_name, pass] : passes)
+        benchmark::RegisterBenchmark(
+            (std::string(op.name) + "/" + dtype_name(dt) + "/" + shape_tag(op, d) + "/" + pass_name)
+                .c_str(),
+            bm_op, op, d, dt, pass)
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -4,10 +4,13 @@
   python3 bench/gpu_table.py [--gpu NAME] OUT_DIR
 
 Reads OUT_DIR/bench_cuda_ops.json and bench_cuda_model.json (Google Benchmark JSON; counters
-ms, TFLOP/s, GB/s, tok/s, peak_GiB, params_M, MFU_%) and, when present, OUT_DIR/anchors.json
-(bench/baselines/fla_bench.py: fla and torch on the same card). Times are medians in ms;
-ratio = hla time / fla time (below 1: hla is faster). hla runs f32, fla bf16. Missing files and
-failed cases show as '-', with the first line of each error listed under the table.
+ms, TFLOP/s, GB/s, tok/s, peak_GiB, params_M, MFU_%, peak_TFLOP/s) and, when present,
+OUT_DIR/anchors.json (bench/baselines/fla_bench.py: fla and torch on the same card). Op names are
+<op>/<dtype>/<shape>/<pass> (dtype f32 or bf16), model names model/<precision>/<config>
+(precision fp32 or bf16); names without the dtype segment (older runs) count as f32 / fp32.
+Times are medians in ms; ratio = hla time / fla time (below 1: hla is faster), for hla in each
+dtype against fla in bf16. Missing files and failed cases show as '-', with the first line of
+each error listed under the table.
 """
 import argparse
 import json
@@ -46,6 +49,26 @@ def runs(doc):
         yield parts, b
 
 
+OP_DTYPES = ("f32", "bf16")
+MODEL_PRECISIONS = ("fp32", "bf16")
+
+
+def op_key(parts):
+    """(op, dtype, shape, pass) of an op benchmark's name segments, or None."""
+    if len(parts) >= 4 and parts[1] in OP_DTYPES:
+        return parts[0], parts[1], parts[2], parts[3]
+    if len(parts) == 3:
+        return parts[0], "f32", parts[1], parts[2]
+    return None
+
+
+def model_key(parts):
+    """(config, precision) of a model benchmark's name segments."""
+    if len(parts) >= 3 and parts[1] in MODEL_PRECISIONS:
+        return parts[2], parts[1]
+    return (parts[1] if len(parts) > 1 else parts[0]), "fp32"
+
+
 def first_line(entry):
     return (entry.get("error_message", "").splitlines() or [""])[0][:160]
 
@@ -53,6 +76,13 @@ def first_line(entry):
 def num(x, width, digits):
     """x right-aligned in `width` with `digits` decimals, or '-' when it is missing."""
     return f"{x:{width}.{digits}f}" if isinstance(x, (int, float)) else "-".rjust(width)
+
+
+def rate(entry):
+    """The fwd_bwd entry's rate counter as text, or '-'."""
+    if "TFLOP/s" in entry:
+        return f"{entry['TFLOP/s']:.1f} TFLOP/s"
+    return f"{entry['GB/s']:.0f} GB/s" if "GB/s" in entry else "-"
 
 
 def ratio(a, b):
@@ -71,56 +101,66 @@ def main():
     fla_ops, fla_models = fla.get("ops", {}), fla.get("models", {})
     errors = []
 
-    # ---- ops: {op: {"shape": tag, "fwd": entry, "fwd_bwd": entry}}
+    # ---- ops: {op: {"shape": tag, dtype: {"fwd": entry, "fwd_bwd": entry}}}
     ops, copy_gbs = {}, None
     for parts, b in runs(ops_doc):
         if parts[0] == "copy":
             copy_gbs = b.get("GB/s")
             continue
-        if len(parts) < 3:
+        key = op_key(parts)
+        if key is None:
             continue
-        op, shape, pass_ = parts[0], parts[1], parts[2]
-        ops.setdefault(op, {"shape": shape})[pass_] = b
+        op, dtype, shape, pass_ = key
+        ops.setdefault(op, {"shape": shape}).setdefault(dtype, {})[pass_] = b
         if b.get("error_occurred"):
-            errors.append(f"{op}/{pass_}: {first_line(b)}")
+            errors.append(f"{op}/{dtype}/{pass_}: {first_line(b)}")
     ctx = (ops_doc or model_doc or {}).get("context", {})
     tf32 = "on" if ctx.get("hla_tf32") == "1" else "off"
     date = (ctx.get("date") or "")[:10]
     shape = next(iter(ops.values()))["shape"] if ops else "-"
-    print(f"\n{a.gpu or fla.get('device', 'GPU')}, {date}: hla f32 (TF32 {tf32}) vs fla bf16; "
-          f"median ms; ratio = hla / fla")
-    print(f"{'op ' + shape:<24}{'hla fwd':>9}{'hla f+b':>9}{'fla fwd':>9}{'fla f+b':>9}"
-          f"{'fwd':>8}{'f+b':>8}  hla f+b rate")
+    print(f"\n{a.gpu or fla.get('device', 'GPU')}, {date}: hla f32 (TF32 {tf32}) and bf16 vs "
+          f"fla bf16; median ms; ratio = hla / fla")
+    print(f"{'op ' + shape:<24}{'f32 fwd':>9}{'f32 f+b':>9}{'bf16 fwd':>9}{'bf16 f+b':>9}"
+          f"{'fla fwd':>9}{'fla f+b':>9}{'f32 f+b':>9}{'bf16 fwd':>9}{'bf16 f+b':>9}"
+          f"  f+b rate f32 / bf16")
+    print(f"{'':<24}{'':>54}{'ratio':>9}{'ratio':>9}{'ratio':>9}")
     for op, r in ops.items():
-        f, fb = r.get("fwd", {}), r.get("fwd_bwd", {})
+        f32, bf = r.get("f32", {}), r.get("bf16", {})
+        f32_f, f32_fb = f32.get("fwd", {}), f32.get("fwd_bwd", {})
+        bf_f, bf_fb = bf.get("fwd", {}), bf.get("fwd_bwd", {})
         ref = fla_ops.get(f"{FLA_OPS[op]}/{r['shape']}") if op in FLA_OPS else None
         ref_f, ref_fb = ref if isinstance(ref, list) else (None, None)
-        rate = (f"{fb['TFLOP/s']:.1f} TFLOP/s" if "TFLOP/s" in fb else
-                f"{fb['GB/s']:.0f} GB/s" if "GB/s" in fb else "-")
-        print(f"{op:<24}{num(f.get('ms'), 9, 3)}{num(fb.get('ms'), 9, 3)}"
-              f"{num(ref_f, 9, 3)}{num(ref_fb, 9, 3)}{ratio(f.get('ms'), ref_f):>8}"
-              f"{ratio(fb.get('ms'), ref_fb):>8}  {rate}")
+        print(f"{op:<24}{num(f32_f.get('ms'), 9, 3)}{num(f32_fb.get('ms'), 9, 3)}"
+              f"{num(bf_f.get('ms'), 9, 3)}{num(bf_fb.get('ms'), 9, 3)}"
+              f"{num(ref_f, 9, 3)}{num(ref_fb, 9, 3)}{ratio(f32_fb.get('ms'), ref_fb):>9}"
+              f"{ratio(bf_f.get('ms'), ref_f):>9}{ratio(bf_fb.get('ms'), ref_fb):>9}  {rate(f32_fb)} / {rate(bf_fb)}")
     if copy_gbs or fla.get("copy_TBps"):
         print(f"device-to-device copy: hla {num(copy_gbs, 0, 0)} GB/s, "
               f"torch {num(fla.get('copy_TBps') and fla['copy_TBps'] * 1e3, 0, 0)} GB/s")
 
-    # ---- models
+    # ---- models: one row per (config, precision), fla's bf16 step beside each
     mctx = (model_doc or {}).get("context", {})
-    print(f"\n{'model ' + mctx.get('hla_shape', ''):<26}{'ms/step':>9}{'tok/s':>9}{'peak GiB':>9}"
-          f"{'params M':>9}{'MFU %':>7} | {'fla ms':>8}{'tok/s':>9}{'peak GiB':>9}{'ratio':>7}")
+    print(f"\n{'model ' + mctx.get('hla_shape', ''):<26}{'prec':>5}{'ms/step':>9}{'tok/s':>9}"
+          f"{'peak GiB':>9}{'params M':>9}{'MFU %':>7} | {'fla ms':>8}{'tok/s':>9}{'peak GiB':>9}"
+          f"{'ratio':>7}")
+    peaks = {}
     for parts, b in runs(model_doc):
-        name = parts[1] if len(parts) > 1 else parts[0]
+        name, precision = model_key(parts)
         if b.get("error_occurred"):
-            errors.append(f"{name}: {first_line(b)}")
+            errors.append(first_line(b))  # starts with "<config> (<precision>): "
+        if isinstance(b.get("peak_TFLOP/s"), (int, float)):
+            peaks[precision] = b["peak_TFLOP/s"]
         ref = fla_models.get(FLA_MODELS.get(name, ""))
         ref = ref if isinstance(ref, dict) else {}
-        print(f"{name:<26}{num(b.get('ms'), 9, 1)}{num(b.get('tok/s'), 9, 0)}"
+        print(f"{name:<26}{precision:>5}{num(b.get('ms'), 9, 1)}{num(b.get('tok/s'), 9, 0)}"
               f"{num(b.get('peak_GiB'), 9, 1)}{num(b.get('params_M'), 9, 1)}"
               f"{num(b.get('MFU_%'), 7, 1)} | {num(ref.get('step_ms'), 8, 1)}"
               f"{num(ref.get('tok_per_s'), 9, 0)}{num(ref.get('peak_GiB'), 9, 1)}"
               f"{ratio(b.get('ms'), ref.get('step_ms')):>7}")
     if mctx.get("hla_peak_tflops"):
-        print(f"MFU against {float(mctx['hla_peak_tflops']):.1f} TFLOP/s")
+        peaks.setdefault("fp32", float(mctx["hla_peak_tflops"]))
+    if peaks:
+        print("MFU against " + ", ".join(f"{p} {v:.1f} TFLOP/s" for p, v in peaks.items()))
     for e in errors:
         print("error:", e)
 

@@ -5,12 +5,15 @@
 #   OUT=/tmp/out bash bench/run_gpu.sh                 (from the repository root)
 #   TESTS=0 FLA=1 STAGES=ops bash bench/run_gpu.sh
 #   HLA_BENCH_B=2 HLA_BENCH_T=256 HLA_BENCH_LAYERS=2 bash bench/run_gpu.sh   (a quick smoke run)
+#   TESTS=0 HLA_BENCH_DTYPE=bf16 HLA_BENCH_PRECISION=bf16 bash bench/run_gpu.sh   (bf16 only)
 #
 # Sections (environment, 0 or 1):
 #   TESTS=1   build test_cuda and run its "[cuda]" cases (summary here, full log $OUT/test.log)
 #   SAN=0     the same suite under compute-sanitizer memcheck ($OUT/san.log)
 #   BENCH=1   bench_cuda_ops and bench_cuda_model ($OUT/bench_cuda_*.json, console $OUT/bench.log);
-#             they read HLA_BENCH_B, HLA_BENCH_T, HLA_BENCH_LAYERS, HLA_BENCH_STEPS, HLA_TF32,
+#             they read HLA_BENCH_DTYPE (ops: f32, bf16 or both; default both),
+#             HLA_BENCH_PRECISION (models' train.precision: fp32, bf16 or both; default both),
+#             HLA_BENCH_B, HLA_BENCH_T, HLA_BENCH_LAYERS, HLA_BENCH_STEPS, HLA_TF32,
 #             HLA_PEAK_TFLOPS (see their header comments); BENCH_ARGS go to both programs
 #   FLA=0     bench/baselines/fla_bench.py (torch + Triton + fla from $FLA_SRC) with STAGES
 #             (default ceil,ops; add models for the training steps) and MODELS (default
@@ -27,6 +30,8 @@ mkdir -p "$OUT"
 DEPS=$(cd "${HLA_DEPS:-.carry}" && pwd) || { echo "no dependency prefix ${HLA_DEPS:-.carry}"; exit 1; }
 BUILD=${BUILD_DIR:-build-gpu}
 TESTS=${TESTS:-1} SAN=${SAN:-0} BENCH=${BENCH:-1} FLA=${FLA:-0}
+# the dtypes of the benchmarks, passed to both programs
+export HLA_BENCH_DTYPE=${HLA_BENCH_DTYPE:-both} HLA_BENCH_PRECISION=${HLA_BENCH_PRECISION:-both}
 
 export CMAKE_PREFIX_PATH=$DEPS${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
 export PKG_CONFIG_PATH=$DEPS/lib/pkgconfig:$DEPS/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
@@ -80,6 +85,7 @@ fi
 # ---- hla benchmarks
 if [ "$BENCH" = 1 ]; then
   : > "$OUT/bench.log"
+  echo "benchmarks: ops HLA_BENCH_DTYPE=$HLA_BENCH_DTYPE, models HLA_BENCH_PRECISION=$HLA_BENCH_PRECISION"
   for b in bench_cuda_ops bench_cuda_model; do
     T0=$(date +%s)
     # BENCH_ARGS holds several arguments: split on purpose

@@ -3,7 +3,12 @@
 // Shapes: x, g, o [B,T,D]; h0, hT [B,D]. Inputs on the CPU run the CPU tiers; inputs on cuda run
 // the GPU tiers of kernels/cuda/recurrence_cuda.h (recurrent and chunked scan; Impl::Auto picks
 // the chunked scan for T > kChunk), with the same structs filled with device pointers. bf16
-// inputs (CUDA) run the f32 kernels on f32 copies (recurrence_common.h).
+// inputs (CUDA) run the bf16 kernels of the same tier (cuda::hgrn_*_bf16): x, g, o and their
+// gradients in bf16, read and written as they are; h0, hT and their gradients in f32 inside the
+// kernels (the Var outputs and gradients come back in bf16, the inputs' dtype).
+#include <utility>
+#include <vector>
+
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
@@ -19,6 +24,7 @@ struct HgrnCall {
   Impl impl;  // resolved
   bool has_h0;
   kernels::HgrnDims d;
+  bool bf16 = false;  // the bf16 kernels (bf16 inputs on CUDA)
 };
 
 template <class S>
@@ -31,7 +37,8 @@ kernels::HgrnArgs<S> make_args(const HgrnCall& c, const std::vector<Tensor>& in)
   return a;
 }
 
-// The dtype the kernels run in: f64 for the reference tier, f32 for bf16 inputs.
+// The dtype the f32 / f64 kernels run in: f64 for the reference tier, else the inputs' (bf16
+// inputs take the bf16 kernels instead).
 DType compute_dtype(const HgrnCall& c, DType in) {
   return detail::compute_dtype(in, c.impl == Impl::Reference);
 }
@@ -70,10 +77,70 @@ void backward_tier(const HgrnCall& c, Device dev, const kernels::HgrnArgs<S>& a,
   kernels::hgrn_recurrent_backward<S>(a, g);
 }
 
+#ifdef HLA_WITH_CUDA
+// The bf16 kernels' inputs: x, g contiguous bf16; h0 contiguous f32.
+std::vector<Tensor> bf16_inputs(const std::vector<Var>& vars) {
+  std::vector<Tensor> in;
+  for (size_t i = 0; i < vars.size(); ++i)
+    in.push_back(detail::contiguous_as(vars[i], i < 2 ? DType::bf16 : DType::f32));
+  return in;
+}
+
+cuda::HgrnBf16Args bf16_args(const HgrnCall& c, const std::vector<Tensor>& in) {
+  cuda::HgrnBf16Args a;
+  a.d = c.d;
+  a.x = in[0].data<bf16>();
+  a.g = in[1].data<bf16>();
+  if (c.has_h0) a.h0 = in[2].data<float>();
+  return a;
+}
+
+// o [B,T,D] bf16 and hT [B,D] f32 from the bf16 kernels.
+std::pair<Tensor, Tensor> bf16_forward(const HgrnCall& c, const std::vector<Var>& vars) {
+  const std::vector<Tensor> in = bf16_inputs(vars);
+  Tensor o = Tensor::empty({c.d.B, c.d.T, c.d.D}, DType::bf16, Device::CUDA);
+  Tensor hT = Tensor::empty({c.d.B, c.d.D}, DType::f32, Device::CUDA);
+  const cuda::HgrnBf16Out out{o.data<bf16>(), hT.data<float>()};
+  if (c.impl == Impl::Chunk)
+    cuda::hgrn_chunk_forward_bf16(bf16_args(c, in), out);
+  else
+    cuda::hgrn_recurrent_forward_bf16(bf16_args(c, in), out);
+  return {o, hT};
+}
+
+// Gradients of x, g, [h0] from the bf16 kernels, in bf16 like the inputs.
+std::vector<Tensor> bf16_backward(const HgrnCall& c, const std::vector<Var>& inputs,
+                                  const std::vector<Tensor>& gout) {
+  const std::vector<Tensor> in = bf16_inputs(inputs);
+  const Tensor dout = gout[0].defined()
+                          ? gout[0].to(DType::bf16).contiguous()
+                          : Tensor::zeros({c.d.B, c.d.T, c.d.D}, DType::bf16, Device::CUDA);
+  const Tensor dhT = gout[1].defined() ? gout[1].to(DType::f32).contiguous() : Tensor();
+  std::vector<Tensor> grads;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    grads.push_back(
+        Tensor::empty(inputs[i].shape(), i < 2 ? DType::bf16 : DType::f32, Device::CUDA));
+  cuda::HgrnBf16Grad g;
+  g.dout = dout.data<bf16>();
+  g.dhT = detail::ptr<float>(dhT);
+  g.dx = grads[0].data<bf16>();
+  g.dg = grads[1].data<bf16>();
+  if (c.has_h0) g.dh0 = grads[2].data<float>();
+  if (c.impl == Impl::Chunk)
+    cuda::hgrn_chunk_backward_bf16(bf16_args(c, in), g);
+  else
+    cuda::hgrn_recurrent_backward_bf16(bf16_args(c, in), g);
+  return detail::grads_as(std::move(grads), DType::bf16);
+}
+#endif
+
 struct HgrnNode : Node {
   HgrnCall call;
   const char* name() const override { return "hgrn"; }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
+#ifdef HLA_WITH_CUDA
+    if (call.bf16) return bf16_backward(call, inputs, gout);
+#endif
     const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
     const Device dev = inputs[0].device();
     detail::BackwardStage st = detail::stage_backward(inputs, gout, dt, inputs[0].shape());
@@ -107,8 +174,18 @@ RecurrenceResult hgrn(const Var& x, const Var& g, const Var& h0, Impl impl) {
                 "Impl::reference",
                 "the reference tier runs on the CPU only: move the inputs with .to(Device::CPU)");
   HgrnCall c{detail::resolve_impl(impl, T), h0.defined(), {B, T, D}};
+  c.bf16 = dev == Device::CUDA && in_dt == DType::bf16;
   std::vector<Var> vars{x, g};
   if (c.has_h0) vars.push_back(h0);
+  auto node = std::make_shared<HgrnNode>();
+  node->call = c;
+#ifdef HLA_WITH_CUDA
+  if (c.bf16) {
+    const auto [o, hT] = bf16_forward(c, vars);
+    auto out = record(node, vars, {o, hT.to(in_dt)});
+    return {out[0], out[1]};
+  }
+#endif
   const DType dt = compute_dtype(c, in_dt);
   std::vector<Tensor> in;
   for (const Var& v : vars) in.push_back(detail::contiguous_as(v, dt));
@@ -116,8 +193,6 @@ RecurrenceResult hgrn(const Var& x, const Var& g, const Var& h0, Impl impl) {
   visit_floating(dt, op, [&]<class S>() {
     forward_tier<S>(c, dev, make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
   });
-  auto node = std::make_shared<HgrnNode>();
-  node->call = c;
   auto out = record(node, vars, {o.to(in_dt), hT.to(in_dt)});
   return {out[0], out[1]};
 }

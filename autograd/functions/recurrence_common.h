@@ -1,11 +1,11 @@
 // Shared plumbing of the recurrence Function nodes: argument checks with layout-aware messages,
 // tier resolution, and bringing Vars to contiguous tensors of the compute dtype.
 //
-// dtypes: f32 and f64 run as they are; bf16 inputs (on CUDA) run the f32 kernels on f32 copies
-// converted on the device, so the recurrent state and every accumulation stay f32, and the
-// outputs (o, hT) and the input gradients come back in bf16. bf16 tensor-core recurrence kernels
-// that read bf16 directly are a later step; the nodes need no change for them beyond
-// compute_dtype.
+// dtypes: f32 and f64 run as they are. bf16 inputs (on CUDA) run a bf16 kernel where the op has
+// one (attention and chunked GLA on tensor cores for head sizes 64 / 128, HGRN's scan);
+// otherwise the f32 kernels on f32 copies converted on the device. Either way the recurrent
+// state and every accumulation stay f32, and the outputs (o, hT) and the input gradients come
+// back in bf16.
 #pragma once
 
 #include <string>

@@ -49,13 +49,22 @@
 // Measured on an H200, three-pass forms (f32, B=8, T=2048, D=1024, L=32; a 3N-byte device copy
 // takes 50 us): the forward's passes take 40 + 8 + 53 us, the backward's 54 + 11 + 101 us, each
 // streaming pass at 3.3 to 3.8 TB/s.
-// Any B, T, D > 0. dtypes: f32, f64. Gradients are overwritten, never accumulated.
+// Any B, T, D > 0. Gradients are overwritten, never accumulated.
+//
+// Storage types S: f32 and f64 (hgrn_*: every pointer of type S) and bf16 (hgrn_*_bf16: x, g, o,
+// dout, dx, dg in bf16; h0, hT, dhT, dh0 in f32). The kernels are templates over S and compute in
+// C = compute_t<S> (float for bf16): every load converts to C, the state h, dh, every exp and
+// product and the per-chunk buffers are C, and each stored element is rounded to S once. So the
+// bf16 kernels do the f32 kernels' arithmetic on the same values; only o, dx and dg are rounded,
+// and the gate walk reads back the rounded dx (one more bf16 rounding in dg). Half the bytes: the
+// one-pass forward moves 3N * 2 bytes.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
 namespace hla::cuda {
 
 using kernels::HgrnArgs;
+using kernels::HgrnDims;
 using kernels::HgrnGrad;
 using kernels::HgrnOut;
 
@@ -63,10 +72,10 @@ namespace {
 
 constexpr int kUnroll = 8;  // steps whose loads are issued together
 // Blocks of kThreads per multiprocessor the streaming kernels are compiled for: at most 64
-// registers a thread in f32 (measured faster than the ~100 the unrolled loads take otherwise: the
-// occupancy hides more latency), 128 in f64 (no spills).
+// registers a thread when computing in f32 (f32 and bf16 storage; measured faster than the ~100
+// the unrolled loads take otherwise: the occupancy hides more latency), 128 in f64 (no spills).
 template <class S>
-constexpr int kMinBlocks = sizeof(S) == 4 ? 4 : 2;
+constexpr int kMinBlocks = sizeof(compute_t<S>) == 4 ? 4 : 2;
 constexpr int64_t kMinChunkLen = 16;
 constexpr int64_t kTargetChunks = 64;
 
@@ -76,14 +85,42 @@ int64_t chunk_len(int64_t T) {
   return L;
 }
 
+// The device pointers of one call: sequences [B,T,D] in storage type S, states [B,D] and the
+// per-chunk buffers in the compute type C. Optional pointers are null.
+template <class S>
+struct ScanForward {
+  using C = compute_t<S>;
+  HgrnDims d;
+  const S* x;
+  const S* g;
+  const C* h0;
+  S* o;
+  C* hT;
+};
+template <class S>
+struct ScanBackward {
+  using C = compute_t<S>;
+  HgrnDims d;
+  const S* x;
+  const S* g;
+  const C* h0;
+  const S* dout;
+  const C* dhT;
+  S* dx;
+  S* dg;
+  C* dh0;
+};
+
 // ---- the walks over `len` steps of one channel; element t sits at at + t * D.
 // dx is written by the reverse walk and read back by the gate walk of the same thread, so it is
 // never marked __restrict__ (that would allow the read-only cache path for it).
 
-template <class S>
-__device__ inline S forward_walk(const S* __restrict__ x, const S* __restrict__ g,
-                                 S* __restrict__ o, int64_t at, int64_t D, int64_t len, S h) {
+template <class S, class C = compute_t<S>>
+__device__ inline C forward_walk(const S* __restrict__ x, const S* __restrict__ g,
+                                 S* __restrict__ o, int64_t at, int64_t D, int64_t len, C h) {
   for (int64_t t0 = 0; t0 < len; t0 += kUnroll) {
+    // held as stored, converted where used: in bf16 this keeps the three-pass forward's pass 3
+    // within its 64 registers (converted on load it spills)
     S xs[kUnroll] = {}, gs[kUnroll] = {};
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
@@ -94,52 +131,52 @@ __device__ inline S forward_walk(const S* __restrict__ x, const S* __restrict__ 
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (t0 + u < len) {
-        h = exp(gs[u]) * h + xs[u];
-        o[at + (t0 + u) * D] = h;
+        h = exp(value_cast<C>(gs[u])) * h + value_cast<C>(xs[u]);
+        o[at + (t0 + u) * D] = value_cast<S>(h);
       }
   }
   return h;
 }
 
-template <class S>
-__device__ inline S reverse_walk(const S* __restrict__ dout, const S* __restrict__ g, S* dx,
-                                 int64_t at, int64_t D, int64_t len, S dh) {
+template <class S, class C = compute_t<S>>
+__device__ inline C reverse_walk(const S* __restrict__ dout, const S* __restrict__ g, S* dx,
+                                 int64_t at, int64_t D, int64_t len, C dh) {
   for (int64_t t1 = len - 1; t1 >= 0; t1 -= kUnroll) {  // steps t1, t1 - 1, ..., t1 - kUnroll + 1
-    S ds[kUnroll] = {}, gs[kUnroll] = {};
+    C ds[kUnroll] = {}, gs[kUnroll] = {};
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (t1 - u >= 0) {
-        ds[u] = dout[at + (t1 - u) * D];
-        gs[u] = g[at + (t1 - u) * D];
+        ds[u] = value_cast<C>(dout[at + (t1 - u) * D]);
+        gs[u] = value_cast<C>(g[at + (t1 - u) * D]);
       }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (t1 - u >= 0) {
         dh += ds[u];
-        dx[at + (t1 - u) * D] = dh;
+        dx[at + (t1 - u) * D] = value_cast<S>(dh);
         dh *= exp(gs[u]);
       }
   }
   return dh;
 }
 
-template <class S>
+template <class S, class C = compute_t<S>>
 __device__ inline void gate_walk(const S* __restrict__ x, const S* __restrict__ g, const S* dx,
-                                 S* __restrict__ dg, int64_t at, int64_t D, int64_t len, S h) {
+                                 S* __restrict__ dg, int64_t at, int64_t D, int64_t len, C h) {
   for (int64_t t0 = 0; t0 < len; t0 += kUnroll) {
-    S xs[kUnroll] = {}, gs[kUnroll] = {}, dxs[kUnroll] = {};
+    C xs[kUnroll] = {}, gs[kUnroll] = {}, dxs[kUnroll] = {};
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (t0 + u < len) {
-        xs[u] = x[at + (t0 + u) * D];
-        gs[u] = g[at + (t0 + u) * D];
-        dxs[u] = dx[at + (t0 + u) * D];
+        xs[u] = value_cast<C>(x[at + (t0 + u) * D]);
+        gs[u] = value_cast<C>(g[at + (t0 + u) * D]);
+        dxs[u] = value_cast<C>(dx[at + (t0 + u) * D]);
       }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (t0 + u < len) {
-        const S f = exp(gs[u]);
-        dg[at + (t0 + u) * D] = f * h * dxs[u];
+        const C f = exp(gs[u]);
+        dg[at + (t0 + u) * D] = value_cast<S>(f * h * dxs[u]);
         h = f * h + xs[u];
       }
   }
@@ -147,42 +184,42 @@ __device__ inline void gate_walk(const S* __restrict__ x, const S* __restrict__ 
 
 // ---- recurrent tier: thread p = b * D + d
 
-template <class S>
+template <class S, class C = compute_t<S>>
 __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
     hgrn_recurrent_fwd_kernel(const S* __restrict__ x, const S* __restrict__ g,
-                              const S* __restrict__ h0,  // [B,D] or null
+                              const C* __restrict__ h0,  // [B,D] or null
                               S* __restrict__ o,         // [B,T,D] overwritten
-                              S* __restrict__ hT,        // [B,D] or null
+                              C* __restrict__ hT,        // [B,D] or null
                               int64_t B, int64_t T, int64_t D) {
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < B * D;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = p / D, d = p - b * D;
-    const S h = forward_walk(x, g, o, b * T * D + d, D, T, h0 ? h0[p] : S(0));
+    const C h = forward_walk<S>(x, g, o, b * T * D + d, D, T, h0 ? h0[p] : C(0));
     if (hT) hT[p] = h;
   }
 }
 
-template <class S>
+template <class S, class C = compute_t<S>>
 __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
     hgrn_recurrent_bwd_kernel(const S* __restrict__ x, const S* __restrict__ g,
-                              const S* __restrict__ h0,    // [B,D] or null
+                              const C* __restrict__ h0,    // [B,D] or null
                               const S* __restrict__ dout,  // [B,T,D]
-                              const S* __restrict__ dhT,   // [B,D] or null
+                              const C* __restrict__ dhT,   // [B,D] or null
                               S* dx,                       // [B,T,D] overwritten
                               S* __restrict__ dg,          // [B,T,D] overwritten
-                              S* __restrict__ dh0,         // [B,D] or null
+                              C* __restrict__ dh0,         // [B,D] or null
                               int64_t B, int64_t T, int64_t D) {
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < B * D;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = p / D, d = p - b * D, at = b * T * D + d;
-    const S dh = reverse_walk(dout, g, dx, at, D, T, dhT ? dhT[p] : S(0));
+    const C dh = reverse_walk<S>(dout, g, dx, at, D, T, dhT ? dhT[p] : C(0));
     if (dh0) dh0[p] = dh;
-    gate_walk(x, g, dx, dg, at, D, T, h0 ? h0[p] : S(0));
+    gate_walk<S>(x, g, dx, dg, at, D, T, h0 ? h0[p] : C(0));
   }
 }
 
-// ---- chunk tier. Per-chunk buffers are [B, n, D]: chunk thread p = (b * n + c) * D + d owns
-// entry p of each.
+// ---- chunk tier. Per-chunk buffers are [B, n, D] in the compute type: chunk thread
+// p = (b * n + c) * D + d owns entry p of each.
 
 struct ChunkGrid {
   int64_t B, T, D, L, n;
@@ -197,25 +234,25 @@ struct ChunkGrid {
 };
 
 // Pass 1: Lambda(c), hl(c) and, when dout is given, e(c).
-template <class S>
+template <class S, class C = compute_t<S>>
 __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
     hgrn_chunk_summary_kernel(ChunkGrid cg, const S* __restrict__ x, const S* __restrict__ g,
                               const S* __restrict__ dout,  // [B,T,D] or null
-                              S* __restrict__ lambda,      // [B,n,D]
-                              S* __restrict__ h_local,     // [B,n,D]
-                              S* __restrict__ d_local) {   // [B,n,D] or null
+                              C* __restrict__ lambda,      // [B,n,D]
+                              C* __restrict__ h_local,     // [B,n,D]
+                              C* __restrict__ d_local) {   // [B,n,D] or null
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * cg.n * cg.D;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t at = cg.at(p), len = cg.len(p), D = cg.D;
-    S lam = S(0), h = S(0), e = S(0);
+    C lam = C(0), h = C(0), e = C(0);
     for (int64_t t0 = 0; t0 < len; t0 += kUnroll) {
-      S xs[kUnroll] = {}, gs[kUnroll] = {}, ds[kUnroll] = {};
+      C xs[kUnroll] = {}, gs[kUnroll] = {}, ds[kUnroll] = {};
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
         if (t0 + u < len) {
-          xs[u] = x[at + (t0 + u) * D];
-          gs[u] = g[at + (t0 + u) * D];
-          if (dout) ds[u] = dout[at + (t0 + u) * D];
+          xs[u] = value_cast<C>(x[at + (t0 + u) * D]);
+          gs[u] = value_cast<C>(g[at + (t0 + u) * D]);
+          if (dout) ds[u] = value_cast<C>(dout[at + (t0 + u) * D]);
         }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
@@ -233,27 +270,27 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
 
 // Pass 2: thread p = b * D + d links the chunks of its channel. The backward carry (only when
 // d_local is given) runs in the same loop, chunk n-1-i beside chunk i, so the two chains' loads
-// overlap.
-template <class S>
+// overlap. Everything here is in the compute type C.
+template <class C>
 __global__ void __launch_bounds__(kThreads)
-    hgrn_chunk_carry_kernel(ChunkGrid cg, const S* __restrict__ lambda,
-                            const S* __restrict__ h_local,
-                            const S* __restrict__ h0,       // [B,D] or null
-                            S* __restrict__ h_in,           // [B,n,D]: H(c)
-                            S* __restrict__ hT,             // [B,D] or null
-                            const S* __restrict__ d_local,  // [B,n,D] or null
-                            const S* __restrict__ dhT,      // [B,D] or null
-                            S* __restrict__ d_after,        // [B,n,D]: G(c+1)
-                            S* __restrict__ dh0) {          // [B,D] or null
+    hgrn_chunk_carry_kernel(ChunkGrid cg, const C* __restrict__ lambda,
+                            const C* __restrict__ h_local,
+                            const C* __restrict__ h0,       // [B,D] or null
+                            C* __restrict__ h_in,           // [B,n,D]: H(c)
+                            C* __restrict__ hT,             // [B,D] or null
+                            const C* __restrict__ d_local,  // [B,n,D] or null
+                            const C* __restrict__ dhT,      // [B,D] or null
+                            C* __restrict__ d_after,        // [B,n,D]: G(c+1)
+                            C* __restrict__ dh0) {          // [B,D] or null
   const int64_t D = cg.D, n = cg.n;
   const bool backward = d_local != nullptr;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * D;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = p / D, d = p - b * D, first = b * n * D + d;  // entry of chunk c: first + c*D
-    S h = h0 ? h0[p] : S(0);
-    S dh = dhT ? dhT[p] : S(0);
+    C h = h0 ? h0[p] : C(0);
+    C dh = dhT ? dhT[p] : C(0);
     for (int64_t i0 = 0; i0 < n; i0 += kUnroll) {
-      S lf[kUnroll] = {}, hl[kUnroll] = {}, lb[kUnroll] = {}, dl[kUnroll] = {};
+      C lf[kUnroll] = {}, hl[kUnroll] = {}, lb[kUnroll] = {}, dl[kUnroll] = {};
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
         if (i0 + u < n) {
@@ -283,27 +320,27 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Pass 3 of the forward: each chunk's forward walk from the state entering it.
-template <class S>
+template <class S, class C = compute_t<S>>
 __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
     hgrn_chunk_fwd_kernel(ChunkGrid cg, const S* __restrict__ x, const S* __restrict__ g,
-                          const S* __restrict__ h_in, S* __restrict__ o) {
+                          const C* __restrict__ h_in, S* __restrict__ o) {
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * cg.n * cg.D;
        p += int64_t(gridDim.x) * blockDim.x)
-    forward_walk(x, g, o, cg.at(p), cg.D, cg.len(p), h_in[p]);
+    forward_walk<S>(x, g, o, cg.at(p), cg.D, cg.len(p), h_in[p]);
 }
 
 // Pass 3 of the backward: each chunk's reverse walk from the gradient entering it from after,
 // then its gate walk from the state entering it.
-template <class S>
+template <class S, class C = compute_t<S>>
 __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
     hgrn_chunk_bwd_kernel(ChunkGrid cg, const S* __restrict__ x, const S* __restrict__ g,
-                          const S* __restrict__ dout, const S* __restrict__ h_in,
-                          const S* __restrict__ d_after, S* dx, S* __restrict__ dg) {
+                          const S* __restrict__ dout, const C* __restrict__ h_in,
+                          const C* __restrict__ d_after, S* dx, S* __restrict__ dg) {
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * cg.n * cg.D;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t at = cg.at(p), len = cg.len(p);
-    reverse_walk(dout, g, dx, at, cg.D, len, d_after[p]);
-    gate_walk(x, g, dx, dg, at, cg.D, len, h_in[p]);
+    reverse_walk<S>(dout, g, dx, at, cg.D, len, d_after[p]);
+    gate_walk<S>(x, g, dx, dg, at, cg.D, len, h_in[p]);
   }
 }
 
@@ -319,34 +356,34 @@ constexpr int kLaneSteps = 16;
 constexpr int kWindow = kLanes * kLaneSteps;
 
 // Compiled for as many threads per multiprocessor as the streaming kernels (64 registers in f32).
-template <class S>
+template <class S, class C = compute_t<S>>
 __global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
     hgrn_window_fwd_kernel(const S* __restrict__ x, const S* __restrict__ g,
-                           const S* __restrict__ h0,  // [B,D] or null
+                           const C* __restrict__ h0,  // [B,D] or null
                            S* __restrict__ o,         // [B,T,D] overwritten
-                           S* __restrict__ hT,        // [B,D] or null
+                           C* __restrict__ hT,        // [B,D] or null
                            int64_t T, int64_t D) {
-  __shared__ S lane_h[kLanes][kTileCh];      // a lane's end state from a zero start
-  __shared__ S lane_decay[kLanes][kTileCh];  // exp(sum of the lane's log gates)
-  __shared__ S carry[kTileCh];               // the state entering the window
+  __shared__ C lane_h[kLanes][kTileCh];      // a lane's end state from a zero start
+  __shared__ C lane_decay[kLanes][kTileCh];  // exp(sum of the lane's log gates)
+  __shared__ C carry[kTileCh];               // the state entering the window
   const int ch = threadIdx.x % kTileCh, lane = threadIdx.x / kTileCh;
   const int64_t tiles = (D + kTileCh - 1) / kTileCh;
   const int64_t b = blockIdx.x / tiles, d = (blockIdx.x % tiles) * kTileCh + ch;
   const bool live = d < D;
-  if (lane == 0) carry[ch] = live && h0 ? h0[b * D + d] : S(0);
-  S h = S(0);
+  if (lane == 0) carry[ch] = live && h0 ? h0[b * D + d] : C(0);
+  C h = C(0);
   for (int64_t w0 = 0; w0 < T; w0 += kWindow) {
     const int64_t t0 = w0 + int64_t(lane) * kLaneSteps, at = (b * T + t0) * D + d;
-    S xs[kLaneSteps], fs[kLaneSteps], lam = S(0);
+    C xs[kLaneSteps], fs[kLaneSteps], lam = C(0);
 #pragma unroll
     for (int s = 0; s < kLaneSteps; ++s) {
       const bool in = live && t0 + s < T;
-      const S gv = in ? g[at + s * D] : S(0);
-      xs[s] = in ? x[at + s * D] : S(0);
+      const C gv = in ? value_cast<C>(g[at + s * D]) : C(0);
+      xs[s] = in ? value_cast<C>(x[at + s * D]) : C(0);
       fs[s] = exp(gv);
       lam += gv;
     }
-    h = S(0);
+    h = C(0);
 #pragma unroll
     for (int s = 0; s < kLaneSteps; ++s) h = fs[s] * h + xs[s];
     lane_h[lane][ch] = h;
@@ -358,103 +395,148 @@ __global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
 #pragma unroll
     for (int s = 0; s < kLaneSteps; ++s) {
       h = fs[s] * h + xs[s];
-      if (live && t0 + s < T) o[at + s * D] = h;
+      if (live && t0 + s < T) o[at + s * D] = value_cast<S>(h);
     }
     if (lane == kLanes - 1) carry[ch] = h;
   }
   if (lane == kLanes - 1 && live && hT) hT[b * D + d] = h;
 }
 
-// ---- launchers
+// ---- launchers, generic over the storage type
 
-template <class S>
-void check_args(const HgrnArgs<S>& a, const char* op) {
-  const kernels::HgrnDims& d = a.d;
+void check_dims(const HgrnDims& d, bool has_inputs, const char* op) {
   HLA_CHECK(d.B > 0 && d.T > 0 && d.D > 0, op << ": B,T,D = " << d.B << "," << d.T << "," << d.D);
-  HLA_CHECK(a.x && a.g, op << ": x and g are required");
+  HLA_CHECK(has_inputs, op << ": x and g are required");
 }
 
-template <class S>
+// Scratch of n elements of the compute type C (f32 or f64).
+template <class C>
 Tensor scratch_of(int64_t n) {
-  return cuda_empty({n}, std::is_same_v<S, double> ? DType::f64 : DType::f32);
+  return cuda_empty({n}, std::is_same_v<C, double> ? DType::f64 : DType::f32);
 }
 
-ChunkGrid chunk_grid(const kernels::HgrnDims& d) {
+ChunkGrid chunk_grid(const HgrnDims& d) {
   const int64_t L = chunk_len(d.T);
   return {d.B, d.T, d.D, L, (d.T + L - 1) / L};
+}
+
+template <class S>
+void recurrent_forward(const ScanForward<S>& s, const char* op) {
+  check_dims(s.d, s.x && s.g, op);
+  HLA_CHECK(s.o, "o is required");
+  const int64_t B = s.d.B, T = s.d.T, D = s.d.D;
+  hgrn_recurrent_fwd_kernel<S>
+      <<<grid_for(B * D), kThreads, 0, stream()>>>(s.x, s.g, s.h0, s.o, s.hT, B, T, D);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <class S>
+void recurrent_backward(const ScanBackward<S>& s, const char* op) {
+  check_dims(s.d, s.x && s.g, op);
+  HLA_CHECK(s.dout && s.dx && s.dg, "dout, dx and dg are required");
+  const int64_t B = s.d.B, T = s.d.T, D = s.d.D;
+  hgrn_recurrent_bwd_kernel<S><<<grid_for(B * D), kThreads, 0, stream()>>>(
+      s.x, s.g, s.h0, s.dout, s.dhT, s.dx, s.dg, s.dh0, B, T, D);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <class S>
+void chunk_forward(const ScanForward<S>& s, const char* op) {
+  using C = compute_t<S>;
+  check_dims(s.d, s.x && s.g, op);
+  HLA_CHECK(s.o, "o is required");
+  const int64_t blocks = s.d.B * ((s.d.D + kTileCh - 1) / kTileCh);
+  if (blocks >= Context::get().props().multiProcessorCount) {  // the one-pass forward fills the GPU
+    HLA_CHECK(blocks < (int64_t(1) << 31), op << ": B*D too large");
+    hgrn_window_fwd_kernel<S><<<static_cast<unsigned>(blocks), kTileCh * kLanes, 0, stream()>>>(
+        s.x, s.g, s.h0, s.o, s.hT, s.d.T, s.d.D);
+    CUDA_CHECK(cudaGetLastError());
+    return;
+  }
+  const ChunkGrid cg = chunk_grid(s.d);
+  const int64_t M = cg.B * cg.n * cg.D;
+  const Tensor scratch = scratch_of<C>(3 * M);  // lambda | h_local | h_in
+  C* lambda = static_cast<C*>(const_cast<void*>(scratch.raw_data()));
+  C* h_local = lambda + M;
+  C* h_in = h_local + M;
+  hgrn_chunk_summary_kernel<S, C>
+      <<<grid_for(M), kThreads, 0, stream()>>>(cg, s.x, s.g, nullptr, lambda, h_local, nullptr);
+  CUDA_CHECK(cudaGetLastError());
+  hgrn_chunk_carry_kernel<C><<<grid_for(cg.B * cg.D), kThreads, 0, stream()>>>(
+      cg, lambda, h_local, s.h0, h_in, s.hT, nullptr, nullptr, nullptr, nullptr);
+  CUDA_CHECK(cudaGetLastError());
+  hgrn_chunk_fwd_kernel<S><<<grid_for(M), kThreads, 0, stream()>>>(cg, s.x, s.g, h_in, s.o);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <class S>
+void chunk_backward(const ScanBackward<S>& s, const char* op) {
+  using C = compute_t<S>;
+  check_dims(s.d, s.x && s.g, op);
+  HLA_CHECK(s.dout && s.dx && s.dg, "dout, dx and dg are required");
+  const ChunkGrid cg = chunk_grid(s.d);
+  const int64_t M = cg.B * cg.n * cg.D;
+  const Tensor scratch = scratch_of<C>(5 * M);  // lambda | h_local | d_local | h_in | d_after
+  C* lambda = static_cast<C*>(const_cast<void*>(scratch.raw_data()));
+  C* h_local = lambda + M;
+  C* d_local = h_local + M;
+  C* h_in = d_local + M;
+  C* d_after = h_in + M;
+  hgrn_chunk_summary_kernel<S, C>
+      <<<grid_for(M), kThreads, 0, stream()>>>(cg, s.x, s.g, s.dout, lambda, h_local, d_local);
+  CUDA_CHECK(cudaGetLastError());
+  hgrn_chunk_carry_kernel<C><<<grid_for(cg.B * cg.D), kThreads, 0, stream()>>>(
+      cg, lambda, h_local, s.h0, h_in, nullptr, d_local, s.dhT, d_after, s.dh0);
+  CUDA_CHECK(cudaGetLastError());
+  hgrn_chunk_bwd_kernel<S>
+      <<<grid_for(M), kThreads, 0, stream()>>>(cg, s.x, s.g, s.dout, h_in, d_after, s.dx, s.dg);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- the public structs as ScanForward / ScanBackward
+
+template <class S>
+ScanForward<S> scan_of(const HgrnArgs<S>& a, const HgrnOut<S>& out) {
+  return {a.d, a.x, a.g, a.h0, out.o, out.hT};
+}
+template <class S>
+ScanBackward<S> scan_of(const HgrnArgs<S>& a, const HgrnGrad<S>& grad) {
+  return {a.d, a.x, a.g, a.h0, grad.dout, grad.dhT, grad.dx, grad.dg, grad.dh0};
+}
+
+// hla::bf16 has __nv_bfloat16's bits (common.cuh).
+const bf16_dev* dev_ptr(const bf16* p) {
+  return reinterpret_cast<const bf16_dev*>(p);
+}
+bf16_dev* dev_ptr(bf16* p) {
+  return reinterpret_cast<bf16_dev*>(p);
+}
+
+ScanForward<bf16_dev> scan_of(const HgrnBf16Args& a, const HgrnBf16Out& out) {
+  return {a.d, dev_ptr(a.x), dev_ptr(a.g), a.h0, dev_ptr(out.o), out.hT};
+}
+ScanBackward<bf16_dev> scan_of(const HgrnBf16Args& a, const HgrnBf16Grad& grad) {
+  return {a.d,      dev_ptr(a.x),     dev_ptr(a.g),     a.h0,    dev_ptr(grad.dout),
+          grad.dhT, dev_ptr(grad.dx), dev_ptr(grad.dg), grad.dh0};
 }
 
 }  // namespace
 
 template <class S>
 void hgrn_recurrent_forward(const HgrnArgs<S>& a, const HgrnOut<S>& out) {
-  check_args(a, "hgrn_recurrent_forward (cuda)");
-  HLA_CHECK(out.o, "o is required");
-  const int64_t B = a.d.B, T = a.d.T, D = a.d.D;
-  hgrn_recurrent_fwd_kernel<S>
-      <<<grid_for(B * D), kThreads, 0, stream()>>>(a.x, a.g, a.h0, out.o, out.hT, B, T, D);
-  CUDA_CHECK(cudaGetLastError());
+  recurrent_forward(scan_of(a, out), "hgrn_recurrent_forward (cuda)");
 }
-
 template <class S>
 void hgrn_recurrent_backward(const HgrnArgs<S>& a, const HgrnGrad<S>& grad) {
-  check_args(a, "hgrn_recurrent_backward (cuda)");
-  HLA_CHECK(grad.dout && grad.dx && grad.dg, "dout, dx and dg are required");
-  const int64_t B = a.d.B, T = a.d.T, D = a.d.D;
-  hgrn_recurrent_bwd_kernel<S><<<grid_for(B * D), kThreads, 0, stream()>>>(
-      a.x, a.g, a.h0, grad.dout, grad.dhT, grad.dx, grad.dg, grad.dh0, B, T, D);
-  CUDA_CHECK(cudaGetLastError());
+  recurrent_backward(scan_of(a, grad), "hgrn_recurrent_backward (cuda)");
 }
-
 template <class S>
 void hgrn_chunk_forward(const HgrnArgs<S>& a, const HgrnOut<S>& out) {
-  check_args(a, "hgrn_chunk_forward (cuda)");
-  HLA_CHECK(out.o, "o is required");
-  const int64_t blocks = a.d.B * ((a.d.D + kTileCh - 1) / kTileCh);
-  if (blocks >= Context::get().props().multiProcessorCount) {  // the one-pass forward fills the GPU
-    HLA_CHECK(blocks < (int64_t(1) << 31), "hgrn_chunk_forward (cuda): B*D too large");
-    hgrn_window_fwd_kernel<S><<<static_cast<unsigned>(blocks), kTileCh * kLanes, 0, stream()>>>(
-        a.x, a.g, a.h0, out.o, out.hT, a.d.T, a.d.D);
-    CUDA_CHECK(cudaGetLastError());
-    return;
-  }
-  const ChunkGrid cg = chunk_grid(a.d);
-  const int64_t M = cg.B * cg.n * cg.D;
-  const Tensor scratch = scratch_of<S>(3 * M);  // lambda | h_local | h_in
-  S* lambda = static_cast<S*>(const_cast<void*>(scratch.raw_data()));
-  S* h_local = lambda + M;
-  S* h_in = h_local + M;
-  hgrn_chunk_summary_kernel<S>
-      <<<grid_for(M), kThreads, 0, stream()>>>(cg, a.x, a.g, nullptr, lambda, h_local, nullptr);
-  CUDA_CHECK(cudaGetLastError());
-  hgrn_chunk_carry_kernel<S><<<grid_for(cg.B * cg.D), kThreads, 0, stream()>>>(
-      cg, lambda, h_local, a.h0, h_in, out.hT, nullptr, nullptr, nullptr, nullptr);
-  CUDA_CHECK(cudaGetLastError());
-  hgrn_chunk_fwd_kernel<S><<<grid_for(M), kThreads, 0, stream()>>>(cg, a.x, a.g, h_in, out.o);
-  CUDA_CHECK(cudaGetLastError());
+  chunk_forward(scan_of(a, out), "hgrn_chunk_forward (cuda)");
 }
-
 template <class S>
 void hgrn_chunk_backward(const HgrnArgs<S>& a, const HgrnGrad<S>& grad) {
-  check_args(a, "hgrn_chunk_backward (cuda)");
-  HLA_CHECK(grad.dout && grad.dx && grad.dg, "dout, dx and dg are required");
-  const ChunkGrid cg = chunk_grid(a.d);
-  const int64_t M = cg.B * cg.n * cg.D;
-  const Tensor scratch = scratch_of<S>(5 * M);  // lambda | h_local | d_local | h_in | d_after
-  S* lambda = static_cast<S*>(const_cast<void*>(scratch.raw_data()));
-  S* h_local = lambda + M;
-  S* d_local = h_local + M;
-  S* h_in = d_local + M;
-  S* d_after = h_in + M;
-  hgrn_chunk_summary_kernel<S>
-      <<<grid_for(M), kThreads, 0, stream()>>>(cg, a.x, a.g, grad.dout, lambda, h_local, d_local);
-  CUDA_CHECK(cudaGetLastError());
-  hgrn_chunk_carry_kernel<S><<<grid_for(cg.B * cg.D), kThreads, 0, stream()>>>(
-      cg, lambda, h_local, a.h0, h_in, nullptr, d_local, grad.dhT, d_after, grad.dh0);
-  CUDA_CHECK(cudaGetLastError());
-  hgrn_chunk_bwd_kernel<S><<<grid_for(M), kThreads, 0, stream()>>>(cg, a.x, a.g, grad.dout, h_in,
-                                                                   d_after, grad.dx, grad.dg);
-  CUDA_CHECK(cudaGetLastError());
+  chunk_backward(scan_of(a, grad), "hgrn_chunk_backward (cuda)");
 }
 
 template void hgrn_recurrent_forward<float>(const HgrnArgs<float>&, const HgrnOut<float>&);
@@ -465,5 +547,18 @@ template void hgrn_chunk_forward<float>(const HgrnArgs<float>&, const HgrnOut<fl
 template void hgrn_chunk_forward<double>(const HgrnArgs<double>&, const HgrnOut<double>&);
 template void hgrn_chunk_backward<float>(const HgrnArgs<float>&, const HgrnGrad<float>&);
 template void hgrn_chunk_backward<double>(const HgrnArgs<double>&, const HgrnGrad<double>&);
+
+void hgrn_recurrent_forward_bf16(const HgrnBf16Args& a, const HgrnBf16Out& out) {
+  recurrent_forward(scan_of(a, out), "hgrn_recurrent_forward_bf16 (cuda)");
+}
+void hgrn_recurrent_backward_bf16(const HgrnBf16Args& a, const HgrnBf16Grad& grad) {
+  recurrent_backward(scan_of(a, grad), "hgrn_recurrent_backward_bf16 (cuda)");
+}
+void hgrn_chunk_forward_bf16(const HgrnBf16Args& a, const HgrnBf16Out& out) {
+  chunk_forward(scan_of(a, out), "hgrn_chunk_forward_bf16 (cuda)");
+}
+void hgrn_chunk_backward_bf16(const HgrnBf16Args& a, const HgrnBf16Grad& grad) {
+  chunk_backward(scan_of(a, grad), "hgrn_chunk_backward_bf16 (cuda)");
+}
 
 }  // namespace hla::cuda

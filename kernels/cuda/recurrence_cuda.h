@@ -128,4 +128,33 @@ inline bool gated_linear_mma_supports(int64_t K, int64_t V) {
 void gated_linear_mma_forward(const GatedLinearBf16Args& a, const GatedLinearBf16Out& out);
 void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf16Grad& grad);
 
+// ---- HGRN in bf16 (hgrn_scan.cu)
+// hgrn_recurrent_* and hgrn_chunk_* (same tiers, chunk rule, layouts and contracts) with bf16
+// storage: x, g, o, dout, dx, dg are bf16 (hla::bf16: the bits of __nv_bfloat16), read as float;
+// the state, every exp, product and carry, and the per-chunk buffers are fp32, and the states
+// h0, hT, dhT, dh0 stay f32 (a state carried across calls is never rounded). The kernels are the
+// f32 ones with bf16 loads and stores: o and dx are the f32 results rounded once; dg is computed
+// from the rounded dx, then rounded. Half the bytes of f32. Any B, T, D > 0.
+struct HgrnBf16Args {
+  kernels::HgrnDims d;
+  const bf16* x = nullptr;    // [B,T,D]
+  const bf16* g = nullptr;    // [B,T,D] log forget gate
+  const float* h0 = nullptr;  // [B,D] or null
+};
+struct HgrnBf16Out {
+  bf16* o = nullptr;    // [B,T,D]
+  float* hT = nullptr;  // [B,D] or null
+};
+struct HgrnBf16Grad {
+  const bf16* dout = nullptr;  // [B,T,D]
+  const float* dhT = nullptr;  // [B,D] or null
+  bf16* dx = nullptr;          // [B,T,D]
+  bf16* dg = nullptr;          // [B,T,D]
+  float* dh0 = nullptr;        // [B,D] or null
+};
+void hgrn_recurrent_forward_bf16(const HgrnBf16Args& a, const HgrnBf16Out& out);
+void hgrn_recurrent_backward_bf16(const HgrnBf16Args& a, const HgrnBf16Grad& grad);
+void hgrn_chunk_forward_bf16(const HgrnBf16Args& a, const HgrnBf16Out& out);
+void hgrn_chunk_backward_bf16(const HgrnBf16Args& a, const HgrnBf16Grad& grad);
+
 }  // namespace hla::cuda
