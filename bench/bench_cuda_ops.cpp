@@ -60,6 +60,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -357,9 +358,19 @@ double timed_loop(benchmark::State& state, F&& body) {
   return median(ms);
 }
 
+// validate() once per op and dtype: Google Benchmark calls a case several times while it sizes
+// the iteration count, and the check (a CPU reference) costs more than the timing.
+const std::string& validated(const OpCase& op, DType dt) {
+  static std::map<std::string, std::string> done;
+  const std::string key = std::string(op.name) + "/" + dtype_name(dt);
+  auto it = done.find(key);
+  if (it == done.end()) it = done.emplace(key, validate(op, dt)).first;
+  return it->second;
+}
+
 void bm_op(benchmark::State& state, const OpCase& op, Dims d, DType dt, Pass pass) {
   try {
-    if (const std::string error = validate(op, dt); !error.empty()) {
+    if (const std::string& error = validated(op, dt); !error.empty()) {
       state.SkipWithError(error.c_str());
       return;
     }

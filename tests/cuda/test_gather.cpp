@@ -99,7 +99,7 @@ TEST_CASE("cuda gather and scatter_add refuse bad input like the CPU", "[cuda]")
   REQUIRE_THROWS_AS(scatter_add({3, 4}, 1, gpu(ok.reshape({2, 3})), gsrc), Error);  // index vs src
   REQUIRE_THROWS_WITH(scatter_add({2, 4}, 1, gpu(ok), gsrc), Catch::Contains("except on dim 1"));
   REQUIRE_THROWS_WITH(scatter_add({3, 4}, 1, gpu(ok), gpu(src.to(DType::i64))),
-                      Catch::Contains("f32 or f64"));
+                      Catch::Contains("f32, f64 or bf16"));
   // An index on the other device is a device mismatch, never a silent copy.
   REQUIRE_THROWS_WITH(gather(gx, 1, ok), Catch::Contains("on cuda"));
   REQUIRE_THROWS_WITH(scatter_add({3, 4}, 1, ok, gsrc), Catch::Contains("on cuda"));
