@@ -34,6 +34,8 @@ if [ "${MPS:-0}" = 1 ]; then
 fi
 echo "sweep over $GPUS GPU(s), $PER_GPU process(es) each: $grid -> $out"
 pids=()
+# stopped (Ctrl-C, timeout): stop the shards too; their finished cells are on record
+trap 'echo "stopped: stopping the shards" >&2; kill "${pids[@]}" 2>/dev/null; exit 130' INT TERM
 for ((i = 0; i < SHARDS; i++)); do
   CUDA_VISIBLE_DEVICES=$((i % GPUS)) "$HLA" sweep --grid "$grid" --shard "$i/$SHARDS" --no-plots "$@" \
     > "$out/shard-$i.log" 2>&1 &

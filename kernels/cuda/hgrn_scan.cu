@@ -58,10 +58,50 @@
 // bf16 kernels do the f32 kernels' arithmetic on the same values; only o, dx and dg are rounded,
 // and the gate walk reads back the rounded dx (one more bf16 rounding in dg). Half the bytes: the
 // one-pass forward moves 3N * 2 bytes.
+// Channel pairs: with one bf16 channel a thread, every load is 2 bytes and a thread keeps half
+// the bytes in flight of f32 (measured on an H200: no faster than f32). So when D is even and
+// every bf16 pointer 4-byte aligned, the bf16 calls run the same kernels on pairs of adjacent
+// channels: storage __nv_bfloat162 (4 bytes, two channels), compute FloatPair (two floats, the
+// walks' arithmetic elementwise), D/2 pair-channels; h0, hT, dhT, dh0 and the per-chunk buffers
+// are the same f32 arrays read as pairs. Each channel's arithmetic is unchanged.
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
 namespace hla::cuda {
+
+// Two adjacent channels' values in the compute type, with the elementwise arithmetic of the
+// walks (hidden friends: found for FloatPair arguments only, so float's exp is not hidden).
+struct FloatPair {
+  float a, b;
+  friend __device__ FloatPair operator+(FloatPair x, FloatPair y) { return {x.a + y.a, x.b + y.b}; }
+  friend __device__ FloatPair operator*(FloatPair x, FloatPair y) { return {x.a * y.a, x.b * y.b}; }
+  friend __device__ FloatPair& operator+=(FloatPair& x, FloatPair y) { return x = x + y; }
+  friend __device__ FloatPair& operator*=(FloatPair& x, FloatPair y) { return x = x * y; }
+  friend __device__ FloatPair exp(FloatPair x) { return {expf(x.a), expf(x.b)}; }
+};
+static_assert(sizeof(FloatPair) == 2 * sizeof(float) && alignof(FloatPair) == alignof(float),
+              "FloatPair reads an f32 [.., D] array as [.., D/2] pairs");
+using bf16x2_dev = __nv_bfloat162;
+
+template <>
+struct ComputeType<bf16x2_dev> {
+  using type = FloatPair;
+};
+template <>
+struct ValueCast<FloatPair> {
+  __device__ static FloatPair from(bf16x2_dev v) {
+    const float2 f = __bfloat1622float2(v);
+    return {f.x, f.y};
+  }
+};
+template <>
+struct ValueCast<bf16x2_dev> {  // rounds each channel to nearest, ties to even
+  __device__ static bf16x2_dev from(FloatPair v) { return __floats2bfloat162_rn(v.a, v.b); }
+};
 
 using kernels::HgrnArgs;
 using kernels::HgrnDims;
@@ -72,10 +112,17 @@ namespace {
 
 constexpr int kUnroll = 8;  // steps whose loads are issued together
 // Blocks of kThreads per multiprocessor the streaming kernels are compiled for: at most 64
-// registers a thread when computing in f32 (f32 and bf16 storage; measured faster than the ~100
-// the unrolled loads take otherwise: the occupancy hides more latency), 128 in f64 (no spills).
+// registers a thread when computing in f32 (f32, bf16 and bf16 pairs; measured faster than the
+// ~100 the unrolled loads take otherwise: the occupancy hides more latency), 128 in f64 (no
+// spills). The loads are held in registers as stored and converted where used: a bf16 pair is
+// then one register, so the pair kernels keep f32's bytes in flight at f32's occupancy (ptxas,
+// sm_90: every kernel within its bound without spills except the pair forms of pass 3 of the
+// forward, 16 bytes, and of the one-pass forward, 8 bytes: a few words a thread, in L1).
 template <class S>
-constexpr int kMinBlocks = sizeof(compute_t<S>) == 4 ? 4 : 2;
+constexpr int kMinBlocks = std::is_same_v<compute_t<S>, double> ? 2 : 4;
+// Channels per element of S: the one-pass forward's decision counts channels, not elements.
+template <class S>
+constexpr int64_t kChannelsPer = std::is_same_v<S, bf16x2_dev> ? 2 : 1;
 constexpr int64_t kMinChunkLen = 16;
 constexpr int64_t kTargetChunks = 64;
 
@@ -142,19 +189,19 @@ template <class S, class C = compute_t<S>>
 __device__ inline C reverse_walk(const S* __restrict__ dout, const S* __restrict__ g, S* dx,
                                  int64_t at, int64_t D, int64_t len, C dh) {
   for (int64_t t1 = len - 1; t1 >= 0; t1 -= kUnroll) {  // steps t1, t1 - 1, ..., t1 - kUnroll + 1
-    C ds[kUnroll] = {}, gs[kUnroll] = {};
+    S ds[kUnroll] = {}, gs[kUnroll] = {};
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (t1 - u >= 0) {
-        ds[u] = value_cast<C>(dout[at + (t1 - u) * D]);
-        gs[u] = value_cast<C>(g[at + (t1 - u) * D]);
+        ds[u] = dout[at + (t1 - u) * D];
+        gs[u] = g[at + (t1 - u) * D];
       }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (t1 - u >= 0) {
-        dh += ds[u];
+        dh += value_cast<C>(ds[u]);
         dx[at + (t1 - u) * D] = value_cast<S>(dh);
-        dh *= exp(gs[u]);
+        dh *= exp(value_cast<C>(gs[u]));
       }
   }
   return dh;
@@ -164,20 +211,20 @@ template <class S, class C = compute_t<S>>
 __device__ inline void gate_walk(const S* __restrict__ x, const S* __restrict__ g, const S* dx,
                                  S* __restrict__ dg, int64_t at, int64_t D, int64_t len, C h) {
   for (int64_t t0 = 0; t0 < len; t0 += kUnroll) {
-    C xs[kUnroll] = {}, gs[kUnroll] = {}, dxs[kUnroll] = {};
+    S xs[kUnroll] = {}, gs[kUnroll] = {}, dxs[kUnroll] = {};
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (t0 + u < len) {
-        xs[u] = value_cast<C>(x[at + (t0 + u) * D]);
-        gs[u] = value_cast<C>(g[at + (t0 + u) * D]);
-        dxs[u] = value_cast<C>(dx[at + (t0 + u) * D]);
+        xs[u] = x[at + (t0 + u) * D];
+        gs[u] = g[at + (t0 + u) * D];
+        dxs[u] = dx[at + (t0 + u) * D];
       }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (t0 + u < len) {
-        const C f = exp(gs[u]);
-        dg[at + (t0 + u) * D] = value_cast<S>(f * h * dxs[u]);
-        h = f * h + xs[u];
+        const C f = exp(value_cast<C>(gs[u]));
+        dg[at + (t0 + u) * D] = value_cast<S>(f * h * value_cast<C>(dxs[u]));
+        h = f * h + value_cast<C>(xs[u]);
       }
   }
 }
@@ -194,7 +241,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < B * D;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = p / D, d = p - b * D;
-    const C h = forward_walk<S>(x, g, o, b * T * D + d, D, T, h0 ? h0[p] : C(0));
+    const C h = forward_walk<S>(x, g, o, b * T * D + d, D, T, h0 ? h0[p] : C{});
     if (hT) hT[p] = h;
   }
 }
@@ -212,9 +259,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < B * D;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = p / D, d = p - b * D, at = b * T * D + d;
-    const C dh = reverse_walk<S>(dout, g, dx, at, D, T, dhT ? dhT[p] : C(0));
+    const C dh = reverse_walk<S>(dout, g, dx, at, D, T, dhT ? dhT[p] : C{});
     if (dh0) dh0[p] = dh;
-    gate_walk<S>(x, g, dx, dg, at, D, T, h0 ? h0[p] : C(0));
+    gate_walk<S>(x, g, dx, dg, at, D, T, h0 ? h0[p] : C{});
   }
 }
 
@@ -244,22 +291,23 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * cg.n * cg.D;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t at = cg.at(p), len = cg.len(p), D = cg.D;
-    C lam = C(0), h = C(0), e = C(0);
+    C lam = C{}, h = C{}, e = C{};
     for (int64_t t0 = 0; t0 < len; t0 += kUnroll) {
-      C xs[kUnroll] = {}, gs[kUnroll] = {}, ds[kUnroll] = {};
+      S xs[kUnroll] = {}, gs[kUnroll] = {}, ds[kUnroll] = {};
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
         if (t0 + u < len) {
-          xs[u] = value_cast<C>(x[at + (t0 + u) * D]);
-          gs[u] = value_cast<C>(g[at + (t0 + u) * D]);
-          if (dout) ds[u] = value_cast<C>(dout[at + (t0 + u) * D]);
+          xs[u] = x[at + (t0 + u) * D];
+          gs[u] = g[at + (t0 + u) * D];
+          if (dout) ds[u] = dout[at + (t0 + u) * D];
         }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
         if (t0 + u < len) {
-          h = exp(gs[u]) * h + xs[u];
-          lam += gs[u];
-          if (dout) e += ds[u] * exp(lam);
+          const C gv = value_cast<C>(gs[u]);
+          h = exp(gv) * h + value_cast<C>(xs[u]);
+          lam += gv;
+          if (dout) e += value_cast<C>(ds[u]) * exp(lam);
         }
     }
     lambda[p] = lam;
@@ -287,8 +335,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < cg.B * D;
        p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = p / D, d = p - b * D, first = b * n * D + d;  // entry of chunk c: first + c*D
-    C h = h0 ? h0[p] : C(0);
-    C dh = dhT ? dhT[p] : C(0);
+    C h = h0 ? h0[p] : C{};
+    C dh = dhT ? dhT[p] : C{};
     for (int64_t i0 = 0; i0 < n; i0 += kUnroll) {
       C lf[kUnroll] = {}, hl[kUnroll] = {}, lb[kUnroll] = {}, dl[kUnroll] = {};
 #pragma unroll
@@ -345,7 +393,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
 }
 
 // The one-pass chunk forward: block = (b, tile of kTileCh channels) with kLanes time lanes (one
-// warp each) of kLaneSteps steps; thread (lane, ch) holds its steps' x and exp(g) in registers.
+// warp each) of kLaneSteps steps; thread (lane, ch) holds its steps' x and g in registers as
+// stored (exp(g) is computed in both scans: the kernel is bound by memory, not by exp).
 // Per window of kWindow steps: lane summaries to shared memory; each lane folds the summaries of
 // the lanes before it into the window's carry; it then rescans its steps from that state and
 // writes o; the last lane's end state is the next window's carry. Steps past T and channels past
@@ -370,22 +419,26 @@ __global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
   const int64_t tiles = (D + kTileCh - 1) / kTileCh;
   const int64_t b = blockIdx.x / tiles, d = (blockIdx.x % tiles) * kTileCh + ch;
   const bool live = d < D;
-  if (lane == 0) carry[ch] = live && h0 ? h0[b * D + d] : C(0);
-  C h = C(0);
+  if (lane == 0) carry[ch] = live && h0 ? h0[b * D + d] : C{};
+  C h = C{};
   for (int64_t w0 = 0; w0 < T; w0 += kWindow) {
     const int64_t t0 = w0 + int64_t(lane) * kLaneSteps, at = (b * T + t0) * D + d;
-    C xs[kLaneSteps], fs[kLaneSteps], lam = C(0);
+    const S zero = value_cast<S>(C{});  // an identity step: x = 0, g = 0
+    S xs[kLaneSteps], gs[kLaneSteps];
 #pragma unroll
     for (int s = 0; s < kLaneSteps; ++s) {
       const bool in = live && t0 + s < T;
-      const C gv = in ? value_cast<C>(g[at + s * D]) : C(0);
-      xs[s] = in ? value_cast<C>(x[at + s * D]) : C(0);
-      fs[s] = exp(gv);
+      gs[s] = in ? g[at + s * D] : zero;
+      xs[s] = in ? x[at + s * D] : zero;
+    }
+    C lam = C{};
+    h = C{};
+#pragma unroll
+    for (int s = 0; s < kLaneSteps; ++s) {
+      const C gv = value_cast<C>(gs[s]);
+      h = exp(gv) * h + value_cast<C>(xs[s]);
       lam += gv;
     }
-    h = C(0);
-#pragma unroll
-    for (int s = 0; s < kLaneSteps; ++s) h = fs[s] * h + xs[s];
     lane_h[lane][ch] = h;
     lane_decay[lane][ch] = exp(lam);
     __syncthreads();  // every lane's summary and the window's carry written
@@ -394,7 +447,7 @@ __global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
     __syncthreads();  // every read of carry and the summaries done before they are rewritten
 #pragma unroll
     for (int s = 0; s < kLaneSteps; ++s) {
-      h = fs[s] * h + xs[s];
+      h = exp(value_cast<C>(gs[s])) * h + value_cast<C>(xs[s]);
       if (live && t0 + s < T) o[at + s * D] = value_cast<S>(h);
     }
     if (lane == kLanes - 1) carry[ch] = h;
@@ -409,10 +462,11 @@ void check_dims(const HgrnDims& d, bool has_inputs, const char* op) {
   HLA_CHECK(has_inputs, op << ": x and g are required");
 }
 
-// Scratch of n elements of the compute type C (f32 or f64).
+// Scratch of n elements of the compute type C (f32, f64 or FloatPair: two f32).
 template <class C>
 Tensor scratch_of(int64_t n) {
-  return cuda_empty({n}, std::is_same_v<C, double> ? DType::f64 : DType::f32);
+  if constexpr (std::is_same_v<C, double>) return cuda_empty({n}, DType::f64);
+  return cuda_empty({n * int64_t(sizeof(C) / sizeof(float))}, DType::f32);
 }
 
 ChunkGrid chunk_grid(const HgrnDims& d) {
@@ -446,7 +500,8 @@ void chunk_forward(const ScanForward<S>& s, const char* op) {
   check_dims(s.d, s.x && s.g, op);
   HLA_CHECK(s.o, "o is required");
   const int64_t blocks = s.d.B * ((s.d.D + kTileCh - 1) / kTileCh);
-  if (blocks >= Context::get().props().multiProcessorCount) {  // the one-pass forward fills the GPU
+  // the one-pass forward fills the GPU (a block of pairs does the work of two)
+  if (blocks * kChannelsPer<S> >= Context::get().props().multiProcessorCount) {
     HLA_CHECK(blocks < (int64_t(1) << 31), op << ": B*D too large");
     hgrn_window_fwd_kernel<S><<<static_cast<unsigned>(blocks), kTileCh * kLanes, 0, stream()>>>(
         s.x, s.g, s.h0, s.o, s.hT, s.d.T, s.d.D);
@@ -520,6 +575,50 @@ ScanBackward<bf16_dev> scan_of(const HgrnBf16Args& a, const HgrnBf16Grad& grad) 
           grad.dhT, dev_ptr(grad.dx), dev_ptr(grad.dg), grad.dh0};
 }
 
+// ---- the same calls on channel pairs (header): D even, every bf16 pointer 4-byte aligned
+bool pairs_fit(int64_t D, std::initializer_list<const void*> bf16_pointers) {
+  if (D % 2 != 0) return false;
+  for (const void* p : bf16_pointers)
+    if (p && reinterpret_cast<uintptr_t>(p) % alignof(bf16x2_dev) != 0) return false;
+  return true;
+}
+const bf16x2_dev* pairs(const bf16_dev* p) {
+  return reinterpret_cast<const bf16x2_dev*>(p);
+}
+bf16x2_dev* pairs(bf16_dev* p) {
+  return reinterpret_cast<bf16x2_dev*>(p);
+}
+const FloatPair* pairs(const float* p) {
+  return reinterpret_cast<const FloatPair*>(p);
+}
+FloatPair* pairs(float* p) {
+  return reinterpret_cast<FloatPair*>(p);
+}
+kernels::HgrnDims pair_dims(kernels::HgrnDims d) {
+  return {d.B, d.T, d.D / 2};
+}
+
+ScanForward<bf16x2_dev> pairs_of(const ScanForward<bf16_dev>& s) {
+  return {pair_dims(s.d), pairs(s.x), pairs(s.g), pairs(s.h0), pairs(s.o), pairs(s.hT)};
+}
+ScanBackward<bf16x2_dev> pairs_of(const ScanBackward<bf16_dev>& s) {
+  return {pair_dims(s.d), pairs(s.x),  pairs(s.g),  pairs(s.h0), pairs(s.dout),
+          pairs(s.dhT),   pairs(s.dx), pairs(s.dg), pairs(s.dh0)};
+}
+bool pairs_fit(const ScanForward<bf16_dev>& s) {
+  return pairs_fit(s.d.D, {s.x, s.g, s.o});
+}
+bool pairs_fit(const ScanBackward<bf16_dev>& s) {
+  return pairs_fit(s.d.D, {s.x, s.g, s.dout, s.dx, s.dg});
+}
+
+// Runs run(scan) on channel pairs when they fit, else on single channels.
+template <class Scan, class Run>
+void on_pairs_if_fit(const Scan& s, Run&& run) {
+  if (pairs_fit(s)) return run(pairs_of(s));
+  run(s);
+}
+
 }  // namespace
 
 template <class S>
@@ -549,16 +648,22 @@ template void hgrn_chunk_backward<float>(const HgrnArgs<float>&, const HgrnGrad<
 template void hgrn_chunk_backward<double>(const HgrnArgs<double>&, const HgrnGrad<double>&);
 
 void hgrn_recurrent_forward_bf16(const HgrnBf16Args& a, const HgrnBf16Out& out) {
-  recurrent_forward(scan_of(a, out), "hgrn_recurrent_forward_bf16 (cuda)");
+  on_pairs_if_fit(scan_of(a, out), [](const auto& s) {
+    recurrent_forward(s, "hgrn_recurrent_forward_bf16 (cuda)");
+  });
 }
 void hgrn_recurrent_backward_bf16(const HgrnBf16Args& a, const HgrnBf16Grad& grad) {
-  recurrent_backward(scan_of(a, grad), "hgrn_recurrent_backward_bf16 (cuda)");
+  on_pairs_if_fit(scan_of(a, grad), [](const auto& s) {
+    recurrent_backward(s, "hgrn_recurrent_backward_bf16 (cuda)");
+  });
 }
 void hgrn_chunk_forward_bf16(const HgrnBf16Args& a, const HgrnBf16Out& out) {
-  chunk_forward(scan_of(a, out), "hgrn_chunk_forward_bf16 (cuda)");
+  on_pairs_if_fit(scan_of(a, out),
+                  [](const auto& s) { chunk_forward(s, "hgrn_chunk_forward_bf16 (cuda)"); });
 }
 void hgrn_chunk_backward_bf16(const HgrnBf16Args& a, const HgrnBf16Grad& grad) {
-  chunk_backward(scan_of(a, grad), "hgrn_chunk_backward_bf16 (cuda)");
+  on_pairs_if_fit(scan_of(a, grad),
+                  [](const auto& s) { chunk_backward(s, "hgrn_chunk_backward_bf16 (cuda)"); });
 }
 
 }  // namespace hla::cuda

@@ -5,7 +5,9 @@
 // three-pass chunk forward) and B = 5 (the chunk tier's one-pass forward), T in {1, 65, 2049},
 // strong decay exp(g) in [0.007, 0.37] and weak decay in [0.95, 0.999], h0 / dhT given and not;
 // then the bf16 kernels against the f32 GPU kernels on the same values, and the autograd op hgrn()
-// on bf16 CUDA Vars.
+// on bf16 CUDA Vars. Both ways the kernels read bf16 are covered: channel pairs (even D, aligned
+// pointers: D = 1000, 100, 70) and one channel a thread (odd D = 999, and inputs one element
+// past a 4-byte boundary).
 //
 // Tolerances. The kernels do the f32 kernels' arithmetic on the values the CPU reads; what differs
 // is one rounding of each bf16 output (8 significant bits: relative error at most 2^-8 = 3.9e-3,
@@ -117,19 +119,31 @@ Results run_f32(const Case& c_in, Tier tier, Device dev) {
   return res;
 }
 
+// t's values as bf16 on the device, starting one element past a 4-byte boundary (the element
+// before is padding): a pointer the kernels cannot read as channel pairs.
+Tensor bf16_after_padding(const Tensor& t) {
+  std::vector<double> v = vals(t);
+  v.insert(v.begin(), 0.0);
+  return Tensor::from_values(v, {t.numel() + 1}, DType::bf16).to(Device::CUDA);
+}
+
 // The same through the bf16 kernels: x, g, do converted to bf16 on the device (exact: they are
-// bf16 values), h0 and dhT as f32.
-Results run_bf16(const Case& c_cpu, Tier tier) {
+// bf16 values), h0 and dhT as f32. misaligned: x, g and do start one element past a 4-byte
+// boundary (the kernels then run one channel a thread whatever D).
+Results run_bf16(const Case& c_cpu, Tier tier, bool misaligned = false) {
   const Device dev = Device::CUDA;
-  auto bf = [&](const Tensor& t) { return t.to(dev).to(DType::bf16); };
+  auto bf = [&](const Tensor& t) {
+    return misaligned ? bf16_after_padding(t) : t.to(dev).to(DType::bf16);
+  };
+  auto at = [&](const Tensor& t) { return t.data<bf16>() + (misaligned ? 1 : 0); };
   auto f32 = [&](const Tensor& t) { return t.defined() ? t.to(dev) : Tensor(); };
   const Tensor x = bf(c_cpu.x), g = bf(c_cpu.g), dout = bf(c_cpu.dout);
   const Tensor h0 = f32(c_cpu.h0), dhT = f32(c_cpu.dhT);
-  const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
+  const int64_t B = c_cpu.x.size(0), T = c_cpu.x.size(1), D = c_cpu.x.size(2);
   cuda::HgrnBf16Args a;
   a.d = {B, T, D};
-  a.x = x.data<bf16>();
-  a.g = g.data<bf16>();
+  a.x = at(x);
+  a.g = at(g);
   a.h0 = ptr_or_null<float>(h0);
   Tensor o = Tensor::empty({B, T, D}, DType::bf16, dev);
   Tensor hT = Tensor::empty({B, D}, DType::f32, dev);
@@ -137,7 +151,7 @@ Results run_bf16(const Case& c_cpu, Tier tier) {
   Tensor dg = Tensor::empty({B, T, D}, DType::bf16, dev);
   Tensor dh0 = h0.defined() ? Tensor::empty({B, D}, DType::f32, dev) : Tensor();
   cuda::HgrnBf16Grad gr;
-  gr.dout = dout.data<bf16>();
+  gr.dout = at(dout);
   gr.dhT = ptr_or_null<float>(dhT);
   gr.dx = dx.data<bf16>();
   gr.dg = dg.data<bf16>();
@@ -174,30 +188,31 @@ std::vector<double> require_close_all(const Results& ref, const Results& out) {
 TEST_CASE("cuda hgrn bf16 kernels match the CPU f32 tiers on bf16 inputs", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(81);
-  const int64_t D = 1000;
-  for (int64_t B : {2, 5})  // 64 channel tiles (three-pass forward), 160 (one-pass)
-    for (bool strong : {true, false})
-      for (bool with_states : {true, false})
-        for (Tier tier : {Tier::Recurrent, Tier::Chunk}) {
-          if (B == 5 && tier == Tier::Recurrent) continue;  // the width matters to the chunk tier
-          std::vector<double> at_65;                        // the errors at T = 65
-          for (int64_t T : {1, 65, 2049}) {
-            INFO((tier == Tier::Chunk ? "chunk" : "recurrent")
-                 << " B,T,D " << B << "," << T << "," << D << (strong ? " strong" : " weak")
-                 << " decay, h0/dhT " << with_states);
-            const Case c = make_case(B, T, D, strong, with_states, gen);
-            const std::vector<double> errors =
-                require_close_all(run_f32(c, tier, Device::CPU), run_bf16(c, tier));
-            if (T == 65) at_65 = errors;
-            if (T != 2049) continue;
-            for (size_t i = 0; i < errors.size(); ++i) {
-              if (is_state(i)) continue;
-              INFO(kNames[i] << " rel_rms " << errors[i] << " at T=2049, " << at_65[i]
-                             << " at T=65");
-              REQUIRE(errors[i] <= kGrowth * at_65[i] + kGrowthFloor);
+  for (int64_t D : {1000, 999})  // channel pairs; one channel a thread (odd D: strong decay only)
+    for (int64_t B : {2, 5})     // 64 channel tiles (three-pass forward), 160 (one-pass)
+      for (bool strong : {true, false})
+        for (bool with_states : {true, false})
+          for (Tier tier : {Tier::Recurrent, Tier::Chunk}) {
+            if (B == 5 && tier == Tier::Recurrent) continue;  // the width matters to the chunk tier
+            if (D % 2 == 1 && !strong) continue;
+            std::vector<double> at_65;  // the errors at T = 65
+            for (int64_t T : {1, 65, 2049}) {
+              INFO((tier == Tier::Chunk ? "chunk" : "recurrent")
+                   << " B,T,D " << B << "," << T << "," << D << (strong ? " strong" : " weak")
+                   << " decay, h0/dhT " << with_states);
+              const Case c = make_case(B, T, D, strong, with_states, gen);
+              const std::vector<double> errors =
+                  require_close_all(run_f32(c, tier, Device::CPU), run_bf16(c, tier));
+              if (T == 65) at_65 = errors;
+              if (T != 2049) continue;
+              for (size_t i = 0; i < errors.size(); ++i) {
+                if (is_state(i)) continue;
+                INFO(kNames[i] << " rel_rms " << errors[i] << " at T=2049, " << at_65[i]
+                               << " at T=65");
+                REQUIRE(errors[i] <= kGrowth * at_65[i] + kGrowthFloor);
+              }
             }
           }
-        }
 }
 
 // The bf16 kernels are the f32 kernels with bf16 loads and stores: on the same values hT and dh0
@@ -209,13 +224,16 @@ TEST_CASE("cuda hgrn bf16 kernels compute what the f32 kernels compute", "[cuda]
   Generator gen(82);
   struct Shape3 {
     int64_t B, T, D;
+    bool misaligned;
   };
-  for (const Shape3& s : {Shape3{5, 300, 1000}, Shape3{1, 300, 100}})
+  // pairs (one-pass and three-pass forward), then one channel a thread: odd D, misaligned inputs
+  for (const Shape3& s : {Shape3{5, 300, 1000, false}, Shape3{1, 300, 100, false},
+                          Shape3{5, 300, 999, false}, Shape3{5, 300, 1000, true}})
     for (Tier tier : {Tier::Recurrent, Tier::Chunk}) {
       INFO((tier == Tier::Chunk ? "chunk" : "recurrent")
-           << " B,T,D " << s.B << "," << s.T << "," << s.D);
+           << " B,T,D " << s.B << "," << s.T << "," << s.D << " misaligned " << s.misaligned);
       const Case c = make_case(s.B, s.T, s.D, false, true, gen);
-      const Results f32 = run_f32(c, tier, Device::CUDA), bf = run_bf16(c, tier);
+      const Results f32 = run_f32(c, tier, Device::CUDA), bf = run_bf16(c, tier, s.misaligned);
       REQUIRE_CLOSE("o", vals(bf16_rounded(f32[0])), vals(bf[0]), 1e-4);
       REQUIRE_CLOSE("hT", vals(f32[1]), vals(bf[1]), 1e-6);
       REQUIRE_CLOSE("dx", vals(bf16_rounded(f32[2])), vals(bf[2]), 1e-4);
