@@ -2,7 +2,10 @@
 // delta_net, gated_deltanet, transformer) and a GLA 3:1 hybrid, a tiny HybridLM built from the
 // same seed on both devices takes 20 AdamW steps with global-norm clipping on the same batches.
 // T = 128 runs the chunked kernels (Impl::Auto picks them for T > 64); one gated_deltanet case
-// at T = 32 runs the step-by-step ones.
+// at T = 32 runs the step-by-step ones. Then fla's non-default layer options (nn/model.h): GLA
+// and RetNet with shared key/value heads (GQA) and feature maps, GLA's log-decay floor, DeltaNet
+// without beta and with other q/k activations and norms, Gated DeltaNet with more value heads
+// (GVA), under the same bounds.
 //
 // Checked, per step: the loss and the gradient norm before clipping; at the first step every
 // parameter gradient by name; after the last step every parameter by name.
@@ -21,6 +24,7 @@
 #ifdef HLA_WITH_CUDA
 
 #include <cmath>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -49,6 +53,7 @@ struct TrainCase {
   std::string layout;  // "pure" or "r:1"
   int64_t num_layers;
   int64_t T;
+  std::function<void(nn::ModelConfig&)> options = {};  // layer options beyond the defaults
 };
 
 nn::ModelConfig tiny_config(const TrainCase& c) {
@@ -66,6 +71,7 @@ nn::ModelConfig tiny_config(const TrainCase& c) {
   m.attn_num_heads = 2;
   m.attn_num_kv_heads = 2;
   m.initializer_range = 0.1;  // large enough that every layer shapes the loss
+  if (c.options) c.options(m);
   return m;
 }
 
@@ -159,6 +165,35 @@ TEST_CASE("cuda training matches the CPU: recurrent kernels (gated_deltanet, T =
   HLA_REQUIRE_GPU();
   cuda::set_tf32(false);
   train_on_both({"gated_deltanet", "pure", 2, 32});
+}
+
+TEST_CASE("cuda training matches the CPU: fla's layer options (T = 128)", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  cuda::set_tf32(false);
+  SECTION("gla: 1 kv head of 2 (GQA), relu feature map, log decay floored at -0.03") {
+    train_on_both({"gla", "pure", 2, 128, [](nn::ModelConfig& m) {
+                     m.num_kv_heads = 1;
+                     m.feature_map = "relu";
+                     m.clamp_min = -0.03;
+                   }});
+  }
+  SECTION("retnet: 1 kv head of 2 (GQA), silu feature map") {
+    train_on_both({"retnet", "pure", 2, 128, [](nn::ModelConfig& m) {
+                     m.num_kv_heads = 1;
+                     m.feature_map = "silu";
+                   }});
+  }
+  SECTION("delta_net: no beta, elu q/k activation, sum q/k norm") {
+    train_on_both({"delta_net", "pure", 2, 128, [](nn::ModelConfig& m) {
+                     m.use_beta = false;
+                     m.qk_activation = "elu";
+                     m.qk_norm = "sum";
+                   }});
+  }
+  SECTION("gated_deltanet: 4 value heads over 2 q/k heads (GVA)") {
+    train_on_both(
+        {"gated_deltanet", "pure", 2, 128, [](nn::ModelConfig& m) { m.num_v_heads = 4; }});
+  }
 }
 
 #endif  // HLA_WITH_CUDA
