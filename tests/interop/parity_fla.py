@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Parity of `hla export` with fla's model classes (run by hand on a GPU machine; not in ctest).
 
-For every variant and a GLA 3:1 hybrid this script trains a tiny hla model for one step (to get
+For every variant, a GLA 3:1 hybrid and fla's non-default layer options (GLA / RetNet GQA and
+feature maps, GLA's decay floor, DeltaNet without beta with other q/k activation and norm,
+Gated DeltaNet with more value heads) this script trains a tiny hla model for one step (to get
 a checkpoint), exports it with `hla export`, loads the directory with fla's *ForCausalLM class
 through transformers' AutoModelForCausalLM (fp32), and compares on the same tokens
 
@@ -41,6 +43,15 @@ VARIANTS = {
     "gated_deltanet": "num_heads = 2\nhead_dim = 32",
     "transformer": "",
 }
+# fla's layer options beyond the defaults: (tag, variant, extra [model] keys)
+OPTIONS = [
+    ("gla_gqa_relu_floor", "gla",
+     'num_heads = 2\nnum_kv_heads = 1\nfeature_map = "relu"\nclamp_min = -0.03'),
+    ("retnet_gqa_silu", "retnet", 'num_heads = 2\nnum_kv_heads = 1\nfeature_map = "silu"'),
+    ("delta_net_nobeta_elu_sum", "delta_net",
+     'num_heads = 2\nuse_beta = false\nqk_activation = "elu"\nqk_norm = "sum"'),
+    ("gated_deltanet_gva", "gated_deltanet", "num_heads = 2\nhead_dim = 32\nnum_v_heads = 4"),
+]
 
 
 def config_toml(variant, layout, extra, data_dir):
@@ -129,11 +140,12 @@ def main():
         with open(os.path.join(work, f"{name}.bin"), "wb") as f:
             f.write(struct.pack(f"<{len(tokens)}H", *tokens.tolist()))
 
-    cases = [(v, "transformer" if v == "transformer" else "pure", extra)
-             for v, extra in VARIANTS.items()] + [("gla", "3:1", VARIANTS["gla"])]
+    cases = [(f"{v}_{'transformer' if v == 'transformer' else 'pure'}", v,
+              "transformer" if v == "transformer" else "pure", extra) for v, extra in VARIANTS.items()]
+    cases += [("gla_3to1", "gla", "3:1", VARIANTS["gla"])]
+    cases += [(tag, v, "pure", extra) for tag, v, extra in OPTIONS]
     failures = skipped = 0
-    for variant, layout, extra in cases:
-        tag = f"{variant}_{layout.replace(':', 'to')}"
+    for tag, variant, layout, extra in cases:
         cfg = os.path.join(work, f"{tag}.toml")
         with open(cfg, "w") as f:
             f.write(config_toml(variant, layout, extra, work))
