@@ -21,7 +21,7 @@ PyTorch implementation of spec/recurrences.md section 7 (causal softmax attentio
 an optional window), so the transformer and the hybrids compare hla's attention layer with fla's
 layer around that reference instead of with flash-attn's kernel (and say so in the output).
 
-    python3 tests/interop/parity_fla.py --hla build/hla [--keep DIR]
+    python3 tests/interop/parity_fla.py --hla build/hla [--keep DIR] [--only gla,retnet_gqa]
 """
 import argparse
 import os
@@ -117,6 +117,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hla", default="build/hla")
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one)")
+    ap.add_argument("--only", help="comma-separated substrings: run the cases whose tag has one")
     args = ap.parse_args()
 
     import h5py
@@ -144,6 +145,11 @@ def main():
               "transformer" if v == "transformer" else "pure", extra) for v, extra in VARIANTS.items()]
     cases += [("gla_3to1", "gla", "3:1", VARIANTS["gla"])]
     cases += [(tag, v, "pure", extra) for tag, v, extra in OPTIONS]
+    if args.only:
+        cases = [c for c in cases if any(part in c[0] for part in args.only.split(","))]
+        if not cases:
+            sys.exit(f"--only {args.only}: no case matches (tags: "
+                     f"{', '.join(t for t, *_ in OPTIONS)} and <variant>_pure, gla_3to1, ...)")
     failures = skipped = 0
     for tag, variant, layout, extra in cases:
         cfg = os.path.join(work, f"{tag}.toml")
