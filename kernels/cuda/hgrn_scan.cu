@@ -86,6 +86,7 @@ struct FloatPair {
 static_assert(sizeof(FloatPair) == 2 * sizeof(float) && alignof(FloatPair) == alignof(float),
               "FloatPair reads an f32 [.., D] array as [.., D/2] pairs");
 using bf16x2_dev = __nv_bfloat162;
+static_assert(sizeof(bf16x2_dev) == 4 && alignof(bf16x2_dev) == 4, "a pair loads as one 32-bit word");
 
 template <>
 struct ComputeType<bf16x2_dev> {
@@ -579,7 +580,7 @@ ScanBackward<bf16_dev> scan_of(const HgrnBf16Args& a, const HgrnBf16Grad& grad) 
 bool pairs_fit(int64_t D, std::initializer_list<const void*> bf16_pointers) {
   if (D % 2 != 0) return false;
   for (const void* p : bf16_pointers)
-    if (p && reinterpret_cast<uintptr_t>(p) % alignof(bf16x2_dev) != 0) return false;
+    if (p && reinterpret_cast<uintptr_t>(p) % 4 != 0) return false;
   return true;
 }
 const bf16x2_dev* pairs(const bf16_dev* p) {
