@@ -43,9 +43,7 @@
 #include "autograd/primitives.h"
 #include "autograd/recurrences.h"
 #include "kernels/cuda/ops_cuda.h"
-#include "nn/model.h"
-#include "optim/adamw.h"
-#include "optim/clip.h"
+#include "tests/cuda/tiny_training.h"
 
 using namespace hla;
 using namespace hla::cuda_test;
@@ -60,7 +58,6 @@ constexpr double kAllGradsTol = 0.15;
 constexpr double kParamGradTol = 0.5;
 constexpr int kSteps = 20;
 constexpr double kLr = 1e-3;
-constexpr int64_t kVocab = 64, kBatch = 2;
 
 // t rounded to bf16 and back: values that f32 and bf16 hold exactly, so both runs see them.
 Tensor bf16_exact(const Tensor& t) { return t.to(DType::bf16).to(DType::f32); }
@@ -114,57 +111,6 @@ void check_bf16_node(const std::string& op_name, const NodeOp& op,
 
 // ---- 3. training in bf16 against fp32
 
-struct TrainCase {
-  std::string variant;
-  std::string layout;  // "pure" or "r:1"
-  int64_t num_layers;
-  int64_t T;
-};
-
-nn::ModelConfig tiny_config(const TrainCase& c) {
-  nn::ModelConfig m;
-  m.variant = c.variant;
-  m = nn::with_variant_defaults(m);
-  m.vocab_size = kVocab;
-  m.hidden_size = 32;
-  m.num_layers = c.num_layers;
-  m.num_heads = 2;
-  m.expand_ratio = 16;  // hgrn2: 2 heads
-  m.head_dim = 8;       // gated_deltanet: K = 8, V = 16
-  m.intermediate_size = 64;
-  m.attention = nn::attention_layers(c.layout, c.num_layers);
-  m.attn_num_heads = 2;
-  m.attn_num_kv_heads = 2;
-  m.initializer_range = 0.1;  // large enough that every layer shapes the loss
-  return m;
-}
-
-// Random token ids [B, T + 1] of a fixed seed, cut into inputs [B, T] and targets [B, T].
-std::pair<Tensor, Tensor> batch(std::mt19937& rng, int64_t T) {
-  std::vector<int32_t> in, out;
-  for (int64_t b = 0; b < kBatch; ++b) {
-    std::vector<int32_t> ids(static_cast<size_t>(T + 1));
-    for (auto& id : ids) id = static_cast<int32_t>(rng() % kVocab);
-    in.insert(in.end(), ids.begin(), ids.end() - 1);
-    out.insert(out.end(), ids.begin() + 1, ids.end());
-  }
-  return {Tensor::from_vector(in, {kBatch, T}), Tensor::from_vector(out, {kBatch, T})};
-}
-
-struct StepResult {
-  double loss = 0, grad_norm = 0;
-};
-
-StepResult train_step(nn::HybridLM& model, optim::AdamW& opt, const std::vector<Var>& params,
-                      const Tensor& inputs, const Tensor& targets) {
-  opt.zero_grad();
-  const Var loss = model.loss(inputs.to(Device::CUDA), targets.to(Device::CUDA));
-  REQUIRE(loss.device() == Device::CUDA);
-  REQUIRE(loss.dtype() == DType::f32);
-  loss.backward();
-  return {loss.item(), optim::clip_grad_norm(params, 1.0)};
-}
-
 void train_fp32_and_bf16(const TrainCase& c) {
   INFO(c.variant << " " << c.layout << " L=" << c.num_layers << " T=" << c.T);
   const nn::ModelConfig config = tiny_config(c);
@@ -185,9 +131,9 @@ void train_fp32_and_bf16(const TrainCase& c) {
   std::mt19937 rng(7);
   for (int step = 0; step < kSteps; ++step) {
     INFO("step " << step + 1);
-    const auto [inputs, targets] = batch(rng, c.T);
-    const StepResult r = train_step(fp32, opt_fp32, params_fp32, inputs, targets);
-    const StepResult m = train_step(bf16, opt_bf16, params_bf16, inputs, targets);
+    const auto [inputs, targets] = token_batch(rng, c.T);
+    const StepResult r = train_step(fp32, opt_fp32, params_fp32, inputs, targets, Device::CUDA);
+    const StepResult m = train_step(bf16, opt_bf16, params_bf16, inputs, targets, Device::CUDA);
     INFO("loss fp32 " << r.loss << " bf16 " << m.loss << "; grad norm fp32 " << r.grad_norm
                       << " bf16 " << m.grad_norm);
     REQUIRE(std::isfinite(m.loss));

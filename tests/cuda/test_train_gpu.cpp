@@ -24,16 +24,12 @@
 #ifdef HLA_WITH_CUDA
 
 #include <cmath>
-#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/cuda/ops_cuda.h"
-#include "nn/model.h"
-#include "optim/adamw.h"
-#include "optim/clip.h"
-#include "tests/cuda/cuda_test_helpers.h"
+#include "tests/cuda/tiny_training.h"
 
 using namespace hla;
 using namespace hla::cuda_test;
@@ -46,62 +42,6 @@ constexpr double kGradNormTol = 1e-2;
 constexpr double kParamTol = 2e-4;
 constexpr int kSteps = 20;
 constexpr double kLr = 1e-3;
-constexpr int64_t kVocab = 64, kBatch = 2;
-
-struct TrainCase {
-  std::string variant;
-  std::string layout;  // "pure" or "r:1"
-  int64_t num_layers;
-  int64_t T;
-  std::function<void(nn::ModelConfig&)> options = {};  // layer options beyond the defaults
-};
-
-nn::ModelConfig tiny_config(const TrainCase& c) {
-  nn::ModelConfig m;
-  m.variant = c.variant;
-  m = nn::with_variant_defaults(m);
-  m.vocab_size = kVocab;
-  m.hidden_size = 32;
-  m.num_layers = c.num_layers;
-  m.num_heads = 2;
-  m.expand_ratio = 16;  // hgrn2: 2 heads
-  m.head_dim = 8;       // gated_deltanet: K = 8, V = 16
-  m.intermediate_size = 64;
-  m.attention = nn::attention_layers(c.layout, c.num_layers);
-  m.attn_num_heads = 2;
-  m.attn_num_kv_heads = 2;
-  m.initializer_range = 0.1;  // large enough that every layer shapes the loss
-  if (c.options) c.options(m);
-  return m;
-}
-
-// Random token ids [B, T + 1] of a fixed seed, cut into inputs [B, T] and targets [B, T].
-std::pair<Tensor, Tensor> batch(std::mt19937& rng, int64_t T) {
-  std::vector<int32_t> in, out;
-  for (int64_t b = 0; b < kBatch; ++b) {
-    std::vector<int32_t> ids(static_cast<size_t>(T + 1));
-    for (auto& id : ids) id = static_cast<int32_t>(rng() % kVocab);
-    in.insert(in.end(), ids.begin(), ids.end() - 1);
-    out.insert(out.end(), ids.begin() + 1, ids.end());
-  }
-  return {Tensor::from_vector(in, {kBatch, T}), Tensor::from_vector(out, {kBatch, T})};
-}
-
-struct StepResult {
-  double loss = 0, grad_norm = 0;
-};
-
-StepResult train_step(nn::HybridLM& model, optim::AdamW& opt, const std::vector<Var>& params,
-                      const Tensor& inputs, const Tensor& targets, Device device) {
-  opt.zero_grad();
-  const Var loss = model.loss(inputs.to(device), targets.to(device));
-  REQUIRE(loss.device() == device);
-  loss.backward();
-  StepResult r;
-  r.loss = loss.item();
-  r.grad_norm = optim::clip_grad_norm(params, 1.0);
-  return r;
-}
 
 void train_on_both(const TrainCase& c) {
   INFO(c.variant << " " << c.layout << " L=" << c.num_layers << " T=" << c.T);
@@ -119,7 +59,7 @@ void train_on_both(const TrainCase& c) {
   std::mt19937 rng(7);
   for (int step = 0; step < kSteps; ++step) {
     INFO("step " << step + 1);
-    const auto [inputs, targets] = batch(rng, c.T);
+    const auto [inputs, targets] = token_batch(rng, c.T);
     const StepResult rc = train_step(cpu_model, cpu_opt, cpu_params, inputs, targets, Device::CPU);
     const StepResult rg = train_step(gpu_model, gpu_opt, gpu_params, inputs, targets, Device::CUDA);
     INFO("loss cpu " << rc.loss << " gpu " << rg.loss << "; grad norm cpu " << rc.grad_norm
