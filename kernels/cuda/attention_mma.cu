@@ -55,6 +55,7 @@
 #include <string>
 #include <type_traits>
 
+#include "kernels/cuda/attention_mask.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
@@ -87,26 +88,6 @@ template <int D>
 constexpr int bwd_query_tile() {
   return D == 64 ? 64 : 32;
 }
-
-// Masks of the contract (kernels/reference/softmax_attention.cpp), as in attention_tiled.cu.
-struct MaskRule {
-  int64_t T;
-  bool causal;
-  int64_t window;
-  __device__ bool allowed(int64_t i, int64_t j) const {
-    return i < T && j < T && (!causal || j <= i) && (window <= 0 || j >= i - window + 1);
-  }
-  // Keys seen by queries [i0, i1): [first, last]
-  __device__ int64_t first_key(int64_t i0) const {
-    return window > 0 ? (i0 - window + 1 > 0 ? i0 - window + 1 : 0) : 0;
-  }
-  __device__ int64_t last_key(int64_t i1) const { return causal ? i1 - 1 : T - 1; }
-  // Queries that see keys [j0, j1): [first, last]
-  __device__ int64_t first_query(int64_t j0) const { return causal ? j0 : 0; }
-  __device__ int64_t last_query(int64_t j1) const {
-    return window > 0 ? (j1 + window - 2 < T - 1 ? j1 + window - 2 : T - 1) : T - 1;
-  }
-};
 
 __device__ inline int64_t row_offset(int64_t b, int64_t t, int64_t T, int64_t heads, int64_t hd,
                                      int64_t D) {

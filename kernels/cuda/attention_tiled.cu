@@ -35,6 +35,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "kernels/cuda/attention_mask.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
@@ -83,25 +84,6 @@ template <class S>
 __device__ inline void load_vec(S* dst, int rows, const S* __restrict__ src, int n) {
   for (int r = threadIdx.x; r < rows; r += blockDim.x) dst[r] = r < n ? src[r] : S(0);
 }
-
-struct MaskRule {
-  int64_t T;
-  bool causal;
-  int64_t window;
-  __device__ bool allowed(int64_t i, int64_t j) const {
-    return i < T && j < T && (!causal || j <= i) && (window <= 0 || j >= i - window + 1);
-  }
-  // Keys seen by queries [i0, i1): [first, last]
-  __device__ int64_t first_key(int64_t i0) const {
-    return window > 0 ? (i0 - window + 1 > 0 ? i0 - window + 1 : 0) : 0;
-  }
-  __device__ int64_t last_key(int64_t i1) const { return causal ? i1 - 1 : T - 1; }
-  // Queries that see keys [j0, j1): [first, last]
-  __device__ int64_t first_query(int64_t j0) const { return causal ? j0 : 0; }
-  __device__ int64_t last_query(int64_t j1) const {
-    return window > 0 ? (j1 + window - 2 < T - 1 ? j1 + window - 2 : T - 1) : T - 1;
-  }
-};
 
 template <class S>
 __device__ inline MaskRule mask_of(const AttentionArgs<S>& a) {

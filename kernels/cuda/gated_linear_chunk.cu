@@ -49,6 +49,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/gated_linear_geometry.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
 namespace hla::cuda {
@@ -72,27 +73,6 @@ constexpr int kTileRowsPerThread = kN * kTile / kBlock;
 constexpr int kStateRowsPerThread = kTile * kTile / kBlock;
 static_assert(kBlock % kN == 0 && kBlock % kTile == 0 && kN % kTile == 0,
               "the fixed ownership needs whole rows per pass");
-
-// Sizes and flat offsets of one problem; bh = b * H + h.
-struct Geometry {
-  int64_t B, T, H, K, V;
-  int64_t NT;  // chunks per head
-  int64_t Kg;  // columns of G: K for PerKey, 1 otherwise
-  __host__ __device__ int64_t qk(int64_t bh, int64_t t) const {
-    return ((bh / H * T + t) * H + bh % H) * K;
-  }
-  __host__ __device__ int64_t vrow(int64_t bh, int64_t t) const {
-    return ((bh / H * T + t) * H + bh % H) * V;
-  }
-  __host__ __device__ int64_t head_gate(int64_t bh, int64_t t) const {
-    return (bh / H * T + t) * H + bh % H;
-  }
-  __host__ __device__ int64_t g_row(int64_t bh, int64_t t) const { return (bh * T + t) * Kg; }
-  __host__ __device__ int64_t state(int64_t bh) const { return bh * K * V; }
-  __host__ __device__ int64_t chunk_state(int64_t bh, int64_t c) const {
-    return (bh * NT + c) * K * V;
-  }
-};
 
 // Entries of the tile starting at `first` of a dimension of size `total` (at most kTile).
 __host__ __device__ inline int tile_width(int64_t total, int64_t first) {

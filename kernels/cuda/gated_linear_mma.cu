@@ -54,6 +54,7 @@
 #include <string>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/gated_linear_geometry.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
 namespace hla::cuda {
@@ -79,27 +80,6 @@ constexpr int kScorePad = kN + 1;       // row stride of A and dA in shared memo
 constexpr int kTermPad = kKeyTile + 1;  // row stride of the dg term tiles
 static_assert(kN == kWarps * kSub && kN % 16 == 0, "a chunk is whole sub-chunks of 16 rows");
 static_assert(kBlock >= kKeyTile, "one thread per key column of a tile in the dg scan");
-
-// Sizes and flat offsets of one problem; bh = b * H + h.
-struct Geometry {
-  int64_t B, T, H, K, V;
-  int64_t NT;  // chunks per head
-  int64_t Kg;  // columns of G: K for PerKey, 1 otherwise
-  __host__ __device__ int64_t qk(int64_t bh, int64_t t) const {
-    return ((bh / H * T + t) * H + bh % H) * K;
-  }
-  __host__ __device__ int64_t vrow(int64_t bh, int64_t t) const {
-    return ((bh / H * T + t) * H + bh % H) * V;
-  }
-  __host__ __device__ int64_t head_gate(int64_t bh, int64_t t) const {
-    return (bh / H * T + t) * H + bh % H;
-  }
-  __host__ __device__ int64_t g_row(int64_t bh, int64_t t) const { return (bh * T + t) * Kg; }
-  __host__ __device__ int64_t state(int64_t bh) const { return bh * K * V; }
-  __host__ __device__ int64_t chunk_state(int64_t bh, int64_t c) const {
-    return (bh * NT + c) * K * V;
-  }
-};
 
 // The device pointers of one call.
 struct Operands {
