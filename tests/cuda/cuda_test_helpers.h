@@ -33,4 +33,14 @@ inline double tol(DType dt) { return dt == DType::f64 ? kF64 : kF32; }
 inline Tensor gpu(const Tensor& t) { return t.to(Device::CUDA); }
 inline std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
 
+// A defined tensor's data as a kernel argument, null for an undefined (optional) one.
+template <class S>
+const S* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<S>() : nullptr;
+}
+template <class S>
+S* mut_or_null(Tensor& t) {
+  return t.defined() ? t.data<S>() : nullptr;
+}
+
 }  // namespace hla::cuda_test

@@ -3,6 +3,7 @@
 // fla's one-scalar trick (random do and dhT), ragged T (1, 63, 130: across the checkpoint
 // interval of 64), K = 60, V = 33. And the autograd op gla() on CUDA Vars against the CPU.
 #include "tests/cuda/cuda_test_helpers.h"
+#include "tests/cuda/gated_linear_cases.h"
 #ifdef HLA_WITH_CUDA
 #include "autograd/recurrences.h"
 #include "autograd/var.h"
@@ -19,19 +20,6 @@ namespace {
 // f32 gradients sum K*V products per step over T steps in another order than Eigen: 5e-5.
 double grad_tol(DType dt) { return dt == DType::f64 ? 1e-10 : 5e-5; }
 double out_tol(DType dt) { return dt == DType::f64 ? 1e-10 : kF32; }
-
-template <class S>
-const S* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
-}
-template <class S>
-S* mut_or_null(Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
-}
-
-struct Case {
-  Tensor q, k, v, g, h0, dout, dhT;
-};
 
 // Runs forward and backward of the recurrent tier on `dev`; returns o, hT, dq, dk, dv, dg, dh0.
 template <class S>

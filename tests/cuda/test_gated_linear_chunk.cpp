@@ -9,6 +9,7 @@
 // the whole sequence, and the autograd ops gla(), simple_gla() and retention() on CUDA against
 // the CPU over a chunked segment (T = 130) continued by a recurrent one (T = 40).
 #include "tests/cuda/cuda_test_helpers.h"
+#include "tests/cuda/gated_linear_cases.h"
 #ifdef HLA_WITH_CUDA
 #include <cmath>
 
@@ -34,40 +35,6 @@ double grad_tol(DType dt) {
 }
 
 enum class Tier { Chunk, Recurrent };
-enum class Decay { Strong, Weak };
-
-const char* gate_name(GateKind gate) {
-  switch (gate) {
-    case GateKind::PerKey:
-      return "gla";
-    case GateKind::ScalarPerHead:
-      return "simple_gla";
-    case GateKind::FixedPerHead:
-      return "retention";
-    case GateKind::None:
-      return "linear";
-  }
-  return "?";
-}
-
-bool has_gate(GateKind gate) {
-  return gate == GateKind::PerKey || gate == GateKind::ScalarPerHead;
-}
-
-// Log gates: strong logsigmoid(x), x ~ N(0,1) (fla's strongest test decay, applied per key);
-// weak logsigmoid(x) / 16, x ~ N(4,1).
-Tensor log_gates(const Shape& shape, Generator& gen, DType dt, Decay decay) {
-  const bool strong = decay == Decay::Strong;
-  std::vector<double> g =
-      Tensor::randn(shape, gen, DType::f64, strong ? 0.0 : 4.0).to_vector<double>();
-  for (double& e : g) e = -std::log1p(std::exp(-e)) / (strong ? 1.0 : 16.0);
-  return Tensor::from_values(g, shape, dt);
-}
-
-// One problem on the CPU; h0 and dhT undefined without states.
-struct Case {
-  Tensor q, k, v, g, h0, dout, dhT;
-};
 
 Case make_case(const kernels::RecDims& d, GateKind gate, Decay decay, bool with_states, DType dt,
                Generator& gen) {
@@ -83,15 +50,6 @@ Case make_case(const kernels::RecDims& d, GateKind gate, Decay decay, bool with_
   }
   c.dout = Tensor::randn({d.B, d.T, d.H, d.V}, gen, dt);
   return c;
-}
-
-template <class S>
-const S* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
-}
-template <class S>
-S* mut_or_null(Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
 }
 
 // Forward and backward of one tier on `dev`; returns o, hT, dq, dk, dv, dg, dh0 on the CPU

@@ -17,6 +17,7 @@
 // kGrowthFloor (every result but dg, whose error moves with the draw: the scalar gate's key sums
 // cancel; its tolerance bounds it at every T).
 #include "tests/cuda/cuda_test_helpers.h"
+#include "tests/cuda/gated_linear_cases.h"
 #ifdef HLA_WITH_CUDA
 #include <cmath>
 
@@ -38,45 +39,10 @@ constexpr double kGateTol = 3e-2;
 constexpr double kGrowth = 3.0;
 constexpr double kGrowthFloor = 2e-3;
 
-enum class Decay { Strong, Weak };
-
-const char* gate_name(GateKind gate) {
-  switch (gate) {
-    case GateKind::PerKey:
-      return "gla";
-    case GateKind::ScalarPerHead:
-      return "simple_gla";
-    case GateKind::FixedPerHead:
-      return "retention";
-    case GateKind::None:
-      return "linear";
-  }
-  return "?";
-}
-
-bool has_gate(GateKind gate) {
-  return gate == GateKind::PerKey || gate == GateKind::ScalarPerHead;
-}
-
-// Log gates: strong logsigmoid(x), x ~ N(0,1) (fla's strongest test decay); weak
-// logsigmoid(x) / 16, x ~ N(4,1). f32 on the CPU.
-Tensor log_gates(const Shape& shape, Generator& gen, Decay decay) {
-  const bool strong = decay == Decay::Strong;
-  std::vector<double> g =
-      Tensor::randn(shape, gen, DType::f64, strong ? 0.0 : 4.0).to_vector<double>();
-  for (double& e : g) e = -std::log1p(std::exp(-e)) / (strong ? 1.0 : 16.0);
-  return Tensor::from_values(g, shape, DType::f32);
-}
-
 // N(0,1) rounded to bf16, held in f32 on the CPU: the values both tiers see.
 Tensor bf16_randn(const Shape& shape, Generator& gen) {
   return Tensor::randn(shape, gen).to(DType::bf16).to(DType::f32);
 }
-
-// One problem on the CPU in f32; h0 and dhT undefined without states.
-struct Case {
-  Tensor q, k, v, g, h0, dout, dhT;
-};
 
 Case make_case(const kernels::RecDims& d, GateKind gate, Decay decay, bool with_states,
                Generator& gen) {
@@ -84,23 +50,14 @@ Case make_case(const kernels::RecDims& d, GateKind gate, Decay decay, bool with_
   c.q = bf16_randn({d.B, d.T, d.H, d.K}, gen);
   c.k = bf16_randn({d.B, d.T, d.H, d.K}, gen);
   c.v = bf16_randn({d.B, d.T, d.H, d.V}, gen);
-  if (gate == GateKind::PerKey) c.g = log_gates({d.B, d.T, d.H, d.K}, gen, decay);
-  if (gate == GateKind::ScalarPerHead) c.g = log_gates({d.B, d.T, d.H}, gen, decay);
+  if (gate == GateKind::PerKey) c.g = log_gates({d.B, d.T, d.H, d.K}, gen, DType::f32, decay);
+  if (gate == GateKind::ScalarPerHead) c.g = log_gates({d.B, d.T, d.H}, gen, DType::f32, decay);
   if (with_states) {
     c.h0 = Tensor::randn({d.B, d.H, d.K, d.V}, gen);
     c.dhT = Tensor::randn({d.B, d.H, d.K, d.V}, gen);
   }
   c.dout = bf16_randn({d.B, d.T, d.H, d.V}, gen);
   return c;
-}
-
-template <class S>
-const S* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
-}
-template <class S>
-S* mut_or_null(Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
 }
 
 // o, hT, dq, dk, dv, dg, dh0 as f32 CPU tensors (hT, dg, dh0 undefined where not wanted).
@@ -302,8 +259,8 @@ TEST_CASE("cuda gla / simple_gla / retention on bf16 Vars take the mma kernels",
     // bf16-valued inputs: the gate and h0 too, since the op takes one dtype for all
     std::vector<Tensor> x{bf16_randn({B, T, H, K}, gen), bf16_randn({B, T, H, K}, gen),
                           bf16_randn({B, T, H, V}, gen)};
-    if (which == 0) x.push_back(log_gates({B, T, H, K}, gen, Decay::Strong));
-    if (which == 1) x.push_back(log_gates({B, T, H}, gen, Decay::Strong));
+    if (which == 0) x.push_back(log_gates({B, T, H, K}, gen, DType::f32, Decay::Strong));
+    if (which == 1) x.push_back(log_gates({B, T, H}, gen, DType::f32, Decay::Strong));
     for (Tensor& t : x) t = t.to(DType::bf16).to(DType::f32);
     const Tensor h0 = bf16_randn({B, H, K, V}, gen), dout = bf16_randn({B, T, H, V}, gen);
     const Tensor dhT = bf16_randn({B, H, K, V}, gen);

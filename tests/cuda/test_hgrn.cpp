@@ -33,15 +33,6 @@ double grad_tol(DType dt) {
 
 enum class Tier { Recurrent, Chunk };
 
-template <class S>
-const S* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
-}
-template <class S>
-S* mut_or_null(Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
-}
-
 struct Case {
   Tensor x, g, h0, dout, dhT;  // h0, dhT may be undefined
 };

@@ -38,15 +38,6 @@ constexpr double kGrowthFloor = 5e-4;
 
 enum class Tier { Recurrent, Chunk };
 
-template <class S>
-const S* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
-}
-template <class S>
-S* mut_or_null(Tensor& t) {
-  return t.defined() ? t.data<S>() : nullptr;
-}
-
 // The value of t after rounding to bf16, as f32.
 Tensor bf16_rounded(const Tensor& t) {
   return t.to(DType::bf16).to(DType::f32);
