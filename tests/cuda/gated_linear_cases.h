@@ -1,7 +1,7 @@
 // The problems of the gated-linear CUDA tests (test_gated_linear.cpp: recurrent kernel;
 // test_gated_linear_chunk.cpp: f32 chunk kernels; test_gated_linear_mma.cpp: bf16 tensor-core
 // kernels): the gate kinds' names, which of them take a gate tensor, log gates of strong or weak
-// decay, and one problem's tensors.
+// decay, one problem's tensors and kernel arguments, and the gate cases the tests run.
 #pragma once
 
 #include <cmath>
@@ -10,6 +10,7 @@
 #include "kernels/recurrence.h"
 #include "tensor/random.h"
 #include "tensor/tensor.h"
+#include "tests/cuda/cuda_test_helpers.h"
 
 namespace hla::cuda_test {
 
@@ -46,6 +47,36 @@ inline Tensor log_gates(const Shape& shape, Generator& gen, DType dt, Decay deca
 // One problem on the CPU; h0 and dhT undefined without states.
 struct Case {
   Tensor q, k, v, g, h0, dout, dhT;
+};
+
+// The kernels' arguments for the problem c (its tensors on the device the kernel runs on).
+template <class S>
+kernels::GatedLinearArgs<S> args_of(const Case& c, kernels::GateKind gate, double scale) {
+  kernels::GatedLinearArgs<S> a;
+  a.d = {c.q.size(0), c.q.size(1), c.q.size(2), c.q.size(3), c.v.size(3)};
+  a.gate = gate;
+  a.q = c.q.data<S>();
+  a.k = c.k.data<S>();
+  a.v = c.v.data<S>();
+  a.g = ptr_or_null<S>(c.g);
+  a.h0 = ptr_or_null<S>(c.h0);
+  a.scale = scale;
+  return a;
+}
+
+// The gate kinds and decays every gated-linear kernel test runs.
+struct GateCase {
+  kernels::GateKind gate;
+  Decay decay;  // unused without a gate tensor
+  const char* decay_name;
+};
+inline const GateCase kGateCases[] = {
+    {kernels::GateKind::PerKey, Decay::Strong, "strong"},
+    {kernels::GateKind::PerKey, Decay::Weak, "weak"},
+    {kernels::GateKind::ScalarPerHead, Decay::Strong, "strong"},
+    {kernels::GateKind::ScalarPerHead, Decay::Weak, "weak"},
+    {kernels::GateKind::FixedPerHead, Decay::Weak, "fixed"},
+    {kernels::GateKind::None, Decay::Weak, "none"},
 };
 
 }  // namespace hla::cuda_test

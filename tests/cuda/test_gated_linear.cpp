@@ -28,15 +28,7 @@ std::vector<Tensor> run_tier(const Case& c_in, GateKind gate, double scale, Devi
   const Case c{on(c_in.q), on(c_in.k), on(c_in.v), on(c_in.g), on(c_in.h0), on(c_in.dout), on(c_in.dhT)};
   const DType dt = c.q.dtype();
   const int64_t B = c.q.size(0), T = c.q.size(1), H = c.q.size(2), K = c.q.size(3), V = c.v.size(3);
-  kernels::GatedLinearArgs<S> a;
-  a.d = {B, T, H, K, V};
-  a.gate = gate;
-  a.q = c.q.data<S>();
-  a.k = c.k.data<S>();
-  a.v = c.v.data<S>();
-  a.g = ptr_or_null<S>(c.g);
-  a.h0 = ptr_or_null<S>(c.h0);
-  a.scale = scale;
+  const kernels::GatedLinearArgs<S> a = args_of<S>(c, gate, scale);
   Tensor o = Tensor::empty({B, T, H, V}, dt, dev), hT = Tensor::empty({B, H, K, V}, dt, dev);
   Tensor dq = Tensor::empty(c.q.shape(), dt, dev), dk = Tensor::empty(c.k.shape(), dt, dev);
   Tensor dv = Tensor::empty(c.v.shape(), dt, dev);

@@ -62,15 +62,7 @@ std::vector<Tensor> run_tier(const Case& c_in, GateKind gate, Device dev, Tier t
   const DType dt = c.q.dtype();
   const int64_t B = c.q.size(0), T = c.q.size(1), H = c.q.size(2), K = c.q.size(3), V = c.v.size(3);
   const bool states = c.h0.defined();
-  kernels::GatedLinearArgs<S> a;
-  a.d = {B, T, H, K, V};
-  a.gate = gate;
-  a.q = c.q.data<S>();
-  a.k = c.k.data<S>();
-  a.v = c.v.data<S>();
-  a.g = ptr_or_null<S>(c.g);
-  a.h0 = ptr_or_null<S>(c.h0);
-  a.scale = 1.0 / std::sqrt(double(K));
+  const kernels::GatedLinearArgs<S> a = args_of<S>(c, gate, 1.0 / std::sqrt(double(K)));
   Tensor o = Tensor::empty({B, T, H, V}, dt, dev);
   Tensor hT = states ? Tensor::empty({B, H, K, V}, dt, dev) : Tensor();
   Tensor dq = Tensor::empty(c.q.shape(), dt, dev), dk = Tensor::empty(c.k.shape(), dt, dev);
@@ -119,20 +111,6 @@ void require_close_all(const std::vector<Tensor>& ref, const std::vector<Tensor>
     REQUIRE_CLOSE(kNames[i], vals(ref[i]), vals(out[i]), i < 2 ? out_tol(dt) : grad_tol(dt));
   }
 }
-
-struct GateCase {
-  GateKind gate;
-  Decay decay;  // unused without a gate tensor
-  const char* decay_name;
-};
-const GateCase kGateCases[] = {
-    {GateKind::PerKey, Decay::Strong, "strong"},
-    {GateKind::PerKey, Decay::Weak, "weak"},
-    {GateKind::ScalarPerHead, Decay::Strong, "strong"},
-    {GateKind::ScalarPerHead, Decay::Weak, "weak"},
-    {GateKind::FixedPerHead, Decay::Weak, "fixed"},
-    {GateKind::None, Decay::Weak, "none"},
-};
 
 }  // namespace
 

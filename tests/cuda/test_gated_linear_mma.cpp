@@ -152,20 +152,6 @@ std::vector<double> require_close_all(const Results& ref, const Results& out) {
   return errors;
 }
 
-struct GateCase {
-  GateKind gate;
-  Decay decay;  // unused without a gate tensor
-  const char* decay_name;
-};
-const GateCase kGateCases[] = {
-    {GateKind::PerKey, Decay::Strong, "strong"},
-    {GateKind::PerKey, Decay::Weak, "weak"},
-    {GateKind::ScalarPerHead, Decay::Strong, "strong"},
-    {GateKind::ScalarPerHead, Decay::Weak, "weak"},
-    {GateKind::FixedPerHead, Decay::Weak, "fixed"},
-    {GateKind::None, Decay::Weak, "none"},
-};
-
 }  // namespace
 
 TEST_CASE("cuda gated linear mma kernels match the CPU f32 chunk tier on bf16 inputs", "[cuda]") {
