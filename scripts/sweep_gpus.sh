@@ -5,7 +5,8 @@
 #
 #   scripts/sweep_gpus.sh experiments/grids/gpu_paper.toml [any hla sweep option ...]
 #
-# HLA (default build/hla) is the binary; GPUS (default: all that nvidia-smi lists) the count;
+# HLA (default build/hla) is the binary; GPUS (default: all that nvidia-smi lists) the count, or
+# GPU_LIST (e.g. "1" or "2,3") the devices to use, leaving the others free for other work;
 # PER_GPU (default 1) processes share each GPU: small models are bound by kernel launches, not by
 # the GPU, so several cells at once use it better. MPS=1 (with PER_GPU > 1) runs them under CUDA
 # MPS (nvidia-cuda-mps-control, started here and stopped at exit), so kernels of different
@@ -17,6 +18,8 @@ HLA="${HLA:-build/hla}"
 [ -x "$HLA" ] || { echo "error: $HLA not found or not executable (build first: scripts/build.sh)" >&2; exit 1; }
 GPUS="${GPUS:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}"
 [ "$GPUS" -ge 1 ] || { echo "error: no GPU visible (nvidia-smi lists none); run hla sweep directly" >&2; exit 1; }
+IFS=, read -r -a gpu_list <<< "${GPU_LIST:-$(seq -s, 0 $((GPUS - 1)))}"
+GPUS=${#gpu_list[@]}
 PER_GPU="${PER_GPU:-1}"
 [ "$PER_GPU" -ge 1 ] || { echo "error: PER_GPU must be a positive integer, not '$PER_GPU'" >&2; exit 2; }
 SHARDS=$((GPUS * PER_GPU))
@@ -32,12 +35,12 @@ if [ "${MPS:-0}" = 1 ]; then
   nvidia-cuda-mps-control -d || { echo "error: the MPS daemon did not start (log: $CUDA_MPS_LOG_DIRECTORY)" >&2; exit 1; }
   trap 'echo quit | nvidia-cuda-mps-control' EXIT
 fi
-echo "sweep over $GPUS GPU(s), $PER_GPU process(es) each: $grid -> $out"
+echo "sweep over GPU(s) ${gpu_list[*]}, $PER_GPU process(es) each: $grid -> $out"
 pids=()
 # stopped (Ctrl-C, timeout): stop the shards too; their finished cells are on record
 trap 'echo "stopped: stopping the shards" >&2; kill "${pids[@]}" 2>/dev/null; exit 130' INT TERM
 for ((i = 0; i < SHARDS; i++)); do
-  CUDA_VISIBLE_DEVICES=$((i % GPUS)) "$HLA" sweep --grid "$grid" --shard "$i/$SHARDS" --no-plots "$@" \
+  CUDA_VISIBLE_DEVICES=${gpu_list[$((i % GPUS))]} "$HLA" sweep --grid "$grid" --shard "$i/$SHARDS" --no-plots "$@" \
     > "$out/shard-$i.log" 2>&1 &
   pids+=($!)
 done
