@@ -20,9 +20,11 @@
 //
 // Output in <out>: cells/<cell>/ (each cell's run directory), results.csv (one row per finished
 // cell, rewritten atomically after each), results.md (metric per task: variants x ratios, mean
-// over seeds) and, unless --no-plots, <task>.png from experiments/plots/plot_sweep.py.
-// Resumable: cells with an "ok" row in results.csv are skipped; failed or missing cells rerun
-// from scratch.
+// over seeds) and, unless --no-plots, <task>.png (metric against ratio) and <task>_loss.png (each
+// cell's training loss, unfinished cells too) from experiments/plots/plot_sweep.py.
+// Resumable: cells with an "ok" row in results.csv are skipped; a cell that was stopped mid-way
+// continues from its last checkpoint (train.checkpoint_interval) when that was written under the
+// same resolved config, bit for bit as if never stopped; other unfinished cells start over.
 // Several GPUs: `--shard I/N` runs every N-th cell starting at I (one process per GPU, e.g. with
 // CUDA_VISIBLE_DEVICES=I) and records its rows in results.shard-I-of-N.csv, so processes never
 // write one file; a later run without --shard reads those rows as finished cells, merges them
@@ -42,6 +44,7 @@
 
 #include "data/corpus_prepare.h"
 #include "experiments/cli/commands.h"
+#include "experiments/run/checkpoint.h"
 #include "experiments/run/config.h"
 #include "experiments/run/trainer.h"
 
@@ -256,12 +259,16 @@ std::string csv_safe(std::string s) {
 }
 
 // results.md: per task, variants x ratios, the mean metric over seeds ("ok" rows only).
-void write_markdown(const std::string& path, const Grid& g, const std::vector<Row>& rows) {
+// One table per task that has a cell in `cells` (the selection after --only).
+void write_markdown(const std::string& path, const Grid& g, const std::vector<Cell>& cells,
+                    const std::vector<Row>& rows) {
   std::ofstream out(path);
   out << "# Sweep results\n\nMean over seeds of each cell's final evaluation (`results.csv` has every "
          "run). MQAR: recall accuracy on the answer positions (higher is better); language "
          "modelling: validation perplexity (lower is better).\n";
   for (const Task& t : g.tasks) {
+    if (std::none_of(cells.begin(), cells.end(), [&](const Cell& c) { return c.task == t.name; }))
+      continue;
     std::vector<std::string> cols = g.ratios;
     if (g.transformer) cols.push_back("transformer");
     std::vector<std::string> vars = g.variants;
@@ -343,6 +350,28 @@ std::vector<Row> read_all_results(const std::string& out, const std::string& csv
   return rows;
 }
 
+// A killed earlier try of a cell continues from its last checkpoint if that checkpoint was
+// written under this very config (a changed grid or --set starts the cell over) before its last
+// step. Returns the checkpoint's step, 0 when there is nothing to continue.
+int64_t resumable_step(const run::RunConfig& config) {
+  const std::string checkpoint = run::latest_checkpoint_path(config.train.out);
+  if (!fs::exists(checkpoint)) return 0;
+  try {
+    const run::CheckpointInfo info = run::read_checkpoint_info(checkpoint);
+    run::RunConfig expected = config;
+    // train() sets an unset vocabulary from the data, as it did before writing the checkpoint
+    if (expected.model.vocab_size == 0)
+      expected.model.vocab_size =
+          run::parse_run_config(info.config_toml, checkpoint).model.vocab_size;
+    // a checkpoint of the last step has nothing left to train (and its evaluation is what is
+    // missing): start over
+    const bool mid_way = info.state.step < config.train.steps;
+    return mid_way && info.config_toml == run::to_toml(expected) ? info.state.step : 0;
+  } catch (const Error&) {
+    return 0;  // unreadable: start over
+  }
+}
+
 void run_sweep(const SweepArgs& a) {
   const Grid g = load_grid(a.grid);
   const std::string out = !a.out.empty() ? a.out : !g.out.empty() ? g.out : "runs/sweep";
@@ -404,8 +433,14 @@ void run_sweep(const SweepArgs& a) {
     Row row{c.id, c.task, c.variant, c.ratio, std::to_string(c.seed), task.metric, "", "", "", "",
             "", "", "ok"};
     try {
-      fs::remove_all(configs[i].train.out);  // a killed earlier try starts over
-      const run::TrainSummary s = run::train(configs[i], {.quiet = true});
+      const int64_t resume_step = resumable_step(configs[i]);
+      if (resume_step > 0)
+        std::printf(" resumed at step %lld ...", (long long)resume_step);
+      else
+        fs::remove_all(configs[i].train.out);  // nothing to continue: start over
+      std::fflush(stdout);
+      const run::TrainSummary s =
+          run::train(configs[i], {.resume = resume_step > 0, .quiet = true});
       const double value = task.metric == "accuracy" ? s.val_accuracy : std::exp(s.val_loss);
       row.value = num(value);
       row.val_loss = num(s.val_loss);
@@ -423,7 +458,7 @@ void run_sweep(const SweepArgs& a) {
     }
     rows.push_back(row);
     write_results(csv, rows);
-    if (!sharded) write_markdown((fs::path(out) / "results.md").string(), g, rows);
+    if (!sharded) write_markdown((fs::path(out) / "results.md").string(), g, cells, rows);
   }
   if (sharded) {
     std::printf("sweep shard %lld/%lld: %lld ran, %lld skipped, %lld failed; %s (merge: rerun "
@@ -431,7 +466,7 @@ void run_sweep(const SweepArgs& a) {
                 (long long)skipped, (long long)failed, csv.c_str());
   } else {
     write_results(csv, rows);
-    write_markdown((fs::path(out) / "results.md").string(), g, rows);
+    write_markdown((fs::path(out) / "results.md").string(), g, cells, rows);
     if (a.collect) {
       const auto ok = std::count_if(rows.begin(), rows.end(), [](const Row& r) { return r.status == "ok"; });
       std::printf("sweep --collect: %lld of %zu cells finished on record; %s, %s\n", (long long)ok,
@@ -444,7 +479,8 @@ void run_sweep(const SweepArgs& a) {
   }
   if (!a.no_plots && !sharded) {
     const std::string script = find_plot_script("plot_sweep.py", a.plot_script);
-    const std::string cmd = plot_python() + " '" + script + "' '" + csv + "' --out '" + out + "'";
+    const std::string cmd = plot_python() + " '" + script + "' '" + csv + "' --out '" + out +
+                            "' --cells '" + (fs::path(out) / "cells").string() + "'";
     std::fflush(stdout);
     if (std::system(cmd.c_str()) != 0)
       throw Error("sweep", "the plot script to succeed", cmd,

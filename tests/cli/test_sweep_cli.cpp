@@ -2,7 +2,7 @@
 // results.csv / results.md, resume that skips finished cells without retraining and reruns a
 // failed one, the plot script (skipped with a WARN without python3 + matplotlib), and the shipped
 // grids resolving every cell's config (--dry-run); --shard I/N splitting the cells into shard
-// files that a plain run merges.
+// files that a plain run merges; --only; a stopped cell continuing from its checkpoint.
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
@@ -54,6 +54,15 @@ eval_batches = 1
 metric = "accuracy"
 set = ["data.task=mqar:vocab_size=32,pairs=2", "train.seq_len=16"]
 )";
+
+// "step:loss" of every training record of a metrics.jsonl, in order.
+std::vector<std::string> step_losses(const std::string& jsonl) {
+  static const std::regex record(R"re("step": (\d+), "loss": ([^,]+),)re");
+  std::vector<std::string> out;
+  for (std::sregex_iterator it(jsonl.begin(), jsonl.end(), record), end; it != end; ++it)
+    out.push_back((*it)[1].str() + ":" + (*it)[2].str());
+  return out;
+}
 
 }  // namespace
 
@@ -109,6 +118,67 @@ TEST_CASE("cli sweep: results, resume skips finished cells, plots", "[cli][sweep
   INFO(plots.output);
   REQUIRE(plots.code == 0);
   CHECK(std::filesystem::file_size(std::filesystem::path(out) / "mqar.png") > 1000);
+  CHECK(std::filesystem::file_size(std::filesystem::path(out) / "mqar_loss.png") > 1000);
+}
+
+TEST_CASE("cli sweep: --only trains and tabulates the selected task alone", "[cli][sweep]") {
+  TempDir dir("sweep_only");
+  write_text(dir.file("grid.toml"), kGrid + R"(
+[tasks.mqar_long]
+metric = "accuracy"
+set = ["data.task=mqar:vocab_size=32,pairs=4", "train.seq_len=32"]
+)");
+  const std::string out = dir.file("out");
+  const Result r = run_hla("sweep --grid " + dir.file("grid.toml") + " --out " + out +
+                           " --no-plots --only mqar_long");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("2 ran, 0 skipped"));
+  const std::string csv = read_text(out + "/results.csv");
+  CHECK(count(csv, ",mqar_long,") == 2);
+  CHECK(count(csv, ",mqar,") == 0);
+  const std::string md = read_text(out + "/results.md");
+  CHECK_THAT(md, Catch::Contains("## mqar_long (accuracy)"));
+  CHECK_THAT(md, !Catch::Contains("## mqar (accuracy)"));
+}
+
+TEST_CASE("cli sweep: a stopped cell continues from its checkpoint, bit for bit", "[cli][sweep]") {
+  TempDir dir("sweep_stopped");
+  write_text(dir.file("grid.toml"), kGrid);
+  const std::string out = dir.file("out");
+  const std::string base =
+      "sweep --grid " + dir.file("grid.toml") + " --out " + out + " --no-plots --only pure";
+  REQUIRE(run_hla(base).code == 0);
+  const std::string cell = out + "/cells/mqar__gla__pure__s0";
+  const std::vector<std::string> whole = step_losses(read_text(cell + "/metrics.jsonl"));
+  REQUIRE(whole.size() == 3);
+  const std::string csv = read_text(out + "/results.csv");
+  write_text(dir.file("cell.toml"), read_text(cell + "/config.toml"));
+
+  // What a sweep killed after step 1 leaves: the cell's run with a checkpoint, no results row.
+  auto stop_after_one_step = [&] {
+    std::filesystem::remove_all(cell);
+    write_text(out + "/results.csv", csv.substr(0, csv.find('\n') + 1));
+    const Result part =
+        run_hla("train --config " + dir.file("cell.toml") + " --out " + cell + " --stop-after 1");
+    INFO(part.output);
+    REQUIRE(part.code == 0);
+  };
+  stop_after_one_step();
+  const Result resumed = run_hla(base);
+  INFO(resumed.output);
+  REQUIRE(resumed.code == 0);
+  CHECK_THAT(resumed.output, Catch::Contains("resumed at step 1") && Catch::Contains("1 ran"));
+  CHECK(step_losses(read_text(cell + "/metrics.jsonl")) == whole);
+  CHECK(count(read_text(out + "/results.csv"), ",ok\n") == 1);
+
+  // Under another config (here --set) the checkpoint is not this cell's: it starts over.
+  stop_after_one_step();
+  const Result changed = run_hla(base + " --set optim.lr=1e-3");
+  INFO(changed.output);
+  REQUIRE(changed.code == 0);
+  CHECK_THAT(changed.output, !Catch::Contains("resumed"));
+  CHECK(step_losses(read_text(cell + "/metrics.jsonl")).size() == 3);
 }
 
 TEST_CASE("cli sweep: the shipped grids resolve every cell (--dry-run)", "[cli][sweep]") {
