@@ -8,6 +8,8 @@
 //   gated_delta_rule  q, k, v, g, beta                    l2norm_qk
 //   hgrn              x, g [B,T,D]                        g = logsigmoid(N(0,1))
 //   softmax_attention q, k, v                             causal
+// The delta rules also run in f32 at Gated DeltaNet's 340M head layout, B=8, T=2048, H=4,
+// K=V=256 (few wide heads: the op splits each into value slices, autograd/recurrences.h).
 // Each with Impl::Auto (what the layers run: the chunked tier at this T) and inputs that require
 // grad, as fla's benchmark calls its ops. "fwd" times the op (graph built and dropped);
 // "fwd_bwd" the op plus o.backward(do) with a fixed random do (gradients reset after each).
@@ -455,6 +457,17 @@ int main(int argc, char** argv) {
             (std::string(op.name) + "/" + dtype_name(dt) + "/" + shape_tag(op, d) + "/" + pass_name)
                 .c_str(),
             bm_op, op, d, dt, pass)
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond);
+  // The delta rules at Gated DeltaNet's 340M head layout, f32: 4 heads of K = V = 256, i.e.
+  // B*H = 32 heads for the GPU's 132 multiprocessors, which the op splits into value slices.
+  const Dims wide{d.B, d.T, 4, 256, 256};
+  for (const OpCase& op : op_cases())
+    if (op.name == std::string("delta_rule") || op.name == std::string("gated_delta_rule"))
+      for (const auto& [pass_name, pass] : passes)
+        benchmark::RegisterBenchmark(
+            (std::string(op.name) + "/f32/" + shape_tag(op, wide) + "/" + pass_name).c_str(), bm_op,
+            op, wide, DType::f32, pass)
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();

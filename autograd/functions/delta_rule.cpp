@@ -5,8 +5,10 @@
 // normalise q and k inside and return gradients for the raw inputs.
 // The device of q picks the kernels: on CUDA, Auto / Recurrent / Chunk run the CUDA recurrent
 // and chunk tiers (Auto: chunk for T > kChunk); the f64 reference tier is CPU-only. bf16 inputs
-// (CUDA) run the f32 kernels on f32 copies (recurrence_common.h).
+// (CUDA) run the f32 kernels on f32 copies (recurrence_common.h). Each head may run as several
+// slices of its values (value_split.h): the kernels then see H*s heads of V/s values.
 #include "autograd/functions/recurrence_common.h"
+#include "autograd/functions/value_split.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
 #ifdef HLA_WITH_CUDA
@@ -21,14 +23,28 @@ struct DeltaCall {
   Impl impl;  // resolved
   double scale;
   bool l2norm_qk, has_g, has_h0;
-  kernels::RecDims d;
-  Device device;  // of every input: picks the CPU or the CUDA kernels
+  kernels::RecDims d;  // of the inputs
+  Device device;       // of every input: picks the CPU or the CUDA kernels
+  int64_t split = 1;   // value slices per head
+
+  // What the kernels see: H*s heads of V/s values.
+  kernels::RecDims kernel_dims() const { return {d.B, d.T, d.H * split, d.K, d.V / split}; }
+  // The inputs q, k, v, beta, [g], [h0] in the kernels' layout (value_split.h).
+  std::vector<Tensor> split_inputs(const std::vector<Tensor>& in) const {
+    if (split == 1) return in;
+    std::vector<Tensor> out{detail::split_heads(in[0], split), detail::split_heads(in[1], split),
+                            in[2], detail::split_heads(in[3], split)};
+    size_t i = 4;
+    if (has_g) out.push_back(detail::split_heads(in[i++], split));
+    if (has_h0) out.push_back(detail::split_state(in[i], split));
+    return out;
+  }
 };
 
 template <class S>
 kernels::DeltaRuleArgs<S> make_args(const DeltaCall& c, const std::vector<Tensor>& in) {
   kernels::DeltaRuleArgs<S> a;
-  a.d = c.d;
+  a.d = c.kernel_dims();
   a.q = in[0].data<S>();
   a.k = in[1].data<S>();
   a.v = in[2].data<S>();
@@ -85,21 +101,33 @@ struct DeltaRuleNode : Node {
     const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
     const auto& d = call.d;
     detail::BackwardStage st = detail::stage_backward(inputs, gout, dt, {d.B, d.T, d.H, d.V});
-    const std::vector<Tensor>& in = st.in;
+    const std::vector<Tensor> in = call.split_inputs(st.in);
     std::vector<Tensor>& grads = st.grads;
+    const int64_t s = call.split;
+    const Tensor dhT = s > 1 && st.dhT.defined() ? detail::split_state(st.dhT, s) : st.dhT;
+    // Gradient buffers in the kernels' layout: dv (and o) share it; the others are per slice.
+    std::vector<Tensor> kg = grads;
+    if (s > 1)
+      for (size_t i = 0; i < kg.size(); ++i)
+        if (i != 2) kg[i] = Tensor::empty(in[i].shape(), dt, call.device);
     visit_floating(dt, name(), [&]<class S>() {
       kernels::DeltaRuleGrad<S> g;
       g.dout = st.dout.data<S>();
-      g.dhT = detail::ptr<S>(st.dhT);
-      g.dq = grads[0].data<S>();
-      g.dk = grads[1].data<S>();
-      g.dv = grads[2].data<S>();
-      g.dbeta = grads[3].data<S>();
+      g.dhT = detail::ptr<S>(dhT);
+      g.dq = kg[0].data<S>();
+      g.dk = kg[1].data<S>();
+      g.dv = kg[2].data<S>();
+      g.dbeta = kg[3].data<S>();
       size_t i = 4;
-      if (call.has_g) g.dg = grads[i++].data<S>();
-      if (call.has_h0) g.dh0 = grads[i].data<S>();
+      if (call.has_g) g.dg = kg[i++].data<S>();
+      if (call.has_h0) g.dh0 = kg[i].data<S>();
       backward_tier<S>(call, make_args<S>(call, in), g);
     });
+    if (s > 1) {  // q, k, beta, g are shared by the slices: their gradients are sums
+      for (size_t i : {0, 1, 3}) grads[i] = detail::merge_heads(kg[i], s);
+      if (call.has_g) grads[4] = detail::merge_heads(kg[4], s);
+      if (call.has_h0) grads.back() = detail::merge_state(kg.back(), s);
+    }
     return detail::grads_as(std::move(grads), in_dt);
   }
 };
@@ -125,18 +153,29 @@ RecurrenceResult run(const char* op, const Var& q, const Var& k, const Var& v, c
                 "the reference tier runs on the CPU only: move the inputs there with "
                 ".to(Device::CPU)");
 
-  DeltaCall c{detail::resolve_impl(opt.impl, T), detail::resolve_scale(opt.scale, K),
-              opt.l2norm_qk, g.defined(), h0.defined(), {B, T, H, K, V}, dev};
+  DeltaCall c{detail::resolve_impl(opt.impl, T),
+              detail::resolve_scale(opt.scale, K),
+              opt.l2norm_qk,
+              g.defined(),
+              h0.defined(),
+              {B, T, H, K, V},
+              dev,
+              detail::value_split(opt.value_split, dev, B, H, V, op)};
   std::vector<Var> vars{q, k, v, beta};
   if (c.has_g) vars.push_back(g);
   if (c.has_h0) vars.push_back(h0);
   const DType dt = compute_dtype(c, in_dt);
   std::vector<Tensor> in;
   for (const Var& x : vars) in.push_back(detail::contiguous_as(x, dt));
-  Tensor o = Tensor::empty({B, T, H, V}, dt, dev), hT = Tensor::empty({B, H, K, V}, dt, dev);
+  const std::vector<Tensor> kin = c.split_inputs(in);
+  const kernels::RecDims kd = c.kernel_dims();
+  // o [B,T,H,V] is the kernels' [B,T,H*s,V/s]; the state comes back per slice
+  Tensor o = Tensor::empty({B, T, H, V}, dt, dev);
+  Tensor hT = Tensor::empty({B, kd.H, K, kd.V}, dt, dev);
   visit_floating(dt, op, [&]<class S>() {
-    forward_tier<S>(c, make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
+    forward_tier<S>(c, make_args<S>(c, kin), {o.data<S>(), hT.data<S>()});
   });
+  if (c.split > 1) hT = detail::merge_state(hT, c.split);
   auto node = std::make_shared<DeltaRuleNode>();
   node->call = c;
   auto out = record(node, vars, {o.to(in_dt), hT.to(in_dt)});

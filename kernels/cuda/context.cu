@@ -70,6 +70,9 @@ bool device_present() {
 void set_tf32(bool on) { Context::get().tf32 = on; }
 bool tf32_enabled() { return Context::get().tf32; }
 void synchronize() { Context::get().synchronize(); }
+int multiprocessor_count() {
+  return Context::get().props().multiProcessorCount;
+}
 
 static uint64_t pool_attribute(cudaMemPool_t pool, cudaMemPoolAttr attr) {
   uint64_t value = 0;

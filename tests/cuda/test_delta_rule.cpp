@@ -7,8 +7,9 @@
 // regimes (strong g = logsigmoid(N(0,1)), weak g = logsigmoid(N(4,1)) / 16), with and without
 // l2norm_qk, with and without h0 / dhT, f32 and f64. Then the autograd ops delta_rule() /
 // gated_delta_rule() on CUDA Vars against CPU Vars (outputs and the .grad() of every input, for
-// Auto, Recurrent and Chunk), the CPU-only reference tier's error, and the state carry: T tokens
-// equal T1 then T2 tokens from the carried state, forward and backward, on both CUDA tiers.
+// Auto, Recurrent and Chunk, heads whole and split into value slices), the CPU-only reference
+// tier's error, and the state carry: T tokens equal T1 then T2 tokens from the carried state,
+// forward and backward, on both CUDA tiers.
 //
 // Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with l2norm_qk) so that the
 // recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64 1e-10 (same algorithm or
@@ -246,20 +247,20 @@ TEST_CASE("cuda delta rule: T tokens equal T1 then T2 from the carried state", "
 
 TEST_CASE("cuda delta_rule / gated_delta_rule autograd ops match the CPU", "[cuda]") {
   HLA_REQUIRE_GPU();
+  // CUDA runs each head as value_split slices: 0 (the op's choice: 2 slices of 20 values here),
+  // 1 (whole heads) and 4; the CPU runs whole heads.
   for (DType dt : {DType::f32, DType::f64})
     for (int64_t T : {40, 130})
       for (Impl impl : {Impl::Auto, Impl::Recurrent, Impl::Chunk})
         for (bool gated : {false, true}) {
           const bool l2norm = gated;
-          INFO(dtype_name(dt) << " T " << T << " impl " << impl_name(impl) << " gated " << gated);
           const Problem p = make_problem({2, T, 2, 24, 40}, dt, gated ? Decay::Weak : Decay::None,
                                          l2norm, true, 300 + T);
-          std::vector<std::vector<Tensor>> res;
-          for (Device dev : {Device::CPU, Device::CUDA}) {
+          auto run_on = [&](Device dev, int64_t split) {
             Var q(p.q.to(dev), true), k(p.k.to(dev), true), v(p.v.to(dev), true);
             Var beta(p.beta.to(dev), true), h0(p.h0.to(dev), true);
             Var g = gated ? Var(p.g.to(dev), true) : Var();
-            const RecurrenceOptions opt{impl, 0.0, l2norm};
+            const RecurrenceOptions opt{impl, 0.0, l2norm, split};
             const RecurrenceResult r = gated ? gated_delta_rule(q, k, v, g, beta, h0, opt)
                                              : delta_rule(q, k, v, beta, h0, opt);
             REQUIRE(r.o.device() == dev);
@@ -270,12 +271,17 @@ TEST_CASE("cuda delta_rule / gated_delta_rule autograd ops match the CPU", "[cud
                                     v.grad(),   beta.grad(), h0.grad()};
             if (gated) row.push_back(g.grad());
             for (Tensor& t : row) t = t.to(Device::CPU);
-            res.push_back(row);
+            return row;
+          };
+          const std::vector<Tensor> cpu = run_on(Device::CPU, 1);
+          for (int64_t split : {0, 1, 4}) {
+            INFO(dtype_name(dt) << " T " << T << " impl " << impl_name(impl) << " gated " << gated
+                                << " value_split " << split);
+            const std::vector<Tensor> gpu = run_on(Device::CUDA, split);
+            const char* names[] = {"o", "hT", "dq", "dk", "dv", "dbeta", "dh0", "dg"};
+            for (size_t i = 0; i < cpu.size(); ++i)
+              REQUIRE_CLOSE(names[i], vals(cpu[i]), vals(gpu[i]), i < 2 ? out_tol(dt) : grad_tol(dt));
           }
-          const char* names[] = {"o", "hT", "dq", "dk", "dv", "dbeta", "dh0", "dg"};
-          for (size_t i = 0; i < res[0].size(); ++i)
-            REQUIRE_CLOSE(names[i], vals(res[0][i]), vals(res[1][i]),
-                          i < 2 ? out_tol(dt) : grad_tol(dt));
         }
 }
 
