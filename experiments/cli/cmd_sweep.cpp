@@ -428,19 +428,17 @@ void run_sweep(const SweepArgs& a) {
       continue;
     }
     std::erase_if(rows, [&](const Row& r) { return r.cell == c.id; });  // a failed earlier try
-    std::printf("[%zu/%zu] %s ...", i + 1, cells.size(), c.id.c_str());
-    std::fflush(stdout);
     Row row{c.id, c.task, c.variant, c.ratio, std::to_string(c.seed), task.metric, "", "", "", "",
             "", "", "ok"};
+    // "[3/31] cell": the header, the training's progress lines, then the cell's result
+    const std::string tag =
+        "[" + std::to_string(i + 1) + "/" + std::to_string(cells.size()) + "] " + c.id;
     try {
       const int64_t resume_step = resumable_step(configs[i]);
-      if (resume_step > 0)
-        std::printf(" resumed at step %lld ...", (long long)resume_step);
-      else
-        fs::remove_all(configs[i].train.out);  // nothing to continue: start over
+      if (resume_step == 0) fs::remove_all(configs[i].train.out);  // nothing to continue
+      std::printf("%s\n", tag.c_str());  // the training's header says "resumed at step N"
       std::fflush(stdout);
-      const run::TrainSummary s =
-          run::train(configs[i], {.resume = resume_step > 0, .quiet = true});
+      const run::TrainSummary s = run::train(configs[i], {.resume = resume_step > 0});
       const double value = task.metric == "accuracy" ? s.val_accuracy : std::exp(s.val_loss);
       row.value = num(value);
       row.val_loss = num(s.val_loss);
@@ -449,11 +447,12 @@ void run_sweep(const SweepArgs& a) {
       row.steps = std::to_string(s.step);
       row.seconds = num(s.seconds);
       if (std::isnan(value)) row.status = "no-eval";
-      std::printf(" %s %s (%.1f s)\n", task.metric.c_str(), row.value.c_str(), s.seconds);
+      std::printf("%s: %s %s (%.1f s)\n", tag.c_str(), task.metric.c_str(), row.value.c_str(),
+                  s.seconds);
       ++ran;
     } catch (const std::exception& e) {
       row.status = csv_safe(std::string("error: ") + e.what());
-      std::printf(" FAILED: %s\n", e.what());
+      std::printf("%s: FAILED: %s\n", tag.c_str(), e.what());
       ++failed;
     }
     rows.push_back(row);

@@ -202,12 +202,11 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
   MetricsLog metrics((run_dir / "metrics.jsonl").string(), options.resume ? state.step : -1);
   Progress progress(stdout, t.steps);
   const std::string precision_note = compute_dtype == DType::bf16 ? ", bf16 mixed precision" : "";
-  if (!options.quiet)
-    progress.message(
-        "hla train: " + config.model.variant + " " + config.layout + ", " +
-        std::to_string(model->num_parameters()) + " parameters, data " + data.describe() + ", " +
-        std::to_string(t.steps) + " steps" + precision_note + " -> " + run_dir.string() +
-        (options.resume ? " (resumed at step " + std::to_string(state.step) + ")" : ""));
+  progress.message("hla train: " + config.model.variant + " " + config.layout + ", " +
+                   std::to_string(model->num_parameters()) + " parameters, data " +
+                   data.describe() + ", " + std::to_string(t.steps) + " steps" + precision_note +
+                   " -> " + run_dir.string() +
+                   (options.resume ? " (resumed at step " + std::to_string(state.step) + ")" : ""));
 
   const std::vector<Var> params = model->parameters();
   const int64_t micro_B = t.batch_size / t.grad_accum;
@@ -253,9 +252,7 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
     const bool log_now = state.step % t.log_interval == 0 || eval_now || stopping;
     const double tokens_per_s =
         double(interval_tokens) / std::max(1e-9, seconds_since(interval_start));
-    if (!options.quiet)
-      progress.update(state.step, loss, tokens_per_s, lr, seconds_since(start), steps_done,
-                      log_now);
+    progress.update(state.step, loss, tokens_per_s, lr, seconds_since(start), steps_done, log_now);
     if (log_now) {
       interval_start = Clock::now(), interval_tokens = 0;
       MetricsRecord record;
@@ -277,7 +274,7 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
           record.add("val_accuracy", e.accuracy);
           line += ", accuracy " + std::to_string(e.accuracy);
         }
-        if (!options.quiet) progress.message(line);
+        progress.message(line);
       }
       metrics.write(record);
     }
@@ -286,7 +283,7 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
     if (checkpoint_now || last || stopping) save();
     if (stopping) break;
   }
-  if (!options.quiet) progress.finish();
+  progress.finish();
   summary.seconds = seconds_since(start);
   summary.tokens_per_s = double(steps_done * tokens_per_step) / std::max(1e-9, summary.seconds);
   return summary;

@@ -39,7 +39,6 @@ namespace hla::run {
 struct TrainOptions {
   bool resume = false;     // continue from <out>/checkpoints/latest.h5
   int64_t stop_after = 0;  // > 0: stop (with a checkpoint) after this many steps of this process
-  bool quiet = false;      // no progress lines (hla sweep runs many trainings)
 };
 
 struct TrainSummary {
