@@ -6,12 +6,6 @@
 
 namespace hla {
 
-Var silu(const Var& x) { return x * sigmoid(x); }
-
-Var softplus(const Var& x) { return relu(x) + log1p(exp(-abs(x))); }
-
-Var logsigmoid(const Var& x) { return -softplus(-x); }
-
 Var gelu(const Var& x) {
   const double c = std::sqrt(2.0 / M_PI);
   return 0.5 * x * (tanh((x + 0.044715 * pow(x, 3.0)) * c) + 1.0);

@@ -1,8 +1,5 @@
 // Composite ops: written with primitives only, so they need no backward code (style.md P5c).
 //
-//   silu(x)       = x * sigmoid(x)
-//   softplus(x)   = relu(x) + log1p(exp(-|x|))          (stable for large |x|)
-//   logsigmoid(x) = -softplus(-x)
 //   gelu(x)       = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (tanh approximation)
 //   l2_normalize(x) = x / sqrt(sum(x^2, -1) + eps)       (eps inside the sqrt, added to the sum;
 //                                                          spec/recurrences.md 0.5)
@@ -12,9 +9,6 @@
 
 namespace hla {
 
-Var silu(const Var& x);
-Var softplus(const Var& x);
-Var logsigmoid(const Var& x);
 Var gelu(const Var& x);
 Var l2_normalize(const Var& x, double eps = 1e-6);
 

@@ -52,6 +52,15 @@ Var tanh(const Var& x) { return unary_op(OpKind::Tanh, ops::Unary::Tanh, x, true
 Var abs(const Var& x) { return unary_op(OpKind::Abs, ops::Unary::Abs, x, false); }
 Var relu(const Var& x) { return unary_op(OpKind::Relu, ops::Unary::Relu, x, false); }
 Var log1p(const Var& x) { return unary_op(OpKind::Log1p, ops::Unary::Log1p, x, false); }
+Var silu(const Var& x) {
+  return unary_op(OpKind::Silu, ops::Unary::Silu, x, false);
+}
+Var softplus(const Var& x) {
+  return unary_op(OpKind::Softplus, ops::Unary::Softplus, x, false);
+}
+Var logsigmoid(const Var& x) {
+  return unary_op(OpKind::LogSigmoid, ops::Unary::LogSigmoid, x, false);
+}
 
 Var pow(const Var& x, double p) {
   auto n = node(OpKind::PowScalar);

@@ -27,6 +27,10 @@ Var tanh(const Var& x);
 Var abs(const Var& x);
 Var relu(const Var& x);
 Var log1p(const Var& x);
+// One kernel each, saving only x (the gates and activations of every mixer):
+Var silu(const Var& x);        // x sigmoid(x)
+Var softplus(const Var& x);    // log(1 + e^x) = max(x, 0) + log1p(e^-|x|)
+Var logsigmoid(const Var& x);  // -softplus(-x)
 Var pow(const Var& x, double p);
 Var add_scalar(const Var& x, double s);
 Var mul_scalar(const Var& x, double s);

@@ -13,10 +13,13 @@
 namespace hla::ops {
 
 // ---- elementwise, unary
+// clang-format off
 enum class Unary {
   Neg, Exp, Log, Sqrt, Rsqrt, Sigmoid, Tanh, Abs, Relu, Log1p, Step /* x > 0 ? 1 : 0 */,
-  Sign, Square, Reciprocal, Sin, Cos
+  Sign, Square, Reciprocal, Sin, Cos,
+  Silu /* x sigmoid(x) */, Softplus /* log(1 + e^x) */, LogSigmoid /* -softplus(-x) */
 };
+// clang-format on
 Tensor unary(Unary op, const Tensor& x);
 Tensor pow_scalar(const Tensor& x, double p);
 Tensor add_scalar(const Tensor& x, double s);

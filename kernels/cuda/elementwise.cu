@@ -37,6 +37,12 @@ __device__ inline T unary_value(int op, T x, T c) {
     case int(Unary::Reciprocal): return T(1) / x;
     case int(Unary::Sin): return sin(x);
     case int(Unary::Cos): return cos(x);
+    case int(Unary::Silu):
+      return x * sigmoid_dev(x);
+    case int(Unary::Softplus):
+      return (x > T(0) ? x : T(0)) + log1p(exp(-fabs(x)));
+    case int(Unary::LogSigmoid):
+      return (x < T(0) ? x : T(0)) - log1p(exp(-fabs(x)));
     case kPowScalar: return pow(x, c);
     case kAddScalar: return x + c;
     case kMulScalar: return x * c;

@@ -9,13 +9,25 @@ using namespace hla::cuda_test;
 TEST_CASE("cuda unary and scalar maps match the CPU", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(11);
-  const std::vector<std::pair<Unary, const char*>> ops_list = {
-      {Unary::Neg, "neg"},        {Unary::Exp, "exp"},     {Unary::Log, "log"},
-      {Unary::Sqrt, "sqrt"},      {Unary::Rsqrt, "rsqrt"}, {Unary::Sigmoid, "sigmoid"},
-      {Unary::Tanh, "tanh"},      {Unary::Abs, "abs"},     {Unary::Relu, "relu"},
-      {Unary::Log1p, "log1p"},    {Unary::Step, "step"},   {Unary::Sign, "sign"},
-      {Unary::Square, "square"},  {Unary::Reciprocal, "reciprocal"}, {Unary::Sin, "sin"},
-      {Unary::Cos, "cos"}};
+  const std::vector<std::pair<Unary, const char*>> ops_list = {{Unary::Neg, "neg"},
+                                                               {Unary::Exp, "exp"},
+                                                               {Unary::Log, "log"},
+                                                               {Unary::Sqrt, "sqrt"},
+                                                               {Unary::Rsqrt, "rsqrt"},
+                                                               {Unary::Sigmoid, "sigmoid"},
+                                                               {Unary::Tanh, "tanh"},
+                                                               {Unary::Abs, "abs"},
+                                                               {Unary::Relu, "relu"},
+                                                               {Unary::Log1p, "log1p"},
+                                                               {Unary::Step, "step"},
+                                                               {Unary::Sign, "sign"},
+                                                               {Unary::Square, "square"},
+                                                               {Unary::Reciprocal, "reciprocal"},
+                                                               {Unary::Sin, "sin"},
+                                                               {Unary::Cos, "cos"},
+                                                               {Unary::Silu, "silu"},
+                                                               {Unary::Softplus, "softplus"},
+                                                               {Unary::LogSigmoid, "logsigmoid"}};
   for (DType dt : {DType::f32, DType::f64}) {
     // Positive inputs (log, sqrt, ...) of a ragged shape, and a transposed view of them.
     const Tensor pos = Tensor::rand({37, 65}, gen, dt, 0.1, 3.0);
@@ -31,8 +43,9 @@ TEST_CASE("cuda unary and scalar maps match the CPU", "[cuda]") {
     }
     // Extreme inputs for the stable sigmoid.
     const Tensor ext = Tensor::from_values({-300, -30, 0, 30, 300}, {5}, dt);
-    REQUIRE_CLOSE("sigmoid(+-300)", vals(unary(Unary::Sigmoid, ext)),
-                  vals(unary(Unary::Sigmoid, gpu(ext))), tol(dt));
+    for (Unary op : {Unary::Sigmoid, Unary::Silu, Unary::Softplus, Unary::LogSigmoid})
+      REQUIRE_CLOSE("stable tails (+-300)", vals(unary(op, ext)), vals(unary(op, gpu(ext))),
+                    tol(dt));
     const Tensor sl = pos.slice(1, 3, 60, 4);
     REQUIRE_CLOSE("pow", vals(pow_scalar(sl, 1.7)), vals(pow_scalar(gpu(pos).slice(1, 3, 60, 4), 1.7)), tol(dt));
     REQUIRE_CLOSE("add_scalar", vals(add_scalar(sgn, -0.25)), vals(add_scalar(gpu(sgn), -0.25)), tol(dt));

@@ -61,6 +61,25 @@ TEST_CASE("broadcasting binary ops and reductions", "[kernels]") {
         std::vector<float>{0, 1});  // no NaN at the tails
 }
 
+TEST_CASE("silu, softplus, logsigmoid: direct formulas, and finite on both tails", "[kernels]") {
+  const std::vector<double> xs{-7.5, -1.25, -1e-3, 0, 2e-3, 0.75, 9};
+  const Tensor x = Tensor::from_values(xs, {7}, DType::f64);
+  const std::vector<double> silu = vals(unary(Unary::Silu, x)),
+                            sp = vals(unary(Unary::Softplus, x)),
+                            ls = vals(unary(Unary::LogSigmoid, x));
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const long double v = xs[i], s = 1.0L / (1.0L + std::exp(-v));
+    CHECK(silu[i] == Approx(double(v * s)).epsilon(1e-14).margin(1e-300));
+    CHECK(sp[i] == Approx(double(std::log1p(std::exp(v)))).epsilon(1e-14));
+    CHECK(ls[i] == Approx(double(std::log(s))).epsilon(1e-14));
+  }
+  // where the naive forms overflow (e^800) or lose everything (log(1 - 1))
+  const Tensor tails = Tensor::from_values({-800, 800}, {2});
+  CHECK(unary(Unary::Softplus, tails).to_vector<float>() == std::vector<float>{0, 800});
+  CHECK(unary(Unary::LogSigmoid, tails).to_vector<float>() == std::vector<float>{-800, 0});
+  CHECK(unary(Unary::Silu, tails).to_vector<float>() == std::vector<float>{0, 800});
+}
+
 TEST_CASE("softmax, log_softmax and cross-entropy against direct formulas", "[kernels]") {
   for (DType dt : {DType::f64, DType::f32}) {
     const double tol = dt == DType::f64 ? 1e-14 : 1e-6;

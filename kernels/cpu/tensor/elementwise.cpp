@@ -62,6 +62,12 @@ T unary_value(Unary op, T x) {
     case Unary::Reciprocal: return T(1) / x;
     case Unary::Sin: return std::sin(x);
     case Unary::Cos: return std::cos(x);
+    case Unary::Silu:
+      return x * unary_value(Unary::Sigmoid, x);
+    case Unary::Softplus:  // max(x, 0) + log1p(e^-|x|): no overflow on either tail
+      return (x > 0 ? x : T(0)) + std::log1p(std::exp(-std::abs(x)));
+    case Unary::LogSigmoid:
+      return (x < 0 ? x : T(0)) - std::log1p(std::exp(-std::abs(x)));
   }
   return x;
 }
@@ -94,10 +100,12 @@ Tensor unary(Unary op, const Tensor& x) {
     switch (op) {
 #define HLA_UNARY_CASE(name) \
   case Unary::name: return map_unary<T>(x, [](T v) { return unary_value<T>(Unary::name, v); });
-      HLA_UNARY_CASE(Neg) HLA_UNARY_CASE(Exp) HLA_UNARY_CASE(Log) HLA_UNARY_CASE(Sqrt)
-      HLA_UNARY_CASE(Rsqrt) HLA_UNARY_CASE(Sigmoid) HLA_UNARY_CASE(Tanh) HLA_UNARY_CASE(Abs)
-      HLA_UNARY_CASE(Relu) HLA_UNARY_CASE(Log1p) HLA_UNARY_CASE(Step) HLA_UNARY_CASE(Sign)
-      HLA_UNARY_CASE(Square) HLA_UNARY_CASE(Reciprocal) HLA_UNARY_CASE(Sin) HLA_UNARY_CASE(Cos)
+      HLA_UNARY_CASE(Neg)
+      HLA_UNARY_CASE(Exp) HLA_UNARY_CASE(Log) HLA_UNARY_CASE(Sqrt) HLA_UNARY_CASE(Rsqrt)
+          HLA_UNARY_CASE(Sigmoid) HLA_UNARY_CASE(Tanh) HLA_UNARY_CASE(Abs) HLA_UNARY_CASE(Relu)
+              HLA_UNARY_CASE(Log1p) HLA_UNARY_CASE(Step) HLA_UNARY_CASE(Sign) HLA_UNARY_CASE(Square)
+                  HLA_UNARY_CASE(Reciprocal) HLA_UNARY_CASE(Sin) HLA_UNARY_CASE(Cos)
+                      HLA_UNARY_CASE(Silu) HLA_UNARY_CASE(Softplus) HLA_UNARY_CASE(LogSigmoid)
 #undef HLA_UNARY_CASE
     }
     throw Error("unary: unknown op");
