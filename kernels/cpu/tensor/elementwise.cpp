@@ -100,12 +100,13 @@ Tensor unary(Unary op, const Tensor& x) {
     switch (op) {
 #define HLA_UNARY_CASE(name) \
   case Unary::name: return map_unary<T>(x, [](T v) { return unary_value<T>(Unary::name, v); });
-      HLA_UNARY_CASE(Neg)
-      HLA_UNARY_CASE(Exp) HLA_UNARY_CASE(Log) HLA_UNARY_CASE(Sqrt) HLA_UNARY_CASE(Rsqrt)
-          HLA_UNARY_CASE(Sigmoid) HLA_UNARY_CASE(Tanh) HLA_UNARY_CASE(Abs) HLA_UNARY_CASE(Relu)
-              HLA_UNARY_CASE(Log1p) HLA_UNARY_CASE(Step) HLA_UNARY_CASE(Sign) HLA_UNARY_CASE(Square)
-                  HLA_UNARY_CASE(Reciprocal) HLA_UNARY_CASE(Sin) HLA_UNARY_CASE(Cos)
-                      HLA_UNARY_CASE(Silu) HLA_UNARY_CASE(Softplus) HLA_UNARY_CASE(LogSigmoid)
+      // clang-format off
+      HLA_UNARY_CASE(Neg) HLA_UNARY_CASE(Exp) HLA_UNARY_CASE(Log) HLA_UNARY_CASE(Sqrt)
+      HLA_UNARY_CASE(Rsqrt) HLA_UNARY_CASE(Sigmoid) HLA_UNARY_CASE(Tanh) HLA_UNARY_CASE(Abs)
+      HLA_UNARY_CASE(Relu) HLA_UNARY_CASE(Log1p) HLA_UNARY_CASE(Step) HLA_UNARY_CASE(Sign)
+      HLA_UNARY_CASE(Square) HLA_UNARY_CASE(Reciprocal) HLA_UNARY_CASE(Sin) HLA_UNARY_CASE(Cos)
+      HLA_UNARY_CASE(Silu) HLA_UNARY_CASE(Softplus) HLA_UNARY_CASE(LogSigmoid)
+      // clang-format on
 #undef HLA_UNARY_CASE
     }
     throw Error("unary: unknown op");
