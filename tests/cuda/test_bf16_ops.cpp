@@ -175,25 +175,16 @@ TEST_CASE("cuda bf16 unary, scalar and binary maps, where and add_ match the CPU
   Generator gen(71);
   const Tensor x = randn_bf16({33, 65}, gen, 2.0), pos = rand_bf16({33, 65}, gen, 0.25, 4.0);
   const Tensor gx = gpu_bf16(x), gpos = gpu_bf16(pos);
-  const std::vector<std::pair<const char*, Unary>> unaries = {{"neg", Unary::Neg},
-                                                              {"exp", Unary::Exp},
-                                                              {"log", Unary::Log},
-                                                              {"sqrt", Unary::Sqrt},
-                                                              {"rsqrt", Unary::Rsqrt},
-                                                              {"sigmoid", Unary::Sigmoid},
-                                                              {"tanh", Unary::Tanh},
-                                                              {"abs", Unary::Abs},
-                                                              {"relu", Unary::Relu},
-                                                              {"log1p", Unary::Log1p},
-                                                              {"step", Unary::Step},
-                                                              {"sign", Unary::Sign},
-                                                              {"square", Unary::Square},
-                                                              {"reciprocal", Unary::Reciprocal},
-                                                              {"sin", Unary::Sin},
-                                                              {"cos", Unary::Cos},
-                                                              {"silu", Unary::Silu},
-                                                              {"softplus", Unary::Softplus},
-                                                              {"logsigmoid", Unary::LogSigmoid}};
+  // clang-format off
+  const std::vector<std::pair<const char*, Unary>> unaries = {
+      {"neg", Unary::Neg},         {"exp", Unary::Exp},           {"log", Unary::Log},
+      {"sqrt", Unary::Sqrt},       {"rsqrt", Unary::Rsqrt},       {"sigmoid", Unary::Sigmoid},
+      {"tanh", Unary::Tanh},       {"abs", Unary::Abs},           {"relu", Unary::Relu},
+      {"log1p", Unary::Log1p},     {"step", Unary::Step},         {"sign", Unary::Sign},
+      {"square", Unary::Square},   {"reciprocal", Unary::Reciprocal}, {"sin", Unary::Sin},
+      {"cos", Unary::Cos},         {"silu", Unary::Silu},         {"softplus", Unary::Softplus},
+      {"logsigmoid", Unary::LogSigmoid}};
+  // clang-format on
   for (const auto& [name, op] : unaries) {
     const bool positive = op == Unary::Log || op == Unary::Sqrt || op == Unary::Rsqrt ||
                           op == Unary::Log1p || op == Unary::Reciprocal;

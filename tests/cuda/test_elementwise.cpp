@@ -9,25 +9,16 @@ using namespace hla::cuda_test;
 TEST_CASE("cuda unary and scalar maps match the CPU", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(11);
-  const std::vector<std::pair<Unary, const char*>> ops_list = {{Unary::Neg, "neg"},
-                                                               {Unary::Exp, "exp"},
-                                                               {Unary::Log, "log"},
-                                                               {Unary::Sqrt, "sqrt"},
-                                                               {Unary::Rsqrt, "rsqrt"},
-                                                               {Unary::Sigmoid, "sigmoid"},
-                                                               {Unary::Tanh, "tanh"},
-                                                               {Unary::Abs, "abs"},
-                                                               {Unary::Relu, "relu"},
-                                                               {Unary::Log1p, "log1p"},
-                                                               {Unary::Step, "step"},
-                                                               {Unary::Sign, "sign"},
-                                                               {Unary::Square, "square"},
-                                                               {Unary::Reciprocal, "reciprocal"},
-                                                               {Unary::Sin, "sin"},
-                                                               {Unary::Cos, "cos"},
-                                                               {Unary::Silu, "silu"},
-                                                               {Unary::Softplus, "softplus"},
-                                                               {Unary::LogSigmoid, "logsigmoid"}};
+  // clang-format off
+  const std::vector<std::pair<Unary, const char*>> ops_list = {
+      {Unary::Neg, "neg"},         {Unary::Exp, "exp"},           {Unary::Log, "log"},
+      {Unary::Sqrt, "sqrt"},       {Unary::Rsqrt, "rsqrt"},       {Unary::Sigmoid, "sigmoid"},
+      {Unary::Tanh, "tanh"},       {Unary::Abs, "abs"},           {Unary::Relu, "relu"},
+      {Unary::Log1p, "log1p"},     {Unary::Step, "step"},         {Unary::Sign, "sign"},
+      {Unary::Square, "square"},   {Unary::Reciprocal, "reciprocal"}, {Unary::Sin, "sin"},
+      {Unary::Cos, "cos"},         {Unary::Silu, "silu"},         {Unary::Softplus, "softplus"},
+      {Unary::LogSigmoid, "logsigmoid"}};
+  // clang-format on
   for (DType dt : {DType::f32, DType::f64}) {
     // Positive inputs (log, sqrt, ...) of a ragged shape, and a transposed view of them.
     const Tensor pos = Tensor::rand({37, 65}, gen, dt, 0.1, 3.0);
