@@ -284,7 +284,8 @@ struct HybridLM::Impl {
   std::vector<std::string> record_prefixes;  // "layer_03/gla": where block i records (inspect)
   std::optional<DType> compute_dtype;        // unset: the parameters' dtype
 
-  // tokens [B,T] -> logits [B,T,vocab]; with `state`, continues from and updates it.
+  // tokens [B,T] -> logits [B,T,vocab] in the compute dtype; with `state`, continues from and
+  // updates it.
   Var run(const Tensor& tokens, DecodeState* state) const {
     if (tokens.dim() != 2)
       throw Error("HybridLM", "tokens [B,T]", to_string(tokens.shape()));
@@ -303,9 +304,11 @@ struct HybridLM::Impl {
     }
     if (rec) rec->set_prefix(outer_prefix);
     h = model->norm->forward(h);
-    const Var logits = lm_head ? lm_head->forward(h)
-                               : matmul(h, transpose(to_dtype(table, h.dtype()), 0, 1));
-    return to_dtype(logits, table.dtype());
+    return lm_head ? lm_head->forward(h) : matmul(h, transpose(to_dtype(table, h.dtype()), 0, 1));
+  }
+  // The logits in the parameters' dtype (f32 under mixed precision), for callers that read them.
+  Var logits(const Tensor& tokens, DecodeState* state) const {
+    return to_dtype(run(tokens, state), model->embeddings->weight.dtype());
   }
 };
 
@@ -339,13 +342,19 @@ DType HybridLM::compute_dtype() const {
   return impl_->compute_dtype.value_or(impl_->model->embeddings->weight.dtype());
 }
 
-Var HybridLM::forward(const Tensor& tokens) { return impl_->run(tokens, nullptr); }
+Var HybridLM::forward(const Tensor& tokens) { return impl_->logits(tokens, nullptr); }
 
 Var HybridLM::loss(const Tensor& inputs, const Tensor& targets) {
   if (targets.shape() != inputs.shape())
     throw Error("HybridLM::loss", "targets shaped like the inputs " + to_string(inputs.shape()),
                 to_string(targets.shape()));
-  const Var logits = forward(inputs);
+  // bf16 logits go to the loss as they are: the cross-entropy kernels read bf16 as float (the
+  // values of an f32 copy), return an f32 loss and the gradient in bf16, so no f32 copy of the
+  // [B*T, vocab] logits or of their gradient is kept. Other dtypes take the parameters' dtype.
+  const Var computed = impl_->run(inputs, nullptr);
+  const Var logits = computed.dtype() == DType::bf16
+                         ? computed
+                         : to_dtype(computed, impl_->model->embeddings->weight.dtype());
   return cross_entropy(reshape(logits, {inputs.numel(), config_.vocab_size}),
                        targets.reshape({targets.numel()}));
 }
@@ -359,7 +368,7 @@ std::unique_ptr<DecodeState> HybridLM::start_decoding(int64_t batch) const {
 
 Var HybridLM::decode(const Tensor& tokens, DecodeState& state) {
   NoGradGuard no_grad;  // decoding never trains: keep no graph across steps
-  return impl_->run(tokens, &state);
+  return impl_->logits(tokens, &state);
 }
 
 }  // namespace hla::nn
