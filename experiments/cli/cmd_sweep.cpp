@@ -495,7 +495,9 @@ void run_sweep(const SweepArgs& a) {
 void add_sweep_command(CLI::App& app) {
   auto a = std::make_shared<SweepArgs>();
   CLI::App* c = app.add_subcommand(
-      "sweep", "Train a grid of variants x linear-to-full ratios x seeds; results.csv, results.md, plots");
+      "sweep",
+      "Train a grid of variants x linear-to-full ratios x seeds; results.csv, results.md, plots. "
+      "Rerunning skips finished cells and continues stopped ones from their last checkpoint");
   c->add_option("--grid", a->grid, "grid file (experiments/grids/*.toml)")->required();
   c->add_option("--out", a->out, "results directory (default: the grid's sweep.out)");
   c->add_option("--set", a->set, "override a key of every cell: section.key=value (repeatable)");
