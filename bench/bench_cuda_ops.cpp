@@ -49,7 +49,8 @@
 // the program says so and runs nothing.
 //
 // Environment: HLA_BENCH_DTYPE (above), HLA_BENCH_B, HLA_BENCH_T (a smaller shape for a quick
-// run), HLA_TF32 (0: exact f32 cuBLAS products, the library default).
+// run), HLA_TF32 (0: exact f32 cuBLAS products, the library default), HLA_BENCH_VALUE_SPLIT
+// (the delta rules' value slices per head; 0, the default, lets the op choose).
 //
 //   bench/run_gpu.sh                     (builds and runs this with JSON output)
 //   HLA_BENCH_B=2 HLA_BENCH_T=512 build-gpu/bench/bench_cuda_ops --benchmark_filter=gla
@@ -152,9 +153,12 @@ struct OpCase {
 std::vector<Var> result(const RecurrenceResult& r) {
   return {r.o, r.hT};
 }
+// The delta rules' options: l2norm_qk, and the value slices per head from HLA_BENCH_VALUE_SPLIT
+// (default 0: the op's choice).
 RecurrenceOptions l2norm() {
   RecurrenceOptions o;
   o.l2norm_qk = true;
+  o.value_split = env_int("HLA_BENCH_VALUE_SPLIT", 0);
   return o;
 }
 
