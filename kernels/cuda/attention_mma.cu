@@ -527,17 +527,6 @@ void visit_head_size(int64_t D, F&& f) {
   f(std::integral_constant<int, 128>{});
 }
 
-// Opts the kernel into `smem` bytes of dynamic shared memory (> 48 KiB needs the attribute).
-template <class Kernel>
-void set_shared_memory(Kernel* kernel, size_t smem, const char* op) {
-  const size_t limit = Context::get().props().sharedMemPerBlockOptin;
-  HLA_CHECK(smem <= limit, op << ": needs " << smem << " bytes of shared memory per block, the "
-                              << "device allows " << limit);
-  if (smem > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(smem)));
-}
-
 int tiles_of(int64_t T, int tile) {
   return static_cast<int>((T + tile - 1) / tile);
 }
@@ -565,7 +554,7 @@ void softmax_attention_mma_forward(const AttentionArgs<bf16>& a, const Attention
         (static_cast<size_t>(kTile + kKeyTile) * (D + kPad) + D * (kKeyTile + kPad)) * kBf16Bytes;
     const int n_tiles = tiles_of(d.T, kTile);
     auto* kernel = attention_mma_fwd_kernel<D>;
-    set_shared_memory(kernel, smem, op);
+    allow_shared_memory(kernel, smem, op);
     kernel<<<static_cast<unsigned>(d.B * d.H * n_tiles), kMmaThreads, smem, stream()>>>(
         d, dev_ptr(a.q), dev_ptr(a.k), dev_ptr(a.v), a.causal, a.window,
         static_cast<float>(a.scale), dev_ptr(out.o), out.lse, n_tiles);
@@ -600,7 +589,7 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
         (static_cast<size_t>(2 * kTile + 2 * QT) * (D + kPad) + 2 * D * (QT + kPad)) * kBf16Bytes +
         2 * QT * sizeof(float);
     auto* dkdv = attention_mma_dkdv_kernel<D>;
-    set_shared_memory(dkdv, smem_dkdv, op);
+    allow_shared_memory(dkdv, smem_dkdv, op);
     dkdv<<<static_cast<unsigned>(d.B * d.Hkv * n_tiles), kMmaThreads, smem_dkdv, stream()>>>(
         d, dev_ptr(a.q), dev_ptr(a.k), dev_ptr(a.v), a.causal, a.window, scale, dev_ptr(g.dout),
         g.lse, D_ptr, dev_ptr(g.dk), dev_ptr(g.dv), n_tiles);
@@ -611,7 +600,7 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
             kBf16Bytes +
         2 * kTile * sizeof(float);
     auto* dq = attention_mma_dq_kernel<D>;
-    set_shared_memory(dq, smem_dq, op);
+    allow_shared_memory(dq, smem_dq, op);
     dq<<<static_cast<unsigned>(d.B * d.H * n_tiles), kMmaThreads, smem_dq, stream()>>>(
         d, dev_ptr(a.q), dev_ptr(a.k), dev_ptr(a.v), a.causal, a.window, scale, dev_ptr(g.dout),
         g.lse, D_ptr, dev_ptr(g.dq), n_tiles);

@@ -420,17 +420,6 @@ void visit_head_class(int64_t head_dim, F&& f) {
   f(std::integral_constant<int, 16>{});
 }
 
-// Opts the kernel into `smem` bytes of dynamic shared memory (> 48 KiB needs the attribute).
-template <class Kernel>
-void set_shared_memory(Kernel* kernel, size_t smem, const char* op) {
-  const size_t limit = Context::get().props().sharedMemPerBlockOptin;
-  HLA_CHECK(smem <= limit, op << ": needs " << smem << " bytes of shared memory per block, the "
-                              << "device allows " << limit);
-  if (smem > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(smem)));
-}
-
 int tiles_of(int64_t T, int tile) { return static_cast<int>((T + tile - 1) / tile); }
 
 template <class S>
@@ -452,7 +441,7 @@ void softmax_attention_tiled_forward(const AttentionArgs<S>& a, const AttentionO
     const size_t smem = (2 * tile * ldk + tile * ldv + tile * (tile + 1)) * sizeof(S);
     const int n_tiles = tiles_of(d.T, tile);
     auto* kernel = attention_fwd_kernel<S, RM, NC>;
-    set_shared_memory(kernel, smem, op);
+    allow_shared_memory(kernel, smem, op);
     kernel<<<static_cast<unsigned>(d.B * d.H * n_tiles), kAttnThreads, smem, stream()>>>(
         a, out.o, out.lse, n_tiles);
     CUDA_CHECK(cudaGetLastError());
@@ -479,14 +468,14 @@ void softmax_attention_tiled_backward(const AttentionArgs<S>& a, const Attention
     const size_t smem_dkdv =
         (2 * tile * (ldk + ldv) + 2 * tile * (tile + 1) + 2 * tile) * sizeof(S);
     auto* dkdv = attention_bwd_dkdv_kernel<S, RM, NC>;
-    set_shared_memory(dkdv, smem_dkdv, op);
+    allow_shared_memory(dkdv, smem_dkdv, op);
     dkdv<<<static_cast<unsigned>(d.B * d.Hkv * n_tiles), kAttnThreads, smem_dkdv, stream()>>>(
         a, g, D_ptr, n_tiles);
     CUDA_CHECK(cudaGetLastError());
 
     const size_t smem_dq = (2 * tile * (ldk + ldv) + tile * (tile + 1) + 2 * tile) * sizeof(S);
     auto* dq = attention_bwd_dq_kernel<S, RM, NC>;
-    set_shared_memory(dq, smem_dq, op);
+    allow_shared_memory(dq, smem_dq, op);
     dq<<<static_cast<unsigned>(d.B * d.H * n_tiles), kAttnThreads, smem_dq, stream()>>>(
         a, g, D_ptr, n_tiles);
     CUDA_CHECK(cudaGetLastError());

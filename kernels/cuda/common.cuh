@@ -193,6 +193,21 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
 
 inline cudaStream_t stream() { return Context::get().stream(); }
 
+// ---- dynamic shared memory
+// The most a block may opt into on this device (227 KiB on H100 / H200).
+inline size_t shared_memory_limit() { return Context::get().props().sharedMemPerBlockOptin; }
+// Lets `kernel` take `bytes` of dynamic shared memory: past the device's limit an internal error
+// naming `op`; above the default 48 KiB the opt-in attribute.
+template <class Kernel>
+void allow_shared_memory(Kernel* kernel, size_t bytes, const char* op) {
+  const size_t limit = shared_memory_limit();
+  HLA_CHECK(bytes <= limit, op << ": a block needs " << bytes
+                               << " bytes of shared memory, the device allows " << limit);
+  if (bytes > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(bytes)));
+}
+
 // ---- device reductions (fixed order for a fixed blockDim: deterministic)
 struct SumOp {
   template <class A>

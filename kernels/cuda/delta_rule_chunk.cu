@@ -552,10 +552,8 @@ Tensor scratch_of(int64_t n) {
 template <class S, class Kernel>
 Tensor place_workspace(Kernel kernel, const Layout& lay, const RecDims& d, size_t& smem) {
   const size_t bytes = static_cast<size_t>(lay.total) * sizeof(S);
-  if (bytes <= Context::get().props().sharedMemPerBlockOptin) {
-    if (bytes > 48 * 1024)
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(bytes)));
+  if (bytes <= shared_memory_limit()) {
+    allow_shared_memory(kernel, bytes, "delta_rule_chunk (cuda)");
     smem = bytes;
     return Tensor();
   }

@@ -268,15 +268,13 @@ void check_args(const DeltaRuleArgs<S>& a, const char* op) {
 // Dynamic shared memory of `bytes` for `kernel`; throws hla::Error naming the limit.
 template <class Kernel>
 void reserve_shared(Kernel kernel, size_t bytes, const char* op, const RecDims& d) {
-  const size_t limit = Context::get().props().sharedMemPerBlockOptin;
+  const size_t limit = shared_memory_limit();
   if (bytes > limit)
     throw Error(op, "per-head vectors within " + std::to_string(limit) + " bytes of shared memory",
                 std::to_string(bytes) + " bytes for K=" + std::to_string(d.K) +
                     ", V=" + std::to_string(d.V),
                 "use smaller heads");
-  if (bytes > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(bytes)));
+  allow_shared_memory(kernel, bytes, op);
 }
 
 template <class S>

@@ -564,17 +564,6 @@ Geometry geometry_of(const GatedLinearArgs<S>& a, const char* op) {
   return {d.B, d.T, d.H, d.K, d.V, NT, a.gate == GateKind::PerKey ? d.K : 1};
 }
 
-// Lets `kernel` take `bytes` of dynamic shared memory (an opt-in above the default 48 KiB).
-template <class Kernel>
-void allow_shared_memory(Kernel kernel, size_t bytes) {
-  const size_t limit = Context::get().props().sharedMemPerBlockOptin;
-  HLA_CHECK(bytes <= limit, "gated_linear_chunk (cuda): a block needs "
-                                << bytes << " bytes of shared memory, the device allows " << limit);
-  if (bytes > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(bytes)));
-}
-
 template <class S>
 Tensor buffer_of(int64_t n) {
   return Tensor::empty({n}, std::is_same_v<S, double> ? DType::f64 : DType::f32, Device::CUDA);
@@ -597,7 +586,7 @@ void state_pass(const GatedLinearArgs<S>& a, const Geometry& g, const Tensor& G,
                   static_cast<unsigned>((g.K + kTile - 1) / kTile),
                   static_cast<unsigned>((g.V + kTile - 1) / kTile));
   constexpr size_t smem = state_pass_smem_bytes<S>();
-  allow_shared_memory(state_pass_kernel<S>, smem);
+  allow_shared_memory(state_pass_kernel<S>, smem, "gated_linear_chunk (cuda)");
   state_pass_kernel<S><<<grid, kBlock, smem, stream()>>>(a, g, G.data<double>(), cols, init,
                                                          per_chunk.data<S>(), final_state, reverse);
   CUDA_CHECK(cudaGetLastError());
@@ -614,7 +603,7 @@ void gated_linear_chunk_forward(const GatedLinearArgs<S>& a, const GatedLinearOu
   state_pass<S>(a, g, G, a.v, a.h0, states, out.hT, false);
 
   constexpr size_t smem = output_smem_bytes<S>();
-  allow_shared_memory(chunk_output_kernel<S>, smem);
+  allow_shared_memory(chunk_output_kernel<S>, smem, "gated_linear_chunk (cuda)");
   chunk_output_kernel<S><<<static_cast<unsigned>(g.B * g.H * g.NT), kBlock, smem, stream()>>>(
       a, g, G.data<double>(), states.data<S>(), out.o);
   CUDA_CHECK(cudaGetLastError());
@@ -633,7 +622,7 @@ void gated_linear_chunk_backward(const GatedLinearArgs<S>& a, const GatedLinearG
   state_pass<S>(a, g, G, grad.dout, grad.dhT, dstates, grad.dh0, true);
 
   constexpr size_t smem = gradients_smem_bytes<S>();
-  allow_shared_memory(chunk_gradients_kernel<S>, smem);
+  allow_shared_memory(chunk_gradients_kernel<S>, smem, "gated_linear_chunk (cuda)");
   chunk_gradients_kernel<S><<<static_cast<unsigned>(g.B * g.H * g.NT), kBlock, smem, stream()>>>(
       a, grad, g, G.data<double>(), states.data<S>(), dstates.data<S>());
   CUDA_CHECK(cudaGetLastError());

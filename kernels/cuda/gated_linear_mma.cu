@@ -774,12 +774,7 @@ void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf
     state_pass<K, V>(ops, g, ops.dout, grad.dhT, dstates, grad.dh0, true);
 
     constexpr size_t smem = gradients_smem_bytes();
-    const size_t limit = Context::get().props().sharedMemPerBlockOptin;
-    HLA_CHECK(smem <= limit, op << ": a block needs " << smem
-                                << " bytes of shared memory, the device allows " << limit);
-    CUDA_CHECK(cudaFuncSetAttribute(chunk_gradients_kernel<K, V>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(smem)));
+    allow_shared_memory(chunk_gradients_kernel<K, V>, smem, op);
     const GradPointers gp{reinterpret_cast<bf16_dev*>(grad.dq),
                           reinterpret_cast<bf16_dev*>(grad.dk),
                           reinterpret_cast<bf16_dev*>(grad.dv), want_dg ? grad.dg : nullptr};
