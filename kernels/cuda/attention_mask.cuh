@@ -16,6 +16,10 @@ struct MaskRule {
   __device__ bool allowed(int64_t i, int64_t j) const {
     return i < T && j < T && (!causal || j <= i) && (window <= 0 || j >= i - window + 1);
   }
+  // Whether every query of [i0, i1) sees every key of [j0, j1): such tiles skip the mask.
+  __device__ bool covers(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    return i1 <= T && j1 <= T && (!causal || j1 - 1 <= i0) && (window <= 0 || j0 >= i1 - window);
+  }
   // Keys seen by queries [i0, i1): [first, last]
   __device__ int64_t first_key(int64_t i0) const {
     return window > 0 ? (i0 - window + 1 > 0 ? i0 - window + 1 : 0) : 0;

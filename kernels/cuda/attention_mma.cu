@@ -27,24 +27,27 @@
 //                   a2 = A[g][2t+8..2t+9]   a3 = A[g+8][2t+8..2t+9]
 //   B 16x8  (col):  b0 = B[2t..2t+1][g]     b1 = B[2t+8..2t+9][g]
 //   C 16x8  (f32):  c0, c1 = C[g][2t], C[g][2t+1]      c2, c3 = C[g+8][2t], C[g+8][2t+1]
-// Every product here is A B with A stored row-major [m][k] and B stored as its transpose
-// Bt[n][k] row-major, so both fragments are pairs of k-adjacent elements, one 32-bit shared
-// load each. Products whose B is naturally [k][n] (V, dO, Q and K over keys or queries) read a
-// transposed copy written to shared memory while the tile is loaded.
+// Fragments come from shared memory through ldmatrix (PTX ISA, "ldmatrix"): one instruction
+// loads four 8 x 8 bf16 blocks, lane l giving the address of row l % 8 of block l / 8, and lane
+// 4 g + t receiving row g, columns 2t..2t+1 of each block (.trans: column g, rows 2t..2t+1).
+// So an A fragment of a row-major [m][k] tile, or the B fragments of two n-tiles of a B stored
+// as its transpose Bt[n][k] (K for S = Q K^T, dO for dP = dO V^T ...), are one ldmatrix each;
+// a B stored as [k][n] (V, dO, Q, K when the product runs over their rows) is read with .trans,
+// so no transposed copy is kept.
 // An A fragment from accumulators (P, P^T, dS, dS^T as the left operand of the second product):
 // the C tiles 2j and 2j+1 (columns 16 j .. 16 j + 15) are exactly the A fragment of k-step j:
 //   a0 = (c[2j][0], c[2j][1])   a1 = (c[2j][2], c[2j][3])
 //   a2 = (c[2j+1][0], c[2j+1][1])   a3 = (c[2j+1][2], c[2j+1][3])
 // so the thread converts its own registers to bf16, with no shared memory round trip.
 //
-// Shared memory (bf16 rows padded by 8 elements: ld = n + 8, so the 8 rows g of a fragment load
-// start 4 banks apart and its 32 words fall in distinct banks; rows stay 16-byte aligned):
-//   forward  Q [64][D+8], K [64][D+8], V^T [D][72]
-//            D = 64: 27 KiB, D = 128: 52 KiB
-//   dK, dV   K, V [64][D+8], Q, dO [QT][D+8], Q^T, dO^T [D][QT+8], lse, D [QT] (f32)
-//            D = 64: 54.5 KiB, D = 128: 71.3 KiB
-//   dQ       Q, dO, K, V [64][D+8], K^T [D][72], lse, D [64] (f32)
-//            D = 64: 45.5 KiB, D = 128: 86.5 KiB
+// Shared memory (bf16 rows padded by 8 elements: ld = D + 8, so the 8 rows of an 8 x 8 block
+// start 4 banks apart and an ldmatrix phase touches 32 distinct banks; rows stay 16-byte
+// aligned):
+//   forward  Q, K, V [64][D+8]                               D = 64: 27 KiB, D = 128: 51 KiB
+//   dK, dV   K, V [64][D+8], Q, dO [QT][D+8], lse, D [QT]    D = 64: 36.5 KiB, D = 128: 51.3 KiB
+//   dQ       Q, dO, K, V [64][D+8], lse, D [64] (f32)        D = 64: 36.5 KiB, D = 128: 68.5 KiB
+// A key (or query) tile that every query (key) of the block sees whole skips the mask
+// (MaskRule::covers): under causality all tiles but the diagonal one.
 // Registers (ptxas, sm_90, no spills): forward 148 / 182, dK/dV 200 / 238, dQ 202 / 234 for
 // D = 64 / 128.
 // Rows past T (and keys past T) are stored as zeros, so masked products never meet NaN bits.
@@ -97,27 +100,18 @@ __device__ inline int64_t row_offset(int64_t b, int64_t t, int64_t T, int64_t he
 // ---- shared-memory tiles
 
 // dst[r][x] (row stride ld) = row t0 + r of head hd of a [B,T,heads,D] bf16 tensor for r < n,
-// zero for n <= r < rows, and/or its transpose dst_t[x][r] (row stride ld_t); a null dst or
-// dst_t is skipped. Each thread moves 8 elements (16 bytes) at a time.
+// zero for n <= r < rows. Each thread moves 8 elements (16 bytes) at a time.
 template <int D>
-__device__ inline void load_tile(bf16_dev* dst, int ld, bf16_dev* dst_t, int ld_t, int rows,
-                                 const bf16_dev* __restrict__ src, int64_t b, int64_t t0, int n,
-                                 int64_t T, int64_t heads, int64_t hd) {
+__device__ inline void load_tile(bf16_dev* dst, int ld, int rows, const bf16_dev* __restrict__ src,
+                                 int64_t b, int64_t t0, int n, int64_t T, int64_t heads,
+                                 int64_t hd) {
   constexpr int kChunks = D / kVec;
   for (int e = threadIdx.x; e < rows * kChunks; e += blockDim.x) {
     const int r = e / kChunks, x = (e - r * kChunks) * kVec;
     uint4 chunk = make_uint4(0u, 0u, 0u, 0u);
     if (r < n)
       chunk = *reinterpret_cast<const uint4*>(src + row_offset(b, t0 + r, T, heads, hd, D) + x);
-    if (dst) *reinterpret_cast<uint4*>(dst + r * ld + x) = chunk;
-    if (dst_t) {
-      // element x + i is the low (i even) or high (i odd) half of word i / 2 of the chunk
-      const uint32_t words[4] = {chunk.x, chunk.y, chunk.z, chunk.w};
-      uint16_t* col = reinterpret_cast<uint16_t*>(dst_t) + r;
-#pragma unroll
-      for (int i = 0; i < kVec; ++i)
-        col[(x + i) * ld_t] = static_cast<uint16_t>(words[i / 2] >> (16 * (i % 2)));
-    }
+    *reinterpret_cast<uint4*>(dst + r * ld + x) = chunk;
   }
 }
 
@@ -128,9 +122,20 @@ __device__ inline void load_vec(float* dst, int rows, const float* __restrict__ 
 
 // ---- mma fragments
 
-// The two bf16 at m[row][col], m[row][col + 1] as one register (col even: 4-byte aligned).
-__device__ inline uint32_t pair_at(const bf16_dev* m, int ld, int row, int col) {
-  return *reinterpret_cast<const uint32_t*>(m + row * ld + col);
+// Four 8 x 8 bf16 blocks of a shared-memory tile: `row` is this lane's row address (row l % 8 of
+// block l / 8); r[i] is block i's pair for this lane (see the header).
+__device__ inline void ldmatrix_x4(uint32_t (&r)[4], const bf16_dev* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+// The same with each block transposed.
+__device__ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16_dev* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
 }
 
 // (lo, hi) rounded to bf16 and packed, lo in the low 16 bits.
@@ -139,21 +144,29 @@ __device__ inline uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// A fragment of the 16 x 16 block at rows row0.., columns col0.. of a row-major [m][k] tile.
+// A fragment of the 16 x 16 block at rows row0.., columns col0.. of a row-major [m][k] tile:
+// blocks (row0, col0), (row0 + 8, col0), (row0, col0 + 8), (row0 + 8, col0 + 8) = a0..a3.
 __device__ inline void load_a(uint32_t (&a)[4], const bf16_dev* m, int ld, int row0, int col0,
-                              int g, int t) {
-  a[0] = pair_at(m, ld, row0 + g, col0 + 2 * t);
-  a[1] = pair_at(m, ld, row0 + g + 8, col0 + 2 * t);
-  a[2] = pair_at(m, ld, row0 + g, col0 + 2 * t + 8);
-  a[3] = pair_at(m, ld, row0 + g + 8, col0 + 2 * t + 8);
+                              int lane) {
+  ldmatrix_x4(a, m + (row0 + lane % 8 + 8 * (lane / 8 % 2)) * ld + col0 + 8 * (lane / 16));
 }
 
-// B fragment of the 16 (k) x 8 (n) block at k0.., n0.. of B, read from its transpose Bt [n][k]
-// (row-major): b0 = B[k0 + 2t..][n0 + g] = Bt[n0 + g][k0 + 2t..].
-__device__ inline void load_b(uint32_t (&b)[2], const bf16_dev* bt, int ld, int n0, int k0, int g,
-                              int t) {
-  b[0] = pair_at(bt, ld, n0 + g, k0 + 2 * t);
-  b[1] = pair_at(bt, ld, n0 + g, k0 + 2 * t + 8);
+// B fragments of n-tiles n0.. and n0 + 8.. over k = k0..k0 + 15, B read from its transpose
+// Bt [n][k] (row-major): blocks (n0, k0), (n0, k0 + 8), (n0 + 8, k0), (n0 + 8, k0 + 8).
+__device__ inline void load_b_pair(uint32_t (&b0)[2], uint32_t (&b1)[2], const bf16_dev* bt,
+                                   int ld, int n0, int k0, int lane) {
+  uint32_t r[4];
+  ldmatrix_x4(r, bt + (n0 + lane % 8 + 8 * (lane / 16)) * ld + k0 + 8 * (lane / 8 % 2));
+  b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
+}
+
+// The same from B itself stored row-major [k][n], read transposed: blocks (k0, n0),
+// (k0 + 8, n0), (k0, n0 + 8), (k0 + 8, n0 + 8).
+__device__ inline void load_b_pair_trans(uint32_t (&b0)[2], uint32_t (&b1)[2], const bf16_dev* b,
+                                         int ld, int k0, int n0, int lane) {
+  uint32_t r[4];
+  ldmatrix_x4_trans(r, b + (k0 + lane % 8 + 8 * (lane / 8 % 2)) * ld + n0 + 8 * (lane / 16));
+  b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
 }
 
 // A fragment of k-step j from fp32 accumulators c[n-tile][4] (see the header).
@@ -185,34 +198,38 @@ __device__ inline void zero(float (&c)[N][4]) {
 // row-major [m][DEPTH] tile `am`, Bt = rows 0 .. 8 N of the row-major [n][DEPTH] tile `bt`.
 template <int N, int DEPTH>
 __device__ inline void mma_tile(float (&c)[N][4], const bf16_dev* am, int lda, int row0,
-                                const bf16_dev* bt, int ldb, int g, int t) {
+                                const bf16_dev* bt, int ldb, int lane) {
+  static_assert(N % 2 == 0, "n-tiles are read in pairs");
 #pragma unroll
   for (int k0 = 0; k0 < DEPTH; k0 += 16) {
     uint32_t a[4];
-    load_a(a, am, lda, row0, k0, g, t);
+    load_a(a, am, lda, row0, k0, lane);
 #pragma unroll
-    for (int n = 0; n < N; ++n) {
-      uint32_t b[2];
-      load_b(b, bt, ldb, 8 * n, k0, g, t);
-      mma_bf16(c[n], a, b);
+    for (int n = 0; n < N; n += 2) {
+      uint32_t b0[2], b1[2];
+      load_b_pair(b0, b1, bt, ldb, 8 * n, k0, lane);
+      mma_bf16(c[n], a, b0);
+      mma_bf16(c[n + 1], a, b1);
     }
   }
 }
 
 // acc[n-tile][..] += L R over a depth of 8 NL: L = the fp32 accumulators l (16 x 8 NL, rounded
-// to bf16), R read from its transpose Rt [8 NACC][8 NL] (row-major).
+// to bf16), R the row-major [8 NL][8 NACC] tile `r` (read transposed).
 template <int NACC, int NL>
 __device__ inline void mma_from_acc(float (&acc)[NACC][4], const float (&l)[NL][4],
-                                    const bf16_dev* rt, int ldr, int g, int t) {
+                                    const bf16_dev* r, int ldr, int lane) {
+  static_assert(NACC % 2 == 0, "n-tiles are read in pairs");
 #pragma unroll
   for (int j = 0; j < NL / 2; ++j) {
     uint32_t a[4];
     a_from_acc(a, l, j);
 #pragma unroll
-    for (int n = 0; n < NACC; ++n) {
-      uint32_t b[2];
-      load_b(b, rt, ldr, 8 * n, 16 * j, g, t);
-      mma_bf16(acc[n], a, b);
+    for (int n = 0; n < NACC; n += 2) {
+      uint32_t b0[2], b1[2];
+      load_b_pair_trans(b0, b1, r, ldr, 16 * j, 8 * n, lane);
+      mma_bf16(acc[n], a, b0);
+      mma_bf16(acc[n + 1], a, b1);
     }
   }
 }
@@ -255,11 +272,11 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
                              bf16_dev* __restrict__ o,  // [B,T,H,D] overwritten
                              float* __restrict__ lse,   // [B,H,T] overwritten, or null
                              int n_tiles) {             // query tiles per (b, h)
-  constexpr int ld = D + kPad, ldt = kKeyTile + kPad, NS = kKeyTile / 8, NO = D / 8;
+  constexpr int ld = D + kPad, NS = kKeyTile / 8, NO = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16_dev* Qs = reinterpret_cast<bf16_dev*>(smem_raw);  // [64][ld]
   bf16_dev* Ks = Qs + kTile * ld;                        // [64][ld]
-  bf16_dev* Vt = Ks + kKeyTile * ld;                     // [D][ldt]
+  bf16_dev* Vs = Ks + kKeyTile * ld;                     // [64][ld]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;
   // The last query tiles see the most keys under causality: they go first.
@@ -270,7 +287,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   const MaskRule mask{T, causal, window};
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
-  load_tile<D>(Qs, ld, nullptr, 0, kTile, q, b, i0, nq, T, d.H, h);
+  load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
   // Rows g and g + 8 of the warp (index half): running max m, this thread's share of the row
   // sum l (its 16 columns of each key tile), and the output accumulator.
   float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
@@ -278,13 +295,14 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
   for (int64_t j0 = first - first % kKeyTile; j0 <= last; j0 += kKeyTile) {
     const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
-    __syncthreads();  // the previous tile's reads of Ks, Vt are done
-    load_tile<D>(Ks, ld, nullptr, 0, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
-    load_tile<D>(nullptr, 0, Vt, ldt, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
+    __syncthreads();  // the previous tile's reads of Ks, Vs are done
+    load_tile<D>(Ks, ld, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
+    load_tile<D>(Vs, ld, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
     __syncthreads();
+    const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
     float s[NS][4];
     zero(s);
-    mma_tile<NS, D>(s, Qs, ld, row0, Ks, ld, g, t);
+    mma_tile<NS, D>(s, Qs, ld, row0, Ks, ld, lane);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int64_t i = i0 + row0 + g + 8 * half;
@@ -294,7 +312,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& x = s[nt][2 * half + e];
-          x = mask.allowed(i, j0 + 8 * nt + 2 * t + e) ? scale * x : neg_inf;
+          x = whole || mask.allowed(i, j0 + 8 * nt + 2 * t + e) ? scale * x : neg_inf;
           mx = fmaxf(mx, x);
         }
       mx = quad_max(mx);
@@ -319,7 +337,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
       }
       m[half] = m_new;
     }
-    mma_from_acc<NO, NS>(acc, s, Vt, ldt, g, t);  // O += P V, P in bf16
+    mma_from_acc<NO, NS>(acc, s, Vs, ld, lane);  // O += P V, P in bf16
   }
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -365,15 +383,13 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
                               const float* __restrict__ Dsum,  // [B,H,T] dO . O
                               bf16_dev* __restrict__ dk, bf16_dev* __restrict__ dv,
                               int n_tiles) {  // key tiles per (b, kv head)
-  constexpr int QT = bwd_query_tile<D>(), ld = D + kPad, ldt = QT + kPad, NQ = QT / 8, NO = D / 8;
+  constexpr int QT = bwd_query_tile<D>(), ld = D + kPad, NQ = QT / 8, NO = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16_dev* Ks = reinterpret_cast<bf16_dev*>(smem_raw);    // [64][ld]
   bf16_dev* Vs = Ks + kTile * ld;                          // [64][ld]
   bf16_dev* Qs = Vs + kTile * ld;                          // [QT][ld]
   bf16_dev* dOs = Qs + QT * ld;                            // [QT][ld]
-  bf16_dev* Qt = dOs + QT * ld;                            // [D][ldt]
-  bf16_dev* dOt = Qt + D * ldt;                            // [D][ldt]
-  float* lse_s = reinterpret_cast<float*>(dOt + D * ldt);  // [QT]
+  float* lse_s = reinterpret_cast<float*>(dOs + QT * ld);  // [QT]
   float* D_s = lse_s + QT;                                 // [QT]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;  // the warp's keys, local to the tile
@@ -383,8 +399,8 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   const int nk = static_cast<int>(T - j0 < kTile ? T - j0 : kTile);
   const MaskRule mask{T, causal, window};
 
-  load_tile<D>(Ks, ld, nullptr, 0, kTile, k, b, j0, nk, T, d.Hkv, c);
-  load_tile<D>(Vs, ld, nullptr, 0, kTile, v, b, j0, nk, T, d.Hkv, c);
+  load_tile<D>(Ks, ld, kTile, k, b, j0, nk, T, d.Hkv, c);
+  load_tile<D>(Vs, ld, kTile, v, b, j0, nk, T, d.Hkv, c);
   float dk_acc[NO][4], dv_acc[NO][4];  // rows: the warp's keys
   zero(dk_acc);
   zero(dv_acc);
@@ -392,17 +408,18 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   for (int64_t h = c * group; h < (c + 1) * group; ++h)
     for (int64_t i0 = first - first % QT; i0 <= last; i0 += QT) {
       const int nq = static_cast<int>(T - i0 < QT ? T - i0 : QT);
-      __syncthreads();  // the previous tile's reads of Qs, dOs, Qt, dOt, lse_s, D_s are done
-      load_tile<D>(Qs, ld, Qt, ldt, QT, q, b, i0, nq, T, d.H, h);
-      load_tile<D>(dOs, ld, dOt, ldt, QT, dout, b, i0, nq, T, d.H, h);
+      __syncthreads();  // the previous tile's reads of Qs, dOs, lse_s, D_s are done
+      load_tile<D>(Qs, ld, QT, q, b, i0, nq, T, d.H, h);
+      load_tile<D>(dOs, ld, QT, dout, b, i0, nq, T, d.H, h);
       load_vec(lse_s, QT, lse + (b * d.H + h) * T + i0, nq);
       load_vec(D_s, QT, Dsum + (b * d.H + h) * T + i0, nq);
       __syncthreads();
       float pt[NQ][4], dst[NQ][4];  // P^T, then dS^T: rows keys, columns queries
       zero(pt);
       zero(dst);
-      mma_tile<NQ, D>(pt, Ks, ld, row0, Qs, ld, g, t);    // S^T = K Q^T
-      mma_tile<NQ, D>(dst, Vs, ld, row0, dOs, ld, g, t);  // dP^T = V dO^T
+      const bool whole = mask.covers(i0, i0 + QT, j0, j0 + kTile);
+      mma_tile<NQ, D>(pt, Ks, ld, row0, Qs, ld, lane);    // S^T = K Q^T
+      mma_tile<NQ, D>(dst, Vs, ld, row0, dOs, ld, lane);  // dP^T = V dO^T
 #pragma unroll
       for (int nt = 0; nt < NQ; ++nt)
 #pragma unroll
@@ -410,12 +427,13 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
           // c-register e: key row row0 + g + 8 (e / 2), query column 8 nt + 2 t + e % 2
           const int qc = 8 * nt + 2 * t + e % 2;
           const int64_t j = j0 + row0 + g + 8 * (e / 2);
-          const float p = mask.allowed(i0 + qc, j) ? fast_exp(scale * pt[nt][e] - lse_s[qc]) : 0.f;
+          const float p =
+              whole || mask.allowed(i0 + qc, j) ? fast_exp(scale * pt[nt][e] - lse_s[qc]) : 0.f;
           pt[nt][e] = p;
           dst[nt][e] = p * (dst[nt][e] - D_s[qc]);
         }
-      mma_from_acc<NO, NQ>(dv_acc, pt, dOt, ldt, g, t);  // dV += P^T dO
-      mma_from_acc<NO, NQ>(dk_acc, dst, Qt, ldt, g, t);  // dK += dS^T Q
+      mma_from_acc<NO, NQ>(dv_acc, pt, dOs, ld, lane);  // dV += P^T dO
+      mma_from_acc<NO, NQ>(dk_acc, dst, Qs, ld, lane);  // dK += dS^T Q
     }
   store_rows<D>(dk_acc, scale, dk, b, j0, row0, nk, T, d.Hkv, c, g, t);
   store_rows<D>(dv_acc, 1.f, dv, b, j0, row0, nk, T, d.Hkv, c, g, t);
@@ -430,14 +448,13 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
                             const float* __restrict__ Dsum,  // [B,H,T] dO . O
                             bf16_dev* __restrict__ dq,
                             int n_tiles) {  // query tiles per (b, h)
-  constexpr int ld = D + kPad, ldt = kKeyTile + kPad, NS = kKeyTile / 8, NO = D / 8;
+  constexpr int ld = D + kPad, NS = kKeyTile / 8, NO = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16_dev* Qs = reinterpret_cast<bf16_dev*>(smem_raw);   // [64][ld]
   bf16_dev* dOs = Qs + kTile * ld;                        // [64][ld]
   bf16_dev* Ks = dOs + kTile * ld;                        // [64][ld]
   bf16_dev* Vs = Ks + kKeyTile * ld;                      // [64][ld]
-  bf16_dev* Kt = Vs + kKeyTile * ld;                      // [D][ldt]
-  float* lse_s = reinterpret_cast<float*>(Kt + D * ldt);  // [64]
+  float* lse_s = reinterpret_cast<float*>(Vs + kKeyTile * ld);  // [64]
   float* D_s = lse_s + kTile;                             // [64]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;
@@ -447,8 +464,8 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   const int nq = static_cast<int>(T - i0 < kTile ? T - i0 : kTile);
   const MaskRule mask{T, causal, window};
 
-  load_tile<D>(Qs, ld, nullptr, 0, kTile, q, b, i0, nq, T, d.H, h);
-  load_tile<D>(dOs, ld, nullptr, 0, kTile, dout, b, i0, nq, T, d.H, h);
+  load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
+  load_tile<D>(dOs, ld, kTile, dout, b, i0, nq, T, d.H, h);
   load_vec(lse_s, kTile, lse + bh * T + i0, nq);
   load_vec(D_s, kTile, Dsum + bh * T + i0, nq);
   __syncthreads();         // lse_s, D_s complete (read into registers below)
@@ -463,15 +480,16 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
   for (int64_t j0 = first - first % kKeyTile; j0 <= last; j0 += kKeyTile) {
     const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
-    __syncthreads();  // the previous tile's reads of Ks, Vs, Kt are done
-    load_tile<D>(Ks, ld, Kt, ldt, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
-    load_tile<D>(Vs, ld, nullptr, 0, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
+    __syncthreads();  // the previous tile's reads of Ks, Vs are done
+    load_tile<D>(Ks, ld, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
+    load_tile<D>(Vs, ld, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
     __syncthreads();
     float s[NS][4], ds[NS][4];  // P, then dS: rows queries, columns keys
     zero(s);
     zero(ds);
-    mma_tile<NS, D>(s, Qs, ld, row0, Ks, ld, g, t);    // S = Q K^T
-    mma_tile<NS, D>(ds, dOs, ld, row0, Vs, ld, g, t);  // dP = dO V^T
+    const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
+    mma_tile<NS, D>(s, Qs, ld, row0, Ks, ld, lane);    // S = Q K^T
+    mma_tile<NS, D>(ds, dOs, ld, row0, Vs, ld, lane);  // dP = dO V^T
 #pragma unroll
     for (int nt = 0; nt < NS; ++nt)
 #pragma unroll
@@ -479,10 +497,11 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
         // c-register e: query row row0 + g + 8 (e / 2), key column 8 nt + 2 t + e % 2
         const int half = e / 2;
         const int64_t i = i0 + row0 + g + 8 * half, j = j0 + 8 * nt + 2 * t + e % 2;
-        const float p = mask.allowed(i, j) ? fast_exp(scale * s[nt][e] - lse_r[half]) : 0.f;
+        const float p =
+            whole || mask.allowed(i, j) ? fast_exp(scale * s[nt][e] - lse_r[half]) : 0.f;
         ds[nt][e] = p * (ds[nt][e] - D_r[half]);
       }
-    mma_from_acc<NO, NS>(dq_acc, ds, Kt, ldt, g, t);  // dQ += dS K
+    mma_from_acc<NO, NS>(dq_acc, ds, Ks, ld, lane);  // dQ += dS K
   }
   store_rows<D>(dq_acc, scale, dq, b, i0, row0, nq, T, d.H, h, g, t);
 }
@@ -550,8 +569,7 @@ void softmax_attention_mma_forward(const AttentionArgs<bf16>& a, const Attention
   const AttnDims& d = a.d;
   visit_head_size(d.K, [&](auto dc) {
     constexpr int D = decltype(dc)::value;
-    const size_t smem =
-        (static_cast<size_t>(kTile + kKeyTile) * (D + kPad) + D * (kKeyTile + kPad)) * kBf16Bytes;
+    const size_t smem = static_cast<size_t>(kTile + 2 * kKeyTile) * (D + kPad) * kBf16Bytes;
     const int n_tiles = tiles_of(d.T, kTile);
     auto* kernel = attention_mma_fwd_kernel<D>;
     allow_shared_memory(kernel, smem, op);
@@ -586,8 +604,7 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
     const int n_tiles = tiles_of(d.T, kTile);
 
     const size_t smem_dkdv =
-        (static_cast<size_t>(2 * kTile + 2 * QT) * (D + kPad) + 2 * D * (QT + kPad)) * kBf16Bytes +
-        2 * QT * sizeof(float);
+        static_cast<size_t>(2 * kTile + 2 * QT) * (D + kPad) * kBf16Bytes + 2 * QT * sizeof(float);
     auto* dkdv = attention_mma_dkdv_kernel<D>;
     allow_shared_memory(dkdv, smem_dkdv, op);
     dkdv<<<static_cast<unsigned>(d.B * d.Hkv * n_tiles), kMmaThreads, smem_dkdv, stream()>>>(
@@ -596,8 +613,7 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
     CUDA_CHECK(cudaGetLastError());
 
     const size_t smem_dq =
-        (static_cast<size_t>(2 * kTile + 2 * kKeyTile) * (D + kPad) + D * (kKeyTile + kPad)) *
-            kBf16Bytes +
+        static_cast<size_t>(2 * kTile + 2 * kKeyTile) * (D + kPad) * kBf16Bytes +
         2 * kTile * sizeof(float);
     auto* dq = attention_mma_dq_kernel<D>;
     allow_shared_memory(dq, smem_dq, op);
