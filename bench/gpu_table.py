@@ -101,7 +101,7 @@ def main():
     fla_ops, fla_models = fla.get("ops", {}), fla.get("models", {})
     errors = []
 
-    # ---- ops: {op: {"shape": tag, dtype: {"fwd": entry, "fwd_bwd": entry}}}
+    # ---- ops: {(op, shape): {dtype: {"fwd": entry, "fwd_bwd": entry}}}, one row per op and shape
     ops, copy_gbs = {}, None
     for parts, b in runs(ops_doc):
         if parts[0] == "copy":
@@ -111,26 +111,27 @@ def main():
         if key is None:
             continue
         op, dtype, shape, pass_ = key
-        ops.setdefault(op, {"shape": shape}).setdefault(dtype, {})[pass_] = b
+        ops.setdefault((op, shape), {}).setdefault(dtype, {})[pass_] = b
         if b.get("error_occurred"):
             errors.append(f"{op}/{dtype}/{pass_}: {first_line(b)}")
     ctx = (ops_doc or model_doc or {}).get("context", {})
     tf32 = "on" if ctx.get("hla_tf32") == "1" else "off"
     date = (ctx.get("date") or "")[:10]
-    shape = next(iter(ops.values()))["shape"] if ops else "-"
+    shape = next(iter(ops))[1] if ops else "-"
     print(f"\n{a.gpu or fla.get('device', 'GPU')}, {date}: hla f32 (TF32 {tf32}) and bf16 vs "
           f"fla bf16; median ms; ratio = hla / fla")
     print(f"{'op ' + shape:<24}{'f32 fwd':>9}{'f32 f+b':>9}{'bf16 fwd':>9}{'bf16 f+b':>9}"
           f"{'fla fwd':>9}{'fla f+b':>9}{'f32 f+b':>9}{'bf16 fwd':>9}{'bf16 f+b':>9}"
           f"  f+b rate f32 / bf16")
     print(f"{'':<24}{'':>54}{'ratio':>9}{'ratio':>9}{'ratio':>9}")
-    for op, r in ops.items():
+    for (op, op_shape), r in ops.items():
         f32, bf = r.get("f32", {}), r.get("bf16", {})
         f32_f, f32_fb = f32.get("fwd", {}), f32.get("fwd_bwd", {})
         bf_f, bf_fb = bf.get("fwd", {}), bf.get("fwd_bwd", {})
-        ref = fla_ops.get(f"{FLA_OPS[op]}/{r['shape']}") if op in FLA_OPS else None
+        ref = fla_ops.get(f"{FLA_OPS[op]}/{op_shape}") if op in FLA_OPS else None
         ref_f, ref_fb = ref if isinstance(ref, list) else (None, None)
-        print(f"{op:<24}{num(f32_f.get('ms'), 9, 3)}{num(f32_fb.get('ms'), 9, 3)}"
+        label = op if op_shape == shape else f"{op} {op_shape.split('_', 1)[1]}"
+        print(f"{label:<24}{num(f32_f.get('ms'), 9, 3)}{num(f32_fb.get('ms'), 9, 3)}"
               f"{num(bf_f.get('ms'), 9, 3)}{num(bf_fb.get('ms'), 9, 3)}"
               f"{num(ref_f, 9, 3)}{num(ref_fb, 9, 3)}{ratio(f32_fb.get('ms'), ref_fb):>9}"
               f"{ratio(bf_f.get('ms'), ref_f):>9}{ratio(bf_fb.get('ms'), ref_fb):>9}  {rate(f32_fb)} / {rate(bf_fb)}")
