@@ -153,14 +153,15 @@ RecurrenceResult run(const char* op, const Var& q, const Var& k, const Var& v, c
                 "the reference tier runs on the CPU only: move the inputs there with "
                 ".to(Device::CPU)");
 
-  DeltaCall c{detail::resolve_impl(opt.impl, T),
+  const Impl impl = detail::resolve_impl(opt.impl, T);
+  DeltaCall c{impl,
               detail::resolve_scale(opt.scale, K),
               opt.l2norm_qk,
               g.defined(),
               h0.defined(),
               {B, T, H, K, V},
               dev,
-              detail::value_split(opt.value_split, dev, B, H, V, op)};
+              detail::value_split(opt.value_split, dev, impl == Impl::Recurrent, B, H, V, op)};
   std::vector<Var> vars{q, k, v, beta};
   if (c.has_g) vars.push_back(g);
   if (c.has_h0) vars.push_back(h0);

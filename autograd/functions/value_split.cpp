@@ -27,8 +27,8 @@ Shape split_dim(const Shape& shape, size_t dim, int64_t a) {
 
 }  // namespace
 
-int64_t value_split(int64_t requested, Device device, int64_t B, int64_t H, int64_t V,
-                    const char* op) {
+int64_t value_split(int64_t requested, Device device, bool recurrent, int64_t B, int64_t H,
+                    int64_t V, const char* op) {
   if (requested > 0) {
     if (V % requested != 0)
       throw Error(op, "value_split dividing V = " + std::to_string(V), std::to_string(requested),
@@ -39,12 +39,12 @@ int64_t value_split(int64_t requested, Device device, int64_t B, int64_t H, int6
     throw Error(op, "value_split >= 0 (0: chosen by the op)", std::to_string(requested));
   int64_t s = 1;
 #ifdef HLA_WITH_CUDA
-  if (device == Device::CUDA) {
+  if (device == Device::CUDA && recurrent) {
     const int64_t blocks = cuda::multiprocessor_count();
     while (B * H * s * 2 <= blocks && V % (s * 2) == 0 && V / (s * 2) >= kMinSliceValues) s *= 2;
   }
 #else
-  (void)device, (void)B, (void)H, (void)V;
+  (void)device, (void)recurrent, (void)B, (void)H, (void)V;
 #endif
   return s;
 }

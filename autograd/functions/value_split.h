@@ -22,11 +22,13 @@
 namespace hla::detail {
 
 // The slice count for a call: `requested` when > 0 (it must divide V: hla::Error otherwise);
-// 0 picks one: on CUDA the largest power of two s with B*H*s blocks in one wave of the GPU's
-// multiprocessors and slices of at least 16 values that divide V; 1 on the CPU (its few cores
-// are kept busy by B*H heads, and every slice repeats the work on q and k).
-int64_t value_split(int64_t requested, Device device, int64_t B, int64_t H, int64_t V,
-                    const char* op);
+// 0 picks one: for the recurrent tier on CUDA (one thread block per head) the largest power of
+// two s with B*H*s blocks in one wave of the GPU's multiprocessors and slices of at least 16
+// values that divide V; otherwise 1: the CPU's few cores are kept busy by B*H heads, and the
+// CUDA chunk kernels already run one block per (head, chunk) and split the state walk by value
+// columns themselves, so slices would only repeat their work on q and k.
+int64_t value_split(int64_t requested, Device device, bool recurrent, int64_t B, int64_t H,
+                    int64_t V, const char* op);
 
 // x [B,T,H,...] -> [B,T,H*s,...], each head repeated s times in a row (contiguous copy).
 Tensor split_heads(const Tensor& x, int64_t s);

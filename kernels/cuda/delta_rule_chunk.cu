@@ -1,39 +1,46 @@
 // The chunked tier of DeltaNet / Gated DeltaNet on CUDA: the UT-transform algorithm of
-// kernels/cpu/recurrence/delta_rule_chunk.cpp (whose header derives every equation), chunk size
-// C = kernels::kChunk = 64, any T (partial last chunk). Layouts (row-major, contiguous, device
-// pointers in the structs of kernels/recurrence.h):
+// kernels/cpu/recurrence/delta_rule_chunk.cpp (whose header derives every equation) in its WY
+// form, chunk size C = kernels::kChunk = 64, any T (partial last chunk). Layouts (row-major,
+// contiguous, device pointers in the structs of kernels/recurrence.h):
 //   q, k [B,T,H,K]  v, o [B,T,H,V]  beta, g [B,T,H]  h0, hT [B,H,K,V].
 //
-// Forward, per chunk of n <= C rows (Q, K, V, beta, g its rows; S the incoming state [K,V]):
+// Per chunk of n <= C rows (Q, K L2-normalised when asked; V, beta, g its rows; S the incoming
+// state [K,V]):
 //   Gam_r = sum_{i<=r} g_i (chunk-local; 0 for DeltaNet);  gam = exp(Gam);  lam = exp(Gam_n - Gam)
 //   M_ij = exp(Gam_i - Gam_j) for i >= j, else 0;  A = K K^T;  L = tril_{-1}(diag(beta)(A o M))
-//   Rs = V - diag(gam) K S;   Vn = (I + L)^{-1} diag(beta) Rs   (forward substitution)
-//   O  = s [diag(gam) Q S + P Vn],  P = (Q K^T) o M;   S <- gam_n S + (diag(lam) K)^T Vn
-// Backward, chunk by chunk in reverse, dS the gradient of the outgoing state:
-//   dP = s (dO Vn^T) o M;  dVn = s P^T dO + diag(lam) K dS;  dY = (I + L)^{-T} dVn (back subst.)
-//   dq = s diag(gam) dO S^T + dP K;  dv = dRs = diag(beta) dY;  D = -tril_{-1}(dY Vn^T) o M
+//   Ti = (I + L)^{-1};  U = Ti diag(beta) V;  W = Ti diag(beta gam) K;  P = (Q K^T) o M
+//   Vn = (I + L)^{-1} diag(beta)(V - diag(gam) K S) = U - W S
+//   O  = s [diag(gam) Q S + P Vn];   S <- gam_n S + (diag(lam) K)^T Vn
+// Only the two lines with S are sequential over chunks. The backward, dS the gradient of a
+// chunk's outgoing state:
+//   dVn = s P^T dO + diag(lam) K dS;  dY = Ti^T dVn;  dRs = diag(beta) dY
+//   dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn        (W^T dVn = (diag(gam) K)^T dRs)
+// and, per chunk again in parallel, from S, dS, Vn and dY:
+//   dP = s (dO Vn^T) o M;  dq = s diag(gam) dO S^T + dP K;  dv = dRs;  D = -tril_{-1}(dY Vn^T) o M
 //   dk = dP^T Q + diag(lam) Vn dS^T - diag(gam) dRs S^T + (diag(beta) D + (diag(beta) D)^T) K
-//   dbeta = rowsum(dY o Rs) + rowsum(D o A)
-//   dS <- gam_n dS + s (diag(gam) Q)^T dO - (diag(gam) K)^T dRs
+//   dbeta = rowsum(dY o Rs) + rowsum(D o A),  Rs = V - diag(gam) K S
 //   dg_l = sum_{i >= l} (e0_i + sum_{j < l} E_ij), E / e0 the gradients of the decay factors
 //   times the factors: E = dP o QK + diag(beta) (D o A) (+ dlam on row n-1), e0 = rowsum of
 //   (Q o dQ_S) + (K o dK_Rs) (+ gam_n <S, dS> on row n-1); then the L2-norm backward.
 // Every decay factor is exp of a difference of chunk-local log sums (<= 0 exponents).
 //
-// One thread block per (b, h) (1024 threads forward, 512 backward) walks the chunks in order
-// (reverse for the backward). A chunk's matrices live in one block workspace (struct Layout):
-// shared memory when it fits the device's opt-in limit (227 KiB on H100 / H200: f32 forward up
-// to K = V = 128, f32 backward up to K = V = 64, f64 for small heads), otherwise a per-block
-// global scratch (L2-resident) with the same layout. Rows of the [C,K] / [C,V] buffers are
-// padded to K + 1 / V + 1 entries so that a warp reading one entry of 32 different rows hits 32
-// different banks. Products are computed one output entry per thread and block-strided loop
-// (one warp per entry, lanes over the reduced index, where the operand is the global state);
-// the triangular solves run one thread per value column (a column's substitution does not
-// depend on the others). The backward first re-walks the forward, storing each chunk's incoming
-// state in a global scratch [B*H, chunks, K, V], then recomputes each chunk's factors from its
-// state. Any K, V (K*V < 2^31). dtypes: f32, f64. Outputs are overwritten.
+// Kernels (256 threads each; products by block_product.cuh):
+//   prep      one block per (head, chunk): Ti (diagonal 16 x 16 blocks by substitution, then
+//             block rows), U, W, P, diag(lam) K, diag(gam) Q, gam_n into a global workspace
+//   walk      one block per (head, 16 value columns), chunks in order: S, Vn = U - W S in place
+//             of U, every chunk's incoming state kept for the output and the backward
+//   output    one block per (head, chunk, 64 value columns): O
+//   walk_back one block per (head, 16 value columns), chunks in reverse: dY, the outgoing dS
+//   grad      one block per (head, chunk): dq, dk, dv, dbeta, dg
+// A block's matrices live in shared memory when they fit the device's opt-in limit (227 KiB on
+// H100 / H200: prep up to K = 256 in f32, grad up to K = V = 64), otherwise in a per-block
+// global scratch (L2-resident) with the same layout and a grid of at most 2 blocks per SM
+// walking the items. Rows of shared [n][K] buffers are padded to K + 1 entries (distinct banks
+// read either way round). Rows past a partial chunk are zero in every workspace matrix, so the
+// walks need no row count. dtypes: f32, f64; any K, V (sizes < 2^31). Outputs are overwritten.
 #include <type_traits>
 
+#include "kernels/cuda/block_product.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
@@ -46,124 +53,71 @@ using kernels::RecDims;
 
 namespace {
 
-// Threads per block: every loop strides over the block, so more warps only hide more latency
-// (one block per head leaves most of each SM idle); bounded by the registers of the kernels.
-constexpr int kFwdThreads = 1024;
-constexpr int kBwdThreads = 512;
 constexpr int C = static_cast<int>(kernels::kChunk);  // rows of a full chunk
-constexpr int kReduceSlots = 32;                      // shared scratch of block_reduce
+constexpr int kNt = kProductThreads;                  // threads of every kernel here
+constexpr int kWalkColumns = 16;   // value columns per walk block (block_product<S, 1>)
+constexpr int kOutputColumns = 64;  // value columns per output block
+constexpr int kSolve = 16;          // diagonal blocks of Ti solved by substitution
 
-// Offsets (in elements) of the buffers of one block's workspace; every buffer is sized for a
-// full chunk. The forward uses the first group and the state; the backward all but the state
-// (its states live in a separate scratch) and adds its gradient buffers.
-struct Layout {
-  int K = 0, V = 0;
-  int lk = 0, lv = 0;  // row strides K + 1, V + 1: rows start in different shared-memory banks
-  bool backward = false;
-  int64_t q = 0, k = 0, rs = 0, vn = 0, L = 0, P = 0;  // [C,lk] [C,lk] [C,lv] [C,lv] [C,C] [C,C]
-  int64_t beta = 0, Gam = 0, gam = 0, lam = 0, rq = 0, rk = 0;  // [C] each
-  int64_t S = 0;                                                // forward: [K,V] running state
-  int64_t A = 0, QK = 0, dPE = 0;                               // backward: [C,C] each
-  int64_t dq = 0, dk = 0, dy = 0, dS = 0;  // backward: [C,lk] [C,lk] [C,lv] [K,lv]
-  int64_t e0 = 0, dlam = 0, dbeta = 0;     // backward: [C] each
-  int64_t red = 0;                         // [kReduceSlots]
-  int64_t total = 0;
+// Sizes of one problem and the indexing shared by every kernel.
+struct Geo {
+  int64_t B, T, H, NC;  // NC chunks per head
+  int K, V;
+  __device__ int64_t row(int64_t bh, int64_t t) const {  // into [B,T,H]
+    return ((bh / H) * T + t) * H + bh % H;
+  }
+  __device__ int rows(int64_t c) const { return static_cast<int>(min(int64_t(C), T - c * C)); }
+};
 
-  Layout(int K_, int V_, bool backward_)
-      : K(K_), V(V_), lk(K_ + 1), lv(V_ + 1), backward(backward_) {
-    int64_t at = 0;
-    auto take = [&](int64_t n) {
-      const int64_t o = at;
-      at += n;
-      return o;
-    };
-    q = take(int64_t(C) * lk);
-    k = take(int64_t(C) * lk);
-    rs = take(int64_t(C) * lv);
-    vn = take(int64_t(C) * lv);
-    L = take(int64_t(C) * C);
-    P = take(int64_t(C) * C);
-    beta = take(C);
-    Gam = take(C);
-    gam = take(C);
-    lam = take(C);
-    rq = take(C);
-    rk = take(C);
-    if (!backward) {
-      S = take(int64_t(K) * V);
-    } else {
-      A = take(int64_t(C) * C);
-      QK = take(int64_t(C) * C);
-      dPE = take(int64_t(C) * C);
-      dq = take(int64_t(C) * lk);
-      dk = take(int64_t(C) * lk);
-      dy = take(int64_t(C) * lv);
-      dS = take(int64_t(K) * lv);
-      e0 = take(C);
-      dlam = take(C);
-      dbeta = take(C);
-    }
-    red = take(kReduceSlots);
-    total = at;
+// The global workspace; item e = head * NC + chunk indexes each per-chunk matrix.
+template <class S>
+struct Chunks {
+  S* ti;      // [BH, NC, C, C]  (I + L)^{-1}
+  S* p;       // [BH, NC, C, C]  (Q K^T) o M
+  S* u;       // [BH, NC, C, V]  Ti diag(beta) V; the walk overwrites it with Vn
+  S* w;       // [BH, NC, C, K]  Ti diag(beta gam) K
+  S* kl;      // [BH, NC, C, K]  diag(lam) K
+  S* qg;      // [BH, NC, C, K]  diag(gam) Q
+  S* gn;      // [BH, NC]        gam_n
+  S* states;  // [BH, NC, K, V]  each chunk's incoming state
+  S* dy;      // [BH, NC, C, V]  backward: dY
+  S* dso;     // [BH, NC, K, V]  backward: the gradient of each chunk's outgoing state
+};
+
+// Bump allocation of named buffers (element offsets), the same on host and device.
+struct Arena {
+  int64_t at = 0;
+  __host__ __device__ int64_t take(int64_t n) {
+    const int64_t o = at;
+    at += n;
+    return o;
   }
 };
 
-// Pointers into one block's workspace (see Layout); null where the pass has no such buffer.
+// Rows of one chunk shared by prep and grad: normalised q, k [C][K+1] and the per-row factors.
 template <class S>
-struct Work {
-  S *q, *k, *rs, *vn, *L, *P, *beta, *Gam, *gam, *lam, *rq, *rk, *S_, *A, *QK, *dPE;
-  S *dq, *dk, *dy, *dS, *e0, *dlam, *dbeta, *red;
-  int lk, lv;  // row strides of q, k, dq, dk and of rs, vn, dy, dS
+struct Rows {
+  S *q, *k, *beta, *Gam, *gam, *lam, *rq, *rk;
+  int lk;  // K + 1
 };
-
-template <class S>
-__device__ Work<S> bind(const Layout& l, S* base) {
-  Work<S> w;
-  w.q = base + l.q;
-  w.k = base + l.k;
-  w.rs = base + l.rs;
-  w.vn = base + l.vn;
-  w.L = base + l.L;
-  w.P = base + l.P;
-  w.beta = base + l.beta;
-  w.Gam = base + l.Gam;
-  w.gam = base + l.gam;
-  w.lam = base + l.lam;
-  w.rq = base + l.rq;
-  w.rk = base + l.rk;
-  w.S_ = l.backward ? nullptr : base + l.S;
-  w.A = l.backward ? base + l.A : nullptr;
-  w.QK = l.backward ? base + l.QK : nullptr;
-  w.dPE = l.backward ? base + l.dPE : nullptr;
-  w.dq = l.backward ? base + l.dq : nullptr;
-  w.dk = l.backward ? base + l.dk : nullptr;
-  w.dy = l.backward ? base + l.dy : nullptr;
-  w.dS = l.backward ? base + l.dS : nullptr;
-  w.e0 = l.backward ? base + l.e0 : nullptr;
-  w.dlam = l.backward ? base + l.dlam : nullptr;
-  w.dbeta = l.backward ? base + l.dbeta : nullptr;
-  w.red = base + l.red;
-  w.lk = l.lk;
-  w.lv = l.lv;
-  return w;
-}
-
-// Head (b, h) of this block: row indices into [B,T,H] tensors and the offset of its state.
-struct Head {
-  int64_t b, h, T, H;
-  int K, V;
-  __device__ int64_t row(int64_t t) const { return (b * T + t) * H + h; }  // into [B,T,H]
-  __device__ int64_t state() const { return (b * H + h) * K * V; }
+struct RowsLayout {
+  int64_t q, k, beta, Gam, gam, lam, rq, rk;
+  __host__ __device__ RowsLayout(Arena& ar, int K) {
+    q = ar.take(int64_t(C) * (K + 1));
+    k = ar.take(int64_t(C) * (K + 1));
+    beta = ar.take(C);
+    Gam = ar.take(C);
+    gam = ar.take(C);
+    lam = ar.take(C);
+    rq = ar.take(C);
+    rk = ar.take(C);
+  }
+  template <class S>
+  __device__ Rows<S> bind(S* base, int K) const {
+    return {base + q,   base + k,   base + beta, base + Gam, base + gam,
+            base + lam, base + rq,  base + rk,   K + 1};
+  }
 };
-
-__device__ inline Head head_of(const RecDims& d) {
-  return {static_cast<int64_t>(blockIdx.x) / d.H,
-          static_cast<int64_t>(blockIdx.x) % d.H,
-          d.T,
-          d.H,
-          static_cast<int>(d.K),
-          static_cast<int>(d.V)};
-}
 
 // M_rl = exp(Gam_r - Gam_l) for r >= l, else 0 (1 / 0 without a gate).
 template <class S>
@@ -172,357 +126,518 @@ __device__ inline S decay(const S* Gam, bool gated, int r, int l) {
   return gated ? exp(Gam[r] - Gam[l]) : S(1);
 }
 
-// Loads the chunk [t0, t0 + n) of head hd: q, k (L2-normalised when asked, rq / rk the
-// factors), v into rs, beta, the decays Gam, gam, lam, and L, P (plus A, QK when the workspace
-// has them). Ends with a barrier.
+// Loads chunk c of head bh into w: q, k (L2-normalised when asked, rq / rk the factors), beta,
+// Gam, gam, lam; rows n..C-1 zero. Ends with a barrier.
 template <class S>
-__device__ void load_chunk(const DeltaRuleArgs<S>& a, const Head& hd, int64_t t0, int n,
-                           const Work<S>& w) {
-  const int K = hd.K, V = hd.V, tid = threadIdx.x, nt = blockDim.x, lk = w.lk, lv = w.lv;
-  for (int e = tid; e < n * K; e += nt) {
+__device__ void load_rows(const DeltaRuleArgs<S>& a, const Geo& g, int64_t bh, int64_t c, int n,
+                          const Rows<S>& w) {
+  const int K = g.K, lk = w.lk, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  for (int e = tid; e < C * K; e += kNt) {
     const int r = e / K, i = e - r * K;
-    w.q[r * lk + i] = a.q[hd.row(t0 + r) * K + i];
-    w.k[r * lk + i] = a.k[hd.row(t0 + r) * K + i];
-  }
-  for (int e = tid; e < n * V; e += nt) {
-    const int r = e / V, j = e - r * V;
-    w.rs[r * lv + j] = a.v[hd.row(t0 + r) * V + j];
+    const bool in = r < n;
+    w.q[r * lk + i] = in ? a.q[g.row(bh, c * C + r) * K + i] : S(0);
+    w.k[r * lk + i] = in ? a.k[g.row(bh, c * C + r) * K + i] : S(0);
   }
   if (tid == 0) {  // chunk-local cumulative log decay: a short serial scan
     S acc = S(0);
     for (int r = 0; r < n; ++r) {
-      if (a.g) acc += a.g[hd.row(t0 + r)];
+      if (a.g) acc += a.g[g.row(bh, c * C + r)];
       w.Gam[r] = acc;
     }
+    for (int r = n; r < C; ++r) w.Gam[r] = acc;
   }
   __syncthreads();
-  for (int r = tid; r < n; r += nt) {
-    w.beta[r] = a.beta[hd.row(t0 + r)];
-    w.gam[r] = exp(w.Gam[r]);
-    w.lam[r] = exp(w.Gam[n - 1] - w.Gam[r]);
-    S rq = S(1), rk = S(1);
-    if (a.l2norm_qk) {  // one thread per row
-      S sq = S(0), sk = S(0);
-      for (int i = 0; i < K; ++i) {
+  for (int r = warp; r < C; r += kNt / 32) {  // one warp per row
+    S sq = S(0), sk = S(0);
+    if (a.l2norm_qk)
+      for (int i = lane; i < K; i += 32) {
         sq += w.q[r * lk + i] * w.q[r * lk + i];
         sk += w.k[r * lk + i] * w.k[r * lk + i];
       }
-      rq = S(1) / sqrt(sq + S(kernels::kL2Eps));
-      rk = S(1) / sqrt(sk + S(kernels::kL2Eps));
-      for (int i = 0; i < K; ++i) {
+    sq = warp_reduce(sq, SumOp{});
+    sk = warp_reduce(sk, SumOp{});
+    const S rq = a.l2norm_qk ? S(1) / sqrt(sq + S(kernels::kL2Eps)) : S(1);
+    const S rk = a.l2norm_qk ? S(1) / sqrt(sk + S(kernels::kL2Eps)) : S(1);
+    if (a.l2norm_qk)
+      for (int i = lane; i < K; i += 32) {
         w.q[r * lk + i] *= rq;
         w.k[r * lk + i] *= rk;
       }
+    if (lane == 0) {
+      const bool in = r < n;
+      w.rq[r] = rq;
+      w.rk[r] = rk;
+      w.beta[r] = in ? a.beta[g.row(bh, c * C + r)] : S(0);
+      w.gam[r] = in ? exp(w.Gam[r]) : S(0);
+      w.lam[r] = in ? exp(w.Gam[n - 1] - w.Gam[r]) : S(0);
     }
-    w.rq[r] = rq;
-    w.rk[r] = rk;
-  }
-  __syncthreads();
-  for (int e = tid; e < n * n; e += nt) {
-    const int r = e / n, l = e - r * n;
-    S qk = S(0), kk = S(0);
-    for (int i = 0; i < K; ++i) {
-      qk += w.q[r * lk + i] * w.k[l * lk + i];
-      kk += w.k[r * lk + i] * w.k[l * lk + i];
-    }
-    const S m = decay(w.Gam, a.g != nullptr, r, l);
-    w.P[r * C + l] = qk * m;
-    w.L[r * C + l] = r > l ? w.beta[r] * (kk * m) : S(0);
-    if (w.A) w.A[r * C + l] = kk;
-    if (w.QK) w.QK[r * C + l] = qk;
   }
   __syncthreads();
 }
 
-// Rs = V - diag(gam) K S (in place of v), then Vn = (I + L)^{-1} diag(beta) Rs. Ends with a
-// barrier.
+// ti = (I + L)^{-1} for strictly lower L ([C][C+1] both): the diagonal 16 x 16 blocks by forward
+// substitution (one thread per column), then block row I from the finished rows above it:
+// Ti_IJ = -Ti_II sum_{J <= m < I} L_Im Ti_mJ. tmp holds [16][C+1]. Ends with a barrier.
 template <class S>
-__device__ void corrected_values(const Head& hd, int n, const S* St, const Work<S>& w) {
-  const int K = hd.K, V = hd.V, tid = threadIdx.x, nt = blockDim.x, lk = w.lk, lv = w.lv;
-  for (int e = tid; e < n * V; e += nt) {
-    const int r = e / V, j = e - r * V;
-    S ks = S(0);
-    for (int i = 0; i < K; ++i) ks += w.k[r * lk + i] * St[i * V + j];
-    w.rs[r * lv + j] -= w.gam[r] * ks;
-  }
+__device__ void invert_unit_lower(const S* L, S* ti, S* tmp) {
+  constexpr int lc = C + 1;
+  const int tid = threadIdx.x;
+  for (int e = tid; e < C * C; e += kNt) ti[(e / C) * lc + e % C] = S(0);
   __syncthreads();
-  for (int j = tid; j < V; j += nt)  // one column per thread: forward substitution
-    for (int r = 0; r < n; ++r) {
-      S acc = w.beta[r] * w.rs[r * lv + j];
-      for (int l = 0; l < r; ++l) acc -= w.L[r * C + l] * w.vn[l * lv + j];
-      w.vn[r * lv + j] = acc;
+  if (tid < C) {
+    const int col = tid, end = (col / kSolve + 1) * kSolve;
+    ti[col * lc + col] = S(1);
+    for (int r = col + 1; r < end; ++r) {
+      S acc = S(0);
+      for (int l = col; l < r; ++l) acc -= L[r * lc + l] * ti[l * lc + col];
+      ti[r * lc + col] = acc;
     }
-  __syncthreads();
-}
-
-// S_out = gam_n S_in + (diag(lam) K)^T Vn, entry by entry (S_out may equal S_in). Ends with a
-// barrier.
-template <class S>
-__device__ void next_state(const Head& hd, int n, const S* S_in, S* S_out, const Work<S>& w) {
-  const int K = hd.K, V = hd.V, lk = w.lk, lv = w.lv;
-  for (int e = threadIdx.x; e < K * V; e += blockDim.x) {
-    const int i = e / V, j = e - i * V;
-    S acc = S(0);
-    for (int r = 0; r < n; ++r) acc += (w.lam[r] * w.k[r * lk + i]) * w.vn[r * lv + j];
-    S_out[e] = w.gam[n - 1] * S_in[e] + acc;
   }
   __syncthreads();
+  for (int r0 = kSolve; r0 < C; r0 += kSolve) {
+    for (int e = tid; e < kSolve * r0; e += kNt) {
+      const int rr = e / r0, col = e - rr * r0;
+      S acc = S(0);
+      for (int l = col; l < r0; ++l) acc += L[(r0 + rr) * lc + l] * ti[l * lc + col];
+      tmp[rr * lc + col] = acc;
+    }
+    __syncthreads();
+    for (int e = tid; e < kSolve * r0; e += kNt) {
+      const int rr = e / r0, col = e - rr * r0;
+      S acc = S(0);
+      for (int m = 0; m <= rr; ++m) acc -= ti[(r0 + rr) * lc + r0 + m] * tmp[m * lc + col];
+      ti[(r0 + rr) * lc + col] = acc;
+    }
+    __syncthreads();
+  }
 }
 
-// ---- kernels
-
+// A block's buffers in shared memory, or in its slice of a global scratch when they do not fit.
 template <class S>
-__global__ void __launch_bounds__(kFwdThreads)
-    delta_chunk_fwd_kernel(DeltaRuleArgs<S> a,  // device pointers, see header
-                           S* __restrict__ o,   // [B,T,H,V] overwritten
-                           S* __restrict__ hT,  // [B,H,K,V] overwritten, or null
-                           Layout lay,
-                           S* __restrict__ scratch) {  // [B*H, lay.total] or null
+__device__ S* block_base(S* scratch, int64_t total) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  S* base = scratch ? scratch + static_cast<int64_t>(blockIdx.x) * lay.total
-                    : reinterpret_cast<S*>(smem_raw);
-  const Work<S> w = bind(lay, base);
-  const Head hd = head_of(a.d);
-  const int K = hd.K, V = hd.V, lk = w.lk, lv = w.lv;
-  const S scale = static_cast<S>(a.scale);
-  for (int e = threadIdx.x; e < K * V; e += blockDim.x)
-    w.S_[e] = a.h0 ? a.h0[hd.state() + e] : S(0);  // published by load_chunk's barriers
-  for (int64_t t0 = 0; t0 < hd.T; t0 += C) {
-    const int n = static_cast<int>(min(int64_t(C), hd.T - t0));
-    load_chunk(a, hd, t0, n, w);
-    corrected_values(hd, n, w.S_, w);
-    for (int e = threadIdx.x; e < n * V; e += blockDim.x) {
-      const int r = e / V, j = e - r * V;
-      S qs = S(0), pv = S(0);
-      for (int i = 0; i < K; ++i) qs += w.q[r * lk + i] * w.S_[i * V + j];
-      for (int l = 0; l <= r; ++l) pv += w.P[r * C + l] * w.vn[l * lv + j];
-      o[hd.row(t0 + r) * V + j] = scale * (w.gam[r] * qs + pv);
-    }
-    __syncthreads();  // the state is read before it is updated in place
-    next_state(hd, n, w.S_, w.S_, w);
-  }
-  if (hT)
-    for (int e = threadIdx.x; e < K * V; e += blockDim.x) hT[hd.state() + e] = w.S_[e];
+  return scratch ? scratch + static_cast<int64_t>(blockIdx.x) * total
+                 : reinterpret_cast<S*>(smem_raw);
 }
 
+// ---- prep: Ti, U, W, P, diag(lam) K, diag(gam) Q, gam_n of every chunk
+
+struct PrepLayout {
+  RowsLayout rows;
+  int64_t L, ti, tmp, total;
+  PrepLayout(Arena ar, int K) : rows(ar, K) {
+    L = ar.take(int64_t(C) * (C + 1));
+    ti = ar.take(int64_t(C) * (C + 1));
+    tmp = ar.take(int64_t(kSolve) * (C + 1));
+    total = ar.at;
+  }
+};
+
 template <class S>
-__global__ void __launch_bounds__(kBwdThreads)
-    delta_chunk_bwd_kernel(DeltaRuleArgs<S> a, DeltaRuleGrad<S> g, Layout lay,
-                           S* __restrict__ scratch,   // [B*H, lay.total] or null
-                           S* __restrict__ states) {  // [B*H, chunks, K*V]
+__global__ void __launch_bounds__(kNt)
+    delta_prep_kernel(DeltaRuleArgs<S> a, Geo g, Chunks<S> ws, PrepLayout lay, S* scratch) {
+  S* base = block_base(scratch, lay.total);
+  const Rows<S> w = lay.rows.bind(base, g.K);
+  S *L = base + lay.L, *ti = base + lay.ti, *tmp = base + lay.tmp;
+  const int K = g.K, V = g.V, lk = w.lk, lc = C + 1;
+  const bool gated = a.g != nullptr;
+  for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
+    const int64_t bh = e / g.NC, c = e - bh * g.NC;
+    const int n = g.rows(c);
+    load_rows(a, g, bh, c, n, w);
+    S *P = ws.p + e * C * C, *Ti = ws.ti + e * C * C;
+    block_product<S>(
+        C, C, K, [&](int r, int i) { return w.k[r * lk + i]; },
+        [&](int i, int l) { return w.k[l * lk + i]; },
+        [&](int r, int l, S kk) {
+          L[r * lc + l] = r > l ? w.beta[r] * (kk * decay(w.Gam, gated, r, l)) : S(0);
+        });
+    block_product<S>(
+        C, C, K, [&](int r, int i) { return w.q[r * lk + i]; },
+        [&](int i, int l) { return w.k[l * lk + i]; },
+        [&](int r, int l, S qk) { P[r * C + l] = qk * decay(w.Gam, gated, r, l); });
+    for (int x = threadIdx.x; x < C * K; x += kNt) {
+      const int r = x / K, i = x - r * K;
+      ws.kl[e * C * K + x] = w.lam[r] * w.k[r * lk + i];
+      ws.qg[e * C * K + x] = w.gam[r] * w.q[r * lk + i];
+    }
+    if (threadIdx.x == 0) ws.gn[e] = w.gam[n - 1];
+    __syncthreads();
+    invert_unit_lower(L, ti, tmp);
+    for (int x = threadIdx.x; x < C * C; x += kNt) Ti[x] = ti[(x / C) * lc + x % C];
+    const S* v = a.v;
+    block_product<S>(  // rows past n: beta = 0 (their clamped v row is read, not used)
+        C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
+        [&](int l, int j) { return w.beta[l] * v[g.row(bh, c * C + min(l, n - 1)) * V + j]; },
+        [&](int r, int j, S x) { ws.u[e * C * V + r * V + j] = x; });
+    block_product<S>(
+        C, K, C, [&](int r, int l) { return ti[r * lc + l]; },
+        [&](int l, int i) { return (w.beta[l] * w.gam[l]) * w.k[l * lk + i]; },
+        [&](int r, int i, S x) { ws.w[e * C * K + r * K + i] = x; });
+    __syncthreads();  // the buffers are read before the next item rewrites them
+  }
+}
+
+// ---- walk: the states and Vn = U - W S, chunks in order, 16 value columns per block
+
+struct WalkLayout {
+  int64_t S_, X, vn, total;
+  WalkLayout(Arena ar, int K) {
+    S_ = ar.take(int64_t(K) * kWalkColumns);
+    X = ar.take(int64_t(C) * (K + 1));
+    vn = ar.take(int64_t(C) * (kWalkColumns + 1));
+    total = ar.at;
+  }
+};
+
+template <class S>
+__global__ void __launch_bounds__(kNt)
+    delta_walk_kernel(const S* __restrict__ h0, S* __restrict__ hT, Geo g, Chunks<S> ws,
+                      WalkLayout lay, S* scratch) {
+  S* base = block_base(scratch, lay.total);
+  S *St = base + lay.S_, *X = base + lay.X, *vn = base + lay.vn;
+  const int K = g.K, V = g.V, lk = K + 1, lv = kWalkColumns + 1, tid = threadIdx.x;
+  const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
+  for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
+    const int64_t bh = item / n_slices;
+    const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
+    const int nv = min(kWalkColumns, V - j0);
+    const int64_t state = bh * K * V;
+    for (int x = tid; x < K * nv; x += kNt) {
+      const int i = x / nv, j = x - i * nv;
+      St[i * kWalkColumns + j] = h0 ? h0[state + i * V + j0 + j] : S(0);
+    }
+    for (int64_t c = 0; c < g.NC; ++c) {
+      const int64_t e = bh * g.NC + c;
+      __syncthreads();  // St is final, X and vn free
+      for (int x = tid; x < K * nv; x += kNt) {
+        const int i = x / nv, j = x - i * nv;
+        ws.states[e * K * V + i * V + j0 + j] = St[i * kWalkColumns + j];
+      }
+      for (int x = tid; x < C * K; x += kNt) X[(x / K) * lk + x % K] = ws.w[e * C * K + x];
+      for (int x = tid; x < C * nv; x += kNt) {
+        const int r = x / nv, j = x - r * nv;
+        vn[r * lv + j] = ws.u[e * C * V + r * V + j0 + j];
+      }
+      __syncthreads();
+      block_product<S, 1>(
+          C, nv, K, [&](int r, int i) { return X[r * lk + i]; },
+          [&](int i, int j) { return St[i * kWalkColumns + j]; },
+          [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
+      __syncthreads();
+      for (int x = tid; x < C * nv; x += kNt) {
+        const int r = x / nv, j = x - r * nv;
+        ws.u[e * C * V + r * V + j0 + j] = vn[r * lv + j];
+      }
+      for (int x = tid; x < C * K; x += kNt) X[(x / K) * lk + x % K] = ws.kl[e * C * K + x];
+      __syncthreads();
+      const S gn = ws.gn[e];
+      block_product<S, 1>(
+          K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
+          [&](int r, int j) { return vn[r * lv + j]; },
+          [&](int i, int j, S kv) { St[i * kWalkColumns + j] = gn * St[i * kWalkColumns + j] + kv; });
+    }
+    __syncthreads();
+    if (hT)
+      for (int x = tid; x < K * nv; x += kNt) {
+        const int i = x / nv, j = x - i * nv;
+        hT[state + i * V + j0 + j] = St[i * kWalkColumns + j];
+      }
+    __syncthreads();  // St is read before the next item rewrites it
+  }
+}
+
+// ---- output: O = s [diag(gam) Q S + P Vn], 64 value columns per block
+
+template <class S>
+__global__ void __launch_bounds__(kNt)
+    delta_output_kernel(Geo g, Chunks<S> ws, S scale, S* __restrict__ o) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  S* base = scratch ? scratch + static_cast<int64_t>(blockIdx.x) * lay.total
-                    : reinterpret_cast<S*>(smem_raw);
-  const Work<S> w = bind(lay, base);
-  const Head hd = head_of(a.d);
-  const int K = hd.K, V = hd.V, tid = threadIdx.x, nt = blockDim.x, lk = w.lk, lv = w.lv;
-  const int lane = tid & 31, warp = tid >> 5, n_warps = nt >> 5;
-  const int64_t KV = int64_t(K) * V, n_chunks = (hd.T + C - 1) / C;
+  S* qs = reinterpret_cast<S*>(smem_raw);  // [C][kOutputColumns + 1]: diag(gam) Q S
+  constexpr int lo = kOutputColumns + 1;
+  const int K = g.K, V = g.V;
+  const int n_slices = (V + kOutputColumns - 1) / kOutputColumns;
+  const int64_t e = blockIdx.x / n_slices, bh = e / g.NC, c = e - bh * g.NC;
+  const int j0 = static_cast<int>(blockIdx.x % n_slices) * kOutputColumns;
+  const int nv = min(kOutputColumns, V - j0), n = g.rows(c);
+  const S *qg = ws.qg + e * C * K, *St = ws.states + e * K * V + j0;
+  const S *P = ws.p + e * C * C, *vn = ws.u + e * C * V + j0;
+  block_product<S>(
+      C, nv, K, [&](int r, int i) { return qg[r * K + i]; },
+      [&](int i, int j) { return St[i * V + j]; }, [&](int r, int j, S x) { qs[r * lo + j] = x; });
+  block_product<S>(  // same shape: each thread reads back only its own qs entries
+      C, nv, C, [&](int r, int l) { return P[r * C + l]; },
+      [&](int l, int j) { return vn[l * V + j]; },
+      [&](int r, int j, S x) {
+        if (r < n) o[g.row(bh, c * C + r) * V + j0 + j] = scale * (qs[r * lo + j] + x);
+      });
+}
+
+// ---- walk_back: dVn, dY and the outgoing dS of every chunk, chunks in reverse
+
+struct WalkBackLayout {
+  int64_t dS, X, CC, dO, dVn, total;
+  WalkBackLayout(Arena ar, int K) {
+    dS = ar.take(int64_t(K) * kWalkColumns);
+    X = ar.take(int64_t(C) * (K + 1));
+    CC = ar.take(int64_t(C) * (C + 1));
+    dO = ar.take(int64_t(C) * (kWalkColumns + 1));
+    dVn = ar.take(int64_t(C) * (kWalkColumns + 1));
+    total = ar.at;
+  }
+};
+
+template <class S>
+__global__ void __launch_bounds__(kNt)
+    delta_walk_back_kernel(DeltaRuleGrad<S> gr, S scale, Geo g, Chunks<S> ws, WalkBackLayout lay,
+                           S* scratch) {
+  S* base = block_base(scratch, lay.total);
+  S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
+  S* dVn = base + lay.dVn;
+  const int K = g.K, V = g.V, lk = K + 1, lc = C + 1, lv = kWalkColumns + 1, tid = threadIdx.x;
+  const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
+  auto stage = [&](S* dst, int ld, const S* src, int cols) {
+    for (int x = tid; x < C * cols; x += kNt) dst[(x / cols) * ld + x % cols] = src[x];
+  };
+  for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
+    const int64_t bh = item / n_slices;
+    const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
+    const int nv = min(kWalkColumns, V - j0);
+    const int64_t state = bh * K * V;
+    for (int x = tid; x < K * nv; x += kNt) {
+      const int i = x / nv, j = x - i * nv;
+      dS[i * kWalkColumns + j] = gr.dhT ? gr.dhT[state + i * V + j0 + j] : S(0);
+    }
+    for (int64_t c = g.NC - 1; c >= 0; --c) {
+      const int64_t e = bh * g.NC + c;
+      const int n = g.rows(c);
+      __syncthreads();  // dS is final, the buffers free
+      for (int x = tid; x < K * nv; x += kNt) {
+        const int i = x / nv, j = x - i * nv;
+        ws.dso[e * K * V + i * V + j0 + j] = dS[i * kWalkColumns + j];
+      }
+      stage(CC, lc, ws.p + e * C * C, C);
+      stage(X, lk, ws.kl + e * C * K, K);
+      for (int x = tid; x < C * nv; x += kNt) {
+        const int r = x / nv, j = x - r * nv;
+        dO[r * lv + j] = r < n ? gr.dout[g.row(bh, c * C + r) * V + j0 + j] : S(0);
+      }
+      __syncthreads();
+      block_product<S, 1>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
+          C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
+          [&](int r, int j) { return dO[r * lv + j]; },
+          [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
+      block_product<S, 1>(
+          C, nv, K, [&](int l, int i) { return X[l * lk + i]; },
+          [&](int i, int j) { return dS[i * kWalkColumns + j]; },
+          [&](int l, int j, S x) { dVn[l * lv + j] += x; });
+      __syncthreads();
+      stage(CC, lc, ws.ti + e * C * C, C);
+      stage(X, lk, ws.qg + e * C * K, K);
+      __syncthreads();
+      const S gn = ws.gn[e];
+      block_product<S, 1>(  // dY = Ti^T dVn
+          C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
+          [&](int r, int j) { return dVn[r * lv + j]; },
+          [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
+      block_product<S, 1>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
+          K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
+          [&](int r, int j) { return dO[r * lv + j]; },
+          [&](int i, int j, S x) {
+            dS[i * kWalkColumns + j] = gn * dS[i * kWalkColumns + j] + scale * x;
+          });
+      __syncthreads();
+      stage(X, lk, ws.w + e * C * K, K);
+      __syncthreads();
+      block_product<S, 1>(
+          K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
+          [&](int r, int j) { return dVn[r * lv + j]; },
+          [&](int i, int j, S x) { dS[i * kWalkColumns + j] -= x; });
+    }
+    __syncthreads();
+    if (gr.dh0)
+      for (int x = tid; x < K * nv; x += kNt) {
+        const int i = x / nv, j = x - i * nv;
+        gr.dh0[state + i * V + j0 + j] = dS[i * kWalkColumns + j];
+      }
+    __syncthreads();  // dS is read before the next item rewrites it
+  }
+}
+
+// ---- grad: dq, dk, dv, dbeta, dg of every chunk from S, the outgoing dS, Vn and dY
+
+struct GradLayout {
+  RowsLayout rows;
+  int64_t dq, dk, vn, dy, ks, dO, A, QK, dPE, D, e0, dlam, dbeta, red, total;
+  GradLayout(Arena ar, int K, int V) : rows(ar, K) {
+    dq = ar.take(int64_t(C) * (K + 1));
+    dk = ar.take(int64_t(C) * (K + 1));
+    vn = ar.take(int64_t(C) * (V + 1));
+    dy = ar.take(int64_t(C) * (V + 1));
+    ks = ar.take(int64_t(C) * (V + 1));
+    dO = ar.take(int64_t(C) * (V + 1));
+    A = ar.take(int64_t(C) * (C + 1));
+    QK = ar.take(int64_t(C) * (C + 1));
+    dPE = ar.take(int64_t(C) * (C + 1));
+    D = ar.take(int64_t(C) * (C + 1));
+    e0 = ar.take(C);
+    dlam = ar.take(C);
+    dbeta = ar.take(C);
+    red = ar.take(32);
+    total = ar.at;
+  }
+};
+
+template <class S>
+__global__ void __launch_bounds__(kNt)
+    delta_grad_kernel(DeltaRuleArgs<S> a, DeltaRuleGrad<S> gr, Geo g, Chunks<S> ws,
+                      GradLayout lay, S* scratch) {
+  S* base = block_base(scratch, lay.total);
+  const Rows<S> w = lay.rows.bind(base, g.K);
+  S *dq = base + lay.dq, *dk = base + lay.dk, *vn = base + lay.vn, *dy = base + lay.dy;
+  S *ks = base + lay.ks, *dO = base + lay.dO, *A = base + lay.A, *QK = base + lay.QK;
+  S *dPE = base + lay.dPE, *D = base + lay.D, *e0 = base + lay.e0, *dlam = base + lay.dlam;
+  S *dbeta = base + lay.dbeta, *red = base + lay.red;
+  const int K = g.K, V = g.V, lk = K + 1, lv = V + 1, lc = C + 1;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const S s = static_cast<S>(a.scale);
   const bool gated = a.g != nullptr;
-  S* st = states + static_cast<int64_t>(blockIdx.x) * n_chunks * KV;
+  const S *q = w.q, *k = w.k;
+  for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
+    const int64_t bh = e / g.NC, c = e - bh * g.NC;
+    const int n = g.rows(c);
+    const S *Sc = ws.states + e * K * V, *dSo = ws.dso + e * K * V;
+    load_rows(a, g, bh, c, n, w);
+    for (int x = tid; x < C * V; x += kNt) {
+      const int r = x / V, j = x - r * V;
+      vn[r * lv + j] = ws.u[e * C * V + x];
+      dy[r * lv + j] = ws.dy[e * C * V + x];
+      dO[r * lv + j] = r < n ? gr.dout[g.row(bh, c * C + r) * V + j] : S(0);
+    }
+    __syncthreads();
 
-  // Forward re-walk: st[c] = incoming state of chunk c.
-  for (int e = tid; e < KV; e += nt) {
-    const int i = static_cast<int>(e / V), j = static_cast<int>(e - int64_t(i) * V);
-    st[e] = a.h0 ? a.h0[hd.state() + e] : S(0);
-    w.dS[i * lv + j] = g.dhT ? g.dhT[hd.state() + e] : S(0);
-  }
-  for (int64_t c = 0; c + 1 < n_chunks; ++c) {
-    load_chunk(a, hd, c * C, C, w);  // every chunk but the last is full
-    corrected_values(hd, C, st + c * KV, w);
-    next_state(hd, C, st + c * KV, st + (c + 1) * KV, w);
-  }
-
-  for (int64_t c = n_chunks - 1; c >= 0; --c) {
-    const int64_t t0 = c * C;
-    const int n = static_cast<int>(min(int64_t(C), hd.T - t0));
-    const S* Sc = st + c * KV;  // incoming state
-    const S* dO = g.dout;       // row r, column j at dO[hd.row(t0 + r) * V + j]
-    load_chunk(a, hd, t0, n, w);
-    corrected_values(hd, n, Sc, w);
-
-    // dq = s diag(gam) dO S^T;  dP = s (dO Vn^T) o M;  dVn = s P^T dO + diag(lam) K dS;
-    // dk = diag(lam) Vn dS^T;  <S, dS> for the gate of the state carry.
-    for (int e = warp; e < n * K; e += n_warps) {  // one warp per entry: coalesced state rows
-      const int r = e / K, i = e - r * K;
-      S acc = S(0);
-      for (int j = lane; j < V; j += 32) acc += dO[hd.row(t0 + r) * V + j] * Sc[i * V + j];
-      acc = warp_reduce(acc, SumOp{});
-      if (lane == 0) w.dq[r * lk + i] = (s * w.gam[r]) * acc;
-    }
-    for (int e = tid; e < n * n; e += nt) {
-      const int r = e / n, l = e - r * n;
-      S acc = S(0);
-      if (r >= l)
-        for (int j = 0; j < V; ++j) acc += dO[hd.row(t0 + r) * V + j] * w.vn[l * lv + j];
-      w.dPE[r * C + l] = (s * acc) * decay(w.Gam, gated, r, l);
-    }
-    for (int e = tid; e < n * V; e += nt) {
-      const int l = e / V, j = e - l * V;
-      S po = S(0), kd = S(0);
-      for (int r = l; r < n; ++r) po += w.P[r * C + l] * dO[hd.row(t0 + r) * V + j];
-      for (int i = 0; i < K; ++i) kd += w.k[l * lk + i] * w.dS[i * lv + j];
-      w.dy[l * lv + j] = s * po + w.lam[l] * kd;
-    }
-    for (int e = tid; e < n * K; e += nt) {
-      const int l = e / K, i = e - l * K;
-      S acc = S(0);
-      for (int j = 0; j < V; ++j) acc += w.vn[l * lv + j] * w.dS[i * lv + j];
-      w.dk[l * lk + i] = w.lam[l] * acc;
-    }
-    S sds = S(0);
+    // Products of the loaded rows, S and the outgoing dS (no two write the same buffer).
+    block_product<S>(
+        C, C, K, [&](int r, int i) { return k[r * lk + i]; },
+        [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { A[r * lc + l] = x; });
+    block_product<S>(
+        C, C, K, [&](int r, int i) { return q[r * lk + i]; },
+        [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { QK[r * lc + l] = x; });
+    block_product<S>(  // K S
+        C, V, K, [&](int r, int i) { return k[r * lk + i]; },
+        [&](int i, int j) { return Sc[i * V + j]; }, [&](int r, int j, S x) { ks[r * lv + j] = x; });
+    block_product<S>(  // dq = s diag(gam) dO S^T
+        C, K, V, [&](int r, int j) { return dO[r * lv + j]; },
+        [&](int j, int i) { return Sc[i * V + j]; },
+        [&](int r, int i, S x) { dq[r * lk + i] = (s * w.gam[r]) * x; });
+    block_product<S>(  // dP = s (dO Vn^T) o M
+        C, C, V, [&](int r, int j) { return dO[r * lv + j]; },
+        [&](int j, int l) { return vn[l * lv + j]; },
+        [&](int r, int l, S x) { dPE[r * lc + l] = (s * x) * decay(w.Gam, gated, r, l); });
+    block_product<S>(  // D = -tril_{-1}(dY Vn^T) o M
+        C, C, V, [&](int r, int j) { return dy[r * lv + j]; },
+        [&](int j, int l) { return vn[l * lv + j]; },
+        [&](int r, int l, S x) { D[r * lc + l] = r > l ? -x * decay(w.Gam, gated, r, l) : S(0); });
+    block_product<S>(  // dk = diag(lam) Vn dS^T
+        C, K, V, [&](int r, int j) { return vn[r * lv + j]; },
+        [&](int j, int i) { return dSo[i * V + j]; },
+        [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
+    S sds = S(0);  // <S, dS> for the gate of the state carry
     if (gated) {
-      for (int e = tid; e < KV; e += nt) {
-        const int i = static_cast<int>(e / V), j = static_cast<int>(e - int64_t(i) * V);
-        sds += Sc[e] * w.dS[i * lv + j];
-      }
-      sds = block_reduce(sds, SumOp{}, S(0), w.red);
+      for (int x = tid; x < K * V; x += kNt) sds += Sc[x] * dSo[x];
+      sds = block_reduce(sds, SumOp{}, S(0), red);
     }
     __syncthreads();
 
-    // Gate factors so far: e0 = rowsum(Q o dQ_S) (+ gam_n <S, dS> on the last row);
-    // dlam = rowsum(K o dK_lam) (lam_{n-1} = 1 has no gate dependence).
-    if (gated)
-      for (int r = tid; r < n; r += nt) {
-        S eq = S(0), el = S(0);
-        for (int i = 0; i < K; ++i) {
-          eq += w.q[r * lk + i] * w.dq[r * lk + i];
-          el += w.k[r * lk + i] * w.dk[r * lk + i];
-        }
-        w.e0[r] = eq + (r == n - 1 ? w.gam[n - 1] * sds : S(0));
-        w.dlam[r] = el;
+    // Per row, one warp each: e0 = rowsum(Q o dQ_S) (+ gam_n <S, dS> on the last row)
+    // - gam_r sum_j dRs_rj (K S)_rj;  dlam = rowsum(K o dK_lam);  dv = dRs = diag(beta) dY;
+    // dbeta = rowsum(dY o Rs) + rowsum(D o A), Rs = V - diag(gam) K S.
+    for (int r = warp; r < n; r += kNt / 32) {
+      S eq = S(0), el = S(0), er = S(0), db = S(0);
+      for (int i = lane; i < K; i += 32) {
+        eq += q[r * lk + i] * dq[r * lk + i];
+        el += k[r * lk + i] * dk[r * lk + i];
       }
+      const int64_t row = g.row(bh, c * C + r);
+      for (int j = lane; j < V; j += 32) {
+        const S y = dy[r * lv + j], kS = ks[r * lv + j];
+        db += y * (a.v[row * V + j] - w.gam[r] * kS);
+        er += (w.beta[r] * y) * kS;
+        gr.dv[row * V + j] = w.beta[r] * y;
+      }
+      for (int l = lane; l < r; l += 32) db += D[r * lc + l] * A[r * lc + l];
+      eq = warp_reduce(eq, SumOp{});
+      el = warp_reduce(el, SumOp{});
+      er = warp_reduce(er, SumOp{});
+      db = warp_reduce(db, SumOp{});
+      if (lane == 0) {
+        e0[r] = eq + (r == n - 1 ? w.gam[n - 1] * sds : S(0)) - w.gam[r] * er;
+        dlam[r] = el;
+        dbeta[r] = db;
+      }
+    }
     __syncthreads();
 
-    // dq += dP K;  dk += dP^T Q.
-    for (int e = tid; e < n * K; e += nt) {
-      const int r = e / K, i = e - r * K;
-      S pk = S(0), pq = S(0);
-      for (int l = 0; l <= r; ++l) pk += w.dPE[r * C + l] * w.k[l * lk + i];
-      for (int l = r; l < n; ++l) pq += w.dPE[l * C + r] * w.q[l * lk + i];
-      w.dq[r * lk + i] += pk;
-      w.dk[r * lk + i] += pq;
-    }
+    // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
+    block_product<S>(
+        C, K, C, [&](int r, int l) { return dPE[r * lc + l]; },
+        [&](int l, int i) { return k[l * lk + i]; }, [&](int r, int i, S x) { dq[r * lk + i] += x; });
+    block_product<S>(
+        C, K, C, [&](int r, int l) { return dPE[l * lc + r]; },
+        [&](int l, int i) { return q[l * lk + i]; }, [&](int r, int i, S x) { dk[r * lk + i] += x; });
+    block_product<S>(  // D is strictly lower: one of the two terms is zero
+        C, K, C,
+        [&](int r, int l) { return w.beta[r] * D[r * lc + l] + w.beta[l] * D[l * lc + r]; },
+        [&](int l, int i) { return k[l * lk + i]; }, [&](int r, int i, S x) { dk[r * lk + i] += x; });
+    block_product<S>(
+        C, K, V, [&](int r, int j) { return w.beta[r] * dy[r * lv + j]; },
+        [&](int j, int i) { return Sc[i * V + j]; },
+        [&](int r, int i, S x) { dk[r * lk + i] -= w.gam[r] * x; });
     __syncthreads();
 
-    // E = dP o QK (+ dlam on the last row), strictly lower, in place of dP;
-    // dY = (I + L)^{-T} dVn, one column per thread (back substitution).
-    if (gated)
-      for (int e = tid; e < n * n; e += nt) {
-        const int r = e / n, l = e - r * n;
-        w.dPE[r * C + l] =
-            r > l ? w.dPE[r * C + l] * w.QK[r * C + l] + (r == n - 1 ? w.dlam[l] : S(0)) : S(0);
+    if (gated) {
+      // E = dP o QK + diag(beta) (D o A) (+ dlam on the last row), strictly lower, in place of
+      // dP; then dg_l = sum_{i >= l} (e0_i + sum_{j < l} E_ij), one warp per l.
+      for (int x = tid; x < n * n; x += kNt) {
+        const int r = x / n, l = x - r * n;
+        dPE[r * lc + l] = r > l ? dPE[r * lc + l] * QK[r * lc + l] +
+                                      w.beta[r] * (D[r * lc + l] * A[r * lc + l]) +
+                                      (r == n - 1 ? dlam[l] : S(0))
+                                : S(0);
       }
-    for (int j = tid; j < V; j += nt)
-      for (int r = n - 2; r >= 0; --r) {
-        S acc = w.dy[r * lv + j];
-        for (int l = r + 1; l < n; ++l) acc -= w.L[l * C + r] * w.dy[l * lv + j];
-        w.dy[r * lv + j] = acc;
-      }
-    __syncthreads();
-
-    // dv = dRs = diag(beta) dY;  dbeta = rowsum(dY o Rs);  D = -tril_{-1}(dY Vn^T) o M in
-    // place of L;  dk -= diag(gam) dRs S^T;  e0 += rowsum(K o (-diag(gam) dRs S^T));
-    // dS <- gam_n dS + s (diag(gam) Q)^T dO - (diag(gam) K)^T dRs.
-    for (int e = tid; e < n * V; e += nt) {
-      const int r = e / V, j = e - r * V;
-      g.dv[hd.row(t0 + r) * V + j] = w.beta[r] * w.dy[r * lv + j];
-    }
-    for (int r = tid; r < n; r += nt) {
-      S acc = S(0);
-      for (int j = 0; j < V; ++j) acc += w.dy[r * lv + j] * w.rs[r * lv + j];
-      w.dbeta[r] = acc;
-    }
-    for (int e = tid; e < n * n; e += nt) {
-      const int r = e / n, l = e - r * n;
-      S acc = S(0);
-      if (r > l)
-        for (int j = 0; j < V; ++j) acc += w.dy[r * lv + j] * w.vn[l * lv + j];
-      w.L[r * C + l] = r > l ? -acc * decay(w.Gam, gated, r, l) : S(0);
-    }
-    for (int e = warp; e < n * K; e += n_warps) {  // one warp per entry: coalesced state rows
-      const int r = e / K, i = e - r * K;
-      S acc = S(0);
-      for (int j = lane; j < V; j += 32) acc += (w.beta[r] * w.dy[r * lv + j]) * Sc[i * V + j];
-      acc = warp_reduce(acc, SumOp{});
-      if (lane == 0) w.dk[r * lk + i] += -w.gam[r] * acc;
-    }
-    if (gated) {  // one warp per row: e0_r -= gam_r sum_j dRs_rj (K S)_rj
-      for (int r = warp; r < n; r += n_warps) {
+      __syncthreads();
+      for (int l = warp; l < n; l += kNt / 32) {
         S acc = S(0);
-        for (int j = lane; j < V; j += 32) {
-          S ks = S(0);
-          for (int i = 0; i < K; ++i) ks += w.k[r * lk + i] * Sc[i * V + j];
-          acc += (w.beta[r] * w.dy[r * lv + j]) * ks;
+        for (int i = l + lane; i < n; i += 32) {
+          S span = e0[i];
+          for (int j = 0; j < l; ++j) span += dPE[i * lc + j];
+          acc += span;
         }
         acc = warp_reduce(acc, SumOp{});
-        if (lane == 0) w.e0[r] -= w.gam[r] * acc;
+        if (lane == 0) gr.dg[g.row(bh, c * C + l)] = acc;
       }
     }
-    for (int e = tid; e < KV; e += nt) {
-      const int i = e / V, j = e - i * V;
-      S acc = S(0);
-      for (int r = 0; r < n; ++r)
-        acc += (s * w.gam[r] * w.q[r * lk + i]) * dO[hd.row(t0 + r) * V + j] -
-               (w.gam[r] * w.k[r * lk + i]) * (w.beta[r] * w.dy[r * lv + j]);
-      w.dS[i * lv + j] = w.gam[n - 1] * w.dS[i * lv + j] + acc;
-    }
-    __syncthreads();
 
-    // L = tril_{-1}(diag(beta) (A o M)):  dbeta += rowsum(D o A);  E += diag(beta) (D o A);
-    // dk += (diag(beta) D + (diag(beta) D)^T) K.
-    for (int r = tid; r < n; r += nt) {
-      S acc = S(0);
-      for (int l = 0; l < r; ++l) acc += w.L[r * C + l] * w.A[r * C + l];
-      w.dbeta[r] += acc;
-    }
-    if (gated)
-      for (int e = tid; e < n * n; e += nt) {
-        const int r = e / n, l = e - r * n;
-        if (r > l) w.dPE[r * C + l] += w.beta[r] * (w.L[r * C + l] * w.A[r * C + l]);
-      }
-    for (int e = tid; e < n * K; e += nt) {
-      const int r = e / K, i = e - r * K;
-      S acc = S(0);
-      for (int l = 0; l < r; ++l) acc += (w.beta[r] * w.L[r * C + l]) * w.k[l * lk + i];
-      for (int l = r + 1; l < n; ++l) acc += (w.beta[l] * w.L[l * C + r]) * w.k[l * lk + i];
-      w.dk[r * lk + i] += acc;
-    }
-    __syncthreads();
-
-    // dg_l = sum_{i >= l} (e0_i + sum_{j < l} E_ij): only factors spanning step l.
-    // Then the L2-norm backward of q and k, one thread per row, and the row outputs.
-    if (gated)
-      for (int l = tid; l < n; l += nt) {
-        S acc = S(0);
-        for (int i = l; i < n; ++i) {
-          S span = S(0);
-          for (int j = 0; j < l; ++j) span += w.dPE[i * C + j];
-          acc += w.e0[i] + span;
-        }
-        g.dg[hd.row(t0 + l)] = acc;
-      }
-    for (int r = tid; r < n; r += nt) {
+    // The L2-norm backward of q and k (x = u / |u|: du = (dx - <dx, x> x) / |u|), rows out.
+    for (int r = warp; r < n; r += kNt / 32) {
       S pq = S(0), pk = S(0);
-      if (a.l2norm_qk)
-        for (int i = 0; i < K; ++i) {
-          pq += w.q[r * lk + i] * w.dq[r * lk + i];
-          pk += w.k[r * lk + i] * w.dk[r * lk + i];
+      if (a.l2norm_qk) {
+        for (int i = lane; i < K; i += 32) {
+          pq += q[r * lk + i] * dq[r * lk + i];
+          pk += k[r * lk + i] * dk[r * lk + i];
         }
-      for (int i = 0; i < K; ++i) {
-        g.dq[hd.row(t0 + r) * K + i] = w.rq[r] * (w.dq[r * lk + i] - pq * w.q[r * lk + i]);
-        g.dk[hd.row(t0 + r) * K + i] = w.rk[r] * (w.dk[r * lk + i] - pk * w.k[r * lk + i]);
+        pq = warp_reduce(pq, SumOp{});
+        pk = warp_reduce(pk, SumOp{});
       }
-      g.dbeta[hd.row(t0 + r)] = w.dbeta[r];
+      const int64_t row = g.row(bh, c * C + r);
+      for (int i = lane; i < K; i += 32) {
+        gr.dq[row * K + i] = w.rq[r] * (dq[r * lk + i] - pq * q[r * lk + i]);
+        gr.dk[row * K + i] = w.rk[r] * (dk[r * lk + i] - pk * k[r * lk + i]);
+      }
+      if (lane == 0) gr.dbeta[row] = dbeta[r];
     }
-    __syncthreads();  // the workspace is read before the next chunk rewrites it
+    __syncthreads();  // the buffers are read before the next item rewrites them
   }
-  if (g.dh0)
-    for (int e = tid; e < KV; e += nt) {
-      const int i = static_cast<int>(e / V), j = static_cast<int>(e - int64_t(i) * V);
-      g.dh0[hd.state() + e] = w.dS[i * lv + j];
-    }
 }
 
 // ---- launchers
@@ -533,13 +648,18 @@ void check_args(const DeltaRuleArgs<S>& a, const char* op) {
   HLA_CHECK(d.B > 0 && d.T > 0 && d.H > 0 && d.K > 0 && d.V > 0,
             op << ": B,T,H,K,V = " << d.B << "," << d.T << "," << d.H << "," << d.K << "," << d.V);
   HLA_CHECK(a.q && a.k && a.v && a.beta, op << ": q, k, v and beta are required");
-  if (d.B * d.H >= (int64_t(1) << 31))
-    throw Error(op, "B*H < 2^31 (one thread block per batch and head)", std::to_string(d.B * d.H),
-                "split the batch");
+  const int64_t blocks = d.B * d.H * ((d.T + C - 1) / C) * ((d.V + kOutputColumns - 1) / kOutputColumns);
+  if (blocks >= (int64_t(1) << 31))
+    throw Error(op, "B*H*chunks*(V/64) < 2^31 (thread blocks per head, chunk and 64 values)",
+                std::to_string(blocks), "split the batch");
   if (d.K * d.V >= (int64_t(1) << 31) || d.K * C >= (int64_t(1) << 31) ||
       d.V * C >= (int64_t(1) << 31))
     throw Error(op, "K*V < 2^31 (32-bit indices within one head)",
                 "K=" + std::to_string(d.K) + ", V=" + std::to_string(d.V), "use smaller heads");
+}
+
+Geo geo_of(const RecDims& d) {
+  return {d.B, d.T, d.H, (d.T + C - 1) / C, static_cast<int>(d.K), static_cast<int>(d.V)};
 }
 
 template <class S>
@@ -547,54 +667,89 @@ Tensor scratch_of(int64_t n) {
   return Tensor::empty({n}, std::is_same_v<S, double> ? DType::f64 : DType::f32, Device::CUDA);
 }
 
-// The block workspace in shared memory when it fits (bytes > 48 KiB need the opt-in), else a
-// global scratch [B*H, lay.total]; returns that scratch (undefined for shared memory).
-template <class S, class Kernel>
-Tensor place_workspace(Kernel kernel, const Layout& lay, const RecDims& d, size_t& smem) {
-  const size_t bytes = static_cast<size_t>(lay.total) * sizeof(S);
-  if (bytes <= shared_memory_limit()) {
-    allow_shared_memory(kernel, bytes, "delta_rule_chunk (cuda)");
-    smem = bytes;
-    return Tensor();
+// The global workspace of one call (one allocation); the backward adds dY and the dS's.
+template <class S>
+struct Workspace {
+  Tensor buf;
+  Chunks<S> ptrs{};
+  Workspace(const Geo& g, bool backward) {
+    const int64_t items = g.B * g.H * g.NC, K = g.K, V = g.V;
+    Arena ar;
+    const int64_t ti = ar.take(items * C * C), p = ar.take(items * C * C);
+    const int64_t u = ar.take(items * C * V), w = ar.take(items * C * K);
+    const int64_t kl = ar.take(items * C * K), qg = ar.take(items * C * K);
+    const int64_t gn = ar.take(items), st = ar.take(items * K * V);
+    const int64_t dy = backward ? ar.take(items * C * V) : 0;
+    const int64_t dso = backward ? ar.take(items * K * V) : 0;
+    buf = scratch_of<S>(ar.at);
+    S* b = static_cast<S*>(buf.raw_data());
+    ptrs = {b + ti, b + p,  b + u,  b + w,  b + kl,
+            b + qg, b + gn, b + st, backward ? b + dy : nullptr, backward ? b + dso : nullptr};
   }
-  smem = 0;
-  return scratch_of<S>(d.B * d.H * lay.total);
+};
+
+// Launches `kernel` over `items` blocks with `total` elements of block workspace: in shared
+// memory when it fits, else in a global scratch for a grid of at most 2 blocks per SM.
+template <class S, class Kernel, class... Args>
+void launch_items(Kernel* kernel, int64_t items, int64_t total, const char* op, Args... args) {
+  const size_t bytes = static_cast<size_t>(total) * sizeof(S);
+  if (bytes <= shared_memory_limit()) {
+    allow_shared_memory(kernel, bytes, op);
+    kernel<<<static_cast<unsigned>(items), kNt, bytes, stream()>>>(args..., nullptr);
+  } else {
+    const int64_t grid = std::min<int64_t>(items, 2 * int64_t(Context::get().props().multiProcessorCount));
+    Tensor scratch = scratch_of<S>(grid * total);
+    kernel<<<static_cast<unsigned>(grid), kNt, 0, stream()>>>(args...,
+                                                             static_cast<S*>(scratch.raw_data()));
+  }
+  CUDA_CHECK(cudaGetLastError());
 }
 
+// prep and walk: the chunks' matrices and states (Vn in ws.u), hT when asked.
 template <class S>
-S* ptr_or_null(Tensor& t) {
-  return t.defined() ? static_cast<S*>(t.raw_data()) : nullptr;
+void forward_states(const DeltaRuleArgs<S>& a, const Geo& g, const Chunks<S>& ws, S* hT,
+                    const char* op) {
+  launch_items<S>(delta_prep_kernel<S>, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K).total, op, a,
+                  g, ws, PrepLayout(Arena{}, g.K));
+  const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
+  launch_items<S>(delta_walk_kernel<S>, g.B * g.H * slices, WalkLayout(Arena{}, g.K).total, op,
+                  a.h0, hT, g, ws, WalkLayout(Arena{}, g.K));
 }
 
 }  // namespace
 
 template <class S>
 void delta_rule_chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& out) {
-  check_args(a, "delta_rule_chunk_forward (cuda)");
+  const char* op = "delta_rule_chunk_forward (cuda)";
+  check_args(a, op);
   HLA_CHECK(out.o, "o is required");
-  const RecDims& d = a.d;
-  const Layout lay(static_cast<int>(d.K), static_cast<int>(d.V), false);
-  size_t smem = 0;
-  Tensor scratch = place_workspace<S>(delta_chunk_fwd_kernel<S>, lay, d, smem);
-  delta_chunk_fwd_kernel<S><<<static_cast<unsigned>(d.B * d.H), kFwdThreads, smem, stream()>>>(
-      a, out.o, out.hT, lay, ptr_or_null<S>(scratch));
+  const Geo g = geo_of(a.d);
+  Workspace<S> ws(g, false);
+  forward_states(a, g, ws.ptrs, out.hT, op);
+  const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
+  const size_t bytes = size_t(C) * (kOutputColumns + 1) * sizeof(S);
+  allow_shared_memory(delta_output_kernel<S>, bytes, op);
+  delta_output_kernel<S><<<static_cast<unsigned>(g.B * g.H * g.NC * slices), kNt, bytes,
+                           stream()>>>(g, ws.ptrs, static_cast<S>(a.scale), out.o);
   CUDA_CHECK(cudaGetLastError());
 }
 
 template <class S>
-void delta_rule_chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>& g) {
-  check_args(a, "delta_rule_chunk_backward (cuda)");
-  HLA_CHECK(g.dout && g.dq && g.dk && g.dv && g.dbeta, "dout, dq, dk, dv and dbeta are required");
-  HLA_CHECK(!a.g || g.dg, "dg is required when g is given");
-  const RecDims& d = a.d;
-  const Layout lay(static_cast<int>(d.K), static_cast<int>(d.V), true);
-  size_t smem = 0;
-  Tensor scratch = place_workspace<S>(delta_chunk_bwd_kernel<S>, lay, d, smem);
-  const int64_t n_chunks = (d.T + C - 1) / C;
-  Tensor states = scratch_of<S>(d.B * d.H * n_chunks * d.K * d.V);
-  delta_chunk_bwd_kernel<S><<<static_cast<unsigned>(d.B * d.H), kBwdThreads, smem, stream()>>>(
-      a, g, lay, ptr_or_null<S>(scratch), static_cast<S*>(states.raw_data()));
-  CUDA_CHECK(cudaGetLastError());
+void delta_rule_chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>& gr) {
+  const char* op = "delta_rule_chunk_backward (cuda)";
+  check_args(a, op);
+  HLA_CHECK(gr.dout && gr.dq && gr.dk && gr.dv && gr.dbeta,
+            "dout, dq, dk, dv and dbeta are required");
+  HLA_CHECK(!a.g || gr.dg, "dg is required when g is given");
+  const Geo g = geo_of(a.d);
+  Workspace<S> ws(g, true);
+  forward_states(a, g, ws.ptrs, static_cast<S*>(nullptr), op);
+  const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
+  launch_items<S>(delta_walk_back_kernel<S>, g.B * g.H * slices,
+                  WalkBackLayout(Arena{}, g.K).total, op, gr, static_cast<S>(a.scale), g,
+                  ws.ptrs, WalkBackLayout(Arena{}, g.K));
+  launch_items<S>(delta_grad_kernel<S>, g.B * g.H * g.NC, GradLayout(Arena{}, g.K, g.V).total, op,
+                  a, gr, g, ws.ptrs, GradLayout(Arena{}, g.K, g.V));
 }
 
 template void delta_rule_chunk_forward<float>(const DeltaRuleArgs<float>&,

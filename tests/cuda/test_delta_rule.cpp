@@ -2,7 +2,7 @@
 // the CPU recurrent tier, and the CUDA chunk tier against the CUDA recurrent tier: o, hT, dq,
 // dk, dv, dbeta, dg, dh0 compared separately by name (relative RMS, tests/helpers/close.h) with
 // random upstream gradients dout and dhT (fla's one-scalar trick). Covered: ragged T around the
-// chunk size (1, 63, 64, 65, 130, 200), H = 1, K != V (32/48, 60/33), K = V = 64 and 128 (the
+// chunk size (1, 63, 64, 65, 130, 200), H = 1, K != V (32/48, 60/33), K = V = 64, 128, 256 (the
 // shared-memory and global-workspace paths of the chunk kernels), DeltaNet and two decay
 // regimes (strong g = logsigmoid(N(0,1)), weak g = logsigmoid(N(4,1)) / 16), with and without
 // l2norm_qk, with and without h0 / dhT, f32 and f64. Then the autograd ops delta_rule() /
@@ -188,11 +188,11 @@ TEST_CASE("cuda delta rule kernels match the CPU recurrent tier", "[cuda]") {
           }
 }
 
-TEST_CASE("cuda delta rule kernels at K = V = 64 and 128", "[cuda]") {
+TEST_CASE("cuda delta rule kernels at K = V = 64, 128 and 256", "[cuda]") {
   HLA_REQUIRE_GPU();
   uint64_t seed = 200;
   for (DType dt : {DType::f32, DType::f64})
-    for (int64_t KV : {64, 128})
+    for (int64_t KV : {64, 128, 256})
       for (Decay decay : {Decay::None, Decay::Strong}) {
         const bool l2norm = decay == Decay::Strong;
         INFO(dtype_name(dt) << " K=V=" << KV << " decay " << decay_name(decay) << " l2norm "
@@ -247,8 +247,9 @@ TEST_CASE("cuda delta rule: T tokens equal T1 then T2 from the carried state", "
 
 TEST_CASE("cuda delta_rule / gated_delta_rule autograd ops match the CPU", "[cuda]") {
   HLA_REQUIRE_GPU();
-  // CUDA runs each head as value_split slices: 0 (the op's choice: 2 slices of 20 values here),
-  // 1 (whole heads) and 4; the CPU runs whole heads.
+  // CUDA runs each head as value_split slices: 0 (the op's choice: 2 slices of 20 values for
+  // the recurrent tier here, whole heads for the chunk tier), 1 (whole heads) and 4; the CPU
+  // runs whole heads.
   for (DType dt : {DType::f32, DType::f64})
     for (int64_t T : {40, 130})
       for (Impl impl : {Impl::Auto, Impl::Recurrent, Impl::Chunk})

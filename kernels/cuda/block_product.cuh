@@ -1,0 +1,51 @@
+// One thread block computes a small matrix product for the chunked recurrences:
+//   out(m, n, sum_{r < R} a(m, r) b(r, n))   for every m < M, n < N,
+// the operands read through the caller's accessors (shared or global memory, either way round,
+// scaled or masked), each result handed to `out` once. 256 threads; thread (ty, tx) =
+// (tid / 16, tid % 16) owns rows ty + 16 i (i < 4) and columns tx + 16 j (j < TN) of every
+// 64 x 16 TN tile of the output and keeps them in registers over the R steps: per step a warp
+// reads 2 rows of `a` (broadcasts) and 16 consecutive columns of `b`, so a row-major operand
+// with an odd row stride hits distinct shared-memory banks read either way round. Indices past
+// M or N are clamped and their results dropped (no branch in the loop). A thread's entries
+// depend only on (M, N, TN): two products of the same shape may update the same entries with no
+// barrier between them.
+#pragma once
+
+namespace hla::cuda {
+
+constexpr int kProductThreads = 256;
+
+template <class S, int TN = 4, class FA, class FB, class FOut>
+__device__ __forceinline__ void block_product(int M, int N, int R, FA a, FB b, FOut out) {
+  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+  for (int m0 = 0; m0 < M; m0 += 64)
+    for (int n0 = 0; n0 < N; n0 += 16 * TN) {
+      int rows[4], cols[TN];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) rows[i] = min(m0 + ty + 16 * i, M - 1);
+#pragma unroll
+      for (int j = 0; j < TN; ++j) cols[j] = min(n0 + tx + 16 * j, N - 1);
+      S acc[4][TN] = {};
+#pragma unroll 2
+      for (int r = 0; r < R; ++r) {
+        S av[4], bv[TN];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) av[i] = a(rows[i], r);
+#pragma unroll
+        for (int j = 0; j < TN; ++j) bv[j] = b(r, cols[j]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+          if (m < M && n < N) out(m, n, acc[i][j]);
+        }
+    }
+}
+
+}  // namespace hla::cuda
