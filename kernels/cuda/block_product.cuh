@@ -8,7 +8,7 @@
 // with an odd row stride hits distinct shared-memory banks read either way round. Indices past
 // M or N are clamped and their results dropped (no branch in the loop). A thread's entries
 // depend only on (M, N, TN): two products of the same shape may update the same entries with no
-// barrier between them.
+// barrier between them. stage_rows copies an operand into shared memory with its loads batched.
 #pragma once
 
 namespace hla::cuda {
@@ -26,7 +26,7 @@ __device__ __forceinline__ void block_product(int M, int N, int R, FA a, FB b, F
 #pragma unroll
       for (int j = 0; j < TN; ++j) cols[j] = min(n0 + tx + 16 * j, N - 1);
       S acc[4][TN] = {};
-#pragma unroll 2
+#pragma unroll 4
       for (int r = 0; r < R; ++r) {
         S av[4], bv[TN];
 #pragma unroll
@@ -46,6 +46,27 @@ __device__ __forceinline__ void block_product(int M, int N, int R, FA a, FB b, F
           if (m < M && n < N) out(m, n, acc[i][j]);
         }
     }
+}
+
+// dst[r * ld + c] = src(r, c) for r < rows, c < cols. Each thread issues kStageBatch loads
+// before their stores, so that the loads' latencies (global memory, L2) overlap.
+constexpr int kStageBatch = 8;
+template <class S, class Src>
+__device__ __forceinline__ void stage_rows(S* dst, int ld, int rows, int cols, Src src) {
+  const int n = rows * cols;
+  for (int base = threadIdx.x; base < n; base += kProductThreads * kStageBatch) {
+    S v[kStageBatch];
+#pragma unroll
+    for (int u = 0; u < kStageBatch; ++u) {
+      const int x = base + u * kProductThreads;
+      if (x < n) v[u] = src(x / cols, x % cols);
+    }
+#pragma unroll
+    for (int u = 0; u < kStageBatch; ++u) {
+      const int x = base + u * kProductThreads;
+      if (x < n) dst[(x / cols) * ld + x % cols] = v[u];
+    }
+  }
 }
 
 }  // namespace hla::cuda

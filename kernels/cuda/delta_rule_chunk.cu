@@ -132,12 +132,9 @@ template <class S>
 __device__ void load_rows(const DeltaRuleArgs<S>& a, const Geo& g, int64_t bh, int64_t c, int n,
                           const Rows<S>& w) {
   const int K = g.K, lk = w.lk, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  for (int e = tid; e < C * K; e += kNt) {
-    const int r = e / K, i = e - r * K;
-    const bool in = r < n;
-    w.q[r * lk + i] = in ? a.q[g.row(bh, c * C + r) * K + i] : S(0);
-    w.k[r * lk + i] = in ? a.k[g.row(bh, c * C + r) * K + i] : S(0);
-  }
+  const int64_t row0 = g.row(bh, c * C), H = g.H;  // row r of the chunk: row0 + r H
+  stage_rows(w.q, lk, C, K, [&](int r, int i) { return r < n ? a.q[(row0 + r * H) * K + i] : S(0); });
+  stage_rows(w.k, lk, C, K, [&](int r, int i) { return r < n ? a.k[(row0 + r * H) * K + i] : S(0); });
   if (tid == 0) {  // chunk-local cumulative log decay: a short serial scan
     S acc = S(0);
     for (int r = 0; r < n; ++r) {
@@ -314,11 +311,8 @@ __global__ void __launch_bounds__(kNt)
         const int i = x / nv, j = x - i * nv;
         ws.states[e * K * V + i * V + j0 + j] = St[i * kWalkColumns + j];
       }
-      for (int x = tid; x < C * K; x += kNt) X[(x / K) * lk + x % K] = ws.w[e * C * K + x];
-      for (int x = tid; x < C * nv; x += kNt) {
-        const int r = x / nv, j = x - r * nv;
-        vn[r * lv + j] = ws.u[e * C * V + r * V + j0 + j];
-      }
+      stage_rows(X, lk, C, K, [&](int r, int i) { return ws.w[e * C * K + r * K + i]; });
+      stage_rows(vn, lv, C, nv, [&](int r, int j) { return ws.u[e * C * V + r * V + j0 + j]; });
       __syncthreads();
       block_product<S, 1>(
           C, nv, K, [&](int r, int i) { return X[r * lk + i]; },
@@ -329,7 +323,7 @@ __global__ void __launch_bounds__(kNt)
         const int r = x / nv, j = x - r * nv;
         ws.u[e * C * V + r * V + j0 + j] = vn[r * lv + j];
       }
-      for (int x = tid; x < C * K; x += kNt) X[(x / K) * lk + x % K] = ws.kl[e * C * K + x];
+      stage_rows(X, lk, C, K, [&](int r, int i) { return ws.kl[e * C * K + r * K + i]; });
       __syncthreads();
       const S gn = ws.gn[e];
       block_product<S, 1>(
@@ -397,7 +391,7 @@ __global__ void __launch_bounds__(kNt)
   const int K = g.K, V = g.V, lk = K + 1, lc = C + 1, lv = kWalkColumns + 1, tid = threadIdx.x;
   const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
   auto stage = [&](S* dst, int ld, const S* src, int cols) {
-    for (int x = tid; x < C * cols; x += kNt) dst[(x / cols) * ld + x % cols] = src[x];
+    stage_rows(dst, ld, C, cols, [&](int r, int x) { return src[r * cols + x]; });
   };
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
@@ -418,10 +412,10 @@ __global__ void __launch_bounds__(kNt)
       }
       stage(CC, lc, ws.p + e * C * C, C);
       stage(X, lk, ws.kl + e * C * K, K);
-      for (int x = tid; x < C * nv; x += kNt) {
-        const int r = x / nv, j = x - r * nv;
-        dO[r * lv + j] = r < n ? gr.dout[g.row(bh, c * C + r) * V + j0 + j] : S(0);
-      }
+      const int64_t row0 = g.row(bh, c * C);
+      stage_rows(dO, lv, C, nv, [&](int r, int j) {
+        return r < n ? gr.dout[(row0 + r * g.H) * V + j0 + j] : S(0);
+      });
       __syncthreads();
       block_product<S, 1>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
@@ -468,8 +462,9 @@ __global__ void __launch_bounds__(kNt)
 
 struct GradLayout {
   RowsLayout rows;
-  int64_t dq, dk, vn, dy, ks, dO, A, QK, dPE, D, e0, dlam, dbeta, red, total;
-  GradLayout(Arena ar, int K, int V) : rows(ar, K) {
+  int64_t dq, dk, vn, dy, ks, dO, A, QK, dPE, D, e0, dlam, dbeta, red, X, total;
+  bool stage_states;  // X [K][V+1] holds S or dS for the products (else they read global memory)
+  GradLayout(Arena ar, int K, int V, bool stage) : rows(ar, K), stage_states(stage) {
     dq = ar.take(int64_t(C) * (K + 1));
     dk = ar.take(int64_t(C) * (K + 1));
     vn = ar.take(int64_t(C) * (V + 1));
@@ -484,6 +479,7 @@ struct GradLayout {
     dlam = ar.take(C);
     dbeta = ar.take(C);
     red = ar.take(32);
+    X = stage ? ar.take(int64_t(K) * (V + 1)) : 0;
     total = ar.at;
   }
 };
@@ -498,7 +494,15 @@ __global__ void __launch_bounds__(kNt)
   S *ks = base + lay.ks, *dO = base + lay.dO, *A = base + lay.A, *QK = base + lay.QK;
   S *dPE = base + lay.dPE, *D = base + lay.D, *e0 = base + lay.e0, *dlam = base + lay.dlam;
   S *dbeta = base + lay.dbeta, *red = base + lay.red;
-  const int K = g.K, V = g.V, lk = K + 1, lv = V + 1, lc = C + 1;
+  S* X = lay.stage_states ? base + lay.X : nullptr;
+  const int K = g.K, V = g.V, lk = K + 1, lv = V + 1, lc = C + 1, ls = X ? V + 1 : V;
+  // A state [K,V] (S or the outgoing dS) for the products: staged in X (row stride ls), or read
+  // from global memory where X does not fit.
+  auto state_view = [&](const S* src) {
+    if (!X) return src;
+    stage_rows(X, ls, K, V, [&](int i, int j) { return src[i * V + j]; });
+    return static_cast<const S*>(X);
+  };
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const S s = static_cast<S>(a.scale);
   const bool gated = a.g != nullptr;
@@ -508,15 +512,15 @@ __global__ void __launch_bounds__(kNt)
     const int n = g.rows(c);
     const S *Sc = ws.states + e * K * V, *dSo = ws.dso + e * K * V;
     load_rows(a, g, bh, c, n, w);
-    for (int x = tid; x < C * V; x += kNt) {
-      const int r = x / V, j = x - r * V;
-      vn[r * lv + j] = ws.u[e * C * V + x];
-      dy[r * lv + j] = ws.dy[e * C * V + x];
-      dO[r * lv + j] = r < n ? gr.dout[g.row(bh, c * C + r) * V + j] : S(0);
-    }
+    const int64_t row0 = g.row(bh, c * C);
+    stage_rows(vn, lv, C, V, [&](int r, int j) { return ws.u[e * C * V + r * V + j]; });
+    stage_rows(dy, lv, C, V, [&](int r, int j) { return ws.dy[e * C * V + r * V + j]; });
+    stage_rows(dO, lv, C, V,
+               [&](int r, int j) { return r < n ? gr.dout[(row0 + r * g.H) * V + j] : S(0); });
+    const S* St = state_view(Sc);
     __syncthreads();
 
-    // Products of the loaded rows, S and the outgoing dS (no two write the same buffer).
+    // Products of the loaded rows, S, then the outgoing dS (no two write the same buffer).
     block_product<S>(
         C, C, K, [&](int r, int i) { return k[r * lk + i]; },
         [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { A[r * lc + l] = x; });
@@ -525,10 +529,10 @@ __global__ void __launch_bounds__(kNt)
         [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { QK[r * lc + l] = x; });
     block_product<S>(  // K S
         C, V, K, [&](int r, int i) { return k[r * lk + i]; },
-        [&](int i, int j) { return Sc[i * V + j]; }, [&](int r, int j, S x) { ks[r * lv + j] = x; });
+        [&](int i, int j) { return St[i * ls + j]; }, [&](int r, int j, S x) { ks[r * lv + j] = x; });
     block_product<S>(  // dq = s diag(gam) dO S^T
         C, K, V, [&](int r, int j) { return dO[r * lv + j]; },
-        [&](int j, int i) { return Sc[i * V + j]; },
+        [&](int j, int i) { return St[i * ls + j]; },
         [&](int r, int i, S x) { dq[r * lk + i] = (s * w.gam[r]) * x; });
     block_product<S>(  // dP = s (dO Vn^T) o M
         C, C, V, [&](int r, int j) { return dO[r * lv + j]; },
@@ -538,13 +542,16 @@ __global__ void __launch_bounds__(kNt)
         C, C, V, [&](int r, int j) { return dy[r * lv + j]; },
         [&](int j, int l) { return vn[l * lv + j]; },
         [&](int r, int l, S x) { D[r * lc + l] = r > l ? -x * decay(w.Gam, gated, r, l) : S(0); });
+    __syncthreads();
+    const S* dSt = state_view(dSo);
+    __syncthreads();
     block_product<S>(  // dk = diag(lam) Vn dS^T
         C, K, V, [&](int r, int j) { return vn[r * lv + j]; },
-        [&](int j, int i) { return dSo[i * V + j]; },
+        [&](int j, int i) { return dSt[i * ls + j]; },
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
     S sds = S(0);  // <S, dS> for the gate of the state carry
     if (gated) {
-      for (int x = tid; x < K * V; x += kNt) sds += Sc[x] * dSo[x];
+      for (int x = tid; x < K * V; x += kNt) sds += Sc[x] * dSt[(x / V) * ls + x % V];
       sds = block_reduce(sds, SumOp{}, S(0), red);
     }
     __syncthreads();
@@ -577,6 +584,8 @@ __global__ void __launch_bounds__(kNt)
       }
     }
     __syncthreads();
+    St = state_view(Sc);
+    __syncthreads();
 
     // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
     block_product<S>(
@@ -591,7 +600,7 @@ __global__ void __launch_bounds__(kNt)
         [&](int l, int i) { return k[l * lk + i]; }, [&](int r, int i, S x) { dk[r * lk + i] += x; });
     block_product<S>(
         C, K, V, [&](int r, int j) { return w.beta[r] * dy[r * lv + j]; },
-        [&](int j, int i) { return Sc[i * V + j]; },
+        [&](int j, int i) { return St[i * ls + j]; },
         [&](int r, int i, S x) { dk[r * lk + i] -= w.gam[r] * x; });
     __syncthreads();
 
@@ -748,8 +757,11 @@ void delta_rule_chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>
   launch_items<S>(delta_walk_back_kernel<S>, g.B * g.H * slices,
                   WalkBackLayout(Arena{}, g.K).total, op, gr, static_cast<S>(a.scale), g,
                   ws.ptrs, WalkBackLayout(Arena{}, g.K));
-  launch_items<S>(delta_grad_kernel<S>, g.B * g.H * g.NC, GradLayout(Arena{}, g.K, g.V).total, op,
-                  a, gr, g, ws.ptrs, GradLayout(Arena{}, g.K, g.V));
+  // S and dS staged in shared memory when the whole workspace then still fits
+  const GradLayout staged(Arena{}, g.K, g.V, true), plain(Arena{}, g.K, g.V, false);
+  const GradLayout& lay =
+      size_t(staged.total) * sizeof(S) <= shared_memory_limit() ? staged : plain;
+  launch_items<S>(delta_grad_kernel<S>, g.B * g.H * g.NC, lay.total, op, a, gr, g, ws.ptrs, lay);
 }
 
 template void delta_rule_chunk_forward<float>(const DeltaRuleArgs<float>&,
