@@ -48,25 +48,38 @@ __device__ __forceinline__ void block_product(int M, int N, int R, FA a, FB b, F
     }
 }
 
-// dst[r * ld + c] = src(r, c) for r < rows, c < cols. Each thread issues kStageBatch loads
-// before their stores, so that the loads' latencies (global memory, L2) overlap.
-constexpr int kStageBatch = 8;
+// dst[r * ld + c] = src(r, c) for r < rows, c < cols: a warp per row, lanes over columns (no
+// index division), each thread issuing kStageBatch loads before their stores so that the loads'
+// latencies (global memory, L2) overlap.
+constexpr int kStageBatch = 4;
 template <class S, class Src>
 __device__ __forceinline__ void stage_rows(S* dst, int ld, int rows, int cols, Src src) {
-  const int n = rows * cols;
-  for (int base = threadIdx.x; base < n; base += kProductThreads * kStageBatch) {
-    S v[kStageBatch];
+  constexpr int kWarps = kProductThreads / 32;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int c = lane; c < cols; c += 32)
+    for (int r0 = warp; r0 < rows; r0 += kWarps * kStageBatch) {
+      S v[kStageBatch];
 #pragma unroll
-    for (int u = 0; u < kStageBatch; ++u) {
-      const int x = base + u * kProductThreads;
-      if (x < n) v[u] = src(x / cols, x % cols);
-    }
+      for (int u = 0; u < kStageBatch; ++u) {
+        const int r = r0 + kWarps * u;
+        if (r < rows) v[u] = src(r, c);
+      }
 #pragma unroll
-    for (int u = 0; u < kStageBatch; ++u) {
-      const int x = base + u * kProductThreads;
-      if (x < n) dst[(x / cols) * ld + x % cols] = v[u];
+      for (int u = 0; u < kStageBatch; ++u) {
+        const int r = r0 + kWarps * u;
+        if (r < rows) dst[r * ld + c] = v[u];
+      }
     }
-  }
+}
+
+// dst(r, c, x) for r < rows, c < cols with x = the shared src[r * ld + c] (a warp per row, lanes
+// over columns): the stores of a staged tile back to memory.
+template <class S, class Dst>
+__device__ __forceinline__ void unstage_rows(const S* src, int ld, int rows, int cols, Dst dst) {
+  constexpr int kWarps = kProductThreads / 32;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int r = warp; r < rows; r += kWarps)
+    for (int c = lane; c < cols; c += 32) dst(r, c, src[r * ld + c]);
 }
 
 }  // namespace hla::cuda

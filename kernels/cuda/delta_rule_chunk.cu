@@ -27,10 +27,10 @@
 // Kernels (256 threads each; products by block_product.cuh):
 //   prep      one block per (head, chunk): Ti (diagonal 16 x 16 blocks by substitution, then
 //             block rows), U, W, P, diag(lam) K, diag(gam) Q, gam_n into a global workspace
-//   walk      one block per (head, 16 value columns), chunks in order: S, Vn = U - W S in place
+//   walk      one block per (head, 64 value columns), chunks in order: S, Vn = U - W S in place
 //             of U, every chunk's incoming state kept for the output and the backward
 //   output    one block per (head, chunk, 64 value columns): O
-//   walk_back one block per (head, 16 value columns), chunks in reverse: dY, the outgoing dS
+//   walk_back one block per (head, 64 value columns), chunks in reverse: dY, the outgoing dS
 //   grad      one block per (head, chunk): dq, dk, dv, dbeta, dg
 // A block's matrices live in shared memory when they fit the device's opt-in limit (227 KiB on
 // H100 / H200: prep up to K = 256 in f32, grad up to K = V = 64), otherwise in a per-block
@@ -55,7 +55,12 @@ namespace {
 
 constexpr int C = static_cast<int>(kernels::kChunk);  // rows of a full chunk
 constexpr int kNt = kProductThreads;                  // threads of every kernel here
-constexpr int kWalkColumns = 16;   // value columns per walk block (block_product<S, 1>)
+// Value columns per walk block: 64 (block_product's 4 x 4 register tiles: 2 shared loads per 4
+// FMAs, against 5 with 16 columns and 4 x 1 tiles) gives B*H*V/64 blocks, one wave at the
+// benchmark shapes (B*H = 128 heads of 64 values; 32 of 256).
+constexpr int kWalkColumns = 64;
+constexpr int kWalkTile = kWalkColumns / 16;  // block_product's TN
+constexpr int kWalkBlocks = 2;                // walk blocks per SM the registers must allow
 constexpr int kOutputColumns = 64;  // value columns per output block
 constexpr int kSolve = 16;          // diagonal blocks of Ti solved by substitution
 
@@ -253,19 +258,19 @@ __global__ void __launch_bounds__(kNt)
         C, C, K, [&](int r, int i) { return w.q[r * lk + i]; },
         [&](int i, int l) { return w.k[l * lk + i]; },
         [&](int r, int l, S qk) { P[r * C + l] = qk * decay(w.Gam, gated, r, l); });
-    for (int x = threadIdx.x; x < C * K; x += kNt) {
-      const int r = x / K, i = x - r * K;
-      ws.kl[e * C * K + x] = w.lam[r] * w.k[r * lk + i];
-      ws.qg[e * C * K + x] = w.gam[r] * w.q[r * lk + i];
-    }
+    unstage_rows(w.k, lk, C, K,
+                 [&](int r, int i, S x) { ws.kl[e * C * K + r * K + i] = w.lam[r] * x; });
+    unstage_rows(w.q, lk, C, K,
+                 [&](int r, int i, S x) { ws.qg[e * C * K + r * K + i] = w.gam[r] * x; });
     if (threadIdx.x == 0) ws.gn[e] = w.gam[n - 1];
     __syncthreads();
     invert_unit_lower(L, ti, tmp);
-    for (int x = threadIdx.x; x < C * C; x += kNt) Ti[x] = ti[(x / C) * lc + x % C];
-    const S* v = a.v;
+    unstage_rows(ti, lc, C, C, [&](int r, int l, S x) { Ti[r * C + l] = x; });
+    const S* v = a.v + g.row(bh, c * C) * V;  // row l of the chunk at v + l H V
+    const int64_t vrow = g.H * V;
     block_product<S>(  // rows past n: beta = 0 (their clamped v row is read, not used)
         C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
-        [&](int l, int j) { return w.beta[l] * v[g.row(bh, c * C + min(l, n - 1)) * V + j]; },
+        [&](int l, int j) { return w.beta[l] * v[min(l, n - 1) * vrow + j]; },
         [&](int r, int j, S x) { ws.u[e * C * V + r * V + j] = x; });
     block_product<S>(
         C, K, C, [&](int r, int l) { return ti[r * lc + l]; },
@@ -275,7 +280,7 @@ __global__ void __launch_bounds__(kNt)
   }
 }
 
-// ---- walk: the states and Vn = U - W S, chunks in order, 16 value columns per block
+// ---- walk: the states and Vn = U - W S, chunks in order, 64 value columns per block
 
 struct WalkLayout {
   int64_t S_, X, vn, total;
@@ -288,55 +293,46 @@ struct WalkLayout {
 };
 
 template <class S>
-__global__ void __launch_bounds__(kNt)
+__global__ void __launch_bounds__(kNt, kWalkBlocks)
     delta_walk_kernel(const S* __restrict__ h0, S* __restrict__ hT, Geo g, Chunks<S> ws,
                       WalkLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
   S *St = base + lay.S_, *X = base + lay.X, *vn = base + lay.vn;
-  const int K = g.K, V = g.V, lk = K + 1, lv = kWalkColumns + 1, tid = threadIdx.x;
+  const int K = g.K, V = g.V, lk = K + 1, lv = kWalkColumns + 1;
   const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
     const int nv = min(kWalkColumns, V - j0);
     const int64_t state = bh * K * V;
-    for (int x = tid; x < K * nv; x += kNt) {
-      const int i = x / nv, j = x - i * nv;
-      St[i * kWalkColumns + j] = h0 ? h0[state + i * V + j0 + j] : S(0);
-    }
+    stage_rows(St, kWalkColumns, K, nv,
+               [&](int i, int j) { return h0 ? h0[state + i * V + j0 + j] : S(0); });
     for (int64_t c = 0; c < g.NC; ++c) {
       const int64_t e = bh * g.NC + c;
       __syncthreads();  // St is final, X and vn free
-      for (int x = tid; x < K * nv; x += kNt) {
-        const int i = x / nv, j = x - i * nv;
-        ws.states[e * K * V + i * V + j0 + j] = St[i * kWalkColumns + j];
-      }
+      unstage_rows(St, kWalkColumns, K, nv,
+                   [&](int i, int j, S x) { ws.states[e * K * V + i * V + j0 + j] = x; });
       stage_rows(X, lk, C, K, [&](int r, int i) { return ws.w[e * C * K + r * K + i]; });
       stage_rows(vn, lv, C, nv, [&](int r, int j) { return ws.u[e * C * V + r * V + j0 + j]; });
       __syncthreads();
-      block_product<S, 1>(
+      block_product<S, kWalkTile>(
           C, nv, K, [&](int r, int i) { return X[r * lk + i]; },
           [&](int i, int j) { return St[i * kWalkColumns + j]; },
           [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
       __syncthreads();
-      for (int x = tid; x < C * nv; x += kNt) {
-        const int r = x / nv, j = x - r * nv;
-        ws.u[e * C * V + r * V + j0 + j] = vn[r * lv + j];
-      }
+      unstage_rows(vn, lv, C, nv, [&](int r, int j, S x) { ws.u[e * C * V + r * V + j0 + j] = x; });
       stage_rows(X, lk, C, K, [&](int r, int i) { return ws.kl[e * C * K + r * K + i]; });
       __syncthreads();
       const S gn = ws.gn[e];
-      block_product<S, 1>(
+      block_product<S, kWalkTile>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return vn[r * lv + j]; },
           [&](int i, int j, S kv) { St[i * kWalkColumns + j] = gn * St[i * kWalkColumns + j] + kv; });
     }
     __syncthreads();
     if (hT)
-      for (int x = tid; x < K * nv; x += kNt) {
-        const int i = x / nv, j = x - i * nv;
-        hT[state + i * V + j0 + j] = St[i * kWalkColumns + j];
-      }
+      unstage_rows(St, kWalkColumns, K, nv,
+                   [&](int i, int j, S x) { hT[state + i * V + j0 + j] = x; });
     __syncthreads();  // St is read before the next item rewrites it
   }
 }
@@ -354,6 +350,7 @@ __global__ void __launch_bounds__(kNt)
   const int64_t e = blockIdx.x / n_slices, bh = e / g.NC, c = e - bh * g.NC;
   const int j0 = static_cast<int>(blockIdx.x % n_slices) * kOutputColumns;
   const int nv = min(kOutputColumns, V - j0), n = g.rows(c);
+  const int64_t row0 = g.row(bh, c * C);
   const S *qg = ws.qg + e * C * K, *St = ws.states + e * K * V + j0;
   const S *P = ws.p + e * C * C, *vn = ws.u + e * C * V + j0;
   block_product<S>(
@@ -363,7 +360,7 @@ __global__ void __launch_bounds__(kNt)
       C, nv, C, [&](int r, int l) { return P[r * C + l]; },
       [&](int l, int j) { return vn[l * V + j]; },
       [&](int r, int j, S x) {
-        if (r < n) o[g.row(bh, c * C + r) * V + j0 + j] = scale * (qs[r * lo + j] + x);
+        if (r < n) o[(row0 + r * g.H) * V + j0 + j] = scale * (qs[r * lo + j] + x);
       });
 }
 
@@ -382,13 +379,13 @@ struct WalkBackLayout {
 };
 
 template <class S>
-__global__ void __launch_bounds__(kNt)
+__global__ void __launch_bounds__(kNt, kWalkBlocks)
     delta_walk_back_kernel(DeltaRuleGrad<S> gr, S scale, Geo g, Chunks<S> ws, WalkBackLayout lay,
                            S* scratch) {
   S* base = block_base(scratch, lay.total);
   S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
   S* dVn = base + lay.dVn;
-  const int K = g.K, V = g.V, lk = K + 1, lc = C + 1, lv = kWalkColumns + 1, tid = threadIdx.x;
+  const int K = g.K, V = g.V, lk = K + 1, lc = C + 1, lv = kWalkColumns + 1;
   const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
   auto stage = [&](S* dst, int ld, const S* src, int cols) {
     stage_rows(dst, ld, C, cols, [&](int r, int x) { return src[r * cols + x]; });
@@ -398,18 +395,14 @@ __global__ void __launch_bounds__(kNt)
     const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
     const int nv = min(kWalkColumns, V - j0);
     const int64_t state = bh * K * V;
-    for (int x = tid; x < K * nv; x += kNt) {
-      const int i = x / nv, j = x - i * nv;
-      dS[i * kWalkColumns + j] = gr.dhT ? gr.dhT[state + i * V + j0 + j] : S(0);
-    }
+    stage_rows(dS, kWalkColumns, K, nv,
+               [&](int i, int j) { return gr.dhT ? gr.dhT[state + i * V + j0 + j] : S(0); });
     for (int64_t c = g.NC - 1; c >= 0; --c) {
       const int64_t e = bh * g.NC + c;
       const int n = g.rows(c);
       __syncthreads();  // dS is final, the buffers free
-      for (int x = tid; x < K * nv; x += kNt) {
-        const int i = x / nv, j = x - i * nv;
-        ws.dso[e * K * V + i * V + j0 + j] = dS[i * kWalkColumns + j];
-      }
+      unstage_rows(dS, kWalkColumns, K, nv,
+                   [&](int i, int j, S x) { ws.dso[e * K * V + i * V + j0 + j] = x; });
       stage(CC, lc, ws.p + e * C * C, C);
       stage(X, lk, ws.kl + e * C * K, K);
       const int64_t row0 = g.row(bh, c * C);
@@ -417,11 +410,11 @@ __global__ void __launch_bounds__(kNt)
         return r < n ? gr.dout[(row0 + r * g.H) * V + j0 + j] : S(0);
       });
       __syncthreads();
-      block_product<S, 1>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
+      block_product<S, kWalkTile>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
-      block_product<S, 1>(
+      block_product<S, kWalkTile>(
           C, nv, K, [&](int l, int i) { return X[l * lk + i]; },
           [&](int i, int j) { return dS[i * kWalkColumns + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] += x; });
@@ -430,11 +423,11 @@ __global__ void __launch_bounds__(kNt)
       stage(X, lk, ws.qg + e * C * K, K);
       __syncthreads();
       const S gn = ws.gn[e];
-      block_product<S, 1>(  // dY = Ti^T dVn
+      block_product<S, kWalkTile>(  // dY = Ti^T dVn
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
-      block_product<S, 1>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
+      block_product<S, kWalkTile>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int i, int j, S x) {
@@ -443,17 +436,15 @@ __global__ void __launch_bounds__(kNt)
       __syncthreads();
       stage(X, lk, ws.w + e * C * K, K);
       __syncthreads();
-      block_product<S, 1>(
+      block_product<S, kWalkTile>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * kWalkColumns + j] -= x; });
     }
     __syncthreads();
     if (gr.dh0)
-      for (int x = tid; x < K * nv; x += kNt) {
-        const int i = x / nv, j = x - i * nv;
-        gr.dh0[state + i * V + j0 + j] = dS[i * kWalkColumns + j];
-      }
+      unstage_rows(dS, kWalkColumns, K, nv,
+                   [&](int i, int j, S x) { gr.dh0[state + i * V + j0 + j] = x; });
     __syncthreads();  // dS is read before the next item rewrites it
   }
 }
@@ -551,7 +542,8 @@ __global__ void __launch_bounds__(kNt)
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
     S sds = S(0);  // <S, dS> for the gate of the state carry
     if (gated) {
-      for (int x = tid; x < K * V; x += kNt) sds += Sc[x] * dSt[(x / V) * ls + x % V];
+      for (int i = warp; i < K; i += kNt / 32)  // a warp per row of the state
+        for (int j = lane; j < V; j += 32) sds += Sc[i * V + j] * dSt[i * ls + j];
       sds = block_reduce(sds, SumOp{}, S(0), red);
     }
     __syncthreads();
