@@ -268,10 +268,19 @@ __global__ void __launch_bounds__(kNt)
     unstage_rows(ti, lc, C, C, [&](int r, int l, S x) { Ti[r * C + l] = x; });
     const S* v = a.v + g.row(bh, c * C) * V;  // row l of the chunk at v + l H V
     const int64_t vrow = g.H * V;
-    block_product<S>(  // rows past n: beta = 0 (their clamped v row is read, not used)
-        C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
-        [&](int l, int j) { return w.beta[l] * v[min(l, n - 1) * vrow + j]; },
-        [&](int r, int j, S x) { ws.u[e * C * V + r * V + j] = x; });
+    auto store_u = [&](int r, int j, S x) { ws.u[e * C * V + r * V + j] = x; };
+    if (V <= K) {  // diag(beta) V staged in q's buffer (q is done with)
+      stage_rows(w.q, lk, C, V,
+                 [&](int l, int j) { return l < n ? w.beta[l] * v[l * vrow + j] : S(0); });
+      __syncthreads();
+      block_product<S>(
+          C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
+          [&](int l, int j) { return w.q[l * lk + j]; }, store_u);
+    } else {
+      block_product<S>(  // rows past n: beta = 0 (their clamped v row is read, not used)
+          C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
+          [&](int l, int j) { return w.beta[l] * v[min(l, n - 1) * vrow + j]; }, store_u);
+    }
     block_product<S>(
         C, K, C, [&](int r, int l) { return ti[r * lc + l]; },
         [&](int l, int i) { return (w.beta[l] * w.gam[l]) * w.k[l * lk + i]; },
@@ -339,29 +348,49 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
 
 // ---- output: O = s [diag(gam) Q S + P Vn], 64 value columns per block
 
+struct OutputLayout {
+  int64_t qg, St, P, vn, qs, total;
+  OutputLayout(Arena ar, int K) {
+    qg = ar.take(int64_t(C) * (K + 1));
+    St = ar.take(int64_t(K) * (kOutputColumns + 1));
+    P = ar.take(int64_t(C) * (C + 1));
+    vn = ar.take(int64_t(C) * (kOutputColumns + 1));
+    qs = ar.take(int64_t(C) * (kOutputColumns + 1));
+    total = ar.at;
+  }
+};
+
 template <class S>
 __global__ void __launch_bounds__(kNt)
-    delta_output_kernel(Geo g, Chunks<S> ws, S scale, S* __restrict__ o) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  S* qs = reinterpret_cast<S*>(smem_raw);  // [C][kOutputColumns + 1]: diag(gam) Q S
-  constexpr int lo = kOutputColumns + 1;
-  const int K = g.K, V = g.V;
+    delta_output_kernel(Geo g, Chunks<S> ws, S scale, S* __restrict__ o, OutputLayout lay,
+                        S* scratch) {
+  S* base = block_base(scratch, lay.total);
+  S *qg = base + lay.qg, *St = base + lay.St, *P = base + lay.P, *vn = base + lay.vn;
+  S* qs = base + lay.qs;  // diag(gam) Q S
+  constexpr int lo = kOutputColumns + 1, lc = C + 1;
+  const int K = g.K, V = g.V, lk = K + 1;
   const int n_slices = (V + kOutputColumns - 1) / kOutputColumns;
-  const int64_t e = blockIdx.x / n_slices, bh = e / g.NC, c = e - bh * g.NC;
-  const int j0 = static_cast<int>(blockIdx.x % n_slices) * kOutputColumns;
-  const int nv = min(kOutputColumns, V - j0), n = g.rows(c);
-  const int64_t row0 = g.row(bh, c * C);
-  const S *qg = ws.qg + e * C * K, *St = ws.states + e * K * V + j0;
-  const S *P = ws.p + e * C * C, *vn = ws.u + e * C * V + j0;
-  block_product<S>(
-      C, nv, K, [&](int r, int i) { return qg[r * K + i]; },
-      [&](int i, int j) { return St[i * V + j]; }, [&](int r, int j, S x) { qs[r * lo + j] = x; });
-  block_product<S>(  // same shape: each thread reads back only its own qs entries
-      C, nv, C, [&](int r, int l) { return P[r * C + l]; },
-      [&](int l, int j) { return vn[l * V + j]; },
-      [&](int r, int j, S x) {
-        if (r < n) o[(row0 + r * g.H) * V + j0 + j] = scale * (qs[r * lo + j] + x);
-      });
+  for (int64_t item = blockIdx.x; item < g.B * g.H * g.NC * n_slices; item += gridDim.x) {
+    const int64_t e = item / n_slices, bh = e / g.NC, c = e - bh * g.NC;
+    const int j0 = static_cast<int>(item - e * n_slices) * kOutputColumns;
+    const int nv = min(kOutputColumns, V - j0), n = g.rows(c);
+    const int64_t row0 = g.row(bh, c * C);
+    stage_rows(qg, lk, C, K, [&](int r, int i) { return ws.qg[e * C * K + r * K + i]; });
+    stage_rows(St, lo, K, nv, [&](int i, int j) { return ws.states[e * K * V + i * V + j0 + j]; });
+    stage_rows(P, lc, C, C, [&](int r, int l) { return ws.p[e * C * C + r * C + l]; });
+    stage_rows(vn, lo, C, nv, [&](int l, int j) { return ws.u[e * C * V + l * V + j0 + j]; });
+    __syncthreads();
+    block_product<S>(
+        C, nv, K, [&](int r, int i) { return qg[r * lk + i]; },
+        [&](int i, int j) { return St[i * lo + j]; }, [&](int r, int j, S x) { qs[r * lo + j] = x; });
+    block_product<S>(  // same shape: each thread reads back only its own qs entries
+        C, nv, C, [&](int r, int l) { return P[r * lc + l]; },
+        [&](int l, int j) { return vn[l * lo + j]; },
+        [&](int r, int j, S x) {
+          if (r < n) o[(row0 + r * g.H) * V + j0 + j] = scale * (qs[r * lo + j] + x);
+        });
+    __syncthreads();  // the buffers are read before the next item rewrites them
+  }
 }
 
 // ---- walk_back: dVn, dY and the outgoing dS of every chunk, chunks in reverse
@@ -728,11 +757,9 @@ void delta_rule_chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& 
   Workspace<S> ws(g, false);
   forward_states(a, g, ws.ptrs, out.hT, op);
   const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
-  const size_t bytes = size_t(C) * (kOutputColumns + 1) * sizeof(S);
-  allow_shared_memory(delta_output_kernel<S>, bytes, op);
-  delta_output_kernel<S><<<static_cast<unsigned>(g.B * g.H * g.NC * slices), kNt, bytes,
-                           stream()>>>(g, ws.ptrs, static_cast<S>(a.scale), out.o);
-  CUDA_CHECK(cudaGetLastError());
+  launch_items<S>(delta_output_kernel<S>, g.B * g.H * g.NC * slices,
+                  OutputLayout(Arena{}, g.K).total, op, g, ws.ptrs, static_cast<S>(a.scale),
+                  out.o, OutputLayout(Arena{}, g.K));
 }
 
 template <class S>
