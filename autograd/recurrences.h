@@ -31,7 +31,8 @@ struct RecurrenceOptions {
   double scale = 0.0;      // 0: K^-1/2
   bool l2norm_qk = false;  // delta rules: L2-normalise q and k per head inside the op
   // Delta rules: run each head as this many independent slices of its values (dividing V), so
-  // that few wide heads fill the GPU; 0 lets the op choose (autograd/functions/value_split.h).
+  // that few wide heads fill the GPU in the recurrent tier; 0 lets the op choose (slices for the
+  // CUDA recurrent tier only; autograd/functions/value_split.h).
   int64_t value_split = 0;
 };
 

@@ -3,9 +3,10 @@
 // The state's value columns evolve independently: column j of S [K,V] follows
 //   s_j <- (I - beta_t k_t k_t^T) exp(g_t) s_j + beta_t k_t v_tj,   o_tj = s_j^T (scale q_t),
 // which reads q, k, beta, g in full but only column j of v. So a head with V values is s heads
-// of V/s values that share q, k, beta and g: the kernels run on H*s heads, each (b, h) a thread
-// block on the GPU, which is how few, wide heads (Gated DeltaNet's 340M layout: B*H = 32 blocks
-// for 132 SMs) fill the GPU. The gradients of the shared inputs are sums over the slices.
+// of V/s values that share q, k, beta and g: the kernels run on H*s heads. The CUDA recurrent
+// tier runs a thread block per (b, h), so this is how few, wide heads (Gated DeltaNet's 340M
+// layout: B*H = 32 blocks for 132 SMs) fill the GPU there. The gradients of the shared inputs
+// are sums over the slices.
 //
 // Layouts, head h's slice j becoming head h*s + j (V' = V/s):
 //   q, k [B,T,H,K] -> [B,T,H*s,K]   repeated                  (split_heads)

@@ -61,8 +61,8 @@ constexpr int kNt = kProductThreads;                  // threads of every kernel
 constexpr int kWalkColumns = 64;
 constexpr int kWalkTile = kWalkColumns / 16;  // block_product's TN
 constexpr int kWalkBlocks = 2;                // walk blocks per SM the registers must allow
-constexpr int kOutputColumns = 64;  // value columns per output block
-constexpr int kSolve = 16;          // diagonal blocks of Ti solved by substitution
+constexpr int kOutputColumns = 64;            // value columns per output block
+constexpr int kSolve = 16;                    // diagonal blocks of Ti solved by substitution
 
 // Sizes of one problem and the indexing shared by every kernel.
 struct Geo {
@@ -119,8 +119,8 @@ struct RowsLayout {
   }
   template <class S>
   __device__ Rows<S> bind(S* base, int K) const {
-    return {base + q,   base + k,   base + beta, base + Gam, base + gam,
-            base + lam, base + rq,  base + rk,   K + 1};
+    return {base + q,   base + k,  base + beta, base + Gam, base + gam,
+            base + lam, base + rq, base + rk,   K + 1};
   }
 };
 
@@ -138,8 +138,10 @@ __device__ void load_rows(const DeltaRuleArgs<S>& a, const Geo& g, int64_t bh, i
                           const Rows<S>& w) {
   const int K = g.K, lk = w.lk, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;  // row r of the chunk: row0 + r H
-  stage_rows(w.q, lk, C, K, [&](int r, int i) { return r < n ? a.q[(row0 + r * H) * K + i] : S(0); });
-  stage_rows(w.k, lk, C, K, [&](int r, int i) { return r < n ? a.k[(row0 + r * H) * K + i] : S(0); });
+  stage_rows(w.q, lk, C, K,
+             [&](int r, int i) { return r < n ? a.q[(row0 + r * H) * K + i] : S(0); });
+  stage_rows(w.k, lk, C, K,
+             [&](int r, int i) { return r < n ? a.k[(row0 + r * H) * K + i] : S(0); });
   if (tid == 0) {  // chunk-local cumulative log decay: a short serial scan
     S acc = S(0);
     for (int r = 0; r < n; ++r) {
@@ -336,7 +338,9 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       block_product<S, kWalkTile>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return vn[r * lv + j]; },
-          [&](int i, int j, S kv) { St[i * kWalkColumns + j] = gn * St[i * kWalkColumns + j] + kv; });
+          [&](int i, int j, S kv) {
+            St[i * kWalkColumns + j] = gn * St[i * kWalkColumns + j] + kv;
+          });
     }
     __syncthreads();
     if (hT)
@@ -382,7 +386,8 @@ __global__ void __launch_bounds__(kNt)
     __syncthreads();
     block_product<S>(
         C, nv, K, [&](int r, int i) { return qg[r * lk + i]; },
-        [&](int i, int j) { return St[i * lo + j]; }, [&](int r, int j, S x) { qs[r * lo + j] = x; });
+        [&](int i, int j) { return St[i * lo + j]; },
+        [&](int r, int j, S x) { qs[r * lo + j] = x; });
     block_product<S>(  // same shape: each thread reads back only its own qs entries
         C, nv, C, [&](int r, int l) { return P[r * lc + l]; },
         [&](int l, int j) { return vn[l * lo + j]; },
@@ -506,8 +511,8 @@ struct GradLayout {
 
 template <class S>
 __global__ void __launch_bounds__(kNt)
-    delta_grad_kernel(DeltaRuleArgs<S> a, DeltaRuleGrad<S> gr, Geo g, Chunks<S> ws,
-                      GradLayout lay, S* scratch) {
+    delta_grad_kernel(DeltaRuleArgs<S> a, DeltaRuleGrad<S> gr, Geo g, Chunks<S> ws, GradLayout lay,
+                      S* scratch) {
   S* base = block_base(scratch, lay.total);
   const Rows<S> w = lay.rows.bind(base, g.K);
   S *dq = base + lay.dq, *dk = base + lay.dk, *vn = base + lay.vn, *dy = base + lay.dy;
@@ -546,10 +551,12 @@ __global__ void __launch_bounds__(kNt)
         [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { A[r * lc + l] = x; });
     block_product<S>(
         C, C, K, [&](int r, int i) { return q[r * lk + i]; },
-        [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { QK[r * lc + l] = x; });
+        [&](int i, int l) { return k[l * lk + i]; },
+        [&](int r, int l, S x) { QK[r * lc + l] = x; });
     block_product<S>(  // K S
         C, V, K, [&](int r, int i) { return k[r * lk + i]; },
-        [&](int i, int j) { return St[i * ls + j]; }, [&](int r, int j, S x) { ks[r * lv + j] = x; });
+        [&](int i, int j) { return St[i * ls + j]; },
+        [&](int r, int j, S x) { ks[r * lv + j] = x; });
     block_product<S>(  // dq = s diag(gam) dO S^T
         C, K, V, [&](int r, int j) { return dO[r * lv + j]; },
         [&](int j, int i) { return St[i * ls + j]; },
@@ -611,14 +618,17 @@ __global__ void __launch_bounds__(kNt)
     // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
     block_product<S>(
         C, K, C, [&](int r, int l) { return dPE[r * lc + l]; },
-        [&](int l, int i) { return k[l * lk + i]; }, [&](int r, int i, S x) { dq[r * lk + i] += x; });
+        [&](int l, int i) { return k[l * lk + i]; },
+        [&](int r, int i, S x) { dq[r * lk + i] += x; });
     block_product<S>(
         C, K, C, [&](int r, int l) { return dPE[l * lc + r]; },
-        [&](int l, int i) { return q[l * lk + i]; }, [&](int r, int i, S x) { dk[r * lk + i] += x; });
+        [&](int l, int i) { return q[l * lk + i]; },
+        [&](int r, int i, S x) { dk[r * lk + i] += x; });
     block_product<S>(  // D is strictly lower: one of the two terms is zero
         C, K, C,
         [&](int r, int l) { return w.beta[r] * D[r * lc + l] + w.beta[l] * D[l * lc + r]; },
-        [&](int l, int i) { return k[l * lk + i]; }, [&](int r, int i, S x) { dk[r * lk + i] += x; });
+        [&](int l, int i) { return k[l * lk + i]; },
+        [&](int r, int i, S x) { dk[r * lk + i] += x; });
     block_product<S>(
         C, K, V, [&](int r, int j) { return w.beta[r] * dy[r * lv + j]; },
         [&](int j, int i) { return St[i * ls + j]; },
@@ -678,7 +688,8 @@ void check_args(const DeltaRuleArgs<S>& a, const char* op) {
   HLA_CHECK(d.B > 0 && d.T > 0 && d.H > 0 && d.K > 0 && d.V > 0,
             op << ": B,T,H,K,V = " << d.B << "," << d.T << "," << d.H << "," << d.K << "," << d.V);
   HLA_CHECK(a.q && a.k && a.v && a.beta, op << ": q, k, v and beta are required");
-  const int64_t blocks = d.B * d.H * ((d.T + C - 1) / C) * ((d.V + kOutputColumns - 1) / kOutputColumns);
+  const int64_t blocks =
+      d.B * d.H * ((d.T + C - 1) / C) * ((d.V + kOutputColumns - 1) / kOutputColumns);
   if (blocks >= (int64_t(1) << 31))
     throw Error(op, "B*H*chunks*(V/64) < 2^31 (thread blocks per head, chunk and 64 values)",
                 std::to_string(blocks), "split the batch");
@@ -713,8 +724,16 @@ struct Workspace {
     const int64_t dso = backward ? ar.take(items * K * V) : 0;
     buf = scratch_of<S>(ar.at);
     S* b = static_cast<S*>(buf.raw_data());
-    ptrs = {b + ti, b + p,  b + u,  b + w,  b + kl,
-            b + qg, b + gn, b + st, backward ? b + dy : nullptr, backward ? b + dso : nullptr};
+    ptrs = {b + ti,
+            b + p,
+            b + u,
+            b + w,
+            b + kl,
+            b + qg,
+            b + gn,
+            b + st,
+            backward ? b + dy : nullptr,
+            backward ? b + dso : nullptr};
   }
 };
 
@@ -727,10 +746,11 @@ void launch_items(Kernel* kernel, int64_t items, int64_t total, const char* op, 
     allow_shared_memory(kernel, bytes, op);
     kernel<<<static_cast<unsigned>(items), kNt, bytes, stream()>>>(args..., nullptr);
   } else {
-    const int64_t grid = std::min<int64_t>(items, 2 * int64_t(Context::get().props().multiProcessorCount));
+    const int64_t grid =
+        std::min<int64_t>(items, 2 * int64_t(Context::get().props().multiProcessorCount));
     Tensor scratch = scratch_of<S>(grid * total);
     kernel<<<static_cast<unsigned>(grid), kNt, 0, stream()>>>(args...,
-                                                             static_cast<S*>(scratch.raw_data()));
+                                                              static_cast<S*>(scratch.raw_data()));
   }
   CUDA_CHECK(cudaGetLastError());
 }
@@ -739,8 +759,8 @@ void launch_items(Kernel* kernel, int64_t items, int64_t total, const char* op, 
 template <class S>
 void forward_states(const DeltaRuleArgs<S>& a, const Geo& g, const Chunks<S>& ws, S* hT,
                     const char* op) {
-  launch_items<S>(delta_prep_kernel<S>, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K).total, op, a,
-                  g, ws, PrepLayout(Arena{}, g.K));
+  launch_items<S>(delta_prep_kernel<S>, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K).total, op, a, g,
+                  ws, PrepLayout(Arena{}, g.K));
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
   launch_items<S>(delta_walk_kernel<S>, g.B * g.H * slices, WalkLayout(Arena{}, g.K).total, op,
                   a.h0, hT, g, ws, WalkLayout(Arena{}, g.K));
@@ -758,8 +778,8 @@ void delta_rule_chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& 
   forward_states(a, g, ws.ptrs, out.hT, op);
   const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
   launch_items<S>(delta_output_kernel<S>, g.B * g.H * g.NC * slices,
-                  OutputLayout(Arena{}, g.K).total, op, g, ws.ptrs, static_cast<S>(a.scale),
-                  out.o, OutputLayout(Arena{}, g.K));
+                  OutputLayout(Arena{}, g.K).total, op, g, ws.ptrs, static_cast<S>(a.scale), out.o,
+                  OutputLayout(Arena{}, g.K));
 }
 
 template <class S>
@@ -773,9 +793,8 @@ void delta_rule_chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>
   Workspace<S> ws(g, true);
   forward_states(a, g, ws.ptrs, static_cast<S*>(nullptr), op);
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  launch_items<S>(delta_walk_back_kernel<S>, g.B * g.H * slices,
-                  WalkBackLayout(Arena{}, g.K).total, op, gr, static_cast<S>(a.scale), g,
-                  ws.ptrs, WalkBackLayout(Arena{}, g.K));
+  launch_items<S>(delta_walk_back_kernel<S>, g.B * g.H * slices, WalkBackLayout(Arena{}, g.K).total,
+                  op, gr, static_cast<S>(a.scale), g, ws.ptrs, WalkBackLayout(Arena{}, g.K));
   // S and dS staged in shared memory when the whole workspace then still fits
   const GradLayout staged(Arena{}, g.K, g.V, true), plain(Arena{}, g.K, g.V, false);
   const GradLayout& lay =
