@@ -1,4 +1,4 @@
-// The backward pass: topological order over the Nodes reachable from the root (Kahn's
+// The backward pass: topological order over the Nodes reachable from the roots (Kahn's
 // algorithm on consumer counts), one backward call per Node, gradients summed per output and
 // accumulated into leaves.
 #include <unordered_map>
@@ -28,30 +28,49 @@ void check_grad(const Tensor& g, const Var& input, const Node& node, size_t i) {
 
 }  // namespace
 
-void Var::backward(const Tensor& grad_in, bool retain_graph) const {
-  if (!requires_grad())
-    throw Error("backward", "a Var that requires grad", "one that does not",
-                "set requires_grad on a leaf it depends on, outside any NoGradGuard");
-  Tensor grad = grad_in;
-  if (!grad.defined()) {
-    if (numel() != 1)
-      throw Error("backward", "an explicit gradient for a result with " +
-                  std::to_string(numel()) + " elements", "none",
-                  "reduce to a scalar loss first, or pass the gradient");
-    grad = Tensor::ones(shape(), dtype(), device());
-  }
-  check_shape(grad, shape(), "backward", "gradient");
+void Var::backward(const Tensor& grad, bool retain_graph) const {
+  hla::backward({*this}, {grad}, retain_graph);
+}
+
+void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+  HLA_CHECK(roots.size() == grads.size(),
+            "backward: " << roots.size() << " roots and " << grads.size() << " gradients");
   NoGradGuard no_grad;  // backward rules compute with tensors and build no graph
 
-  if (is_leaf()) {
-    impl_->grad = accumulate(impl_->grad, grad);
-    return;
+  // The roots' gradients: into leaves directly, else into their nodes' output slots.
+  std::unordered_map<Node*, std::vector<Tensor>> pending;
+  std::vector<Node*> starts;
+  for (size_t r = 0; r < roots.size(); ++r) {
+    const Var& root = roots[r];
+    if (!root.requires_grad())
+      throw Error("backward", "a Var that requires grad", "one that does not",
+                  "set requires_grad on a leaf it depends on, outside any NoGradGuard");
+    Tensor grad = grads[r];
+    if (!grad.defined()) {
+      if (root.numel() != 1)
+        throw Error(
+            "backward",
+            "an explicit gradient for a result with " + std::to_string(root.numel()) + " elements",
+            "none", "reduce to a scalar loss first, or pass the gradient");
+      grad = Tensor::ones(root.shape(), root.dtype(), root.device());
+    }
+    check_shape(grad, root.shape(), "backward", "gradient");
+    if (root.is_leaf()) {
+      const_cast<VarImpl*>(root.impl())->grad = accumulate(root.grad(), grad);
+      continue;
+    }
+    Node* n = root.grad_fn().get();
+    auto [slot, fresh] = pending.try_emplace(n);
+    if (fresh) starts.push_back(n);
+    slot->second.resize(n->num_outputs);
+    slot->second[root.output_nr()] = accumulate(slot->second[root.output_nr()], grad);
   }
+  if (starts.empty()) return;
 
   // Count, for every reachable node, how many edges lead into it from other reachable nodes.
   std::unordered_map<Node*, int> consumers;
-  std::vector<Node*> stack{impl_->grad_fn.get()};
-  consumers[impl_->grad_fn.get()] = 0;
+  std::vector<Node*> stack = starts;
+  for (Node* n : starts) consumers[n] = 0;
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
@@ -68,10 +87,9 @@ void Var::backward(const Tensor& grad_in, bool retain_graph) const {
     }
   }
 
-  std::unordered_map<Node*, std::vector<Tensor>> pending;
-  pending[impl_->grad_fn.get()].resize(impl_->grad_fn->num_outputs);
-  pending[impl_->grad_fn.get()][impl_->output_nr] = grad;
-  std::vector<Node*> ready{impl_->grad_fn.get()};
+  std::vector<Node*> ready;
+  for (Node* n : starts)
+    if (consumers[n] == 0) ready.push_back(n);
   while (!ready.empty()) {
     Node* n = ready.back();
     ready.pop_back();

@@ -81,4 +81,9 @@ class Var {
   std::shared_ptr<VarImpl> impl_;
 };
 
+// Backpropagates from several results at once, grads[i] the gradient of roots[i] (undefined:
+// 1 for a one-element root), each Node of their common graph run once.
+void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads,
+              bool retain_graph = false);
+
 }  // namespace hla

@@ -36,7 +36,8 @@
 // Environment (for a quick smoke run): HLA_BENCH_PRECISION (above), HLA_BENCH_B, HLA_BENCH_T,
 // HLA_BENCH_LAYERS (24; the hybrids' attention layers follow the layout, e.g. 3:1 at 4 layers ->
 // layer 3), HLA_BENCH_STEPS, HLA_TF32 (0: exact f32 matmul, the library default),
-// HLA_PEAK_TFLOPS.
+// HLA_PEAK_TFLOPS, HLA_BENCH_CHECKPOINT (1: HybridLM::set_block_checkpointing, the counter
+// `checkpointing` says which).
 //
 //   HLA_BENCH_B=2 HLA_BENCH_T=256 HLA_BENCH_LAYERS=2 build-gpu/bench/bench_cuda_model
 //   HLA_BENCH_PRECISION=bf16 build-gpu/bench/bench_cuda_model --benchmark_filter=gla_pure
@@ -145,6 +146,7 @@ void bm_train_step(benchmark::State& state, const std::string& name, const std::
     for (auto& [param_name, p] : model.named_parameters())
       p.mutable_data() = p.data().to(Device::CUDA);
     model.set_compute_dtype(compute_dtype);  // the parameters stay f32 (master weights)
+    model.set_block_checkpointing(env_int("HLA_BENCH_CHECKPOINT", 0) != 0);
     const std::vector<Var> params = model.parameters();
     const run::OptimConfig& o = config.optim;
     optim::AdamW opt(
@@ -195,6 +197,7 @@ void bm_train_step(benchmark::State& state, const std::string& name, const std::
     state.counters["peak_GiB"] = double(mem.used_peak_bytes) / kGiB;
     state.counters["reserved_GiB"] = double(mem.reserved_peak_bytes) / kGiB;
     state.counters["params_M"] = double(model.num_parameters()) / 1e6;
+    state.counters["checkpointing"] = model.block_checkpointing() ? 1 : 0;
     state.counters["TFLOP/s"] = tflops;
     state.counters["MFU_%"] = 100.0 * tflops / peak_tflops;
     state.counters["peak_TFLOP/s"] = peak_tflops;

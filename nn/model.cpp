@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "autograd/checkpoint.h"
 #include "autograd/fused.h"
 #include "autograd/grad_mode.h"
 #include "autograd/primitives.h"
@@ -283,6 +284,7 @@ struct HybridLM::Impl {
   std::shared_ptr<Linear> lm_head;  // null when tied to the embeddings
   std::vector<std::string> record_prefixes;  // "layer_03/gla": where block i records (inspect)
   std::optional<DType> compute_dtype;        // unset: the parameters' dtype
+  bool checkpoint_blocks = false;
 
   // tokens [B,T] -> logits [B,T,vocab] in the compute dtype; with `state`, continues from and
   // updates it.
@@ -300,7 +302,14 @@ struct HybridLM::Impl {
     if (rec) rec->set_tokens(tokens);
     for (size_t i = 0; i < blocks.size(); ++i) {
       if (rec) rec->set_prefix((outer_prefix.empty() ? "" : outer_prefix + "/") + record_prefixes[i]);
-      h = blocks[i]->forward(h, state ? &state->layers[i] : nullptr, lbs[i]);
+      if (checkpoint_blocks && !state && !rec)
+        h = checkpoint(
+            [block = blocks[i]](const std::vector<Var>& in) {
+              return std::vector<Var>{block->forward(in[0], nullptr, in[1])};
+            },
+            {h, lbs[i]}, "block")[0];
+      else
+        h = blocks[i]->forward(h, state ? &state->layers[i] : nullptr, lbs[i]);
     }
     if (rec) rec->set_prefix(outer_prefix);
     h = model->norm->forward(h);
@@ -340,6 +349,13 @@ void HybridLM::set_compute_dtype(DType dtype) {
 
 DType HybridLM::compute_dtype() const {
   return impl_->compute_dtype.value_or(impl_->model->embeddings->weight.dtype());
+}
+
+void HybridLM::set_block_checkpointing(bool on) {
+  impl_->checkpoint_blocks = on;
+}
+bool HybridLM::block_checkpointing() const {
+  return impl_->checkpoint_blocks;
 }
 
 Var HybridLM::forward(const Tensor& tokens) { return impl_->logits(tokens, nullptr); }

@@ -101,6 +101,13 @@ class HybridLM : public Module {
   void set_compute_dtype(DType dtype);
   DType compute_dtype() const;
 
+  // Activation checkpointing of every block (autograd/checkpoint.h): a block keeps only its
+  // input for the backward and runs its forward again there, so the training graph holds one
+  // block's activations at a time instead of all, for about a third more compute. The values
+  // and gradients are unchanged. Off by default; decoding and inspection never checkpoint.
+  void set_block_checkpointing(bool on);
+  bool block_checkpointing() const;
+
   // Decoding: feed tokens one step at a time (or a prompt at once), carrying state; equals
   // forward() on the concatenated sequence. decode() builds no graph (runs under NoGradGuard).
   std::unique_ptr<DecodeState> start_decoding(int64_t batch) const;

@@ -169,6 +169,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"train.seed", &c.train.seed},
       {"train.device", &c.train.device},
       {"train.precision", &c.train.precision},
+      {"train.activation_checkpointing", &c.train.activation_checkpointing},
       {"train.out", &c.train.out},
       {"train.log_interval", &c.train.log_interval},
       {"train.eval_interval", &c.train.eval_interval},

@@ -68,6 +68,7 @@ struct TrainConfig {
   int64_t seed = 0;
   std::string device = "auto";
   std::string precision = "fp32";  // fp32 | bf16 (mixed precision on CUDA; nn/model.h)
+  bool activation_checkpointing = false;  // recompute each block in the backward (nn/model.h)
   std::string out = "runs/default";
   int64_t log_interval = 10;
   int64_t eval_interval = 100;

@@ -186,6 +186,7 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
   std::unique_ptr<nn::HybridLM> model = build_model(config, data);
   model->to(device);  // before the optimizer: its moments are created on the parameters' device
   model->set_compute_dtype(compute_dtype);  // the parameters stay f32 (master weights)
+  model->set_block_checkpointing(t.activation_checkpointing);
   std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(config.optim, *model);
   const optim::LrSchedule schedule = make_schedule(config);
   const std::string config_toml = to_toml(config);

@@ -2,10 +2,11 @@
 
 #include <vector>
 
+#include "autograd/checkpoint.h"
 #include "autograd/composites.h"
 #include "autograd/fused.h"
-#include "autograd/primitives.h"
 #include "autograd/grad_mode.h"
+#include "autograd/primitives.h"
 #include "autograd/recurrences.h"
 #include "nn/inspect.h"
 
@@ -46,6 +47,18 @@ Var apply_lower_bound(const Var& log_f, const Var& lb) {
   return log(lb + one_minus(lb) * exp(log_f));
 }
 
+Gates forget_gates(const Var& f_raw, const Var& lower_bound, DType out) {
+  const DType gate = gate_dtype(out);  // lower_bound arrives in the parameters' dtype
+  const std::vector<Var> g = checkpoint(
+      [gate, out](const std::vector<Var>& in) {
+        Var log_f = logsigmoid(to_dtype(in[0], gate));
+        if (in[1].defined()) log_f = apply_lower_bound(log_f, to_dtype(in[1], gate));
+        return std::vector<Var>{to_dtype(log_f, out), to_dtype(one_minus(exp(log_f)), out)};
+      },
+      {f_raw, lower_bound}, "forget_gates");
+  return {g[0], g[1]};
+}
+
 HGRNAttention::HGRNAttention(const HGRNOptions& o, Generator& gen) : opt(o) {
   const int64_t d = o.hidden_size;
   const double std = o.initializer_range;
@@ -66,12 +79,8 @@ Var HGRNAttention::forward(const Var& x, MixerState* state, const Var& lower_bou
     i = run_conv(*i_conv1d, i, state, 0);
     f = run_conv(*f_conv1d, f, state, 1);
   }
-  // The gate in gate_dtype (lower_bound arrives in the parameters' dtype), then x's dtype.
-  Var log_f = logsigmoid(to_dtype(f, gate_dtype(x.dtype())));
-  if (lower_bound.defined())
-    log_f = apply_lower_bound(log_f, to_dtype(lower_bound, log_f.dtype()));
-  const Var u = swiglu(i, to_dtype(one_minus(exp(log_f)), x.dtype()));  // silu(i) * (1 - f)
-  log_f = to_dtype(log_f, x.dtype());
+  const auto [log_f, one_minus_f] = forget_gates(f, lower_bound, x.dtype());
+  const Var u = swiglu(i, one_minus_f);  // silu(i) * (1 - f)
   const Var h0 = state ? state->recurrent : Var();
   auto r = hgrn(u, log_f, h0);
   if (inspect::Recorder* rec = inspect::active()) record_hgrn(*rec, u, log_f, lower_bound, h0);

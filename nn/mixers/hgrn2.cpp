@@ -58,12 +58,7 @@ Var HGRN2Attention::forward(const Var& x, MixerState* state, const Var& lower_bo
     v = run_conv(*i_conv1d, v, state, 2);
   }
   q = silu(q);
-  // The gate in gate_dtype (lower_bound arrives in the parameters' dtype), then x's dtype.
-  Var log_f = logsigmoid(to_dtype(f, gate_dtype(x.dtype())));
-  if (lower_bound.defined())
-    log_f = apply_lower_bound(log_f, to_dtype(lower_bound, log_f.dtype()));
-  const Var k = to_dtype(one_minus(exp(log_f)), x.dtype());
-  log_f = to_dtype(log_f, x.dtype());
+  const auto [log_f, k] = forget_gates(f, lower_bound, x.dtype());  // k = 1 - f
   const int64_t H = num_heads;
   const Var qh = split_heads(q, H), kh = split_heads(k, H), vh = split_heads(v, H);
   const Var gh = split_heads(log_f, H), h0 = state ? state->recurrent : Var();

@@ -229,6 +229,22 @@ TEST_CASE("cli train --resume: SGD with momentum resumes exactly too", "[cli][tr
   CHECK(a == losses(dir.file("split/metrics.jsonl")));
 }
 
+TEST_CASE("cli train: activation checkpointing gives the same losses", "[cli][train]") {
+  TempDir dir("cli_activation_checkpointing");
+  write_text(dir.file("tiny.toml"), kTiny);
+  const std::string base = "train --config " + dir.file("tiny.toml") + " --steps 3";
+  REQUIRE(run_hla(base + " --out " + dir.file("plain")).code == 0);
+  const Result r =
+      run_hla(base + " --out " + dir.file("kept") + " --set train.activation_checkpointing=true");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  const std::vector<std::string> a = losses(dir.file("plain/metrics.jsonl"));
+  REQUIRE(a.size() == 3);
+  CHECK(a == losses(dir.file("kept/metrics.jsonl")));
+  CHECK(read_text(dir.file("kept/config.toml")).find("activation_checkpointing = true") !=
+        std::string::npos);
+}
+
 TEST_CASE("cli train: a NaN loss stops the run with its step, keeping the last checkpoint",
           "[cli][train]") {
   TempDir dir("cli_nan");
