@@ -202,7 +202,9 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
   write_text_file((run_dir / "config.toml").string(), config_toml);
   MetricsLog metrics((run_dir / "metrics.jsonl").string(), options.resume ? state.step : -1);
   Progress progress(stdout, t.steps);
-  const std::string precision_note = compute_dtype == DType::bf16 ? ", bf16 mixed precision" : "";
+  const std::string precision_note =
+      std::string(compute_dtype == DType::bf16 ? ", bf16 mixed precision" : "") +
+      (t.activation_checkpointing ? ", activation checkpointing" : "");
   progress.message("hla train: " + config.model.variant + " " + config.layout + ", " +
                    std::to_string(model->num_parameters()) + " parameters, data " +
                    data.describe() + ", " + std::to_string(t.steps) + " steps" + precision_note +

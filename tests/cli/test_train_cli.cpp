@@ -238,6 +238,7 @@ TEST_CASE("cli train: activation checkpointing gives the same losses", "[cli][tr
       run_hla(base + " --out " + dir.file("kept") + " --set train.activation_checkpointing=true");
   INFO(r.output);
   REQUIRE(r.code == 0);
+  CHECK(r.output.find("activation checkpointing") != std::string::npos);
   const std::vector<std::string> a = losses(dir.file("plain/metrics.jsonl"));
   REQUIRE(a.size() == 3);
   CHECK(a == losses(dir.file("kept/metrics.jsonl")));
