@@ -66,15 +66,7 @@ using Results = std::vector<Tensor>;
 Results run_cpu_chunk(const Case& c, GateKind gate) {
   const int64_t B = c.q.size(0), T = c.q.size(1), H = c.q.size(2), K = c.q.size(3), V = c.v.size(3);
   const bool states = c.h0.defined();
-  kernels::GatedLinearArgs<float> a;
-  a.d = {B, T, H, K, V};
-  a.gate = gate;
-  a.q = c.q.data<float>();
-  a.k = c.k.data<float>();
-  a.v = c.v.data<float>();
-  a.g = ptr_or_null<float>(c.g);
-  a.h0 = ptr_or_null<float>(c.h0);
-  a.scale = 1.0 / std::sqrt(double(K));
+  const kernels::GatedLinearArgs<float> a = args_of<float>(c, gate, 1.0 / std::sqrt(double(K)));
   Tensor o = Tensor::empty({B, T, H, V}), hT = states ? Tensor::empty({B, H, K, V}) : Tensor();
   Tensor dq = Tensor::empty(c.q.shape()), dk = Tensor::empty(c.k.shape());
   Tensor dv = Tensor::empty(c.v.shape());
