@@ -42,13 +42,15 @@
 //
 // Shared memory (bf16 rows padded by 8 elements: ld = D + 8, so the 8 rows of an 8 x 8 block
 // start 4 banks apart and an ldmatrix phase touches 32 distinct banks; rows stay 16-byte
-// aligned):
-//   forward  Q, K, V [64][D+8]                               D = 64: 27 KiB, D = 128: 51 KiB
-//   dK, dV   K, V [64][D+8], Q, dO [QT][D+8], lse, D [QT]    D = 64: 36.5 KiB, D = 128: 51.3 KiB
-//   dQ       Q, dO, K, V [64][D+8], lse, D [64] (f32)        D = 64: 36.5 KiB, D = 128: 68.5 KiB
+// aligned). The tiles a loop walks over are double-buffered: the next one is copied with
+// cp.async while the products run on this one (one commit group per tile, a wait for all but
+// the newest group, a barrier before a buffer is refilled):
+//   forward  Q [64][D+8], K, V [2][64][D+8]                      D = 64 / 128: 45 / 85 KiB
+//   dK, dV   K, V [64][D+8], Q, dO [2][QT][D+8], lse, D [2][QT]  D = 64 / 128: 55 / 68.5 KiB
+//   dQ       Q, dO [64][D+8], K, V [2][64][D+8], lse, D [64]     D = 64 / 128: 54.5 / 102.5 KiB
 // A key (or query) tile that every query (key) of the block sees whole skips the mask
 // (MaskRule::covers): under causality all tiles but the diagonal one.
-// Registers (ptxas, sm_90, no spills): forward 148 / 182, dK/dV 200 / 238, dQ 202 / 234 for
+// Registers (ptxas, sm_90, no spills): forward 137 / 182, dK/dV 217 / 251, dQ 206 / 238 for
 // D = 64 / 128.
 // Rows past T (and keys past T) are stored as zeros, so masked products never meet NaN bits.
 #include <cuda_bf16.h>
@@ -118,6 +120,47 @@ __device__ inline void load_tile(bf16_dev* dst, int ld, int rows, const bf16_dev
 // dst[r] = src[r] for r < n, zero for n <= r < rows.
 __device__ inline void load_vec(float* dst, int rows, const float* __restrict__ src, int n) {
   for (int r = threadIdx.x; r < rows; r += blockDim.x) dst[r] = r < n ? src[r] : 0.f;
+}
+
+// ---- asynchronous copies (cp.async): global to shared memory without registers, so the next
+// tile's loads run under this tile's products. One group is committed per tile;
+// cp_async_wait<N> returns once at most N of this thread's groups are still in flight.
+
+// 16 bytes (4 for cp_async_4) from src to shared dst, or zeros when !valid (src then unread).
+__device__ inline void cp_async_16(void* dst, const void* src, bool valid) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ inline void cp_async_4(void* dst, const void* src, bool valid) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src),
+               "r"(valid ? 4 : 0));
+}
+__device__ inline void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N>
+__device__ inline void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// load_tile and load_vec as asynchronous copies.
+template <int D>
+__device__ inline void load_tile_async(bf16_dev* dst, int ld, int rows,
+                                       const bf16_dev* __restrict__ src, int64_t b, int64_t t0,
+                                       int n, int64_t T, int64_t heads, int64_t hd) {
+  constexpr int kChunks = D / kVec;
+  for (int e = threadIdx.x; e < rows * kChunks; e += blockDim.x) {
+    const int r = e / kChunks, x = (e - r * kChunks) * kVec;
+    const bool valid = r < n;
+    cp_async_16(dst + r * ld + x, valid ? src + row_offset(b, t0 + r, T, heads, hd, D) + x : src,
+                valid);
+  }
+}
+__device__ inline void load_vec_async(float* dst, int rows, const float* __restrict__ src, int n) {
+  for (int r = threadIdx.x; r < rows; r += blockDim.x)
+    cp_async_4(dst + r, src + (r < n ? r : 0), r < n);
 }
 
 // ---- mma fragments
@@ -275,8 +318,8 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   constexpr int ld = D + kPad, NS = kKeyTile / 8, NO = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16_dev* Qs = reinterpret_cast<bf16_dev*>(smem_raw);  // [64][ld]
-  bf16_dev* Ks = Qs + kTile * ld;                        // [64][ld]
-  bf16_dev* Vs = Ks + kKeyTile * ld;                     // [64][ld]
+  bf16_dev* Ks = Qs + kTile * ld;                        // [2][64][ld]: this tile, the next
+  bf16_dev* Vs = Ks + 2 * kKeyTile * ld;                 // [2][64][ld]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;
   // The last query tiles see the most keys under causality: they go first.
@@ -287,22 +330,33 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   const MaskRule mask{T, causal, window};
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
+  const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
+  const int64_t j_begin = first - first % kKeyTile;
+  // K, V of the key tile at j0 into buffer buf, asynchronously
+  auto fetch = [&](int64_t j0, int buf) {
+    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
+    load_tile_async<D>(Ks + buf * kKeyTile * ld, ld, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
+    load_tile_async<D>(Vs + buf * kKeyTile * ld, ld, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
+  };
+  if (j_begin <= last) fetch(j_begin, 0);
+  cp_async_commit();
   load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
   // Rows g and g + 8 of the warp (index half): running max m, this thread's share of the row
   // sum l (its 16 columns of each key tile), and the output accumulator.
   float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
   zero(acc);
-  const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
-  for (int64_t j0 = first - first % kKeyTile; j0 <= last; j0 += kKeyTile) {
-    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
-    __syncthreads();  // the previous tile's reads of Ks, Vs are done
-    load_tile<D>(Ks, ld, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
-    load_tile<D>(Vs, ld, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
-    __syncthreads();
+  int buf = 0;
+  for (int64_t j0 = j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
+    __syncthreads();  // the reads of the other buffer (the previous tile) are done
+    if (j0 + kKeyTile <= last) fetch(j0 + kKeyTile, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // this thread's copies of this tile have landed
+    __syncthreads();     // and every thread's
+    const bf16_dev *Kt = Ks + buf * kKeyTile * ld, *Vt = Vs + buf * kKeyTile * ld;
     const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
     float s[NS][4];
     zero(s);
-    mma_tile<NS, D>(s, Qs, ld, row0, Ks, ld, lane);
+    mma_tile<NS, D>(s, Qs, ld, row0, Kt, ld, lane);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int64_t i = i0 + row0 + g + 8 * half;
@@ -337,7 +391,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
       }
       m[half] = m_new;
     }
-    mma_from_acc<NO, NS>(acc, s, Vs, ld, lane);  // O += P V, P in bf16
+    mma_from_acc<NO, NS>(acc, s, Vt, ld, lane);  // O += P V, P in bf16
   }
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -385,12 +439,12 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
                               int n_tiles) {  // key tiles per (b, kv head)
   constexpr int QT = bwd_query_tile<D>(), ld = D + kPad, NQ = QT / 8, NO = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16_dev* Ks = reinterpret_cast<bf16_dev*>(smem_raw);    // [64][ld]
-  bf16_dev* Vs = Ks + kTile * ld;                          // [64][ld]
-  bf16_dev* Qs = Vs + kTile * ld;                          // [QT][ld]
-  bf16_dev* dOs = Qs + QT * ld;                            // [QT][ld]
-  float* lse_s = reinterpret_cast<float*>(dOs + QT * ld);  // [QT]
-  float* D_s = lse_s + QT;                                 // [QT]
+  bf16_dev* Ks = reinterpret_cast<bf16_dev*>(smem_raw);        // [64][ld]
+  bf16_dev* Vs = Ks + kTile * ld;                              // [64][ld]
+  bf16_dev* Qs = Vs + kTile * ld;                              // [2][QT][ld]: this tile, the next
+  bf16_dev* dOs = Qs + 2 * QT * ld;                            // [2][QT][ld]
+  float* lse_s = reinterpret_cast<float*>(dOs + 2 * QT * ld);  // [2][QT]
+  float* D_s = lse_s + 2 * QT;                                 // [2][QT]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;  // the warp's keys, local to the tile
   const int tile = static_cast<int>(blockIdx.x % n_tiles);
@@ -405,36 +459,56 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   zero(dk_acc);
   zero(dv_acc);
   const int64_t first = mask.first_query(j0), last = mask.last_query(j0 + nk);
-  for (int64_t h = c * group; h < (c + 1) * group; ++h)
-    for (int64_t i0 = first - first % QT; i0 <= last; i0 += QT) {
-      const int nq = static_cast<int>(T - i0 < QT ? T - i0 : QT);
-      __syncthreads();  // the previous tile's reads of Qs, dOs, lse_s, D_s are done
-      load_tile<D>(Qs, ld, QT, q, b, i0, nq, T, d.H, h);
-      load_tile<D>(dOs, ld, QT, dout, b, i0, nq, T, d.H, h);
-      load_vec(lse_s, QT, lse + (b * d.H + h) * T + i0, nq);
-      load_vec(D_s, QT, Dsum + (b * d.H + h) * T + i0, nq);
-      __syncthreads();
-      float pt[NQ][4], dst[NQ][4];  // P^T, then dS^T: rows keys, columns queries
-      zero(pt);
-      zero(dst);
-      const bool whole = mask.covers(i0, i0 + QT, j0, j0 + kTile);
-      mma_tile<NQ, D>(pt, Ks, ld, row0, Qs, ld, lane);    // S^T = K Q^T
-      mma_tile<NQ, D>(dst, Vs, ld, row0, dOs, ld, lane);  // dP^T = V dO^T
+  // The query tiles of every head of the group, in order: (h, i0) and its successor.
+  const int64_t i_begin = first - first % QT, h_end = (c + 1) * group;
+  auto next = [&](int64_t& hh, int64_t& ii) {
+    ii += QT;
+    if (ii > last) ii = i_begin, ++hh;
+  };
+  // Q, dO, lse, D of query tile (hh, ii) into buffer buf, asynchronously
+  auto fetch = [&](int64_t hh, int64_t ii, int buf) {
+    const int nq = static_cast<int>(T - ii < QT ? T - ii : QT);
+    load_tile_async<D>(Qs + buf * QT * ld, ld, QT, q, b, ii, nq, T, d.H, hh);
+    load_tile_async<D>(dOs + buf * QT * ld, ld, QT, dout, b, ii, nq, T, d.H, hh);
+    load_vec_async(lse_s + buf * QT, QT, lse + (b * d.H + hh) * T + ii, nq);
+    load_vec_async(D_s + buf * QT, QT, Dsum + (b * d.H + hh) * T + ii, nq);
+  };
+  const bool any = i_begin <= last;
+  if (any) fetch(c * group, i_begin, 0);
+  cp_async_commit();
+  int buf = 0;
+  for (int64_t h = c * group, i0 = i_begin; any && h < h_end; buf ^= 1) {
+    int64_t h_next = h, i_next = i0;
+    next(h_next, i_next);
+    __syncthreads();  // the reads of the other buffer (the previous tile) are done
+    if (h_next < h_end) fetch(h_next, i_next, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // this thread's copies of this tile have landed
+    __syncthreads();     // and every thread's
+    const bf16_dev *Qt = Qs + buf * QT * ld, *dOt = dOs + buf * QT * ld;
+    const float *lse_t = lse_s + buf * QT, *D_t = D_s + buf * QT;
+    float pt[NQ][4], dst[NQ][4];  // P^T, then dS^T: rows keys, columns queries
+    zero(pt);
+    zero(dst);
+    const bool whole = mask.covers(i0, i0 + QT, j0, j0 + kTile);
+    mma_tile<NQ, D>(pt, Ks, ld, row0, Qt, ld, lane);    // S^T = K Q^T
+    mma_tile<NQ, D>(dst, Vs, ld, row0, dOt, ld, lane);  // dP^T = V dO^T
 #pragma unroll
-      for (int nt = 0; nt < NQ; ++nt)
+    for (int nt = 0; nt < NQ; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          // c-register e: key row row0 + g + 8 (e / 2), query column 8 nt + 2 t + e % 2
-          const int qc = 8 * nt + 2 * t + e % 2;
-          const int64_t j = j0 + row0 + g + 8 * (e / 2);
-          const float p =
-              whole || mask.allowed(i0 + qc, j) ? fast_exp(scale * pt[nt][e] - lse_s[qc]) : 0.f;
-          pt[nt][e] = p;
-          dst[nt][e] = p * (dst[nt][e] - D_s[qc]);
-        }
-      mma_from_acc<NO, NQ>(dv_acc, pt, dOs, ld, lane);  // dV += P^T dO
-      mma_from_acc<NO, NQ>(dk_acc, dst, Qs, ld, lane);  // dK += dS^T Q
-    }
+      for (int e = 0; e < 4; ++e) {
+        // c-register e: key row row0 + g + 8 (e / 2), query column 8 nt + 2 t + e % 2
+        const int qc = 8 * nt + 2 * t + e % 2;
+        const int64_t j = j0 + row0 + g + 8 * (e / 2);
+        const float p =
+            whole || mask.allowed(i0 + qc, j) ? fast_exp(scale * pt[nt][e] - lse_t[qc]) : 0.f;
+        pt[nt][e] = p;
+        dst[nt][e] = p * (dst[nt][e] - D_t[qc]);
+      }
+    mma_from_acc<NO, NQ>(dv_acc, pt, dOt, ld, lane);  // dV += P^T dO
+    mma_from_acc<NO, NQ>(dk_acc, dst, Qt, ld, lane);  // dK += dS^T Q
+    h = h_next, i0 = i_next;
+  }
   store_rows<D>(dk_acc, scale, dk, b, j0, row0, nk, T, d.Hkv, c, g, t);
   store_rows<D>(dv_acc, 1.f, dv, b, j0, row0, nk, T, d.Hkv, c, g, t);
 }
@@ -450,11 +524,11 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
                             int n_tiles) {  // query tiles per (b, h)
   constexpr int ld = D + kPad, NS = kKeyTile / 8, NO = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16_dev* Qs = reinterpret_cast<bf16_dev*>(smem_raw);   // [64][ld]
-  bf16_dev* dOs = Qs + kTile * ld;                        // [64][ld]
-  bf16_dev* Ks = dOs + kTile * ld;                        // [64][ld]
-  bf16_dev* Vs = Ks + kKeyTile * ld;                      // [64][ld]
-  float* lse_s = reinterpret_cast<float*>(Vs + kKeyTile * ld);  // [64]
+  bf16_dev* Qs = reinterpret_cast<bf16_dev*>(smem_raw);             // [64][ld]
+  bf16_dev* dOs = Qs + kTile * ld;                                  // [64][ld]
+  bf16_dev* Ks = dOs + kTile * ld;                                  // [2][64][ld]
+  bf16_dev* Vs = Ks + 2 * kKeyTile * ld;                            // [2][64][ld]
+  float* lse_s = reinterpret_cast<float*>(Vs + 2 * kKeyTile * ld);  // [64]
   float* D_s = lse_s + kTile;                             // [64]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;
@@ -464,6 +538,16 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   const int nq = static_cast<int>(T - i0 < kTile ? T - i0 : kTile);
   const MaskRule mask{T, causal, window};
 
+  const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
+  const int64_t j_begin = first - first % kKeyTile;
+  // K, V of the key tile at j0 into buffer buf, asynchronously
+  auto fetch = [&](int64_t j0, int buf) {
+    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
+    load_tile_async<D>(Ks + buf * kKeyTile * ld, ld, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
+    load_tile_async<D>(Vs + buf * kKeyTile * ld, ld, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
+  };
+  if (j_begin <= last) fetch(j_begin, 0);
+  cp_async_commit();
   load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
   load_tile<D>(dOs, ld, kTile, dout, b, i0, nq, T, d.H, h);
   load_vec(lse_s, kTile, lse + bh * T + i0, nq);
@@ -477,19 +561,20 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   }
   float dq_acc[NO][4];
   zero(dq_acc);
-  const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
-  for (int64_t j0 = first - first % kKeyTile; j0 <= last; j0 += kKeyTile) {
-    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
-    __syncthreads();  // the previous tile's reads of Ks, Vs are done
-    load_tile<D>(Ks, ld, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
-    load_tile<D>(Vs, ld, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
-    __syncthreads();
+  int buf = 0;
+  for (int64_t j0 = j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
+    __syncthreads();  // the reads of the other buffer (the previous tile) are done
+    if (j0 + kKeyTile <= last) fetch(j0 + kKeyTile, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // this thread's copies of this tile have landed
+    __syncthreads();     // and every thread's
+    const bf16_dev *Kt = Ks + buf * kKeyTile * ld, *Vt = Vs + buf * kKeyTile * ld;
     float s[NS][4], ds[NS][4];  // P, then dS: rows queries, columns keys
     zero(s);
     zero(ds);
     const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
-    mma_tile<NS, D>(s, Qs, ld, row0, Ks, ld, lane);    // S = Q K^T
-    mma_tile<NS, D>(ds, dOs, ld, row0, Vs, ld, lane);  // dP = dO V^T
+    mma_tile<NS, D>(s, Qs, ld, row0, Kt, ld, lane);    // S = Q K^T
+    mma_tile<NS, D>(ds, dOs, ld, row0, Vt, ld, lane);  // dP = dO V^T
 #pragma unroll
     for (int nt = 0; nt < NS; ++nt)
 #pragma unroll
@@ -501,7 +586,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
             whole || mask.allowed(i, j) ? fast_exp(scale * s[nt][e] - lse_r[half]) : 0.f;
         ds[nt][e] = p * (ds[nt][e] - D_r[half]);
       }
-    mma_from_acc<NO, NS>(dq_acc, ds, Ks, ld, lane);  // dQ += dS K
+    mma_from_acc<NO, NS>(dq_acc, ds, Kt, ld, lane);  // dQ += dS K
   }
   store_rows<D>(dq_acc, scale, dq, b, i0, row0, nq, T, d.H, h, g, t);
 }
@@ -569,7 +654,7 @@ void softmax_attention_mma_forward(const AttentionArgs<bf16>& a, const Attention
   const AttnDims& d = a.d;
   visit_head_size(d.K, [&](auto dc) {
     constexpr int D = decltype(dc)::value;
-    const size_t smem = static_cast<size_t>(kTile + 2 * kKeyTile) * (D + kPad) * kBf16Bytes;
+    const size_t smem = static_cast<size_t>(kTile + 4 * kKeyTile) * (D + kPad) * kBf16Bytes;
     const int n_tiles = tiles_of(d.T, kTile);
     auto* kernel = attention_mma_fwd_kernel<D>;
     allow_shared_memory(kernel, smem, op);
@@ -604,7 +689,7 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
     const int n_tiles = tiles_of(d.T, kTile);
 
     const size_t smem_dkdv =
-        static_cast<size_t>(2 * kTile + 2 * QT) * (D + kPad) * kBf16Bytes + 2 * QT * sizeof(float);
+        static_cast<size_t>(2 * kTile + 4 * QT) * (D + kPad) * kBf16Bytes + 4 * QT * sizeof(float);
     auto* dkdv = attention_mma_dkdv_kernel<D>;
     allow_shared_memory(dkdv, smem_dkdv, op);
     dkdv<<<static_cast<unsigned>(d.B * d.Hkv * n_tiles), kMmaThreads, smem_dkdv, stream()>>>(
@@ -612,9 +697,8 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
         g.lse, D_ptr, dev_ptr(g.dk), dev_ptr(g.dv), n_tiles);
     CUDA_CHECK(cudaGetLastError());
 
-    const size_t smem_dq =
-        static_cast<size_t>(2 * kTile + 2 * kKeyTile) * (D + kPad) * kBf16Bytes +
-        2 * kTile * sizeof(float);
+    const size_t smem_dq = static_cast<size_t>(2 * kTile + 4 * kKeyTile) * (D + kPad) * kBf16Bytes +
+                           2 * kTile * sizeof(float);
     auto* dq = attention_mma_dq_kernel<D>;
     allow_shared_memory(dq, smem_dq, op);
     dq<<<static_cast<unsigned>(d.B * d.H * n_tiles), kMmaThreads, smem_dq, stream()>>>(
