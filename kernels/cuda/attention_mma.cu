@@ -62,6 +62,7 @@
 
 #include "kernels/cuda/attention_mask.cuh"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ldmatrix.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
 namespace hla::cuda {
@@ -164,22 +165,6 @@ __device__ inline void load_vec_async(float* dst, int rows, const float* __restr
 }
 
 // ---- mma fragments
-
-// Four 8 x 8 bf16 blocks of a shared-memory tile: `row` is this lane's row address (row l % 8 of
-// block l / 8); r[i] is block i's pair for this lane (see the header).
-__device__ inline void ldmatrix_x4(uint32_t (&r)[4], const bf16_dev* row) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-// The same with each block transposed.
-__device__ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16_dev* row) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
 
 // (lo, hi) rounded to bf16 and packed, lo in the low 16 bits.
 __device__ inline uint32_t pack_bf16(float lo, float hi) {

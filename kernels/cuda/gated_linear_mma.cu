@@ -8,12 +8,14 @@
 // or the state entering a chunk), never a sum.
 //
 // Layouts (row-major, contiguous device pointers): q, k [B,T,H,K]  v, o [B,T,H,V]
-// g [B,T,H] or [B,T,H,K]  h0, hT [B,H,K,V]. Head sizes K, V in {64, 128} (template parameters).
+// g [B,T,H] or [B,T,H,K]  h0, hT [B,H,K,V]. Head sizes K in {64, 128}, V in {64, 128, 256}
+// (template parameters).
 // Scratch, NT = ceil(T / 64) chunks per head:
 //   G        [B*H, T, Kg] f32   chunk-local cumulative log decay G_r = g_0 + ... + g_r (Kg = K
 //                               for PerKey, else 1; zeros for None)
 //   states   [B*H, NT, K, V] bf16  the state entering each chunk (an mma operand)
 //   dstates  [B*H, NT, K, V] bf16  C = dL/dS at the end of each chunk (backward only)
+//   U        [B*H, NT, K, V] f32   one chunk's own state update (per state pass, freed after)
 //
 // Secondary chunking (fla's; kernels/cpu/recurrence/gated_linear_chunk.cpp): a chunk is 4
 // sub-chunks of 16 rows, one per warp. A pair factor e^{G_r - G_j} (per key) between sub-chunks
@@ -34,20 +36,27 @@
 // a0, a1, of the second a2, a3): the score rows feed the next product from registers.
 //
 // Kernels, kBlock = 128 threads (4 warps) each:
-//   cumulative_decay  one thread per (b*h, chunk, column of G): the chunk-local cumsum into G
-//   state_pass        one block per (b*h, 64-key tile, 64-column tile) walking the chunks in order
-//                     (forward: states, hT) or in reverse (backward: dstates, dh0). Warp w holds
-//                     keys 16w..16w+15 x 64 columns of the fp32 state as 8 C tiles (32 floats per
-//                     lane) and adds (K e^{G_last - G})^T V (or s (Q e^G)^T dO) on mma, the chunk's
-//                     64 rows being the k dimension. No shared memory.
-//   chunk_output      one block per (b*h, chunk); warp a: rows 16a..16a+15. A rows [16 x 64] as
-//                     8 C tiles, then o = A V + s (Q e^G) S_in, V/8 C tiles. No shared memory.
-//   chunk_gradients   one block per (b*h, chunk); warp a: rows 16a..16a+15. A and dA [64,65] f32
-//                     in shared (dk and dv read them transposed across warps); then per 32-key
-//                     tile dq^off, dk^inter, dk^intra as 3 x 4 C tiles, the dg terms in two
-//                     [64,33] f32 tiles scanned one key column per thread; then dv per 32-column
-//                     tile. Shared: 2 * 64*65*4 + 2 * 64*33*4 + 32*4 = 49.1 KiB (opted in).
-// Operands are read from global memory (L1/L2) straight into fragments.
+//   cumulative_decay    one thread per (b*h, chunk, column of G): the chunk-local cumsum into G
+//   chunk_contribution  one block per (b*h, chunk, 64-key tile, 64-column tile): the chunk's own
+//                       state update U_c = (K e^{G_last - G})^T V (or s (Q e^G)^T dO) on mma,
+//                       the chunk's rows being the k dimension, both operands staged as bf16 and
+//                       read through ldmatrix.trans; U in an f32 scratch [B*H, NT, K, V]
+//   state_scan          one thread per 4 state entries walking the chunks in order (forward:
+//                       states, hT) or in reverse (backward: dstates, dh0): X <- e^{G_last} X + U_c
+//   chunk_output        one block per (b*h, chunk, 128 value columns); warp a: rows 16a..16a+15.
+//                       A rows [16 x 64] as 8 C tiles, then o = A V + s (Q e^G) S_in; v and S_in
+//                       (by 64-key slices) staged, read through ldmatrix.trans
+//   chunk_gradients     one block per (b*h, chunk); warp a: rows 16a..16a+15. A and dA [64,65] f32
+//                       in shared (dk and dv read them transposed across warps); then dv per
+//                       32-column tile; then per 32-key tile dq^off, dk^inter, dk^intra as 3 x 4
+//                       C tiles and the dg terms in two [64,33] f32 tiles (in A's place) scanned
+//                       one key column per thread
+// Every kernel but the scan stages the chunk's q, k (bf16) and G (f32) rows in shared memory
+// first (stage_chunk: 16-byte loads, padded rows); the diagonal blocks read 8 keys at a time
+// from there. v, do and the chunk states of the gradients kernel are read from global memory.
+// Shared memory per block (K = V = 64 / 128): output 54 / 103 KiB, gradients 69 / 102 KiB,
+// contribution 18 KiB. Registers (ptxas, sm_90, no spills): output 91-128, gradients 166,
+// contribution 66, scan 34.
 // Gradients are overwritten, never accumulated.
 #include <cstdint>
 #include <cstring>
@@ -55,6 +64,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/gated_linear_geometry.cuh"
+#include "kernels/cuda/ldmatrix.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
 namespace hla::cuda {
@@ -73,7 +83,9 @@ constexpr int kN = static_cast<int>(kernels::kChunk);  // rows per chunk
 constexpr int kSub = 16;                               // rows per sub-chunk: one warp, mma M
 constexpr int kWarps = kN / kSub;
 constexpr int kBlock = 32 * kWarps;
-constexpr int kStateTile = 64;          // keys and columns of a state_pass block
+constexpr int kStateTile = 64;                   // keys and columns of a chunk_contribution block
+constexpr int kContributionLd = kStateTile + 8;  // its shared row stride (bf16)
+constexpr size_t kContributionSmem = sizeof(bf16_dev) * 2 * kN * kContributionLd;
 constexpr int kKeyTile = 32;            // keys per gradient pass: 4 C tiles of 8
 constexpr int kColTile = 32;            // value columns per dv pass: 4 C tiles of 8
 constexpr int kScorePad = kN + 1;       // row stride of A and dA in shared memory
@@ -91,39 +103,87 @@ struct Operands {
   float scale;
 };
 
-// One chunk of one head: rows r < n, indexed from the chunk's first row. Callers read rows < n
-// only (a partial last chunk ends at T).
-struct ChunkView {
-  const bf16_dev* q;
-  const bf16_dev* k;
+__device__ inline int rows_in_chunk(const Geometry& g, int64_t c) {
+  const int64_t t0 = c * kN;
+  return static_cast<int>(g.T - t0 < kN ? g.T - t0 : kN);
+}
+
+// One chunk of one head with q, k and G staged in shared memory (stage_chunk) and v, do read from
+// global memory: rows r < n, indexed from the chunk's first row. Staged rows past n are zeros.
+//   q_s, k_s [kN, K + 8] bf16    G_s [kN, K + 4] f32, per key (a per-row G repeated over keys)
+// The pads put the 16-byte reads of 8 consecutive rows on distinct banks.
+template <int K>
+struct StagedChunk {
+  static constexpr int kQK = K + 8, kG = K + 4;
+  static constexpr size_t kBytes = sizeof(bf16_dev) * 2 * kN * kQK + sizeof(float) * kN * kG;
+  const bf16_dev* q;  // shared
+  const bf16_dev* k;  // shared
+  const float* G;     // shared
   const bf16_dev* v;
   const bf16_dev* dout;
-  const float* G;
-  int64_t qk_stride, v_stride;  // H*K, H*V
-  int g_stride, g_col;          // G row stride; 1 for per-key G, 0 for one value per row
+  int64_t v_stride;  // H*V
   int n;
-  __device__ float q_at(int r, int i) const { return __bfloat162float(q[r * qk_stride + i]); }
-  __device__ float k_at(int r, int i) const { return __bfloat162float(k[r * qk_stride + i]); }
+  __device__ float q_at(int r, int i) const { return __bfloat162float(q[r * kQK + i]); }
+  __device__ float k_at(int r, int i) const { return __bfloat162float(k[r * kQK + i]); }
+  __device__ float G_at(int r, int i) const { return G[r * kG + i]; }
   __device__ float v_at(int r, int c) const { return __bfloat162float(v[r * v_stride + c]); }
   __device__ float do_at(int r, int c) const { return __bfloat162float(dout[r * v_stride + c]); }
-  __device__ float G_at(int r, int i) const { return G[r * g_stride + i * g_col]; }
+  // The pairs (i, i + 1), i even.
+  __device__ float2 q2(int r, int i) const { return pair(q + r * kQK + i); }
+  __device__ float2 k2(int r, int i) const { return pair(k + r * kQK + i); }
+  __device__ float2 G2(int r, int i) const {
+    return *reinterpret_cast<const float2*>(G + r * kG + i);
+  }
+  __device__ float2 v2(int r, int c) const { return pair(v + r * v_stride + c); }
+  __device__ float2 do2(int r, int c) const { return pair(dout + r * v_stride + c); }
+  __device__ static float2 pair(const bf16_dev* p) {
+    const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162*>(p);
+    return make_float2(__bfloat162float(x.x), __bfloat162float(x.y));
+  }
 };
 
-__device__ inline ChunkView chunk_view(const Operands& op, const Geometry& g, int64_t bh,
-                                       int64_t c) {
+// Copies chunk c of head bh's q, k and G rows into shared memory at `smem` (StagedChunk<K>::kBytes,
+// 16-byte aligned) with the whole block; the caller meets a barrier before reading them.
+template <int K>
+__device__ StagedChunk<K> stage_chunk(const Operands& op, const Geometry& g, int64_t bh, int64_t c,
+                                      unsigned char* smem) {
+  using S = StagedChunk<K>;
+  bf16_dev* q_s = reinterpret_cast<bf16_dev*>(smem);
+  bf16_dev* k_s = q_s + kN * S::kQK;
+  float* G_s = reinterpret_cast<float*>(k_s + kN * S::kQK);
   const int64_t t0 = c * kN;
-  ChunkView cv;
-  cv.q = op.q + g.qk(bh, t0);
-  cv.k = op.k + g.qk(bh, t0);
-  cv.v = op.v + g.vrow(bh, t0);
-  cv.dout = op.dout ? op.dout + g.vrow(bh, t0) : nullptr;
-  cv.G = op.G + g.g_row(bh, t0);
-  cv.qk_stride = g.H * g.K;
-  cv.v_stride = g.H * g.V;
-  cv.g_stride = static_cast<int>(g.Kg);
-  cv.g_col = g.Kg == 1 ? 0 : 1;
-  cv.n = static_cast<int>(g.T - t0 < kN ? g.T - t0 : kN);
-  return cv;
+  const int n = rows_in_chunk(g, c);
+  const bf16_dev* q = op.q + g.qk(bh, t0);
+  const bf16_dev* k = op.k + g.qk(bh, t0);
+  const int64_t stride = g.H * g.K;
+  constexpr int kVecs = K / 8;  // 16-byte vectors of 8 bf16 per row
+  for (int x = threadIdx.x; x < kN * kVecs; x += kBlock) {
+    const int r = x / kVecs, col = x % kVecs * 8;
+    uint4 qv = make_uint4(0, 0, 0, 0), kv = qv;
+    if (r < n) {
+      qv = *reinterpret_cast<const uint4*>(q + r * stride + col);
+      kv = *reinterpret_cast<const uint4*>(k + r * stride + col);
+    }
+    *reinterpret_cast<uint4*>(q_s + r * S::kQK + col) = qv;
+    *reinterpret_cast<uint4*>(k_s + r * S::kQK + col) = kv;
+  }
+  const float* G = op.G + g.g_row(bh, t0);
+  const bool per_key = g.Kg != 1;
+  for (int x = threadIdx.x; x < kN * K / 4; x += kBlock) {
+    const int r = x / (K / 4), col = x % (K / 4) * 4;
+    float4 gv = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (r < n) {
+      if (per_key) {
+        gv = *reinterpret_cast<const float4*>(G + r * K + col);
+      } else {
+        const float x1 = G[r];
+        gv = make_float4(x1, x1, x1, x1);
+      }
+    }
+    *reinterpret_cast<float4*>(G_s + r * S::kG + col) = gv;
+  }
+  return {q_s,       k_s, G_s, op.v + g.vrow(bh, t0), op.dout ? op.dout + g.vrow(bh, t0) : nullptr,
+          g.H * g.V, n};
 }
 
 // ---- mma.sync m16n8k16 bf16 fragments (mappings in the header comment)
@@ -164,6 +224,26 @@ template <class F>
 __device__ inline void b_fragment(uint32_t (&b)[2], const Lane& L, F value) {
   b[0] = pack_bf16(value(2 * L.t, L.g), value(2 * L.t + 1, L.g));
   b[1] = pack_bf16(value(2 * L.t + 8, L.g), value(2 * L.t + 9, L.g));
+}
+// The same from value2(row, col) = the pair (col, col + 1) of a row, col even.
+template <class F>
+__device__ inline void a_fragment2(uint32_t (&a)[4], const Lane& L, F value2) {
+  float2 p = value2(L.g, 2 * L.t);
+  a[0] = pack_bf16(p.x, p.y);
+  p = value2(L.g + 8, 2 * L.t);
+  a[1] = pack_bf16(p.x, p.y);
+  p = value2(L.g, 2 * L.t + 8);
+  a[2] = pack_bf16(p.x, p.y);
+  p = value2(L.g + 8, 2 * L.t + 8);
+  a[3] = pack_bf16(p.x, p.y);
+}
+// The same from value2(k, n) = the pair (k, k + 1) at column n, k even.
+template <class F>
+__device__ inline void b_fragment2(uint32_t (&b)[2], const Lane& L, F value2) {
+  float2 p = value2(2 * L.t, L.g);
+  b[0] = pack_bf16(p.x, p.y);
+  p = value2(2 * L.t + 8, L.g);
+  b[1] = pack_bf16(p.x, p.y);
 }
 // A fragment of columns 16b..16b+15 from the C tiles lo (columns 16b..+7) and hi (16b+8..+15).
 __device__ inline void a_from_acc(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4]) {
@@ -222,129 +302,219 @@ __global__ void cumulative_decay_kernel(const float* __restrict__ gate,  // g, o
   }
 }
 
-// The chunk-to-chunk recurrence of one (b*h, 64-key tile, 64-column tile) of the state:
-//   forward:  X <- diag(e^{G_last}) X + sum_r (k_r * e^{G_last - G_r}) cols_r^T   from init = h0
-//   reverse:  X <- diag(e^{G_last}) X + s sum_r (q_r * e^{G_r}) cols_r^T          from init = dhT
-// with cols = v (forward) or do (reverse), chunks in order or in reverse. per_chunk[c] receives
-// X (rounded to bf16) as it enters chunk c's update; the fp32 X after the last update goes to
-// final_state (if wanted). Warp w's C tile nt holds keys i0 + 16w + {g, g+8}, columns
-// v0 + 8nt + {2t, 2t+1}.
+// 8 consecutive bf16 / f32 values (16-byte aligned) as floats, and 8 floats stored as bf16.
+__device__ inline void load8(const bf16_dev* p, float (&out)[8]) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const uint32_t words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int x = 0; x < 4; ++x) {
+    __nv_bfloat162 pair;
+    memcpy(&pair, &words[x], sizeof(pair));
+    out[2 * x] = __bfloat162float(pair.x);
+    out[2 * x + 1] = __bfloat162float(pair.y);
+  }
+}
+__device__ inline void load8(const float* p, float (&out)[8]) {
+  const float4 lo = *reinterpret_cast<const float4*>(p);
+  const float4 hi = *reinterpret_cast<const float4*>(p + 4);
+  out[0] = lo.x, out[1] = lo.y, out[2] = lo.z, out[3] = lo.w;
+  out[4] = hi.x, out[5] = hi.y, out[6] = hi.z, out[7] = hi.w;
+}
+
+__device__ inline void store8(bf16_dev* p, const float (&in)[8]) {
+  uint32_t words[4];
+#pragma unroll
+  for (int x = 0; x < 4; ++x) words[x] = pack_bf16(in[2 * x], in[2 * x + 1]);
+  *reinterpret_cast<uint4*>(p) = make_uint4(words[0], words[1], words[2], words[3]);
+}
+
+// The chunk-to-chunk recurrence of the state, in two kernels: every chunk's own contribution in
+// parallel, then a scan over the chunks of each state entry:
+//   forward:  U_c = sum_r (k_r e^{G_last - G_r}) v_r^T       X <- diag(e^{G_last}) X + U_c
+//   reverse:  U_c = s sum_r (q_r e^{G_r}) do_r^T             (chunks in reverse)
+// from X = init (h0, or dhT in reverse; zeros if null). per_chunk[c] receives X (rounded to bf16)
+// as it enters chunk c's update; the fp32 X after the last update goes to final_state (if wanted).
+
+// U_c of one (b*h, chunk, 64-key tile, 64-column tile), the chunk's rows being the k dimension:
+// the decayed rows [64 rows x 64 keys] and the column rows [64 rows x 64 columns] staged as bf16
+// (rows past the chunk's end zero), then warp w's keys 16w..16w+15 x 64 columns as 8 C tiles,
+// both operands through ldmatrix.trans.
+//   shared: a_s, c_s [kN, 72] bf16 = 18 KiB
 template <int K, int V>
 __global__ void __launch_bounds__(kBlock)
-    state_pass_kernel(Operands op, Geometry g, const bf16_dev* __restrict__ cols,  // [B,T,H,V]
-                      const float* __restrict__ init,    // [B,H,K,V] or null (zeros)
-                      bf16_dev* __restrict__ per_chunk,  // [B*H, NT, K, V]
-                      float* __restrict__ final_state,   // [B,H,K,V] or null
-                      bool reverse) {
-  constexpr int kColTiles = kStateTile / 8;
-  const Lane L = lane_of();
-  const int64_t bh = blockIdx.x;
-  const int i0 = blockIdx.y * kStateTile + kSub * (threadIdx.x / 32);
-  const int v0 = blockIdx.z * kStateTile;
-  const float s = op.scale;
-
-  float X[kColTiles][4];
+    chunk_contribution_kernel(Operands op, Geometry g, const bf16_dev* __restrict__ cols,
+                              bool reverse, float* __restrict__ U) {  // [B*H, NT, K, V]
+  extern __shared__ __align__(16) unsigned char gla_mma_smem[];
+  bf16_dev* a_s = reinterpret_cast<bf16_dev*>(gla_mma_smem);  // [kN, kContributionLd]
+  bf16_dev* c_s = a_s + kN * kContributionLd;                 // [kN, kContributionLd]
+  constexpr int kLd = kContributionLd;
+  const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
+  const int i0 = blockIdx.y * kStateTile, v0 = blockIdx.z * kStateTile;
+  const int64_t t0 = c * kN;
+  const int n = rows_in_chunk(g, c);
+  const bf16_dev* rows = (reverse ? op.q : op.k) + g.qk(bh, t0) + i0;
+  const bf16_dev* col_rows = cols + g.vrow(bh, t0) + v0;
+  const float* G = op.G + g.g_row(bh, t0);
+  const bool per_key = g.Kg != 1;
+  const int64_t qk_stride = g.H * K, v_stride = g.H * V;
+  constexpr int kVecs = kStateTile / 8;  // 8 bf16 per 16-byte vector
+  for (int x = threadIdx.x; x < kN * kVecs; x += kBlock) {
+    const int r = x / kVecs, i = x % kVecs * 8;
+    float row[8] = {}, cv[8] = {};
+    if (r < n) {
+      float Gr[8], Gl[8];
+      load8(rows + r * qk_stride + i, row);
+      load8(col_rows + r * v_stride + i, cv);
 #pragma unroll
-  for (int nt = 0; nt < kColTiles; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      X[nt][e] =
-          init ? init[g.state(bh) + (i0 + acc_row(L, e)) * V + v0 + 8 * nt + acc_col(L, e)] : 0.f;
-  for (int64_t step = 0; step < g.NT; ++step) {
-    const int64_t c = reverse ? g.NT - 1 - step : step;
-    const ChunkView cv = chunk_view(op, g, bh, c);
-    const bf16_dev* col_rows = cols + g.vrow(bh, c * kN);
-    const int last = cv.n - 1;
-    bf16_dev* entering = per_chunk + g.chunk_state(bh, c);
-#pragma unroll
-    for (int nt = 0; nt < kColTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        entering[(i0 + acc_row(L, e)) * V + v0 + 8 * nt + acc_col(L, e)] =
-            __float2bfloat16_rn(X[nt][e]);
-    const float decay_lo = fast_exp(cv.G_at(last, i0 + L.g));
-    const float decay_hi = fast_exp(cv.G_at(last, i0 + L.g + 8));
-#pragma unroll
-    for (int nt = 0; nt < kColTiles; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) X[nt][e] *= e < 2 ? decay_lo : decay_hi;
-    }
-    // the chunk's rows are the k dimension: A [keys x rows], B [rows x columns]
-#pragma unroll
-    for (int ks = 0; ks < kN / 16; ++ks) {
-      if (16 * ks >= cv.n) break;
-      uint32_t a[4];
-      a_fragment(a, L, [&](int m, int kk) {
-        const int r = 16 * ks + kk, i = i0 + m;
-        if (r >= cv.n) return 0.f;
-        if (reverse) return s * cv.q_at(r, i) * fast_exp(cv.G_at(r, i));
-        return cv.k_at(r, i) * fast_exp(cv.G_at(last, i) - cv.G_at(r, i));
-      });
-#pragma unroll
-      for (int nt = 0; nt < kColTiles; ++nt) {
-        uint32_t b[2];
-        b_fragment(b, L, [&](int kk, int nn) {
-          const int r = 16 * ks + kk;
-          return r < cv.n ? load(col_rows, r * cv.v_stride + v0 + 8 * nt + nn) : 0.f;
-        });
-        mma_bf16(X[nt], a, b);
+      for (int e = 0; e < 8; ++e) {
+        Gr[e] = per_key ? G[r * K + i0 + i + e] : G[r];
+        Gl[e] = per_key ? G[(n - 1) * K + i0 + i + e] : G[n - 1];
       }
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        row[e] *= reverse ? op.scale * fast_exp(Gr[e]) : fast_exp(Gl[e] - Gr[e]);
+    }
+    store8(a_s + r * kLd + i, row);
+    store8(c_s + r * kLd + i, cv);
+  }
+  __syncthreads();
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const Lane L = lane_of();
+  float X[kStateTile / 8][4];
+  zero(X);
+#pragma unroll
+  for (int ks = 0; ks < kN / 16; ++ks) {
+    uint32_t a[4];  // A [16 keys x 16 rows] stored as a_s[row][key]
+    ldmatrix_x4_trans(
+        a, a_s + (16 * ks + lane % 8 + 8 * (lane / 16)) * kLd + 16 * w + 8 * (lane / 8 % 2));
+#pragma unroll
+    for (int p = 0; p < kStateTile / 16; ++p) {
+      uint32_t b[4];  // B [16 rows x 16 columns] stored as c_s[row][column]: n-tiles 2p, 2p + 1
+      ldmatrix_x4_trans(
+          b, c_s + (16 * ks + lane % 8 + 8 * (lane / 8 % 2)) * kLd + 16 * p + 8 * (lane / 16));
+      const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+      mma_bf16(X[2 * p], a, b0);
+      mma_bf16(X[2 * p + 1], a, b1);
     }
   }
-  if (final_state) {
+  float* out = U + g.chunk_state(bh, c) + (i0 + 16 * w) * V + v0;
 #pragma unroll
-    for (int nt = 0; nt < kColTiles; ++nt)
+  for (int nt = 0; nt < kStateTile / 8; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        final_state[g.state(bh) + (i0 + acc_row(L, e)) * V + v0 + 8 * nt + acc_col(L, e)] =
-            X[nt][e];
+    for (int h = 0; h < 2; ++h)
+      *reinterpret_cast<float2*>(out + (L.g + 8 * h) * V + 8 * nt + 2 * L.t) =
+          make_float2(X[nt][2 * h], X[nt][2 * h + 1]);
+}
+
+// The scan over the chunks, one thread per 4 consecutive entries (i, c..c+3) of a head's state.
+__global__ void state_scan_kernel(Geometry g, const float* __restrict__ G,
+                                  const float* __restrict__ U,       // [B*H, NT, K, V]
+                                  const float* __restrict__ init,    // [B,H,K,V] or null
+                                  bf16_dev* __restrict__ per_chunk,  // [B*H, NT, K, V]
+                                  float* __restrict__ final_state,   // [B,H,K,V] or null
+                                  bool reverse) {
+  const int64_t quads = g.B * g.H * g.K * g.V / 4;
+  for (int64_t x = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; x < quads;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t at = 4 * x % (g.K * g.V), bh = 4 * x / (g.K * g.V);
+    const int64_t key = g.Kg == 1 ? 0 : at / g.V;
+    float4 X = init ? *reinterpret_cast<const float4*>(init + g.state(bh) + at)
+                    : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int64_t step = 0; step < g.NT; ++step) {
+      const int64_t c = reverse ? g.NT - 1 - step : step;
+      const int64_t last = (c + 1) * kN < g.T ? (c + 1) * kN - 1 : g.T - 1;
+      const float decay = fast_exp(G[g.g_row(bh, last) + key]);
+      const float4 u = *reinterpret_cast<const float4*>(U + g.chunk_state(bh, c) + at);
+      const __nv_bfloat162 lo = __floats2bfloat162_rn(X.x, X.y),
+                           hi = __floats2bfloat162_rn(X.z, X.w);
+      uint2 bits;
+      memcpy(&bits.x, &lo, sizeof(lo));
+      memcpy(&bits.y, &hi, sizeof(hi));
+      *reinterpret_cast<uint2*>(per_chunk + g.chunk_state(bh, c) + at) = bits;
+      X = make_float4(decay * X.x + u.x, decay * X.y + u.y, decay * X.z + u.z, decay * X.w + u.w);
+    }
+    if (final_state) *reinterpret_cast<float4*>(final_state + g.state(bh) + at) = X;
+  }
+}
+
+// The diagonal block of warp w's scores, exact in fp32: D[a][b] = sum_i q_ri k_ji e^{G_ri - G_ji}
+// for the lane's rows r = R0 + g + 8a and columns j = R0 + (2t, 2t+1, 2t+8, 2t+9)[b], i.e. entry
+// e of C tile 2w + h is D[e / 2][2h + e % 2]. Entries with j > r are garbage (possibly inf) and
+// must be masked by the caller; keys are read 8 at a time from the staged rows.
+template <int K>
+__device__ void diagonal_scores(const StagedChunk<K>& cv, int R0, const Lane& L, float (&D)[2][4]) {
+  using S = StagedChunk<K>;
+  const int rows[2] = {R0 + L.g, R0 + L.g + 8};
+  const int cols[4] = {R0 + 2 * L.t, R0 + 2 * L.t + 1, R0 + 2 * L.t + 8, R0 + 2 * L.t + 9};
+#pragma unroll
+  for (int a = 0; a < 2; ++a)
+#pragma unroll
+    for (int b = 0; b < 4; ++b) D[a][b] = 0.f;
+#pragma unroll 1
+  for (int i0 = 0; i0 < K; i0 += 8) {
+    float qr[2][8], Gr[2][8];
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {
+      load8(cv.q + rows[a] * S::kQK + i0, qr[a]);
+      load8(cv.G + rows[a] * S::kG + i0, Gr[a]);
+    }
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      float kj[8], Gj[8];
+      load8(cv.k + cols[b] * S::kQK + i0, kj);
+      load8(cv.G + cols[b] * S::kG + i0, Gj);
+#pragma unroll
+      for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int x = 0; x < 8; ++x) D[a][b] += qr[a][x] * kj[x] * fast_exp(Gr[a][x] - Gj[x]);
+    }
   }
 }
 
 // Rows R0..R0+15 (R0 = 16 w < n) of the chunk's scores into C tiles, tile nt = columns
 // 8nt..8nt+7:  A_rj = s sum_i q_ri k_ji e^{G_ri - G_ji} for j <= r < n, 0 elsewhere.
 // Sub-chunks b < w on mma against the reference row R0; the diagonal sub-chunk in fp32.
-// kKeyUnroll: unroll factor of the key steps (the gradients kernel keeps more tiles live and
-// takes 2 to stay within 255 registers without spills).
+// kKeyUnroll: unroll factor of the key steps (the gradients kernel keeps more tiles live).
 template <int K, int kKeyUnroll>
-__device__ void score_rows(const ChunkView& cv, int w, const Lane& L, float s,
+__device__ void score_rows(const StagedChunk<K>& cv, int w, const Lane& L, float s,
                            float (&A)[kN / 8][4]) {
   const int R0 = kSub * w;
   zero(A);
-#pragma unroll
-  for (int b = 0; b < kWarps; ++b) {
-    if (b >= w) continue;
+  if (w > 0) {
 #pragma unroll kKeyUnroll
     for (int ks = 0; ks < K / 16; ++ks) {
       uint32_t a[4];
-      a_fragment(a, L, [&](int m, int kk) {  // q_r e^{G_r - G_ref}
+      a_fragment2(a, L, [&](int m, int kk) {  // q_r e^{G_r - G_ref}
         const int r = R0 + m, i = 16 * ks + kk;
-        return r < cv.n ? cv.q_at(r, i) * fast_exp(cv.G_at(r, i) - cv.G_at(R0, i)) : 0.f;
+        if (r >= cv.n) return make_float2(0.f, 0.f);
+        const float2 q = cv.q2(r, i), G = cv.G2(r, i), G0 = cv.G2(R0, i);
+        return make_float2(q.x * fast_exp(G.x - G0.x), q.y * fast_exp(G.y - G0.y));
       });
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        uint32_t bf[2];
-        b_fragment(bf, L, [&](int kk, int nn) {  // (k_j e^{G_ref - G_j})^T, j < R0 < n
-          const int j = 16 * b + 8 * half + nn, i = 16 * ks + kk;
-          return cv.k_at(j, i) * fast_exp(cv.G_at(R0, i) - cv.G_at(j, i));
-        });
-        mma_bf16(A[2 * b + half], a, bf);
+      for (int b = 0; b < kWarps - 1; ++b) {
+        if (b >= w) continue;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          uint32_t bf[2];
+          b_fragment2(bf, L, [&](int kk, int nn) {  // (k_j e^{G_ref - G_j})^T, j < R0 < n
+            const int j = 16 * b + 8 * half + nn, i = 16 * ks + kk;
+            const float2 k = cv.k2(j, i), G = cv.G2(j, i), G0 = cv.G2(R0, i);
+            return make_float2(k.x * fast_exp(G0.x - G.x), k.y * fast_exp(G0.y - G.y));
+          });
+          mma_bf16(A[2 * b + half], a, bf);
+        }
       }
     }
   }
-  // the diagonal sub-chunk (R0 <= j <= r): exact exponent differences, each lane its own entries
+  float D[2][4];
+  diagonal_scores(cv, R0, L, D);
 #pragma unroll
-  for (int nt = 0; nt < kN / 8; ++nt)
+  for (int nt = 0; nt < kN / 8; ++nt) {
+    if (nt / 2 != w) continue;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int r = R0 + acc_row(L, e), j = 8 * nt + acc_col(L, e);
-      if (j < R0 || j > r || r >= cv.n) continue;
-      float sum = 0.f;
-#pragma unroll 4
-      for (int i = 0; i < K; ++i)
-        sum += cv.q_at(r, i) * cv.k_at(j, i) * fast_exp(cv.G_at(r, i) - cv.G_at(j, i));
-      A[nt][e] = sum;
-    }
+    for (int e = 0; e < 4; ++e) A[nt][e] = D[e / 2][2 * (nt % 2) + e % 2];
+  }
 #pragma unroll
   for (int nt = 0; nt < kN / 8; ++nt)
 #pragma unroll
@@ -354,64 +524,111 @@ __device__ void score_rows(const ChunkView& cv, int w, const Lane& L, float s,
     }
 }
 
-// o_r = s (q_r e^{G_r})^T S_in + sum_{j<=r} A_rj v_j for the rows of warp w.
+// Value columns of one chunk_output block: all of V up to 128 (V = 256 takes two blocks, each
+// computing the scores again, to keep the output tiles within the registers).
+template <int V>
+constexpr int output_columns() {
+  return V > 128 ? 128 : V;
+}
+// Shared memory of chunk_output_kernel: the staged rows, the block's columns of v [kN, VT + 8]
+// and a 64-key slice of the entering state [64, VT + 8] (bf16).
+template <int K, int V>
+constexpr size_t output_smem_bytes() {
+  return StagedChunk<K>::kBytes + sizeof(bf16_dev) * (kN + kStateTile) * (output_columns<V>() + 8);
+}
+
+// o_r = s (q_r e^{G_r})^T S_in + sum_{j<=r} A_rj v_j for the rows of warp w and the value columns
+// v0 = VT blockIdx.y .. v0 + VT - 1. v and S_in (by 64-key slices) are staged in shared memory and
+// read as B fragments through ldmatrix.trans.
 template <int K, int V>
 __global__ void __launch_bounds__(kBlock)
     chunk_output_kernel(Operands op, Geometry g,
                         const bf16_dev* __restrict__ states,  // [B*H, NT, K, V]
                         bf16_dev* __restrict__ o) {           // [B,T,H,V] overwritten
+  constexpr int VT = output_columns<V>();
+  constexpr int kLd = VT + 8;
+  constexpr int kVecs = VT / 8;  // 16-byte vectors per row
+  extern __shared__ __align__(16) unsigned char gla_mma_smem[];
   const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
-  const ChunkView cv = chunk_view(op, g, bh, c);
-  const int w = threadIdx.x / 32, R0 = kSub * w;
-  if (R0 >= cv.n) return;  // no rows in this sub-chunk; the kernel has no block barrier
+  const int v0 = VT * blockIdx.y;
+  const StagedChunk<K> cv = stage_chunk<K>(op, g, bh, c, gla_mma_smem);
+  bf16_dev* v_s = reinterpret_cast<bf16_dev*>(gla_mma_smem + StagedChunk<K>::kBytes);
+  bf16_dev* S_s = v_s + kN * kLd;
+  for (int x = threadIdx.x; x < kN * kVecs; x += kBlock) {
+    const int r = x / kVecs, col = x % kVecs * 8;
+    *reinterpret_cast<uint4*>(v_s + r * kLd + col) =
+        r < cv.n ? *reinterpret_cast<const uint4*>(cv.v + r * cv.v_stride + v0 + col)
+                 : make_uint4(0, 0, 0, 0);
+  }
+  __syncthreads();  // staged rows complete
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, R0 = kSub * w;
+  const bool active = R0 < cv.n;  // inactive warps still meet every barrier
   const Lane L = lane_of();
   const float s = op.scale;
 
-  float A[kN / 8][4];
-  score_rows<K, K / 16>(cv, w, L, s, A);
-  float O[V / 8][4];
+  float O[VT / 8][4];
   zero(O);
   // intra-chunk: the A tiles of sub-chunk b are the A operand, v rows 16b.. the B operand
+  if (active) {
+    float A[kN / 8][4];
+    score_rows<K, K / 16>(cv, w, L, s, A);
 #pragma unroll
-  for (int b = 0; b < kWarps; ++b) {
-    if (b > w) continue;
-    uint32_t a[4];
-    a_from_acc(a, A[2 * b], A[2 * b + 1]);
+    for (int b = 0; b < kWarps; ++b) {
+      if (b > w) continue;
+      uint32_t a[4];
+      a_from_acc(a, A[2 * b], A[2 * b + 1]);
 #pragma unroll
-    for (int vt = 0; vt < V / 8; ++vt) {
-      uint32_t bf[2];
-      b_fragment(bf, L, [&](int kk, int nn) {
-        const int j = 16 * b + kk;
-        return j < cv.n ? cv.v_at(j, 8 * vt + nn) : 0.f;
-      });
-      mma_bf16(O[vt], a, bf);
+      for (int p = 0; p < VT / 16; ++p) {
+        uint32_t bq[4];
+        ldmatrix_x4_trans(
+            bq, v_s + (16 * b + lane % 8 + 8 * (lane / 8 % 2)) * kLd + 16 * p + 8 * (lane / 16));
+        const uint32_t b0[2] = {bq[0], bq[1]}, b1[2] = {bq[2], bq[3]};
+        mma_bf16(O[2 * p], a, b0);
+        mma_bf16(O[2 * p + 1], a, b1);
+      }
     }
   }
-  // inter-chunk: s (Q e^G) [16 x K] times the entering state [K x V]
+  // inter-chunk: s (Q e^G) [16 x K] times the entering state [K x V], by 64-key slices
   const bf16_dev* S_in = states + g.chunk_state(bh, c);
+  for (int k0 = 0; k0 < K; k0 += kStateTile) {
+    if (k0 > 0) __syncthreads();  // every warp done with the previous slice
+    for (int x = threadIdx.x; x < kStateTile * kVecs; x += kBlock) {
+      const int i = x / kVecs, col = x % kVecs * 8;
+      *reinterpret_cast<uint4*>(S_s + i * kLd + col) =
+          *reinterpret_cast<const uint4*>(S_in + (k0 + i) * V + v0 + col);
+    }
+    __syncthreads();  // slice staged
+    if (!active) continue;
 #pragma unroll
-  for (int ks = 0; ks < K / 16; ++ks) {
-    uint32_t a[4];
-    a_fragment(a, L, [&](int m, int kk) {
-      const int r = R0 + m, i = 16 * ks + kk;
-      return r < cv.n ? s * cv.q_at(r, i) * fast_exp(cv.G_at(r, i)) : 0.f;
-    });
+    for (int ks = 0; ks < kStateTile / 16; ++ks) {
+      uint32_t a[4];
+      a_fragment2(a, L, [&](int m, int kk) {
+        const int r = R0 + m, i = k0 + 16 * ks + kk;
+        if (r >= cv.n) return make_float2(0.f, 0.f);
+        const float2 q = cv.q2(r, i), G = cv.G2(r, i);
+        return make_float2(s * q.x * fast_exp(G.x), s * q.y * fast_exp(G.y));
+      });
 #pragma unroll
-    for (int vt = 0; vt < V / 8; ++vt) {
-      uint32_t bf[2];
-      b_fragment(bf, L,
-                 [&](int kk, int nn) { return load(S_in, (16 * ks + kk) * V + 8 * vt + nn); });
-      mma_bf16(O[vt], a, bf);
+      for (int p = 0; p < VT / 16; ++p) {
+        uint32_t bq[4];
+        ldmatrix_x4_trans(
+            bq, S_s + (16 * ks + lane % 8 + 8 * (lane / 8 % 2)) * kLd + 16 * p + 8 * (lane / 16));
+        const uint32_t b0[2] = {bq[0], bq[1]}, b1[2] = {bq[2], bq[3]};
+        mma_bf16(O[2 * p], a, b0);
+        mma_bf16(O[2 * p + 1], a, b1);
+      }
     }
   }
-  bf16_dev* o_rows = o + g.vrow(bh, c * kN);
+  if (!active) return;
+  bf16_dev* o_rows = o + g.vrow(bh, c * kN) + v0;
 #pragma unroll
-  for (int vt = 0; vt < V / 8; ++vt)
+  for (int vt = 0; vt < VT / 8; ++vt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int r = R0 + acc_row(L, e);
+    for (int h = 0; h < 2; ++h) {
+      const int r = R0 + L.g + 8 * h;
       if (r < cv.n)
-        o_rows[r * cv.v_stride + 8 * vt + acc_col(L, e)] = __float2bfloat16_rn(O[vt][e]);
+        *reinterpret_cast<__nv_bfloat162*>(o_rows + r * cv.v_stride + 8 * vt + 2 * L.t) =
+            __floats2bfloat162_rn(O[vt][2 * h], O[vt][2 * h + 1]);
     }
 }
 
@@ -422,8 +639,12 @@ struct GradPointers {
   float* dg;  // null without a gate tensor
 };
 
+// Shared memory of chunk_gradients_kernel: the staged rows, then A (later the two dg term tiles),
+// dA and the per-key sums of S * C.
+constexpr int kScoreFloats = kN * kScorePad > 2 * kN* kTermPad ? kN* kScorePad : 2 * kN* kTermPad;
+template <int K>
 constexpr size_t gradients_smem_bytes() {
-  return sizeof(float) * (2 * kN * kScorePad + 2 * kN * kTermPad + kKeyTile);
+  return StagedChunk<K>::kBytes + sizeof(float) * (kScoreFloats + kN * kScorePad + kKeyTile);
 }
 
 // dq, dk, dv, dg of one chunk (equations in gated_linear_chunk.cu's header), C = dstates[c]:
@@ -433,19 +654,21 @@ constexpr size_t gradients_smem_bytes() {
 //   dg_r = sum_{u>=r} (q_u dq_u^off - k_u dk_u^intra) + e^{G_last} sum_v (S C)
 //          + sum_{j<r} k_j dk_j^inter       (per key; summed over keys for ScalarPerHead)
 // with dA_rj = do_r . v_j (j <= r) and the gate factors applied through the reference rows.
+// Phases: A and dA into shared memory; dv (the last reader of A); then per 32-key tile dq, dk
+// and the dg terms, whose two tiles take A's place.
 template <int K, int V>
 __global__ void __launch_bounds__(kBlock)
     chunk_gradients_kernel(Operands op, GradPointers gp, Geometry g, GateKind gate,
                            const bf16_dev* __restrict__ states,     // [B*H, NT, K, V] entering
                            const bf16_dev* __restrict__ dstates) {  // [B*H, NT, K, V] leaving
   extern __shared__ __align__(16) unsigned char gla_mma_smem[];
-  float* A_s = reinterpret_cast<float*>(gla_mma_smem);  // [kN, kScorePad] A
-  float* dA_s = A_s + kN * kScorePad;                   // [kN, kScorePad] dA
-  float* x_s = dA_s + kN * kScorePad;                   // [kN, kTermPad] q dq^off - k dk^intra
-  float* y_s = x_s + kN * kTermPad;                     // [kN, kTermPad] k dk^inter
-  float* sc_s = y_s + kN * kTermPad;                    // [kKeyTile] sum_v S * C per key
   const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
-  const ChunkView cv = chunk_view(op, g, bh, c);
+  const StagedChunk<K> cv = stage_chunk<K>(op, g, bh, c, gla_mma_smem);
+  float* A_s = reinterpret_cast<float*>(gla_mma_smem + StagedChunk<K>::kBytes);  // [kN, kScorePad]
+  float* x_s = A_s;                     // [kN, kTermPad] q dq^off - k dk^intra (after dv)
+  float* y_s = x_s + kN * kTermPad;     // [kN, kTermPad] k dk^inter (after dv)
+  float* dA_s = A_s + kScoreFloats;     // [kN, kScorePad] dA
+  float* sc_s = dA_s + kN * kScorePad;  // [kKeyTile] sum_v S * C per key
   const int tid = threadIdx.x, w = tid / 32, R0 = kSub * w;
   const bool active = R0 < cv.n;  // inactive warps still meet every barrier
   const Lane L = lane_of();
@@ -454,6 +677,7 @@ __global__ void __launch_bounds__(kBlock)
   const int ref_last = R0 + kSub - 1 < last ? R0 + kSub - 1 : last;  // dk's reference row
   const bf16_dev* S_in = states + g.chunk_state(bh, c);
   const bf16_dev* C = dstates + g.chunk_state(bh, c);
+  __syncthreads();  // staged rows complete
 
   // A, then dA, rows of this sub-chunk into shared memory (zeros where masked or inactive);
   // one set of C tiles serves both
@@ -468,22 +692,22 @@ __global__ void __launch_bounds__(kBlock)
         A_s[(R0 + acc_row(L, e)) * kScorePad + 8 * nt + acc_col(L, e)] = P[nt][e];
     zero(P);
     if (active) {
-#pragma unroll
-      for (int b = 0; b < kWarps; ++b) {
-        if (b > w) continue;
 #pragma unroll 2
-        for (int vs = 0; vs < V / 16; ++vs) {
-          uint32_t a[4];
-          a_fragment(a, L, [&](int m, int kk) {
-            const int r = R0 + m;
-            return r < cv.n ? cv.do_at(r, 16 * vs + kk) : 0.f;
-          });
+      for (int vs = 0; vs < V / 16; ++vs) {
+        uint32_t a[4];
+        a_fragment2(a, L, [&](int m, int kk) {
+          const int r = R0 + m;
+          return r < cv.n ? cv.do2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
+        });
+#pragma unroll
+        for (int b = 0; b < kWarps; ++b) {
+          if (b > w) continue;
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
             uint32_t bf[2];
-            b_fragment(bf, L, [&](int kk, int nn) {  // v^T: B[col][j] = v_j[col]
+            b_fragment2(bf, L, [&](int kk, int nn) {  // v^T: B[col][j] = v_j[col]
               const int j = 16 * b + 8 * half + nn;
-              return j < cv.n ? cv.v_at(j, 16 * vs + kk) : 0.f;
+              return j < cv.n ? cv.v2(j, 16 * vs + kk) : make_float2(0.f, 0.f);
             });
             mma_bf16(P[2 * b + half], a, bf);
           }
@@ -500,6 +724,59 @@ __global__ void __launch_bounds__(kBlock)
   }
   __syncthreads();  // A and dA complete
 
+  // dv_j = (k_j e^{G_last - G_j})^T C + sum_{r>=j} A_rj do_r, by 32-column tiles
+  if (active) {
+    for (int v0 = 0; v0 < V; v0 += kColTile) {
+      constexpr int kColTiles = kColTile / 8;
+      float D[kColTiles][4];
+      zero(D);
+#pragma unroll 2
+      for (int ks = 0; ks < K / 16; ++ks) {
+        uint32_t a[4];
+        a_fragment2(a, L, [&](int m, int kk) {
+          const int j = R0 + m, i = 16 * ks + kk;
+          if (j >= cv.n) return make_float2(0.f, 0.f);
+          const float2 k = cv.k2(j, i), G = cv.G2(j, i), Gl = cv.G2(last, i);
+          return make_float2(k.x * fast_exp(Gl.x - G.x), k.y * fast_exp(Gl.y - G.y));
+        });
+#pragma unroll
+        for (int nt = 0; nt < kColTiles; ++nt) {
+          uint32_t bf[2];
+          b_fragment(bf, L, [&](int kk, int nn) {
+            return load(C, (16 * ks + kk) * V + v0 + 8 * nt + nn);
+          });
+          mma_bf16(D[nt], a, bf);
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kWarps; ++b) {
+        if (b < w || 16 * b >= cv.n) continue;
+        uint32_t a[4];  // A^T: rows j of this sub-chunk, columns r of sub-chunk b
+        a_fragment(a, L, [&](int m, int kk) { return A_s[(16 * b + kk) * kScorePad + R0 + m]; });
+#pragma unroll
+        for (int nt = 0; nt < kColTiles; ++nt) {
+          uint32_t bf[2];
+          b_fragment(bf, L, [&](int kk, int nn) {
+            const int r = 16 * b + kk;
+            return r < cv.n ? cv.do_at(r, v0 + 8 * nt + nn) : 0.f;
+          });
+          mma_bf16(D[nt], a, bf);
+        }
+      }
+      bf16_dev* dv_rows = gp.dv + g.vrow(bh, c * kN);
+#pragma unroll
+      for (int nt = 0; nt < kColTiles; ++nt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int j = R0 + L.g + 8 * h;
+          if (j < cv.n)
+            *reinterpret_cast<__nv_bfloat162*>(dv_rows + j * cv.v_stride + v0 + 8 * nt + 2 * L.t) =
+                __floats2bfloat162_rn(D[nt][2 * h], D[nt][2 * h + 1]);
+        }
+    }
+  }
+  __syncthreads();  // A read for the last time: its space becomes the dg term tiles
+
   const bool per_key = gate == GateKind::PerKey;
   const bool head_gate = gate == GateKind::ScalarPerHead;
   float dg_of_row = 0.f;  // ScalarPerHead: dg of row tid, summed over the key tiles
@@ -514,22 +791,22 @@ __global__ void __launch_bounds__(kBlock)
 #pragma unroll 2
       for (int vs = 0; vs < V / 16; ++vs) {
         uint32_t a_do[4], a_v[4];
-        a_fragment(a_do, L, [&](int m, int kk) {
+        a_fragment2(a_do, L, [&](int m, int kk) {
           const int r = R0 + m;
-          return r < cv.n ? cv.do_at(r, 16 * vs + kk) : 0.f;
+          return r < cv.n ? cv.do2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
         });
-        a_fragment(a_v, L, [&](int m, int kk) {
+        a_fragment2(a_v, L, [&](int m, int kk) {
           const int r = R0 + m;
-          return r < cv.n ? cv.v_at(r, 16 * vs + kk) : 0.f;
+          return r < cv.n ? cv.v2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
         });
 #pragma unroll
         for (int nt = 0; nt < kKeyTiles; ++nt) {
           uint32_t b_s[2], b_c[2];
-          b_fragment(b_s, L, [&](int kk, int nn) {
-            return load(S_in, (i0 + 8 * nt + nn) * V + 16 * vs + kk);
+          b_fragment2(b_s, L, [&](int kk, int nn) {
+            return StagedChunk<K>::pair(S_in + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
           });
-          b_fragment(b_c, L, [&](int kk, int nn) {
-            return load(C, (i0 + 8 * nt + nn) * V + 16 * vs + kk);
+          b_fragment2(b_c, L, [&](int kk, int nn) {
+            return StagedChunk<K>::pair(C + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
           });
           mma_bf16(X[nt], a_do, b_s);
           mma_bf16(Y[nt], a_v, b_c);
@@ -541,7 +818,7 @@ __global__ void __launch_bounds__(kBlock)
 #pragma unroll
         for (int e = 0; e < 4; ++e) X[nt][e] *= fast_exp(cv.G_at(R0, i0 + 8 * nt + acc_col(L, e)));
 #pragma unroll
-      for (int b = 0; b < kWarps; ++b) {
+      for (int b = 0; b < kWarps - 1; ++b) {
         if (b >= w) continue;
         uint32_t a[4];
         a_fragment(a, L, [&](int m, int kk) { return dA_s[(R0 + m) * kScorePad + 16 * b + kk]; });
@@ -557,7 +834,7 @@ __global__ void __launch_bounds__(kBlock)
       }
       // dk^intra: s e^{G_ref - G_j} sum_{b>w} dA_rj (q_r e^{G_r - G_ref}), ref = ref_last
 #pragma unroll
-      for (int b = 0; b < kWarps; ++b) {
+      for (int b = 1; b < kWarps; ++b) {
         if (b <= w || 16 * b >= cv.n) continue;
         uint32_t a[4];
         a_fragment(a, L, [&](int m, int kk) { return dA_s[(16 * b + kk) * kScorePad + R0 + m]; });
@@ -571,22 +848,59 @@ __global__ void __launch_bounds__(kBlock)
           mma_bf16(Z[nt], a, bf);
         }
       }
-      // the diagonal sub-chunk in fp32, the gate factors, then dq, dk and the dg terms
+      // the diagonal sub-chunk in fp32: for the lane's rows r = R0 + g + 8h and keys
+      // i = i0 + 8 (x / 2) + 2t + x % 2, the s-less sums over j in [R0, r) and u in (r, ref]
+      //   before = sum_j dA_rj k_ji e^{G_ri - G_ji}    after = sum_u dA_ur q_ui e^{G_ui - G_ri}
+      float before[2][2 * kKeyTiles], after[2][2 * kKeyTiles], Gr[2][2 * kKeyTiles];
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int nt = 0; nt < kKeyTiles; ++nt) {
+          const float2 G = cv.G2(R0 + L.g + 8 * h, i0 + 8 * nt + 2 * L.t);
+          Gr[h][2 * nt] = G.x, Gr[h][2 * nt + 1] = G.y;
+          before[h][2 * nt] = before[h][2 * nt + 1] = 0.f;
+          after[h][2 * nt] = after[h][2 * nt + 1] = 0.f;
+        }
+#pragma unroll 2
+      for (int j = R0; j <= ref_last; ++j) {
+        float kj[2 * kKeyTiles], qj[2 * kKeyTiles], Gj[2 * kKeyTiles];
+#pragma unroll
+        for (int nt = 0; nt < kKeyTiles; ++nt) {
+          const int i = i0 + 8 * nt + 2 * L.t;
+          const float2 k = cv.k2(j, i), q = cv.q2(j, i), G = cv.G2(j, i);
+          kj[2 * nt] = k.x, kj[2 * nt + 1] = k.y;
+          qj[2 * nt] = q.x, qj[2 * nt + 1] = q.y;
+          Gj[2 * nt] = G.x, Gj[2 * nt + 1] = G.y;
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = R0 + L.g + 8 * h;
+          if (j < r) {
+            const float d = dA_s[r * kScorePad + j];
+#pragma unroll
+            for (int x = 0; x < 2 * kKeyTiles; ++x)
+              before[h][x] += d * kj[x] * fast_exp(Gr[h][x] - Gj[x]);
+          } else if (j > r) {
+            const float d = dA_s[j * kScorePad + r];
+#pragma unroll
+            for (int x = 0; x < 2 * kKeyTiles; ++x)
+              after[h][x] += d * qj[x] * fast_exp(Gj[x] - Gr[h][x]);
+          }
+        }
+      }
+      // the gate factors, then dq, dk and the dg terms
 #pragma unroll
       for (int nt = 0; nt < kKeyTiles; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
+          const int h = e / 2, x = 2 * nt + e % 2;
           const int r = R0 + acc_row(L, e), ic = 8 * nt + acc_col(L, e), i = i0 + ic;
           if (r >= cv.n) continue;
-          const float G_r = cv.G_at(r, i);
-          float before = 0.f, after = 0.f;  // s-less sums over j in [R0, r) and r' in (r, ref]
-          for (int j = R0; j < r; ++j)
-            before += dA_s[r * kScorePad + j] * cv.k_at(j, i) * fast_exp(G_r - cv.G_at(j, i));
-          for (int u = r + 1; u <= ref_last; ++u)
-            after += dA_s[u * kScorePad + r] * cv.q_at(u, i) * fast_exp(cv.G_at(u, i) - G_r);
-          const float dq_off = s * (X[nt][e] * fast_exp(G_r - cv.G_at(R0, i)) + before);
+          const float G_r = Gr[h][x];
+          const float dq_off = s * (X[nt][e] * fast_exp(G_r - cv.G_at(R0, i)) + before[h][x]);
           const float dk_inter = fast_exp(cv.G_at(last, i) - G_r) * Y[nt][e];
-          const float dk_intra = s * (Z[nt][e] * fast_exp(cv.G_at(ref_last, i) - G_r) + after);
+          const float dk_intra =
+              s * (Z[nt][e] * fast_exp(cv.G_at(ref_last, i) - G_r) + after[h][x]);
           const float diag = s * dA_s[r * kScorePad + r];  // the j = r terms
           const float q_ri = cv.q_at(r, i), k_ri = cv.k_at(r, i);
           const int64_t at = g.qk(bh, c * kN + r) + i;
@@ -598,8 +912,11 @@ __global__ void __launch_bounds__(kBlock)
     }
     if (tid < kKeyTile) {
       float sc = 0.f;
-      for (int col = 0; col < V; ++col)
-        sc += load(S_in, (i0 + tid) * V + col) * load(C, (i0 + tid) * V + col);
+      for (int col = 0; col < V; col += 2) {
+        const float2 sv = StagedChunk<K>::pair(S_in + (i0 + tid) * V + col);
+        const float2 cvv = StagedChunk<K>::pair(C + (i0 + tid) * V + col);
+        sc += sv.x * cvv.x + sv.y * cvv.y;
+      }
       sc_s[tid] = sc;
     }
     __syncthreads();  // dg terms and sc_s written
@@ -629,53 +946,6 @@ __global__ void __launch_bounds__(kBlock)
     __syncthreads();  // the tiles read before the next key tile rewrites them
   }
   if (head_gate && tid < cv.n) gp.dg[g.head_gate(bh, c * kN + tid)] = dg_of_row;
-
-  // dv_j = (k_j e^{G_last - G_j})^T C + sum_{r>=j} A_rj do_r, by 32-column tiles
-  if (!active) return;  // no barrier follows
-  for (int v0 = 0; v0 < V; v0 += kColTile) {
-    constexpr int kColTiles = kColTile / 8;
-    float D[kColTiles][4];
-    zero(D);
-#pragma unroll 2
-    for (int ks = 0; ks < K / 16; ++ks) {
-      uint32_t a[4];
-      a_fragment(a, L, [&](int m, int kk) {
-        const int j = R0 + m, i = 16 * ks + kk;
-        return j < cv.n ? cv.k_at(j, i) * fast_exp(cv.G_at(last, i) - cv.G_at(j, i)) : 0.f;
-      });
-#pragma unroll
-      for (int nt = 0; nt < kColTiles; ++nt) {
-        uint32_t bf[2];
-        b_fragment(bf, L,
-                   [&](int kk, int nn) { return load(C, (16 * ks + kk) * V + v0 + 8 * nt + nn); });
-        mma_bf16(D[nt], a, bf);
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < kWarps; ++b) {
-      if (b < w || 16 * b >= cv.n) continue;
-      uint32_t a[4];  // A^T: rows j of this sub-chunk, columns r of sub-chunk b
-      a_fragment(a, L, [&](int m, int kk) { return A_s[(16 * b + kk) * kScorePad + R0 + m]; });
-#pragma unroll
-      for (int nt = 0; nt < kColTiles; ++nt) {
-        uint32_t bf[2];
-        b_fragment(bf, L, [&](int kk, int nn) {
-          const int r = 16 * b + kk;
-          return r < cv.n ? cv.do_at(r, v0 + 8 * nt + nn) : 0.f;
-        });
-        mma_bf16(D[nt], a, bf);
-      }
-    }
-    bf16_dev* dv_rows = gp.dv + g.vrow(bh, c * kN);
-#pragma unroll
-    for (int nt = 0; nt < kColTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = R0 + acc_row(L, e);
-        if (j < cv.n)
-          dv_rows[j * cv.v_stride + v0 + 8 * nt + acc_col(L, e)] = __float2bfloat16_rn(D[nt][e]);
-      }
-  }
 }
 
 // ---- launchers
@@ -692,7 +962,9 @@ void with_head_sizes(const kernels::RecDims& d, const char* op, F&& f) {
   if (d.K == 64 && d.V == 128) return f(HeadSizes<64, 128>{});
   if (d.K == 128 && d.V == 64) return f(HeadSizes<128, 64>{});
   if (d.K == 128 && d.V == 128) return f(HeadSizes<128, 128>{});
-  throw Error(op, "head sizes K and V each 64 or 128",
+  if (d.K == 64 && d.V == 256) return f(HeadSizes<64, 256>{});
+  if (d.K == 128 && d.V == 256) return f(HeadSizes<128, 256>{});
+  throw Error(op, "head sizes K in {64, 128} and V in {64, 128, 256}",
               "K=" + std::to_string(d.K) + ", V=" + std::to_string(d.V),
               "gated_linear_chunk_forward/backward (f32) take any head size");
 }
@@ -732,12 +1004,17 @@ Tensor chunk_states(const Geometry& g) {
   return Tensor::empty({g.B * g.H * g.NT * g.K * g.V}, DType::bf16, Device::CUDA);
 }
 
+// The states entering every chunk (and the final state) of the forward or reverse recurrence.
 template <int K, int V>
 void state_pass(const Operands& op, const Geometry& g, const bf16_dev* cols, const float* init,
                 Tensor& per_chunk, float* final_state, bool reverse) {
-  const dim3 grid(static_cast<unsigned>(g.B * g.H), K / kStateTile, V / kStateTile);
-  state_pass_kernel<K, V><<<grid, kBlock, 0, stream()>>>(
-      op, g, cols, init, per_chunk.data<bf16_dev>(), final_state, reverse);
+  Tensor U = Tensor::empty({g.B * g.H * g.NT * K * V}, DType::f32, Device::CUDA);
+  const dim3 grid(static_cast<unsigned>(g.B * g.H * g.NT), K / kStateTile, V / kStateTile);
+  chunk_contribution_kernel<K, V>
+      <<<grid, kBlock, kContributionSmem, stream()>>>(op, g, cols, reverse, U.data<float>());
+  CUDA_CHECK(cudaGetLastError());
+  state_scan_kernel<<<grid_for(g.B * g.H * K * V / 4), kThreads, 0, stream()>>>(
+      g, op.G, U.data<float>(), init, per_chunk.data<bf16_dev>(), final_state, reverse);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -753,8 +1030,11 @@ void gated_linear_mma_forward(const GatedLinearBf16Args& a, const GatedLinearBf1
     const Operands ops = operands_of(a, nullptr, G);
     Tensor states = chunk_states(g);
     state_pass<K, V>(ops, g, ops.v, a.h0, states, out.hT, false);
-    chunk_output_kernel<K, V><<<static_cast<unsigned>(g.B * g.H * g.NT), kBlock, 0, stream()>>>(
-        ops, g, states.data<bf16_dev>(), reinterpret_cast<bf16_dev*>(out.o));
+    constexpr size_t smem = output_smem_bytes<K, V>();
+    allow_shared_memory(chunk_output_kernel<K, V>, smem, op);
+    const dim3 grid(static_cast<unsigned>(g.B * g.H * g.NT), V / output_columns<V>());
+    chunk_output_kernel<K, V><<<grid, kBlock, smem, stream()>>>(ops, g, states.data<bf16_dev>(),
+                                                                reinterpret_cast<bf16_dev*>(out.o));
     CUDA_CHECK(cudaGetLastError());
   });
 }
@@ -773,7 +1053,7 @@ void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf
     state_pass<K, V>(ops, g, ops.v, a.h0, states, nullptr, false);
     state_pass<K, V>(ops, g, ops.dout, grad.dhT, dstates, grad.dh0, true);
 
-    constexpr size_t smem = gradients_smem_bytes();
+    constexpr size_t smem = gradients_smem_bytes<K>();
     allow_shared_memory(chunk_gradients_kernel<K, V>, smem, op);
     const GradPointers gp{reinterpret_cast<bf16_dev*>(grad.dq),
                           reinterpret_cast<bf16_dev*>(grad.dk),

@@ -96,8 +96,9 @@ void softmax_attention_mma_backward(const kernels::AttentionArgs<bf16>& a,
 // The chunked tier (chunk 64) of gated_linear_chunk_* on bf16 mma.sync with fp32 accumulation,
 // fp32 recurrent state and fp32 chunk-local cumulative decays, for every GateKind. Mixed
 // precision: q, k, v, o, dout, dq, dk, dv are bf16 (hla::bf16: the bits of __nv_bfloat16); the
-// gates g / gk, dg, h0, hT, dhT and dh0 are f32. Head sizes: K and V each 64 or 128; others throw
-// hla::Error (the f32 chunk kernel takes them). Same layouts and contracts as kernels/recurrence.h.
+// gates g / gk, dg, h0, hT, dhT and dh0 are f32. Head sizes: K 64 or 128, V 64, 128 or 256; others
+// throw hla::Error (the f32 chunk kernel takes them). Same layouts and contracts as
+// kernels/recurrence.h.
 struct GatedLinearBf16Args {
   kernels::RecDims d;
   kernels::GateKind gate = kernels::GateKind::PerKey;
@@ -121,9 +122,9 @@ struct GatedLinearBf16Grad {
   float* dg = nullptr;         // layout of g; null for None / FixedPerHead
   float* dh0 = nullptr;        // [B,H,K,V] or null
 };
-// Whether the tensor-core kernels take these head sizes (K and V each 64 or 128).
+// Whether the tensor-core kernels take these head sizes (K 64 or 128, V 64, 128 or 256).
 inline bool gated_linear_mma_supports(int64_t K, int64_t V) {
-  return (K == 64 || K == 128) && (V == 64 || V == 128);
+  return (K == 64 || K == 128) && (V == 64 || V == 128 || V == 256);
 }
 void gated_linear_mma_forward(const GatedLinearBf16Args& a, const GatedLinearBf16Out& out);
 void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf16Grad& grad);

@@ -4,7 +4,7 @@
 // separately by name (relative RMS). Covers every gate kind, strong per-key decay
 // logsigmoid(N(0,1)) and weak decay logsigmoid(N(4,1)) / 16, T in {65, 130, 1000, 2048} (partial
 // last chunks and long sequences: the error must not grow with T, since the state and every sum
-// are fp32), H = 1 and 2, head sizes K/V = 64/64, 128/128 and 64/128, with and without
+// are fp32), H = 1 and 2, head sizes K/V = 64/64, 128/128, 64/128 and 128/256, with and without
 // h0 / hT / dhT / dh0; then a state carried across a split, the unsupported head sizes, and the
 // autograd ops on bf16 CUDA Vars.
 //
@@ -152,7 +152,7 @@ TEST_CASE("cuda gated linear mma kernels match the CPU f32 chunk tier on bf16 in
   struct Heads {
     int64_t B, H, K, V;
   };
-  const Heads heads[] = {{2, 1, 64, 64}, {1, 1, 128, 128}, {1, 2, 64, 128}};
+  const Heads heads[] = {{2, 1, 64, 64}, {1, 1, 128, 128}, {1, 2, 64, 128}, {1, 1, 128, 256}};
   for (const GateCase& gc : kGateCases)
     for (const Heads& hd : heads)
       for (bool with_states : {true, false}) {
@@ -218,11 +218,13 @@ TEST_CASE("cuda gated linear mma kernels: T1 steps then T2 from the carried stat
   }
 }
 
-TEST_CASE("cuda gated linear mma kernels reject head sizes other than 64 and 128", "[cuda]") {
+TEST_CASE("cuda gated linear mma kernels reject unsupported head sizes", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(73);
   const Case c = make_case({1, 130, 1, 32, 64}, GateKind::None, Decay::Weak, false, gen);
-  REQUIRE_THROWS_WITH(run_mma(c, GateKind::None), Catch::Contains("each 64 or 128"));
+  REQUIRE_THROWS_WITH(run_mma(c, GateKind::None), Catch::Contains("K in {64, 128}"));
+  const Case wide = make_case({1, 130, 1, 64, 512}, GateKind::None, Decay::Weak, false, gen);
+  REQUIRE_THROWS_WITH(run_mma(wide, GateKind::None), Catch::Contains("V in {64, 128, 256}"));
 }
 
 TEST_CASE("cuda gla / simple_gla / retention on bf16 Vars take the mma kernels", "[cuda]") {
