@@ -21,6 +21,9 @@ Var rms_norm(const Var& x, const Var& w, double eps);
 // Gated RMSNorm: RMSNorm(x) * w * silu(g), g shaped like x.
 Var gated_rms_norm(const Var& x, const Var& g, const Var& w, double eps);
 
+// Rotary position embedding of x [B,T,H,d] at positions offset + t (kernels/ops.h: ops::rotary).
+Var rotary(const Var& x, int64_t offset, double base);
+
 // SwiGLU: silu(a) * b.
 Var swiglu(const Var& a, const Var& b);
 

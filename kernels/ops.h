@@ -84,6 +84,16 @@ void gated_rms_norm_backward(const Tensor& x, const Tensor& g, const Tensor& w,
                              const Tensor& rstd, const Tensor& dy, Tensor* dx, Tensor* dg,
                              Tensor* dw);
 
+// Rotary position embedding of x [B,T,H,d] (d even, half = d / 2) at positions offset + t:
+//   y[..., i] = x1 cos - x2 sin,  y[..., half + i] = x2 cos + x1 sin  (x1 = x[..., i],
+//   x2 = x[..., half + i], angle (offset + t) * rotary_inverse_frequency(i, d, base)); computed
+// in float for bf16 / f32 (f64 in f64), each output rounded once. The backward is the rotation
+// by the negative angle.
+Tensor rotary(const Tensor& x, int64_t offset, double base);
+Tensor rotary_backward(const Tensor& dy, int64_t offset, double base);
+// base^(-2i/d) in float, as HF / fla compute the inverse frequencies.
+float rotary_inverse_frequency(int64_t i, int64_t d, double base);
+
 // SwiGLU: y = silu(a) * b.
 Tensor swiglu(const Tensor& a, const Tensor& b);
 void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);

@@ -7,7 +7,8 @@
 //   rope(x)_p = [x1 cos(theta_p) - x2 sin(theta_p),  x2 cos(theta_p) + x1 sin(theta_p)]
 //
 // x [B,T,H,d] (d even) at positions p = offset + t, t = 0..T-1 (offset: tokens already decoded).
-// The angles and tables are computed in f32, as fla does, then cast to x's dtype. No parameters.
+// The angles, their cos / sin and the rotation are computed in f32 (as fla computes the angles),
+// one fused kernel forward and one backward (autograd/fused.h: rotary). No parameters.
 #pragma once
 
 #include "autograd/var.h"

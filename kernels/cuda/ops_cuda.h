@@ -81,6 +81,10 @@ Tensor rms_norm(const Tensor& x, const Tensor& g, const Tensor& w, double eps, T
 void rms_norm_backward(const Tensor& x, const Tensor& g, const Tensor& w, const Tensor& rstd,
                        const Tensor& dy, Tensor* dx, Tensor* dg, Tensor* dw);
 
+// ---- rotary.cu: ops::rotary (inverse = false) and ops::rotary_backward (inverse = true), with
+// the inverse frequencies of ops::rotary_inverse_frequency (d / 2 of them)
+Tensor rotary(const Tensor& x, int64_t offset, const std::vector<float>& inv_freq, bool inverse);
+
 // ---- swiglu.cu
 Tensor swiglu(const Tensor& a, const Tensor& b);
 void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);

@@ -1,5 +1,5 @@
 // Fused CUDA kernels against the CPU path, outputs and gradients by name: softmax / log_softmax,
-// cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU, short conv.
+// cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU, rotary, short conv.
 #include "tests/cuda/cuda_test_helpers.h"
 
 using namespace hla;
@@ -110,6 +110,35 @@ TEST_CASE("cuda swiglu and backward match the CPU", "[cuda]") {
     REQUIRE_CLOSE("da", vals(da), vals(gda), tol(dt));
     REQUIRE_CLOSE("db", vals(db), vals(gdb), tol(dt));
   }
+}
+
+TEST_CASE("cuda rotary and its backward match the CPU (f32, f64, bf16)", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(37);
+  struct Shape4 {
+    int64_t B, T, H, d, offset;
+  };
+  for (const Shape4& sh :
+       {Shape4{2, 37, 3, 64, 0}, Shape4{1, 2048, 1, 128, 0}, Shape4{1, 5, 2, 2, 900}})
+    for (DType dt : {DType::f32, DType::f64}) {
+      INFO("B,T,H,d " << sh.B << "," << sh.T << "," << sh.H << "," << sh.d << " offset "
+                      << sh.offset << " " << dtype_name(dt));
+      const Tensor x = Tensor::randn({sh.B, sh.T, sh.H, sh.d}, gen, dt);
+      // the angles (up to ~2900 rad) are float on both sides; libm's cos / sin differ by ulps
+      REQUIRE_CLOSE("y", vals(rotary(x, sh.offset, 10000.0)),
+                    vals(rotary(gpu(x), sh.offset, 10000.0)), kF32);
+      REQUIRE_CLOSE("dx", vals(rotary_backward(x, sh.offset, 10000.0)),
+                    vals(rotary_backward(gpu(x), sh.offset, 10000.0)), kF32);
+    }
+  // bf16 on the GPU against f32 on the CPU on the same bf16-valued input: one rounding per output
+  const Tensor x = Tensor::randn({2, 300, 4, 64}, gen).to(DType::bf16).to(DType::f32);
+  const Tensor gx = gpu(x).to(DType::bf16);
+  REQUIRE_CLOSE("y bf16", vals(rotary(x, 3, 10000.0)), vals(rotary(gx, 3, 10000.0).to(DType::f32)),
+                8e-3);
+  REQUIRE_CLOSE("dx bf16", vals(rotary_backward(x, 3, 10000.0)),
+                vals(rotary_backward(gx, 3, 10000.0).to(DType::f32)), 8e-3);
+  REQUIRE_THROWS_WITH(rotary(gpu(Tensor::zeros({2, 3, 4, 5})), 0, 10000.0),
+                      Catch::Contains("even head dim"));
 }
 
 TEST_CASE("cuda short_conv and backward match the CPU (with and without cache, silu)", "[cuda]") {

@@ -5,6 +5,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/primitives.h"
+#include "kernels/ops.h"
 #include "nn/linear.h"
 #include "nn/mixers/hgrn.h"
 #include "nn/mlp.h"
@@ -95,6 +96,49 @@ TEST_CASE("rotary: rotate-half at position offset + t, norm-preserving, relative
                       {Tensor::randn({1, 3, 1, 4}, gen, DType::f64)});
   INFO(gr.report);
   CHECK(gr.ok);
+}
+
+TEST_CASE("rotary: the fused op equals the slice / cos / sin composition, forward and backward",
+          "[nn]") {
+  Generator gen(3);
+  // the definition written with primitives (the tables in f32, as the op computes them)
+  auto composed = [](const Var& x, int64_t offset, double base) {
+    const int64_t T = x.size(1), d = x.size(3), half = d / 2;
+    std::vector<double> c(T * half), s(T * half);
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t t = 0; t < T; ++t) {
+        const float theta = float(offset + t) * ops::rotary_inverse_frequency(i, d, base);
+        c[t * half + i] = std::cos(theta);
+        s[t * half + i] = std::sin(theta);
+      }
+    const Var cv(Tensor::from_values(c, {T, 1, half}, x.dtype()));
+    const Var sv(Tensor::from_values(s, {T, 1, half}, x.dtype()));
+    const Var x1 = slice(x, 3, 0, half), x2 = slice(x, 3, half, d);
+    return concat({x1 * cv - x2 * sv, x2 * cv + x1 * sv}, 3);
+  };
+  struct Shape4 {
+    int64_t B, T, H, d, offset;
+  };
+  for (const Shape4& sh :
+       {Shape4{2, 7, 3, 8, 0}, Shape4{1, 130, 2, 64, 5}, Shape4{1, 3, 1, 2, 1000}}) {
+    INFO("B,T,H,d " << sh.B << "," << sh.T << "," << sh.H << "," << sh.d << " offset "
+                    << sh.offset);
+    const Var x(Tensor::randn({sh.B, sh.T, sh.H, sh.d}, gen, DType::f64), true);
+    const Tensor dy = Tensor::randn(x.shape(), gen, DType::f64);
+    const Var y = apply_rotary(x, sh.offset, 500.0), ref = composed(x, sh.offset, 500.0);
+    REQUIRE_CLOSE("y", values(ref), values(y), 1e-14);
+    y.backward(dy);
+    const std::vector<double> dx = hla::test::values(x.grad());
+    x.zero_grad();
+    ref.backward(dy);
+    REQUIRE_CLOSE("dx", hla::test::values(x.grad()), dx, 1e-14);
+  }
+  // f32 against f64
+  const Tensor x = Tensor::randn({2, 33, 2, 16}, gen, DType::f64);
+  REQUIRE_CLOSE("f32", values(apply_rotary(Var(x), 7)),
+                values(apply_rotary(Var(x.to(DType::f32)), 7)), 1e-6);
+  REQUIRE_THROWS_WITH(apply_rotary(Var(Tensor::zeros({2, 3, 5}, DType::f64)), 0),
+                      Catch::Contains("[B,T,H,d]"));
 }
 
 TEST_CASE("HGRN lower-bound schedule: lb_l = l/L at init, 0 for layer 0", "[nn]") {
