@@ -24,6 +24,10 @@ Var gated_rms_norm(const Var& x, const Var& g, const Var& w, double eps);
 // Rotary position embedding of x [B,T,H,d] at positions offset + t (kernels/ops.h: ops::rotary).
 Var rotary(const Var& x, int64_t offset, double base);
 
+// The HGRN / HGRN2 forget gate (kernels/ops.h: ops::forget_gate): {log f, 1 - f} with
+// f = lb + (1 - lb) sigmoid(x), lb [D] or undefined (0). The node keeps x and lb only.
+std::vector<Var> forget_gate(const Var& x, const Var& lb);
+
 // SwiGLU: silu(a) * b.
 Var swiglu(const Var& a, const Var& b);
 

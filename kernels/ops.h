@@ -94,6 +94,15 @@ Tensor rotary_backward(const Tensor& dy, int64_t offset, double base);
 // base^(-2i/d) in float, as HF / fla compute the inverse frequencies.
 float rotary_inverse_frequency(int64_t i, int64_t d, double base);
 
+// The HGRN / HGRN2 forget gate of logits x [..., D] with a lower bound lb [D] (undefined: 0):
+//   f = lb + (1 - lb) sigmoid(x),  log_f = log f (logsigmoid(x) where lb = 0),
+//   one_minus_f = (1 - lb) sigmoid(-x);  outputs in x's dtype (computed in float for bf16).
+// The backward takes the gradients of log_f and one_minus_f (either may be undefined) and gives dx
+// and dlb (summed over the leading dims, in lb's dtype; left alone when lb is undefined).
+void forget_gate(const Tensor& x, const Tensor& lb, Tensor* log_f, Tensor* one_minus_f);
+void forget_gate_backward(const Tensor& x, const Tensor& lb, const Tensor& dlog_f,
+                          const Tensor& d_one_minus_f, Tensor* dx, Tensor* dlb);
+
 // SwiGLU: y = silu(a) * b.
 Tensor swiglu(const Tensor& a, const Tensor& b);
 void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);

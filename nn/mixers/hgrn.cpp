@@ -2,7 +2,6 @@
 
 #include <vector>
 
-#include "autograd/checkpoint.h"
 #include "autograd/composites.h"
 #include "autograd/fused.h"
 #include "autograd/grad_mode.h"
@@ -48,14 +47,7 @@ Var apply_lower_bound(const Var& log_f, const Var& lb) {
 }
 
 Gates forget_gates(const Var& f_raw, const Var& lower_bound, DType out) {
-  const DType gate = gate_dtype(out);  // lower_bound arrives in the parameters' dtype
-  const std::vector<Var> g = checkpoint(
-      [gate, out](const std::vector<Var>& in) {
-        Var log_f = logsigmoid(to_dtype(in[0], gate));
-        if (in[1].defined()) log_f = apply_lower_bound(log_f, to_dtype(in[1], gate));
-        return std::vector<Var>{to_dtype(log_f, out), to_dtype(one_minus(exp(log_f)), out)};
-      },
-      {f_raw, lower_bound}, "forget_gates");
+  const std::vector<Var> g = forget_gate(to_dtype(f_raw, out), lower_bound);
   return {g[0], g[1]};
 }
 

@@ -38,10 +38,10 @@ Var lower_bound_schedule(const Var& lower_bounds);
 // The forget gate floored at lb: log(lb + (1 - lb) exp(log_f)). log_f [..., D], lb [D].
 Var apply_lower_bound(const Var& log_f, const Var& lb);
 
-// The gates of HGRN and HGRN2 from the raw forget-gate projection f_raw [..., D]: log f =
-// logsigmoid(f_raw), floored at lb [D] when given (apply_lower_bound), and the input gate
-// 1 - f, computed in gate_dtype(out) and returned in `out`. Checkpointed (autograd/checkpoint.h):
-// only f_raw and lb stay alive for the backward, not the chain's f32 intermediates.
+// The gates of HGRN and HGRN2 from the raw forget-gate projection f_raw [..., D]: log f with
+// f = sigmoid(f_raw) floored at lb [D] when given (apply_lower_bound's f = lb + (1 - lb) f), and
+// the input gate 1 - f, returned in `out`. One fused op (autograd/fused.h: forget_gate, computed
+// in float for bf16): only f_raw and lb stay alive for the backward.
 struct Gates {
   Var log_f, one_minus_f;
 };

@@ -1,4 +1,4 @@
-// Activation checkpointing on the GPU (HybridLM::set_block_checkpointing; the gate chains are
+// Activation checkpointing on the GPU (HybridLM::set_block_checkpointing; GLA's gate chain is
 // checkpointed always): a tiny HybridLM of every variant and a GLA 3:1 hybrid, f32 and bf16
 // compute, one forward + backward with and without block checkpointing from the same init on the
 // same batch. The recomputation runs the same deterministic kernels on the same inputs, so the

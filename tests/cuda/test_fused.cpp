@@ -1,5 +1,6 @@
 // Fused CUDA kernels against the CPU path, outputs and gradients by name: softmax / log_softmax,
-// cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU, rotary, short conv.
+// cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU, rotary, the HGRN forget
+// gate, short conv.
 #include "tests/cuda/cuda_test_helpers.h"
 
 using namespace hla;
@@ -139,6 +140,59 @@ TEST_CASE("cuda rotary and its backward match the CPU (f32, f64, bf16)", "[cuda]
                 vals(rotary_backward(gx, 3, 10000.0).to(DType::f32)), 8e-3);
   REQUIRE_THROWS_WITH(rotary(gpu(Tensor::zeros({2, 3, 4, 5})), 0, 10000.0),
                       Catch::Contains("even head dim"));
+}
+
+TEST_CASE("cuda forget_gate and its backward match the CPU (bounds, missing gradients, bf16)",
+          "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(38);
+  const int64_t B = 3, T = 70, D = 48;
+  auto bound = [&](DType dt) {  // zeros (layer 0) and values in (0, 1)
+    std::vector<double> b(D);
+    for (int64_t c = 0; c < D; ++c) b[c] = c % 5 == 0 ? 0.0 : double(c) / (D + 1);
+    return Tensor::from_values(b, {D}, dt);
+  };
+  for (DType dt : {DType::f32, DType::f64})
+    for (bool with_bound : {true, false})
+      for (int missing : {-1, 0, 1}) {  // which output's gradient is undefined
+        INFO(dtype_name(dt) << " bound " << with_bound << " missing gradient " << missing);
+        const Tensor x = Tensor::randn({B, T, D}, gen, dt, 0.0, 4.0);
+        const Tensor lb = with_bound ? bound(dt) : Tensor(), glb = with_bound ? gpu(lb) : Tensor();
+        const Tensor g1 = missing == 0 ? Tensor() : Tensor::randn({B, T, D}, gen, dt);
+        const Tensor g2 = missing == 1 ? Tensor() : Tensor::randn({B, T, D}, gen, dt);
+        auto on_gpu = [](const Tensor& t) { return t.defined() ? gpu(t) : Tensor(); };
+        Tensor lf, om, glf, gom;
+        forget_gate(x, lb, &lf, &om);
+        forget_gate(gpu(x), glb, &glf, &gom);
+        REQUIRE_CLOSE("log_f", vals(lf), vals(glf), tol(dt));
+        REQUIRE_CLOSE("1 - f", vals(om), vals(gom), tol(dt));
+        Tensor dx, dlb, gdx, gdlb;
+        forget_gate_backward(x, lb, g1, g2, &dx, &dlb);
+        forget_gate_backward(gpu(x), glb, on_gpu(g1), on_gpu(g2), &gdx, &gdlb);
+        REQUIRE_CLOSE("dx", vals(dx), vals(gdx), tol(dt));
+        REQUIRE(dlb.defined() == with_bound);
+        REQUIRE(gdlb.defined() == with_bound);
+        if (with_bound) REQUIRE_CLOSE("dlb", vals(dlb), vals(gdlb), tol(dt));
+      }
+  // bf16 logits with an f32 bound (the parameters' dtype) against f32 on the CPU
+  const Tensor x =
+      Tensor::randn({B, T, D}, gen, DType::f32, 0.0, 4.0).to(DType::bf16).to(DType::f32);
+  const Tensor g1 = Tensor::randn({B, T, D}, gen).to(DType::bf16).to(DType::f32);
+  const Tensor g2 = Tensor::randn({B, T, D}, gen).to(DType::bf16).to(DType::f32);
+  Tensor lf, om, glf, gom, dx, dlb, gdx, gdlb;
+  forget_gate(x, bound(DType::f32), &lf, &om);
+  forget_gate(gpu(x).to(DType::bf16), gpu(bound(DType::f32)), &glf, &gom);
+  REQUIRE(glf.dtype() == DType::bf16);
+  REQUIRE_CLOSE("log_f bf16", vals(lf), vals(glf.to(DType::f32)), 8e-3);
+  REQUIRE_CLOSE("1 - f bf16", vals(om), vals(gom.to(DType::f32)), 8e-3);
+  forget_gate_backward(x, bound(DType::f32), g1, g2, &dx, &dlb);
+  forget_gate_backward(gpu(x).to(DType::bf16), gpu(bound(DType::f32)), gpu(g1).to(DType::bf16),
+                       gpu(g2).to(DType::bf16), &gdx, &gdlb);
+  REQUIRE(gdlb.dtype() == DType::f32);
+  REQUIRE_CLOSE("dx bf16", vals(dx), vals(gdx.to(DType::f32)), 8e-3);
+  REQUIRE_CLOSE("dlb bf16", vals(dlb), vals(gdlb), 1e-4);  // float sums of the same terms
+  REQUIRE_THROWS_WITH(forget_gate(gpu(x), gpu(Tensor::zeros({5})), &glf, &gom),
+                      Catch::Contains("lower bound [48]"));
 }
 
 TEST_CASE("cuda short_conv and backward match the CPU (with and without cache, silu)", "[cuda]") {

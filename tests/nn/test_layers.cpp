@@ -141,6 +141,47 @@ TEST_CASE("rotary: the fused op equals the slice / cos / sin composition, forwar
                       Catch::Contains("[B,T,H,d]"));
 }
 
+TEST_CASE("forget gates: the fused op equals logsigmoid / lower bound / 1 - exp, with gradients",
+          "[nn]") {
+  Generator gen(4);
+  const int64_t B = 2, T = 9, D = 6;
+  for (bool with_bound : {true, false}) {
+    INFO("lower bound " << with_bound);
+    const Var x(Tensor::randn({B, T, D}, gen, DType::f64, 0.0, 3.0), true);
+    // a zero channel (layer 0's bound) among positive ones
+    const Var lb =
+        with_bound
+            ? Var(Tensor::from_values({0.0, 0.1, 0.5, 0.9, 0.25, 0.0}, {D}, DType::f64), true)
+            : Var();
+    const Tensor g1 = Tensor::randn({B, T, D}, gen, DType::f64);
+    const Tensor g2 = Tensor::randn({B, T, D}, gen, DType::f64);
+    const auto [log_f, one_minus_f] = forget_gates(x, lb, DType::f64);
+    Var ref_log_f = logsigmoid(x);
+    if (with_bound) ref_log_f = apply_lower_bound(ref_log_f, lb);
+    const Var ref_omf = one_minus(exp(ref_log_f));
+    REQUIRE_CLOSE("log_f", values(ref_log_f), values(log_f), 1e-14);
+    REQUIRE_CLOSE("1 - f", values(ref_omf), values(one_minus_f), 1e-14);
+    hla::backward({log_f, one_minus_f}, {g1, g2}, false);
+    const std::vector<double> dx = values(Var(x.grad()));
+    const std::vector<double> dlb = with_bound ? values(Var(lb.grad())) : std::vector<double>{};
+    x.zero_grad();
+    if (with_bound) lb.zero_grad();
+    hla::backward({ref_log_f, ref_omf}, {g1, g2}, false);
+    REQUIRE_CLOSE("dx", values(Var(x.grad())), dx, 1e-12);
+    if (with_bound) REQUIRE_CLOSE("dlb", values(Var(lb.grad())), dlb, 1e-12);
+    // only one output used
+    auto only_log = gradcheck(
+        [&](const std::vector<Var>& in) { return forget_gates(in[0], in[1], DType::f64).log_f; },
+        {Tensor::randn({2, 3, 2}, gen, DType::f64),
+         Tensor::from_values({0.3, 0.0}, {2}, DType::f64)});
+    INFO(only_log.report);
+    CHECK(only_log.ok);
+  }
+  REQUIRE_THROWS_WITH(forget_gates(Var(Tensor::zeros({2, 3}, DType::f64)),
+                                   Var(Tensor::zeros({4}, DType::f64)), DType::f64),
+                      Catch::Contains("lower bound [3]"));
+}
+
 TEST_CASE("HGRN lower-bound schedule: lb_l = l/L at init, 0 for layer 0", "[nn]") {
   const Var lb = lower_bound_schedule(Var(Tensor::zeros({4, 3}, DType::f64)));
   const std::vector<double> expect = {0, 0, 0, 0.25, 0.25, 0.25, 0.5, 0.5, 0.5, 0.75, 0.75, 0.75};
