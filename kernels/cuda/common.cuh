@@ -157,11 +157,21 @@ inline Tensor cuda_zeros(const Shape& shape, DType dtype) {
 struct Indexer {
   int rank = 0;
   bool contiguous = true;  // offset(i) == i
+  bool narrow = true;      // every index < 2^31: the walk divides in 32 bits
   int64_t size[kMaxRank] = {};
   int64_t stride[kMaxRank] = {};
   __host__ __device__ int64_t offset(int64_t i) const {
     if (contiguous) return i;
     int64_t off = 0;
+    if (narrow) {  // a 32-bit division is several times cheaper than a 64-bit one on the GPU
+      uint32_t j = static_cast<uint32_t>(i);
+      for (int d = rank - 1; d >= 0; --d) {
+        const uint32_t s = static_cast<uint32_t>(size[d]);
+        off += static_cast<int64_t>(j % s) * stride[d];
+        j /= s;
+      }
+      return off;
+    }
     for (int d = rank - 1; d >= 0; --d) {
       const int64_t s = size[d];
       off += (i % s) * stride[d];
@@ -178,6 +188,7 @@ inline Indexer make_indexer(const Tensor& t, const char* op) {
                 "rank " + std::to_string(t.dim()), "reshape to fewer dimensions");
   ix.rank = static_cast<int>(t.dim());
   ix.contiguous = t.is_contiguous();
+  ix.narrow = t.numel() < (int64_t(1) << 31);
   for (int d = 0; d < ix.rank; ++d) {
     ix.size[d] = t.shape()[d];
     ix.stride[d] = t.strides()[d];

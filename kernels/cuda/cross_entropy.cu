@@ -1,14 +1,17 @@
 // Cross-entropy on CUDA: logits [N, C] (C up to the 32000+ of a vocabulary), integer targets [N]
 // (i32/i64, on either device), mean over rows whose target is not ignore_index. The softmax is
 // never stored:
-//   loss = (1/n) sum_r (lse_r - x_{r,t_r}),   dx_{r,c} = dloss/n (exp(x_{r,c} - lse_r) - [c == t_r])
+//   loss = (1/n) sum_r (lse_r - x_{r,t_r}),   dx_{r,c} = dloss/n (exp(x_{r,c} - lse_r) - [c ==
+//   t_r])
 // Forward: one block per row writes lse [N] and the row's loss (f64 scratch [N]); one block then
 // sums the row losses in a fixed order (deterministic). The loss is a 0-dim CUDA tensor.
-// Backward: one thread per logit; dx is fresh (overwritten), rows with ignore_index get 0.
+// Backward: a block per row (grid-stride over rows), threads over the row's logits; dx is fresh
+// (overwritten), rows with ignore_index get 0.
 // Targets are read on the host once per call to check their range (a sync, like the CPU path).
-// dtypes: f32, f64, bf16. bf16 logits are read as float (max in float, sum of exponentials and
-// row losses in double); the loss and lse are f32 for bf16 logits (compute_t: a bf16 loss would
-// lose 8 bits of the value logged and compared), dx is bf16 like the logits.
+// dtypes: f32, f64, bf16. bf16 logits are read as float (max and each thread's partial sum of
+// exponentials, every term <= 1, in float; the block's sum and the row losses in double); the loss
+// and lse are f32 for bf16 logits (compute_t: a bf16 loss would lose 8 bits of the value logged and
+// compared), dx is bf16 like the logits.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -36,10 +39,9 @@ __global__ void ce_fwd_kernel(compute_t<S>* __restrict__ lse,   // [N] overwritt
     m = v > m ? v : m;
   }
   m = block_reduce(m, MaxOp{}, x0, shm_a);
-  double s = 0;
-  for (int64_t j = threadIdx.x; j < C; j += blockDim.x)
-    s += exp(static_cast<double>(value_cast<A>(xr[j]) - m));
-  s = block_reduce(s, SumOp{}, 0.0, shm_d);
+  A part = 0;  // this thread's C / blockDim terms, each <= 1, summed in compute_t
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) part += exp(value_cast<A>(xr[j]) - m);
+  const double s = block_reduce(static_cast<double>(part), SumOp{}, 0.0, shm_d);
   if (threadIdx.x == 0) {
     const double l = ::log(s) + static_cast<double>(m);
     lse[r] = static_cast<A>(l);
@@ -66,16 +68,16 @@ __global__ void ce_bwd_kernel(S* __restrict__ dx,                     // [N, C] 
                               const int64_t* __restrict__ tgt,        // [N]
                               int64_t N, int64_t C, int64_t ignore_index, compute_t<S> scale) {
   using A = compute_t<S>;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * C;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / C, c = i - r * C, t = tgt[r];
-    if (t == ignore_index) {
-      dx[i] = value_cast<S>(A(0));
-      continue;
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    const int64_t t = tgt[r];
+    const A l = lse[r], k = t == ignore_index ? A(0) : scale;
+    const S* xr = x + r * C;
+    S* dr = dx + r * C;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+      A d = k * exp(value_cast<A>(xr[c]) - l);
+      if (c == t) d -= k;
+      dr[c] = value_cast<S>(d);
     }
-    A d = scale * exp(value_cast<A>(x[i]) - lse[r]);
-    if (c == t) d -= scale;
-    dx[i] = value_cast<S>(d);
   }
 }
 
@@ -167,7 +169,8 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64
     const int64_t total = in.n * in.c;
     if (total == 0) return dx;
     const double scale = in.counted ? dloss / static_cast<double>(in.counted) : 0.0;
-    ce_bwd_kernel<S><<<grid_for(total), kThreads, 0, stream()>>>(
+    const unsigned rows = static_cast<unsigned>(in.n < (1 << 20) ? in.n : (1 << 20));
+    ce_bwd_kernel<S><<<rows, kThreads, 0, stream()>>>(
         dx.data<S>(), in.logits.data<S>(), lse.data<L>(), in.targets.data<int64_t>(), in.n, in.c,
         ignore_index, static_cast<L>(scale));
     CUDA_CHECK(cudaGetLastError());
