@@ -103,6 +103,12 @@ void forget_gate(const Tensor& x, const Tensor& lb, Tensor* log_f, Tensor* one_m
 void forget_gate_backward(const Tensor& x, const Tensor& lb, const Tensor& dlog_f,
                           const Tensor& d_one_minus_f, Tensor* dx, Tensor* dlb);
 
+// GLA's log decay of gate logits x: g = max(logsigmoid(x) / normalizer, floor) (floor -inf: no
+// clamp); the backward dx = dg sigmoid(-x) / normalizer where unclamped, 0 where clamped.
+// Computed in float for bf16.
+Tensor gla_gate(const Tensor& x, double normalizer, double floor);
+Tensor gla_gate_backward(const Tensor& x, const Tensor& dg, double normalizer, double floor);
+
 // SwiGLU: y = silu(a) * b.
 Tensor swiglu(const Tensor& a, const Tensor& b);
 void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);

@@ -90,6 +90,10 @@ void forget_gate(const Tensor& x, const Tensor& lb, Tensor* log_f, Tensor* one_m
 void forget_gate_backward(const Tensor& x, const Tensor& lb, const Tensor& dlog_f,
                           const Tensor& d_one_minus_f, Tensor* dx, Tensor* dlb);
 
+// ---- gla_gate.cu
+Tensor gla_gate(const Tensor& x, double normalizer, double floor);
+Tensor gla_gate_backward(const Tensor& x, const Tensor& dg, double normalizer, double floor);
+
 // ---- swiglu.cu
 Tensor swiglu(const Tensor& a, const Tensor& b);
 void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);

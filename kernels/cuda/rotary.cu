@@ -23,17 +23,20 @@ struct RotaryDims {
   float inv_freq[kMaxHalf];
 };
 
-template <class S>
+// I: the index type, uint32_t when every index fits (32-bit divisions are several times
+// cheaper than 64-bit ones), else int64_t.
+template <class S, class I>
 __global__ void rotary_kernel(S* __restrict__ y, const S* __restrict__ x, RotaryDims d) {
   using C = compute_t<S>;
-  const int64_t n = d.rows * d.half;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n;
-       p += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t row = p / d.half, i = p % d.half;
-    const int64_t t = row / d.H % d.T;
-    const float theta = static_cast<float>(d.offset + t) * d.inv_freq[i];
-    const C c = cosf(theta), s = d.sign * sinf(theta);
-    const int64_t at = row * 2 * d.half + i;
+  const I n = static_cast<I>(d.rows * d.half), half = static_cast<I>(d.half);
+  const I H = static_cast<I>(d.H), T = static_cast<I>(d.T);
+  for (I p = blockIdx.x * I(blockDim.x) + threadIdx.x; p < n; p += I(gridDim.x) * blockDim.x) {
+    const I row = p / half, i = p - row * half, t = row / H % T;
+    const float theta = static_cast<float>(d.offset + static_cast<int64_t>(t)) * d.inv_freq[i];
+    float sin_theta, cos_theta;
+    sincosf(theta, &sin_theta, &cos_theta);
+    const C c = cos_theta, s = d.sign * sin_theta;
+    const int64_t at = static_cast<int64_t>(row) * 2 * d.half + static_cast<int64_t>(i);
     const C x1 = value_cast<C>(x[at]), x2 = value_cast<C>(x[at + d.half]);
     y[at] = value_cast<S>(x1 * c - x2 * s);
     y[at + d.half] = value_cast<S>(x2 * c + x1 * s);
@@ -65,7 +68,12 @@ Tensor rotary(const Tensor& x_in, int64_t offset, const std::vector<float>& inv_
     Tensor y = cuda_empty(x.shape(), x.dtype());
     const int64_t n = d.rows * d.half;
     if (n == 0) return y;
-    rotary_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(y.data<S>(), x.data<S>(), d);
+    if (n < (int64_t(1) << 31))
+      rotary_kernel<S, uint32_t>
+          <<<grid_for(n), kThreads, 0, stream()>>>(y.data<S>(), x.data<S>(), d);
+    else
+      rotary_kernel<S, int64_t>
+          <<<grid_for(n), kThreads, 0, stream()>>>(y.data<S>(), x.data<S>(), d);
     CUDA_CHECK(cudaGetLastError());
     return y;
   });

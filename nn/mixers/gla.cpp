@@ -3,8 +3,8 @@
 #include <cmath>
 #include <limits>
 
-#include "autograd/checkpoint.h"
 #include "autograd/composites.h"
+#include "autograd/fused.h"
 #include "autograd/grad_mode.h"
 #include "autograd/primitives.h"
 #include "autograd/recurrences.h"
@@ -89,19 +89,9 @@ Var GatedLinearAttention::forward(const Var& x, MixerState* state, const Var&) {
     k = run_conv(*k_conv1d, k, state, 1);
     v = run_conv(*v_conv1d, v, state, 2);
   }
-  // The gate reads x, not the conv output; /16 biases the decay towards 1 (long memory).
-  // The gate's logsigmoid and clamp run in f32 (gate_dtype) when the layer computes in bf16,
-  // checkpointed (autograd/checkpoint.h): only the projection stays alive for the backward.
-  const DType gate = gate_dtype(x.dtype()), out = x.dtype();
-  const double normalizer = opt.gate_logit_normalizer, floor = opt.clamp_min;
-  const Var g = checkpoint(
-      [gate, out, normalizer, floor](const std::vector<Var>& in) {
-        Var g = logsigmoid(to_dtype(in[0], gate)) / normalizer;
-        if (floor > -std::numeric_limits<double>::infinity())  // floor on the log decay
-          g = maximum(g, Var(Tensor::full({1}, floor, g.dtype(), g.device())));
-        return std::vector<Var>{to_dtype(g, out)};
-      },
-      {gk_proj->forward(x)}, "gla_gate")[0];
+  // The gate reads x, not the conv output; /16 biases the decay towards 1 (long memory). One
+  // fused op (computed in float for bf16): only the projection stays alive for the backward.
+  const Var g = gla_gate(gk_proj->forward(x), opt.gate_logit_normalizer, opt.clamp_min);
   // The feature map comes after the gate (fla's order); GQA repeats each kv head G times.
   const Var qh = apply_feature_map(opt.feature_map, split_heads(q, H));
   const Var kh = repeat_heads(apply_feature_map(opt.feature_map, split_heads(k, num_kv_heads)), groups);

@@ -1,10 +1,9 @@
-// Activation checkpointing on the GPU (HybridLM::set_block_checkpointing; GLA's gate chain is
-// checkpointed always): a tiny HybridLM of every variant and a GLA 3:1 hybrid, f32 and bf16
-// compute, one forward + backward with and without block checkpointing from the same init on the
-// same batch. The recomputation runs the same deterministic kernels on the same inputs, so the
-// loss and every parameter's gradient agree to rounding: relative RMS 1e-6 in f32, 1e-3 in bf16
-// (an order-dependent bf16 rounding would show as ~4e-3 on single elements, a lost gradient
-// path as O(1)).
+// Activation checkpointing on the GPU (HybridLM::set_block_checkpointing): a tiny HybridLM of every
+// variant and a GLA 3:1 hybrid, f32 and bf16 compute, one forward + backward with and without block
+// checkpointing from the same init on the same batch. The recomputation runs the same deterministic
+// kernels on the same inputs, so the loss and every parameter's gradient agree to rounding:
+// relative RMS 1e-6 in f32, 1e-3 in bf16 (an order-dependent bf16 rounding would show as ~4e-3 on
+// single elements, a lost gradient path as O(1)).
 #include "tests/cuda/cuda_test_helpers.h"
 #ifdef HLA_WITH_CUDA
 #include <random>

@@ -1,6 +1,8 @@
 // Fused CUDA kernels against the CPU path, outputs and gradients by name: softmax / log_softmax,
 // cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU, rotary, the HGRN forget
-// gate, short conv.
+// gate, GLA's log decay, short conv.
+#include <limits>
+
 #include "tests/cuda/cuda_test_helpers.h"
 
 using namespace hla;
@@ -193,6 +195,30 @@ TEST_CASE("cuda forget_gate and its backward match the CPU (bounds, missing grad
   REQUIRE_CLOSE("dlb bf16", vals(dlb), vals(gdlb), 1e-4);  // float sums of the same terms
   REQUIRE_THROWS_WITH(forget_gate(gpu(x), gpu(Tensor::zeros({5})), &glf, &gom),
                       Catch::Contains("lower bound [48]"));
+}
+
+TEST_CASE("cuda gla_gate and its backward match the CPU (clamped and not, bf16)", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(39);
+  for (DType dt : {DType::f32, DType::f64})
+    for (double floor : {-1.5, -std::numeric_limits<double>::infinity()}) {
+      INFO(dtype_name(dt) << " floor " << floor);
+      const Tensor x = Tensor::randn({4, 77, 32}, gen, dt, 0.0, 30.0),
+                   dg = Tensor::randn({4, 77, 32}, gen, dt);
+      REQUIRE_CLOSE("g", vals(gla_gate(x, 16.0, floor)), vals(gla_gate(gpu(x), 16.0, floor)),
+                    tol(dt));
+      REQUIRE_CLOSE("dx", vals(gla_gate_backward(x, dg, 16.0, floor)),
+                    vals(gla_gate_backward(gpu(x), gpu(dg), 16.0, floor)), tol(dt));
+    }
+  const Tensor x =
+      Tensor::randn({4, 77, 32}, gen, DType::f32, 0.0, 8.0).to(DType::bf16).to(DType::f32);
+  const Tensor dg = Tensor::randn({4, 77, 32}, gen).to(DType::bf16).to(DType::f32);
+  REQUIRE_CLOSE("g bf16", vals(gla_gate(x, 16.0, -5.0)),
+                vals(gla_gate(gpu(x).to(DType::bf16), 16.0, -5.0).to(DType::f32)), 8e-3);
+  REQUIRE_CLOSE("dx bf16", vals(gla_gate_backward(x, dg, 16.0, -5.0)),
+                vals(gla_gate_backward(gpu(x).to(DType::bf16), gpu(dg).to(DType::bf16), 16.0, -5.0)
+                         .to(DType::f32)),
+                8e-3);
 }
 
 TEST_CASE("cuda short_conv and backward match the CPU (with and without cache, silu)", "[cuda]") {

@@ -2,7 +2,9 @@
 // rotary embedding, the HGRN lower-bound schedule.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <limits>
 
+#include "autograd/fused.h"
 #include "autograd/gradcheck.h"
 #include "autograd/primitives.h"
 #include "kernels/ops.h"
@@ -180,6 +182,32 @@ TEST_CASE("forget gates: the fused op equals logsigmoid / lower bound / 1 - exp,
   REQUIRE_THROWS_WITH(forget_gates(Var(Tensor::zeros({2, 3}, DType::f64)),
                                    Var(Tensor::zeros({4}, DType::f64)), DType::f64),
                       Catch::Contains("lower bound [3]"));
+}
+
+TEST_CASE("gla_gate: the fused op equals max(logsigmoid(x) / normalizer, floor), with gradients",
+          "[nn]") {
+  Generator gen(5);
+  for (double floor : {-2.0, -std::numeric_limits<double>::infinity()}) {
+    INFO("floor " << floor);
+    const Var x(Tensor::randn({3, 40}, gen, DType::f64, 0.0, 40.0), true);
+    const Tensor dg = Tensor::randn({3, 40}, gen, DType::f64);
+    const Var g = gla_gate(x, 16.0, floor);
+    Var ref = logsigmoid(x) / 16.0;
+    if (floor > -std::numeric_limits<double>::infinity())
+      ref = maximum(ref, Var(Tensor::full({1}, floor, DType::f64)));
+    REQUIRE_CLOSE("g", values(ref), values(g), 1e-15);
+    g.backward(dg);
+    const std::vector<double> dx = values(Var(x.grad()));
+    x.zero_grad();
+    ref.backward(dg);
+    REQUIRE_CLOSE("dx", values(Var(x.grad())), dx, 1e-14);
+    auto gc = gradcheck([floor](const std::vector<Var>& in) { return gla_gate(in[0], 4.0, floor); },
+                        {Tensor::randn({2, 5}, gen, DType::f64, 0.0, 3.0)});
+    INFO(gc.report);
+    CHECK(gc.ok);
+  }
+  REQUIRE_THROWS_WITH(gla_gate(Var(Tensor::zeros({2}, DType::f64)), 0.0, -1.0),
+                      Catch::Contains("normalizer"));
 }
 
 TEST_CASE("HGRN lower-bound schedule: lb_l = l/L at init, 0 for layer 0", "[nn]") {
