@@ -212,6 +212,11 @@ TEST_CASE("cuda bf16 unary, scalar and binary maps, where and add_ match the CPU
     const Tensor out = binary(op, gx, gb);
     REQUIRE(out.dtype() == DType::bf16);
     REQUIRE_CLOSE(name, rounded(binary(op, x, b)), vals(out), kBf16);
+    // same-shape contiguous operands (the pack kernel and its tail), then rows 1.. of both: a
+    // contiguous view 130 bytes in, off the 16-byte alignment the pack kernel needs
+    REQUIRE_CLOSE(name, rounded(binary(op, x, pos)), vals(binary(op, gx, gpos)), kBf16);
+    REQUIRE_CLOSE(name, rounded(binary(op, x.slice(0, 1, 33), pos.slice(0, 1, 33))),
+                  vals(binary(op, gx.slice(0, 1, 33), gpos.slice(0, 1, 33))), kBf16);
   }
 
   // where with a bf16 mask and with an f32 mask (converted on the device).
@@ -227,6 +232,9 @@ TEST_CASE("cuda bf16 unary, scalar and binary maps, where and add_ match the CPU
   add_(gacc, grow);
   REQUIRE(gacc.dtype() == DType::bf16);
   REQUIRE_CLOSE("add_", rounded(acc), vals(gacc), kBf16);
+  add_(acc, pos);  // same shape, contiguous: the pack kernel
+  add_(gacc, gpos);
+  REQUIRE_CLOSE("add_ (same shape)", rounded(acc), vals(gacc), kBf16);
 }
 
 // ---- reductions and matmul

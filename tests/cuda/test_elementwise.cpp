@@ -69,6 +69,16 @@ TEST_CASE("cuda binary ops broadcast like the CPU", "[cuda]") {
                     vals(binary(op, gpu(big).transpose(0, 2), gpu(same))), tol(dt));
       const Tensor s = Tensor::scalar(0.75, dt);
       REQUIRE_CLOSE(name, vals(binary(op, same, s)), vals(binary(op, gpu(same), gpu(s))), tol(dt));
+      // Same-shape contiguous operands (the pack kernel), whole and from element 1 (unaligned).
+      const Tensor other = Tensor::rand({9, 4, 7}, gen, dt, 0.5, 2.0);
+      REQUIRE_CLOSE(name, vals(binary(op, same, other)), vals(binary(op, gpu(same), gpu(other))),
+                    tol(dt));
+      const Tensor fs = same.reshape({252}).slice(0, 1, 252),
+                   fo = other.reshape({252}).slice(0, 1, 252);
+      REQUIRE_CLOSE(name, vals(binary(op, fs, fo)),
+                    vals(binary(op, gpu(same).reshape({252}).slice(0, 1, 252),
+                                gpu(other).reshape({252}).slice(0, 1, 252))),
+                    tol(dt));
     }
     // Eq on identical values is exactly 1.
     CHECK(vals(binary(Binary::Eq, gpu(a), gpu(a))) == std::vector<double>(15, 1.0));
@@ -104,5 +114,8 @@ TEST_CASE("cuda where and add_ match the CPU", "[cuda]") {
     add_(acc_c, bt.transpose(0, 1));
     add_(acc_g, gpu(bt).transpose(0, 1));
     REQUIRE_CLOSE("add_ (transposed)", vals(acc_c), vals(acc_g), tol(dt));
+    add_(acc_c, a);  // same shape, contiguous: the pack kernel
+    add_(acc_g, gpu(a));
+    REQUIRE_CLOSE("add_ (same shape)", vals(acc_c), vals(acc_g), tol(dt));
   }
 }
