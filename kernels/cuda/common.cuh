@@ -253,5 +253,10 @@ template <class T>
 __device__ inline T sigmoid_dev(T x) {
   return x >= T(0) ? T(1) / (T(1) + exp(-x)) : exp(x) / (T(1) + exp(x));
 }
+// logsigmoid(x) = min(x, 0) - log1p(e^-|x|), without overflow.
+template <class T>
+__device__ inline T log_sigmoid_dev(T x) {
+  return (x < T(0) ? x : T(0)) - log1p(exp(-fabs(x)));
+}
 
 }  // namespace hla::cuda

@@ -44,7 +44,7 @@ __device__ inline T unary_value(int op, T x, T c) {
     case int(Unary::Softplus):
       return (x > T(0) ? x : T(0)) + log1p(exp(-fabs(x)));
     case int(Unary::LogSigmoid):
-      return (x < T(0) ? x : T(0)) - log1p(exp(-fabs(x)));
+      return log_sigmoid_dev(x);
     case kPowScalar: return pow(x, c);
     case kAddScalar: return x + c;
     case kMulScalar: return x * c;

@@ -17,11 +17,6 @@ namespace hla::cuda {
 
 namespace {
 
-template <class T>
-__device__ inline T log_sigmoid_dev(T x) {
-  return (x < T(0) ? x : T(0)) - log1p(exp(-fabs(x)));
-}
-
 // I: the index type, uint32_t when every index fits (a 32-bit i % D is several times cheaper).
 template <class S, class I>
 __global__ void forget_gate_fwd_kernel(S* __restrict__ log_f, S* __restrict__ one_minus_f,

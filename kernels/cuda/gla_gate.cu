@@ -8,18 +8,13 @@ namespace hla::cuda {
 
 namespace {
 
-template <class T>
-__device__ inline T log_sigmoid_of(T x) {
-  return (x < T(0) ? x : T(0)) - log1p(exp(-fabs(x)));
-}
-
 template <class S>
 __global__ void gla_gate_fwd_kernel(S* __restrict__ g, const S* __restrict__ x, int64_t n,
                                     compute_t<S> normalizer, compute_t<S> floor) {
   using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const C v = log_sigmoid_of(value_cast<C>(x[i])) / normalizer;
+    const C v = log_sigmoid_dev(value_cast<C>(x[i])) / normalizer;
     g[i] = value_cast<S>(v > floor ? v : floor);
   }
 }
@@ -31,7 +26,7 @@ __global__ void gla_gate_bwd_kernel(S* __restrict__ dx, const S* __restrict__ x,
   using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const C xi = value_cast<C>(x[i]), v = log_sigmoid_of(xi) / normalizer;
+    const C xi = value_cast<C>(x[i]), v = log_sigmoid_dev(xi) / normalizer;
     dx[i] = value_cast<S>(v > floor ? value_cast<C>(dg[i]) * sigmoid_dev(-xi) / normalizer : C(0));
   }
 }

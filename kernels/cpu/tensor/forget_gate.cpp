@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/tensor/stable_math.h"
 #include "kernels/ops.h"
 #ifdef HLA_WITH_CUDA
 #include "kernels/cuda/ops_cuda.h"
@@ -17,15 +18,6 @@
 namespace hla::ops {
 
 namespace {
-
-template <class T>
-T sigmoid(T x) {
-  return x >= 0 ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
-}
-template <class T>
-T log_sigmoid(T x) {
-  return (x < T(0) ? x : T(0)) - std::log1p(std::exp(-std::abs(x)));
-}
 
 // The lower bound as a contiguous tensor of x's dtype [D] (zeros when undefined).
 Tensor bound_of(const Tensor& x, const Tensor& lb, const char* op) {
@@ -59,9 +51,9 @@ void forget_gate(const Tensor& x_in, const Tensor& lb_in, Tensor* log_f, Tensor*
     const int64_t n = x.numel(), D = lb.numel();
 #pragma omp parallel for if (n > (1 << 15))
     for (int64_t i = 0; i < n; ++i) {
-      const T b = pb[i % D], s = sigmoid(px[i]);
-      plf[i] = b != T(0) ? std::log(b + (T(1) - b) * s) : log_sigmoid(px[i]);
-      pom[i] = (T(1) - b) * sigmoid(-px[i]);
+      const T b = pb[i % D], s = stable_sigmoid(px[i]);
+      plf[i] = b != T(0) ? std::log(b + (T(1) - b) * s) : stable_log_sigmoid(px[i]);
+      pom[i] = (T(1) - b) * stable_sigmoid(-px[i]);
     }
     *log_f = lf;
     *one_minus_f = om;
@@ -97,14 +89,14 @@ void forget_gate_backward(const Tensor& x_in, const Tensor& lb_in, const Tensor&
     std::vector<double> bound_grad(D, 0.0);
 #pragma omp parallel for if (n > (1 << 15))
     for (int64_t i = 0; i < n; ++i) {
-      const T b = pb[i % D], s = sigmoid(px[i]), f = b + (T(1) - b) * s;
+      const T b = pb[i % D], s = stable_sigmoid(px[i]), f = b + (T(1) - b) * s;
       const T ratio = b != T(0) ? b / f : T(0);
       pdx[i] = pgl[i] * (T(1) - s) * (T(1) - ratio) - pgo[i] * (T(1) - b) * s * (T(1) - s);
     }
     if (dx) *dx = dxt;
     if (!dlb || !lb_in.defined()) return;
     for (int64_t i = 0; i < n; ++i) {
-      const T b = pb[i % D], s = sigmoid(px[i]), f = b + (T(1) - b) * s;
+      const T b = pb[i % D], s = stable_sigmoid(px[i]), f = b + (T(1) - b) * s;
       bound_grad[i % D] += double((pgl[i] / f - pgo[i]) * (T(1) - s));
     }
     *dlb = Tensor::from_values(bound_grad, {D}, x.dtype()).to(lb_in.dtype());

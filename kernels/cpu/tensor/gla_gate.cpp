@@ -2,6 +2,7 @@
 // dx = dg sigmoid(-x) / normalizer where logsigmoid(x) / normalizer > floor, 0 where clamped.
 #include <cmath>
 
+#include "kernels/cpu/tensor/stable_math.h"
 #include "kernels/ops.h"
 #ifdef HLA_WITH_CUDA
 #include "kernels/cuda/ops_cuda.h"
@@ -11,10 +12,6 @@
 namespace hla::ops {
 
 namespace {
-template <class T>
-T log_sigmoid(T x) {
-  return (x < T(0) ? x : T(0)) - std::log1p(std::exp(-std::abs(x)));
-}
 void check_normalizer(double normalizer, const char* op) {
   if (!(normalizer > 0) || !std::isfinite(normalizer))
     throw Error(op, "a finite normalizer > 0", std::to_string(normalizer));
@@ -35,7 +32,7 @@ Tensor gla_gate(const Tensor& x_in, double normalizer, double floor) {
     const int64_t n = x.numel();
 #pragma omp parallel for if (n > (1 << 15))
     for (int64_t i = 0; i < n; ++i) {
-      const T v = log_sigmoid(px[i]) / T(normalizer);
+      const T v = stable_log_sigmoid(px[i]) / T(normalizer);
       pg[i] = v > T(floor) ? v : T(floor);
     }
     return g;
@@ -58,9 +55,8 @@ Tensor gla_gate_backward(const Tensor& x_in, const Tensor& dg_in, double normali
     const int64_t n = x.numel();
 #pragma omp parallel for if (n > (1 << 15))
     for (int64_t i = 0; i < n; ++i) {
-      const T v = log_sigmoid(px[i]) / T(normalizer);
-      const T s = px[i] >= 0 ? std::exp(-px[i]) / (T(1) + std::exp(-px[i]))
-                             : T(1) / (T(1) + std::exp(px[i]));  // sigmoid(-x)
+      const T v = stable_log_sigmoid(px[i]) / T(normalizer);
+      const T s = stable_sigmoid(-px[i]);
       pdx[i] = v > T(floor) ? pd[i] * s / T(normalizer) : T(0);
     }
     return dx;

@@ -7,6 +7,7 @@
 //   dg = dy * xhat * w * silu'(g),  silu'(g) = s (1 + g (1 - s)), s = sigmoid(g)
 #include <cmath>
 
+#include "kernels/cpu/tensor/stable_math.h"
 #include "kernels/ops.h"
 #ifdef HLA_WITH_CUDA
 #include "kernels/cuda/ops_cuda.h"
@@ -16,11 +17,6 @@
 namespace hla::ops {
 
 namespace {
-
-template <class T>
-T sigmoid(T x) {
-  return x >= 0 ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
-}
 
 void check_norm_args(const Tensor& x, const Tensor& w, const char* op) {
   require_cpu(x, op);
@@ -58,7 +54,7 @@ Tensor norm_forward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in, 
       for (int64_t i = 0; i < D; ++i) yr[i] = xr[i] * rs * pw[i];
       if (gated) {
         const T* gr = pg + r * D;
-        for (int64_t i = 0; i < D; ++i) yr[i] *= gr[i] * sigmoid(gr[i]);
+        for (int64_t i = 0; i < D; ++i) yr[i] *= gr[i] * stable_sigmoid(gr[i]);
       }
     }
     if (rstd_out) *rstd_out = rstd;
@@ -101,7 +97,7 @@ void norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in,
         const T xhat = xr[i] * rs;
         T d = dr[i];
         if (gated) {
-          const T gi = pg[r * D + i], s = sigmoid(gi);
+          const T gi = pg[r * D + i], s = stable_sigmoid(gi);
           pdg[r * D + i] = d * xhat * pw[i] * s * (T(1) + gi * (T(1) - s));
           d *= gi * s;
         }

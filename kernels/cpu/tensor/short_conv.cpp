@@ -6,6 +6,7 @@
 //   dx[b,s,c] = sum_j w[c,j] dpre[b, s+(W-1)-j, c],  dw[c,j] = sum_{b,t} dpre[b,t,c] x[b,t-(W-1)+j,c]
 #include <cmath>
 
+#include "kernels/cpu/tensor/stable_math.h"
 #include "kernels/ops.h"
 #ifdef HLA_WITH_CUDA
 #include "kernels/cuda/ops_cuda.h"
@@ -53,11 +54,6 @@ void conv_pre(const T* x, const T* w, const T* cache, const ConvDims& d, T* pre)
       }
 }
 
-template <class T>
-T sigmoid(T x) {
-  return x >= 0 ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
-}
-
 }  // namespace
 
 Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tensor& cache_in) {
@@ -72,7 +68,7 @@ Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tenso
     T* py = y.data<T>();
     conv_pre(x.data<T>(), w.data<T>(), cache.defined() ? cache.data<T>() : nullptr, d, py);
     if (silu)
-      for (int64_t i = 0, n = y.numel(); i < n; ++i) py[i] *= sigmoid(py[i]);
+      for (int64_t i = 0, n = y.numel(); i < n; ++i) py[i] *= stable_sigmoid(py[i]);
     return y;
   });
 }
@@ -102,7 +98,7 @@ void short_conv_backward(const Tensor& x_in, const Tensor& w_in, bool silu,
       T* pre = pre_t.data<T>();
       conv_pre(px, pw, pc, d, pre);
       for (int64_t i = 0, n = x.numel(); i < n; ++i) {
-        const T s = sigmoid(pre[i]);
+        const T s = stable_sigmoid(pre[i]);
         dpre[i] *= s * (T(1) + pre[i] * (T(1) - s));
       }
     }

@@ -2,6 +2,7 @@
 // silu(a) = a s, silu'(a) = s (1 + a (1 - s)), s = sigmoid(a).
 #include <cmath>
 
+#include "kernels/cpu/tensor/stable_math.h"
 #include "kernels/ops.h"
 #ifdef HLA_WITH_CUDA
 #include "kernels/cuda/ops_cuda.h"
@@ -9,13 +10,6 @@
 #include "tensor/dtype_dispatch.h"
 
 namespace hla::ops {
-
-namespace {
-template <class T>
-T sigmoid(T x) {
-  return x >= 0 ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
-}
-}  // namespace
 
 Tensor swiglu(const Tensor& a_in, const Tensor& b_in) {
 #ifdef HLA_WITH_CUDA
@@ -33,7 +27,7 @@ Tensor swiglu(const Tensor& a_in, const Tensor& b_in) {
     T* py = y.data<T>();
     const int64_t n = a.numel();
 #pragma omp parallel for if (n > (1 << 15))
-    for (int64_t i = 0; i < n; ++i) py[i] = pa[i] * sigmoid(pa[i]) * pb[i];
+    for (int64_t i = 0; i < n; ++i) py[i] = pa[i] * stable_sigmoid(pa[i]) * pb[i];
     return y;
   });
 }
@@ -59,7 +53,7 @@ void swiglu_backward(const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in
     const int64_t n = a.numel();
 #pragma omp parallel for if (n > (1 << 15))
     for (int64_t i = 0; i < n; ++i) {
-      const T s = sigmoid(pa[i]);
+      const T s = stable_sigmoid(pa[i]);
       pda[i] = pd[i] * pb[i] * s * (T(1) + pa[i] * (T(1) - s));
       pdb[i] = pd[i] * pa[i] * s;
     }
