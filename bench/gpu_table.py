@@ -4,7 +4,9 @@
   python3 bench/gpu_table.py [--gpu NAME] OUT_DIR
 
 Reads OUT_DIR/bench_cuda_ops.json and bench_cuda_model.json (Google Benchmark JSON; counters
-ms, TFLOP/s, GB/s, tok/s, peak_GiB, params_M, MFU_%, peak_TFLOP/s) and, when present,
+ms, TFLOP/s, GB/s, tok/s, peak_GiB, params_M, MFU_%, peak_TFLOP/s), or where a JSON file is
+missing or cut short (a run stopped by its time limit writes it only at the end) the console
+logs bench.log / bench_model.log beside it, and, when present,
 OUT_DIR/anchors.json (bench/baselines/fla_bench.py: fla and torch on the same card). Op names are
 <op>/<dtype>/<shape>/<pass> (dtype f32 or bf16), model names model/<precision>/<config>
 (precision fp32 or bf16); names without the dtype segment (older runs) count as f32 / fp32.
@@ -40,6 +42,34 @@ def load(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def load_log(path):
+    """The benchmarks of a Google Benchmark console log as the JSON's shape: each line with a name
+    and counters (name ... key=value ...; values may end in k or M) becomes one entry."""
+    scale = {"k": 1e3, "M": 1e6, "G": 1e9}
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    benchmarks = []
+    for line in lines:
+        fields = line.split()
+        if not fields or "/" not in fields[0] or "=" not in line:
+            continue
+        entry = {"name": fields[0]}
+        for field in fields[1:]:
+            key, sep, value = field.partition("=")
+            if not sep:
+                continue
+            mult = scale.get(value[-1:], 1.0)
+            try:
+                entry[key] = float(value[:-1] if mult != 1.0 else value) * mult
+            except ValueError:
+                pass
+        benchmarks.append(entry)
+    return {"benchmarks": benchmarks} if benchmarks else None
 
 
 def runs(doc):
@@ -95,8 +125,10 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--gpu", default="")
     a = ap.parse_args()
-    ops_doc = load(os.path.join(a.out_dir, "bench_cuda_ops.json"))
-    model_doc = load(os.path.join(a.out_dir, "bench_cuda_model.json"))
+    ops_doc = load(os.path.join(a.out_dir, "bench_cuda_ops.json")) or load_log(
+        os.path.join(a.out_dir, "bench.log"))
+    model_doc = load(os.path.join(a.out_dir, "bench_cuda_model.json")) or load_log(
+        os.path.join(a.out_dir, "bench_model.log"))
     fla = load(os.path.join(a.out_dir, "anchors.json")) or {}
     fla_ops, fla_models = fla.get("ops", {}), fla.get("models", {})
     errors = []
