@@ -595,13 +595,6 @@ void check_args(const AttentionArgs<bf16>& a, const char* op) {
       op << ": too many (batch, head, tile) blocks: B=" << d.B << ", H=" << d.H << ", T=" << d.T);
 }
 
-// Rows are moved 16 bytes at a time.
-void check_aligned(const void* p, const char* op, const char* name) {
-  if (p && reinterpret_cast<uintptr_t>(p) % 16 != 0)
-    throw Error(op, std::string(name) + " 16-byte aligned", "an address 16-byte misaligned",
-                "pass a freshly allocated contiguous tensor");
-}
-
 const bf16_dev* dev_ptr(const bf16* p) {
   return reinterpret_cast<const bf16_dev*>(p);
 }

@@ -181,6 +181,13 @@ struct Indexer {
   }
 };
 
+// For kernels that move rows 16 bytes at a time: hla::Error unless p (if given) is 16-byte aligned.
+inline void check_aligned(const void* p, const char* op, const char* name) {
+  if (p && reinterpret_cast<uintptr_t>(p) % 16 != 0)
+    throw Error(op, std::string(name) + " 16-byte aligned", "an address 16-byte misaligned",
+                "pass a freshly allocated contiguous tensor");
+}
+
 inline Indexer make_indexer(const Tensor& t, const char* op) {
   Indexer ix;
   if (t.dim() > kMaxRank)

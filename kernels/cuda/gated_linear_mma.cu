@@ -976,6 +976,10 @@ Geometry geometry_of(const GatedLinearBf16Args& a, const char* op) {
   const bool has_gate = a.gate == GateKind::ScalarPerHead || a.gate == GateKind::PerKey;
   HLA_CHECK(has_gate == (a.g != nullptr),
             op << ": g must be given exactly for ScalarPerHead / PerKey");
+  check_aligned(a.q, op, "q");
+  check_aligned(a.k, op, "k");
+  check_aligned(a.v, op, "v");
+  check_aligned(a.g, op, "g");
   const int64_t NT = (d.T + kN - 1) / kN;
   if (d.B * d.H * NT >= (int64_t(1) << 31))
     throw Error(op, "B*H*ceil(T/64) < 2^31 chunks (one thread block each)",
@@ -1043,6 +1047,8 @@ void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf
   const char* op = "gated_linear_mma_backward (cuda)";
   const Geometry g = geometry_of(a, op);
   HLA_CHECK(grad.dout && grad.dq && grad.dk && grad.dv, "dout, dq, dk and dv are required");
+  check_aligned(grad.dout, op, "dout");
+  check_aligned(grad.dv, op, "dv");
   const bool want_dg = a.gate == GateKind::ScalarPerHead || a.gate == GateKind::PerKey;
   HLA_CHECK(!want_dg || grad.dg, "dg is required for a gate tensor");
   with_head_sizes(a.d, op, [&](auto sizes) {

@@ -5,8 +5,8 @@
 // logsigmoid(N(0,1)) and weak decay logsigmoid(N(4,1)) / 16, T in {65, 130, 1000, 2048} (partial
 // last chunks and long sequences: the error must not grow with T, since the state and every sum
 // are fp32), H = 1 and 2, head sizes K/V = 64/64, 128/128, 64/128 and 128/256, with and without
-// h0 / hT / dhT / dh0; then a state carried across a split, the unsupported head sizes, and the
-// autograd ops on bf16 CUDA Vars.
+// h0 / hT / dhT / dh0; then a state carried across a split, the unsupported head sizes and
+// misaligned rows, and the autograd ops on bf16 CUDA Vars.
 //
 // Tolerances: bf16 operands (inputs exact, exp-scaled inputs, scores and the chunk-entering
 // states rounded to 8 significant bits) and bf16 outputs, fp32 accumulation:
@@ -225,6 +225,16 @@ TEST_CASE("cuda gated linear mma kernels reject unsupported head sizes", "[cuda]
   REQUIRE_THROWS_WITH(run_mma(c, GateKind::None), Catch::Contains("K in {64, 128}"));
   const Case wide = make_case({1, 130, 1, 64, 512}, GateKind::None, Decay::Weak, false, gen);
   REQUIRE_THROWS_WITH(run_mma(wide, GateKind::None), Catch::Contains("V in {64, 128, 256}"));
+  // rows are moved 16 bytes at a time: a q two bytes into its buffer is refused
+  const Tensor buf = Tensor::zeros({1 * 130 * 64 + 8}, DType::bf16, Device::CUDA);
+  cuda::GatedLinearBf16Args a;
+  a.d = {1, 130, 1, 64, 64};
+  a.gate = GateKind::None;
+  a.q = buf.data<bf16>() + 1;
+  a.k = a.v = buf.data<bf16>();
+  Tensor o = Tensor::empty({1, 130, 1, 64}, DType::bf16, Device::CUDA);
+  REQUIRE_THROWS_WITH(cuda::gated_linear_mma_forward(a, {o.data<bf16>(), nullptr}),
+                      Catch::Contains("q 16-byte aligned"));
 }
 
 TEST_CASE("cuda gla / simple_gla / retention on bf16 Vars take the mma kernels", "[cuda]") {
