@@ -270,6 +270,24 @@ __device__ inline void zero(float (&c)[kTiles][4]) {
     for (int e = 0; e < 4; ++e) c[nt][e] = 0.f;
 }
 
+// acc[n-tile] += a B for every one of the NT n-tiles, B = rows k0..k0+15 of a row-major
+// [k][8 NT] bf16 tile in shared memory (row stride ld), its fragments read through ldmatrix.trans
+// two n-tiles at a time.
+template <int NT>
+__device__ inline void mma_rows_trans(float (&acc)[NT][4], const uint32_t (&a)[4],
+                                      const bf16_dev* tile, int ld, int k0, int lane) {
+  static_assert(NT % 2 == 0, "n-tiles are read in pairs");
+#pragma unroll
+  for (int p = 0; p < NT / 2; ++p) {
+    uint32_t b[4];
+    ldmatrix_x4_trans(
+        b, tile + (k0 + lane % 8 + 8 * (lane / 8 % 2)) * ld + 16 * p + 8 * (lane / 16));
+    const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+    mma_bf16(acc[2 * p], a, b0);
+    mma_bf16(acc[2 * p + 1], a, b1);
+  }
+}
+
 __device__ inline float load(const bf16_dev* p, int64_t i) {
   return __bfloat162float(p[i]);
 }
@@ -387,15 +405,7 @@ __global__ void __launch_bounds__(kBlock)
     uint32_t a[4];  // A [16 keys x 16 rows] stored as a_s[row][key]
     ldmatrix_x4_trans(
         a, a_s + (16 * ks + lane % 8 + 8 * (lane / 16)) * kLd + 16 * w + 8 * (lane / 8 % 2));
-#pragma unroll
-    for (int p = 0; p < kStateTile / 16; ++p) {
-      uint32_t b[4];  // B [16 rows x 16 columns] stored as c_s[row][column]: n-tiles 2p, 2p + 1
-      ldmatrix_x4_trans(
-          b, c_s + (16 * ks + lane % 8 + 8 * (lane / 8 % 2)) * kLd + 16 * p + 8 * (lane / 16));
-      const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
-      mma_bf16(X[2 * p], a, b0);
-      mma_bf16(X[2 * p + 1], a, b1);
-    }
+    mma_rows_trans(X, a, c_s, kLd, 16 * ks, lane);  // B [16 rows x 64 columns] = c_s rows
   }
   float* out = U + g.chunk_state(bh, c) + (i0 + 16 * w) * V + v0;
 #pragma unroll
@@ -577,15 +587,7 @@ __global__ void __launch_bounds__(kBlock)
       if (b > w) continue;
       uint32_t a[4];
       a_from_acc(a, A[2 * b], A[2 * b + 1]);
-#pragma unroll
-      for (int p = 0; p < VT / 16; ++p) {
-        uint32_t bq[4];
-        ldmatrix_x4_trans(
-            bq, v_s + (16 * b + lane % 8 + 8 * (lane / 8 % 2)) * kLd + 16 * p + 8 * (lane / 16));
-        const uint32_t b0[2] = {bq[0], bq[1]}, b1[2] = {bq[2], bq[3]};
-        mma_bf16(O[2 * p], a, b0);
-        mma_bf16(O[2 * p + 1], a, b1);
-      }
+      mma_rows_trans(O, a, v_s, kLd, 16 * b, lane);
     }
   }
   // inter-chunk: s (Q e^G) [16 x K] times the entering state [K x V], by 64-key slices
@@ -608,15 +610,7 @@ __global__ void __launch_bounds__(kBlock)
         const float2 q = cv.q2(r, i), G = cv.G2(r, i);
         return make_float2(s * q.x * fast_exp(G.x), s * q.y * fast_exp(G.y));
       });
-#pragma unroll
-      for (int p = 0; p < VT / 16; ++p) {
-        uint32_t bq[4];
-        ldmatrix_x4_trans(
-            bq, S_s + (16 * ks + lane % 8 + 8 * (lane / 8 % 2)) * kLd + 16 * p + 8 * (lane / 16));
-        const uint32_t b0[2] = {bq[0], bq[1]}, b1[2] = {bq[2], bq[3]};
-        mma_bf16(O[2 * p], a, b0);
-        mma_bf16(O[2 * p + 1], a, b1);
-      }
+      mma_rows_trans(O, a, S_s, kLd, 16 * ks, lane);
     }
   }
   if (!active) return;
