@@ -164,6 +164,43 @@ __device__ inline void load_vec_async(float* dst, int rows, const float* __restr
     cp_async_4(dst + r, src + (r < n ? r : 0), r < n);
 }
 
+// The query tile of a forward or dQ block (the last tiles, which see the most keys under
+// causality, run first) and the keys it walks: tiles of kKeyTile from j_begin to the one
+// holding `last`.
+struct QueryTile {
+  int64_t bh, b, h, c;  // (b, h) as one index, batch, head, the head's kv head
+  int64_t i0;           // first query
+  int nq;               // queries in the tile (fewer at the end of T)
+  int64_t j_begin, last;
+};
+__device__ inline QueryTile query_tile(const AttnDims& d, const MaskRule& mask, int n_tiles,
+                                       int rows) {
+  QueryTile qt;
+  const int tile = n_tiles - 1 - static_cast<int>(blockIdx.x % n_tiles);
+  qt.bh = blockIdx.x / n_tiles;
+  qt.b = qt.bh / d.H;
+  qt.h = qt.bh % d.H;
+  qt.c = qt.h / (d.H / d.Hkv);
+  qt.i0 = static_cast<int64_t>(tile) * rows;
+  qt.nq = static_cast<int>(d.T - qt.i0 < rows ? d.T - qt.i0 : rows);
+  const int64_t first = mask.first_key(qt.i0);
+  qt.j_begin = first - first % kKeyTile;
+  qt.last = mask.last_key(qt.i0 + qt.nq);
+  return qt;
+}
+
+// K and V of the key tile at j0 into buffer buf of Ks, Vs ([2][kKeyTile][D + kPad] each),
+// asynchronously.
+template <int D>
+__device__ inline void fetch_kv(bf16_dev* Ks, bf16_dev* Vs, int buf, int64_t j0,
+                                const QueryTile& qt, const bf16_dev* __restrict__ k,
+                                const bf16_dev* __restrict__ v, const AttnDims& d) {
+  constexpr int ld = D + kPad;
+  const int nk = static_cast<int>(d.T - j0 < kKeyTile ? d.T - j0 : kKeyTile);
+  load_tile_async<D>(Ks + buf * kKeyTile * ld, ld, kKeyTile, k, qt.b, j0, nk, d.T, d.Hkv, qt.c);
+  load_tile_async<D>(Vs + buf * kKeyTile * ld, ld, kKeyTile, v, qt.b, j0, nk, d.T, d.Hkv, qt.c);
+}
+
 // ---- mma fragments
 
 // (lo, hi) rounded to bf16 and packed, lo in the low 16 bits.
@@ -307,23 +344,13 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   bf16_dev* Vs = Ks + 2 * kKeyTile * ld;                 // [2][64][ld]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;
-  // The last query tiles see the most keys under causality: they go first.
-  const int tile = n_tiles - 1 - static_cast<int>(blockIdx.x % n_tiles);
-  const int64_t bh = blockIdx.x / n_tiles, b = bh / d.H, h = bh % d.H, c = h / (d.H / d.Hkv);
-  const int64_t T = d.T, i0 = static_cast<int64_t>(tile) * kTile;
-  const int nq = static_cast<int>(T - i0 < kTile ? T - i0 : kTile);
-  const MaskRule mask{T, causal, window};
+  const MaskRule mask{d.T, causal, window};
+  const QueryTile qt = query_tile(d, mask, n_tiles, kTile);
+  const int64_t T = d.T, bh = qt.bh, b = qt.b, h = qt.h, i0 = qt.i0, last = qt.last;
+  const int nq = qt.nq;
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
-  const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
-  const int64_t j_begin = first - first % kKeyTile;
-  // K, V of the key tile at j0 into buffer buf, asynchronously
-  auto fetch = [&](int64_t j0, int buf) {
-    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
-    load_tile_async<D>(Ks + buf * kKeyTile * ld, ld, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
-    load_tile_async<D>(Vs + buf * kKeyTile * ld, ld, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
-  };
-  if (j_begin <= last) fetch(j_begin, 0);
+  if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, qt, k, v, d);
   cp_async_commit();
   load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
   // Rows g and g + 8 of the warp (index half): running max m, this thread's share of the row
@@ -331,9 +358,9 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
   zero(acc);
   int buf = 0;
-  for (int64_t j0 = j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
+  for (int64_t j0 = qt.j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
     __syncthreads();  // the reads of the other buffer (the previous tile) are done
-    if (j0 + kKeyTile <= last) fetch(j0 + kKeyTile, buf ^ 1);
+    if (j0 + kKeyTile <= last) fetch_kv<D>(Ks, Vs, buf ^ 1, j0 + kKeyTile, qt, k, v, d);
     cp_async_commit();
     cp_async_wait<1>();  // this thread's copies of this tile have landed
     __syncthreads();     // and every thread's
@@ -517,21 +544,12 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   float* D_s = lse_s + kTile;                             // [64]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;
-  const int tile = n_tiles - 1 - static_cast<int>(blockIdx.x % n_tiles);
-  const int64_t bh = blockIdx.x / n_tiles, b = bh / d.H, h = bh % d.H, c = h / (d.H / d.Hkv);
-  const int64_t T = d.T, i0 = static_cast<int64_t>(tile) * kTile;
-  const int nq = static_cast<int>(T - i0 < kTile ? T - i0 : kTile);
-  const MaskRule mask{T, causal, window};
+  const MaskRule mask{d.T, causal, window};
+  const QueryTile qt = query_tile(d, mask, n_tiles, kTile);
+  const int64_t T = d.T, bh = qt.bh, b = qt.b, h = qt.h, i0 = qt.i0, last = qt.last;
+  const int nq = qt.nq;
 
-  const int64_t first = mask.first_key(i0), last = mask.last_key(i0 + nq);
-  const int64_t j_begin = first - first % kKeyTile;
-  // K, V of the key tile at j0 into buffer buf, asynchronously
-  auto fetch = [&](int64_t j0, int buf) {
-    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
-    load_tile_async<D>(Ks + buf * kKeyTile * ld, ld, kKeyTile, k, b, j0, nk, T, d.Hkv, c);
-    load_tile_async<D>(Vs + buf * kKeyTile * ld, ld, kKeyTile, v, b, j0, nk, T, d.Hkv, c);
-  };
-  if (j_begin <= last) fetch(j_begin, 0);
+  if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, qt, k, v, d);
   cp_async_commit();
   load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
   load_tile<D>(dOs, ld, kTile, dout, b, i0, nq, T, d.H, h);
@@ -547,9 +565,9 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   float dq_acc[NO][4];
   zero(dq_acc);
   int buf = 0;
-  for (int64_t j0 = j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
+  for (int64_t j0 = qt.j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
     __syncthreads();  // the reads of the other buffer (the previous tile) are done
-    if (j0 + kKeyTile <= last) fetch(j0 + kKeyTile, buf ^ 1);
+    if (j0 + kKeyTile <= last) fetch_kv<D>(Ks, Vs, buf ^ 1, j0 + kKeyTile, qt, k, v, d);
     cp_async_commit();
     cp_async_wait<1>();  // this thread's copies of this tile have landed
     __syncthreads();     // and every thread's
