@@ -23,8 +23,10 @@
 //   q_r k_j e^{G_r - G_j} = (q_r e^{G_r - G_ref}) (k_j e^{G_ref - G_j}),  j < ref <= r
 // with both exponents <= 0 (G falls with r), so each factor is in (0, 1] and rounds to bf16
 // without overflow. ref = the sub-chunk's first row for A and dq, its last valid row for dk
-// (r > ref >= j there). The diagonal 16 x 16 blocks take the exact exp(G_r - G_j) per key in
-// fp32 SIMT, each lane computing the accumulator entries it owns.
+// (r > ref >= j there). The diagonal 16 x 16 blocks of the gradients take the exact
+// exp(G_r - G_j) per key in fp32 SIMT, each lane computing the accumulator entries it owns; in
+// the scores A only the quarters on either side of the block's middle row m = R0 + 8 do, its
+// lower-left quarter (r >= m > j) running on mma through m like the off-diagonal blocks.
 //
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 fragments (PTX ISA, "Matrix fragments for
 // mma.m16n8k16"), lane = 4 g + t (g = groupID, t = threadID_in_group):
@@ -448,43 +450,43 @@ __global__ void state_scan_kernel(Geometry g, const float* __restrict__ G,
   }
 }
 
-// The diagonal block of warp w's scores, exact in fp32: D[a][b] = sum_i q_ri k_ji e^{G_ri - G_ji}
-// for the lane's rows r = R0 + g + 8a and columns j = R0 + (2t, 2t+1, 2t+8, 2t+9)[b], i.e. entry
-// e of C tile 2w + h is D[e / 2][2h + e % 2]. Entries with j > r are garbage (possibly inf) and
-// must be masked by the caller; keys are read 8 at a time from the staged rows.
+// The exact part of warp w's diagonal block: with the middle row m = R0 + 8, the quarters where
+// both indices fall on one side of m, in fp32: D[a][x] = sum_i q_ri k_ji e^{G_ri - G_ji} for the
+// lane's row r = R0 + g + 8a and column j = R0 + 8a + 2t + x (x < 2), i.e. entry x of the
+// upper-left quarter (a = 0: C tile 2w, entries 0, 1) and entry 2 + x of the lower-right one
+// (a = 1: C tile 2w + 1). Entries with j > r are garbage (possibly inf) and must be masked by
+// the caller; keys are read 8 at a time from the staged rows. The lower-left quarter (r >= m > j)
+// factors through m and runs on mma (score_rows).
 template <int K>
-__device__ void diagonal_scores(const StagedChunk<K>& cv, int R0, const Lane& L, float (&D)[2][4]) {
+__device__ void diagonal_scores(const StagedChunk<K>& cv, int R0, const Lane& L, float (&D)[2][2]) {
   using S = StagedChunk<K>;
-  const int rows[2] = {R0 + L.g, R0 + L.g + 8};
-  const int cols[4] = {R0 + 2 * L.t, R0 + 2 * L.t + 1, R0 + 2 * L.t + 8, R0 + 2 * L.t + 9};
 #pragma unroll
-  for (int a = 0; a < 2; ++a)
-#pragma unroll
-    for (int b = 0; b < 4; ++b) D[a][b] = 0.f;
+  for (int a = 0; a < 2; ++a) D[a][0] = D[a][1] = 0.f;
 #pragma unroll 1
   for (int i0 = 0; i0 < K; i0 += 8) {
-    float qr[2][8], Gr[2][8];
 #pragma unroll
     for (int a = 0; a < 2; ++a) {
-      load8(cv.q + rows[a] * S::kQK + i0, qr[a]);
-      load8(cv.G + rows[a] * S::kG + i0, Gr[a]);
-    }
+      const int r = R0 + L.g + 8 * a;
+      float qr[8], Gr[8];
+      load8(cv.q + r * S::kQK + i0, qr);
+      load8(cv.G + r * S::kG + i0, Gr);
 #pragma unroll
-    for (int b = 0; b < 4; ++b) {
-      float kj[8], Gj[8];
-      load8(cv.k + cols[b] * S::kQK + i0, kj);
-      load8(cv.G + cols[b] * S::kG + i0, Gj);
+      for (int x = 0; x < 2; ++x) {
+        const int j = R0 + 8 * a + 2 * L.t + x;
+        float kj[8], Gj[8];
+        load8(cv.k + j * S::kQK + i0, kj);
+        load8(cv.G + j * S::kG + i0, Gj);
 #pragma unroll
-      for (int a = 0; a < 2; ++a)
-#pragma unroll
-        for (int x = 0; x < 8; ++x) D[a][b] += qr[a][x] * kj[x] * fast_exp(Gr[a][x] - Gj[x]);
+        for (int e = 0; e < 8; ++e) D[a][x] += qr[e] * kj[e] * fast_exp(Gr[e] - Gj[e]);
+      }
     }
   }
 }
 
 // Rows R0..R0+15 (R0 = 16 w < n) of the chunk's scores into C tiles, tile nt = columns
 // 8nt..8nt+7:  A_rj = s sum_i q_ri k_ji e^{G_ri - G_ji} for j <= r < n, 0 elsewhere.
-// Sub-chunks b < w on mma against the reference row R0; the diagonal sub-chunk in fp32.
+// Sub-chunks b < w on mma against the reference row R0; the diagonal sub-chunk's lower-left
+// quarter on mma against its middle row, the rest of it in fp32.
 // kKeyUnroll: unroll factor of the key steps (the gradients kernel keeps more tiles live).
 template <int K, int kKeyUnroll>
 __device__ void score_rows(const StagedChunk<K>& cv, int w, const Lane& L, float s,
@@ -517,13 +519,41 @@ __device__ void score_rows(const StagedChunk<K>& cv, int w, const Lane& L, float
       }
     }
   }
-  float D[2][4];
+  // the diagonal block: its lower-left quarter (rows m.., columns R0..m-1, m = R0 + 8) as
+  //   (q_r e^{G_r - G_m}) (k_j e^{G_m - G_j})^T  on mma, both factors <= 1 (j < m <= r),
+  // in the C tile of columns R0..R0+7 whose upper rows (the A operand's zero rows) stay 0;
+  // the two quarters on either side of m exactly (diagonal_scores)
+  const int m = R0 + 8;
+  float lower_left[4] = {0.f, 0.f, 0.f, 0.f};
+  if (m < cv.n) {
+#pragma unroll kKeyUnroll
+    for (int ks = 0; ks < K / 16; ++ks) {
+      uint32_t a[4];
+      a_fragment2(a, L, [&](int mm, int kk) {  // rows R0 + mm, mm >= 8 only
+        const int r = R0 + mm, i = 16 * ks + kk;
+        if (mm < 8 || r >= cv.n) return make_float2(0.f, 0.f);
+        const float2 q = cv.q2(r, i), G = cv.G2(r, i), Gm = cv.G2(m, i);
+        return make_float2(q.x * fast_exp(G.x - Gm.x), q.y * fast_exp(G.y - Gm.y));
+      });
+      uint32_t bf[2];
+      b_fragment2(bf, L, [&](int kk, int nn) {  // columns j = R0 + nn < m < n
+        const int j = R0 + nn, i = 16 * ks + kk;
+        const float2 k = cv.k2(j, i), G = cv.G2(j, i), Gm = cv.G2(m, i);
+        return make_float2(k.x * fast_exp(Gm.x - G.x), k.y * fast_exp(Gm.y - G.y));
+      });
+      mma_bf16(lower_left, a, bf);
+    }
+  }
+  float D[2][2];
   diagonal_scores(cv, R0, L, D);
 #pragma unroll
   for (int nt = 0; nt < kN / 8; ++nt) {
     if (nt / 2 != w) continue;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) A[nt][e] = D[e / 2][2 * (nt % 2) + e % 2];
+    if (nt % 2 == 0) {  // columns R0..R0+7: upper-left exact, lower-left from the mma
+      A[nt][0] = D[0][0], A[nt][1] = D[0][1], A[nt][2] = lower_left[2], A[nt][3] = lower_left[3];
+    } else {  // columns R0+8..R0+15: the upper rows are masked, lower-right exact
+      A[nt][0] = A[nt][1] = 0.f, A[nt][2] = D[1][0], A[nt][3] = D[1][1];
+    }
   }
 #pragma unroll
   for (int nt = 0; nt < kN / 8; ++nt)
