@@ -143,6 +143,9 @@ struct DeltaRuleArgs {
   // Normalise q and k per head inside the op: x / sqrt(sum x^2 + 1e-6) (spec 0.5); gradients
   // are then with respect to the un-normalised inputs.
   bool l2norm_qk = false;
+  // CUDA chunk tier, f32: every product on the TF32 tensor cores (operands rounded to a 10-bit
+  // mantissa, f32 accumulation), as for bf16 inputs; otherwise f32 FMAs.
+  bool tensor_cores = false;
 };
 template <class S>
 struct DeltaRuleOut {

@@ -5,13 +5,15 @@
 // normalise q and k inside and return gradients for the raw inputs.
 // The device of q picks the kernels: on CUDA, Auto / Recurrent / Chunk run the CUDA recurrent
 // and chunk tiers (Auto: chunk for T > kChunk); the f64 reference tier is CPU-only. bf16 inputs
-// (CUDA) run the f32 kernels on f32 copies (recurrence_common.h). Each head may run as several
+// (CUDA) run the f32 kernels on f32 copies (recurrence_common.h), their chunk-tier products on
+// the TF32 tensor cores (as f32 inputs do under cuda::set_tf32(true)). Each head may run as several
 // slices of its values (value_split.h): the kernels then see H*s heads of V/s values.
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/functions/value_split.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
 #ifdef HLA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/recurrence_cuda.h"
 #endif
 
@@ -26,6 +28,7 @@ struct DeltaCall {
   kernels::RecDims d;  // of the inputs
   Device device;       // of every input: picks the CPU or the CUDA kernels
   int64_t split = 1;   // value slices per head
+  bool tensor_cores = false;  // CUDA chunk products on TF32 (bf16 inputs, or f32 with TF32 on)
 
   // What the kernels see: H*s heads of V/s values.
   kernels::RecDims kernel_dims() const { return {d.B, d.T, d.H * split, d.K, d.V / split}; }
@@ -54,6 +57,7 @@ kernels::DeltaRuleArgs<S> make_args(const DeltaCall& c, const std::vector<Tensor
   if (c.has_h0) a.h0 = in[i].data<S>();
   a.scale = c.scale;
   a.l2norm_qk = c.l2norm_qk;
+  a.tensor_cores = c.tensor_cores;
   return a;
 }
 
@@ -162,6 +166,10 @@ RecurrenceResult run(const char* op, const Var& q, const Var& k, const Var& v, c
               {B, T, H, K, V},
               dev,
               detail::value_split(opt.value_split, dev, impl == Impl::Recurrent, B, H, V, op)};
+#ifdef HLA_WITH_CUDA
+  c.tensor_cores = dev == Device::CUDA &&
+                   (in_dt == DType::bf16 || (in_dt == DType::f32 && cuda::tf32_enabled()));
+#endif
   std::vector<Var> vars{q, k, v, beta};
   if (c.has_g) vars.push_back(g);
   if (c.has_h0) vars.push_back(h0);

@@ -41,6 +41,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/block_product.cuh"
+#include "kernels/cuda/block_product_tf32.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
@@ -63,6 +64,18 @@ constexpr int kWalkTile = kWalkColumns / 16;  // block_product's TN
 constexpr int kWalkBlocks = 2;                // walk blocks per SM the registers must allow
 constexpr int kOutputColumns = 64;            // value columns per output block
 constexpr int kSolve = 16;                    // diagonal blocks of Ti solved by substitution
+
+// Every product of the kernels: f32 / f64 FMAs (block_product), or with TC the TF32 tensor
+// cores (block_product_tf32; f32 only). Both give a thread the same entries for the same shape.
+template <class S, bool TC, int TN = 4, class FA, class FB, class FOut>
+__device__ __forceinline__ void product(int M, int N, int R, FA a, FB b, FOut out) {
+  if constexpr (TC) {
+    static_assert(std::is_same_v<S, float> && TN == 4, "TF32 products: f32, 64 x 64 tiles");
+    block_product_tf32(M, N, R, a, b, out);
+  } else {
+    block_product<S, TN>(M, N, R, a, b, out);
+  }
+}
 
 // Sizes of one problem and the indexing shared by every kernel.
 struct Geo {
@@ -237,7 +250,7 @@ struct PrepLayout {
   }
 };
 
-template <class S>
+template <class S, bool TC>
 __global__ void __launch_bounds__(kNt)
     delta_prep_kernel(DeltaRuleArgs<S> a, Geo g, Chunks<S> ws, PrepLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
@@ -250,13 +263,13 @@ __global__ void __launch_bounds__(kNt)
     const int n = g.rows(c);
     load_rows(a, g, bh, c, n, w);
     S *P = ws.p + e * C * C, *Ti = ws.ti + e * C * C;
-    block_product<S>(
+    product<S, TC>(
         C, C, K, [&](int r, int i) { return w.k[r * lk + i]; },
         [&](int i, int l) { return w.k[l * lk + i]; },
         [&](int r, int l, S kk) {
           L[r * lc + l] = r > l ? w.beta[r] * (kk * decay(w.Gam, gated, r, l)) : S(0);
         });
-    block_product<S>(
+    product<S, TC>(
         C, C, K, [&](int r, int i) { return w.q[r * lk + i]; },
         [&](int i, int l) { return w.k[l * lk + i]; },
         [&](int r, int l, S qk) { P[r * C + l] = qk * decay(w.Gam, gated, r, l); });
@@ -275,15 +288,15 @@ __global__ void __launch_bounds__(kNt)
       stage_rows(w.q, lk, C, V,
                  [&](int l, int j) { return l < n ? w.beta[l] * v[l * vrow + j] : S(0); });
       __syncthreads();
-      block_product<S>(
+      product<S, TC>(
           C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
           [&](int l, int j) { return w.q[l * lk + j]; }, store_u);
     } else {
-      block_product<S>(  // rows past n: beta = 0 (their clamped v row is read, not used)
+      product<S, TC>(  // rows past n: beta = 0 (their clamped v row is read, not used)
           C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
           [&](int l, int j) { return w.beta[l] * v[min(l, n - 1) * vrow + j]; }, store_u);
     }
-    block_product<S>(
+    product<S, TC>(
         C, K, C, [&](int r, int l) { return ti[r * lc + l]; },
         [&](int l, int i) { return (w.beta[l] * w.gam[l]) * w.k[l * lk + i]; },
         [&](int r, int i, S x) { ws.w[e * C * K + r * K + i] = x; });
@@ -303,7 +316,7 @@ struct WalkLayout {
   }
 };
 
-template <class S>
+template <class S, bool TC>
 __global__ void __launch_bounds__(kNt, kWalkBlocks)
     delta_walk_kernel(const S* __restrict__ h0, S* __restrict__ hT, Geo g, Chunks<S> ws,
                       WalkLayout lay, S* scratch) {
@@ -326,7 +339,7 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       stage_rows(X, lk, C, K, [&](int r, int i) { return ws.w[e * C * K + r * K + i]; });
       stage_rows(vn, lv, C, nv, [&](int r, int j) { return ws.u[e * C * V + r * V + j0 + j]; });
       __syncthreads();
-      block_product<S, kWalkTile>(
+      product<S, TC, kWalkTile>(
           C, nv, K, [&](int r, int i) { return X[r * lk + i]; },
           [&](int i, int j) { return St[i * kWalkColumns + j]; },
           [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
@@ -335,7 +348,7 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       stage_rows(X, lk, C, K, [&](int r, int i) { return ws.kl[e * C * K + r * K + i]; });
       __syncthreads();
       const S gn = ws.gn[e];
-      block_product<S, kWalkTile>(
+      product<S, TC, kWalkTile>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return vn[r * lv + j]; },
           [&](int i, int j, S kv) {
@@ -364,7 +377,7 @@ struct OutputLayout {
   }
 };
 
-template <class S>
+template <class S, bool TC>
 __global__ void __launch_bounds__(kNt)
     delta_output_kernel(Geo g, Chunks<S> ws, S scale, S* __restrict__ o, OutputLayout lay,
                         S* scratch) {
@@ -384,11 +397,11 @@ __global__ void __launch_bounds__(kNt)
     stage_rows(P, lc, C, C, [&](int r, int l) { return ws.p[e * C * C + r * C + l]; });
     stage_rows(vn, lo, C, nv, [&](int l, int j) { return ws.u[e * C * V + l * V + j0 + j]; });
     __syncthreads();
-    block_product<S>(
+    product<S, TC>(
         C, nv, K, [&](int r, int i) { return qg[r * lk + i]; },
         [&](int i, int j) { return St[i * lo + j]; },
         [&](int r, int j, S x) { qs[r * lo + j] = x; });
-    block_product<S>(  // same shape: each thread reads back only its own qs entries
+    product<S, TC>(  // same shape: each thread reads back only its own qs entries
         C, nv, C, [&](int r, int l) { return P[r * lc + l]; },
         [&](int l, int j) { return vn[l * lo + j]; },
         [&](int r, int j, S x) {
@@ -412,7 +425,7 @@ struct WalkBackLayout {
   }
 };
 
-template <class S>
+template <class S, bool TC>
 __global__ void __launch_bounds__(kNt, kWalkBlocks)
     delta_walk_back_kernel(DeltaRuleGrad<S> gr, S scale, Geo g, Chunks<S> ws, WalkBackLayout lay,
                            S* scratch) {
@@ -444,11 +457,11 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
         return r < n ? gr.dout[(row0 + r * g.H) * V + j0 + j] : S(0);
       });
       __syncthreads();
-      block_product<S, kWalkTile>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
+      product<S, TC, kWalkTile>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
-      block_product<S, kWalkTile>(
+      product<S, TC, kWalkTile>(
           C, nv, K, [&](int l, int i) { return X[l * lk + i]; },
           [&](int i, int j) { return dS[i * kWalkColumns + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] += x; });
@@ -457,11 +470,11 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       stage(X, lk, ws.qg + e * C * K, K);
       __syncthreads();
       const S gn = ws.gn[e];
-      block_product<S, kWalkTile>(  // dY = Ti^T dVn
+      product<S, TC, kWalkTile>(  // dY = Ti^T dVn
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
-      block_product<S, kWalkTile>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
+      product<S, TC, kWalkTile>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int i, int j, S x) {
@@ -470,7 +483,7 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       __syncthreads();
       stage(X, lk, ws.w + e * C * K, K);
       __syncthreads();
-      block_product<S, kWalkTile>(
+      product<S, TC, kWalkTile>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * kWalkColumns + j] -= x; });
@@ -509,7 +522,7 @@ struct GradLayout {
   }
 };
 
-template <class S>
+template <class S, bool TC>
 __global__ void __launch_bounds__(kNt)
     delta_grad_kernel(DeltaRuleArgs<S> a, DeltaRuleGrad<S> gr, Geo g, Chunks<S> ws, GradLayout lay,
                       S* scratch) {
@@ -546,33 +559,33 @@ __global__ void __launch_bounds__(kNt)
     __syncthreads();
 
     // Products of the loaded rows, S, then the outgoing dS (no two write the same buffer).
-    block_product<S>(
+    product<S, TC>(
         C, C, K, [&](int r, int i) { return k[r * lk + i]; },
         [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { A[r * lc + l] = x; });
-    block_product<S>(
+    product<S, TC>(
         C, C, K, [&](int r, int i) { return q[r * lk + i]; },
         [&](int i, int l) { return k[l * lk + i]; },
         [&](int r, int l, S x) { QK[r * lc + l] = x; });
-    block_product<S>(  // K S
+    product<S, TC>(  // K S
         C, V, K, [&](int r, int i) { return k[r * lk + i]; },
         [&](int i, int j) { return St[i * ls + j]; },
         [&](int r, int j, S x) { ks[r * lv + j] = x; });
-    block_product<S>(  // dq = s diag(gam) dO S^T
+    product<S, TC>(  // dq = s diag(gam) dO S^T
         C, K, V, [&](int r, int j) { return dO[r * lv + j]; },
         [&](int j, int i) { return St[i * ls + j]; },
         [&](int r, int i, S x) { dq[r * lk + i] = (s * w.gam[r]) * x; });
-    block_product<S>(  // dP = s (dO Vn^T) o M
+    product<S, TC>(  // dP = s (dO Vn^T) o M
         C, C, V, [&](int r, int j) { return dO[r * lv + j]; },
         [&](int j, int l) { return vn[l * lv + j]; },
         [&](int r, int l, S x) { dPE[r * lc + l] = (s * x) * decay(w.Gam, gated, r, l); });
-    block_product<S>(  // D = -tril_{-1}(dY Vn^T) o M
+    product<S, TC>(  // D = -tril_{-1}(dY Vn^T) o M
         C, C, V, [&](int r, int j) { return dy[r * lv + j]; },
         [&](int j, int l) { return vn[l * lv + j]; },
         [&](int r, int l, S x) { D[r * lc + l] = r > l ? -x * decay(w.Gam, gated, r, l) : S(0); });
     __syncthreads();
     const S* dSt = state_view(dSo);
     __syncthreads();
-    block_product<S>(  // dk = diag(lam) Vn dS^T
+    product<S, TC>(  // dk = diag(lam) Vn dS^T
         C, K, V, [&](int r, int j) { return vn[r * lv + j]; },
         [&](int j, int i) { return dSt[i * ls + j]; },
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
@@ -616,20 +629,20 @@ __global__ void __launch_bounds__(kNt)
     __syncthreads();
 
     // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
-    block_product<S>(
+    product<S, TC>(
         C, K, C, [&](int r, int l) { return dPE[r * lc + l]; },
         [&](int l, int i) { return k[l * lk + i]; },
         [&](int r, int i, S x) { dq[r * lk + i] += x; });
-    block_product<S>(
+    product<S, TC>(
         C, K, C, [&](int r, int l) { return dPE[l * lc + r]; },
         [&](int l, int i) { return q[l * lk + i]; },
         [&](int r, int i, S x) { dk[r * lk + i] += x; });
-    block_product<S>(  // D is strictly lower: one of the two terms is zero
+    product<S, TC>(  // D is strictly lower: one of the two terms is zero
         C, K, C,
         [&](int r, int l) { return w.beta[r] * D[r * lc + l] + w.beta[l] * D[l * lc + r]; },
         [&](int l, int i) { return k[l * lk + i]; },
         [&](int r, int i, S x) { dk[r * lk + i] += x; });
-    block_product<S>(
+    product<S, TC>(
         C, K, V, [&](int r, int j) { return w.beta[r] * dy[r * lv + j]; },
         [&](int j, int i) { return St[i * ls + j]; },
         [&](int r, int i, S x) { dk[r * lk + i] -= w.gam[r] * x; });
@@ -756,14 +769,42 @@ void launch_items(Kernel* kernel, int64_t items, int64_t total, const char* op, 
 }
 
 // prep and walk: the chunks' matrices and states (Vn in ws.u), hT when asked.
-template <class S>
+template <class S, bool TC>
 void forward_states(const DeltaRuleArgs<S>& a, const Geo& g, const Chunks<S>& ws, S* hT,
                     const char* op) {
-  launch_items<S>(delta_prep_kernel<S>, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K).total, op, a, g,
-                  ws, PrepLayout(Arena{}, g.K));
+  launch_items<S>(delta_prep_kernel<S, TC>, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K).total, op, a,
+                  g, ws, PrepLayout(Arena{}, g.K));
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  launch_items<S>(delta_walk_kernel<S>, g.B * g.H * slices, WalkLayout(Arena{}, g.K).total, op,
+  launch_items<S>(delta_walk_kernel<S, TC>, g.B * g.H * slices, WalkLayout(Arena{}, g.K).total, op,
                   a.h0, hT, g, ws, WalkLayout(Arena{}, g.K));
+}
+
+template <class S, bool TC>
+void chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& out, const char* op) {
+  const Geo g = geo_of(a.d);
+  Workspace<S> ws(g, false);
+  forward_states<S, TC>(a, g, ws.ptrs, out.hT, op);
+  const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
+  launch_items<S>(delta_output_kernel<S, TC>, g.B * g.H * g.NC * slices,
+                  OutputLayout(Arena{}, g.K).total, op, g, ws.ptrs, static_cast<S>(a.scale), out.o,
+                  OutputLayout(Arena{}, g.K));
+}
+
+template <class S, bool TC>
+void chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>& gr, const char* op) {
+  const Geo g = geo_of(a.d);
+  Workspace<S> ws(g, true);
+  forward_states<S, TC>(a, g, ws.ptrs, static_cast<S*>(nullptr), op);
+  const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
+  launch_items<S>(delta_walk_back_kernel<S, TC>, g.B * g.H * slices,
+                  WalkBackLayout(Arena{}, g.K).total, op, gr, static_cast<S>(a.scale), g, ws.ptrs,
+                  WalkBackLayout(Arena{}, g.K));
+  // S and dS staged in shared memory when the whole workspace then still fits
+  const GradLayout staged(Arena{}, g.K, g.V, true), plain(Arena{}, g.K, g.V, false);
+  const GradLayout& lay =
+      size_t(staged.total) * sizeof(S) <= shared_memory_limit() ? staged : plain;
+  launch_items<S>(delta_grad_kernel<S, TC>, g.B * g.H * g.NC, lay.total, op, a, gr, g, ws.ptrs,
+                  lay);
 }
 
 }  // namespace
@@ -773,13 +814,9 @@ void delta_rule_chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& 
   const char* op = "delta_rule_chunk_forward (cuda)";
   check_args(a, op);
   HLA_CHECK(out.o, "o is required");
-  const Geo g = geo_of(a.d);
-  Workspace<S> ws(g, false);
-  forward_states(a, g, ws.ptrs, out.hT, op);
-  const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
-  launch_items<S>(delta_output_kernel<S>, g.B * g.H * g.NC * slices,
-                  OutputLayout(Arena{}, g.K).total, op, g, ws.ptrs, static_cast<S>(a.scale), out.o,
-                  OutputLayout(Arena{}, g.K));
+  if constexpr (std::is_same_v<S, float>)
+    if (a.tensor_cores) return chunk_forward<S, true>(a, out, op);
+  chunk_forward<S, false>(a, out, op);
 }
 
 template <class S>
@@ -789,17 +826,9 @@ void delta_rule_chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>
   HLA_CHECK(gr.dout && gr.dq && gr.dk && gr.dv && gr.dbeta,
             "dout, dq, dk, dv and dbeta are required");
   HLA_CHECK(!a.g || gr.dg, "dg is required when g is given");
-  const Geo g = geo_of(a.d);
-  Workspace<S> ws(g, true);
-  forward_states(a, g, ws.ptrs, static_cast<S*>(nullptr), op);
-  const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  launch_items<S>(delta_walk_back_kernel<S>, g.B * g.H * slices, WalkBackLayout(Arena{}, g.K).total,
-                  op, gr, static_cast<S>(a.scale), g, ws.ptrs, WalkBackLayout(Arena{}, g.K));
-  // S and dS staged in shared memory when the whole workspace then still fits
-  const GradLayout staged(Arena{}, g.K, g.V, true), plain(Arena{}, g.K, g.V, false);
-  const GradLayout& lay =
-      size_t(staged.total) * sizeof(S) <= shared_memory_limit() ? staged : plain;
-  launch_items<S>(delta_grad_kernel<S>, g.B * g.H * g.NC, lay.total, op, a, gr, g, ws.ptrs, lay);
+  if constexpr (std::is_same_v<S, float>)
+    if (a.tensor_cores) return chunk_backward<S, true>(a, gr, op);
+  chunk_backward<S, false>(a, gr, op);
 }
 
 template void delta_rule_chunk_forward<float>(const DeltaRuleArgs<float>&,

@@ -29,7 +29,8 @@ bool device_present();  // a GPU is visible to this process
 void init();            // registers the CUDA storage backend (idempotent; runs at start-up)
 void synchronize();     // waits for all queued GPU work
 int multiprocessor_count();  // of the device in use
-// TF32 tensor cores for f32 matmul; default off (exact fp32).
+// TF32 tensor cores for f32 matmul and the delta rules' chunk products; default off (exact
+// fp32).
 void set_tf32(bool on);
 bool tf32_enabled();
 

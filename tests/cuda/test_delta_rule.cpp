@@ -9,7 +9,8 @@
 // gated_delta_rule() on CUDA Vars against CPU Vars (outputs and the .grad() of every input, for
 // Auto, Recurrent and Chunk, heads whole and split into value slices), the CPU-only reference
 // tier's error, and the state carry: T tokens equal T1 then T2 tokens from the carried state,
-// forward and backward, on both CUDA tiers.
+// forward and backward, on both CUDA tiers. The chunk tier's TF32 products (bf16 inputs) against
+// the CPU with TF32 tolerances.
 //
 // Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with l2norm_qk) so that the
 // recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64 1e-10 (same algorithm or
@@ -96,7 +97,7 @@ Problem make_problem(kernels::RecDims d, DType dt, Decay decay, bool l2norm, boo
   return p;
 }
 
-enum class Tier { CpuRecurrent, CudaRecurrent, CudaChunk };
+enum class Tier { CpuRecurrent, CudaRecurrent, CudaChunk, CudaChunkTF32 };
 
 const char* kNames[] = {"o", "hT", "dq", "dk", "dv", "dbeta", "dg", "dh0"};
 
@@ -114,8 +115,9 @@ std::vector<Tensor> run_tier(const Problem& p, Tier tier) {
   const Tensor q = on(p.q), k = on(p.k), v = on(p.v), beta = on(p.beta), g = on(p.g), h0 = on(p.h0),
                dout = on(p.dout), dhT = on(p.dhT);
   const kernels::RecDims& d = p.d;
-  const kernels::DeltaRuleArgs<S> a{d,       q.data<S>(), k.data<S>(), v.data<S>(), beta.data<S>(),
-                                    cptr(g), cptr(h0),    p.scale,     p.l2norm};
+  const kernels::DeltaRuleArgs<S> a{
+      d,       q.data<S>(), k.data<S>(), v.data<S>(), beta.data<S>(),
+      cptr(g), cptr(h0),    p.scale,     p.l2norm,    tier == Tier::CudaChunkTF32};
   Tensor o = like(p.v), hT = Tensor::empty({d.B, d.H, d.K, d.V}, q.dtype(), dev);
   Tensor dq = like(p.q), dk = like(p.k), dv = like(p.v), dbeta = like(p.beta), dg = like(p.g),
          dh0 = like(p.h0);
@@ -132,6 +134,7 @@ std::vector<Tensor> run_tier(const Problem& p, Tier tier) {
       cuda::delta_rule_recurrent_backward<S>(a, grad);
       break;
     case Tier::CudaChunk:
+    case Tier::CudaChunkTF32:
       cuda::delta_rule_chunk_forward<S>(a, out);
       cuda::delta_rule_chunk_backward<S>(a, grad);
       break;
@@ -199,6 +202,44 @@ TEST_CASE("cuda delta rule kernels at K = V = 64, 128 and 256", "[cuda]") {
                             << l2norm);
         check_tiers(make_problem({2, 130, 2, KV, KV}, dt, decay, l2norm, true, ++seed));
       }
+}
+
+// The chunk tier's products on the TF32 tensor cores (what bf16 inputs run) against the f32 CPU
+// recurrent tier. Tolerances (relative RMS): outputs 4e-3, gradients 1e-2, for operands
+// rounded to an 11-bit significand (2.4e-4 relative each) through the chunk's chained products
+// (Ti, then U - W S, over up to 4 chunks) and the backward's longer chains; a wrong fragment
+// mapping or a dropped tail of R gives O(1). The TF32 path must also differ from the f32 FMA
+// path by more than f32 rounding (1e-6), so that a silent fallback to FMAs fails.
+TEST_CASE("cuda delta rule chunk tier on the TF32 tensor cores", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  uint64_t seed = 400;
+  for (Decay decay : {Decay::None, Decay::Strong, Decay::Weak})
+    for (bool l2norm : {false, true})
+      for (int64_t T : {1, 63, 65, 200})
+        for (const kernels::RecDims& shape :
+             {kernels::RecDims{2, 0, 2, 32, 48}, kernels::RecDims{1, 0, 1, 60, 33},
+              kernels::RecDims{1, 0, 2, 64, 64}, kernels::RecDims{1, 0, 1, 256, 256}}) {
+          if (shape.K == 256 && T != 200) continue;  // the global-workspace path, once per regime
+          const bool with_state = (T + shape.K) % 2 == 0 || T == 200;
+          kernels::RecDims d = shape;
+          d.T = T;
+          INFO("decay " << decay_name(decay) << " l2norm " << l2norm << " T " << T << " B,H,K,V "
+                        << d.B << "," << d.H << "," << d.K << "," << d.V << " h0/dhT "
+                        << with_state);
+          const Problem p = make_problem(d, DType::f32, decay, l2norm, with_state, ++seed);
+          const std::vector<Tensor> cpu = run(p, Tier::CpuRecurrent);
+          const std::vector<Tensor> tc = run(p, Tier::CudaChunkTF32);
+          for (size_t i = 0; i < cpu.size(); ++i) {
+            REQUIRE(cpu[i].defined() == tc[i].defined());
+            if (cpu[i].defined())
+              REQUIRE_CLOSE(std::string("tf32 chunk vs cpu: ") + kNames[i], vals(cpu[i]),
+                            vals(tc[i]), i < 2 ? 4e-3 : 1e-2);
+          }
+          if (T > 1) {
+            const std::vector<Tensor> fma = run(p, Tier::CudaChunk);
+            REQUIRE(hla::test::close_report(vals(fma[0]), vals(tc[0])).rel_rms > 1e-6);
+          }
+        }
 }
 
 TEST_CASE("cuda delta rule: T tokens equal T1 then T2 from the carried state", "[cuda]") {
