@@ -35,8 +35,8 @@
 // A block's matrices live in shared memory when they fit the device's opt-in limit (227 KiB on
 // H100 / H200: prep up to K = 256 in f32, grad up to K = V = 64), otherwise in a per-block
 // global scratch (L2-resident) with the same layout and a grid of at most 2 blocks per SM
-// walking the items. Rows of shared [n][K] buffers are padded to K + 1 entries (distinct banks
-// read either way round). Rows past a partial chunk are zero in every workspace matrix, so the
+// walking the items. Rows of shared [n][K] buffers are padded (row_stride: K + 1 entries for FMA
+// products, 4 mod 32 for TF32 ones). Rows past a partial chunk are zero in every workspace matrix, so the
 // walks need no row count. dtypes: f32, f64; any K, V (sizes < 2^31). Outputs are overwritten.
 #include <type_traits>
 
@@ -64,6 +64,18 @@ constexpr int kWalkTile = kWalkColumns / 16;  // block_product's TN
 constexpr int kWalkBlocks = 2;                // walk blocks per SM the registers must allow
 constexpr int kOutputColumns = 64;            // value columns per output block
 constexpr int kSolve = 16;                    // diagonal blocks of Ti solved by substitution
+
+// Row stride of a shared [rows][n] buffer. FMA products: n + 1 (odd: distinct banks read either
+// way round). TF32 products: the least stride >= n that is 4 mod 32, so that a fragment read
+// (8 rows g x 4 columns t, or its transpose) hits 32 distinct banks when the row is g and at
+// most 2 lanes a bank when it is t (odd strides put up to 4 lanes on a bank either way).
+__host__ __device__ constexpr int row_stride(int n, bool tc) {
+  return tc ? n + ((4 - n % 32) % 32 + 32) % 32 : n + 1;
+}
+// The walks' state slice [K][64]: unpadded for FMA products (16 consecutive columns a warp).
+__host__ __device__ constexpr int walk_stride(bool tc) {
+  return tc ? row_stride(kWalkColumns, true) : kWalkColumns;
+}
 
 // Every product of the kernels: f32 / f64 FMAs (block_product), or with TC the TF32 tensor
 // cores (block_product_tf32; f32 only). Both give a thread the same entries for the same shape.
@@ -116,13 +128,14 @@ struct Arena {
 template <class S>
 struct Rows {
   S *q, *k, *beta, *Gam, *gam, *lam, *rq, *rk;
-  int lk;  // K + 1
+  int lk;  // row_stride(K)
 };
 struct RowsLayout {
   int64_t q, k, beta, Gam, gam, lam, rq, rk;
-  __host__ __device__ RowsLayout(Arena& ar, int K) {
-    q = ar.take(int64_t(C) * (K + 1));
-    k = ar.take(int64_t(C) * (K + 1));
+  int lk;
+  __host__ __device__ RowsLayout(Arena& ar, int K, bool tc) : lk(row_stride(K, tc)) {
+    q = ar.take(int64_t(C) * lk);
+    k = ar.take(int64_t(C) * lk);
     beta = ar.take(C);
     Gam = ar.take(C);
     gam = ar.take(C);
@@ -131,9 +144,9 @@ struct RowsLayout {
     rk = ar.take(C);
   }
   template <class S>
-  __device__ Rows<S> bind(S* base, int K) const {
+  __device__ Rows<S> bind(S* base) const {
     return {base + q,   base + k,  base + beta, base + Gam, base + gam,
-            base + lam, base + rq, base + rk,   K + 1};
+            base + lam, base + rq, base + rk,   lk};
   }
 };
 
@@ -192,12 +205,11 @@ __device__ void load_rows(const DeltaRuleArgs<S>& a, const Geo& g, int64_t bh, i
   __syncthreads();
 }
 
-// ti = (I + L)^{-1} for strictly lower L ([C][C+1] both): the diagonal 16 x 16 blocks by forward
+// ti = (I + L)^{-1} for strictly lower L ([C][lc] both): the diagonal 16 x 16 blocks by forward
 // substitution (one thread per column), then block row I from the finished rows above it:
-// Ti_IJ = -Ti_II sum_{J <= m < I} L_Im Ti_mJ. tmp holds [16][C+1]. Ends with a barrier.
+// Ti_IJ = -Ti_II sum_{J <= m < I} L_Im Ti_mJ. tmp holds [16][lc]. Ends with a barrier.
 template <class S>
-__device__ void invert_unit_lower(const S* L, S* ti, S* tmp) {
-  constexpr int lc = C + 1;
+__device__ void invert_unit_lower(const S* L, S* ti, S* tmp, int lc) {
   const int tid = threadIdx.x;
   for (int e = tid; e < C * C; e += kNt) ti[(e / C) * lc + e % C] = S(0);
   __syncthreads();
@@ -242,10 +254,11 @@ __device__ S* block_base(S* scratch, int64_t total) {
 struct PrepLayout {
   RowsLayout rows;
   int64_t L, ti, tmp, total;
-  PrepLayout(Arena ar, int K) : rows(ar, K) {
-    L = ar.take(int64_t(C) * (C + 1));
-    ti = ar.take(int64_t(C) * (C + 1));
-    tmp = ar.take(int64_t(kSolve) * (C + 1));
+  PrepLayout(Arena ar, int K, bool tc) : rows(ar, K, tc) {
+    const int lc = row_stride(C, tc);
+    L = ar.take(int64_t(C) * lc);
+    ti = ar.take(int64_t(C) * lc);
+    tmp = ar.take(int64_t(kSolve) * lc);
     total = ar.at;
   }
 };
@@ -254,9 +267,9 @@ template <class S, bool TC>
 __global__ void __launch_bounds__(kNt)
     delta_prep_kernel(DeltaRuleArgs<S> a, Geo g, Chunks<S> ws, PrepLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
-  const Rows<S> w = lay.rows.bind(base, g.K);
+  const Rows<S> w = lay.rows.bind(base);
   S *L = base + lay.L, *ti = base + lay.ti, *tmp = base + lay.tmp;
-  const int K = g.K, V = g.V, lk = w.lk, lc = C + 1;
+  const int K = g.K, V = g.V, lk = row_stride(K, TC), lc = row_stride(C, TC);
   const bool gated = a.g != nullptr;
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
     const int64_t bh = e / g.NC, c = e - bh * g.NC;
@@ -279,7 +292,7 @@ __global__ void __launch_bounds__(kNt)
                  [&](int r, int i, S x) { ws.qg[e * C * K + r * K + i] = w.gam[r] * x; });
     if (threadIdx.x == 0) ws.gn[e] = w.gam[n - 1];
     __syncthreads();
-    invert_unit_lower(L, ti, tmp);
+    invert_unit_lower(L, ti, tmp, lc);
     unstage_rows(ti, lc, C, C, [&](int r, int l, S x) { Ti[r * C + l] = x; });
     const S* v = a.v + g.row(bh, c * C) * V;  // row l of the chunk at v + l H V
     const int64_t vrow = g.H * V;
@@ -308,10 +321,10 @@ __global__ void __launch_bounds__(kNt)
 
 struct WalkLayout {
   int64_t S_, X, vn, total;
-  WalkLayout(Arena ar, int K) {
-    S_ = ar.take(int64_t(K) * kWalkColumns);
-    X = ar.take(int64_t(C) * (K + 1));
-    vn = ar.take(int64_t(C) * (kWalkColumns + 1));
+  WalkLayout(Arena ar, int K, bool tc) {
+    S_ = ar.take(int64_t(K) * walk_stride(tc));
+    X = ar.take(int64_t(C) * row_stride(K, tc));
+    vn = ar.take(int64_t(C) * row_stride(kWalkColumns, tc));
     total = ar.at;
   }
 };
@@ -322,26 +335,27 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
                       WalkLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
   S *St = base + lay.S_, *X = base + lay.X, *vn = base + lay.vn;
-  const int K = g.K, V = g.V, lk = K + 1, lv = kWalkColumns + 1;
+  const int K = g.K, V = g.V, lk = row_stride(K, TC), lv = row_stride(kWalkColumns, TC);
+  constexpr int lw = walk_stride(TC);
   const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
     const int nv = min(kWalkColumns, V - j0);
     const int64_t state = bh * K * V;
-    stage_rows(St, kWalkColumns, K, nv,
+    stage_rows(St, lw, K, nv,
                [&](int i, int j) { return h0 ? h0[state + i * V + j0 + j] : S(0); });
     for (int64_t c = 0; c < g.NC; ++c) {
       const int64_t e = bh * g.NC + c;
       __syncthreads();  // St is final, X and vn free
-      unstage_rows(St, kWalkColumns, K, nv,
+      unstage_rows(St, lw, K, nv,
                    [&](int i, int j, S x) { ws.states[e * K * V + i * V + j0 + j] = x; });
       stage_rows(X, lk, C, K, [&](int r, int i) { return ws.w[e * C * K + r * K + i]; });
       stage_rows(vn, lv, C, nv, [&](int r, int j) { return ws.u[e * C * V + r * V + j0 + j]; });
       __syncthreads();
       product<S, TC, kWalkTile>(
           C, nv, K, [&](int r, int i) { return X[r * lk + i]; },
-          [&](int i, int j) { return St[i * kWalkColumns + j]; },
+          [&](int i, int j) { return St[i * lw + j]; },
           [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
       __syncthreads();
       unstage_rows(vn, lv, C, nv, [&](int r, int j, S x) { ws.u[e * C * V + r * V + j0 + j] = x; });
@@ -352,12 +366,12 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return vn[r * lv + j]; },
           [&](int i, int j, S kv) {
-            St[i * kWalkColumns + j] = gn * St[i * kWalkColumns + j] + kv;
+            St[i * lw + j] = gn * St[i * lw + j] + kv;
           });
     }
     __syncthreads();
     if (hT)
-      unstage_rows(St, kWalkColumns, K, nv,
+      unstage_rows(St, lw, K, nv,
                    [&](int i, int j, S x) { hT[state + i * V + j0 + j] = x; });
     __syncthreads();  // St is read before the next item rewrites it
   }
@@ -367,12 +381,13 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
 
 struct OutputLayout {
   int64_t qg, St, P, vn, qs, total;
-  OutputLayout(Arena ar, int K) {
-    qg = ar.take(int64_t(C) * (K + 1));
-    St = ar.take(int64_t(K) * (kOutputColumns + 1));
-    P = ar.take(int64_t(C) * (C + 1));
-    vn = ar.take(int64_t(C) * (kOutputColumns + 1));
-    qs = ar.take(int64_t(C) * (kOutputColumns + 1));
+  OutputLayout(Arena ar, int K, bool tc) {
+    const int lo = row_stride(kOutputColumns, tc);
+    qg = ar.take(int64_t(C) * row_stride(K, tc));
+    St = ar.take(int64_t(K) * lo);
+    P = ar.take(int64_t(C) * row_stride(C, tc));
+    vn = ar.take(int64_t(C) * lo);
+    qs = ar.take(int64_t(C) * lo);
     total = ar.at;
   }
 };
@@ -384,8 +399,8 @@ __global__ void __launch_bounds__(kNt)
   S* base = block_base(scratch, lay.total);
   S *qg = base + lay.qg, *St = base + lay.St, *P = base + lay.P, *vn = base + lay.vn;
   S* qs = base + lay.qs;  // diag(gam) Q S
-  constexpr int lo = kOutputColumns + 1, lc = C + 1;
-  const int K = g.K, V = g.V, lk = K + 1;
+  constexpr int lo = row_stride(kOutputColumns, TC), lc = row_stride(C, TC);
+  const int K = g.K, V = g.V, lk = row_stride(K, TC);
   const int n_slices = (V + kOutputColumns - 1) / kOutputColumns;
   for (int64_t item = blockIdx.x; item < g.B * g.H * g.NC * n_slices; item += gridDim.x) {
     const int64_t e = item / n_slices, bh = e / g.NC, c = e - bh * g.NC;
@@ -415,12 +430,12 @@ __global__ void __launch_bounds__(kNt)
 
 struct WalkBackLayout {
   int64_t dS, X, CC, dO, dVn, total;
-  WalkBackLayout(Arena ar, int K) {
-    dS = ar.take(int64_t(K) * kWalkColumns);
-    X = ar.take(int64_t(C) * (K + 1));
-    CC = ar.take(int64_t(C) * (C + 1));
-    dO = ar.take(int64_t(C) * (kWalkColumns + 1));
-    dVn = ar.take(int64_t(C) * (kWalkColumns + 1));
+  WalkBackLayout(Arena ar, int K, bool tc) {
+    dS = ar.take(int64_t(K) * walk_stride(tc));
+    X = ar.take(int64_t(C) * row_stride(K, tc));
+    CC = ar.take(int64_t(C) * row_stride(C, tc));
+    dO = ar.take(int64_t(C) * row_stride(kWalkColumns, tc));
+    dVn = ar.take(int64_t(C) * row_stride(kWalkColumns, tc));
     total = ar.at;
   }
 };
@@ -432,7 +447,9 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
   S* base = block_base(scratch, lay.total);
   S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
   S* dVn = base + lay.dVn;
-  const int K = g.K, V = g.V, lk = K + 1, lc = C + 1, lv = kWalkColumns + 1;
+  const int K = g.K, V = g.V, lk = row_stride(K, TC), lc = row_stride(C, TC);
+  const int lv = row_stride(kWalkColumns, TC);
+  constexpr int lw = walk_stride(TC);
   const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
   auto stage = [&](S* dst, int ld, const S* src, int cols) {
     stage_rows(dst, ld, C, cols, [&](int r, int x) { return src[r * cols + x]; });
@@ -442,13 +459,13 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
     const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
     const int nv = min(kWalkColumns, V - j0);
     const int64_t state = bh * K * V;
-    stage_rows(dS, kWalkColumns, K, nv,
+    stage_rows(dS, lw, K, nv,
                [&](int i, int j) { return gr.dhT ? gr.dhT[state + i * V + j0 + j] : S(0); });
     for (int64_t c = g.NC - 1; c >= 0; --c) {
       const int64_t e = bh * g.NC + c;
       const int n = g.rows(c);
       __syncthreads();  // dS is final, the buffers free
-      unstage_rows(dS, kWalkColumns, K, nv,
+      unstage_rows(dS, lw, K, nv,
                    [&](int i, int j, S x) { ws.dso[e * K * V + i * V + j0 + j] = x; });
       stage(CC, lc, ws.p + e * C * C, C);
       stage(X, lk, ws.kl + e * C * K, K);
@@ -463,7 +480,7 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
           [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
       product<S, TC, kWalkTile>(
           C, nv, K, [&](int l, int i) { return X[l * lk + i]; },
-          [&](int i, int j) { return dS[i * kWalkColumns + j]; },
+          [&](int i, int j) { return dS[i * lw + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] += x; });
       __syncthreads();
       stage(CC, lc, ws.ti + e * C * C, C);
@@ -478,7 +495,7 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int i, int j, S x) {
-            dS[i * kWalkColumns + j] = gn * dS[i * kWalkColumns + j] + scale * x;
+            dS[i * lw + j] = gn * dS[i * lw + j] + scale * x;
           });
       __syncthreads();
       stage(X, lk, ws.w + e * C * K, K);
@@ -486,11 +503,11 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       product<S, TC, kWalkTile>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
-          [&](int i, int j, S x) { dS[i * kWalkColumns + j] -= x; });
+          [&](int i, int j, S x) { dS[i * lw + j] -= x; });
     }
     __syncthreads();
     if (gr.dh0)
-      unstage_rows(dS, kWalkColumns, K, nv,
+      unstage_rows(dS, lw, K, nv,
                    [&](int i, int j, S x) { gr.dh0[state + i * V + j0 + j] = x; });
     __syncthreads();  // dS is read before the next item rewrites it
   }
@@ -502,22 +519,23 @@ struct GradLayout {
   RowsLayout rows;
   int64_t dq, dk, vn, dy, ks, dO, A, QK, dPE, D, e0, dlam, dbeta, red, X, total;
   bool stage_states;  // X [K][V+1] holds S or dS for the products (else they read global memory)
-  GradLayout(Arena ar, int K, int V, bool stage) : rows(ar, K), stage_states(stage) {
-    dq = ar.take(int64_t(C) * (K + 1));
-    dk = ar.take(int64_t(C) * (K + 1));
-    vn = ar.take(int64_t(C) * (V + 1));
-    dy = ar.take(int64_t(C) * (V + 1));
-    ks = ar.take(int64_t(C) * (V + 1));
-    dO = ar.take(int64_t(C) * (V + 1));
-    A = ar.take(int64_t(C) * (C + 1));
-    QK = ar.take(int64_t(C) * (C + 1));
-    dPE = ar.take(int64_t(C) * (C + 1));
-    D = ar.take(int64_t(C) * (C + 1));
+  GradLayout(Arena ar, int K, int V, bool stage, bool tc) : rows(ar, K, tc), stage_states(stage) {
+    const int lk = row_stride(K, tc), lv = row_stride(V, tc), lc = row_stride(C, tc);
+    dq = ar.take(int64_t(C) * lk);
+    dk = ar.take(int64_t(C) * lk);
+    vn = ar.take(int64_t(C) * lv);
+    dy = ar.take(int64_t(C) * lv);
+    ks = ar.take(int64_t(C) * lv);
+    dO = ar.take(int64_t(C) * lv);
+    A = ar.take(int64_t(C) * lc);
+    QK = ar.take(int64_t(C) * lc);
+    dPE = ar.take(int64_t(C) * lc);
+    D = ar.take(int64_t(C) * lc);
     e0 = ar.take(C);
     dlam = ar.take(C);
     dbeta = ar.take(C);
     red = ar.take(32);
-    X = stage ? ar.take(int64_t(K) * (V + 1)) : 0;
+    X = stage ? ar.take(int64_t(K) * lv) : 0;
     total = ar.at;
   }
 };
@@ -527,13 +545,14 @@ __global__ void __launch_bounds__(kNt)
     delta_grad_kernel(DeltaRuleArgs<S> a, DeltaRuleGrad<S> gr, Geo g, Chunks<S> ws, GradLayout lay,
                       S* scratch) {
   S* base = block_base(scratch, lay.total);
-  const Rows<S> w = lay.rows.bind(base, g.K);
+  const Rows<S> w = lay.rows.bind(base);
   S *dq = base + lay.dq, *dk = base + lay.dk, *vn = base + lay.vn, *dy = base + lay.dy;
   S *ks = base + lay.ks, *dO = base + lay.dO, *A = base + lay.A, *QK = base + lay.QK;
   S *dPE = base + lay.dPE, *D = base + lay.D, *e0 = base + lay.e0, *dlam = base + lay.dlam;
   S *dbeta = base + lay.dbeta, *red = base + lay.red;
   S* X = lay.stage_states ? base + lay.X : nullptr;
-  const int K = g.K, V = g.V, lk = K + 1, lv = V + 1, lc = C + 1, ls = X ? V + 1 : V;
+  const int K = g.K, V = g.V, lk = row_stride(K, TC), lv = row_stride(V, TC);
+  const int lc = row_stride(C, TC), ls = X ? lv : V;
   // A state [K,V] (S or the outgoing dS) for the products: staged in X (row stride ls), or read
   // from global memory where X does not fit.
   auto state_view = [&](const S* src) {
@@ -772,11 +791,11 @@ void launch_items(Kernel* kernel, int64_t items, int64_t total, const char* op, 
 template <class S, bool TC>
 void forward_states(const DeltaRuleArgs<S>& a, const Geo& g, const Chunks<S>& ws, S* hT,
                     const char* op) {
-  launch_items<S>(delta_prep_kernel<S, TC>, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K).total, op, a,
-                  g, ws, PrepLayout(Arena{}, g.K));
+  launch_items<S>(delta_prep_kernel<S, TC>, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K, TC).total, op, a,
+                  g, ws, PrepLayout(Arena{}, g.K, TC));
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  launch_items<S>(delta_walk_kernel<S, TC>, g.B * g.H * slices, WalkLayout(Arena{}, g.K).total, op,
-                  a.h0, hT, g, ws, WalkLayout(Arena{}, g.K));
+  launch_items<S>(delta_walk_kernel<S, TC>, g.B * g.H * slices, WalkLayout(Arena{}, g.K, TC).total, op,
+                  a.h0, hT, g, ws, WalkLayout(Arena{}, g.K, TC));
 }
 
 template <class S, bool TC>
@@ -786,8 +805,8 @@ void chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& out, const 
   forward_states<S, TC>(a, g, ws.ptrs, out.hT, op);
   const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
   launch_items<S>(delta_output_kernel<S, TC>, g.B * g.H * g.NC * slices,
-                  OutputLayout(Arena{}, g.K).total, op, g, ws.ptrs, static_cast<S>(a.scale), out.o,
-                  OutputLayout(Arena{}, g.K));
+                  OutputLayout(Arena{}, g.K, TC).total, op, g, ws.ptrs, static_cast<S>(a.scale), out.o,
+                  OutputLayout(Arena{}, g.K, TC));
 }
 
 template <class S, bool TC>
@@ -797,10 +816,10 @@ void chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>& gr, const
   forward_states<S, TC>(a, g, ws.ptrs, static_cast<S*>(nullptr), op);
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
   launch_items<S>(delta_walk_back_kernel<S, TC>, g.B * g.H * slices,
-                  WalkBackLayout(Arena{}, g.K).total, op, gr, static_cast<S>(a.scale), g, ws.ptrs,
-                  WalkBackLayout(Arena{}, g.K));
+                  WalkBackLayout(Arena{}, g.K, TC).total, op, gr, static_cast<S>(a.scale), g, ws.ptrs,
+                  WalkBackLayout(Arena{}, g.K, TC));
   // S and dS staged in shared memory when the whole workspace then still fits
-  const GradLayout staged(Arena{}, g.K, g.V, true), plain(Arena{}, g.K, g.V, false);
+  const GradLayout staged(Arena{}, g.K, g.V, true, TC), plain(Arena{}, g.K, g.V, false, TC);
   const GradLayout& lay =
       size_t(staged.total) * sizeof(S) <= shared_memory_limit() ? staged : plain;
   launch_items<S>(delta_grad_kernel<S, TC>, g.B * g.H * g.NC, lay.total, op, a, gr, g, ws.ptrs,
