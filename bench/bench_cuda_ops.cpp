@@ -8,7 +8,7 @@
 //   gated_delta_rule  q, k, v, g, beta                    l2norm_qk
 //   hgrn              x, g [B,T,D]                        g = logsigmoid(N(0,1))
 //   softmax_attention q, k, v                             causal
-// The delta rules also run in f32 at Gated DeltaNet's 340M head layout, B=8, T=2048, H=4,
+// The delta rules also run at Gated DeltaNet's 340M head layout, B=8, T=2048, H=4,
 // K=V=256 (few wide heads: the op splits each into value slices, autograd/recurrences.h).
 // Each with Impl::Auto (what the layers run: the chunked tier at this T) and inputs that require
 // grad, as fla's benchmark calls its ops. "fwd" times the op (graph built and dropped);
@@ -17,8 +17,8 @@
 // Dtypes: every op runs once per dtype, f32 and bf16 (environment HLA_BENCH_DTYPE = f32, bf16 or
 // both; default both). bf16 means every input, do, o and gradient in bf16, as fla's benchmark
 // feeds its kernels; the op picks its kernels (tensor cores for attention and the chunked GLA
-// family at these head sizes, bf16 loads and stores for HGRN, the f32 kernels on f32 copies for
-// the delta rules: docs/cuda.md). Names: <op>/<dtype>/<shape>/<pass>, e.g.
+// family at these head sizes, bf16 loads and stores for HGRN, the f32 kernels with TF32 tensor
+// core products on f32 copies for the delta rules: docs/cuda.md). Names: <op>/<dtype>/<shape>/<pass>, e.g.
 // gla/bf16/B8_T2048_H16_K64_V64/fwd_bwd.
 //
 // Timing: every iteration is bracketed by cuda::synchronize() and timed on the host clock (manual
@@ -486,17 +486,20 @@ int main(int argc, char** argv) {
             bm_op, op, d, dt, pass)
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
-  // The delta rules at Gated DeltaNet's 340M head layout, f32: 4 heads of K = V = 256, i.e.
-  // B*H = 32 heads for the GPU's 132 multiprocessors, which the op splits into value slices.
+  // The delta rules at Gated DeltaNet's 340M head layout: 4 heads of K = V = 256, i.e. B*H = 32
+  // heads for the GPU's 132 multiprocessors, which the op splits into value slices.
   const Dims wide{d.B, d.T, 4, 256, 256};
   for (const OpCase& op : op_cases())
     if (op.name == std::string("delta_rule") || op.name == std::string("gated_delta_rule"))
-      for (const auto& [pass_name, pass] : passes)
-        benchmark::RegisterBenchmark(
-            (std::string(op.name) + "/f32/" + shape_tag(op, wide) + "/" + pass_name).c_str(), bm_op,
-            op, wide, DType::f32, pass)
-            ->UseManualTime()
-            ->Unit(benchmark::kMillisecond);
+      for (DType dt : dtypes)
+        for (const auto& [pass_name, pass] : passes)
+          benchmark::RegisterBenchmark(
+              (std::string(op.name) + "/" + dtype_name(dt) + "/" + shape_tag(op, wide) + "/" +
+               pass_name)
+                  .c_str(),
+              bm_op, op, wide, dt, pass)
+              ->UseManualTime()
+              ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
