@@ -48,28 +48,29 @@ __device__ __forceinline__ void block_product(int M, int N, int R, FA a, FB b, F
     }
 }
 
-// dst[r * ld + c] = src(r, c) for r < rows, c < cols: a warp per row, lanes over columns (no
-// index division), each thread issuing kStageBatch loads before their stores so that the loads'
-// latencies (global memory, L2) overlap.
-constexpr int kStageBatch = 4;
+// dst[r * ld + c] = src(r, c) for r < rows, c < cols: warps over (row, group of 32 columns)
+// items, lanes over a group's columns (one index division per element), each thread issuing
+// kStageBatch loads before their stores so that the loads' latencies (global memory, L2)
+// overlap: a 64 x 64 tile costs two round trips.
+constexpr int kStageBatch = 8;
 template <class S, class Src>
 __device__ __forceinline__ void stage_rows(S* dst, int ld, int rows, int cols, Src src) {
   constexpr int kWarps = kProductThreads / 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int c = lane; c < cols; c += 32)
-    for (int r0 = warp; r0 < rows; r0 += kWarps * kStageBatch) {
-      S v[kStageBatch];
+  const int groups = (cols + 31) >> 5, items = rows * groups;
+  for (int i0 = warp; i0 < items; i0 += kWarps * kStageBatch) {
+    S v[kStageBatch];
+    int at[kStageBatch];  // dst offset, or -1
 #pragma unroll
-      for (int u = 0; u < kStageBatch; ++u) {
-        const int r = r0 + kWarps * u;
-        if (r < rows) v[u] = src(r, c);
-      }
-#pragma unroll
-      for (int u = 0; u < kStageBatch; ++u) {
-        const int r = r0 + kWarps * u;
-        if (r < rows) dst[r * ld + c] = v[u];
-      }
+    for (int u = 0; u < kStageBatch; ++u) {
+      const int it = i0 + kWarps * u, r = it / groups, c = (it - r * groups) * 32 + lane;
+      at[u] = it < items && c < cols ? r * ld + c : -1;
+      if (at[u] >= 0) v[u] = src(r, c);
     }
+#pragma unroll
+    for (int u = 0; u < kStageBatch; ++u)
+      if (at[u] >= 0) dst[at[u]] = v[u];
+  }
 }
 
 // dst(r, c, x) for r < rows, c < cols with x = the shared src[r * ld + c] (a warp per row, lanes

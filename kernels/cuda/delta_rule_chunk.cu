@@ -164,17 +164,29 @@ __device__ void load_rows(const DeltaRuleArgs<S>& a, const Geo& g, int64_t bh, i
                           const Rows<S>& w) {
   const int K = g.K, lk = w.lk, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;  // row r of the chunk: row0 + r H
+  if (tid < C) {  // beta and the log decays of every row at once (rows past n: 0)
+    const bool in = tid < n;
+    const int64_t row = row0 + tid * H;
+    w.beta[tid] = in ? a.beta[row] : S(0);
+    w.Gam[tid] = in && a.g ? a.g[row] : S(0);
+  }
   stage_rows(w.q, lk, C, K,
              [&](int r, int i) { return r < n ? a.q[(row0 + r * H) * K + i] : S(0); });
   stage_rows(w.k, lk, C, K,
              [&](int r, int i) { return r < n ? a.k[(row0 + r * H) * K + i] : S(0); });
-  if (tid == 0) {  // chunk-local cumulative log decay: a short serial scan
-    S acc = S(0);
-    for (int r = 0; r < n; ++r) {
-      if (a.g) acc += a.g[g.row(bh, c * C + r)];
-      w.Gam[r] = acc;
+  __syncthreads();
+  if (warp == 0) {  // chunk-local cumulative log decay: an inclusive scan, two rows a lane
+    static_assert(C == 64, "two rows a lane");
+    const S x0 = w.Gam[2 * lane], x1 = w.Gam[2 * lane + 1];
+    S incl = x0 + x1;
+    for (int o = 1; o < 32; o <<= 1) {
+      const S y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
     }
-    for (int r = n; r < C; ++r) w.Gam[r] = acc;
+    S before = __shfl_up_sync(0xffffffffu, incl, 1);
+    if (lane == 0) before = S(0);
+    w.Gam[2 * lane] = before + x0;
+    w.Gam[2 * lane + 1] = incl;
   }
   __syncthreads();
   for (int r = warp; r < C; r += kNt / 32) {  // one warp per row
@@ -197,7 +209,6 @@ __device__ void load_rows(const DeltaRuleArgs<S>& a, const Geo& g, int64_t bh, i
       const bool in = r < n;
       w.rq[r] = rq;
       w.rk[r] = rk;
-      w.beta[r] = in ? a.beta[g.row(bh, c * C + r)] : S(0);
       w.gam[r] = in ? exp(w.Gam[r]) : S(0);
       w.lam[r] = in ? exp(w.Gam[n - 1] - w.Gam[r]) : S(0);
     }
@@ -602,6 +613,11 @@ __global__ void __launch_bounds__(kNt)
         [&](int j, int l) { return vn[l * lv + j]; },
         [&](int r, int l, S x) { D[r * lc + l] = r > l ? -x * decay(w.Gam, gated, r, l) : S(0); });
     __syncthreads();
+    // dO is done with: the chunk's v rows take its place for the row sums below (staged with
+    // their loads batched, not read a row at a time there).
+    S* vr = dO;
+    stage_rows(vr, lv, C, V,
+               [&](int r, int j) { return r < n ? a.v[(row0 + r * g.H) * V + j] : S(0); });
     const S* dSt = state_view(dSo);
     __syncthreads();
     product<S, TC>(  // dk = diag(lam) Vn dS^T
@@ -609,9 +625,20 @@ __global__ void __launch_bounds__(kNt)
         [&](int j, int i) { return dSt[i * ls + j]; },
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
     S sds = S(0);  // <S, dS> for the gate of the state carry
-    if (gated) {
-      for (int i = warp; i < K; i += kNt / 32)  // a warp per row of the state
-        for (int j = lane; j < V; j += 32) sds += Sc[i * V + j] * dSt[i * ls + j];
+    if (gated) {  // S from global memory: kStageBatch loads in flight a thread
+      for (int x0 = tid; x0 < K * V; x0 += kNt * kStageBatch) {
+        S sv[kStageBatch];
+#pragma unroll
+        for (int u = 0; u < kStageBatch; ++u) {
+          const int x = x0 + kNt * u;
+          sv[u] = x < K * V ? Sc[x] : S(0);
+        }
+#pragma unroll
+        for (int u = 0; u < kStageBatch; ++u) {
+          const int x = x0 + kNt * u, i = x / V;
+          if (x < K * V) sds += sv[u] * dSt[i * ls + x - i * V];
+        }
+      }
       sds = block_reduce(sds, SumOp{}, S(0), red);
     }
     __syncthreads();
@@ -628,7 +655,7 @@ __global__ void __launch_bounds__(kNt)
       const int64_t row = g.row(bh, c * C + r);
       for (int j = lane; j < V; j += 32) {
         const S y = dy[r * lv + j], kS = ks[r * lv + j];
-        db += y * (a.v[row * V + j] - w.gam[r] * kS);
+        db += y * (vr[r * lv + j] - w.gam[r] * kS);
         er += (w.beta[r] * y) * kS;
         gr.dv[row * V + j] = w.beta[r] * y;
       }
