@@ -9,11 +9,9 @@
 // Layouts (device pointers, row-major, contiguous, 16-byte aligned), D = K = V in {64, 128}:
 //   q [B,T,H,D]   k, v [B,T,Hkv,D]   o, dout [B,T,H,D] (bf16)   lse [B,H,T] (f32)
 //
-// Threads: 4 warps (128 threads); warp w owns the 16 rows 16 w .. 16 w + 15 of a 64-row tile,
-// except in the forward at D = 64, where it owns two m16 tiles (rows 32 w .. 32 w + 31 of 128):
-//   forward   one CTA per (b, h, 128 queries at D = 64, 64 at D = 128); loops over tiles of 64
-//             keys: S = Q K^T (16 x 64 per m-tile), online softmax, O += P V (16 x D per
-//             m-tile), each K / V fragment from shared memory feeding every m-tile of the warp
+// Threads: 4 warps (128 threads); warp w owns the 16 rows 16 w .. 16 w + 15 of a 64-row tile:
+//   forward   one CTA per (b, h, 64 queries); loops over tiles of 64 keys
+//             S = Q K^T (16 x 64 per warp), online softmax, O += P V (16 x D per warp)
 //   dK, dV    one CTA per (b, kv head, 64 keys); loops over the group's query heads and tiles of
 //             QT queries (QT = 64 for D = 64, 32 for D = 128: fewer accumulator registers)
 //             S^T = K Q^T, dP^T = V dO^T (16 x QT per warp), P^T, dS^T = P^T o (dP^T - D),
@@ -47,12 +45,12 @@
 // aligned). The tiles a loop walks over are double-buffered: the next one is copied with
 // cp.async while the products run on this one (one commit group per tile, a wait for all but
 // the newest group, a barrier before a buffer is refilled):
-//   forward  Q [QT][D+8] (QT = 128 / 64), K, V [2][64][D+8]      D = 64 / 128: 54 / 85 KiB
+//   forward  Q [64][D+8], K, V [2][64][D+8]                      D = 64 / 128: 45 / 85 KiB
 //   dK, dV   K, V [64][D+8], Q, dO [2][QT][D+8], lse, D [2][QT]  D = 64 / 128: 55 / 68.5 KiB
 //   dQ       Q, dO [64][D+8], K, V [2][64][D+8], lse, D [64]     D = 64 / 128: 54.5 / 102.5 KiB
 // A key (or query) tile that every query (key) of the block sees whole skips the mask
 // (MaskRule::covers): under causality all tiles but the diagonal one.
-// Registers (ptxas, sm_90, no spills): forward 222 / 178, dK/dV 216 / 252, dQ 206 / 238 for
+// Registers (ptxas, sm_90, no spills): forward 137 / 182, dK/dV 217 / 251, dQ 206 / 238 for
 // D = 64 / 128.
 // Rows past T (and keys past T) are stored as zeros, so masked products never meet NaN bits.
 #include <cuda_bf16.h>
@@ -90,18 +88,6 @@ constexpr int kTile = kWarpRows * kWarps;  // queries (forward, dQ) or keys (dK/
 constexpr int kKeyTile = 64;               // keys per step of the forward and dQ loops
 constexpr int kPad = 8;                    // bf16 elements of row padding (16 bytes)
 constexpr int kVec = 8;                    // bf16 per 16-byte load
-
-// Query rows (m16 tiles) a warp owns in the forward: two at D = 64, so each K / V fragment read
-// from shared memory feeds two products; one at D = 128 (the accumulators' registers).
-template <int D>
-constexpr int fwd_m_tiles() {
-  return D == 64 ? 2 : 1;
-}
-// Queries per forward CTA.
-template <int D>
-constexpr int fwd_query_tile() {
-  return kTile * fwd_m_tiles<D>();
-}
 
 // Queries per step of the dK/dV loop (see the header).
 template <int D>
@@ -273,67 +259,44 @@ __device__ inline void zero(float (&c)[N][4]) {
     for (int e = 0; e < 4; ++e) c[i][e] = 0.f;
 }
 
-// c[m-tile][n-tile][..] += A Bt^T over a depth of DEPTH (multiple of 16) for MT m-tiles that
-// share every B fragment: A = rows row0 + 16 mt .. of the row-major [m][DEPTH] tile `am`,
-// Bt = rows 0 .. 8 N of the row-major [n][DEPTH] tile `bt`.
-template <int MT, int N, int DEPTH>
-__device__ inline void mma_tiles(float (&c)[MT][N][4], const bf16_dev* am, int lda, int row0,
-                                 const bf16_dev* bt, int ldb, int lane) {
+// c[n-tile][..] += A Bt^T over a depth of DEPTH (multiple of 16): A = rows row0.. of the
+// row-major [m][DEPTH] tile `am`, Bt = rows 0 .. 8 N of the row-major [n][DEPTH] tile `bt`.
+template <int N, int DEPTH>
+__device__ inline void mma_tile(float (&c)[N][4], const bf16_dev* am, int lda, int row0,
+                                const bf16_dev* bt, int ldb, int lane) {
   static_assert(N % 2 == 0, "n-tiles are read in pairs");
 #pragma unroll
   for (int k0 = 0; k0 < DEPTH; k0 += 16) {
-    uint32_t a[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) load_a(a[mt], am, lda, row0 + 16 * mt, k0, lane);
+    uint32_t a[4];
+    load_a(a, am, lda, row0, k0, lane);
 #pragma unroll
     for (int n = 0; n < N; n += 2) {
       uint32_t b0[2], b1[2];
       load_b_pair(b0, b1, bt, ldb, 8 * n, k0, lane);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma_bf16(c[mt][n], a[mt], b0);
-        mma_bf16(c[mt][n + 1], a[mt], b1);
-      }
+      mma_bf16(c[n], a, b0);
+      mma_bf16(c[n + 1], a, b1);
     }
   }
 }
-// One m-tile.
-template <int N, int DEPTH>
-__device__ inline void mma_tile(float (&c)[N][4], const bf16_dev* am, int lda, int row0,
-                                const bf16_dev* bt, int ldb, int lane) {
-  mma_tiles<1, N, DEPTH>(reinterpret_cast<float(&)[1][N][4]>(c), am, lda, row0, bt, ldb, lane);
-}
 
-// acc[m-tile][n-tile][..] += L R over a depth of 8 NL for MT m-tiles sharing every B fragment:
-// L = the fp32 accumulators l[mt] (16 x 8 NL each, rounded to bf16), R the row-major
-// [8 NL][8 NACC] tile `r` (read transposed).
-template <int MT, int NACC, int NL>
-__device__ inline void mma_tiles_from_acc(float (&acc)[MT][NACC][4], const float (&l)[MT][NL][4],
-                                          const bf16_dev* r, int ldr, int lane) {
+// acc[n-tile][..] += L R over a depth of 8 NL: L = the fp32 accumulators l (16 x 8 NL, rounded
+// to bf16), R the row-major [8 NL][8 NACC] tile `r` (read transposed).
+template <int NACC, int NL>
+__device__ inline void mma_from_acc(float (&acc)[NACC][4], const float (&l)[NL][4],
+                                    const bf16_dev* r, int ldr, int lane) {
   static_assert(NACC % 2 == 0, "n-tiles are read in pairs");
 #pragma unroll
   for (int j = 0; j < NL / 2; ++j) {
-    uint32_t a[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) a_from_acc(a[mt], l[mt], j);
+    uint32_t a[4];
+    a_from_acc(a, l, j);
 #pragma unroll
     for (int n = 0; n < NACC; n += 2) {
       uint32_t b0[2], b1[2];
       load_b_pair_trans(b0, b1, r, ldr, 16 * j, 8 * n, lane);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma_bf16(acc[mt][n], a[mt], b0);
-        mma_bf16(acc[mt][n + 1], a[mt], b1);
-      }
+      mma_bf16(acc[n], a, b0);
+      mma_bf16(acc[n + 1], a, b1);
     }
   }
-}
-// One m-tile.
-template <int NACC, int NL>
-__device__ inline void mma_from_acc(float (&acc)[NACC][4], const float (&l)[NL][4],
-                                    const bf16_dev* r, int ldr, int lane) {
-  mma_tiles_from_acc<1, NACC, NL>(reinterpret_cast<float(&)[1][NACC][4]>(acc),
-                                  reinterpret_cast<const float(&)[1][NL][4]>(l), r, ldr, lane);
 }
 
 // Sum / max over the 4 lanes of a quad (one accumulator row is spread over lanes 4 g .. 4 g + 3).
@@ -375,31 +338,25 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
                              float* __restrict__ lse,   // [B,H,T] overwritten, or null
                              int n_tiles) {             // query tiles per (b, h)
   constexpr int ld = D + kPad, NS = kKeyTile / 8, NO = D / 8;
-  constexpr int MT = fwd_m_tiles<D>(), QT = fwd_query_tile<D>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16_dev* Qs = reinterpret_cast<bf16_dev*>(smem_raw);  // [QT][ld]
-  bf16_dev* Ks = Qs + QT * ld;                           // [2][64][ld]: this tile, the next
+  bf16_dev* Qs = reinterpret_cast<bf16_dev*>(smem_raw);  // [64][ld]
+  bf16_dev* Ks = Qs + kTile * ld;                        // [2][64][ld]: this tile, the next
   bf16_dev* Vs = Ks + 2 * kKeyTile * ld;                 // [2][64][ld]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int row0 = kWarpRows * MT * warp;  // m-tile mt: rows row0 + 16 mt ..
+  const int row0 = kWarpRows * warp;
   const MaskRule mask{d.T, causal, window};
-  const QueryTile qt = query_tile(d, mask, n_tiles, QT);
+  const QueryTile qt = query_tile(d, mask, n_tiles, kTile);
   const int64_t T = d.T, bh = qt.bh, b = qt.b, h = qt.h, i0 = qt.i0, last = qt.last;
   const int nq = qt.nq;
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
   if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, qt, k, v, d);
   cp_async_commit();
-  load_tile<D>(Qs, ld, QT, q, b, i0, nq, T, d.H, h);
-  // Rows g and g + 8 (index half) of each m-tile: running max m, this thread's share of the
-  // row sum l (its 16 columns of each key tile), and the output accumulator.
-  float m[MT][2], l[MT][2], acc[MT][NO][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    m[mt][0] = m[mt][1] = neg_inf;
-    l[mt][0] = l[mt][1] = 0.f;
-    zero(acc[mt]);
-  }
+  load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
+  // Rows g and g + 8 of the warp (index half): running max m, this thread's share of the row
+  // sum l (its 16 columns of each key tile), and the output accumulator.
+  float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
+  zero(acc);
   int buf = 0;
   for (int64_t j0 = qt.j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
     __syncthreads();  // the reads of the other buffer (the previous tile) are done
@@ -408,66 +365,60 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     cp_async_wait<1>();  // this thread's copies of this tile have landed
     __syncthreads();     // and every thread's
     const bf16_dev *Kt = Ks + buf * kKeyTile * ld, *Vt = Vs + buf * kKeyTile * ld;
-    const bool whole = mask.covers(i0, i0 + QT, j0, j0 + kKeyTile);
-    float s[MT][NS][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) zero(s[mt]);
-    mma_tiles<MT, NS, D>(s, Qs, ld, row0, Kt, ld, lane);
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int64_t i = i0 + row0 + 16 * mt + g + 8 * half;
-        float mx = neg_inf;
-#pragma unroll
-        for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& x = s[mt][nt][2 * half + e];
-            x = whole || mask.allowed(i, j0 + 8 * nt + 2 * t + e) ? scale * x : neg_inf;
-            mx = fmaxf(mx, x);
-          }
-        mx = quad_max(mx);
-        const float m_new = fmaxf(m[mt][half], mx);
-        // a row with no allowed key yet keeps m = -inf: shift it by 0 instead (no inf - inf)
-        const float shift = m_new == neg_inf ? 0.f : m_new;
-        const float correction = fast_exp(m[mt][half] - shift);
-        float row_sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& x = s[mt][nt][2 * half + e];
-            x = fast_exp(x - shift);
-            row_sum += x;
-          }
-        l[mt][half] = correction * l[mt][half] + row_sum;
-#pragma unroll
-        for (int nt = 0; nt < NO; ++nt) {
-          acc[mt][nt][2 * half] *= correction;
-          acc[mt][nt][2 * half + 1] *= correction;
-        }
-        m[mt][half] = m_new;
-      }
-    mma_tiles_from_acc<MT, NO, NS>(acc, s, Vt, ld, lane);  // O += P V, P in bf16
-  }
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
+    const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
+    float s[NS][4];
+    zero(s);
+    mma_tile<NS, D>(s, Qs, ld, row0, Kt, ld, lane);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const float l_row = quad_sum(l[mt][half]);
-      const float inv = l_row > 0.f ? 1.f / l_row : 0.f;
+      const int64_t i = i0 + row0 + g + 8 * half;
+      float mx = neg_inf;
+#pragma unroll
+      for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nt][2 * half + e];
+          x = whole || mask.allowed(i, j0 + 8 * nt + 2 * t + e) ? scale * x : neg_inf;
+          mx = fmaxf(mx, x);
+        }
+      mx = quad_max(mx);
+      const float m_new = fmaxf(m[half], mx);
+      // a row with no allowed key yet keeps m = -inf: shift it by 0 instead (no inf - inf)
+      const float shift = m_new == neg_inf ? 0.f : m_new;
+      const float correction = fast_exp(m[half] - shift);
+      float row_sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nt][2 * half + e];
+          x = fast_exp(x - shift);
+          row_sum += x;
+        }
+      l[half] = correction * l[half] + row_sum;
 #pragma unroll
       for (int nt = 0; nt < NO; ++nt) {
-        acc[mt][nt][2 * half] *= inv;
-        acc[mt][nt][2 * half + 1] *= inv;
+        acc[nt][2 * half] *= correction;
+        acc[nt][2 * half + 1] *= correction;
       }
-      const int r = row0 + 16 * mt + g + 8 * half;
-      if (lse && t == 0 && r < nq)
-        lse[bh * T + i0 + r] = l_row > 0.f ? m[mt][half] + logf(l_row) : neg_inf;
+      m[half] = m_new;
     }
-    store_rows<D>(acc[mt], 1.f, o, b, i0, row0 + 16 * mt, nq, T, d.H, h, g, t);
+    mma_from_acc<NO, NS>(acc, s, Vt, ld, lane);  // O += P V, P in bf16
   }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const float l_row = quad_sum(l[half]);
+    const float inv = l_row > 0.f ? 1.f / l_row : 0.f;
+#pragma unroll
+    for (int nt = 0; nt < NO; ++nt) {
+      acc[nt][2 * half] *= inv;
+      acc[nt][2 * half + 1] *= inv;
+    }
+    const int r = row0 + g + 8 * half;
+    if (lse && t == 0 && r < nq)
+      lse[bh * T + i0 + r] = l_row > 0.f ? m[half] + logf(l_row) : neg_inf;
+  }
+  store_rows<D>(acc, 1.f, o, b, i0, row0, nq, T, d.H, h, g, t);
 }
 
 // D[b,h,t] = dout[b,t,h,:] . o[b,t,h,:] in f32, one warp per (b, t, h) row.
@@ -699,9 +650,8 @@ void softmax_attention_mma_forward(const AttentionArgs<bf16>& a, const Attention
   const AttnDims& d = a.d;
   visit_head_size(d.K, [&](auto dc) {
     constexpr int D = decltype(dc)::value;
-    const size_t smem =
-        static_cast<size_t>(fwd_query_tile<D>() + 4 * kKeyTile) * (D + kPad) * kBf16Bytes;
-    const int n_tiles = tiles_of(d.T, fwd_query_tile<D>());
+    const size_t smem = static_cast<size_t>(kTile + 4 * kKeyTile) * (D + kPad) * kBf16Bytes;
+    const int n_tiles = tiles_of(d.T, kTile);
     auto* kernel = attention_mma_fwd_kernel<D>;
     allow_shared_memory(kernel, smem, op);
     kernel<<<static_cast<unsigned>(d.B * d.H * n_tiles), kMmaThreads, smem, stream()>>>(
