@@ -55,15 +55,14 @@ __device__ __forceinline__ void block_product(int M, int N, int R, FA a, FB b, F
 constexpr int kStageBatch = 8;
 template <class S, class Src>
 __device__ __forceinline__ void stage_rows(S* dst, int ld, int rows, int cols, Src src) {
-  constexpr int kWarps = kProductThreads / 32;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = blockDim.x >> 5, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int groups = (cols + 31) >> 5, items = rows * groups;
-  for (int i0 = warp; i0 < items; i0 += kWarps * kStageBatch) {
+  for (int i0 = warp; i0 < items; i0 += warps * kStageBatch) {
     S v[kStageBatch];
     int at[kStageBatch];  // dst offset, or -1
 #pragma unroll
     for (int u = 0; u < kStageBatch; ++u) {
-      const int it = i0 + kWarps * u, r = it / groups, c = (it - r * groups) * 32 + lane;
+      const int it = i0 + warps * u, r = it / groups, c = (it - r * groups) * 32 + lane;
       at[u] = it < items && c < cols ? r * ld + c : -1;
       if (at[u] >= 0) v[u] = src(r, c);
     }
@@ -77,9 +76,8 @@ __device__ __forceinline__ void stage_rows(S* dst, int ld, int rows, int cols, S
 // over columns): the stores of a staged tile back to memory.
 template <class S, class Dst>
 __device__ __forceinline__ void unstage_rows(const S* src, int ld, int rows, int cols, Dst dst) {
-  constexpr int kWarps = kProductThreads / 32;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int r = warp; r < rows; r += kWarps)
+  const int warps = blockDim.x >> 5, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int r = warp; r < rows; r += warps)
     for (int c = lane; c < cols; c += 32) dst(r, c, src[r * ld + c]);
 }
 

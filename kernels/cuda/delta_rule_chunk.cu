@@ -24,7 +24,8 @@
 //   (Q o dQ_S) + (K o dK_Rs) (+ gam_n <S, dS> on row n-1); then the L2-norm backward.
 // Every decay factor is exp of a difference of chunk-local log sums (<= 0 exponents).
 //
-// Kernels (256 threads each; products by block_product.cuh):
+// Kernels (256 threads each; with TF32 products the walks and grad 512; products by
+// block_product.cuh or block_product_tf32.cuh):
 //   prep      one block per (head, chunk): Ti (diagonal 16 x 16 blocks by substitution, then
 //             block rows), U, W, P, diag(lam) K, diag(gam) Q, gam_n into a global workspace
 //   walk      one block per (head, 64 value columns), chunks in order: S, Vn = U - W S in place
@@ -55,13 +56,16 @@ using kernels::RecDims;
 namespace {
 
 constexpr int C = static_cast<int>(kernels::kChunk);  // rows of a full chunk
-constexpr int kNt = kProductThreads;                  // threads of every kernel here
+constexpr int kNt = kProductThreads;                  // threads of prep and output (and of all, FMA)
 // Value columns per walk block: 64 (block_product's 4 x 4 register tiles: 2 shared loads per 4
 // FMAs, against 5 with 16 columns and 4 x 1 tiles) gives B*H*V/64 blocks, one wave at the
 // benchmark shapes (B*H = 128 heads of 64 values; 32 of 256).
 constexpr int kWalkColumns = 64;
-constexpr int kWalkTile = kWalkColumns / 16;  // block_product's TN
 constexpr int kWalkBlocks = 2;                // walk blocks per SM the registers must allow
+// Threads of the walks and grad with TF32 products: 512 (one block per SM either way, their
+// shared memory or the walks' grid of one block per head and 64 values: twice the warps to
+// hide the staging and fragment-load latencies); 256 with FMA products (block_product's tiles).
+__host__ __device__ constexpr int wide_threads(bool tc) { return tc ? 2 * kNt : kNt; }
 constexpr int kOutputColumns = 64;            // value columns per output block
 constexpr int kSolve = 16;                    // diagonal blocks of Ti solved by substitution
 
@@ -79,13 +83,14 @@ __host__ __device__ constexpr int walk_stride(bool tc) {
 
 // Every product of the kernels: f32 / f64 FMAs (block_product), or with TC the TF32 tensor
 // cores (block_product_tf32; f32 only). Both give a thread the same entries for the same shape.
-template <class S, bool TC, int TN = 4, class FA, class FB, class FOut>
+template <class S, bool TC, int W = kNt / 32, class FA, class FB, class FOut>
 __device__ __forceinline__ void product(int M, int N, int R, FA a, FB b, FOut out) {
   if constexpr (TC) {
-    static_assert(std::is_same_v<S, float> && TN == 4, "TF32 products: f32, 64 x 64 tiles");
-    block_product_tf32(M, N, R, a, b, out);
+    static_assert(std::is_same_v<S, float>, "TF32 products: f32");
+    block_product_tf32<W>(M, N, R, a, b, out);
   } else {
-    block_product<S, TN>(M, N, R, a, b, out);
+    static_assert(W == kNt / 32, "FMA products: 256 threads");
+    block_product<S>(M, N, R, a, b, out);
   }
 }
 
@@ -189,7 +194,7 @@ __device__ void load_rows(const DeltaRuleArgs<S>& a, const Geo& g, int64_t bh, i
     w.Gam[2 * lane + 1] = incl;
   }
   __syncthreads();
-  for (int r = warp; r < C; r += kNt / 32) {  // one warp per row
+  for (int r = warp; r < C; r += blockDim.x >> 5) {  // one warp per row
     S sq = S(0), sk = S(0);
     if (a.l2norm_qk)
       for (int i = lane; i < K; i += 32) {
@@ -222,7 +227,8 @@ __device__ void load_rows(const DeltaRuleArgs<S>& a, const Geo& g, int64_t bh, i
 template <class S>
 __device__ void invert_unit_lower(const S* L, S* ti, S* tmp, int lc) {
   const int tid = threadIdx.x;
-  for (int e = tid; e < C * C; e += kNt) ti[(e / C) * lc + e % C] = S(0);
+  const int nt = blockDim.x;
+  for (int e = tid; e < C * C; e += nt) ti[(e / C) * lc + e % C] = S(0);
   __syncthreads();
   if (tid < C) {
     const int col = tid, end = (col / kSolve + 1) * kSolve;
@@ -235,14 +241,14 @@ __device__ void invert_unit_lower(const S* L, S* ti, S* tmp, int lc) {
   }
   __syncthreads();
   for (int r0 = kSolve; r0 < C; r0 += kSolve) {
-    for (int e = tid; e < kSolve * r0; e += kNt) {
+    for (int e = tid; e < kSolve * r0; e += nt) {
       const int rr = e / r0, col = e - rr * r0;
       S acc = S(0);
       for (int l = col; l < r0; ++l) acc += L[(r0 + rr) * lc + l] * ti[l * lc + col];
       tmp[rr * lc + col] = acc;
     }
     __syncthreads();
-    for (int e = tid; e < kSolve * r0; e += kNt) {
+    for (int e = tid; e < kSolve * r0; e += nt) {
       const int rr = e / r0, col = e - rr * r0;
       S acc = S(0);
       for (int m = 0; m <= rr; ++m) acc -= ti[(r0 + rr) * lc + r0 + m] * tmp[m * lc + col];
@@ -341,7 +347,7 @@ struct WalkLayout {
 };
 
 template <class S, bool TC>
-__global__ void __launch_bounds__(kNt, kWalkBlocks)
+__global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     delta_walk_kernel(const S* __restrict__ h0, S* __restrict__ hT, Geo g, Chunks<S> ws,
                       WalkLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
@@ -364,7 +370,7 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       stage_rows(X, lk, C, K, [&](int r, int i) { return ws.w[e * C * K + r * K + i]; });
       stage_rows(vn, lv, C, nv, [&](int r, int j) { return ws.u[e * C * V + r * V + j0 + j]; });
       __syncthreads();
-      product<S, TC, kWalkTile>(
+      product<S, TC, wide_threads(TC) / 32>(
           C, nv, K, [&](int r, int i) { return X[r * lk + i]; },
           [&](int i, int j) { return St[i * lw + j]; },
           [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
@@ -373,7 +379,7 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       stage_rows(X, lk, C, K, [&](int r, int i) { return ws.kl[e * C * K + r * K + i]; });
       __syncthreads();
       const S gn = ws.gn[e];
-      product<S, TC, kWalkTile>(
+      product<S, TC, wide_threads(TC) / 32>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return vn[r * lv + j]; },
           [&](int i, int j, S kv) {
@@ -452,7 +458,7 @@ struct WalkBackLayout {
 };
 
 template <class S, bool TC>
-__global__ void __launch_bounds__(kNt, kWalkBlocks)
+__global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     delta_walk_back_kernel(DeltaRuleGrad<S> gr, S scale, Geo g, Chunks<S> ws, WalkBackLayout lay,
                            S* scratch) {
   S* base = block_base(scratch, lay.total);
@@ -485,11 +491,11 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
         return r < n ? gr.dout[(row0 + r * g.H) * V + j0 + j] : S(0);
       });
       __syncthreads();
-      product<S, TC, kWalkTile>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
+      product<S, TC, wide_threads(TC) / 32>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
-      product<S, TC, kWalkTile>(
+      product<S, TC, wide_threads(TC) / 32>(
           C, nv, K, [&](int l, int i) { return X[l * lk + i]; },
           [&](int i, int j) { return dS[i * lw + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] += x; });
@@ -498,11 +504,11 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       stage(X, lk, ws.qg + e * C * K, K);
       __syncthreads();
       const S gn = ws.gn[e];
-      product<S, TC, kWalkTile>(  // dY = Ti^T dVn
+      product<S, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
-      product<S, TC, kWalkTile>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
+      product<S, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int i, int j, S x) {
@@ -511,7 +517,7 @@ __global__ void __launch_bounds__(kNt, kWalkBlocks)
       __syncthreads();
       stage(X, lk, ws.w + e * C * K, K);
       __syncthreads();
-      product<S, TC, kWalkTile>(
+      product<S, TC, wide_threads(TC) / 32>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] -= x; });
@@ -552,7 +558,7 @@ struct GradLayout {
 };
 
 template <class S, bool TC>
-__global__ void __launch_bounds__(kNt)
+__global__ void __launch_bounds__(wide_threads(TC))
     delta_grad_kernel(DeltaRuleArgs<S> a, DeltaRuleGrad<S> gr, Geo g, Chunks<S> ws, GradLayout lay,
                       S* scratch) {
   S* base = block_base(scratch, lay.total);
@@ -571,6 +577,7 @@ __global__ void __launch_bounds__(kNt)
     stage_rows(X, ls, K, V, [&](int i, int j) { return src[i * V + j]; });
     return static_cast<const S*>(X);
   };
+  constexpr int nt = wide_threads(TC), nw = nt / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const S s = static_cast<S>(a.scale);
   const bool gated = a.g != nullptr;
@@ -589,26 +596,26 @@ __global__ void __launch_bounds__(kNt)
     __syncthreads();
 
     // Products of the loaded rows, S, then the outgoing dS (no two write the same buffer).
-    product<S, TC>(
+    product<S, TC, nw>(
         C, C, K, [&](int r, int i) { return k[r * lk + i]; },
         [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { A[r * lc + l] = x; });
-    product<S, TC>(
+    product<S, TC, nw>(
         C, C, K, [&](int r, int i) { return q[r * lk + i]; },
         [&](int i, int l) { return k[l * lk + i]; },
         [&](int r, int l, S x) { QK[r * lc + l] = x; });
-    product<S, TC>(  // K S
+    product<S, TC, nw>(  // K S
         C, V, K, [&](int r, int i) { return k[r * lk + i]; },
         [&](int i, int j) { return St[i * ls + j]; },
         [&](int r, int j, S x) { ks[r * lv + j] = x; });
-    product<S, TC>(  // dq = s diag(gam) dO S^T
+    product<S, TC, nw>(  // dq = s diag(gam) dO S^T
         C, K, V, [&](int r, int j) { return dO[r * lv + j]; },
         [&](int j, int i) { return St[i * ls + j]; },
         [&](int r, int i, S x) { dq[r * lk + i] = (s * w.gam[r]) * x; });
-    product<S, TC>(  // dP = s (dO Vn^T) o M
+    product<S, TC, nw>(  // dP = s (dO Vn^T) o M
         C, C, V, [&](int r, int j) { return dO[r * lv + j]; },
         [&](int j, int l) { return vn[l * lv + j]; },
         [&](int r, int l, S x) { dPE[r * lc + l] = (s * x) * decay(w.Gam, gated, r, l); });
-    product<S, TC>(  // D = -tril_{-1}(dY Vn^T) o M
+    product<S, TC, nw>(  // D = -tril_{-1}(dY Vn^T) o M
         C, C, V, [&](int r, int j) { return dy[r * lv + j]; },
         [&](int j, int l) { return vn[l * lv + j]; },
         [&](int r, int l, S x) { D[r * lc + l] = r > l ? -x * decay(w.Gam, gated, r, l) : S(0); });
@@ -620,22 +627,22 @@ __global__ void __launch_bounds__(kNt)
                [&](int r, int j) { return r < n ? a.v[(row0 + r * g.H) * V + j] : S(0); });
     const S* dSt = state_view(dSo);
     __syncthreads();
-    product<S, TC>(  // dk = diag(lam) Vn dS^T
+    product<S, TC, nw>(  // dk = diag(lam) Vn dS^T
         C, K, V, [&](int r, int j) { return vn[r * lv + j]; },
         [&](int j, int i) { return dSt[i * ls + j]; },
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
     S sds = S(0);  // <S, dS> for the gate of the state carry
     if (gated) {  // S from global memory: kStageBatch loads in flight a thread
-      for (int x0 = tid; x0 < K * V; x0 += kNt * kStageBatch) {
+      for (int x0 = tid; x0 < K * V; x0 += nt * kStageBatch) {
         S sv[kStageBatch];
 #pragma unroll
         for (int u = 0; u < kStageBatch; ++u) {
-          const int x = x0 + kNt * u;
+          const int x = x0 + nt * u;
           sv[u] = x < K * V ? Sc[x] : S(0);
         }
 #pragma unroll
         for (int u = 0; u < kStageBatch; ++u) {
-          const int x = x0 + kNt * u, i = x / V;
+          const int x = x0 + nt * u, i = x / V;
           if (x < K * V) sds += sv[u] * dSt[i * ls + x - i * V];
         }
       }
@@ -646,7 +653,7 @@ __global__ void __launch_bounds__(kNt)
     // Per row, one warp each: e0 = rowsum(Q o dQ_S) (+ gam_n <S, dS> on the last row)
     // - gam_r sum_j dRs_rj (K S)_rj;  dlam = rowsum(K o dK_lam);  dv = dRs = diag(beta) dY;
     // dbeta = rowsum(dY o Rs) + rowsum(D o A), Rs = V - diag(gam) K S.
-    for (int r = warp; r < n; r += kNt / 32) {
+    for (int r = warp; r < n; r += nw) {
       S eq = S(0), el = S(0), er = S(0), db = S(0);
       for (int i = lane; i < K; i += 32) {
         eq += q[r * lk + i] * dq[r * lk + i];
@@ -675,20 +682,20 @@ __global__ void __launch_bounds__(kNt)
     __syncthreads();
 
     // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
-    product<S, TC>(
+    product<S, TC, nw>(
         C, K, C, [&](int r, int l) { return dPE[r * lc + l]; },
         [&](int l, int i) { return k[l * lk + i]; },
         [&](int r, int i, S x) { dq[r * lk + i] += x; });
-    product<S, TC>(
+    product<S, TC, nw>(
         C, K, C, [&](int r, int l) { return dPE[l * lc + r]; },
         [&](int l, int i) { return q[l * lk + i]; },
         [&](int r, int i, S x) { dk[r * lk + i] += x; });
-    product<S, TC>(  // D is strictly lower: one of the two terms is zero
+    product<S, TC, nw>(  // D is strictly lower: one of the two terms is zero
         C, K, C,
         [&](int r, int l) { return w.beta[r] * D[r * lc + l] + w.beta[l] * D[l * lc + r]; },
         [&](int l, int i) { return k[l * lk + i]; },
         [&](int r, int i, S x) { dk[r * lk + i] += x; });
-    product<S, TC>(
+    product<S, TC, nw>(
         C, K, V, [&](int r, int j) { return w.beta[r] * dy[r * lv + j]; },
         [&](int j, int i) { return St[i * ls + j]; },
         [&](int r, int i, S x) { dk[r * lk + i] -= w.gam[r] * x; });
@@ -697,7 +704,7 @@ __global__ void __launch_bounds__(kNt)
     if (gated) {
       // E = dP o QK + diag(beta) (D o A) (+ dlam on the last row), strictly lower, in place of
       // dP; then dg_l = sum_{i >= l} (e0_i + sum_{j < l} E_ij), one warp per l.
-      for (int x = tid; x < n * n; x += kNt) {
+      for (int x = tid; x < n * n; x += nt) {
         const int r = x / n, l = x - r * n;
         dPE[r * lc + l] = r > l ? dPE[r * lc + l] * QK[r * lc + l] +
                                       w.beta[r] * (D[r * lc + l] * A[r * lc + l]) +
@@ -705,7 +712,7 @@ __global__ void __launch_bounds__(kNt)
                                 : S(0);
       }
       __syncthreads();
-      for (int l = warp; l < n; l += kNt / 32) {
+      for (int l = warp; l < n; l += nw) {
         S acc = S(0);
         for (int i = l + lane; i < n; i += 32) {
           S span = e0[i];
@@ -718,7 +725,7 @@ __global__ void __launch_bounds__(kNt)
     }
 
     // The L2-norm backward of q and k (x = u / |u|: du = (dx - <dx, x> x) / |u|), rows out.
-    for (int r = warp; r < n; r += kNt / 32) {
+    for (int r = warp; r < n; r += nw) {
       S pq = S(0), pk = S(0);
       if (a.l2norm_qk) {
         for (int i = lane; i < K; i += 32) {
@@ -799,16 +806,17 @@ struct Workspace {
 // Launches `kernel` over `items` blocks with `total` elements of block workspace: in shared
 // memory when it fits, else in a global scratch for a grid of at most 2 blocks per SM.
 template <class S, class Kernel, class... Args>
-void launch_items(Kernel* kernel, int64_t items, int64_t total, const char* op, Args... args) {
+void launch_items(Kernel* kernel, int threads, int64_t items, int64_t total, const char* op,
+                  Args... args) {
   const size_t bytes = static_cast<size_t>(total) * sizeof(S);
   if (bytes <= shared_memory_limit()) {
     allow_shared_memory(kernel, bytes, op);
-    kernel<<<static_cast<unsigned>(items), kNt, bytes, stream()>>>(args..., nullptr);
+    kernel<<<static_cast<unsigned>(items), threads, bytes, stream()>>>(args..., nullptr);
   } else {
     const int64_t grid =
         std::min<int64_t>(items, 2 * int64_t(Context::get().props().multiProcessorCount));
     Tensor scratch = scratch_of<S>(grid * total);
-    kernel<<<static_cast<unsigned>(grid), kNt, 0, stream()>>>(args...,
+    kernel<<<static_cast<unsigned>(grid), threads, 0, stream()>>>(args...,
                                                               static_cast<S*>(scratch.raw_data()));
   }
   CUDA_CHECK(cudaGetLastError());
@@ -818,10 +826,10 @@ void launch_items(Kernel* kernel, int64_t items, int64_t total, const char* op, 
 template <class S, bool TC>
 void forward_states(const DeltaRuleArgs<S>& a, const Geo& g, const Chunks<S>& ws, S* hT,
                     const char* op) {
-  launch_items<S>(delta_prep_kernel<S, TC>, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K, TC).total, op, a,
+  launch_items<S>(delta_prep_kernel<S, TC>, kNt, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K, TC).total, op, a,
                   g, ws, PrepLayout(Arena{}, g.K, TC));
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  launch_items<S>(delta_walk_kernel<S, TC>, g.B * g.H * slices, WalkLayout(Arena{}, g.K, TC).total, op,
+  launch_items<S>(delta_walk_kernel<S, TC>, wide_threads(TC), g.B * g.H * slices, WalkLayout(Arena{}, g.K, TC).total, op,
                   a.h0, hT, g, ws, WalkLayout(Arena{}, g.K, TC));
 }
 
@@ -831,7 +839,7 @@ void chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& out, const 
   Workspace<S> ws(g, false);
   forward_states<S, TC>(a, g, ws.ptrs, out.hT, op);
   const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
-  launch_items<S>(delta_output_kernel<S, TC>, g.B * g.H * g.NC * slices,
+  launch_items<S>(delta_output_kernel<S, TC>, kNt, g.B * g.H * g.NC * slices,
                   OutputLayout(Arena{}, g.K, TC).total, op, g, ws.ptrs, static_cast<S>(a.scale), out.o,
                   OutputLayout(Arena{}, g.K, TC));
 }
@@ -842,14 +850,14 @@ void chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>& gr, const
   Workspace<S> ws(g, true);
   forward_states<S, TC>(a, g, ws.ptrs, static_cast<S*>(nullptr), op);
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  launch_items<S>(delta_walk_back_kernel<S, TC>, g.B * g.H * slices,
+  launch_items<S>(delta_walk_back_kernel<S, TC>, wide_threads(TC), g.B * g.H * slices,
                   WalkBackLayout(Arena{}, g.K, TC).total, op, gr, static_cast<S>(a.scale), g, ws.ptrs,
                   WalkBackLayout(Arena{}, g.K, TC));
   // S and dS staged in shared memory when the whole workspace then still fits
   const GradLayout staged(Arena{}, g.K, g.V, true, TC), plain(Arena{}, g.K, g.V, false, TC);
   const GradLayout& lay =
       size_t(staged.total) * sizeof(S) <= shared_memory_limit() ? staged : plain;
-  launch_items<S>(delta_grad_kernel<S, TC>, g.B * g.H * g.NC, lay.total, op, a, gr, g, ws.ptrs,
+  launch_items<S>(delta_grad_kernel<S, TC>, wide_threads(TC), g.B * g.H * g.NC, lay.total, op, a, gr, g, ws.ptrs,
                   lay);
 }
 
