@@ -1,11 +1,11 @@
 // block_product's contract (block_product.cuh) on the tensor cores: the f32 operands, read
-// through the caller's accessors, rounded to TF32 (10-bit mantissa, round to nearest), the
-// products on mma.sync.m16n8k8 with f32 accumulation:
+// through the caller's accessors, rounded to TF32 (10-bit mantissa; to nearest, ties away from
+// zero), the products on mma.sync.m16n8k8 with f32 accumulation:
 //   out(m, n, sum_{r < R} tf32(a(m, r)) tf32(b(r, n)))   for every m < M, n < N.
 // W warps (8 or 16: 256 or 512 threads); the output in 64 x 64 tiles, warp w owning rows
 // 16 (w % 4) .. +16 and columns 64 / (W / 4) wide from (w / 4) times that (W = 8: four m16n8
-// accumulators a warp; W = 16: two). Fragments (PTX ISA, "Matrix
-// fragments for mma.m16n8k8" with .tf32), lane = 4 g + t:
+// accumulators a warp; W = 16: two). Fragments (PTX ISA, "Matrix fragments for mma.m16n8k8"
+// with .tf32), lane = 4 g + t:
 //   A 16 x 8:  a0 (g, t)  a1 (g + 8, t)  a2 (g, t + 4)  a3 (g + 8, t + 4)
 //   B 8 x 8:   b0 (t, g)  b1 (t + 4, g)
 //   C 16 x 8:  c0 (g, 2t)  c1 (g, 2t + 1)  c2 (g + 8, 2t)  c3 (g + 8, 2t + 1)
@@ -73,12 +73,12 @@ __device__ __forceinline__ void block_product_tf32(int M, int N, int R, FA a, FB
 #pragma unroll 2
       for (int r0 = 0; r0 < full; r0 += 8) step(r0, false);
       if (full < R) step(full, true);
-      const int orow = m0 + 16 * (warp & 3) + g, ocol = n0 + span * (warp >> 2) + 2 * t;
+      const int ocol = col - g + 2 * t;  // the accumulators' columns: 2t, 2t + 1 of each tile
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int m = orow + 8 * (e >> 1), n = ocol + 8 * j + (e & 1);
+          const int m = row + 8 * (e >> 1), n = ocol + 8 * j + (e & 1);
           if (m < M && n < N) out(m, n, acc[j][e]);
         }
     }
