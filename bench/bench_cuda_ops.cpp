@@ -18,8 +18,8 @@
 // both; default both). bf16 means every input, do, o and gradient in bf16, as fla's benchmark
 // feeds its kernels; the op picks its kernels (tensor cores for attention and the chunked GLA
 // family at these head sizes, bf16 loads and stores for HGRN, the f32 kernels with TF32 tensor
-// core products on f32 copies for the delta rules: docs/cuda.md). Names: <op>/<dtype>/<shape>/<pass>, e.g.
-// gla/bf16/B8_T2048_H16_K64_V64/fwd_bwd.
+// core products on f32 copies for the delta rules: docs/cuda.md). Names:
+// <op>/<dtype>/<shape>/<pass>, e.g. gla/bf16/B8_T2048_H16_K64_V64/fwd_bwd.
 //
 // Timing: every iteration is bracketed by cuda::synchronize() and timed on the host clock (manual
 // time), after two warm-up calls; counter "ms" is the median iteration. "copy/device_to_device"
@@ -493,11 +493,10 @@ int main(int argc, char** argv) {
     if (op.name == std::string("delta_rule") || op.name == std::string("gated_delta_rule"))
       for (DType dt : dtypes)
         for (const auto& [pass_name, pass] : passes)
-          benchmark::RegisterBenchmark(
-              (std::string(op.name) + "/" + dtype_name(dt) + "/" + shape_tag(op, wide) + "/" +
-               pass_name)
-                  .c_str(),
-              bm_op, op, wide, dt, pass)
+          benchmark::RegisterBenchmark((std::string(op.name) + "/" + dtype_name(dt) + "/" +
+                                        shape_tag(op, wide) + "/" + pass_name)
+                                           .c_str(),
+                                       bm_op, op, wide, dt, pass)
               ->UseManualTime()
               ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();

@@ -25,9 +25,9 @@ struct DeltaCall {
   Impl impl;  // resolved
   double scale;
   bool l2norm_qk, has_g, has_h0;
-  kernels::RecDims d;  // of the inputs
-  Device device;       // of every input: picks the CPU or the CUDA kernels
-  int64_t split = 1;   // value slices per head
+  kernels::RecDims d;         // of the inputs
+  Device device;              // of every input: picks the CPU or the CUDA kernels
+  int64_t split = 1;          // value slices per head
   bool tensor_cores = false;  // CUDA chunk products on TF32 (bf16 inputs, or f32 with TF32 on)
 
   // What the kernels see: H*s heads of V/s values.
@@ -198,10 +198,10 @@ RecurrenceResult delta_rule(const Var& q, const Var& k, const Var& v, const Var&
   return run("delta_rule", q, k, v, Var(), beta, h0, opt);
 }
 RecurrenceResult gated_delta_rule(const Var& q, const Var& k, const Var& v, const Var& g,
-                                  const Var& beta, const Var& h0,
-                                  const RecurrenceOptions& opt) {
+                                  const Var& beta, const Var& h0, const RecurrenceOptions& opt) {
   if (!g.defined())
-    throw Error("gated_delta_rule", "a log decay g [B,T,H]", "none", "use delta_rule without a gate");
+    throw Error("gated_delta_rule", "a log decay g [B,T,H]", "none",
+                "use delta_rule without a gate");
   return run("gated_delta_rule", q, k, v, g, beta, h0, opt);
 }
 

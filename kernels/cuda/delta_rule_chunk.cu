@@ -37,8 +37,9 @@
 // H100 / H200: prep up to K = 256 in f32, grad up to K = V = 64), otherwise in a per-block
 // global scratch (L2-resident) with the same layout and a grid of at most 2 blocks per SM
 // walking the items. Rows of shared [n][K] buffers are padded (row_stride: K + 1 entries for FMA
-// products, 4 mod 32 for TF32 ones). Rows past a partial chunk are zero in every workspace matrix, so the
-// walks need no row count. dtypes: f32, f64; any K, V (sizes < 2^31). Outputs are overwritten.
+// products, 4 mod 32 for TF32 ones). Rows past a partial chunk are zero in every workspace
+// matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on TF32 tensor cores
+// with DeltaRuleArgs::tensor_cores), f64; any K, V (sizes < 2^31). Outputs are overwritten.
 #include <type_traits>
 
 #include "kernels/cuda/block_product.cuh"
@@ -56,18 +57,20 @@ using kernels::RecDims;
 namespace {
 
 constexpr int C = static_cast<int>(kernels::kChunk);  // rows of a full chunk
-constexpr int kNt = kProductThreads;                  // threads of prep and output (and of all, FMA)
+constexpr int kNt = kProductThreads;  // threads of prep and output (of every kernel with FMAs)
 // Value columns per walk block: 64 (block_product's 4 x 4 register tiles: 2 shared loads per 4
 // FMAs, against 5 with 16 columns and 4 x 1 tiles) gives B*H*V/64 blocks, one wave at the
 // benchmark shapes (B*H = 128 heads of 64 values; 32 of 256).
 constexpr int kWalkColumns = 64;
-constexpr int kWalkBlocks = 2;                // walk blocks per SM the registers must allow
+constexpr int kWalkBlocks = 2;  // walk blocks per SM the registers must allow
 // Threads of the walks and grad with TF32 products: 512 (one block per SM either way, their
 // shared memory or the walks' grid of one block per head and 64 values: twice the warps to
 // hide the staging and fragment-load latencies); 256 with FMA products (block_product's tiles).
-__host__ __device__ constexpr int wide_threads(bool tc) { return tc ? 2 * kNt : kNt; }
-constexpr int kOutputColumns = 64;            // value columns per output block
-constexpr int kSolve = 16;                    // diagonal blocks of Ti solved by substitution
+__host__ __device__ constexpr int wide_threads(bool tc) {
+  return tc ? 2 * kNt : kNt;
+}
+constexpr int kOutputColumns = 64;  // value columns per output block
+constexpr int kSolve = 16;          // diagonal blocks of Ti solved by substitution
 
 // Row stride of a shared [rows][n] buffer. FMA products: n + 1 (odd: distinct banks read either
 // way round). TF32 products: the least stride >= n that is 4 mod 32, so that a fragment read
@@ -360,8 +363,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
     const int nv = min(kWalkColumns, V - j0);
     const int64_t state = bh * K * V;
-    stage_rows(St, lw, K, nv,
-               [&](int i, int j) { return h0 ? h0[state + i * V + j0 + j] : S(0); });
+    stage_rows(St, lw, K, nv, [&](int i, int j) { return h0 ? h0[state + i * V + j0 + j] : S(0); });
     for (int64_t c = 0; c < g.NC; ++c) {
       const int64_t e = bh * g.NC + c;
       __syncthreads();  // St is final, X and vn free
@@ -382,14 +384,10 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       product<S, TC, wide_threads(TC) / 32>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return vn[r * lv + j]; },
-          [&](int i, int j, S kv) {
-            St[i * lw + j] = gn * St[i * lw + j] + kv;
-          });
+          [&](int i, int j, S kv) { St[i * lw + j] = gn * St[i * lw + j] + kv; });
     }
     __syncthreads();
-    if (hT)
-      unstage_rows(St, lw, K, nv,
-                   [&](int i, int j, S x) { hT[state + i * V + j0 + j] = x; });
+    if (hT) unstage_rows(St, lw, K, nv, [&](int i, int j, S x) { hT[state + i * V + j0 + j] = x; });
     __syncthreads();  // St is read before the next item rewrites it
   }
 }
@@ -511,9 +509,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       product<S, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dO[r * lv + j]; },
-          [&](int i, int j, S x) {
-            dS[i * lw + j] = gn * dS[i * lw + j] + scale * x;
-          });
+          [&](int i, int j, S x) { dS[i * lw + j] = gn * dS[i * lw + j] + scale * x; });
       __syncthreads();
       stage(X, lk, ws.w + e * C * K, K);
       __syncthreads();
@@ -524,8 +520,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     }
     __syncthreads();
     if (gr.dh0)
-      unstage_rows(dS, lw, K, nv,
-                   [&](int i, int j, S x) { gr.dh0[state + i * V + j0 + j] = x; });
+      unstage_rows(dS, lw, K, nv, [&](int i, int j, S x) { gr.dh0[state + i * V + j0 + j] = x; });
     __syncthreads();  // dS is read before the next item rewrites it
   }
 }
@@ -632,7 +627,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
         [&](int j, int i) { return dSt[i * ls + j]; },
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
     S sds = S(0);  // <S, dS> for the gate of the state carry
-    if (gated) {  // S from global memory: kStageBatch loads in flight a thread
+    if (gated) {   // S from global memory: kStageBatch loads in flight a thread
       for (int x0 = tid; x0 < K * V; x0 += nt * kStageBatch) {
         S sv[kStageBatch];
 #pragma unroll
@@ -816,8 +811,8 @@ void launch_items(Kernel* kernel, int threads, int64_t items, int64_t total, con
     const int64_t grid =
         std::min<int64_t>(items, 2 * int64_t(Context::get().props().multiProcessorCount));
     Tensor scratch = scratch_of<S>(grid * total);
-    kernel<<<static_cast<unsigned>(grid), threads, 0, stream()>>>(args...,
-                                                              static_cast<S*>(scratch.raw_data()));
+    kernel<<<static_cast<unsigned>(grid), threads, 0, stream()>>>(
+        args..., static_cast<S*>(scratch.raw_data()));
   }
   CUDA_CHECK(cudaGetLastError());
 }
@@ -826,11 +821,12 @@ void launch_items(Kernel* kernel, int threads, int64_t items, int64_t total, con
 template <class S, bool TC>
 void forward_states(const DeltaRuleArgs<S>& a, const Geo& g, const Chunks<S>& ws, S* hT,
                     const char* op) {
-  launch_items<S>(delta_prep_kernel<S, TC>, kNt, g.B * g.H * g.NC, PrepLayout(Arena{}, g.K, TC).total, op, a,
-                  g, ws, PrepLayout(Arena{}, g.K, TC));
+  launch_items<S>(delta_prep_kernel<S, TC>, kNt, g.B * g.H * g.NC,
+                  PrepLayout(Arena{}, g.K, TC).total, op, a, g, ws, PrepLayout(Arena{}, g.K, TC));
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  launch_items<S>(delta_walk_kernel<S, TC>, wide_threads(TC), g.B * g.H * slices, WalkLayout(Arena{}, g.K, TC).total, op,
-                  a.h0, hT, g, ws, WalkLayout(Arena{}, g.K, TC));
+  launch_items<S>(delta_walk_kernel<S, TC>, wide_threads(TC), g.B * g.H * slices,
+                  WalkLayout(Arena{}, g.K, TC).total, op, a.h0, hT, g, ws,
+                  WalkLayout(Arena{}, g.K, TC));
 }
 
 template <class S, bool TC>
@@ -840,8 +836,8 @@ void chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& out, const 
   forward_states<S, TC>(a, g, ws.ptrs, out.hT, op);
   const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
   launch_items<S>(delta_output_kernel<S, TC>, kNt, g.B * g.H * g.NC * slices,
-                  OutputLayout(Arena{}, g.K, TC).total, op, g, ws.ptrs, static_cast<S>(a.scale), out.o,
-                  OutputLayout(Arena{}, g.K, TC));
+                  OutputLayout(Arena{}, g.K, TC).total, op, g, ws.ptrs, static_cast<S>(a.scale),
+                  out.o, OutputLayout(Arena{}, g.K, TC));
 }
 
 template <class S, bool TC>
@@ -851,14 +847,14 @@ void chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>& gr, const
   forward_states<S, TC>(a, g, ws.ptrs, static_cast<S*>(nullptr), op);
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
   launch_items<S>(delta_walk_back_kernel<S, TC>, wide_threads(TC), g.B * g.H * slices,
-                  WalkBackLayout(Arena{}, g.K, TC).total, op, gr, static_cast<S>(a.scale), g, ws.ptrs,
-                  WalkBackLayout(Arena{}, g.K, TC));
+                  WalkBackLayout(Arena{}, g.K, TC).total, op, gr, static_cast<S>(a.scale), g,
+                  ws.ptrs, WalkBackLayout(Arena{}, g.K, TC));
   // S and dS staged in shared memory when the whole workspace then still fits
   const GradLayout staged(Arena{}, g.K, g.V, true, TC), plain(Arena{}, g.K, g.V, false, TC);
   const GradLayout& lay =
       size_t(staged.total) * sizeof(S) <= shared_memory_limit() ? staged : plain;
-  launch_items<S>(delta_grad_kernel<S, TC>, wide_threads(TC), g.B * g.H * g.NC, lay.total, op, a, gr, g, ws.ptrs,
-                  lay);
+  launch_items<S>(delta_grad_kernel<S, TC>, wide_threads(TC), g.B * g.H * g.NC, lay.total, op, a,
+                  gr, g, ws.ptrs, lay);
 }
 
 }  // namespace

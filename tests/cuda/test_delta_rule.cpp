@@ -322,7 +322,8 @@ TEST_CASE("cuda delta_rule / gated_delta_rule autograd ops match the CPU", "[cud
             const std::vector<Tensor> gpu = run_on(Device::CUDA, split);
             const char* names[] = {"o", "hT", "dq", "dk", "dv", "dbeta", "dh0", "dg"};
             for (size_t i = 0; i < cpu.size(); ++i)
-              REQUIRE_CLOSE(names[i], vals(cpu[i]), vals(gpu[i]), i < 2 ? out_tol(dt) : grad_tol(dt));
+              REQUIRE_CLOSE(names[i], vals(cpu[i]), vals(gpu[i]),
+                            i < 2 ? out_tol(dt) : grad_tol(dt));
           }
         }
 }
