@@ -17,8 +17,8 @@
 // Dtypes: every op runs once per dtype, f32 and bf16 (environment HLA_BENCH_DTYPE = f32, bf16 or
 // both; default both). bf16 means every input, do, o and gradient in bf16, as fla's benchmark
 // feeds its kernels; the op picks its kernels (tensor cores for attention and the chunked GLA
-// family at these head sizes, bf16 loads and stores for HGRN, the f32 kernels with TF32 tensor
-// core products on f32 copies for the delta rules: docs/cuda.md). Names:
+// family at these head sizes, bf16 loads and stores for HGRN, bf16 reads and writes around f32
+// workspaces and TF32 tensor-core products for the delta rules: docs/cuda.md). Names:
 // <op>/<dtype>/<shape>/<pass>, e.g. gla/bf16/B8_T2048_H16_K64_V64/fwd_bwd.
 //
 // Timing: every iteration is bracketed by cuda::synchronize() and timed on the host clock (manual

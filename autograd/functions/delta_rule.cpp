@@ -5,8 +5,9 @@
 // normalise q and k inside and return gradients for the raw inputs.
 // The device of q picks the kernels: on CUDA, Auto / Recurrent / Chunk run the CUDA recurrent
 // and chunk tiers (Auto: chunk for T > kChunk); the f64 reference tier is CPU-only. bf16 inputs
-// (CUDA) run the f32 kernels on f32 copies (recurrence_common.h), their chunk-tier products on
-// the TF32 tensor cores (as f32 inputs do under cuda::set_tf32(true)). Each head may run as several
+// (CUDA) of the chunk tier with whole heads run its bf16 kernels (bf16 reads and writes, f32
+// workspaces, products on the TF32 tensor cores as f32 inputs under cuda::set_tf32(true)); other
+// bf16 inputs run the f32 kernels on f32 copies (recurrence_common.h). Each head may run as several
 // slices of its values (value_split.h): the kernels then see H*s heads of V/s values.
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/functions/value_split.h"
@@ -61,9 +62,20 @@ kernels::DeltaRuleArgs<S> make_args(const DeltaCall& c, const std::vector<Tensor
   return a;
 }
 
-// The dtype the kernels run in: f64 for the reference tier, f32 for bf16 inputs.
+// The dtype the kernels run in: f64 for the reference tier; bf16 for bf16 inputs of the CUDA
+// chunk tier with whole heads (value slices sum their q, k, beta, g gradients: f32 there);
+// otherwise f32 for bf16 inputs.
 DType compute_dtype(const DeltaCall& c, DType in) {
+  if (in == DType::bf16 && c.device == Device::CUDA && c.impl == Impl::Chunk && c.split == 1)
+    return DType::bf16;
   return detail::compute_dtype(in, c.impl == Impl::Reference);
+}
+
+// f(), f.template operator()<S>() for the kernels' dtype: f32, f64, or bf16 (CUDA chunk tier).
+template <class F>
+void visit_kernel_dtype(DType dt, const char* op, F&& f) {
+  if (dt == DType::bf16) return f.template operator()<bf16>();
+  visit_floating(dt, op, f);
 }
 
 template <class S>
@@ -72,14 +84,18 @@ void forward_tier(const DeltaCall& c, const kernels::DeltaRuleArgs<S>& a,
 #ifdef HLA_WITH_CUDA
   if (c.device == Device::CUDA) {
     if (c.impl == Impl::Chunk) return cuda::delta_rule_chunk_forward<S>(a, out);
-    return cuda::delta_rule_recurrent_forward<S>(a, out);
+    if constexpr (!std::is_same_v<S, bf16>) return cuda::delta_rule_recurrent_forward<S>(a, out);
   }
 #endif
-  if constexpr (std::is_same_v<S, double>) {
-    if (c.impl == Impl::Reference) return kernels::delta_rule_reference_forward(a, out);
+  if constexpr (std::is_same_v<S, bf16>) {
+    HLA_CHECK(false, "bf16 delta-rule kernels: the CUDA chunk tier only");
+  } else {
+    if constexpr (std::is_same_v<S, double>) {
+      if (c.impl == Impl::Reference) return kernels::delta_rule_reference_forward(a, out);
+    }
+    if (c.impl == Impl::Chunk) return kernels::delta_rule_chunk_forward<S>(a, out);
+    kernels::delta_rule_recurrent_forward<S>(a, out);
   }
-  if (c.impl == Impl::Chunk) return kernels::delta_rule_chunk_forward<S>(a, out);
-  kernels::delta_rule_recurrent_forward<S>(a, out);
 }
 
 template <class S>
@@ -88,14 +104,18 @@ void backward_tier(const DeltaCall& c, const kernels::DeltaRuleArgs<S>& a,
 #ifdef HLA_WITH_CUDA
   if (c.device == Device::CUDA) {
     if (c.impl == Impl::Chunk) return cuda::delta_rule_chunk_backward<S>(a, g);
-    return cuda::delta_rule_recurrent_backward<S>(a, g);
+    if constexpr (!std::is_same_v<S, bf16>) return cuda::delta_rule_recurrent_backward<S>(a, g);
   }
 #endif
-  if constexpr (std::is_same_v<S, double>) {
-    if (c.impl == Impl::Reference) return kernels::delta_rule_reference_backward(a, g);
+  if constexpr (std::is_same_v<S, bf16>) {
+    HLA_CHECK(false, "bf16 delta-rule kernels: the CUDA chunk tier only");
+  } else {
+    if constexpr (std::is_same_v<S, double>) {
+      if (c.impl == Impl::Reference) return kernels::delta_rule_reference_backward(a, g);
+    }
+    if (c.impl == Impl::Chunk) return kernels::delta_rule_chunk_backward<S>(a, g);
+    kernels::delta_rule_recurrent_backward<S>(a, g);
   }
-  if (c.impl == Impl::Chunk) return kernels::delta_rule_chunk_backward<S>(a, g);
-  kernels::delta_rule_recurrent_backward<S>(a, g);
 }
 
 struct DeltaRuleNode : Node {
@@ -114,7 +134,7 @@ struct DeltaRuleNode : Node {
     if (s > 1)
       for (size_t i = 0; i < kg.size(); ++i)
         if (i != 2) kg[i] = Tensor::empty(in[i].shape(), dt, call.device);
-    visit_floating(dt, name(), [&]<class S>() {
+    visit_kernel_dtype(dt, name(), [&]<class S>() {
       kernels::DeltaRuleGrad<S> g;
       g.dout = st.dout.data<S>();
       g.dhT = detail::ptr<S>(dhT);
@@ -181,7 +201,7 @@ RecurrenceResult run(const char* op, const Var& q, const Var& k, const Var& v, c
   // o [B,T,H,V] is the kernels' [B,T,H*s,V/s]; the state comes back per slice
   Tensor o = Tensor::empty({B, T, H, V}, dt, dev);
   Tensor hT = Tensor::empty({B, kd.H, K, kd.V}, dt, dev);
-  visit_floating(dt, op, [&]<class S>() {
+  visit_kernel_dtype(dt, op, [&]<class S>() {
     forward_tier<S>(c, make_args<S>(c, kin), {o.data<S>(), hT.data<S>()});
   });
   if (c.split > 1) hT = detail::merge_state(hT, c.split);

@@ -39,7 +39,8 @@
 // walking the items. Rows of shared [n][K] buffers are padded (row_stride: K + 1 entries for FMA
 // products, 4 mod 32 for TF32 ones). Rows past a partial chunk are zero in every workspace
 // matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on TF32 tensor cores
-// with DeltaRuleArgs::tensor_cores), f64; any K, V (sizes < 2^31). Outputs are overwritten.
+// with DeltaRuleArgs::tensor_cores), f64, and bf16 storage (f32 workspaces, TF32 products: every
+// global read and write through value_cast); any K, V (sizes < 2^31). Outputs are overwritten.
 #include <type_traits>
 
 #include "kernels/cuda/block_product.cuh"
@@ -167,21 +168,23 @@ __device__ inline S decay(const S* Gam, bool gated, int r, int l) {
 
 // Loads chunk c of head bh into w: q, k (L2-normalised when asked, rq / rk the factors), beta,
 // Gam, gam, lam; rows n..C-1 zero. Ends with a barrier.
-template <class S>
-__device__ void load_rows(const DeltaRuleArgs<S>& a, const Geo& g, int64_t bh, int64_t c, int n,
+template <class S, class IO>
+__device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c, int n,
                           const Rows<S>& w) {
   const int K = g.K, lk = w.lk, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;  // row r of the chunk: row0 + r H
   if (tid < C) {  // beta and the log decays of every row at once (rows past n: 0)
     const bool in = tid < n;
     const int64_t row = row0 + tid * H;
-    w.beta[tid] = in ? a.beta[row] : S(0);
-    w.Gam[tid] = in && a.g ? a.g[row] : S(0);
+    w.beta[tid] = in ? value_cast<S>(a.beta[row]) : S(0);
+    w.Gam[tid] = in && a.g ? value_cast<S>(a.g[row]) : S(0);
   }
-  stage_rows(w.q, lk, C, K,
-             [&](int r, int i) { return r < n ? a.q[(row0 + r * H) * K + i] : S(0); });
-  stage_rows(w.k, lk, C, K,
-             [&](int r, int i) { return r < n ? a.k[(row0 + r * H) * K + i] : S(0); });
+  stage_rows(w.q, lk, C, K, [&](int r, int i) {
+    return r < n ? value_cast<S>(a.q[(row0 + r * H) * K + i]) : S(0);
+  });
+  stage_rows(w.k, lk, C, K, [&](int r, int i) {
+    return r < n ? value_cast<S>(a.k[(row0 + r * H) * K + i]) : S(0);
+  });
   __syncthreads();
   if (warp == 0) {  // chunk-local cumulative log decay: an inclusive scan, two rows a lane
     static_assert(C == 64, "two rows a lane");
@@ -283,9 +286,9 @@ struct PrepLayout {
   }
 };
 
-template <class S, bool TC>
+template <class S, class IO, bool TC>
 __global__ void __launch_bounds__(kNt)
-    delta_prep_kernel(DeltaRuleArgs<S> a, Geo g, Chunks<S> ws, PrepLayout lay, S* scratch) {
+    delta_prep_kernel(DeltaRuleArgs<IO> a, Geo g, Chunks<S> ws, PrepLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
   const Rows<S> w = lay.rows.bind(base);
   S *L = base + lay.L, *ti = base + lay.ti, *tmp = base + lay.tmp;
@@ -314,12 +317,13 @@ __global__ void __launch_bounds__(kNt)
     __syncthreads();
     invert_unit_lower(L, ti, tmp, lc);
     unstage_rows(ti, lc, C, C, [&](int r, int l, S x) { Ti[r * C + l] = x; });
-    const S* v = a.v + g.row(bh, c * C) * V;  // row l of the chunk at v + l H V
+    const IO* v = a.v + g.row(bh, c * C) * V;  // row l of the chunk at v + l H V
     const int64_t vrow = g.H * V;
     auto store_u = [&](int r, int j, S x) { ws.u[e * C * V + r * V + j] = x; };
     if (V <= K) {  // diag(beta) V staged in q's buffer (q is done with)
-      stage_rows(w.q, lk, C, V,
-                 [&](int l, int j) { return l < n ? w.beta[l] * v[l * vrow + j] : S(0); });
+      stage_rows(w.q, lk, C, V, [&](int l, int j) {
+        return l < n ? w.beta[l] * value_cast<S>(v[l * vrow + j]) : S(0);
+      });
       __syncthreads();
       product<S, TC>(
           C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
@@ -327,7 +331,8 @@ __global__ void __launch_bounds__(kNt)
     } else {
       product<S, TC>(  // rows past n: beta = 0 (their clamped v row is read, not used)
           C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
-          [&](int l, int j) { return w.beta[l] * v[min(l, n - 1) * vrow + j]; }, store_u);
+          [&](int l, int j) { return w.beta[l] * value_cast<S>(v[min(l, n - 1) * vrow + j]); },
+          store_u);
     }
     product<S, TC>(
         C, K, C, [&](int r, int l) { return ti[r * lc + l]; },
@@ -349,9 +354,9 @@ struct WalkLayout {
   }
 };
 
-template <class S, bool TC>
+template <class S, class IO, bool TC>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
-    delta_walk_kernel(const S* __restrict__ h0, S* __restrict__ hT, Geo g, Chunks<S> ws,
+    delta_walk_kernel(const IO* __restrict__ h0, IO* __restrict__ hT, Geo g, Chunks<S> ws,
                       WalkLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
   S *St = base + lay.S_, *X = base + lay.X, *vn = base + lay.vn;
@@ -363,7 +368,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
     const int nv = min(kWalkColumns, V - j0);
     const int64_t state = bh * K * V;
-    stage_rows(St, lw, K, nv, [&](int i, int j) { return h0 ? h0[state + i * V + j0 + j] : S(0); });
+    stage_rows(St, lw, K, nv,
+               [&](int i, int j) { return h0 ? value_cast<S>(h0[state + i * V + j0 + j]) : S(0); });
     for (int64_t c = 0; c < g.NC; ++c) {
       const int64_t e = bh * g.NC + c;
       __syncthreads();  // St is final, X and vn free
@@ -387,7 +393,9 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
           [&](int i, int j, S kv) { St[i * lw + j] = gn * St[i * lw + j] + kv; });
     }
     __syncthreads();
-    if (hT) unstage_rows(St, lw, K, nv, [&](int i, int j, S x) { hT[state + i * V + j0 + j] = x; });
+    if (hT)
+      unstage_rows(St, lw, K, nv,
+                   [&](int i, int j, S x) { hT[state + i * V + j0 + j] = value_cast<IO>(x); });
     __syncthreads();  // St is read before the next item rewrites it
   }
 }
@@ -407,9 +415,9 @@ struct OutputLayout {
   }
 };
 
-template <class S, bool TC>
+template <class S, class IO, bool TC>
 __global__ void __launch_bounds__(kNt)
-    delta_output_kernel(Geo g, Chunks<S> ws, S scale, S* __restrict__ o, OutputLayout lay,
+    delta_output_kernel(Geo g, Chunks<S> ws, S scale, IO* __restrict__ o, OutputLayout lay,
                         S* scratch) {
   S* base = block_base(scratch, lay.total);
   S *qg = base + lay.qg, *St = base + lay.St, *P = base + lay.P, *vn = base + lay.vn;
@@ -435,7 +443,8 @@ __global__ void __launch_bounds__(kNt)
         C, nv, C, [&](int r, int l) { return P[r * lc + l]; },
         [&](int l, int j) { return vn[l * lo + j]; },
         [&](int r, int j, S x) {
-          if (r < n) o[(row0 + r * g.H) * V + j0 + j] = scale * (qs[r * lo + j] + x);
+          if (r < n)
+            o[(row0 + r * g.H) * V + j0 + j] = value_cast<IO>(scale * (qs[r * lo + j] + x));
         });
     __syncthreads();  // the buffers are read before the next item rewrites them
   }
@@ -455,9 +464,9 @@ struct WalkBackLayout {
   }
 };
 
-template <class S, bool TC>
+template <class S, class IO, bool TC>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
-    delta_walk_back_kernel(DeltaRuleGrad<S> gr, S scale, Geo g, Chunks<S> ws, WalkBackLayout lay,
+    delta_walk_back_kernel(DeltaRuleGrad<IO> gr, S scale, Geo g, Chunks<S> ws, WalkBackLayout lay,
                            S* scratch) {
   S* base = block_base(scratch, lay.total);
   S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
@@ -474,8 +483,9 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
     const int nv = min(kWalkColumns, V - j0);
     const int64_t state = bh * K * V;
-    stage_rows(dS, lw, K, nv,
-               [&](int i, int j) { return gr.dhT ? gr.dhT[state + i * V + j0 + j] : S(0); });
+    stage_rows(dS, lw, K, nv, [&](int i, int j) {
+      return gr.dhT ? value_cast<S>(gr.dhT[state + i * V + j0 + j]) : S(0);
+    });
     for (int64_t c = g.NC - 1; c >= 0; --c) {
       const int64_t e = bh * g.NC + c;
       const int n = g.rows(c);
@@ -486,7 +496,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       stage(X, lk, ws.kl + e * C * K, K);
       const int64_t row0 = g.row(bh, c * C);
       stage_rows(dO, lv, C, nv, [&](int r, int j) {
-        return r < n ? gr.dout[(row0 + r * g.H) * V + j0 + j] : S(0);
+        return r < n ? value_cast<S>(gr.dout[(row0 + r * g.H) * V + j0 + j]) : S(0);
       });
       __syncthreads();
       product<S, TC, wide_threads(TC) / 32>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
@@ -520,7 +530,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     }
     __syncthreads();
     if (gr.dh0)
-      unstage_rows(dS, lw, K, nv, [&](int i, int j, S x) { gr.dh0[state + i * V + j0 + j] = x; });
+      unstage_rows(dS, lw, K, nv,
+                   [&](int i, int j, S x) { gr.dh0[state + i * V + j0 + j] = value_cast<IO>(x); });
     __syncthreads();  // dS is read before the next item rewrites it
   }
 }
@@ -552,10 +563,10 @@ struct GradLayout {
   }
 };
 
-template <class S, bool TC>
+template <class S, class IO, bool TC>
 __global__ void __launch_bounds__(wide_threads(TC))
-    delta_grad_kernel(DeltaRuleArgs<S> a, DeltaRuleGrad<S> gr, Geo g, Chunks<S> ws, GradLayout lay,
-                      S* scratch) {
+    delta_grad_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
+                      GradLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
   const Rows<S> w = lay.rows.bind(base);
   S *dq = base + lay.dq, *dk = base + lay.dk, *vn = base + lay.vn, *dy = base + lay.dy;
@@ -585,8 +596,9 @@ __global__ void __launch_bounds__(wide_threads(TC))
     const int64_t row0 = g.row(bh, c * C);
     stage_rows(vn, lv, C, V, [&](int r, int j) { return ws.u[e * C * V + r * V + j]; });
     stage_rows(dy, lv, C, V, [&](int r, int j) { return ws.dy[e * C * V + r * V + j]; });
-    stage_rows(dO, lv, C, V,
-               [&](int r, int j) { return r < n ? gr.dout[(row0 + r * g.H) * V + j] : S(0); });
+    stage_rows(dO, lv, C, V, [&](int r, int j) {
+      return r < n ? value_cast<S>(gr.dout[(row0 + r * g.H) * V + j]) : S(0);
+    });
     const S* St = state_view(Sc);
     __syncthreads();
 
@@ -618,8 +630,9 @@ __global__ void __launch_bounds__(wide_threads(TC))
     // dO is done with: the chunk's v rows take its place for the row sums below (staged with
     // their loads batched, not read a row at a time there).
     S* vr = dO;
-    stage_rows(vr, lv, C, V,
-               [&](int r, int j) { return r < n ? a.v[(row0 + r * g.H) * V + j] : S(0); });
+    stage_rows(vr, lv, C, V, [&](int r, int j) {
+      return r < n ? value_cast<S>(a.v[(row0 + r * g.H) * V + j]) : S(0);
+    });
     const S* dSt = state_view(dSo);
     __syncthreads();
     product<S, TC, nw>(  // dk = diag(lam) Vn dS^T
@@ -659,7 +672,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
         const S y = dy[r * lv + j], kS = ks[r * lv + j];
         db += y * (vr[r * lv + j] - w.gam[r] * kS);
         er += (w.beta[r] * y) * kS;
-        gr.dv[row * V + j] = w.beta[r] * y;
+        gr.dv[row * V + j] = value_cast<IO>(w.beta[r] * y);
       }
       for (int l = lane; l < r; l += 32) db += D[r * lc + l] * A[r * lc + l];
       eq = warp_reduce(eq, SumOp{});
@@ -715,7 +728,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
           acc += span;
         }
         acc = warp_reduce(acc, SumOp{});
-        if (lane == 0) gr.dg[g.row(bh, c * C + l)] = acc;
+        if (lane == 0) gr.dg[g.row(bh, c * C + l)] = value_cast<IO>(acc);
       }
     }
 
@@ -732,10 +745,10 @@ __global__ void __launch_bounds__(wide_threads(TC))
       }
       const int64_t row = g.row(bh, c * C + r);
       for (int i = lane; i < K; i += 32) {
-        gr.dq[row * K + i] = w.rq[r] * (dq[r * lk + i] - pq * q[r * lk + i]);
-        gr.dk[row * K + i] = w.rk[r] * (dk[r * lk + i] - pk * k[r * lk + i]);
+        gr.dq[row * K + i] = value_cast<IO>(w.rq[r] * (dq[r * lk + i] - pq * q[r * lk + i]));
+        gr.dk[row * K + i] = value_cast<IO>(w.rk[r] * (dk[r * lk + i] - pk * k[r * lk + i]));
       }
-      if (lane == 0) gr.dbeta[row] = dbeta[r];
+      if (lane == 0) gr.dbeta[row] = value_cast<IO>(dbeta[r]);
     }
     __syncthreads();  // the buffers are read before the next item rewrites them
   }
@@ -818,55 +831,88 @@ void launch_items(Kernel* kernel, int threads, int64_t items, int64_t total, con
 }
 
 // prep and walk: the chunks' matrices and states (Vn in ws.u), hT when asked.
-template <class S, bool TC>
-void forward_states(const DeltaRuleArgs<S>& a, const Geo& g, const Chunks<S>& ws, S* hT,
+template <class S, class IO, bool TC>
+void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const Chunks<S>& ws, IO* hT,
                     const char* op) {
-  launch_items<S>(delta_prep_kernel<S, TC>, kNt, g.B * g.H * g.NC,
-                  PrepLayout(Arena{}, g.K, TC).total, op, a, g, ws, PrepLayout(Arena{}, g.K, TC));
+  const PrepLayout prep(Arena{}, g.K, TC);
+  launch_items<S>(delta_prep_kernel<S, IO, TC>, kNt, g.B * g.H * g.NC, prep.total, op, a, g, ws,
+                  prep);
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  launch_items<S>(delta_walk_kernel<S, TC>, wide_threads(TC), g.B * g.H * slices,
-                  WalkLayout(Arena{}, g.K, TC).total, op, a.h0, hT, g, ws,
-                  WalkLayout(Arena{}, g.K, TC));
+  const WalkLayout walk(Arena{}, g.K, TC);
+  launch_items<S>(delta_walk_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * slices, walk.total,
+                  op, a.h0, hT, g, ws, walk);
 }
 
-template <class S, bool TC>
-void chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& out, const char* op) {
+template <class S, class IO, bool TC>
+void chunk_forward(const DeltaRuleArgs<IO>& a, const DeltaRuleOut<IO>& out, const char* op) {
   const Geo g = geo_of(a.d);
   Workspace<S> ws(g, false);
-  forward_states<S, TC>(a, g, ws.ptrs, out.hT, op);
+  forward_states<S, IO, TC>(a, g, ws.ptrs, out.hT, op);
   const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
-  launch_items<S>(delta_output_kernel<S, TC>, kNt, g.B * g.H * g.NC * slices,
-                  OutputLayout(Arena{}, g.K, TC).total, op, g, ws.ptrs, static_cast<S>(a.scale),
-                  out.o, OutputLayout(Arena{}, g.K, TC));
+  const OutputLayout lay(Arena{}, g.K, TC);
+  launch_items<S>(delta_output_kernel<S, IO, TC>, kNt, g.B * g.H * g.NC * slices, lay.total, op, g,
+                  ws.ptrs, static_cast<S>(a.scale), out.o, lay);
 }
 
-template <class S, bool TC>
-void chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>& gr, const char* op) {
+template <class S, class IO, bool TC>
+void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, const char* op) {
   const Geo g = geo_of(a.d);
   Workspace<S> ws(g, true);
-  forward_states<S, TC>(a, g, ws.ptrs, static_cast<S*>(nullptr), op);
+  forward_states<S, IO, TC>(a, g, ws.ptrs, static_cast<IO*>(nullptr), op);
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  launch_items<S>(delta_walk_back_kernel<S, TC>, wide_threads(TC), g.B * g.H * slices,
-                  WalkBackLayout(Arena{}, g.K, TC).total, op, gr, static_cast<S>(a.scale), g,
-                  ws.ptrs, WalkBackLayout(Arena{}, g.K, TC));
+  const WalkBackLayout back(Arena{}, g.K, TC);
+  launch_items<S>(delta_walk_back_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * slices,
+                  back.total, op, gr, static_cast<S>(a.scale), g, ws.ptrs, back);
   // S and dS staged in shared memory when the whole workspace then still fits
   const GradLayout staged(Arena{}, g.K, g.V, true, TC), plain(Arena{}, g.K, g.V, false, TC);
   const GradLayout& lay =
       size_t(staged.total) * sizeof(S) <= shared_memory_limit() ? staged : plain;
-  launch_items<S>(delta_grad_kernel<S, TC>, wide_threads(TC), g.B * g.H * g.NC, lay.total, op, a,
-                  gr, g, ws.ptrs, lay);
+  launch_items<S>(delta_grad_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * g.NC, lay.total, op,
+                  a, gr, g, ws.ptrs, lay);
+}
+
+// The bf16 structs with the device's bf16 type (the same bits).
+DeltaRuleArgs<bf16_dev> device_view(const DeltaRuleArgs<bf16>& a) {
+  auto d = [](const bf16* p) { return reinterpret_cast<const bf16_dev*>(p); };
+  DeltaRuleArgs<bf16_dev> r;
+  r.d = a.d;
+  r.q = d(a.q);
+  r.k = d(a.k);
+  r.v = d(a.v);
+  r.beta = d(a.beta);
+  r.g = d(a.g);
+  r.h0 = d(a.h0);
+  r.scale = a.scale;
+  r.l2norm_qk = a.l2norm_qk;
+  r.tensor_cores = true;
+  return r;
+}
+DeltaRuleOut<bf16_dev> device_view(const DeltaRuleOut<bf16>& o) {
+  return {reinterpret_cast<bf16_dev*>(o.o), reinterpret_cast<bf16_dev*>(o.hT)};
+}
+DeltaRuleGrad<bf16_dev> device_view(const DeltaRuleGrad<bf16>& g) {
+  auto c = [](const bf16* p) { return reinterpret_cast<const bf16_dev*>(p); };
+  auto m = [](bf16* p) { return reinterpret_cast<bf16_dev*>(p); };
+  return {c(g.dout), c(g.dhT), m(g.dq), m(g.dk), m(g.dv), m(g.dbeta), m(g.dg), m(g.dh0)};
 }
 
 }  // namespace
 
+// f32 and f64 compute in their own type (f32 with TF32 products when asked); bf16 reads and
+// writes bf16 and computes in f32 with TF32 products.
 template <class S>
 void delta_rule_chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& out) {
   const char* op = "delta_rule_chunk_forward (cuda)";
   check_args(a, op);
   HLA_CHECK(out.o, "o is required");
-  if constexpr (std::is_same_v<S, float>)
-    if (a.tensor_cores) return chunk_forward<S, true>(a, out, op);
-  chunk_forward<S, false>(a, out, op);
+  if constexpr (std::is_same_v<S, bf16>) {
+    chunk_forward<float, bf16_dev, true>(device_view(a), device_view(out), op);
+  } else if constexpr (std::is_same_v<S, float>) {
+    if (a.tensor_cores) return chunk_forward<S, S, true>(a, out, op);
+    chunk_forward<S, S, false>(a, out, op);
+  } else {
+    chunk_forward<S, S, false>(a, out, op);
+  }
 }
 
 template <class S>
@@ -876,9 +922,14 @@ void delta_rule_chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>
   HLA_CHECK(gr.dout && gr.dq && gr.dk && gr.dv && gr.dbeta,
             "dout, dq, dk, dv and dbeta are required");
   HLA_CHECK(!a.g || gr.dg, "dg is required when g is given");
-  if constexpr (std::is_same_v<S, float>)
-    if (a.tensor_cores) return chunk_backward<S, true>(a, gr, op);
-  chunk_backward<S, false>(a, gr, op);
+  if constexpr (std::is_same_v<S, bf16>) {
+    chunk_backward<float, bf16_dev, true>(device_view(a), device_view(gr), op);
+  } else if constexpr (std::is_same_v<S, float>) {
+    if (a.tensor_cores) return chunk_backward<S, S, true>(a, gr, op);
+    chunk_backward<S, S, false>(a, gr, op);
+  } else {
+    chunk_backward<S, S, false>(a, gr, op);
+  }
 }
 
 template void delta_rule_chunk_forward<float>(const DeltaRuleArgs<float>&,
@@ -889,5 +940,8 @@ template void delta_rule_chunk_backward<float>(const DeltaRuleArgs<float>&,
                                                const DeltaRuleGrad<float>&);
 template void delta_rule_chunk_backward<double>(const DeltaRuleArgs<double>&,
                                                 const DeltaRuleGrad<double>&);
+template void delta_rule_chunk_forward<bf16>(const DeltaRuleArgs<bf16>&, const DeltaRuleOut<bf16>&);
+template void delta_rule_chunk_backward<bf16>(const DeltaRuleArgs<bf16>&,
+                                              const DeltaRuleGrad<bf16>&);
 
 }  // namespace hla::cuda

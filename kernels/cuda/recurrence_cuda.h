@@ -46,6 +46,8 @@ template <class S>
 void hgrn_chunk_backward(const kernels::HgrnArgs<S>& a, const kernels::HgrnGrad<S>& grad);
 
 // ---- delta rule family (delta_rule_recurrent.cu, delta_rule_chunk.cu)
+// Recurrent tier: f32, f64. Chunk tier: f32, f64 and bf16 (bf16 inputs and results, f32
+// workspaces and accumulation, products on TF32 tensor cores).
 template <class S>
 void delta_rule_recurrent_forward(const kernels::DeltaRuleArgs<S>& a,
                                   const kernels::DeltaRuleOut<S>& out);

@@ -10,7 +10,7 @@
 // Auto, Recurrent and Chunk, heads whole and split into value slices), the CPU-only reference
 // tier's error, and the state carry: T tokens equal T1 then T2 tokens from the carried state,
 // forward and backward, on both CUDA tiers. The chunk tier's TF32 products (bf16 inputs) against
-// the CPU with TF32 tolerances.
+// the CPU with TF32 tolerances, and its bf16 kernels against the TF32 ones.
 //
 // Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with l2norm_qk) so that the
 // recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64 1e-10 (same algorithm or
@@ -124,20 +124,26 @@ std::vector<Tensor> run_tier(const Problem& p, Tier tier) {
   const kernels::DeltaRuleOut<S> out{o.data<S>(), hT.data<S>()};
   const kernels::DeltaRuleGrad<S> grad{dout.data<S>(), cptr(dhT),       dq.data<S>(), dk.data<S>(),
                                        dv.data<S>(),   dbeta.data<S>(), mptr(dg),     mptr(dh0)};
-  switch (tier) {
-    case Tier::CpuRecurrent:
-      kernels::delta_rule_recurrent_forward<S>(a, out);
-      kernels::delta_rule_recurrent_backward<S>(a, grad);
-      break;
-    case Tier::CudaRecurrent:
-      cuda::delta_rule_recurrent_forward<S>(a, out);
-      cuda::delta_rule_recurrent_backward<S>(a, grad);
-      break;
-    case Tier::CudaChunk:
-    case Tier::CudaChunkTF32:
-      cuda::delta_rule_chunk_forward<S>(a, out);
-      cuda::delta_rule_chunk_backward<S>(a, grad);
-      break;
+  if constexpr (std::is_same_v<S, bf16>) {  // the chunk tier only
+    REQUIRE(tier == Tier::CudaChunk);
+    cuda::delta_rule_chunk_forward<S>(a, out);
+    cuda::delta_rule_chunk_backward<S>(a, grad);
+  } else {
+    switch (tier) {
+      case Tier::CpuRecurrent:
+        kernels::delta_rule_recurrent_forward<S>(a, out);
+        kernels::delta_rule_recurrent_backward<S>(a, grad);
+        break;
+      case Tier::CudaRecurrent:
+        cuda::delta_rule_recurrent_forward<S>(a, out);
+        cuda::delta_rule_recurrent_backward<S>(a, grad);
+        break;
+      case Tier::CudaChunk:
+      case Tier::CudaChunkTF32:
+        cuda::delta_rule_chunk_forward<S>(a, out);
+        cuda::delta_rule_chunk_backward<S>(a, grad);
+        break;
+    }
   }
   std::vector<Tensor> res{o, hT, dq, dk, dv, dbeta, dg, dh0};
   for (Tensor& t : res)
@@ -240,6 +246,50 @@ TEST_CASE("cuda delta rule chunk tier on the TF32 tensor cores", "[cuda]") {
             REQUIRE(hla::test::close_report(vals(fma[0]), vals(tc[0])).rel_rms > 1e-6);
           }
         }
+}
+
+// The chunk tier's bf16 kernels (bf16 reads and writes, the f32 TF32 kernels inside) against
+// the f32 TF32 kernels on the same bf16-rounded inputs, their results rounded to bf16: the same
+// computation (host emulation: every element equal), so at most 1% of the elements may differ
+// (by the one-unit flips of separately compiled code) and relative RMS 1e-3 (one bf16 unit is
+// 2^-8 of an element); a missed conversion gives O(1), truncation instead of rounding to
+// nearest flips about half the elements.
+TEST_CASE("cuda delta rule chunk tier in bf16: the TF32 kernels' results rounded to bf16",
+          "[cuda]") {
+  HLA_REQUIRE_GPU();
+  uint64_t seed = 500;
+  for (Decay decay : {Decay::None, Decay::Strong})
+    for (bool l2norm : {false, true})
+      for (const kernels::RecDims& d :
+           {kernels::RecDims{2, 130, 2, 32, 48}, kernels::RecDims{1, 65, 1, 60, 33},
+            kernels::RecDims{1, 200, 2, 64, 64}, kernels::RecDims{1, 70, 1, 256, 256}}) {
+        INFO("decay " << decay_name(decay) << " l2norm " << l2norm << " B,T,H,K,V " << d.B << ","
+                      << d.T << "," << d.H << "," << d.K << "," << d.V);
+        const Problem p = make_problem(d, DType::f32, decay, l2norm, true, ++seed);
+        Problem rounded = p, half = p;
+        for (auto [r, h, x] : {std::tuple{&rounded.q, &half.q, &p.q}, std::tuple{&rounded.k, &half.k, &p.k},
+                               std::tuple{&rounded.v, &half.v, &p.v}, std::tuple{&rounded.beta, &half.beta, &p.beta},
+                               std::tuple{&rounded.g, &half.g, &p.g}, std::tuple{&rounded.h0, &half.h0, &p.h0},
+                               std::tuple{&rounded.dout, &half.dout, &p.dout},
+                               std::tuple{&rounded.dhT, &half.dhT, &p.dhT}})
+          if (x->defined()) {
+            *h = x->to(DType::bf16);
+            *r = h->to(DType::f32);
+          }
+        const std::vector<Tensor> tf32 = run_tier<float>(rounded, Tier::CudaChunkTF32);
+        const std::vector<Tensor> out = run_tier<bf16>(half, Tier::CudaChunk);
+        for (size_t i = 0; i < tf32.size(); ++i) {
+          REQUIRE(tf32[i].defined() == out[i].defined());
+          if (!tf32[i].defined()) continue;
+          REQUIRE(out[i].dtype() == DType::bf16);
+          const std::vector<double> want = vals(tf32[i].to(DType::bf16)), got = vals(out[i]);
+          size_t differ = 0;
+          for (size_t e = 0; e < want.size(); ++e) differ += want[e] != got[e];
+          INFO(kNames[i] << ": " << differ << " of " << want.size() << " elements differ");
+          REQUIRE(differ <= want.size() / 100);
+          REQUIRE_CLOSE(std::string("bf16 chunk vs tf32: ") + kNames[i], want, got, 1e-3);
+        }
+      }
 }
 
 TEST_CASE("cuda delta rule: T tokens equal T1 then T2 from the carried state", "[cuda]") {
