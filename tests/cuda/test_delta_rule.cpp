@@ -267,11 +267,12 @@ TEST_CASE("cuda delta rule chunk tier in bf16: the TF32 kernels' results rounded
                       << d.T << "," << d.H << "," << d.K << "," << d.V);
         const Problem p = make_problem(d, DType::f32, decay, l2norm, true, ++seed);
         Problem rounded = p, half = p;
-        for (auto [r, h, x] : {std::tuple{&rounded.q, &half.q, &p.q}, std::tuple{&rounded.k, &half.k, &p.k},
-                               std::tuple{&rounded.v, &half.v, &p.v}, std::tuple{&rounded.beta, &half.beta, &p.beta},
-                               std::tuple{&rounded.g, &half.g, &p.g}, std::tuple{&rounded.h0, &half.h0, &p.h0},
-                               std::tuple{&rounded.dout, &half.dout, &p.dout},
-                               std::tuple{&rounded.dhT, &half.dhT, &p.dhT}})
+        for (auto [r, h, x] :
+             {std::tuple{&rounded.q, &half.q, &p.q}, std::tuple{&rounded.k, &half.k, &p.k},
+              std::tuple{&rounded.v, &half.v, &p.v}, std::tuple{&rounded.beta, &half.beta, &p.beta},
+              std::tuple{&rounded.g, &half.g, &p.g}, std::tuple{&rounded.h0, &half.h0, &p.h0},
+              std::tuple{&rounded.dout, &half.dout, &p.dout},
+              std::tuple{&rounded.dhT, &half.dhT, &p.dhT}})
           if (x->defined()) {
             *h = x->to(DType::bf16);
             *r = h->to(DType::f32);
