@@ -62,6 +62,7 @@
 
 #include "kernels/cuda/attention_mask.cuh"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/ldmatrix.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
@@ -121,29 +122,6 @@ __device__ inline void load_tile(bf16_dev* dst, int ld, int rows, const bf16_dev
 // dst[r] = src[r] for r < n, zero for n <= r < rows.
 __device__ inline void load_vec(float* dst, int rows, const float* __restrict__ src, int n) {
   for (int r = threadIdx.x; r < rows; r += blockDim.x) dst[r] = r < n ? src[r] : 0.f;
-}
-
-// ---- asynchronous copies (cp.async): global to shared memory without registers, so the next
-// tile's loads run under this tile's products. One group is committed per tile;
-// cp_async_wait<N> returns once at most N of this thread's groups are still in flight.
-
-// 16 bytes (4 for cp_async_4) from src to shared dst, or zeros when !valid (src then unread).
-__device__ inline void cp_async_16(void* dst, const void* src, bool valid) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ inline void cp_async_4(void* dst, const void* src, bool valid) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src),
-               "r"(valid ? 4 : 0));
-}
-__device__ inline void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ inline void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 // load_tile and load_vec as asynchronous copies.

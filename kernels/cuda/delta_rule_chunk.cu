@@ -29,7 +29,8 @@
 //   prep      one block per (head, chunk): Ti (diagonal 16 x 16 blocks by substitution, then
 //             block rows), U, W, P, diag(lam) K, diag(gam) Q, gam_n into a global workspace
 //   walk      one block per (head, 64 value columns), chunks in order: S, Vn = U - W S in place
-//             of U, every chunk's incoming state kept for the output and the backward
+//             of U, every chunk's incoming state kept for the output and the backward; the
+//             next chunk's tiles load (cp.async) under this chunk's products
 //   output    one block per (head, chunk, 64 value columns): O
 //   walk_back one block per (head, 64 value columns), chunks in reverse: dY, the outgoing dS
 //   grad      one block per (head, chunk): dq, dk, dv, dbeta, dg
@@ -46,6 +47,7 @@
 #include "kernels/cuda/block_product.cuh"
 #include "kernels/cuda/block_product_tf32.cuh"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
 namespace hla::cuda {
@@ -344,12 +346,36 @@ __global__ void __launch_bounds__(kNt)
 
 // ---- walk: the states and Vn = U - W S, chunks in order, 64 value columns per block
 
+// dst[r * ld + c] = src[r * src_ld + c] for r < rows, c < cols: cp.async copies into shared
+// memory (no registers; the caller commits and waits), or loads and stores when dst is the
+// block's global scratch (async = false: cp.async writes shared memory only).
+template <class S>
+__device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows, int cols,
+                          bool async) {
+  if (!async) {
+    stage_rows(dst, ld, rows, cols, [&](int r, int c) { return src[r * src_ld + c]; });
+    return;
+  }
+  const int warps = blockDim.x >> 5, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int r = warp; r < rows; r += warps)
+    for (int c = lane; c < cols; c += 32) {
+      if constexpr (sizeof(S) == 4)
+        cp_async_4(dst + r * ld + c, src + r * src_ld + c, true);
+      else
+        cp_async_8(dst + r * ld + c, src + r * src_ld + c, true);
+    }
+}
+
+// The walk's state slice St [K][lw] and `buffers` sets of a chunk's tiles: W [C][lk] and
+// diag(lam) K [C][lk] (at +C lk), U / Vn [C][lv] (at +2 C lk). Two sets when they fit in
+// shared memory: the next chunk's tiles then load under this chunk's products.
 struct WalkLayout {
-  int64_t S_, X, vn, total;
-  WalkLayout(Arena ar, int K, bool tc) {
+  int64_t S_, sets, set_size, total;
+  int buffers;
+  WalkLayout(Arena ar, int K, bool tc, int buffers_) : buffers(buffers_) {
     S_ = ar.take(int64_t(K) * walk_stride(tc));
-    X = ar.take(int64_t(C) * row_stride(K, tc));
-    vn = ar.take(int64_t(C) * row_stride(kWalkColumns, tc));
+    set_size = 2 * int64_t(C) * row_stride(K, tc) + int64_t(C) * row_stride(kWalkColumns, tc);
+    sets = ar.take(buffers * set_size);
     total = ar.at;
   }
 };
@@ -359,7 +385,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     delta_walk_kernel(const IO* __restrict__ h0, IO* __restrict__ hT, Geo g, Chunks<S> ws,
                       WalkLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
-  S *St = base + lay.S_, *X = base + lay.X, *vn = base + lay.vn;
+  S* St = base + lay.S_;
+  const bool async = scratch == nullptr, ahead = lay.buffers == 2;
   const int K = g.K, V = g.V, lk = row_stride(K, TC), lv = row_stride(kWalkColumns, TC);
   constexpr int lw = walk_stride(TC);
   const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
@@ -368,27 +395,54 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
     const int nv = min(kWalkColumns, V - j0);
     const int64_t state = bh * K * V;
+    // Chunk c's tiles into set b, two commit groups: W and U, then diag(lam) K.
+    auto fetch = [&](int64_t c, int b) {
+      const int64_t e = bh * g.NC + c;
+      S* set = base + lay.sets + b * lay.set_size;
+      copy_rows(set, lk, ws.w + e * C * K, K, C, K, async);
+      copy_rows(set + 2 * C * lk, lv, ws.u + e * C * V + j0, V, C, nv, async);
+      cp_async_commit();
+      copy_rows(set + C * lk, lk, ws.kl + e * C * K, K, C, K, async);
+      cp_async_commit();
+    };
     stage_rows(St, lw, K, nv,
                [&](int i, int j) { return h0 ? value_cast<S>(h0[state + i * V + j0 + j]) : S(0); });
+    if (ahead) fetch(0, 0);
     for (int64_t c = 0; c < g.NC; ++c) {
       const int64_t e = bh * g.NC + c;
-      __syncthreads();  // St is final, X and vn free
+      const int b = ahead ? static_cast<int>(c & 1) : 0;
+      S* X = base + lay.sets + b * lay.set_size;  // W, then diag(lam) K at X + C lk
+      S* vn = X + 2 * C * lk;
+      __syncthreads();  // the previous chunk's products are done: St final, their set free
+      if (!ahead)
+        fetch(c, 0);
+      else if (c + 1 < g.NC)
+        fetch(c + 1, b ^ 1);
+      else {  // empty groups, so that the waits below count alike on the last chunk
+        cp_async_commit();
+        cp_async_commit();
+      }
       unstage_rows(St, lw, K, nv,
                    [&](int i, int j, S x) { ws.states[e * K * V + i * V + j0 + j] = x; });
-      stage_rows(X, lk, C, K, [&](int r, int i) { return ws.w[e * C * K + r * K + i]; });
-      stage_rows(vn, lv, C, nv, [&](int r, int j) { return ws.u[e * C * V + r * V + j0 + j]; });
+      if (ahead)  // chunk c's first group has landed; its second and the next chunk's may not
+        cp_async_wait<3>();
+      else
+        cp_async_wait<1>();
       __syncthreads();
       product<S, TC, wide_threads(TC) / 32>(
           C, nv, K, [&](int r, int i) { return X[r * lk + i]; },
           [&](int i, int j) { return St[i * lw + j]; },
           [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
+      if (ahead)  // and its second: diag(lam) K
+        cp_async_wait<2>();
+      else
+        cp_async_wait<0>();
       __syncthreads();
       unstage_rows(vn, lv, C, nv, [&](int r, int j, S x) { ws.u[e * C * V + r * V + j0 + j] = x; });
-      stage_rows(X, lk, C, K, [&](int r, int i) { return ws.kl[e * C * K + r * K + i]; });
-      __syncthreads();
       const S gn = ws.gn[e];
+      const S* Xk = X + C * lk;
       product<S, TC, wide_threads(TC) / 32>(
-          K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
+          K, nv, C, [&](int i, int r) { return Xk[r * lk + i]; },
           [&](int r, int j) { return vn[r * lv + j]; },
           [&](int i, int j, S kv) { St[i * lw + j] = gn * St[i * lw + j] + kv; });
     }
@@ -838,7 +892,8 @@ void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const Chunks<S>& w
   launch_items<S>(delta_prep_kernel<S, IO, TC>, kNt, g.B * g.H * g.NC, prep.total, op, a, g, ws,
                   prep);
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  const WalkLayout walk(Arena{}, g.K, TC);
+  const WalkLayout two(Arena{}, g.K, TC, 2), one(Arena{}, g.K, TC, 1);
+  const WalkLayout& walk = size_t(two.total) * sizeof(S) <= shared_memory_limit() ? two : one;
   launch_items<S>(delta_walk_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * slices, walk.total,
                   op, a.h0, hT, g, ws, walk);
 }
