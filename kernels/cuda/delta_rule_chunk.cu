@@ -476,6 +476,7 @@ __global__ void __launch_bounds__(kNt)
   S* base = block_base(scratch, lay.total);
   S *qg = base + lay.qg, *St = base + lay.St, *P = base + lay.P, *vn = base + lay.vn;
   S* qs = base + lay.qs;  // diag(gam) Q S
+  const bool async = scratch == nullptr;
   constexpr int lo = row_stride(kOutputColumns, TC), lc = row_stride(C, TC);
   const int K = g.K, V = g.V, lk = row_stride(K, TC);
   const int n_slices = (V + kOutputColumns - 1) / kOutputColumns;
@@ -484,10 +485,12 @@ __global__ void __launch_bounds__(kNt)
     const int j0 = static_cast<int>(item - e * n_slices) * kOutputColumns;
     const int nv = min(kOutputColumns, V - j0), n = g.rows(c);
     const int64_t row0 = g.row(bh, c * C);
-    stage_rows(qg, lk, C, K, [&](int r, int i) { return ws.qg[e * C * K + r * K + i]; });
-    stage_rows(St, lo, K, nv, [&](int i, int j) { return ws.states[e * K * V + i * V + j0 + j]; });
-    stage_rows(P, lc, C, C, [&](int r, int l) { return ws.p[e * C * C + r * C + l]; });
-    stage_rows(vn, lo, C, nv, [&](int l, int j) { return ws.u[e * C * V + l * V + j0 + j]; });
+    copy_rows(qg, lk, ws.qg + e * C * K, K, C, K, async);  // the four tiles in one round trip
+    copy_rows(St, lo, ws.states + e * K * V + j0, V, K, nv, async);
+    copy_rows(P, lc, ws.p + e * C * C, C, C, C, async);
+    copy_rows(vn, lo, ws.u + e * C * V + j0, V, C, nv, async);
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
     product<S, TC>(
         C, nv, K, [&](int r, int i) { return qg[r * lk + i]; },
@@ -529,9 +532,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   const int lv = row_stride(kWalkColumns, TC);
   constexpr int lw = walk_stride(TC);
   const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
-  auto stage = [&](S* dst, int ld, const S* src, int cols) {
-    stage_rows(dst, ld, C, cols, [&](int r, int x) { return src[r * cols + x]; });
-  };
+  const bool async = scratch == nullptr;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
@@ -546,12 +547,14 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       __syncthreads();  // dS is final, the buffers free
       unstage_rows(dS, lw, K, nv,
                    [&](int i, int j, S x) { ws.dso[e * K * V + i * V + j0 + j] = x; });
-      stage(CC, lc, ws.p + e * C * C, C);
-      stage(X, lk, ws.kl + e * C * K, K);
+      copy_rows(CC, lc, ws.p + e * C * C, C, C, C, async);  // under the staging of dO
+      copy_rows(X, lk, ws.kl + e * C * K, K, C, K, async);
+      cp_async_commit();
       const int64_t row0 = g.row(bh, c * C);
       stage_rows(dO, lv, C, nv, [&](int r, int j) {
         return r < n ? value_cast<S>(gr.dout[(row0 + r * g.H) * V + j0 + j]) : S(0);
       });
+      cp_async_wait<0>();
       __syncthreads();
       product<S, TC, wide_threads(TC) / 32>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
@@ -562,8 +565,10 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
           [&](int i, int j) { return dS[i * lw + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] += x; });
       __syncthreads();
-      stage(CC, lc, ws.ti + e * C * C, C);
-      stage(X, lk, ws.qg + e * C * K, K);
+      copy_rows(CC, lc, ws.ti + e * C * C, C, C, C, async);
+      copy_rows(X, lk, ws.qg + e * C * K, K, C, K, async);
+      cp_async_commit();
+      cp_async_wait<0>();
       __syncthreads();
       const S gn = ws.gn[e];
       product<S, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
@@ -575,7 +580,9 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] = gn * dS[i * lw + j] + scale * x; });
       __syncthreads();
-      stage(X, lk, ws.w + e * C * K, K);
+      copy_rows(X, lk, ws.w + e * C * K, K, C, K, async);
+      cp_async_commit();
+      cp_async_wait<0>();
       __syncthreads();
       product<S, TC, wide_threads(TC) / 32>(
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
@@ -632,9 +639,11 @@ __global__ void __launch_bounds__(wide_threads(TC))
   const int lc = row_stride(C, TC), ls = X ? lv : V;
   // A state [K,V] (S or the outgoing dS) for the products: staged in X (row stride ls), or read
   // from global memory where X does not fit.
+  // (as cp.async copies, committed and waited for by the caller)
+  const bool async = scratch == nullptr;
   auto state_view = [&](const S* src) {
     if (!X) return src;
-    stage_rows(X, ls, K, V, [&](int i, int j) { return src[i * V + j]; });
+    copy_rows(X, ls, src, V, K, V, async);
     return static_cast<const S*>(X);
   };
   constexpr int nt = wide_threads(TC), nw = nt / 32;
@@ -646,14 +655,17 @@ __global__ void __launch_bounds__(wide_threads(TC))
     const int64_t bh = e / g.NC, c = e - bh * g.NC;
     const int n = g.rows(c);
     const S *Sc = ws.states + e * K * V, *dSo = ws.dso + e * K * V;
+    // Vn, dY and S load (cp.async) under load_rows and the staging of dO.
+    copy_rows(vn, lv, ws.u + e * C * V, V, C, V, async);
+    copy_rows(dy, lv, ws.dy + e * C * V, V, C, V, async);
+    const S* St = state_view(Sc);
+    cp_async_commit();
     load_rows(a, g, bh, c, n, w);
     const int64_t row0 = g.row(bh, c * C);
-    stage_rows(vn, lv, C, V, [&](int r, int j) { return ws.u[e * C * V + r * V + j]; });
-    stage_rows(dy, lv, C, V, [&](int r, int j) { return ws.dy[e * C * V + r * V + j]; });
     stage_rows(dO, lv, C, V, [&](int r, int j) {
       return r < n ? value_cast<S>(gr.dout[(row0 + r * g.H) * V + j]) : S(0);
     });
-    const S* St = state_view(Sc);
+    cp_async_wait<0>();
     __syncthreads();
 
     // Products of the loaded rows, S, then the outgoing dS (no two write the same buffer).
@@ -682,12 +694,14 @@ __global__ void __launch_bounds__(wide_threads(TC))
         [&](int r, int l, S x) { D[r * lc + l] = r > l ? -x * decay(w.Gam, gated, r, l) : S(0); });
     __syncthreads();
     // dO is done with: the chunk's v rows take its place for the row sums below (staged with
-    // their loads batched, not read a row at a time there).
+    // their loads batched, not read a row at a time there), under the copy of dS.
+    const S* dSt = state_view(dSo);
+    cp_async_commit();
     S* vr = dO;
     stage_rows(vr, lv, C, V, [&](int r, int j) {
       return r < n ? value_cast<S>(a.v[(row0 + r * g.H) * V + j]) : S(0);
     });
-    const S* dSt = state_view(dSo);
+    cp_async_wait<0>();
     __syncthreads();
     product<S, TC, nw>(  // dk = diag(lam) Vn dS^T
         C, K, V, [&](int r, int j) { return vn[r * lv + j]; },
@@ -711,6 +725,8 @@ __global__ void __launch_bounds__(wide_threads(TC))
       sds = block_reduce(sds, SumOp{}, S(0), red);
     }
     __syncthreads();
+    St = state_view(Sc);  // S again, in place of dS, under the row sums
+    cp_async_commit();
 
     // Per row, one warp each: e0 = rowsum(Q o dQ_S) (+ gam_n <S, dS> on the last row)
     // - gam_r sum_j dRs_rj (K S)_rj;  dlam = rowsum(K o dK_lam);  dv = dRs = diag(beta) dY;
@@ -739,8 +755,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
         dbeta[r] = db;
       }
     }
-    __syncthreads();
-    St = state_view(Sc);
+    cp_async_wait<0>();
     __syncthreads();
 
     // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
