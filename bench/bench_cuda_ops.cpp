@@ -21,10 +21,12 @@
 // workspaces and TF32 tensor-core products for the delta rules: docs/cuda.md). Names:
 // <op>/<dtype>/<shape>/<pass>, e.g. gla/bf16/B8_T2048_H16_K64_V64/fwd_bwd.
 //
-// Timing: every iteration is bracketed by cuda::synchronize() and timed on the host clock (manual
-// time), after two warm-up calls; counter "ms" is the median iteration. "copy/device_to_device"
-// measures the memory ceiling in the same program: a 1 GiB device-to-device copy, GB/s counting
-// bytes read plus written.
+// Timing: as triton.testing.do_bench times fla's ops (cuda::flushed_gpu_ms): before every
+// iteration a 256 MiB memset evicts the L2 cache, then CUDA events on the stream bracket the call
+// (manual time), after two warm-up calls; counter "ms" is the median iteration. The host's time
+// queueing the call runs under the memset, as Python's does under do_bench's.
+// "copy/device_to_device" measures the memory ceiling in the same program: a 1 GiB device-to-device
+// copy, GB/s counting bytes read plus written.
 //
 // Rates (counters), from these counts per call (C = 64, the chunk length):
 //   gla, simple_gla, retention: chunked form, per token and head: 2C(K+V) (intra-chunk q k^T and
@@ -58,7 +60,6 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -347,19 +348,17 @@ double median(std::vector<double> xs) {
   return n == 0 ? NAN : n % 2 ? xs[n / 2] : 0.5 * (xs[n / 2 - 1] + xs[n / 2]);
 }
 
-// Runs `body` once per iteration between two synchronizations; returns the median in ms.
+// Runs `body` once per iteration, timed on the GPU as do_bench times (cuda::flushed_gpu_ms: L2
+// flushed, CUDA events around the call); returns the median in ms.
 template <class F>
 double timed_loop(benchmark::State& state, F&& body) {
   for (int i = 0; i < 2; ++i) body();  // warm-up: module load, pool growth, cuBLAS workspaces
   cuda::synchronize();
   std::vector<double> ms;
   for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    body();
-    cuda::synchronize();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    state.SetIterationTime(s);
-    ms.push_back(s * 1e3);
+    const double t = cuda::flushed_gpu_ms(body);
+    state.SetIterationTime(t * 1e-3);
+    ms.push_back(t);
   }
   return median(ms);
 }

@@ -15,7 +15,8 @@
 //   *_reference_*  literal per-time-step loops in double: the executable specification
 //   *_recurrent_*  Eigen step-by-step kernels (float, double): what decoding uses
 //   *_chunk_*      Eigen chunked kernels, chunk size 64 (any T, partial last chunk), all decay
-//                  factors formed as exp(G_i - G_j) in log space, UT/WY transform for the delta rule
+//                  factors formed as exp(G_i - G_j) in log space, UT/WY transform for the delta
+//                  rule
 #pragma once
 
 #include <cstdint>
@@ -108,6 +109,8 @@ struct HgrnOut {
 };
 template <class S>
 struct HgrnGrad {
+  const S* o = nullptr;     // [B,T,D] the forward's output or null: the CUDA one-pass chunk
+                            // backward reads h_{t-1} from it (other tiers recompute it from x)
   const S* dout = nullptr;  // [B,T,D]
   const S* dhT = nullptr;   // [B,D] or null
   S* dx = nullptr;          // [B,T,D]

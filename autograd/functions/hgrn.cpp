@@ -6,6 +6,9 @@
 // inputs (CUDA) run the bf16 kernels of the same tier (cuda::hgrn_*_bf16): x, g, o and their
 // gradients in bf16, read and written as they are; h0, hT and their gradients in f32 inside the
 // kernels (the Var outputs and gradients come back in bf16, the inputs' dtype).
+// On cuda the node keeps o for the backward, which reads h_{t-1} from it (the one-pass chunk
+// backward: 5 sequence-sized transfers instead of ~8, no recompute from x); o is the storage the
+// next op reads anyway, so it costs memory only where nothing else keeps it.
 #include <utility>
 #include <vector>
 
@@ -110,7 +113,7 @@ std::pair<Tensor, Tensor> bf16_forward(const HgrnCall& c, const std::vector<Var>
 
 // Gradients of x, g, [h0] from the bf16 kernels, in bf16 like the inputs.
 std::vector<Tensor> bf16_backward(const HgrnCall& c, const std::vector<Var>& inputs,
-                                  const std::vector<Tensor>& gout) {
+                                  const Tensor& o, const std::vector<Tensor>& gout) {
   const std::vector<Tensor> in = bf16_inputs(inputs);
   const Tensor dout = gout[0].defined()
                           ? gout[0].to(DType::bf16).contiguous()
@@ -121,6 +124,7 @@ std::vector<Tensor> bf16_backward(const HgrnCall& c, const std::vector<Var>& inp
     grads.push_back(
         Tensor::empty(inputs[i].shape(), i < 2 ? DType::bf16 : DType::f32, Device::CUDA));
   cuda::HgrnBf16Grad g;
+  g.o = o.data<bf16>();
   g.dout = dout.data<bf16>();
   g.dhT = detail::ptr<float>(dhT);
   g.dx = grads[0].data<bf16>();
@@ -136,16 +140,18 @@ std::vector<Tensor> bf16_backward(const HgrnCall& c, const std::vector<Var>& inp
 
 struct HgrnNode : Node {
   HgrnCall call;
+  Tensor o;  // on CUDA: the forward's output in the kernels' dtype (the backward reads h_{t-1})
   const char* name() const override { return "hgrn"; }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
 #ifdef HLA_WITH_CUDA
-    if (call.bf16) return bf16_backward(call, inputs, gout);
+    if (call.bf16) return bf16_backward(call, inputs, o, gout);
 #endif
     const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
     const Device dev = inputs[0].device();
     detail::BackwardStage st = detail::stage_backward(inputs, gout, dt, inputs[0].shape());
     visit_floating(dt, "hgrn", [&]<class S>() {
       kernels::HgrnGrad<S> g;
+      g.o = detail::ptr<S>(o);
       g.dout = st.dout.data<S>();
       g.dhT = detail::ptr<S>(st.dhT);
       g.dx = st.grads[0].data<S>();
@@ -182,6 +188,7 @@ RecurrenceResult hgrn(const Var& x, const Var& g, const Var& h0, Impl impl) {
 #ifdef HLA_WITH_CUDA
   if (c.bf16) {
     const auto [o, hT] = bf16_forward(c, vars);
+    node->o = o;
     auto out = record(node, vars, {o, hT.to(in_dt)});
     return {out[0], out[1]};
   }
@@ -193,6 +200,7 @@ RecurrenceResult hgrn(const Var& x, const Var& g, const Var& h0, Impl impl) {
   visit_floating(dt, op, [&]<class S>() {
     forward_tier<S>(c, dev, make_args<S>(c, in), {o.data<S>(), hT.data<S>()});
   });
+  if (dev == Device::CUDA) node->o = o;
   auto out = record(node, vars, {o.to(in_dt), hT.to(in_dt)});
   return {out[0], out[1]};
 }

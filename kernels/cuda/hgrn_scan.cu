@@ -26,7 +26,11 @@
 // steps from there and writes o; the last lane's end state is the next window's carry.
 // Bytes: reads 2N, writes N (N = B*T*D elements), the floor.
 //
-// Chunk tier otherwise (few channel tiles: parallel over time too), and always for the backward:
+// The backward takes the same one-pass form, windows from the last, when the tiles fill the GPU
+// and the forward's o is given: h_{t-1} = o_{t-1} (h0 or 0 at t = 0), so dg_t needs no forward
+// recompute. Bytes: reads 3N (g, do, o), writes 2N (dx, dg), the floor.
+//
+// Chunk tier otherwise (few channel tiles: parallel over time too, or no o for the backward):
 // the sequence is cut into n chunks of L steps (the last one partial),
 //   L = the smallest power of two >= kMinChunkLen with n = ceil(T / L) <= kTargetChunks,
 // so the B*n*D threads of passes 1 and 3 fill the GPU at any T while pass 2 walks few chunks.
@@ -86,7 +90,8 @@ struct FloatPair {
 static_assert(sizeof(FloatPair) == 2 * sizeof(float) && alignof(FloatPair) == alignof(float),
               "FloatPair reads an f32 [.., D] array as [.., D/2] pairs");
 using bf16x2_dev = __nv_bfloat162;
-static_assert(sizeof(bf16x2_dev) == 4 && alignof(bf16x2_dev) == 4, "a pair loads as one 32-bit word");
+static_assert(sizeof(bf16x2_dev) == 4 && alignof(bf16x2_dev) == 4,
+              "a pair loads as one 32-bit word");
 
 template <>
 struct ComputeType<bf16x2_dev> {
@@ -152,6 +157,7 @@ struct ScanBackward {
   const S* x;
   const S* g;
   const C* h0;
+  const S* o;  // the forward's output or null
   const S* dout;
   const C* dhT;
   S* dx;
@@ -456,6 +462,78 @@ __global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
   if (lane == kLanes - 1 && live && hT) hT[b * D + d] = h;
 }
 
+// The one-pass chunk backward: the one-pass forward's blocks walking the windows from the last,
+// with h_{t-1} read from the forward's output o (h0 or 0 before the first step) instead of being
+// recomputed from x. Per window: each lane's reverse walk from zero gives its e (the gradient it
+// sends to the state before it) and its decay exp(sum of its log gates); each lane folds the
+// summaries of the lanes after it into the carry entering the window from after (dhT for the
+// last), rescans its steps from there backwards and writes dx_t = dh and
+// dg_t = exp(g_t) o_{t-1} dx_t; the first lane's end carry is the next window's (dh0 after the
+// first window). Bytes: reads 3N (g, do, o), writes 2N (dx, dg), the floor.
+// Its 48 held loads a thread take more than the forward's 64 registers: compiled for one block of
+// 512 threads a multiprocessor (128 registers), which the benchmark shape's 128 blocks have anyway
+// (f64, a reference dtype, spills 176 bytes).
+template <class S, class C = compute_t<S>>
+__global__ void __launch_bounds__(kTileCh* kLanes, 1)
+    hgrn_window_bwd_kernel(const S* __restrict__ g, const S* __restrict__ o,
+                           const C* __restrict__ h0,    // [B,D] or null
+                           const S* __restrict__ dout,  // [B,T,D]
+                           const C* __restrict__ dhT,   // [B,D] or null
+                           S* __restrict__ dx,          // [B,T,D] overwritten
+                           S* __restrict__ dg,          // [B,T,D] overwritten
+                           C* __restrict__ dh0,         // [B,D] or null
+                           int64_t T, int64_t D) {
+  __shared__ C lane_e[kLanes][kTileCh];      // a lane's gradient to the state before it, from 0
+  __shared__ C lane_decay[kLanes][kTileCh];  // exp(sum of the lane's log gates)
+  __shared__ C carry[kTileCh];               // the gradient entering the window from after
+  const int ch = threadIdx.x % kTileCh, lane = threadIdx.x / kTileCh;
+  const int64_t tiles = (D + kTileCh - 1) / kTileCh;
+  const int64_t b = blockIdx.x / tiles, d = (blockIdx.x % tiles) * kTileCh + ch;
+  const bool live = d < D;
+  if (lane == kLanes - 1) carry[ch] = live && dhT ? dhT[b * D + d] : C{};
+  const C h_first = live && h0 ? h0[b * D + d] : C{};  // h_{-1}
+  C dh = C{};
+  for (int64_t w0 = (T - 1) / kWindow * kWindow; w0 >= 0; w0 -= kWindow) {
+    const int64_t t0 = w0 + int64_t(lane) * kLaneSteps, at = (b * T + t0) * D + d;
+    const S zero = value_cast<S>(C{});                 // an identity step: do = 0, g = 0
+    S gs[kLaneSteps], ds[kLaneSteps], hs[kLaneSteps];  // hs[s] = o_{t0+s-1}, converted below
+#pragma unroll
+    for (int s = 0; s < kLaneSteps; ++s) {
+      const bool in = live && t0 + s < T;
+      gs[s] = in ? g[at + s * D] : zero;
+      ds[s] = in ? dout[at + s * D] : zero;
+      hs[s] = in && t0 + s > 0 ? o[at + (s - 1) * D] : zero;
+    }
+    C lam = C{};
+    dh = C{};
+#pragma unroll
+    for (int s = kLaneSteps - 1; s >= 0; --s) {
+      const C gv = value_cast<C>(gs[s]);
+      dh = exp(gv) * (dh + value_cast<C>(ds[s]));
+      lam += gv;
+    }
+    lane_e[lane][ch] = dh;
+    lane_decay[lane][ch] = exp(lam);
+    __syncthreads();  // every lane's summary and the window's carry written
+    dh = carry[ch];
+    for (int j = kLanes - 1; j > lane; --j) dh = lane_e[j][ch] + lane_decay[j][ch] * dh;
+    __syncthreads();  // every read of carry and the summaries done before they are rewritten
+#pragma unroll
+    for (int s = kLaneSteps - 1; s >= 0; --s) {
+      const C f = exp(value_cast<C>(gs[s]));
+      dh += value_cast<C>(ds[s]);
+      const C h_prev = t0 + s > 0 ? value_cast<C>(hs[s]) : h_first;
+      if (live && t0 + s < T) {
+        dx[at + s * D] = value_cast<S>(dh);
+        dg[at + s * D] = value_cast<S>(f * h_prev * dh);
+      }
+      dh *= f;
+    }
+    if (lane == 0) carry[ch] = dh;
+  }
+  if (lane == 0 && live && dh0) dh0[b * D + d] = dh;
+}
+
 // ---- launchers, generic over the storage type
 
 void check_dims(const HgrnDims& d, bool has_inputs, const char* op) {
@@ -530,6 +608,15 @@ void chunk_backward(const ScanBackward<S>& s, const char* op) {
   using C = compute_t<S>;
   check_dims(s.d, s.x && s.g, op);
   HLA_CHECK(s.dout && s.dx && s.dg, "dout, dx and dg are required");
+  const int64_t blocks = s.d.B * ((s.d.D + kTileCh - 1) / kTileCh);
+  // the one-pass backward (it reads h_{t-1} from o) fills the GPU, as the one-pass forward
+  if (s.o && blocks * kChannelsPer<S> >= Context::get().props().multiProcessorCount) {
+    HLA_CHECK(blocks < (int64_t(1) << 31), op << ": B*D too large");
+    hgrn_window_bwd_kernel<S><<<static_cast<unsigned>(blocks), kTileCh * kLanes, 0, stream()>>>(
+        s.g, s.o, s.h0, s.dout, s.dhT, s.dx, s.dg, s.dh0, s.d.T, s.d.D);
+    CUDA_CHECK(cudaGetLastError());
+    return;
+  }
   const ChunkGrid cg = chunk_grid(s.d);
   const int64_t M = cg.B * cg.n * cg.D;
   const Tensor scratch = scratch_of<C>(5 * M);  // lambda | h_local | d_local | h_in | d_after
@@ -557,7 +644,7 @@ ScanForward<S> scan_of(const HgrnArgs<S>& a, const HgrnOut<S>& out) {
 }
 template <class S>
 ScanBackward<S> scan_of(const HgrnArgs<S>& a, const HgrnGrad<S>& grad) {
-  return {a.d, a.x, a.g, a.h0, grad.dout, grad.dhT, grad.dx, grad.dg, grad.dh0};
+  return {a.d, a.x, a.g, a.h0, grad.o, grad.dout, grad.dhT, grad.dx, grad.dg, grad.dh0};
 }
 
 // hla::bf16 has __nv_bfloat16's bits (common.cuh).
@@ -572,8 +659,9 @@ ScanForward<bf16_dev> scan_of(const HgrnBf16Args& a, const HgrnBf16Out& out) {
   return {a.d, dev_ptr(a.x), dev_ptr(a.g), a.h0, dev_ptr(out.o), out.hT};
 }
 ScanBackward<bf16_dev> scan_of(const HgrnBf16Args& a, const HgrnBf16Grad& grad) {
-  return {a.d,      dev_ptr(a.x),     dev_ptr(a.g),     a.h0,    dev_ptr(grad.dout),
-          grad.dhT, dev_ptr(grad.dx), dev_ptr(grad.dg), grad.dh0};
+  return {
+      a.d,      dev_ptr(a.x),     dev_ptr(a.g),     a.h0,    dev_ptr(grad.o), dev_ptr(grad.dout),
+      grad.dhT, dev_ptr(grad.dx), dev_ptr(grad.dg), grad.dh0};
 }
 
 // ---- the same calls on channel pairs (header): D even, every bf16 pointer 4-byte aligned
@@ -603,14 +691,14 @@ ScanForward<bf16x2_dev> pairs_of(const ScanForward<bf16_dev>& s) {
   return {pair_dims(s.d), pairs(s.x), pairs(s.g), pairs(s.h0), pairs(s.o), pairs(s.hT)};
 }
 ScanBackward<bf16x2_dev> pairs_of(const ScanBackward<bf16_dev>& s) {
-  return {pair_dims(s.d), pairs(s.x),  pairs(s.g),  pairs(s.h0), pairs(s.dout),
-          pairs(s.dhT),   pairs(s.dx), pairs(s.dg), pairs(s.dh0)};
+  return {pair_dims(s.d), pairs(s.x),   pairs(s.g),  pairs(s.h0), pairs(s.o),
+          pairs(s.dout),  pairs(s.dhT), pairs(s.dx), pairs(s.dg), pairs(s.dh0)};
 }
 bool pairs_fit(const ScanForward<bf16_dev>& s) {
   return pairs_fit(s.d.D, {s.x, s.g, s.o});
 }
 bool pairs_fit(const ScanBackward<bf16_dev>& s) {
-  return pairs_fit(s.d.D, {s.x, s.g, s.dout, s.dx, s.dg});
+  return pairs_fit(s.d.D, {s.x, s.g, s.o, s.dout, s.dx, s.dg});
 }
 
 // Runs run(scan) on channel pairs when they fit, else on single channels.

@@ -17,6 +17,7 @@
 // Plain C++ (no CUDA headers), so CPU sources can include it.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -25,14 +26,21 @@
 namespace hla::cuda {
 
 // ---- backend control (context.cu)
-bool device_present();  // a GPU is visible to this process
-void init();            // registers the CUDA storage backend (idempotent; runs at start-up)
-void synchronize();     // waits for all queued GPU work
+bool device_present();       // a GPU is visible to this process
+void init();                 // registers the CUDA storage backend (idempotent; runs at start-up)
+void synchronize();          // waits for all queued GPU work
 int multiprocessor_count();  // of the device in use
 // TF32 tensor cores for f32 matmul and the delta rules' chunk products; default off (exact
 // fp32).
 void set_tf32(bool on);
 bool tf32_enabled();
+
+// ---- timing.cu
+// The GPU time in ms of the work body() queues on the stream, timed as triton.testing.do_bench
+// times (fla's benchmarks): a 256 MiB memset evicts the L2 cache first, then CUDA events bracket
+// body's work; the host's time queueing it is hidden behind the memset when shorter. Waits for
+// the work to finish.
+double flushed_gpu_ms(const std::function<void()>& body);
 
 // ---- convert.cu
 // dst = src converted to dst's dtype (same shape, any dtypes and strides on both sides): the
@@ -41,7 +49,7 @@ bool tf32_enabled();
 void convert_dtype(Tensor& dst, const Tensor& src);
 
 // ---- elementwise.cu
-Tensor contiguous(const Tensor& x);               // strided GPU copy when x is not contiguous
+Tensor contiguous(const Tensor& x);                 // strided GPU copy when x is not contiguous
 void copy_strided(Tensor& dst, const Tensor& src);  // dst (any view) = src, same shape
 Tensor unary(ops::Unary op, const Tensor& x);
 Tensor pow_scalar(const Tensor& x, double p);

@@ -149,6 +149,7 @@ struct HgrnBf16Out {
   float* hT = nullptr;  // [B,D] or null
 };
 struct HgrnBf16Grad {
+  const bf16* o = nullptr;     // [B,T,D] the forward's output, optional (as kernels::HgrnGrad)
   const bf16* dout = nullptr;  // [B,T,D]
   const float* dhT = nullptr;  // [B,D] or null
   bf16* dx = nullptr;          // [B,T,D]

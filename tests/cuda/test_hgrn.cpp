@@ -3,7 +3,8 @@
 // separately by name, with random do and dhT. Ragged T (1, 63, 64, 65, 130, 200, 1000, 2049: a
 // single step, partial last chunks, and the chunk lengths 16 and 64 of the chunk-length rule),
 // D = 100, 37 and 1000 (not multiples of 32), strong and weak decay, h0 / dhT given and not; few
-// channel tiles (the three-pass forward) and many (the one-pass forward); a state
+// channel tiles (the three-pass forward and backward) and many (the one-pass forward, and the
+// one-pass backward when the forward's o is given, the three-pass one when not); a state
 // carried across a split (forward and backward chained through hT -> h0 and dh0 -> dhT); and the
 // autograd op hgrn() on CUDA Vars against the CPU for every tier.
 //
@@ -37,9 +38,10 @@ struct Case {
   Tensor x, g, h0, dout, dhT;  // h0, dhT may be undefined
 };
 
-// Forward and backward of one tier on `dev`; returns o, hT, dx, dg, dh0 (on the CPU).
+// Forward and backward of one tier on `dev`; returns o, hT, dx, dg, dh0 (on the CPU). give_o: the
+// backward gets the forward's o (the CUDA chunk tier's one-pass backward reads h_{t-1} from it).
 template <class S>
-std::vector<Tensor> run_tier(const Case& c_in, Tier tier, Device dev) {
+std::vector<Tensor> run_tier(const Case& c_in, Tier tier, Device dev, bool give_o = true) {
   auto on = [&](const Tensor& t) { return t.defined() ? t.to(dev) : Tensor(); };
   const Case c{on(c_in.x), on(c_in.g), on(c_in.h0), on(c_in.dout), on(c_in.dhT)};
   const DType dt = c.x.dtype();
@@ -53,6 +55,7 @@ std::vector<Tensor> run_tier(const Case& c_in, Tier tier, Device dev) {
   Tensor dx = Tensor::empty({B, T, D}, dt, dev), dg = Tensor::empty({B, T, D}, dt, dev);
   Tensor dh0 = c.h0.defined() ? Tensor::empty({B, D}, dt, dev) : Tensor();
   kernels::HgrnGrad<S> gr;
+  if (give_o) gr.o = o.data<S>();
   gr.dout = c.dout.data<S>();
   gr.dhT = ptr_or_null<S>(c.dhT);
   gr.dx = dx.data<S>();
@@ -82,8 +85,9 @@ std::vector<Tensor> run_tier(const Case& c_in, Tier tier, Device dev) {
   return res;
 }
 
-std::vector<Tensor> run_any(const Case& c, Tier tier, Device dev) {
-  return c.x.dtype() == DType::f64 ? run_tier<double>(c, tier, dev) : run_tier<float>(c, tier, dev);
+std::vector<Tensor> run_any(const Case& c, Tier tier, Device dev, bool give_o = true) {
+  return c.x.dtype() == DType::f64 ? run_tier<double>(c, tier, dev, give_o)
+                                   : run_tier<float>(c, tier, dev, give_o);
 }
 
 // Log gates: strong decay exp(g) in [0.007, 0.37], weak decay in [0.95, 0.999].
@@ -150,9 +154,10 @@ TEST_CASE("cuda hgrn chunk kernel: one B=1, D=1 channel and a wide row", "[cuda]
 }
 
 // B * ceil(D / 32) = 5 * 32 = 160 channel tiles: at least one per multiprocessor, so the chunk
-// forward takes its one-pass form (windows of 256 steps): T = 1, a partial window, exactly one,
-// one plus a step, and several.
-TEST_CASE("cuda hgrn chunk kernel, one-pass forward: many channel tiles", "[cuda]") {
+// forward takes its one-pass form (windows of 256 steps), and so does the backward given o (the
+// three-pass backward without it): T = 1, a partial window, exactly one, one plus a step, and
+// several.
+TEST_CASE("cuda hgrn chunk kernel, one-pass forward and backward: many channel tiles", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(65);
   for (DType dt : {DType::f32, DType::f64})
@@ -162,8 +167,11 @@ TEST_CASE("cuda hgrn chunk kernel, one-pass forward: many channel tiles", "[cuda
           INFO(dtype_name(dt) << " T " << T << (strong ? " strong" : " weak") << " decay, h0/dhT "
                               << with_state);
           const Case c = make_case(5, T, 1000, strong, with_state, gen, dt);
-          require_all_close(run_any(c, Tier::Chunk, Device::CPU),
-                            run_any(c, Tier::Chunk, Device::CUDA), dt);
+          const std::vector<Tensor> ref = run_any(c, Tier::Chunk, Device::CPU);
+          for (bool give_o : {true, false}) {
+            INFO((give_o ? "one-pass" : "three-pass") << " backward");
+            require_all_close(ref, run_any(c, Tier::Chunk, Device::CUDA, give_o), dt);
+          }
         }
 }
 

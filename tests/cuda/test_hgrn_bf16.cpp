@@ -11,7 +11,8 @@
 //
 // Tolerances. The kernels do the f32 kernels' arithmetic on the values the CPU reads; what differs
 // is one rounding of each bf16 output (8 significant bits: relative error at most 2^-8 = 3.9e-3,
-// about 1.7e-3 relative RMS), and for dg a second one (it is computed from the rounded dx):
+// about 1.7e-3 relative RMS), and for dg a second one (the three-pass backward computes it from
+// the rounded dx; the one-pass backward, given o, from the rounded h_{t-1} = o_{t-1}):
 //   kBf16Tol  = 1e-2  o, dx, dg (4x above dg's ~2.4e-3; a wrong step or index is O(1))
 //   kStateTol = 1e-4  hT, dh0: f32 outputs of f32 arithmetic, never rounded (test_hgrn.cpp holds
 //                     the f32 kernels to 2e-5 / 5e-5; 2049 weakly decaying steps)
@@ -121,7 +122,7 @@ Tensor bf16_after_padding(const Tensor& t) {
 // The same through the bf16 kernels: x, g, do converted to bf16 on the device (exact: they are
 // bf16 values), h0 and dhT as f32. misaligned: x, g and do start one element past a 4-byte
 // boundary (the kernels then run one channel a thread whatever D).
-Results run_bf16(const Case& c_cpu, Tier tier, bool misaligned = false) {
+Results run_bf16(const Case& c_cpu, Tier tier, bool misaligned = false, bool give_o = true) {
   const Device dev = Device::CUDA;
   auto bf = [&](const Tensor& t) {
     return misaligned ? bf16_after_padding(t) : t.to(dev).to(DType::bf16);
@@ -142,6 +143,7 @@ Results run_bf16(const Case& c_cpu, Tier tier, bool misaligned = false) {
   Tensor dg = Tensor::empty({B, T, D}, DType::bf16, dev);
   Tensor dh0 = h0.defined() ? Tensor::empty({B, D}, DType::f32, dev) : Tensor();
   cuda::HgrnBf16Grad gr;
+  if (give_o) gr.o = o.data<bf16>();
   gr.dout = at(dout);
   gr.dhT = ptr_or_null<float>(dhT);
   gr.dx = dx.data<bf16>();
@@ -183,33 +185,36 @@ TEST_CASE("cuda hgrn bf16 kernels match the CPU f32 tiers on bf16 inputs", "[cud
     for (int64_t B : {2, 5})     // 64 channel tiles (three-pass forward), 160 (one-pass)
       for (bool strong : {true, false})
         for (bool with_states : {true, false})
-          for (Tier tier : {Tier::Recurrent, Tier::Chunk}) {
-            if (B == 5 && tier == Tier::Recurrent) continue;  // the width matters to the chunk tier
-            if (D % 2 == 1 && !strong) continue;
-            std::vector<double> at_65;  // the errors at T = 65
-            for (int64_t T : {1, 65, 2049}) {
-              INFO((tier == Tier::Chunk ? "chunk" : "recurrent")
-                   << " B,T,D " << B << "," << T << "," << D << (strong ? " strong" : " weak")
-                   << " decay, h0/dhT " << with_states);
-              const Case c = make_case(B, T, D, strong, with_states, gen);
-              const std::vector<double> errors =
-                  require_close_all(run_f32(c, tier, Device::CPU), run_bf16(c, tier));
-              if (T == 65) at_65 = errors;
-              if (T != 2049) continue;
-              for (size_t i = 0; i < errors.size(); ++i) {
-                if (is_state(i)) continue;
-                INFO(kNames[i] << " rel_rms " << errors[i] << " at T=2049, " << at_65[i]
-                               << " at T=65");
-                REQUIRE(errors[i] <= kGrowth * at_65[i] + kGrowthFloor);
+          for (Tier tier : {Tier::Recurrent, Tier::Chunk})
+            for (bool give_o : {true, false}) {  // B = 5: the one-pass backward or the three-pass
+              if (B == 5 && tier == Tier::Recurrent)
+                continue;  // the width matters to the chunk tier
+              if (D % 2 == 1 && !strong) continue;
+              if (!give_o && !(B == 5 && tier == Tier::Chunk)) continue;  // o unread there
+              std::vector<double> at_65;                                  // the errors at T = 65
+              for (int64_t T : {1, 65, 2049}) {
+                INFO((tier == Tier::Chunk ? "chunk" : "recurrent")
+                     << " B,T,D " << B << "," << T << "," << D << (strong ? " strong" : " weak")
+                     << " decay, h0/dhT " << with_states << ", o given " << give_o);
+                const Case c = make_case(B, T, D, strong, with_states, gen);
+                const std::vector<double> errors = require_close_all(
+                    run_f32(c, tier, Device::CPU), run_bf16(c, tier, false, give_o));
+                if (T == 65) at_65 = errors;
+                if (T != 2049) continue;
+                for (size_t i = 0; i < errors.size(); ++i) {
+                  if (is_state(i)) continue;
+                  INFO(kNames[i] << " rel_rms " << errors[i] << " at T=2049, " << at_65[i]
+                                 << " at T=65");
+                  REQUIRE(errors[i] <= kGrowth * at_65[i] + kGrowthFloor);
+                }
               }
             }
-          }
 }
 
 // The bf16 kernels are the f32 kernels with bf16 loads and stores: on the same values hT and dh0
 // agree with the f32 GPU kernels' to f32 rounding, and o and dx with their results rounded to bf16
 // (a last-ulp difference of f32 would flip a rounding in about 1 element of 2^16: far below 1e-4).
-// dg is computed from the rounded dx, so it is held to the bf16 tolerance.
+// dg is computed from the rounded dx or o, so it is held to the bf16 tolerance.
 TEST_CASE("cuda hgrn bf16 kernels compute what the f32 kernels compute", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(82);
