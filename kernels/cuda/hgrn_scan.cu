@@ -399,21 +399,38 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<S>)
   }
 }
 
-// The one-pass chunk forward: block = (b, tile of kTileCh channels) with kLanes time lanes (one
-// warp each) of kLaneSteps steps; thread (lane, ch) holds its steps' x and g in registers as
-// stored (exp(g) is computed in both scans: the kernel is bound by memory, not by exp).
-// Per window of kWindow steps: lane summaries to shared memory; each lane folds the summaries of
-// the lanes before it into the window's carry; it then rescans its steps from that state and
-// writes o; the last lane's end state is the next window's carry. Steps past T and channels past
-// D are identity steps (x = 0, g = 0), so they pass the carry through unchanged.
+// The one-pass chunk forward: block = (b, tile of kTileCh channels) with kLanes time lanes of
+// kLaneSteps steps (thread (lane, ch); a warp is one lane of 32 channels); thread (lane, ch) holds
+// its steps' x and g in registers as stored (exp(g) is computed in both scans: the kernel is bound
+// by memory, not by exp). Per window of kWindow steps: lane summaries to shared memory; each lane
+// folds the summaries of the lanes before it into the window's carry; it then rescans its steps
+// from that state and writes o; the last lane's end state is the next window's carry. Steps past T
+// and channels past D are identity steps (x = 0, g = 0), so they pass the carry through unchanged.
+// The next window's loads are issued before this window's scans (a second register set), so the
+// memory streams under the scans, the barriers and the carry chain instead of after them.
 constexpr int kTileCh = 32;
 constexpr int kLanes = 16;
 constexpr int kLaneSteps = 16;
 constexpr int kWindow = kLanes * kLaneSteps;
 
-// Compiled for as many threads per multiprocessor as the streaming kernels (64 registers in f32).
+// A lane's kLaneSteps elements of seq from step t0 (element t0 at seq[at]); identity steps
+// (zero, nothing read) past T or for a channel past D. shift = 1 reads the step before each
+// (o_{t-1}), zero before step 0.
+template <class S>
+__device__ inline void load_lane(S (&dst)[kLaneSteps], const S* __restrict__ seq, int64_t at,
+                                 int64_t D, int64_t t0, int64_t T, bool live, int shift = 0) {
+  const S zero = value_cast<S>(compute_t<S>{});
+#pragma unroll
+  for (int s = 0; s < kLaneSteps; ++s) {
+    const bool in = live && t0 + s < T && t0 + s >= shift;
+    dst[s] = in ? seq[at + (s - shift) * D] : zero;
+  }
+}
+
+// Two register sets of x and g: compiled for one block of 512 threads a multiprocessor (128
+// registers), which the benchmark shape's 128 blocks have anyway (f64, a reference dtype, spills).
 template <class S, class C = compute_t<S>>
-__global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
+__global__ void __launch_bounds__(kTileCh* kLanes, 1)
     hgrn_window_fwd_kernel(const S* __restrict__ x, const S* __restrict__ g,
                            const C* __restrict__ h0,  // [B,D] or null
                            S* __restrict__ o,         // [B,T,D] overwritten
@@ -427,17 +444,16 @@ __global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
   const int64_t b = blockIdx.x / tiles, d = (blockIdx.x % tiles) * kTileCh + ch;
   const bool live = d < D;
   if (lane == 0) carry[ch] = live && h0 ? h0[b * D + d] : C{};
+  const int64_t t_lane = int64_t(lane) * kLaneSteps, at0 = (b * T + t_lane) * D + d;
+  S xs[kLaneSteps], gs[kLaneSteps];  // this window's steps, as stored
+  load_lane(xs, x, at0, D, t_lane, T, live);
+  load_lane(gs, g, at0, D, t_lane, T, live);
   C h = C{};
   for (int64_t w0 = 0; w0 < T; w0 += kWindow) {
-    const int64_t t0 = w0 + int64_t(lane) * kLaneSteps, at = (b * T + t0) * D + d;
-    const S zero = value_cast<S>(C{});  // an identity step: x = 0, g = 0
-    S xs[kLaneSteps], gs[kLaneSteps];
-#pragma unroll
-    for (int s = 0; s < kLaneSteps; ++s) {
-      const bool in = live && t0 + s < T;
-      gs[s] = in ? g[at + s * D] : zero;
-      xs[s] = in ? x[at + s * D] : zero;
-    }
+    const int64_t t0 = w0 + t_lane, at = at0 + w0 * D;
+    S xn[kLaneSteps], gn[kLaneSteps];  // the next window's (nothing read past T)
+    load_lane(xn, x, at + kWindow * D, D, t0 + kWindow, T, live);
+    load_lane(gn, g, at + kWindow * D, D, t0 + kWindow, T, live);
     C lam = C{};
     h = C{};
 #pragma unroll
@@ -456,6 +472,8 @@ __global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
     for (int s = 0; s < kLaneSteps; ++s) {
       h = exp(value_cast<C>(gs[s])) * h + value_cast<C>(xs[s]);
       if (live && t0 + s < T) o[at + s * D] = value_cast<S>(h);
+      xs[s] = xn[s];
+      gs[s] = gn[s];
     }
     if (lane == kLanes - 1) carry[ch] = h;
   }
@@ -470,9 +488,9 @@ __global__ void __launch_bounds__(kTileCh* kLanes, kMinBlocks<S> / 2)
 // last), rescans its steps from there backwards and writes dx_t = dh and
 // dg_t = exp(g_t) o_{t-1} dx_t; the first lane's end carry is the next window's (dh0 after the
 // first window). Bytes: reads 3N (g, do, o), writes 2N (dx, dg), the floor.
-// Its 48 held loads a thread take more than the forward's 64 registers: compiled for one block of
-// 512 threads a multiprocessor (128 registers), which the benchmark shape's 128 blocks have anyway
-// (f64, a reference dtype, spills 176 bytes).
+// The next (earlier) window's g and do are loaded under this window's scans as in the forward;
+// o is read at the window's start and used only by the rescan (registers: 64 + 16 held loads a
+// thread within 128, one block of 512 threads a multiprocessor; f64, a reference dtype, spills).
 template <class S, class C = compute_t<S>>
 __global__ void __launch_bounds__(kTileCh* kLanes, 1)
     hgrn_window_bwd_kernel(const S* __restrict__ g, const S* __restrict__ o,
@@ -492,18 +510,20 @@ __global__ void __launch_bounds__(kTileCh* kLanes, 1)
   const bool live = d < D;
   if (lane == kLanes - 1) carry[ch] = live && dhT ? dhT[b * D + d] : C{};
   const C h_first = live && h0 ? h0[b * D + d] : C{};  // h_{-1}
+  const int64_t t_lane = int64_t(lane) * kLaneSteps, at0 = (b * T + t_lane) * D + d;
+  const int64_t w_last = (T - 1) / kWindow * kWindow;
+  S gs[kLaneSteps], ds[kLaneSteps];  // this window's steps, as stored
+  load_lane(gs, g, at0 + w_last * D, D, w_last + t_lane, T, live);
+  load_lane(ds, dout, at0 + w_last * D, D, w_last + t_lane, T, live);
   C dh = C{};
-  for (int64_t w0 = (T - 1) / kWindow * kWindow; w0 >= 0; w0 -= kWindow) {
-    const int64_t t0 = w0 + int64_t(lane) * kLaneSteps, at = (b * T + t0) * D + d;
-    const S zero = value_cast<S>(C{});                 // an identity step: do = 0, g = 0
-    S gs[kLaneSteps], ds[kLaneSteps], hs[kLaneSteps];  // hs[s] = o_{t0+s-1}, converted below
-#pragma unroll
-    for (int s = 0; s < kLaneSteps; ++s) {
-      const bool in = live && t0 + s < T;
-      gs[s] = in ? g[at + s * D] : zero;
-      ds[s] = in ? dout[at + s * D] : zero;
-      hs[s] = in && t0 + s > 0 ? o[at + (s - 1) * D] : zero;
-    }
+  for (int64_t w0 = w_last; w0 >= 0; w0 -= kWindow) {
+    const int64_t t0 = w0 + t_lane, at = at0 + w0 * D;
+    S hs[kLaneSteps];  // hs[s] = o_{t0+s-1}, read by the rescan
+    load_lane(hs, o, at, D, t0, T, live, 1);
+    S gn[kLaneSteps], ds_next[kLaneSteps];  // the window before (nothing read before step 0)
+    const int64_t tp = t0 - kWindow;
+    load_lane(gn, g, at - kWindow * D, D, tp, w0 > 0 ? T : 0, live);
+    load_lane(ds_next, dout, at - kWindow * D, D, tp, w0 > 0 ? T : 0, live);
     C lam = C{};
     dh = C{};
 #pragma unroll
@@ -528,6 +548,8 @@ __global__ void __launch_bounds__(kTileCh* kLanes, 1)
         dg[at + s * D] = value_cast<S>(f * h_prev * dh);
       }
       dh *= f;
+      gs[s] = gn[s];
+      ds[s] = ds_next[s];
     }
     if (lane == 0) carry[ch] = dh;
   }
