@@ -122,8 +122,8 @@ constexpr int kUnroll = 8;  // steps whose loads are issued together
 // ~100 the unrolled loads take otherwise: the occupancy hides more latency), 128 in f64 (no
 // spills). The loads are held in registers as stored and converted where used: a bf16 pair is
 // then one register, so the pair kernels keep f32's bytes in flight at f32's occupancy (ptxas,
-// sm_90: every kernel within its bound without spills except the pair forms of pass 3 of the
-// forward, 16 bytes, and of the one-pass forward, 8 bytes: a few words a thread, in L1).
+// sm_90: every kernel within its bound without spills except the pair form of pass 3 of the
+// forward, 16 bytes: a few words a thread, in L1). The one-pass kernels have their own bound.
 template <class S>
 constexpr int kMinBlocks = std::is_same_v<compute_t<S>, double> ? 2 : 4;
 // Channels per element of S: the one-pass forward's decision counts channels, not elements.
