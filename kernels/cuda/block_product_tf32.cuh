@@ -12,13 +12,9 @@
 // As in block_product: rows / columns past M / N are clamped and their results dropped, a
 // thread's entries depend only on (M, N), and the reduction past R is zero-padded (the last
 // step of 8 reads clamped indices and masks them).
-// When out is also callable as out(m, n, x0, x1), the entries (m, n) and (m, n + 1) of one
-// accumulator (n even, both inside N) go to it together (a store of two adjacent elements);
-// the others one by one.
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
 
 namespace hla::cuda {
 
@@ -81,17 +77,9 @@ __device__ __forceinline__ void block_product_tf32(int M, int N, int R, FA a, FB
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {  // rows g and g + 8
-          const int m = row + 8 * h, n = ocol + 8 * j;
-          if (m >= M) continue;
-          if constexpr (std::is_invocable_v<FOut, int, int, float, float>) {
-            if (n + 1 < N) {
-              out(m, n, acc[j][2 * h], acc[j][2 * h + 1]);
-              continue;
-            }
-          }
-          if (n < N) out(m, n, acc[j][2 * h]);
-          if (n + 1 < N) out(m, n + 1, acc[j][2 * h + 1]);
+        for (int e = 0; e < 4; ++e) {
+          const int m = row + 8 * (e >> 1), n = ocol + 8 * j + (e & 1);
+          if (m < M && n < N) out(m, n, acc[j][e]);
         }
     }
 }

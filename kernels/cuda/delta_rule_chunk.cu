@@ -100,46 +100,6 @@ __device__ __forceinline__ void product(int M, int N, int R, FA a, FB b, FOut ou
   }
 }
 
-// A product's entries (r, c) stored to a global row-major array: p[r * ld + c] = f(r, c, x) in
-// T, rows r >= rows dropped. The TF32 products hand over pairs too (c even, both inside N),
-// stored as one 2-element word where the address allows: a warp's 8 rows x 4 lanes then cover
-// whole 32-byte sectors once instead of half of each twice (the FMA products store one by one).
-template <class S, class T, class F>
-struct GlobalRows {
-  T* p;
-  int64_t ld;
-  int rows;
-  F f;
-  __device__ void operator()(int r, int c, S x) const {
-    if (r < rows) p[r * ld + c] = value_cast<T>(f(r, c, x));
-  }
-  __device__ void operator()(int r, int c, S x0, S x1) const {
-    struct alignas(2 * sizeof(T)) Pair {
-      T a, b;
-    };
-    if (r >= rows) return;
-    T* q = p + r * ld + c;
-    const Pair v{value_cast<T>(f(r, c, x0)), value_cast<T>(f(r, c + 1, x1))};
-    if (reinterpret_cast<uintptr_t>(q) % sizeof(Pair) == 0) {
-      *reinterpret_cast<Pair*>(q) = v;
-    } else {
-      q[0] = v.a;
-      q[1] = v.b;
-    }
-  }
-};
-template <class S, class T, class F>
-__device__ GlobalRows<S, T, F> global_rows(T* p, int64_t ld, int rows, F f) {
-  return {p, ld, rows, f};
-}
-// The entry itself (f of GlobalRows for plain workspace stores).
-struct Entry {
-  template <class S>
-  __device__ S operator()(int, int, S x) const {
-    return x;
-  }
-};
-
 // Sizes of one problem and the indexing shared by every kernel.
 struct Geo {
   int64_t B, T, H, NC;  // NC chunks per head
@@ -361,7 +321,7 @@ __global__ void __launch_bounds__(kNt)
     unstage_rows(ti, lc, C, C, [&](int r, int l, S x) { Ti[r * C + l] = x; });
     const IO* v = a.v + g.row(bh, c * C) * V;  // row l of the chunk at v + l H V
     const int64_t vrow = g.H * V;
-    const auto store_u = global_rows<S>(ws.u + e * C * V, V, C, Entry{});
+    auto store_u = [&](int r, int j, S x) { ws.u[e * C * V + r * V + j] = x; };
     if (V <= K) {  // diag(beta) V staged in q's buffer (q is done with)
       stage_rows(w.q, lk, C, V, [&](int l, int j) {
         return l < n ? w.beta[l] * value_cast<S>(v[l * vrow + j]) : S(0);
@@ -379,7 +339,7 @@ __global__ void __launch_bounds__(kNt)
     product<S, TC>(
         C, K, C, [&](int r, int l) { return ti[r * lc + l]; },
         [&](int l, int i) { return (w.beta[l] * w.gam[l]) * w.k[l * lk + i]; },
-        global_rows<S>(ws.w + e * C * K, K, C, Entry{}));
+        [&](int r, int i, S x) { ws.w[e * C * K + r * K + i] = x; });
     __syncthreads();  // the buffers are read before the next item rewrites them
   }
 }
@@ -509,9 +469,8 @@ struct OutputLayout {
   }
 };
 
-// Compiled for two blocks a multiprocessor (without the bound ptxas traded registers for spills).
 template <class S, class IO, bool TC>
-__global__ void __launch_bounds__(kNt, 2)
+__global__ void __launch_bounds__(kNt)
     delta_output_kernel(Geo g, Chunks<S> ws, S scale, IO* __restrict__ o, OutputLayout lay,
                         S* scratch) {
   S* base = block_base(scratch, lay.total);
@@ -540,8 +499,10 @@ __global__ void __launch_bounds__(kNt, 2)
     product<S, TC>(  // same shape: each thread reads back only its own qs entries
         C, nv, C, [&](int r, int l) { return P[r * lc + l]; },
         [&](int l, int j) { return vn[l * lo + j]; },
-        global_rows<S>(o + row0 * V + j0, g.H * V, n,
-                       [&](int r, int j, S x) { return scale * (qs[r * lo + j] + x); }));
+        [&](int r, int j, S x) {
+          if (r < n)
+            o[(row0 + r * g.H) * V + j0 + j] = value_cast<IO>(scale * (qs[r * lo + j] + x));
+        });
     __syncthreads();  // the buffers are read before the next item rewrites them
   }
 }
@@ -613,7 +574,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       product<S, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
-          global_rows<S>(ws.dy + e * C * V + j0, V, C, Entry{}));
+          [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
       product<S, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
           K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
           [&](int r, int j) { return dO[r * lv + j]; },
