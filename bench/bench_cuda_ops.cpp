@@ -9,7 +9,8 @@
 //   hgrn              x, g [B,T,D]                        g = logsigmoid(N(0,1))
 //   softmax_attention q, k, v                             causal
 // The delta rules also run at Gated DeltaNet's 340M head layout, B=8, T=2048, H=4,
-// K=V=256 (few wide heads: the op splits each into value slices, autograd/recurrences.h).
+// K=V=256 (few wide heads: the op splits each into value slices, autograd/recurrences.h), and
+// every op but hgrn at fla_bench.py's second shape, B=4, T=4096, H=8, K=V=128 (HGRN2's layout).
 // Each with Impl::Auto (what the layers run: the chunked tier at this T) and inputs that require
 // grad, as fla's benchmark calls its ops. "fwd" times the op (graph built and dropped);
 // "fwd_bwd" the op plus o.backward(do) with a fixed random do (gradients reset after each).
@@ -496,6 +497,20 @@ int main(int argc, char** argv) {
                                         shape_tag(op, wide) + "/" + pass_name)
                                            .c_str(),
                                        bm_op, op, wide, dt, pass)
+              ->UseManualTime()
+              ->Unit(benchmark::kMillisecond);
+  // fla_bench.py's second op shape, B=4, T=4096, H=8, K=V=128 (half the batch, twice the
+  // length of the first: HLA_BENCH_B / _T scale it too): HGRN2's 340M head layout (its
+  // recurrence is gla at H=8, K=V=128) and wide heads for the other ops.
+  const Dims second{std::max<int64_t>(1, d.B / 2), 2 * d.T, 8, 128, 128};
+  for (const OpCase& op : op_cases())
+    if (op.name != std::string("hgrn"))  // HGRN's width D = H*K is the first shape's
+      for (DType dt : dtypes)
+        for (const auto& [pass_name, pass] : passes)
+          benchmark::RegisterBenchmark((std::string(op.name) + "/" + dtype_name(dt) + "/" +
+                                        shape_tag(op, second) + "/" + pass_name)
+                                           .c_str(),
+                                       bm_op, op, second, dt, pass)
               ->UseManualTime()
               ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();
