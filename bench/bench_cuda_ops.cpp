@@ -477,42 +477,29 @@ int main(int argc, char** argv) {
   const std::pair<const char*, Pass> passes[] = {{"fwd", Pass::Forward},
                                                  {"fwd_bwd", Pass::ForwardBackward}};
   // names: <op>/<dtype>/<shape>/<pass>, e.g. gla/bf16/B8_T2048_H16_K64_V64/fwd_bwd
-  for (const OpCase& op : op_cases())
+  auto register_at = [&](const OpCase& op, const Dims& shape) {
     for (DType dt : dtypes)
       for (const auto& [pass_name, pass] : passes)
-        benchmark::RegisterBenchmark(
-            (std::string(op.name) + "/" + dtype_name(dt) + "/" + shape_tag(op, d) + "/" + pass_name)
-                .c_str(),
-            bm_op, op, d, dt, pass)
+        benchmark::RegisterBenchmark((std::string(op.name) + "/" + dtype_name(dt) + "/" +
+                                      shape_tag(op, shape) + "/" + pass_name)
+                                         .c_str(),
+                                     bm_op, op, shape, dt, pass)
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
+  };
+  for (const OpCase& op : op_cases()) register_at(op, d);
   // The delta rules at Gated DeltaNet's 340M head layout: 4 heads of K = V = 256, i.e. B*H = 32
   // heads for the GPU's 132 multiprocessors, which the op splits into value slices.
   const Dims wide{d.B, d.T, 4, 256, 256};
   for (const OpCase& op : op_cases())
     if (op.name == std::string("delta_rule") || op.name == std::string("gated_delta_rule"))
-      for (DType dt : dtypes)
-        for (const auto& [pass_name, pass] : passes)
-          benchmark::RegisterBenchmark((std::string(op.name) + "/" + dtype_name(dt) + "/" +
-                                        shape_tag(op, wide) + "/" + pass_name)
-                                           .c_str(),
-                                       bm_op, op, wide, dt, pass)
-              ->UseManualTime()
-              ->Unit(benchmark::kMillisecond);
+      register_at(op, wide);
   // fla_bench.py's second op shape, B=4, T=4096, H=8, K=V=128 (half the batch, twice the
   // length of the first: HLA_BENCH_B / _T scale it too): HGRN2's 340M head layout (its
   // recurrence is gla at H=8, K=V=128) and wide heads for the other ops.
   const Dims second{std::max<int64_t>(1, d.B / 2), 2 * d.T, 8, 128, 128};
   for (const OpCase& op : op_cases())
-    if (op.name != std::string("hgrn"))  // HGRN's width D = H*K is the first shape's
-      for (DType dt : dtypes)
-        for (const auto& [pass_name, pass] : passes)
-          benchmark::RegisterBenchmark((std::string(op.name) + "/" + dtype_name(dt) + "/" +
-                                        shape_tag(op, second) + "/" + pass_name)
-                                           .c_str(),
-                                       bm_op, op, second, dt, pass)
-              ->UseManualTime()
-              ->Unit(benchmark::kMillisecond);
+    if (op.name != std::string("hgrn")) register_at(op, second);  // HGRN's D = H*K: the first's
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
