@@ -109,13 +109,13 @@ struct HgrnOut {
 };
 template <class S>
 struct HgrnGrad {
-  const S* o = nullptr;     // [B,T,D] the forward's output or null: the CUDA one-pass chunk
-                            // backward reads h_{t-1} from it (other tiers recompute it from x)
   const S* dout = nullptr;  // [B,T,D]
   const S* dhT = nullptr;   // [B,D] or null
   S* dx = nullptr;          // [B,T,D]
   S* dg = nullptr;          // [B,T,D]
   S* dh0 = nullptr;         // [B,D] or null
+  const S* o = nullptr;     // [B,T,D] the forward's output or null: the CUDA one-pass chunk
+                            // backward reads h_{t-1} from it (other tiers recompute it from x)
 };
 
 void hgrn_reference_forward(const HgrnArgs<double>& a, const HgrnOut<double>& out);

@@ -149,12 +149,12 @@ struct HgrnBf16Out {
   float* hT = nullptr;  // [B,D] or null
 };
 struct HgrnBf16Grad {
-  const bf16* o = nullptr;     // [B,T,D] the forward's output, optional (as kernels::HgrnGrad)
   const bf16* dout = nullptr;  // [B,T,D]
   const float* dhT = nullptr;  // [B,D] or null
   bf16* dx = nullptr;          // [B,T,D]
   bf16* dg = nullptr;          // [B,T,D]
   float* dh0 = nullptr;        // [B,D] or null
+  const bf16* o = nullptr;     // [B,T,D] the forward's output, optional (as kernels::HgrnGrad)
 };
 void hgrn_recurrent_forward_bf16(const HgrnBf16Args& a, const HgrnBf16Out& out);
 void hgrn_recurrent_backward_bf16(const HgrnBf16Args& a, const HgrnBf16Grad& grad);
