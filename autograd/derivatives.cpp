@@ -19,6 +19,17 @@ const char* op_name(OpKind op) {
   return names[static_cast<int>(op)];
 }
 
+bool reads_input_values(OpKind op) {
+  switch (op) {  // the rules below that use only x(i)'s shape, numel and dtype
+    case OpKind::Add: case OpKind::Sub: case OpKind::Neg: case OpKind::AddScalar:
+    case OpKind::MulScalar: case OpKind::Where: case OpKind::Sum: case OpKind::Mean:
+    case OpKind::Reshape: case OpKind::Permute: case OpKind::Slice: case OpKind::Expand:
+    case OpKind::Concat: case OpKind::IndexSelect: case OpKind::Gather: case OpKind::ToDtype:
+      return false;
+    default: return true;
+  }
+}
+
 namespace {
 Tensor mul(const Tensor& a, const Tensor& b) { return binary(Binary::Mul, a, b); }
 Tensor div(const Tensor& a, const Tensor& b) { return binary(Binary::Div, a, b); }

@@ -15,6 +15,9 @@ enum class OpKind {
   Count
 };
 const char* op_name(OpKind op);
+// Whether op's derivative (derivatives.cpp) reads its inputs' values, or only their shapes and
+// dtypes.
+bool reads_input_values(OpKind op);
 
 struct PrimitiveNode : Node {
   OpKind op;

@@ -10,15 +10,28 @@ namespace {
 
 std::shared_ptr<PrimitiveNode> node(OpKind op) { return std::make_shared<PrimitiveNode>(op); }
 
+// Records the primitive. When its derivative reads only the inputs' shapes (add, the views,
+// to_dtype, ...), the node keeps its non-leaf inputs as edges without values (Var::edge_only),
+// so an activation consumed only by such ops (a residual branch's output, the bf16 source of a
+// cast) is freed after the forward: saved for the backward is only what a rule reads. Leaves keep
+// their Var, which their gradients accumulate into.
+Var recorded(const std::shared_ptr<PrimitiveNode>& n, std::vector<Var> inputs, Tensor y) {
+  Var out = record1(n, std::move(inputs), std::move(y));
+  if (!reads_input_values(n->op))
+    for (Var& in : n->inputs)
+      if (in.defined() && !in.is_leaf()) in = in.edge_only();
+  return out;
+}
+
 Var unary_op(OpKind kind, ops::Unary u, const Var& x, bool save_output) {
   Tensor y = ops::unary(u, x.data());
   auto n = node(kind);
   if (save_output && should_record({x})) n->saved = {y};
-  return record1(n, {x}, y);
+  return recorded(n, {x}, y);
 }
 
 Var binary_op(OpKind kind, ops::Binary b, const Var& x, const Var& y) {
-  return record1(node(kind), {x, y}, ops::binary(b, x.data(), y.data()));
+  return recorded(node(kind), {x, y}, ops::binary(b, x.data(), y.data()));
 }
 
 std::vector<int64_t> wrapped(const std::vector<int64_t>& dims, int64_t rank, const char* op) {
@@ -65,21 +78,21 @@ Var logsigmoid(const Var& x) {
 Var pow(const Var& x, double p) {
   auto n = node(OpKind::PowScalar);
   n->scalar = p;
-  return record1(n, {x}, ops::pow_scalar(x.data(), p));
+  return recorded(n, {x}, ops::pow_scalar(x.data(), p));
 }
 Var add_scalar(const Var& x, double s) {
-  return record1(node(OpKind::AddScalar), {x}, ops::add_scalar(x.data(), s));
+  return recorded(node(OpKind::AddScalar), {x}, ops::add_scalar(x.data(), s));
 }
 Var mul_scalar(const Var& x, double s) {
   auto n = node(OpKind::MulScalar);
   n->scalar = s;
-  return record1(n, {x}, ops::mul_scalar(x.data(), s));
+  return recorded(n, {x}, ops::mul_scalar(x.data(), s));
 }
 
 Var where(const Tensor& cond, const Var& a, const Var& b) {
   auto n = node(OpKind::Where);
   n->saved = {cond};
-  return record1(n, {a, b}, ops::where(cond, a.data(), b.data()));
+  return recorded(n, {a, b}, ops::where(cond, a.data(), b.data()));
 }
 
 Var operator+(const Var& a, const Var& b) { return add(a, b); }
@@ -100,17 +113,17 @@ Var to_dtype(const Var& x, DType dtype) {
                 std::string(dtype_name(x.dtype())) + " to " + dtype_name(dtype),
                 "index tensors take no gradient: convert them with Tensor::to");
   if (x.dtype() == dtype) return x;
-  return record1(node(OpKind::ToDtype), {x}, x.data().to(dtype));
+  return recorded(node(OpKind::ToDtype), {x}, x.data().to(dtype));
 }
 
 Var matmul(const Var& a, const Var& b) {
-  return record1(node(OpKind::Matmul), {a, b}, ops::matmul(a.data(), b.data()));
+  return recorded(node(OpKind::Matmul), {a, b}, ops::matmul(a.data(), b.data()));
 }
 
 Var sum(const Var& x, const std::vector<int64_t>& dims, bool keepdim) {
   auto n = node(OpKind::Sum);
   n->ints = wrapped(dims, x.dim(), "sum");
-  return record1(n, {x}, ops::sum(x.data(), dims, keepdim));
+  return recorded(n, {x}, ops::sum(x.data(), dims, keepdim));
 }
 Var sum(const Var& x) { return sum(x, all_dims(x.dim()), false); }
 
@@ -119,7 +132,7 @@ Var mean(const Var& x, const std::vector<int64_t>& dims, bool keepdim) {
   n->ints = wrapped(dims, x.dim(), "mean");
   Tensor s = ops::sum(x.data(), dims, keepdim);
   const double count = static_cast<double>(x.numel()) / static_cast<double>(std::max<int64_t>(s.numel(), 1));
-  return record1(n, {x}, ops::mul_scalar(s, 1.0 / count));
+  return recorded(n, {x}, ops::mul_scalar(s, 1.0 / count));
 }
 Var mean(const Var& x) { return mean(x, all_dims(x.dim()), false); }
 
@@ -128,16 +141,16 @@ Var max(const Var& x, const std::vector<int64_t>& dims, bool keepdim) {
   n->ints = wrapped(dims, x.dim(), "max");
   Tensor y = ops::max(x.data(), dims, keepdim);
   n->saved = {y};
-  return record1(n, {x}, y);
+  return recorded(n, {x}, y);
 }
 
 Var reshape(const Var& x, const Shape& shape) {
-  return record1(node(OpKind::Reshape), {x}, x.data().reshape(shape));
+  return recorded(node(OpKind::Reshape), {x}, x.data().reshape(shape));
 }
 Var permute(const Var& x, const std::vector<int64_t>& dims) {
   auto n = node(OpKind::Permute);
   n->ints = wrapped(dims, x.dim(), "permute");
-  return record1(n, {x}, x.data().permute(dims));
+  return recorded(n, {x}, x.data().permute(dims));
 }
 Var transpose(const Var& x, int64_t d0, int64_t d1) {
   std::vector<int64_t> p = all_dims(x.dim());
@@ -149,7 +162,7 @@ Var slice(const Var& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
   Tensor y = x.data().slice(d, start, end, step);
   auto n = node(OpKind::Slice);
   n->ints = {d, start < 0 ? start + x.size(d) : start, step};
-  return record1(n, {x}, y);
+  return recorded(n, {x}, y);
 }
 Var narrow(const Var& x, int64_t dim, int64_t start, int64_t length) {
   return slice(x, dim, start, start + length);
@@ -160,7 +173,7 @@ Var select(const Var& x, int64_t dim, int64_t index) {
   return squeeze(slice(x, d, i, i + 1), d);
 }
 Var expand(const Var& x, const Shape& shape) {
-  return record1(node(OpKind::Expand), {x}, x.data().expand(shape));
+  return recorded(node(OpKind::Expand), {x}, x.data().expand(shape));
 }
 Var unsqueeze(const Var& x, int64_t dim) { return reshape(x, x.data().unsqueeze(dim).shape()); }
 Var squeeze(const Var& x, int64_t dim) { return reshape(x, x.data().squeeze(dim).shape()); }
@@ -171,7 +184,7 @@ Var concat(const std::vector<Var>& xs, int64_t dim) {
   for (const Var& v : xs) ts.push_back(v.data());
   auto n = node(OpKind::Concat);
   n->ints = {wrap_dim(dim, xs[0].dim(), "concat")};
-  return record1(n, xs, ops::concat(ts, dim));
+  return recorded(n, xs, ops::concat(ts, dim));
 }
 Var stack(const std::vector<Var>& xs, int64_t dim) {
   if (xs.empty()) throw Error("stack", "at least one Var", "none");
@@ -185,13 +198,13 @@ Var index_select(const Var& x, int64_t dim, const Tensor& index) {
   auto n = node(OpKind::IndexSelect);
   n->ints = {wrap_dim(dim, x.dim(), "index_select")};
   n->saved = {index};
-  return record1(n, {x}, ops::index_select(x.data(), dim, index));
+  return recorded(n, {x}, ops::index_select(x.data(), dim, index));
 }
 Var gather(const Var& x, int64_t dim, const Tensor& index) {
   auto n = node(OpKind::Gather);
   n->ints = {wrap_dim(dim, x.dim(), "gather")};
   n->saved = {index};
-  return record1(n, {x}, ops::gather(x.data(), dim, index));
+  return recorded(n, {x}, ops::gather(x.data(), dim, index));
 }
 Var embedding(const Var& weight, const Tensor& ids) {
   check_rank(weight.data(), 2, "embedding", "weight", "[N, D]");

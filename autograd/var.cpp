@@ -1,5 +1,9 @@
 #include "autograd/var.h"
 
+#include <map>
+#include <mutex>
+#include <utility>
+
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "kernels/ops.h"
@@ -28,6 +32,21 @@ Var::Var(Tensor data, std::shared_ptr<Node> grad_fn, int output_nr)
   impl_->requires_grad = true;
   impl_->grad_fn = std::move(grad_fn);
   impl_->output_nr = output_nr;
+}
+
+Var Var::edge_only() const {
+  HLA_CHECK(defined() && !is_leaf(), "edge_only: a non-leaf Var");
+  // One zero per (dtype, device), shared by every edge: no allocation per node.
+  static std::mutex mutex;
+  static std::map<std::pair<DType, Device>, Tensor> zeros;
+  Tensor zero;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    Tensor& z = zeros[{dtype(), device()}];
+    if (!z.defined()) z = Tensor::zeros({}, dtype(), device());
+    zero = z;
+  }
+  return Var(zero.expand(shape()), impl_->grad_fn, impl_->output_nr);
 }
 
 const Tensor& Var::data() const {

@@ -4,8 +4,11 @@
 //   Every op on Vars computes its result eagerly with the kernels (kernels/ops.h). If grad mode
 //   is on (grad_mode.h) and some input requires grad, it also creates a Node that remembers its
 //   inputs (as Vars, which keeps them alive) and whatever its backward needs. The result's
-//   grad_fn points at that Node. Leaves are Vars made by the user (parameters, inputs); they have
-//   no grad_fn, and backward() accumulates into their grad().
+//   grad_fn points at that Node. A primitive whose derivative reads only its inputs' shapes
+//   (add, sum, the views, to_dtype, ...) keeps its non-leaf inputs as edges without values
+//   (edge_only), so what only such ops consume is freed when the forward drops it. Leaves are
+//   Vars made by the user (parameters, inputs); they have no grad_fn, and backward()
+//   accumulates into their grad().
 //
 // The backward contract (autograd/node.h)
 //   - gradients of leaves and of Vars used several times are ACCUMULATED (summed);
@@ -64,6 +67,10 @@ class Var {
   void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
   // The same data, cut from the graph (a new leaf that does not require grad).
   Var detach() const;
+  // The same graph edge (grad_fn, output_nr) without the values, for a non-leaf: its data is a
+  // stride-0 view of one zero with this Var's shape, dtype and device. Nodes whose derivative
+  // reads only their inputs' shapes keep non-leaf inputs this way (autograd/primitives.cpp).
+  Var edge_only() const;
 
   // ---- shorthands for data()
   const Shape& shape() const { return data().shape(); }

@@ -1,6 +1,7 @@
 // The autograd engine: accumulation, shared subgraphs, multi-use, retain_graph, detach,
-// NoGradGuard, leaves vs non-leaves, and errors.
+// NoGradGuard, leaves vs non-leaves, what nodes keep of their inputs, and errors.
 #include <catch2/catch.hpp>
+#include <memory>
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
@@ -73,6 +74,31 @@ TEST_CASE("only inputs that need it receive gradients", "[autograd]") {
   sum(x * c).backward();
   CHECK(x.grad().to_vector<double>() == std::vector<double>{3, 4});
   CHECK(!c.grad().defined());
+}
+
+// A node whose derivative reads only its inputs' shapes (add, sum, the views, to_dtype, ...)
+// keeps a non-leaf input as an edge without its values: an activation consumed only by such ops
+// is freed when the forward drops it; ops whose derivative reads the values keep them.
+TEST_CASE("shape-only derivatives keep no values of non-leaf inputs", "[autograd]") {
+  Var x = leaf({1, 2, 3}), w = leaf({0.5, -1, 2});
+  std::weak_ptr<Storage> freed, kept;
+  Var y;
+  {
+    const Var m = x * x;  // read only by add, reshape, to_dtype, sum below
+    const Var p = x * w;  // read by mul, whose derivative needs it
+    freed = m.data().storage();
+    kept = p.data().storage();
+    y = sum(to_dtype(reshape(add(m, x), {3, 1}), DType::f32)) + sum(to_dtype(p * p, DType::f32));
+  }
+  CHECK(freed.expired());
+  CHECK(!kept.expired());
+  y.backward();  // d/dx: 2x + 1 + 2 (x w) w;  d/dw: 2 (x w) x
+  const std::vector<double> dx = x.grad().to_vector<double>(), dw = w.grad().to_vector<double>();
+  const std::vector<double> xs{1, 2, 3}, ws{0.5, -1, 2};
+  for (size_t i = 0; i < 3; ++i) {
+    CHECK(dx[i] == Approx(2 * xs[i] + 1 + 2 * xs[i] * ws[i] * ws[i]));
+    CHECK(dw[i] == Approx(2 * xs[i] * ws[i] * xs[i]));
+  }
 }
 
 TEST_CASE("autograd misuse throws hla::Error", "[autograd][errors]") {
