@@ -33,6 +33,10 @@ Var gla_gate(const Var& x, double normalizer, double floor);
 
 // SwiGLU: silu(a) * b.
 Var swiglu(const Var& a, const Var& b);
+// swiglu(a, b) w^T for a, b [..., I] and w [O, I] (a Linear's weight): [..., O]. Values and
+// gradients as matmul(swiglu(a, b), w^T), but the node keeps a, b and w only and recomputes
+// swiglu(a, b) in the backward, so the [..., I] product is not held between the passes.
+Var swiglu_linear(const Var& a, const Var& b, const Var& w);
 
 // Causal depthwise conv over time, x [B,T,D], w [D,W] (w[:, W-1] multiplies the current token),
 // optional silu after the conv. `cache` [B,D,W-1] holds the inputs before t=0 (oldest first;

@@ -1,6 +1,7 @@
 #include "nn/mlp.h"
 
 #include "autograd/fused.h"
+#include "autograd/primitives.h"
 
 namespace hla::nn {
 
@@ -16,7 +17,9 @@ GatedMLP::GatedMLP(int64_t hidden, int64_t inter, Generator& gen, double std) {
 }
 
 Var GatedMLP::forward(const Var& x) const {
-  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));
+  // down_proj(swiglu(gate, up)) with the SwiGLU product recomputed in the backward, not kept
+  const Var gate = gate_proj->forward(x), up = up_proj->forward(x);
+  return swiglu_linear(gate, up, to_dtype(down_proj->weight, gate.dtype()));
 }
 
 }  // namespace hla::nn

@@ -2,7 +2,9 @@
 //
 //   y = down_proj( silu(gate_proj(x)) * up_proj(x) )
 //
-// x [..., d] -> [..., d]; gate_proj, up_proj [I, d], down_proj [d, I], no biases.
+// x [..., d] -> [..., d]; gate_proj, up_proj [I, d], down_proj [d, I], no biases. The down
+// projection runs as swiglu_linear (autograd/fused.h): the [..., I] product is recomputed in the
+// backward instead of kept between the passes.
 // I = 256 * ceil( int(d * hidden_ratio * 2/3) / 256 ) unless given (d=1024: ratio 4 -> 2816,
 // ratio 2 -> 1536).
 #pragma once

@@ -1,4 +1,5 @@
-// Building blocks: Linear, RMSNorm, ShortConvolution (with its decoding cache), SwiGLU MLP sizes,
+// Building blocks: Linear, RMSNorm, ShortConvolution (with its decoding cache), SwiGLU MLP sizes
+// and its fused down projection,
 // rotary embedding, the HGRN lower-bound schedule.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -81,6 +82,41 @@ TEST_CASE("SwiGLU MLP intermediate size follows fla's rounding", "[nn]") {
   CHECK(mlp.named_parameters()[0].first == "gate_proj.weight");
   CHECK(mlp.up_proj->weight.shape() == Shape{256, 8});
   CHECK(mlp.down_proj->weight.shape() == Shape{8, 256});
+}
+
+// The MLP's down projection runs as swiglu_linear (the SwiGLU product recomputed in the
+// backward): the same GEMMs as down_proj(swiglu(gate, up)), so values and gradients agree exactly.
+TEST_CASE("swiglu_linear equals Linear(swiglu(a, b)), values and gradients", "[nn]") {
+  Generator gen(6);
+  GatedMLP mlp(6, 20, gen);
+  for (Linear* l : {mlp.gate_proj.get(), mlp.up_proj.get(), mlp.down_proj.get()})
+    l->weight.mutable_data() = l->weight.data().to(DType::f64);
+  const Var x(Tensor::randn({2, 3, 6}, gen, DType::f64), true);
+  const Tensor dy = Tensor::randn({2, 3, 6}, gen, DType::f64);
+  const Var y = mlp.forward(x);
+  y.backward(dy);
+  std::vector<std::vector<double>> fused{values(Var(x.grad()))};
+  for (auto& [name, p] : mlp.named_parameters()) fused.push_back(values(Var(p.grad())));
+  x.zero_grad();
+  for (auto& [name, p] : mlp.named_parameters()) p.zero_grad();
+  const Var ref =
+      mlp.down_proj->forward(swiglu(mlp.gate_proj->forward(x), mlp.up_proj->forward(x)));
+  ref.backward(dy);
+  REQUIRE_CLOSE("y", values(ref), values(y), 0.0);
+  REQUIRE_CLOSE("dx", values(Var(x.grad())), fused[0], 0.0);
+  size_t i = 1;
+  for (auto& [name, p] : mlp.named_parameters())
+    REQUIRE_CLOSE(name, values(Var(p.grad())), fused[i++], 0.0);
+  auto gc = gradcheck(
+      [](const std::vector<Var>& in) { return swiglu_linear(in[0], in[1], in[2]); },
+      {Tensor::randn({2, 3, 5}, gen, DType::f64, 0.0, 2.0),
+       Tensor::randn({2, 3, 5}, gen, DType::f64), Tensor::randn({4, 5}, gen, DType::f64)});
+  INFO(gc.report);
+  CHECK(gc.ok);
+  const Var w(Tensor::zeros({4, 5}, DType::f64));
+  REQUIRE_THROWS_WITH(swiglu_linear(Var(Tensor::zeros({2, 6}, DType::f64)),
+                                    Var(Tensor::zeros({2, 6}, DType::f64)), w),
+                      Catch::Contains("swiglu_linear"));
 }
 
 TEST_CASE("rotary: rotate-half at position offset + t, norm-preserving, relative", "[nn]") {
