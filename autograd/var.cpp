@@ -36,13 +36,14 @@ Var::Var(Tensor data, std::shared_ptr<Node> grad_fn, int output_nr)
 
 Var Var::edge_only() const {
   HLA_CHECK(defined() && !is_leaf(), "edge_only: a non-leaf Var");
-  // One zero per (dtype, device), shared by every edge: no allocation per node.
+  // One zero per (dtype, device), shared by every edge: no allocation per node. Never destroyed
+  // (as the CUDA context): a device tensor freed during static destruction could outlive it.
   static std::mutex mutex;
-  static std::map<std::pair<DType, Device>, Tensor> zeros;
+  static auto* zeros = new std::map<std::pair<DType, Device>, Tensor>();
   Tensor zero;
   {
     std::lock_guard<std::mutex> lock(mutex);
-    Tensor& z = zeros[{dtype(), device()}];
+    Tensor& z = (*zeros)[{dtype(), device()}];
     if (!z.defined()) z = Tensor::zeros({}, dtype(), device());
     zero = z;
   }
