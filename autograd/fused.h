@@ -20,6 +20,12 @@ Var cross_entropy(const Var& logits, const Tensor& targets, int64_t ignore_index
 Var rms_norm(const Var& x, const Var& w, double eps);
 // Gated RMSNorm: RMSNorm(x) * w * silu(g), g shaped like x.
 Var gated_rms_norm(const Var& x, const Var& g, const Var& w, double eps);
+// A linear map W [O, F] of rms_norm(x, w) / gated_rms_norm(x, g, w) merged over x's trailing
+// dims that hold F elements (x [B,T,H,D] with F = H*D: the per-head norm, then an output
+// projection): [..., O]. Values and gradients as matmul(reshape(norm(...)), W^T), but the node
+// keeps x, [g], w and W only and recomputes the normed rows in the backward.
+Var rms_norm_linear(const Var& x, const Var& w, double eps, const Var& W);
+Var gated_rms_norm_linear(const Var& x, const Var& g, const Var& w, double eps, const Var& W);
 
 // Rotary position embedding of x [B,T,H,d] at positions offset + t (kernels/ops.h: ops::rotary).
 Var rotary(const Var& x, int64_t offset, double base);

@@ -2,6 +2,7 @@
 
 #include "autograd/fused.h"
 #include "autograd/primitives.h"
+#include "nn/linear.h"
 
 namespace hla::nn {
 
@@ -17,6 +18,24 @@ GatedRMSNorm::GatedRMSNorm(int64_t dim, double eps_) : eps(eps_) {
 
 Var GatedRMSNorm::forward(const Var& x, const Var& g) const {
   return gated_rms_norm(x, g, to_dtype(weight, x.dtype()), eps);
+}
+
+namespace {
+Var with_bias(const Var& y, const Linear& proj) {
+  return proj.bias.defined() ? y + to_dtype(proj.bias, y.dtype()) : y;
+}
+}  // namespace
+
+Var RMSNorm::forward_projected(const Var& x, const Linear& proj) const {
+  const DType dt = x.dtype();
+  return with_bias(
+      rms_norm_linear(x, to_dtype(weight, dt), eps, to_dtype(proj.weight, dt)), proj);
+}
+
+Var GatedRMSNorm::forward_projected(const Var& x, const Var& g, const Linear& proj) const {
+  const DType dt = x.dtype();
+  return with_bias(
+      gated_rms_norm_linear(x, g, to_dtype(weight, dt), eps, to_dtype(proj.weight, dt)), proj);
 }
 
 }  // namespace hla::nn

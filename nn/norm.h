@@ -12,10 +12,16 @@
 
 namespace hla::nn {
 
+class Linear;
+
 class RMSNorm : public Module {
  public:
   RMSNorm(int64_t dim, double eps);
   Var forward(const Var& x) const;  // [..., D] -> [..., D]
+  // proj(forward(x)) with x merged over the trailing dims proj reads ([B,T,H,D] -> [B,T,H*D]
+  // for a per-head norm): the same values and gradients, but the normed x is recomputed in the
+  // backward instead of kept (autograd/fused.h rms_norm_linear).
+  Var forward_projected(const Var& x, const Linear& proj) const;
 
   double eps;
   Var weight;  // [D]
@@ -25,6 +31,9 @@ class GatedRMSNorm : public Module {
  public:
   GatedRMSNorm(int64_t dim, double eps);
   Var forward(const Var& x, const Var& g) const;  // x, g [..., D] -> [..., D]
+  // proj(forward(x, g)) merged as RMSNorm::forward_projected, the normed x recomputed in the
+  // backward (gated_rms_norm_linear).
+  Var forward_projected(const Var& x, const Var& g, const Linear& proj) const;
 
   double eps;
   Var weight;  // [D]

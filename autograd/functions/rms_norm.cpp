@@ -1,5 +1,6 @@
 // RMSNorm and gated RMSNorm as Function nodes; the forward keeps rstd per row
-// (kernels/cpu/tensor/norm.cpp has both directions and their equations).
+// (kernels/cpu/tensor/norm.cpp has both directions and their equations). Also each followed by a
+// linear map whose backward recomputes the normed rows (rms_norm_linear, gated_rms_norm_linear).
 #include "autograd/fused.h"
 #include "autograd/node.h"
 #include "kernels/ops.h"
@@ -37,6 +38,91 @@ Var gated_rms_norm(const Var& x, const Var& g, const Var& w, double eps) {
   n->gated = true;
   Tensor y = ops::gated_rms_norm(x.data(), g.data(), w.data(), eps, &n->rstd);
   return record1(n, {x, g, w}, y);
+}
+
+namespace {
+// norm(x[, g]) * w over x's last dimension, the per-row rstd into *rstd.
+Tensor normed(const Tensor& x, const Tensor& g, const Tensor& w, double eps, Tensor* rstd) {
+  return g.defined() ? ops::gated_rms_norm(x, g, w, eps, rstd) : ops::rms_norm(x, w, eps, rstd);
+}
+
+// y = rows(norm(x[, g])) W^T keeping x, [g], w, W and rstd: the backward recomputes the normed
+// rows (one elementwise pass) instead of the node keeping them. The products are the Matmul
+// rule's: dn = dy W, dW = (n^T dy)^T; then the norm's own backward with the forward's rstd.
+struct NormLinearNode : Node {
+  bool gated = false;
+  double eps = 0;
+  Tensor rstd;
+  const char* name() const override { return gated ? "gated_rms_norm_linear" : "rms_norm_linear"; }
+  std::vector<Tensor> backward(const std::vector<Tensor>& gy) override {
+    if (!gy[0].defined()) return std::vector<Tensor>(inputs.size());
+    const Tensor& x = inputs[0].data();
+    const Tensor g = gated ? inputs[1].data() : Tensor();
+    const Tensor &w = inputs[gated ? 2 : 1].data(), &W = inputs.back().data();
+    const int64_t O = W.size(0), F = W.size(1);
+    const Tensor dy = gy[0].reshape({gy[0].numel() / O, O});
+    std::vector<Tensor> grads(inputs.size());
+    if (needs_input_grad(inputs.size() - 1)) {
+      Tensor unused;
+      const Tensor n = normed(x, g, w, eps, &unused).reshape({x.numel() / F, F});
+      grads.back() = ops::matmul(n.transpose(0, 1), dy).transpose(0, 1);
+    }
+    bool norm_grads = false;
+    for (size_t i = 0; i + 1 < inputs.size(); ++i) norm_grads = norm_grads || needs_input_grad(i);
+    if (norm_grads) {
+      const Tensor dn = ops::matmul(dy, W).reshape(x.shape());
+      if (gated)
+        ops::gated_rms_norm_backward(x, g, w, rstd, dn, &grads[0], &grads[1], &grads[2]);
+      else
+        ops::rms_norm_backward(x, w, rstd, dn, &grads[0], &grads[1]);
+    }
+    return grads;
+  }
+  void release() override { rstd = Tensor(); }
+};
+
+// x's shape with its trailing dims that hold F elements replaced by O ([B,T,H,D] with F = H*D:
+// [B,T,O]).
+Shape projected_shape(const Tensor& x, int64_t F, int64_t O, const char* op) {
+  Shape out = x.shape();
+  int64_t merged = 1;
+  while (!out.empty() && merged < F) {
+    merged *= out.back();
+    out.pop_back();
+  }
+  if (merged != F)
+    throw Error(op, "x's trailing dimensions holding the projection's " + std::to_string(F) +
+                        " inputs", to_string(x.shape()),
+                "W [O, F] multiplies the normed x merged over its last dimensions");
+  out.push_back(O);
+  return out;
+}
+
+Var norm_linear(const Var& x, const Var& g, const Var& w, double eps, const Var& W) {
+  const char* op = g.defined() ? "gated_rms_norm_linear" : "rms_norm_linear";
+  check_rank(W.data(), 2, op, "W", "[O, F]");
+  const int64_t O = W.size(0), F = W.size(1);
+  const Shape out = projected_shape(x.data(), F, O, op);
+  auto n = std::make_shared<NormLinearNode>();
+  n->gated = g.defined();
+  n->eps = eps;
+  const Tensor rows = normed(x.data(), g.defined() ? g.data() : Tensor(), w.data(), eps, &n->rstd)
+                          .reshape({x.numel() / F, F});
+  const Tensor y = ops::matmul(rows, W.data().transpose(0, 1)).reshape(out);
+  std::vector<Var> inputs{x};
+  if (g.defined()) inputs.push_back(g);
+  inputs.push_back(w);
+  inputs.push_back(W);
+  return record1(n, inputs, y);
+}
+}  // namespace
+
+Var rms_norm_linear(const Var& x, const Var& w, double eps, const Var& W) {
+  return norm_linear(x, Var(), w, eps, W);
+}
+
+Var gated_rms_norm_linear(const Var& x, const Var& g, const Var& w, double eps, const Var& W) {
+  return norm_linear(x, g, w, eps, W);
 }
 
 }  // namespace hla

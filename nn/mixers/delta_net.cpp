@@ -96,9 +96,11 @@ Var DeltaNet::forward(const Var& x, MixerState* state, const Var&) {
   auto r = delta_rule(qh, kh, vh, beta, h0, {.l2norm_qk = l2});
   if (inspect::Recorder* rec = inspect::active()) record_delta_net(*rec, qh, kh, vh, beta, h0, l2);
   if (state) state->recurrent = r.hT;
-  const Var o = opt.use_gate ? o_norm_gated->forward(r.o, split_heads(g_proj->forward(x), H))
-                             : o_norm->forward(r.o);
-  return o_proj->forward(merge_heads(o));
+  // the per-head norm and o_proj over the merged heads (the normed heads recomputed in the
+  // backward)
+  return opt.use_gate
+             ? o_norm_gated->forward_projected(r.o, split_heads(g_proj->forward(x), H), *o_proj)
+             : o_norm->forward_projected(r.o, *o_proj);
 }
 
 }  // namespace hla::nn

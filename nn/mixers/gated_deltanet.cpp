@@ -114,9 +114,11 @@ Var GatedDeltaNet::forward(const Var& x, MixerState* state, const Var&) {
   if (inspect::Recorder* rec = inspect::active())
     record_gated_deltanet(*rec, qh, kh, vh, g, beta, h0);
   if (state) state->recurrent = r.hT;
-  const Var o = opt.use_gate ? o_norm_gated->forward(r.o, split_heads(g_proj->forward(x), HV))
-                             : o_norm->forward(r.o);
-  return o_proj->forward(merge_heads(o));
+  // the per-head norm and o_proj over the merged heads (the normed heads recomputed in the
+  // backward)
+  return opt.use_gate
+             ? o_norm_gated->forward_projected(r.o, split_heads(g_proj->forward(x), HV), *o_proj)
+             : o_norm->forward_projected(r.o, *o_proj);
 }
 
 }  // namespace hla::nn

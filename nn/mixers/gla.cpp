@@ -101,10 +101,10 @@ Var GatedLinearAttention::forward(const Var& x, MixerState* state, const Var&) {
   auto r = gla(qh, kh, vh, gh, h0);
   if (inspect::Recorder* rec = inspect::active()) record_gla(*rec, qh, kh, vh, gh, h0);
   if (state) state->recurrent = r.hT;
-  const Var o = opt.use_output_gate
-                    ? g_norm_swish_gate->forward(r.o, split_heads(g_proj->forward(x), H))
-                    : g_norm->forward(r.o);
-  return o_proj->forward(merge_heads(o));
+  // the per-head norm and o_proj over the merged heads (the normed heads recomputed in the
+  // backward)
+  if (!opt.use_output_gate) return g_norm->forward_projected(r.o, *o_proj);
+  return g_norm_swish_gate->forward_projected(r.o, split_heads(g_proj->forward(x), H), *o_proj);
 }
 
 }  // namespace hla::nn

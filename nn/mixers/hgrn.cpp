@@ -77,7 +77,7 @@ Var HGRNAttention::forward(const Var& x, MixerState* state, const Var& lower_bou
   auto r = hgrn(u, log_f, h0);
   if (inspect::Recorder* rec = inspect::active()) record_hgrn(*rec, u, log_f, lower_bound, h0);
   if (state) state->recurrent = r.hT;
-  return o_proj->forward(g_norm->forward(r.o, g_proj->forward(x)));
+  return g_norm->forward_projected(r.o, g_proj->forward(x), *o_proj);  // normed o recomputed
 }
 
 }  // namespace hla::nn

@@ -65,7 +65,7 @@ Var HGRN2Attention::forward(const Var& x, MixerState* state, const Var& lower_bo
   auto r = gla(qh, kh, vh, gh, h0);
   if (inspect::Recorder* rec = inspect::active()) record_hgrn2(*rec, qh, kh, vh, gh, lower_bound, h0);
   if (state) state->recurrent = r.hT;
-  return o_proj->forward(g_norm->forward(merge_heads(r.o)));
+  return g_norm->forward_projected(merge_heads(r.o), *o_proj);  // normed o recomputed backward
 }
 
 }  // namespace hla::nn

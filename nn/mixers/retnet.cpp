@@ -79,10 +79,10 @@ Var MultiScaleRetention::forward(const Var& x, MixerState* state, const Var&) {
     state->recurrent = r.hT;
     state->position += x.size(1);
   }
-  const Var o = opt.use_output_gate
-                    ? g_norm_swish_gate->forward(r.o, split_heads(g_proj->forward(x), H))
-                    : g_norm->forward(r.o);
-  return o_proj->forward(merge_heads(o));
+  // the per-head norm and o_proj over the merged heads (the normed heads recomputed in the
+  // backward)
+  if (!opt.use_output_gate) return g_norm->forward_projected(r.o, *o_proj);
+  return g_norm_swish_gate->forward_projected(r.o, split_heads(g_proj->forward(x), H), *o_proj);
 }
 
 }  // namespace hla::nn

@@ -10,6 +10,7 @@
 #include "autograd/primitives.h"
 #include "kernels/ops.h"
 #include "nn/linear.h"
+#include "nn/mixer.h"
 #include "nn/mixers/hgrn.h"
 #include "nn/mlp.h"
 #include "nn/norm.h"
@@ -117,6 +118,60 @@ TEST_CASE("swiglu_linear equals Linear(swiglu(a, b)), values and gradients", "[n
   REQUIRE_THROWS_WITH(swiglu_linear(Var(Tensor::zeros({2, 6}, DType::f64)),
                                     Var(Tensor::zeros({2, 6}, DType::f64)), w),
                       Catch::Contains("swiglu_linear"));
+}
+
+// The mixers' output norm and o_proj run as forward_projected (the normed heads recomputed in the
+// backward): the same kernels and GEMMs as proj.forward(merge_heads(norm.forward(...))), so
+// values and gradients agree exactly; per-head [B,T,H,D] inputs and a projection with a bias.
+TEST_CASE("forward_projected equals the norm then the projection, values and gradients", "[nn]") {
+  Generator gen(7);
+  const int64_t B = 2, T = 3, H = 2, D = 4;
+  for (bool gated : {false, true})
+    for (bool bias : {false, true}) {
+      INFO("gated " << gated << " bias " << bias);
+      RMSNorm plain(D, 1e-5);
+      GatedRMSNorm gnorm(D, 1e-5);
+      Linear proj(H * D, 5, bias, gen);
+      for (Var* w : {&plain.weight, &gnorm.weight, &proj.weight})
+        w->mutable_data() = Tensor::randn(w->shape(), gen, DType::f64, 1.0, 0.3);
+      if (bias) proj.bias.mutable_data() = Tensor::randn({5}, gen, DType::f64);
+      const Var x(Tensor::randn({B, T, H, D}, gen, DType::f64), true);
+      const Var g(Tensor::randn({B, T, H, D}, gen, DType::f64), true);
+      const Tensor dy = Tensor::randn({B, T, 5}, gen, DType::f64);
+      std::vector<Var> leaves{x, g, plain.weight, gnorm.weight, proj.weight};
+      if (bias) leaves.push_back(proj.bias);
+      std::vector<std::vector<double>> got[2];
+      for (int fused = 0; fused < 2; ++fused) {
+        Var y;
+        if (fused)
+          y = gated ? gnorm.forward_projected(x, g, proj) : plain.forward_projected(x, proj);
+        else
+          y = proj.forward(merge_heads(gated ? gnorm.forward(x, g) : plain.forward(x)));
+        y.backward(dy);
+        got[fused].push_back(values(y));
+        for (const Var& l : leaves) {
+          got[fused].push_back(l.grad().defined() ? values(Var(l.grad())) : std::vector<double>{});
+          l.zero_grad();
+        }
+      }
+      for (size_t i = 0; i < got[0].size(); ++i)
+        REQUIRE_CLOSE("value or gradient", got[0][i], got[1][i], 0.0);
+    }
+  for (bool gated : {false, true}) {
+    auto gc = gradcheck(
+        [gated](const std::vector<Var>& in) {
+          return gated ? gated_rms_norm_linear(in[0], in[1], in[2], 1e-5, in[3])
+                       : rms_norm_linear(in[0], in[2], 1e-5, in[3]);
+        },
+        {Tensor::randn({2, 2, 3}, gen, DType::f64), Tensor::randn({2, 2, 3}, gen, DType::f64),
+         Tensor::randn({3}, gen, DType::f64, 1.0, 0.3), Tensor::randn({4, 6}, gen, DType::f64)});
+    INFO(gc.report);
+    CHECK(gc.ok);
+  }
+  REQUIRE_THROWS_WITH(rms_norm_linear(Var(Tensor::zeros({2, 3, 4}, DType::f64)),
+                                      Var(Tensor::ones({4}, DType::f64)), 1e-5,
+                                      Var(Tensor::zeros({5, 6}, DType::f64))),
+                      Catch::Contains("rms_norm_linear"));
 }
 
 TEST_CASE("rotary: rotate-half at position offset + t, norm-preserving, relative", "[nn]") {
