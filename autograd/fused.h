@@ -2,6 +2,8 @@
 // forward and backward sit together in autograd/functions/<op>.cpp.
 #pragma once
 
+#include <vector>
+
 #include "autograd/var.h"
 
 namespace hla {
@@ -26,6 +28,11 @@ Var gated_rms_norm(const Var& x, const Var& g, const Var& w, double eps);
 // keeps x, [g], w and W only and recomputes the normed rows in the backward.
 Var rms_norm_linear(const Var& x, const Var& w, double eps, const Var& W);
 Var gated_rms_norm_linear(const Var& x, const Var& g, const Var& w, double eps, const Var& W);
+// Several projections W_i [O_i, F] of one rms_norm(x, w): {y_1 .. y_k}, each [..., O_i], as
+// rms_norm_linear (the normed rows recomputed once in the backward; their gradient is the sum
+// over the projections).
+std::vector<Var> rms_norm_linears(const Var& x, const Var& w, double eps,
+                                  const std::vector<Var>& Ws);
 
 // Rotary position embedding of x [B,T,H,d] at positions offset + t (kernels/ops.h: ops::rotary).
 Var rotary(const Var& x, int64_t offset, double base);

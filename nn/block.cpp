@@ -14,7 +14,7 @@ Block::Block(std::shared_ptr<Mixer> mixer, int64_t hidden, int64_t intermediate,
 
 Var Block::forward(const Var& x, MixerState* state, const Var& lower_bound) const {
   const Var r = x + attn->forward(attn_norm->forward(x), state, lower_bound);
-  return r + mlp->forward(mlp_norm->forward(r));
+  return r + mlp->forward_normed(r, *mlp_norm);  // the normed r recomputed in the backward
 }
 
 }  // namespace hla::nn

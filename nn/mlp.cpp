@@ -16,6 +16,14 @@ GatedMLP::GatedMLP(int64_t hidden, int64_t inter, Generator& gen, double std) {
   down_proj = register_module("down_proj", std::make_shared<Linear>(inter, hidden, false, gen, std));
 }
 
+Var GatedMLP::forward_normed(const Var& x, const RMSNorm& norm) const {
+  const DType dt = x.dtype();
+  const std::vector<Var> gate_up =
+      rms_norm_linears(x, to_dtype(norm.weight, dt), norm.eps,
+                       {to_dtype(gate_proj->weight, dt), to_dtype(up_proj->weight, dt)});
+  return swiglu_linear(gate_up[0], gate_up[1], to_dtype(down_proj->weight, dt));
+}
+
 Var GatedMLP::forward(const Var& x) const {
   // down_proj(swiglu(gate, up)) with the SwiGLU product recomputed in the backward, not kept
   const Var gate = gate_proj->forward(x), up = up_proj->forward(x);

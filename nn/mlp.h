@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "nn/linear.h"
+#include "nn/norm.h"
 
 namespace hla::nn {
 
@@ -22,6 +23,9 @@ class GatedMLP : public Module {
  public:
   GatedMLP(int64_t hidden, int64_t intermediate, Generator& gen, double std = 0.02);
   Var forward(const Var& x) const;
+  // forward(norm.forward(x)) with the normed x recomputed in the backward instead of kept
+  // (autograd/fused.h rms_norm_linears): the block's pre-MLP norm.
+  Var forward_normed(const Var& x, const RMSNorm& norm) const;
 
   std::shared_ptr<Linear> gate_proj, up_proj, down_proj;
 };

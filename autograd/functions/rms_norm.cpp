@@ -46,35 +46,47 @@ Tensor normed(const Tensor& x, const Tensor& g, const Tensor& w, double eps, Ten
   return g.defined() ? ops::gated_rms_norm(x, g, w, eps, rstd) : ops::rms_norm(x, w, eps, rstd);
 }
 
-// y = rows(norm(x[, g])) W^T keeping x, [g], w, W and rstd: the backward recomputes the normed
-// rows (one elementwise pass) instead of the node keeping them. The products are the Matmul
-// rule's: dn = dy W, dW = (n^T dy)^T; then the norm's own backward with the forward's rstd.
+// y_i = rows(norm(x[, g])) W_i^T for each W_i, keeping x, [g], w, the W_i and rstd: the
+// backward recomputes the normed rows (one elementwise pass) instead of the node keeping them.
+// The products are the Matmul rule's: dn = sum_i dy_i W_i, dW_i = (n^T dy_i)^T; then the norm's
+// own backward with the forward's rstd. Inputs: x, [g], w, W_1 .. W_k; outputs y_1 .. y_k.
 struct NormLinearNode : Node {
   bool gated = false;
   double eps = 0;
   Tensor rstd;
   const char* name() const override { return gated ? "gated_rms_norm_linear" : "rms_norm_linear"; }
   std::vector<Tensor> backward(const std::vector<Tensor>& gy) override {
-    if (!gy[0].defined()) return std::vector<Tensor>(inputs.size());
+    const size_t first_w = gated ? 3 : 2;
     const Tensor& x = inputs[0].data();
     const Tensor g = gated ? inputs[1].data() : Tensor();
-    const Tensor &w = inputs[gated ? 2 : 1].data(), &W = inputs.back().data();
-    const int64_t O = W.size(0), F = W.size(1);
-    const Tensor dy = gy[0].reshape({gy[0].numel() / O, O});
+    const Tensor& w = inputs[first_w - 1].data();
+    const int64_t F = inputs[first_w].size(1);
     std::vector<Tensor> grads(inputs.size());
-    if (needs_input_grad(inputs.size() - 1)) {
-      Tensor unused;
-      const Tensor n = normed(x, g, w, eps, &unused).reshape({x.numel() / F, F});
-      grads.back() = ops::matmul(n.transpose(0, 1), dy).transpose(0, 1);
+    Tensor n;  // the normed rows [N, F], recomputed once if a W_i needs its gradient
+    Tensor dn;  // sum_i dy_i W_i, [N, F]
+    for (size_t i = first_w; i < inputs.size(); ++i) {
+      const Tensor& d = gy[i - first_w];
+      if (!d.defined()) continue;
+      const Tensor& W = inputs[i].data();
+      const Tensor dy = d.reshape({d.numel() / W.size(0), W.size(0)});
+      if (needs_input_grad(i)) {
+        if (!n.defined()) {
+          Tensor unused;
+          n = normed(x, g, w, eps, &unused).reshape({x.numel() / F, F});
+        }
+        grads[i] = ops::matmul(n.transpose(0, 1), dy).transpose(0, 1);
+      }
+      const Tensor dn_i = ops::matmul(dy, W);
+      dn = dn.defined() ? ops::binary(ops::Binary::Add, dn, dn_i) : dn_i;
     }
     bool norm_grads = false;
-    for (size_t i = 0; i + 1 < inputs.size(); ++i) norm_grads = norm_grads || needs_input_grad(i);
-    if (norm_grads) {
-      const Tensor dn = ops::matmul(dy, W).reshape(x.shape());
+    for (size_t i = 0; i < first_w; ++i) norm_grads = norm_grads || needs_input_grad(i);
+    if (norm_grads && dn.defined()) {
+      const Tensor dnx = dn.reshape(x.shape());
       if (gated)
-        ops::gated_rms_norm_backward(x, g, w, rstd, dn, &grads[0], &grads[1], &grads[2]);
+        ops::gated_rms_norm_backward(x, g, w, rstd, dnx, &grads[0], &grads[1], &grads[2]);
       else
-        ops::rms_norm_backward(x, w, rstd, dn, &grads[0], &grads[1]);
+        ops::rms_norm_backward(x, w, rstd, dnx, &grads[0], &grads[1]);
     }
     return grads;
   }
@@ -98,31 +110,45 @@ Shape projected_shape(const Tensor& x, int64_t F, int64_t O, const char* op) {
   return out;
 }
 
-Var norm_linear(const Var& x, const Var& g, const Var& w, double eps, const Var& W) {
+std::vector<Var> norm_linears(const Var& x, const Var& g, const Var& w, double eps,
+                              const std::vector<Var>& Ws) {
   const char* op = g.defined() ? "gated_rms_norm_linear" : "rms_norm_linear";
-  check_rank(W.data(), 2, op, "W", "[O, F]");
-  const int64_t O = W.size(0), F = W.size(1);
-  const Shape out = projected_shape(x.data(), F, O, op);
+  if (Ws.empty()) throw Error(op, "at least one projection W", "none");
+  const int64_t F = Ws[0].dim() == 2 ? Ws[0].size(1) : 0;
+  for (const Var& W : Ws) {
+    check_rank(W.data(), 2, op, "W", "[O, F]");
+    if (W.size(1) != F)
+      throw Error(op, "projections reading the same " + std::to_string(F) + " inputs",
+                  to_string(W.shape()));
+  }
   auto n = std::make_shared<NormLinearNode>();
   n->gated = g.defined();
   n->eps = eps;
   const Tensor rows = normed(x.data(), g.defined() ? g.data() : Tensor(), w.data(), eps, &n->rstd)
                           .reshape({x.numel() / F, F});
-  const Tensor y = ops::matmul(rows, W.data().transpose(0, 1)).reshape(out);
+  std::vector<Tensor> ys;
+  for (const Var& W : Ws)
+    ys.push_back(ops::matmul(rows, W.data().transpose(0, 1))
+                     .reshape(projected_shape(x.data(), F, W.size(0), op)));
   std::vector<Var> inputs{x};
   if (g.defined()) inputs.push_back(g);
   inputs.push_back(w);
-  inputs.push_back(W);
-  return record1(n, inputs, y);
+  inputs.insert(inputs.end(), Ws.begin(), Ws.end());
+  return record(n, inputs, ys);
 }
 }  // namespace
 
 Var rms_norm_linear(const Var& x, const Var& w, double eps, const Var& W) {
-  return norm_linear(x, Var(), w, eps, W);
+  return norm_linears(x, Var(), w, eps, {W})[0];
 }
 
 Var gated_rms_norm_linear(const Var& x, const Var& g, const Var& w, double eps, const Var& W) {
-  return norm_linear(x, g, w, eps, W);
+  return norm_linears(x, g, w, eps, {W})[0];
+}
+
+std::vector<Var> rms_norm_linears(const Var& x, const Var& w, double eps,
+                                  const std::vector<Var>& Ws) {
+  return norm_linears(x, Var(), w, eps, Ws);
 }
 
 }  // namespace hla

@@ -174,6 +174,47 @@ TEST_CASE("forward_projected equals the norm then the projection, values and gra
                       Catch::Contains("rms_norm_linear"));
 }
 
+// The block's pre-MLP norm and the gate / up projections as one node (GatedMLP::forward_normed):
+// values and gradients equal mlp.forward(norm.forward(x)) exactly.
+TEST_CASE("GatedMLP::forward_normed equals the norm then the MLP, values and gradients", "[nn]") {
+  Generator gen(8);
+  RMSNorm norm(6, 1e-6);
+  GatedMLP mlp(6, 16, gen);
+  norm.weight.mutable_data() = Tensor::randn({6}, gen, DType::f64, 1.0, 0.3);
+  for (Linear* l : {mlp.gate_proj.get(), mlp.up_proj.get(), mlp.down_proj.get()})
+    l->weight.mutable_data() = l->weight.data().to(DType::f64);
+  const Var x(Tensor::randn({2, 3, 6}, gen, DType::f64), true);
+  const Tensor dy = Tensor::randn({2, 3, 6}, gen, DType::f64);
+  std::vector<Var> leaves{x, norm.weight};
+  for (auto& [name, p] : mlp.named_parameters()) leaves.push_back(p);
+  std::vector<std::vector<double>> got[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    const Var y = fused ? mlp.forward_normed(x, norm) : mlp.forward(norm.forward(x));
+    y.backward(dy);
+    got[fused].push_back(values(y));
+    for (const Var& l : leaves) {
+      got[fused].push_back(values(Var(l.grad())));
+      l.zero_grad();
+    }
+  }
+  for (size_t i = 0; i < got[0].size(); ++i)
+    REQUIRE_CLOSE("value or gradient", got[0][i], got[1][i], 0.0);
+  auto gc = gradcheck(
+      [](const std::vector<Var>& in) {
+        const std::vector<Var> ys = rms_norm_linears(in[0], in[1], 1e-6, {in[2], in[3]});
+        return ys[0] * ys[1];
+      },
+      {Tensor::randn({2, 4}, gen, DType::f64), Tensor::randn({4}, gen, DType::f64, 1.0, 0.3),
+       Tensor::randn({3, 4}, gen, DType::f64), Tensor::randn({3, 4}, gen, DType::f64)});
+  INFO(gc.report);
+  CHECK(gc.ok);
+  REQUIRE_THROWS_WITH(rms_norm_linears(Var(Tensor::zeros({2, 4}, DType::f64)),
+                                       Var(Tensor::ones({4}, DType::f64)), 1e-6,
+                                       {Var(Tensor::zeros({3, 4}, DType::f64)),
+                                        Var(Tensor::zeros({3, 5}, DType::f64))}),
+                      Catch::Contains("rms_norm_linear"));
+}
+
 TEST_CASE("rotary: rotate-half at position offset + t, norm-preserving, relative", "[nn]") {
   Generator gen(2);
   const Var x(Tensor::randn({1, 5, 2, 8}, gen, DType::f64));
