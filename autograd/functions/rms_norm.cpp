@@ -2,6 +2,7 @@
 // (kernels/cpu/tensor/norm.cpp has both directions and their equations). Also each followed by a
 // linear map whose backward recomputes the normed rows (rms_norm_linear, gated_rms_norm_linear).
 #include "autograd/fused.h"
+#include "autograd/functions/projected_rows.h"
 #include "autograd/node.h"
 #include "kernels/ops.h"
 
@@ -46,68 +47,46 @@ Tensor normed(const Tensor& x, const Tensor& g, const Tensor& w, double eps, Ten
   return g.defined() ? ops::gated_rms_norm(x, g, w, eps, rstd) : ops::rms_norm(x, w, eps, rstd);
 }
 
-// y_i = rows(norm(x[, g])) W_i^T for each W_i, keeping x, [g], w, the W_i and rstd: the
-// backward recomputes the normed rows (one elementwise pass) instead of the node keeping them.
-// The products are the Matmul rule's: dn = sum_i dy_i W_i, dW_i = (n^T dy_i)^T; then the norm's
-// own backward with the forward's rstd. Inputs: x, [g], w, W_1 .. W_k; outputs y_1 .. y_k.
-struct NormLinearNode : Node {
+// y_i = rows(norm(x[, g])) W_i^T keeping x, [g], w, the W_i and rstd: the backward recomputes
+// the normed rows (ProjectedRowsNode) and runs the norm's own backward with the forward's rstd.
+// Inputs: x, [g], w, W_1 .. W_k; outputs y_1 .. y_k.
+struct NormLinearNode : ProjectedRowsNode {
   bool gated = false;
   double eps = 0;
   Tensor rstd;
   const char* name() const override { return gated ? "gated_rms_norm_linear" : "rms_norm_linear"; }
-  std::vector<Tensor> backward(const std::vector<Tensor>& gy) override {
-    const size_t first_w = gated ? 3 : 2;
+  Tensor rows() const override {
     const Tensor& x = inputs[0].data();
-    const Tensor g = gated ? inputs[1].data() : Tensor();
-    const Tensor& w = inputs[first_w - 1].data();
     const int64_t F = inputs[first_w].size(1);
-    std::vector<Tensor> grads(inputs.size());
-    Tensor n;  // the normed rows [N, F], recomputed once if a W_i needs its gradient
-    Tensor dn;  // sum_i dy_i W_i, [N, F]
-    for (size_t i = first_w; i < inputs.size(); ++i) {
-      const Tensor& d = gy[i - first_w];
-      if (!d.defined()) continue;
-      const Tensor& W = inputs[i].data();
-      const Tensor dy = d.reshape({d.numel() / W.size(0), W.size(0)});
-      if (needs_input_grad(i)) {
-        if (!n.defined()) {
-          Tensor unused;
-          n = normed(x, g, w, eps, &unused).reshape({x.numel() / F, F});
-        }
-        grads[i] = ops::matmul(n.transpose(0, 1), dy).transpose(0, 1);
-      }
-      const Tensor dn_i = ops::matmul(dy, W);
-      dn = dn.defined() ? ops::binary(ops::Binary::Add, dn, dn_i) : dn_i;
-    }
-    bool norm_grads = false;
-    for (size_t i = 0; i < first_w; ++i) norm_grads = norm_grads || needs_input_grad(i);
-    if (norm_grads && dn.defined()) {
-      const Tensor dnx = dn.reshape(x.shape());
-      if (gated)
-        ops::gated_rms_norm_backward(x, g, w, rstd, dnx, &grads[0], &grads[1], &grads[2]);
-      else
-        ops::rms_norm_backward(x, w, rstd, dnx, &grads[0], &grads[1]);
-    }
-    return grads;
+    Tensor unused;
+    return normed(x, gated ? inputs[1].data() : Tensor(), inputs[first_w - 1].data(), eps, &unused)
+        .reshape({x.numel() / F, F});
+  }
+  void rows_backward(const Tensor& dn, std::vector<Tensor>& grads) const override {
+    const Tensor& x = inputs[0].data();
+    const Tensor& w = inputs[first_w - 1].data();
+    if (gated)
+      ops::gated_rms_norm_backward(x, inputs[1].data(), w, rstd, dn.reshape(x.shape()), &grads[0],
+                                   &grads[1], &grads[2]);
+    else
+      ops::rms_norm_backward(x, w, rstd, dn.reshape(x.shape()), &grads[0], &grads[1]);
   }
   void release() override { rstd = Tensor(); }
 };
 
-// x's shape with its trailing dims that hold F elements replaced by O ([B,T,H,D] with F = H*D:
-// [B,T,O]).
-Shape projected_shape(const Tensor& x, int64_t F, int64_t O, const char* op) {
-  Shape out = x.shape();
+// x's shape without its trailing dims that hold F elements ([B,T,H,D] with F = H*D: [B,T]).
+Shape leading_shape(const Tensor& x, int64_t F, const char* op) {
+  Shape lead = x.shape();
   int64_t merged = 1;
-  while (!out.empty() && merged < F) {
-    merged *= out.back();
-    out.pop_back();
+  while (!lead.empty() && merged < F) {
+    merged *= lead.back();
+    lead.pop_back();
   }
   if (merged != F)
     throw Error(op, "x's trailing dimensions holding the projection's " + std::to_string(F) +
                         " inputs", to_string(x.shape()),
                 "W [O, F] multiplies the normed x merged over its last dimensions");
-  out.push_back(O);
-  return out;
+  return lead;
 }
 
 std::vector<Var> norm_linears(const Var& x, const Var& g, const Var& w, double eps,
@@ -121,20 +100,18 @@ std::vector<Var> norm_linears(const Var& x, const Var& g, const Var& w, double e
       throw Error(op, "projections reading the same " + std::to_string(F) + " inputs",
                   to_string(W.shape()));
   }
+  const Shape lead = leading_shape(x.data(), F, op);
   auto n = std::make_shared<NormLinearNode>();
   n->gated = g.defined();
   n->eps = eps;
+  n->first_w = g.defined() ? 3 : 2;
   const Tensor rows = normed(x.data(), g.defined() ? g.data() : Tensor(), w.data(), eps, &n->rstd)
                           .reshape({x.numel() / F, F});
-  std::vector<Tensor> ys;
-  for (const Var& W : Ws)
-    ys.push_back(ops::matmul(rows, W.data().transpose(0, 1))
-                     .reshape(projected_shape(x.data(), F, W.size(0), op)));
   std::vector<Var> inputs{x};
   if (g.defined()) inputs.push_back(g);
   inputs.push_back(w);
   inputs.insert(inputs.end(), Ws.begin(), Ws.end());
-  return record(n, inputs, ys);
+  return record(n, inputs, project_rows(rows, Ws, lead));
 }
 }  // namespace
 

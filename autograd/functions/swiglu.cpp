@@ -1,6 +1,7 @@
 // SwiGLU silu(a) * b as a Function node (kernels/cpu/tensor/swiglu.cpp), alone and followed by
 // a linear map whose backward recomputes it (swiglu_linear).
 #include "autograd/fused.h"
+#include "autograd/functions/projected_rows.h"
 #include "autograd/node.h"
 #include "kernels/ops.h"
 
@@ -28,23 +29,15 @@ Tensor swiglu_rows(const Tensor& a, const Tensor& b) {
   return ops::swiglu(a, b).reshape({a.numel() / a.size(-1), a.size(-1)});
 }
 
-// y = swiglu(a, b) w^T keeping a, b, w: the backward recomputes h = swiglu(a, b) (one elementwise
-// pass) instead of the node keeping the [N, I] product. The products are the Matmul rule's:
-// dh = dy w, dw = (h^T dy)^T.
-struct SwigluLinearNode : Node {
+// y = swiglu(a, b) w^T keeping a, b, w: the backward recomputes the rows h = swiglu(a, b)
+// (ProjectedRowsNode) instead of the node keeping the [N, I] product.
+struct SwigluLinearNode : ProjectedRowsNode {
+  SwigluLinearNode() { first_w = 2; }
   const char* name() const override { return "swiglu_linear"; }
-  std::vector<Tensor> backward(const std::vector<Tensor>& g) override {
-    if (!g[0].defined()) return {Tensor(), Tensor(), Tensor()};
-    const Tensor &a = inputs[0].data(), &b = inputs[1].data(), &w = inputs[2].data();
-    const Tensor dy = g[0].reshape({g[0].numel() / w.size(0), w.size(0)});
-    Tensor da, db, dw;
-    if (needs_input_grad(0) || needs_input_grad(1)) {
-      const Tensor dh = ops::matmul(dy, w).reshape(a.shape());
-      ops::swiglu_backward(a, b, dh, &da, &db);
-    }
-    if (needs_input_grad(2))
-      dw = ops::matmul(swiglu_rows(a, b).transpose(0, 1), dy).transpose(0, 1);
-    return {da, db, dw};
+  Tensor rows() const override { return swiglu_rows(inputs[0].data(), inputs[1].data()); }
+  void rows_backward(const Tensor& dh, std::vector<Tensor>& grads) const override {
+    const Tensor& a = inputs[0].data();
+    ops::swiglu_backward(a, inputs[1].data(), dh.reshape(a.shape()), &grads[0], &grads[1]);
   }
 };
 }  // namespace
@@ -56,10 +49,10 @@ Var swiglu_linear(const Var& a, const Var& b, const Var& w) {
     throw Error(op, "a and b shaped [..., " + std::to_string(w.size(1)) + "] alike",
                 to_string(a.shape()) + " and " + to_string(b.shape()),
                 "w [O, I] multiplies the last dimension I of swiglu(a, b)");
-  Shape out = a.shape();
-  out.back() = w.size(0);
-  const Tensor y = ops::matmul(swiglu_rows(a.data(), b.data()), w.data().transpose(0, 1));
-  return record1(std::make_shared<SwigluLinearNode>(), {a, b, w}, y.reshape(out));
+  Shape lead = a.shape();
+  lead.pop_back();
+  return record1(std::make_shared<SwigluLinearNode>(), {a, b, w},
+                 project_rows(swiglu_rows(a.data(), b.data()), {w}, lead)[0]);
 }
 
 }  // namespace hla

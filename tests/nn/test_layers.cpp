@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <utility>
 
 #include "autograd/fused.h"
 #include "autograd/gradcheck.h"
@@ -138,8 +140,15 @@ TEST_CASE("forward_projected equals the norm then the projection, values and gra
       const Var x(Tensor::randn({B, T, H, D}, gen, DType::f64), true);
       const Var g(Tensor::randn({B, T, H, D}, gen, DType::f64), true);
       const Tensor dy = Tensor::randn({B, T, 5}, gen, DType::f64);
-      std::vector<Var> leaves{x, g, plain.weight, gnorm.weight, proj.weight};
-      if (bias) leaves.push_back(proj.bias);
+      // the leaves that get a gradient, by name
+      std::vector<std::pair<const char*, Var>> leaves{{"dx", x}, {"dproj.weight", proj.weight}};
+      if (gated) {
+        leaves.push_back({"dg", g});
+        leaves.push_back({"dgated_norm.weight", gnorm.weight});
+      } else {
+        leaves.push_back({"dnorm.weight", plain.weight});
+      }
+      if (bias) leaves.push_back({"dproj.bias", proj.bias});
       std::vector<std::vector<double>> got[2];
       for (int fused = 0; fused < 2; ++fused) {
         Var y;
@@ -149,13 +158,16 @@ TEST_CASE("forward_projected equals the norm then the projection, values and gra
           y = proj.forward(merge_heads(gated ? gnorm.forward(x, g) : plain.forward(x)));
         y.backward(dy);
         got[fused].push_back(values(y));
-        for (const Var& l : leaves) {
-          got[fused].push_back(l.grad().defined() ? values(Var(l.grad())) : std::vector<double>{});
+        for (const auto& [name, l] : leaves) {
+          INFO(name);
+          REQUIRE(l.grad().defined());
+          got[fused].push_back(values(Var(l.grad())));
           l.zero_grad();
         }
       }
-      for (size_t i = 0; i < got[0].size(); ++i)
-        REQUIRE_CLOSE("value or gradient", got[0][i], got[1][i], 0.0);
+      REQUIRE_CLOSE("y", got[0][0], got[1][0], 0.0);
+      for (size_t i = 0; i < leaves.size(); ++i)
+        REQUIRE_CLOSE(leaves[i].first, got[0][i + 1], got[1][i + 1], 0.0);
     }
   for (bool gated : {false, true}) {
     auto gc = gradcheck(
@@ -185,20 +197,23 @@ TEST_CASE("GatedMLP::forward_normed equals the norm then the MLP, values and gra
     l->weight.mutable_data() = l->weight.data().to(DType::f64);
   const Var x(Tensor::randn({2, 3, 6}, gen, DType::f64), true);
   const Tensor dy = Tensor::randn({2, 3, 6}, gen, DType::f64);
-  std::vector<Var> leaves{x, norm.weight};
-  for (auto& [name, p] : mlp.named_parameters()) leaves.push_back(p);
+  std::vector<std::pair<std::string, Var>> leaves{{"dx", x}, {"dnorm.weight", norm.weight}};
+  for (auto& [name, p] : mlp.named_parameters()) leaves.push_back({"d" + name, p});
   std::vector<std::vector<double>> got[2];
   for (int fused = 0; fused < 2; ++fused) {
     const Var y = fused ? mlp.forward_normed(x, norm) : mlp.forward(norm.forward(x));
     y.backward(dy);
     got[fused].push_back(values(y));
-    for (const Var& l : leaves) {
+    for (const auto& [name, l] : leaves) {
+      INFO(name);
+      REQUIRE(l.grad().defined());
       got[fused].push_back(values(Var(l.grad())));
       l.zero_grad();
     }
   }
-  for (size_t i = 0; i < got[0].size(); ++i)
-    REQUIRE_CLOSE("value or gradient", got[0][i], got[1][i], 0.0);
+  REQUIRE_CLOSE("y", got[0][0], got[1][0], 0.0);
+  for (size_t i = 0; i < leaves.size(); ++i)
+    REQUIRE_CLOSE(leaves[i].first, got[0][i + 1], got[1][i + 1], 0.0);
   auto gc = gradcheck(
       [](const std::vector<Var>& in) {
         const std::vector<Var> ys = rms_norm_linears(in[0], in[1], 1e-6, {in[2], in[3]});

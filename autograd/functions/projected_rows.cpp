@@ -1,0 +1,39 @@
+#include "autograd/functions/projected_rows.h"
+
+#include "kernels/ops.h"
+
+namespace hla {
+
+std::vector<Tensor> ProjectedRowsNode::backward(const std::vector<Tensor>& gy) {
+  std::vector<Tensor> grads(inputs.size());
+  Tensor R;   // recomputed once, if a W_i needs its gradient
+  Tensor dR;  // sum_i dy_i W_i
+  for (size_t i = first_w; i < inputs.size(); ++i) {
+    const Tensor& d = gy[i - first_w];
+    if (!d.defined()) continue;
+    const Tensor& W = inputs[i].data();
+    const Tensor dy = d.reshape({d.numel() / W.size(0), W.size(0)});
+    if (needs_input_grad(i)) {
+      if (!R.defined()) R = rows();
+      grads[i] = ops::matmul(R.transpose(0, 1), dy).transpose(0, 1);
+    }
+    const Tensor dR_i = ops::matmul(dy, W);
+    dR = dR.defined() ? ops::binary(ops::Binary::Add, dR, dR_i) : dR_i;
+  }
+  bool rows_grads = false;
+  for (size_t i = 0; i < first_w; ++i) rows_grads = rows_grads || needs_input_grad(i);
+  if (rows_grads && dR.defined()) rows_backward(dR, grads);
+  return grads;
+}
+
+std::vector<Tensor> project_rows(const Tensor& R, const std::vector<Var>& Ws, Shape lead) {
+  std::vector<Tensor> ys;
+  lead.push_back(0);
+  for (const Var& W : Ws) {
+    lead.back() = W.size(0);
+    ys.push_back(ops::matmul(R, W.data().transpose(0, 1)).reshape(lead));
+  }
+  return ys;
+}
+
+}  // namespace hla

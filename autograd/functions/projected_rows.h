@@ -1,0 +1,26 @@
+// ProjectedRowsNode: y_i = R W_i^T for rows R [N, F] = f(inputs[0 .. first_w)) that the node does
+// not keep. The backward recomputes R (f's forward, one elementwise pass) for dW_i = (R^T dy_i)^T
+// and hands dR = sum_i dy_i W_i to f's own backward: the products are the Matmul rule's, so
+// values and gradients equal matmul(R, W_i^T) recorded step by step, without holding R between
+// the passes. inputs[first_w ..] are the W_i [O_i, F]; output i is y_i [..., O_i].
+// Subclasses: swiglu_linear (swiglu.cpp), rms_norm_linear and its kin (rms_norm.cpp).
+#pragma once
+
+#include <vector>
+
+#include "autograd/node.h"
+
+namespace hla {
+
+struct ProjectedRowsNode : Node {
+  size_t first_w = 0;               // inputs before it feed f, from it on the W_i
+  virtual Tensor rows() const = 0;  // R [N, F], recomputed
+  // Gradients of inputs[0 .. first_w) into grads[0 .. first_w) from dR [N, F].
+  virtual void rows_backward(const Tensor& dR, std::vector<Tensor>& grads) const = 0;
+  std::vector<Tensor> backward(const std::vector<Tensor>& gy) final;
+};
+
+// The outputs R W_i^T, each shaped lead + [O_i].
+std::vector<Tensor> project_rows(const Tensor& R, const std::vector<Var>& Ws, Shape lead);
+
+}  // namespace hla
