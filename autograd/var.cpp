@@ -1,7 +1,6 @@
 #include "autograd/var.h"
 
 #include <map>
-#include <mutex>
 #include <utility>
 
 #include "autograd/grad_mode.h"
@@ -36,17 +35,12 @@ Var::Var(Tensor data, std::shared_ptr<Node> grad_fn, int output_nr)
 
 Var Var::edge_only() const {
   HLA_CHECK(defined() && !is_leaf(), "edge_only: a non-leaf Var");
-  // One zero per (dtype, device), shared by every edge: no allocation per node. Never destroyed
-  // (as the CUDA context): a device tensor freed during static destruction could outlive it.
-  static std::mutex mutex;
-  static auto* zeros = new std::map<std::pair<DType, Device>, Tensor>();
-  Tensor zero;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    Tensor& z = (*zeros)[{dtype(), device()}];
-    if (!z.defined()) z = Tensor::zeros({}, dtype(), device());
-    zero = z;
-  }
+  // One zero per (dtype, device) and graph-building thread, shared by its edges: no allocation
+  // and no lock per node. Never destroyed (as the CUDA context): a device tensor freed during
+  // static destruction could outlive it.
+  thread_local auto* zeros = new std::map<std::pair<DType, Device>, Tensor>();
+  Tensor& zero = (*zeros)[{dtype(), device()}];
+  if (!zero.defined()) zero = Tensor::zeros({}, dtype(), device());
   return Var(zero.expand(shape()), impl_->grad_fn, impl_->output_nr);
 }
 
