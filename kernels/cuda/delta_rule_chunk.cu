@@ -966,23 +966,31 @@ DeltaRuleGrad<bf16_dev> device_view(const DeltaRuleGrad<bf16>& g) {
   return {c(g.dout), c(g.dhT), m(g.dq), m(g.dk), m(g.dv), m(g.dbeta), m(g.dg), m(g.dh0)};
 }
 
+// Calls run.template operator()<C, IO, TC>(a, r) with the kernels' compute type C, storage type
+// IO and product flag TC for inputs of type S: f32 and f64 compute in their own type (f32 with
+// TF32 products when asked); bf16 reads and writes bf16 and computes in f32 with TF32 products.
+template <class S, class Results, class Run>
+void with_kernel_types(const DeltaRuleArgs<S>& a, const Results& r, Run&& run) {
+  if constexpr (std::is_same_v<S, bf16>) {
+    run.template operator()<float, bf16_dev, true>(device_view(a), device_view(r));
+  } else if constexpr (std::is_same_v<S, float>) {
+    if (a.tensor_cores) return run.template operator()<S, S, true>(a, r);
+    run.template operator()<S, S, false>(a, r);
+  } else {
+    run.template operator()<S, S, false>(a, r);
+  }
+}
+
 }  // namespace
 
-// f32 and f64 compute in their own type (f32 with TF32 products when asked); bf16 reads and
-// writes bf16 and computes in f32 with TF32 products.
 template <class S>
 void delta_rule_chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& out) {
   const char* op = "delta_rule_chunk_forward (cuda)";
   check_args(a, op);
   HLA_CHECK(out.o, "o is required");
-  if constexpr (std::is_same_v<S, bf16>) {
-    chunk_forward<float, bf16_dev, true>(device_view(a), device_view(out), op);
-  } else if constexpr (std::is_same_v<S, float>) {
-    if (a.tensor_cores) return chunk_forward<S, S, true>(a, out, op);
-    chunk_forward<S, S, false>(a, out, op);
-  } else {
-    chunk_forward<S, S, false>(a, out, op);
-  }
+  with_kernel_types(a, out, [op]<class C, class IO, bool TC>(const auto& args, const auto& o) {
+    chunk_forward<C, IO, TC>(args, o, op);
+  });
 }
 
 template <class S>
@@ -992,14 +1000,9 @@ void delta_rule_chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>
   HLA_CHECK(gr.dout && gr.dq && gr.dk && gr.dv && gr.dbeta,
             "dout, dq, dk, dv and dbeta are required");
   HLA_CHECK(!a.g || gr.dg, "dg is required when g is given");
-  if constexpr (std::is_same_v<S, bf16>) {
-    chunk_backward<float, bf16_dev, true>(device_view(a), device_view(gr), op);
-  } else if constexpr (std::is_same_v<S, float>) {
-    if (a.tensor_cores) return chunk_backward<S, S, true>(a, gr, op);
-    chunk_backward<S, S, false>(a, gr, op);
-  } else {
-    chunk_backward<S, S, false>(a, gr, op);
-  }
+  with_kernel_types(a, gr, [op]<class C, class IO, bool TC>(const auto& args, const auto& g) {
+    chunk_backward<C, IO, TC>(args, g, op);
+  });
 }
 
 template void delta_rule_chunk_forward<float>(const DeltaRuleArgs<float>&,

@@ -595,16 +595,23 @@ void recurrent_backward(const ScanBackward<S>& s, const char* op) {
   CUDA_CHECK(cudaGetLastError());
 }
 
+// The one-pass kernels' blocks (a batch row and kTileCh channels each), or 0 when they would not
+// fill the GPU (a block of pairs does the work of two) and the three-pass forms run instead.
+template <class S>
+unsigned one_pass_blocks(const HgrnDims& d, const char* op) {
+  const int64_t blocks = d.B * ((d.D + kTileCh - 1) / kTileCh);
+  if (blocks * kChannelsPer<S> < Context::get().props().multiProcessorCount) return 0;
+  HLA_CHECK(blocks < (int64_t(1) << 31), op << ": B*D too large");
+  return static_cast<unsigned>(blocks);
+}
+
 template <class S>
 void chunk_forward(const ScanForward<S>& s, const char* op) {
   using C = compute_t<S>;
   check_dims(s.d, s.x && s.g, op);
   HLA_CHECK(s.o, "o is required");
-  const int64_t blocks = s.d.B * ((s.d.D + kTileCh - 1) / kTileCh);
-  // the one-pass forward fills the GPU (a block of pairs does the work of two)
-  if (blocks * kChannelsPer<S> >= Context::get().props().multiProcessorCount) {
-    HLA_CHECK(blocks < (int64_t(1) << 31), op << ": B*D too large");
-    hgrn_window_fwd_kernel<S><<<static_cast<unsigned>(blocks), kTileCh * kLanes, 0, stream()>>>(
+  if (const unsigned blocks = one_pass_blocks<S>(s.d, op)) {
+    hgrn_window_fwd_kernel<S><<<blocks, kTileCh * kLanes, 0, stream()>>>(
         s.x, s.g, s.h0, s.o, s.hT, s.d.T, s.d.D);
     CUDA_CHECK(cudaGetLastError());
     return;
@@ -630,11 +637,9 @@ void chunk_backward(const ScanBackward<S>& s, const char* op) {
   using C = compute_t<S>;
   check_dims(s.d, s.x && s.g, op);
   HLA_CHECK(s.dout && s.dx && s.dg, "dout, dx and dg are required");
-  const int64_t blocks = s.d.B * ((s.d.D + kTileCh - 1) / kTileCh);
-  // the one-pass backward (it reads h_{t-1} from o) fills the GPU, as the one-pass forward
-  if (s.o && blocks * kChannelsPer<S> >= Context::get().props().multiProcessorCount) {
-    HLA_CHECK(blocks < (int64_t(1) << 31), op << ": B*D too large");
-    hgrn_window_bwd_kernel<S><<<static_cast<unsigned>(blocks), kTileCh * kLanes, 0, stream()>>>(
+  // the one-pass backward reads h_{t-1} from o
+  if (const unsigned blocks = s.o ? one_pass_blocks<S>(s.d, op) : 0) {
+    hgrn_window_bwd_kernel<S><<<blocks, kTileCh * kLanes, 0, stream()>>>(
         s.g, s.o, s.h0, s.dout, s.dhT, s.dx, s.dg, s.dh0, s.d.T, s.d.D);
     CUDA_CHECK(cudaGetLastError());
     return;
