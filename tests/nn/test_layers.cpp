@@ -3,6 +3,7 @@
 // rotary embedding, the HGRN lower-bound schedule.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
 #include <utility>
@@ -24,6 +25,31 @@
 using namespace hla;
 using namespace hla::nn;
 using hla::test::values;
+
+namespace {
+// A fused layer against the ops it replaces: run(false) builds the composed ops, run(true) the
+// fused node; both take dy, and y and the gradient of every named leaf must be equal exactly (the
+// same kernels and GEMMs) and present.
+using NamedLeaves = std::vector<std::pair<std::string, Var>>;
+void require_fused_equal(const NamedLeaves& leaves, const std::function<Var(bool)>& run,
+                         const Tensor& dy) {
+  std::vector<std::vector<double>> got[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    const Var y = run(fused == 1);
+    y.backward(dy);
+    got[fused].push_back(values(y));
+    for (const auto& [name, l] : leaves) {
+      INFO(name);
+      REQUIRE(l.grad().defined());
+      got[fused].push_back(values(Var(l.grad())));
+      l.zero_grad();
+    }
+  }
+  REQUIRE_CLOSE("y", got[0][0], got[1][0], 0.0);
+  for (size_t i = 0; i < leaves.size(); ++i)
+    REQUIRE_CLOSE(leaves[i].first, got[0][i + 1], got[1][i + 1], 0.0);
+}
+}  // namespace
 
 TEST_CASE("Linear computes x W^T + b with W [out, in]", "[nn]") {
   Generator gen(0);
@@ -96,20 +122,15 @@ TEST_CASE("swiglu_linear equals Linear(swiglu(a, b)), values and gradients", "[n
     l->weight.mutable_data() = l->weight.data().to(DType::f64);
   const Var x(Tensor::randn({2, 3, 6}, gen, DType::f64), true);
   const Tensor dy = Tensor::randn({2, 3, 6}, gen, DType::f64);
-  const Var y = mlp.forward(x);
-  y.backward(dy);
-  std::vector<std::vector<double>> fused{values(Var(x.grad()))};
-  for (auto& [name, p] : mlp.named_parameters()) fused.push_back(values(Var(p.grad())));
-  x.zero_grad();
-  for (auto& [name, p] : mlp.named_parameters()) p.zero_grad();
-  const Var ref =
-      mlp.down_proj->forward(swiglu(mlp.gate_proj->forward(x), mlp.up_proj->forward(x)));
-  ref.backward(dy);
-  REQUIRE_CLOSE("y", values(ref), values(y), 0.0);
-  REQUIRE_CLOSE("dx", values(Var(x.grad())), fused[0], 0.0);
-  size_t i = 1;
-  for (auto& [name, p] : mlp.named_parameters())
-    REQUIRE_CLOSE(name, values(Var(p.grad())), fused[i++], 0.0);
+  NamedLeaves leaves{{"dx", x}};
+  for (auto& [name, p] : mlp.named_parameters()) leaves.push_back({"d" + name, p});
+  require_fused_equal(
+      leaves,
+      [&](bool fused) {
+        if (fused) return mlp.forward(x);
+        return mlp.down_proj->forward(swiglu(mlp.gate_proj->forward(x), mlp.up_proj->forward(x)));
+      },
+      dy);
   auto gc = gradcheck(
       [](const std::vector<Var>& in) { return swiglu_linear(in[0], in[1], in[2]); },
       {Tensor::randn({2, 3, 5}, gen, DType::f64, 0.0, 2.0),
@@ -141,7 +162,7 @@ TEST_CASE("forward_projected equals the norm then the projection, values and gra
       const Var g(Tensor::randn({B, T, H, D}, gen, DType::f64), true);
       const Tensor dy = Tensor::randn({B, T, 5}, gen, DType::f64);
       // the leaves that get a gradient, by name
-      std::vector<std::pair<const char*, Var>> leaves{{"dx", x}, {"dproj.weight", proj.weight}};
+      NamedLeaves leaves{{"dx", x}, {"dproj.weight", proj.weight}};
       if (gated) {
         leaves.push_back({"dg", g});
         leaves.push_back({"dgated_norm.weight", gnorm.weight});
@@ -149,25 +170,14 @@ TEST_CASE("forward_projected equals the norm then the projection, values and gra
         leaves.push_back({"dnorm.weight", plain.weight});
       }
       if (bias) leaves.push_back({"dproj.bias", proj.bias});
-      std::vector<std::vector<double>> got[2];
-      for (int fused = 0; fused < 2; ++fused) {
-        Var y;
-        if (fused)
-          y = gated ? gnorm.forward_projected(x, g, proj) : plain.forward_projected(x, proj);
-        else
-          y = proj.forward(merge_heads(gated ? gnorm.forward(x, g) : plain.forward(x)));
-        y.backward(dy);
-        got[fused].push_back(values(y));
-        for (const auto& [name, l] : leaves) {
-          INFO(name);
-          REQUIRE(l.grad().defined());
-          got[fused].push_back(values(Var(l.grad())));
-          l.zero_grad();
-        }
-      }
-      REQUIRE_CLOSE("y", got[0][0], got[1][0], 0.0);
-      for (size_t i = 0; i < leaves.size(); ++i)
-        REQUIRE_CLOSE(leaves[i].first, got[0][i + 1], got[1][i + 1], 0.0);
+      require_fused_equal(
+          leaves,
+          [&](bool fused) {
+            if (fused)
+              return gated ? gnorm.forward_projected(x, g, proj) : plain.forward_projected(x, proj);
+            return proj.forward(merge_heads(gated ? gnorm.forward(x, g) : plain.forward(x)));
+          },
+          dy);
     }
   for (bool gated : {false, true}) {
     auto gc = gradcheck(
@@ -197,23 +207,14 @@ TEST_CASE("GatedMLP::forward_normed equals the norm then the MLP, values and gra
     l->weight.mutable_data() = l->weight.data().to(DType::f64);
   const Var x(Tensor::randn({2, 3, 6}, gen, DType::f64), true);
   const Tensor dy = Tensor::randn({2, 3, 6}, gen, DType::f64);
-  std::vector<std::pair<std::string, Var>> leaves{{"dx", x}, {"dnorm.weight", norm.weight}};
+  NamedLeaves leaves{{"dx", x}, {"dnorm.weight", norm.weight}};
   for (auto& [name, p] : mlp.named_parameters()) leaves.push_back({"d" + name, p});
-  std::vector<std::vector<double>> got[2];
-  for (int fused = 0; fused < 2; ++fused) {
-    const Var y = fused ? mlp.forward_normed(x, norm) : mlp.forward(norm.forward(x));
-    y.backward(dy);
-    got[fused].push_back(values(y));
-    for (const auto& [name, l] : leaves) {
-      INFO(name);
-      REQUIRE(l.grad().defined());
-      got[fused].push_back(values(Var(l.grad())));
-      l.zero_grad();
-    }
-  }
-  REQUIRE_CLOSE("y", got[0][0], got[1][0], 0.0);
-  for (size_t i = 0; i < leaves.size(); ++i)
-    REQUIRE_CLOSE(leaves[i].first, got[0][i + 1], got[1][i + 1], 0.0);
+  require_fused_equal(
+      leaves,
+      [&](bool fused) {
+        return fused ? mlp.forward_normed(x, norm) : mlp.forward(norm.forward(x));
+      },
+      dy);
   auto gc = gradcheck(
       [](const std::vector<Var>& in) {
         const std::vector<Var> ys = rms_norm_linears(in[0], in[1], 1e-6, {in[2], in[3]});
