@@ -116,7 +116,15 @@ std::vector<Tensor> PrimitiveNode::backward(const std::vector<Tensor>& grad_outp
     }
     case OpKind::Matmul:  // C = A B: dA = g B^T, dB = A^T g (batch dims summed back)
       if (need(0)) gi[0] = sum_to(matmul(g, x(1).transpose(-1, -2)), x(0).shape());
-      if (need(1)) gi[1] = sum_to(matmul(x(0).transpose(-1, -2), g), x(1).shape());
+      if (need(1)) {
+        // A matrix B stored transposed (Linear's W^T) gets dB in that layout, (g^T A)^T, so that
+        // the gradient reaching W [out, in] is contiguous, not a strided copy's input
+        const Tensor& b = x(1);
+        const bool b_transposed = b.dim() == 2 && x(0).dim() == 2 && b.strides()[0] == 1 &&
+                                  b.strides()[1] == b.size(0);
+        gi[1] = b_transposed ? matmul(g.transpose(-1, -2), x(0)).transpose(-1, -2)
+                             : sum_to(matmul(x(0).transpose(-1, -2), g), b.shape());
+      }
       break;
     case OpKind::Sum: gi[0] = unreduce(g, x(0).shape(), ints, false); break;
     case OpKind::Mean: {

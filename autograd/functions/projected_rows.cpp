@@ -15,7 +15,7 @@ std::vector<Tensor> ProjectedRowsNode::backward(const std::vector<Tensor>& gy) {
     const Tensor dy = d.reshape({d.numel() / W.size(0), W.size(0)});
     if (needs_input_grad(i)) {
       if (!R.defined()) R = rows();
-      grads[i] = ops::matmul(R.transpose(0, 1), dy).transpose(0, 1);
+      grads[i] = ops::matmul(dy.transpose(0, 1), R);  // dW = dy^T R [out, in], contiguous
     }
     const Tensor dR_i = ops::matmul(dy, W);
     dR = dR.defined() ? ops::binary(ops::Binary::Add, dR, dR_i) : dR_i;

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <memory>
 
+#include "autograd/fused.h"
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "autograd/primitives.h"
@@ -99,6 +100,28 @@ TEST_CASE("shape-only derivatives keep no values of non-leaf inputs", "[autograd
     CHECK(dx[i] == Approx(2 * xs[i] + 1 + 2 * xs[i] * ws[i] * ws[i]));
     CHECK(dw[i] == Approx(2 * xs[i] * ws[i] * xs[i]));
   }
+}
+
+// Linear multiplies by a transposed view of W [out, in]; its gradient must reach W in W's layout
+// (a transposed one would be copied, strided, before every conversion and update).
+TEST_CASE("a weight read transposed gets a contiguous gradient in its own layout", "[autograd]") {
+  Generator gen(3);
+  const Var w(Tensor::randn({3, 4}, gen, DType::f64), true);
+  const Tensor x = Tensor::randn({5, 4}, gen, DType::f64), c = Tensor::randn({5, 3}, gen, DType::f64);
+  sum(matmul(Var(x), transpose(w, 0, 1)) * Var(c)).backward();
+  REQUIRE(w.grad().is_contiguous());
+  // dW = c^T x
+  const std::vector<double> dw = w.grad().to_vector<double>(), xs = x.to_vector<double>(),
+                            cs = c.to_vector<double>();
+  for (int64_t o = 0; o < 3; ++o)
+    for (int64_t i = 0; i < 4; ++i) {
+      double ref = 0;
+      for (int64_t n = 0; n < 5; ++n) ref += cs[n * 3 + o] * xs[n * 4 + i];
+      CHECK(dw[o * 4 + i] == Approx(ref));
+    }
+  const Var w2(Tensor::randn({3, 4}, gen, DType::f64), true);  // the fused projection's node
+  sum(swiglu_linear(Var(x), Var(x), w2)).backward();
+  CHECK(w2.grad().is_contiguous());
 }
 
 TEST_CASE("autograd misuse throws hla::Error", "[autograd][errors]") {
