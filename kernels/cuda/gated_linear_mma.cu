@@ -1,6 +1,8 @@
 // The chunked tier of the gated linear family on tensor cores: GLA / HGRN2 (PerKey), simple GLA
 // (ScalarPerHead), RetNet (FixedPerHead), linear attention (None), for bf16 q, k, v, o and their
-// gradients, f32 gates, states and state gradients (kernels/cuda/recurrence_cuda.h). The maths is
+// gradients, f32 gates, states and state gradients (kernels/cuda/recurrence_cuda.h). This file
+// holds the state passes of every gate kind and the output and gradient kernels of the per-key
+// decay; a decay shared by a head's keys (Kg = 1) takes gated_linear_scalar_mma.cu's. The maths is
 // gated_linear_chunk.cu's (its header states the chunk equations and the dg split; the CPU tier
 // derives them): chunks of n = kernels::kChunk = 64 rows, the last chunk of a head may be shorter.
 // Every product runs on mma.sync.m16n8k16 with bf16 operands and fp32 accumulators; what is
@@ -28,14 +30,7 @@
 // the scores A only the quarters on either side of the block's middle row m = R0 + 8 do, its
 // lower-left quarter (r >= m > j) running on mma through m like the off-diagonal blocks.
 //
-// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 fragments (PTX ISA, "Matrix fragments for
-// mma.m16n8k16"), lane = 4 g + t (g = groupID, t = threadID_in_group):
-//   A [16 x 16] row-major, 4 .b32 of 2 bf16 (lower index in the low half):
-//     a0 = (g, 2t..2t+1)  a1 = (g+8, 2t..2t+1)  a2 = (g, 2t+8..2t+9)  a3 = (g+8, 2t+8..2t+9)
-//   B [16 x 8] (k x n), 2 .b32:  b0 = (k = 2t..2t+1, n = g)  b1 = (k = 2t+8..2t+9, n = g)
-//   C/D [16 x 8] fp32, 4 floats:  c0, c1 = (g, 2t), (g, 2t+1)   c2, c3 = (g+8, 2t), (g+8, 2t+1)
-// Two C tiles of adjacent 8 columns are one A fragment of 16 columns (c of the first tile gives
-// a0, a1, of the second a2, a3): the score rows feed the next product from registers.
+// The mma.sync m16n8k16 fragments and their helpers: kernels/cuda/mma_fragments.cuh.
 //
 // Kernels, kBlock = 128 threads (4 warps) each:
 //   cumulative_decay    one thread per (b*h, chunk, column of G): the chunk-local cumsum into G
@@ -66,7 +61,9 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/gated_linear_geometry.cuh"
+#include "kernels/cuda/gated_linear_mma.cuh"
 #include "kernels/cuda/ldmatrix.cuh"
+#include "kernels/cuda/mma_fragments.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
 
 namespace hla::cuda {
@@ -75,16 +72,8 @@ using kernels::GateKind;
 
 namespace {
 
-// e^x on the multifunction unit: __expf is ex2.approx of x log2(e), relative error about 1e-7
-// near 0 and 7e-6 at |x| = 100 (CUDA Math API: 2 + 1.17 |x| ulp), against the 4e-3 of the bf16
-// rounding every operand here takes; accurate expf spends several times the instructions in
-// loops that compute one exponential per operand or score element.
-__device__ __forceinline__ float fast_exp(float x) { return __expf(x); }
+using namespace gla_mma;
 
-constexpr int kN = static_cast<int>(kernels::kChunk);  // rows per chunk
-constexpr int kSub = 16;                               // rows per sub-chunk: one warp, mma M
-constexpr int kWarps = kN / kSub;
-constexpr int kBlock = 32 * kWarps;
 constexpr int kStateTile = 64;                   // keys and columns of a chunk_contribution block
 constexpr int kContributionLd = kStateTile + 8;  // its shared row stride (bf16)
 constexpr size_t kContributionSmem = sizeof(bf16_dev) * 2 * kN * kContributionLd;
@@ -94,21 +83,6 @@ constexpr int kScorePad = kN + 1;       // row stride of A and dA in shared memo
 constexpr int kTermPad = kKeyTile + 1;  // row stride of the dg term tiles
 static_assert(kN == kWarps * kSub && kN % 16 == 0, "a chunk is whole sub-chunks of 16 rows");
 static_assert(kBlock >= kKeyTile, "one thread per key column of a tile in the dg scan");
-
-// The device pointers of one call.
-struct Operands {
-  const bf16_dev* q;
-  const bf16_dev* k;
-  const bf16_dev* v;
-  const bf16_dev* dout;  // backward only
-  const float* G;        // [B*H, T, Kg]
-  float scale;
-};
-
-__device__ inline int rows_in_chunk(const Geometry& g, int64_t c) {
-  const int64_t t0 = c * kN;
-  return static_cast<int>(g.T - t0 < kN ? g.T - t0 : kN);
-}
 
 // One chunk of one head with q, k and G staged in shared memory (stage_chunk) and v, do read from
 // global memory: rows r < n, indexed from the chunk's first row. Staged rows past n are zeros.
@@ -131,17 +105,13 @@ struct StagedChunk {
   __device__ float v_at(int r, int c) const { return __bfloat162float(v[r * v_stride + c]); }
   __device__ float do_at(int r, int c) const { return __bfloat162float(dout[r * v_stride + c]); }
   // The pairs (i, i + 1), i even.
-  __device__ float2 q2(int r, int i) const { return pair(q + r * kQK + i); }
-  __device__ float2 k2(int r, int i) const { return pair(k + r * kQK + i); }
+  __device__ float2 q2(int r, int i) const { return pair_of(q + r * kQK + i); }
+  __device__ float2 k2(int r, int i) const { return pair_of(k + r * kQK + i); }
   __device__ float2 G2(int r, int i) const {
     return *reinterpret_cast<const float2*>(G + r * kG + i);
   }
-  __device__ float2 v2(int r, int c) const { return pair(v + r * v_stride + c); }
-  __device__ float2 do2(int r, int c) const { return pair(dout + r * v_stride + c); }
-  __device__ static float2 pair(const bf16_dev* p) {
-    const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162*>(p);
-    return make_float2(__bfloat162float(x.x), __bfloat162float(x.y));
-  }
+  __device__ float2 v2(int r, int c) const { return pair_of(v + r * v_stride + c); }
+  __device__ float2 do2(int r, int c) const { return pair_of(dout + r * v_stride + c); }
 };
 
 // Copies chunk c of head bh's q, k and G rows into shared memory at `smem` (StagedChunk<K>::kBytes,
@@ -170,124 +140,13 @@ __device__ StagedChunk<K> stage_chunk(const Operands& op, const Geometry& g, int
     *reinterpret_cast<uint4*>(k_s + r * S::kQK + col) = kv;
   }
   const float* G = op.G + g.g_row(bh, t0);
-  const bool per_key = g.Kg != 1;
   for (int x = threadIdx.x; x < kN * K / 4; x += kBlock) {
     const int r = x / (K / 4), col = x % (K / 4) * 4;
-    float4 gv = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (r < n) {
-      if (per_key) {
-        gv = *reinterpret_cast<const float4*>(G + r * K + col);
-      } else {
-        const float x1 = G[r];
-        gv = make_float4(x1, x1, x1, x1);
-      }
-    }
-    *reinterpret_cast<float4*>(G_s + r * S::kG + col) = gv;
+    *reinterpret_cast<float4*>(G_s + r * S::kG + col) =
+        r < n ? *reinterpret_cast<const float4*>(G + r * K + col) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   return {q_s,       k_s, G_s, op.v + g.vrow(bh, t0), op.dout ? op.dout + g.vrow(bh, t0) : nullptr,
           g.H * g.V, n};
-}
-
-// ---- mma.sync m16n8k16 bf16 fragments (mappings in the header comment)
-
-struct Lane {
-  int g, t;  // groupID = lane / 4, threadID_in_group = lane % 4
-};
-__device__ inline Lane lane_of() {
-  const int lane = threadIdx.x % 32;
-  return {lane / 4, lane % 4};
-}
-// Row and column of entry e < 4 of a C tile.
-__device__ inline int acc_row(const Lane& L, int e) {
-  return L.g + 8 * (e / 2);
-}
-__device__ inline int acc_col(const Lane& L, int e) {
-  return 2 * L.t + e % 2;
-}
-
-// Two floats rounded to bf16 (nearest even), `lo` in the low half as the fragments want it.
-__device__ inline uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-  uint32_t bits;
-  memcpy(&bits, &pair, sizeof(bits));
-  return bits;
-}
-
-// A fragment of the [16 x 16] operand value(row, col).
-template <class F>
-__device__ inline void a_fragment(uint32_t (&a)[4], const Lane& L, F value) {
-  a[0] = pack_bf16(value(L.g, 2 * L.t), value(L.g, 2 * L.t + 1));
-  a[1] = pack_bf16(value(L.g + 8, 2 * L.t), value(L.g + 8, 2 * L.t + 1));
-  a[2] = pack_bf16(value(L.g, 2 * L.t + 8), value(L.g, 2 * L.t + 9));
-  a[3] = pack_bf16(value(L.g + 8, 2 * L.t + 8), value(L.g + 8, 2 * L.t + 9));
-}
-// B fragment of the [16 x 8] operand value(k, n).
-template <class F>
-__device__ inline void b_fragment(uint32_t (&b)[2], const Lane& L, F value) {
-  b[0] = pack_bf16(value(2 * L.t, L.g), value(2 * L.t + 1, L.g));
-  b[1] = pack_bf16(value(2 * L.t + 8, L.g), value(2 * L.t + 9, L.g));
-}
-// The same from value2(row, col) = the pair (col, col + 1) of a row, col even.
-template <class F>
-__device__ inline void a_fragment2(uint32_t (&a)[4], const Lane& L, F value2) {
-  float2 p = value2(L.g, 2 * L.t);
-  a[0] = pack_bf16(p.x, p.y);
-  p = value2(L.g + 8, 2 * L.t);
-  a[1] = pack_bf16(p.x, p.y);
-  p = value2(L.g, 2 * L.t + 8);
-  a[2] = pack_bf16(p.x, p.y);
-  p = value2(L.g + 8, 2 * L.t + 8);
-  a[3] = pack_bf16(p.x, p.y);
-}
-// The same from value2(k, n) = the pair (k, k + 1) at column n, k even.
-template <class F>
-__device__ inline void b_fragment2(uint32_t (&b)[2], const Lane& L, F value2) {
-  float2 p = value2(2 * L.t, L.g);
-  b[0] = pack_bf16(p.x, p.y);
-  p = value2(2 * L.t + 8, L.g);
-  b[1] = pack_bf16(p.x, p.y);
-}
-// A fragment of columns 16b..16b+15 from the C tiles lo (columns 16b..+7) and hi (16b+8..+15).
-__device__ inline void a_from_acc(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4]) {
-  a[0] = pack_bf16(lo[0], lo[1]);
-  a[1] = pack_bf16(lo[2], lo[3]);
-  a[2] = pack_bf16(hi[0], hi[1]);
-  a[3] = pack_bf16(hi[2], hi[3]);
-}
-
-// c += a b on the tensor cores.
-__device__ inline void mma_bf16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-template <int kTiles>
-__device__ inline void zero(float (&c)[kTiles][4]) {
-#pragma unroll
-  for (int nt = 0; nt < kTiles; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) c[nt][e] = 0.f;
-}
-
-// acc[n-tile] += a B for every one of the NT n-tiles, B = rows k0..k0+15 of a row-major
-// [k][8 NT] bf16 tile in shared memory (row stride ld), its fragments read through ldmatrix.trans
-// two n-tiles at a time.
-template <int NT>
-__device__ inline void mma_rows_trans(float (&acc)[NT][4], const uint32_t (&a)[4],
-                                      const bf16_dev* tile, int ld, int k0, int lane) {
-  static_assert(NT % 2 == 0, "n-tiles are read in pairs");
-#pragma unroll
-  for (int p = 0; p < NT / 2; ++p) {
-    uint32_t b[4];
-    ldmatrix_x4_trans(
-        b, tile + (k0 + lane % 8 + 8 * (lane / 8 % 2)) * ld + 16 * p + 8 * (lane / 16));
-    const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
-    mma_bf16(acc[2 * p], a, b0);
-    mma_bf16(acc[2 * p + 1], a, b1);
-  }
 }
 
 __device__ inline float load(const bf16_dev* p, int64_t i) {
@@ -656,13 +515,6 @@ __global__ void __launch_bounds__(kBlock)
     }
 }
 
-struct GradPointers {
-  bf16_dev* dq;
-  bf16_dev* dk;
-  bf16_dev* dv;
-  float* dg;  // null without a gate tensor
-};
-
 // Shared memory of chunk_gradients_kernel: the staged rows, then A (later the two dg term tiles),
 // dA and the per-key sums of S * C.
 constexpr int kScoreFloats = kN * kScorePad > 2 * kN* kTermPad ? kN* kScorePad : 2 * kN* kTermPad;
@@ -682,7 +534,7 @@ constexpr size_t gradients_smem_bytes() {
 // and the dg terms, whose two tiles take A's place.
 template <int K, int V>
 __global__ void __launch_bounds__(kBlock)
-    chunk_gradients_kernel(Operands op, GradPointers gp, Geometry g, GateKind gate,
+    chunk_gradients_kernel(Operands op, GradPointers gp, Geometry g,
                            const bf16_dev* __restrict__ states,     // [B*H, NT, K, V] entering
                            const bf16_dev* __restrict__ dstates) {  // [B*H, NT, K, V] leaving
   extern __shared__ __align__(16) unsigned char gla_mma_smem[];
@@ -801,9 +653,6 @@ __global__ void __launch_bounds__(kBlock)
   }
   __syncthreads();  // A read for the last time: its space becomes the dg term tiles
 
-  const bool per_key = gate == GateKind::PerKey;
-  const bool head_gate = gate == GateKind::ScalarPerHead;
-  float dg_of_row = 0.f;  // ScalarPerHead: dg of row tid, summed over the key tiles
   for (int i0 = 0; i0 < K; i0 += kKeyTile) {
     constexpr int kKeyTiles = kKeyTile / 8;
     if (active) {
@@ -827,10 +676,10 @@ __global__ void __launch_bounds__(kBlock)
         for (int nt = 0; nt < kKeyTiles; ++nt) {
           uint32_t b_s[2], b_c[2];
           b_fragment2(b_s, L, [&](int kk, int nn) {
-            return StagedChunk<K>::pair(S_in + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
+            return pair_of(S_in + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
           });
           b_fragment2(b_c, L, [&](int kk, int nn) {
-            return StagedChunk<K>::pair(C + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
+            return pair_of(C + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
           });
           mma_bf16(X[nt], a_do, b_s);
           mma_bf16(Y[nt], a_v, b_c);
@@ -937,61 +786,35 @@ __global__ void __launch_bounds__(kBlock)
     if (tid < kKeyTile) {
       float sc = 0.f;
       for (int col = 0; col < V; col += 2) {
-        const float2 sv = StagedChunk<K>::pair(S_in + (i0 + tid) * V + col);
-        const float2 cvv = StagedChunk<K>::pair(C + (i0 + tid) * V + col);
+        const float2 sv = pair_of(S_in + (i0 + tid) * V + col);
+        const float2 cvv = pair_of(C + (i0 + tid) * V + col);
         sc += sv.x * cvv.x + sv.y * cvv.y;
       }
       sc_s[tid] = sc;
     }
     __syncthreads();  // dg terms and sc_s written
-    if (per_key || head_gate) {
-      if (tid < kKeyTile) {  // one key column per thread: reverse cumsum, then the prefix terms
-        float sum = 0.f;
-        for (int r = last; r >= 0; --r) {
-          sum += x_s[r * kTermPad + tid];
-          x_s[r * kTermPad + tid] = sum;
-        }
-        float prefix = fast_exp(cv.G_at(last, i0 + tid)) * sc_s[tid];
-        for (int r = 0; r < cv.n; ++r) {
-          x_s[r * kTermPad + tid] += prefix;
-          prefix += y_s[r * kTermPad + tid];
-        }
+    if (tid < kKeyTile) {  // one key column per thread: reverse cumsum, then the prefix terms
+      float sum = 0.f;
+      for (int r = last; r >= 0; --r) {
+        sum += x_s[r * kTermPad + tid];
+        x_s[r * kTermPad + tid] = sum;
       }
-      __syncthreads();  // dg of the tile complete
-      if (per_key) {
-        for (int e = tid; e < cv.n * kKeyTile; e += kBlock) {
-          const int r = e / kKeyTile, ic = e % kKeyTile;
-          gp.dg[g.qk(bh, c * kN + r) + i0 + ic] = x_s[r * kTermPad + ic];
-        }
-      } else if (tid < cv.n) {
-        for (int ic = 0; ic < kKeyTile; ++ic) dg_of_row += x_s[tid * kTermPad + ic];
+      float prefix = fast_exp(cv.G_at(last, i0 + tid)) * sc_s[tid];
+      for (int r = 0; r < cv.n; ++r) {
+        x_s[r * kTermPad + tid] += prefix;
+        prefix += y_s[r * kTermPad + tid];
       }
+    }
+    __syncthreads();  // dg of the tile complete
+    for (int e = tid; e < cv.n * kKeyTile; e += kBlock) {
+      const int r = e / kKeyTile, ic = e % kKeyTile;
+      gp.dg[g.qk(bh, c * kN + r) + i0 + ic] = x_s[r * kTermPad + ic];
     }
     __syncthreads();  // the tiles read before the next key tile rewrites them
   }
-  if (head_gate && tid < cv.n) gp.dg[g.head_gate(bh, c * kN + tid)] = dg_of_row;
 }
 
 // ---- launchers
-
-template <int K_, int V_>
-struct HeadSizes {
-  static constexpr int K = K_, V = V_;
-};
-
-// Calls f(HeadSizes<K, V>{}) for the supported head sizes; hla::Error otherwise.
-template <class F>
-void with_head_sizes(const kernels::RecDims& d, const char* op, F&& f) {
-  if (d.K == 64 && d.V == 64) return f(HeadSizes<64, 64>{});
-  if (d.K == 64 && d.V == 128) return f(HeadSizes<64, 128>{});
-  if (d.K == 128 && d.V == 64) return f(HeadSizes<128, 64>{});
-  if (d.K == 128 && d.V == 128) return f(HeadSizes<128, 128>{});
-  if (d.K == 64 && d.V == 256) return f(HeadSizes<64, 256>{});
-  if (d.K == 128 && d.V == 256) return f(HeadSizes<128, 256>{});
-  throw Error(op, "head sizes K in {64, 128} and V in {64, 128, 256}",
-              "K=" + std::to_string(d.K) + ", V=" + std::to_string(d.V),
-              "gated_linear_chunk_forward/backward (f32) take any head size");
-}
 
 Geometry geometry_of(const GatedLinearBf16Args& a, const char* op) {
   const kernels::RecDims& d = a.d;
@@ -1052,12 +875,15 @@ void gated_linear_mma_forward(const GatedLinearBf16Args& a, const GatedLinearBf1
   const char* op = "gated_linear_mma_forward (cuda)";
   const Geometry g = geometry_of(a, op);
   HLA_CHECK(out.o, "o is required");
-  with_head_sizes(a.d, op, [&](auto sizes) {
+  with_head_sizes(a.d.K, a.d.V, op, [&](auto sizes) {
     constexpr int K = decltype(sizes)::K, V = decltype(sizes)::V;
     const Tensor G = cumulative_decay(a, g);
     const Operands ops = operands_of(a, nullptr, G);
     Tensor states = chunk_states(g);
     state_pass<K, V>(ops, g, ops.v, a.h0, states, out.hT, false);
+    if (g.Kg == 1)
+      return scalar_decay_output(ops, g, states.data<bf16_dev>(),
+                                 reinterpret_cast<bf16_dev*>(out.o));
     constexpr size_t smem = output_smem_bytes<K, V>();
     allow_shared_memory(chunk_output_kernel<K, V>, smem, op);
     const dim3 grid(static_cast<unsigned>(g.B * g.H * g.NT), V / output_columns<V>());
@@ -1075,22 +901,23 @@ void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf
   check_aligned(grad.dv, op, "dv");
   const bool want_dg = a.gate == GateKind::ScalarPerHead || a.gate == GateKind::PerKey;
   HLA_CHECK(!want_dg || grad.dg, "dg is required for a gate tensor");
-  with_head_sizes(a.d, op, [&](auto sizes) {
+  with_head_sizes(a.d.K, a.d.V, op, [&](auto sizes) {
     constexpr int K = decltype(sizes)::K, V = decltype(sizes)::V;
     const Tensor G = cumulative_decay(a, g);
     const Operands ops = operands_of(a, grad.dout, G);
     Tensor states = chunk_states(g), dstates = chunk_states(g);
     state_pass<K, V>(ops, g, ops.v, a.h0, states, nullptr, false);
     state_pass<K, V>(ops, g, ops.dout, grad.dhT, dstates, grad.dh0, true);
-
-    constexpr size_t smem = gradients_smem_bytes<K>();
-    allow_shared_memory(chunk_gradients_kernel<K, V>, smem, op);
     const GradPointers gp{reinterpret_cast<bf16_dev*>(grad.dq),
                           reinterpret_cast<bf16_dev*>(grad.dk),
                           reinterpret_cast<bf16_dev*>(grad.dv), want_dg ? grad.dg : nullptr};
+    if (g.Kg == 1)
+      return scalar_decay_gradients(ops, gp, g, states.data<bf16_dev>(), dstates.data<bf16_dev>());
+    constexpr size_t smem = gradients_smem_bytes<K>();
+    allow_shared_memory(chunk_gradients_kernel<K, V>, smem, op);
     chunk_gradients_kernel<K, V>
         <<<static_cast<unsigned>(g.B * g.H * g.NT), kBlock, smem, stream()>>>(
-            ops, gp, g, a.gate, states.data<bf16_dev>(), dstates.data<bf16_dev>());
+            ops, gp, g, states.data<bf16_dev>(), dstates.data<bf16_dev>());
     CUDA_CHECK(cudaGetLastError());
   });
 }
