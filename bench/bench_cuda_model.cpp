@@ -1,6 +1,7 @@
 // GPU training throughput of the 340M layouts (experiments/configs/paper_340m: 24 layers, hidden
 // 1024; vocab 32000 as in perf/ANCHORS.md) at B=8 sequences of T=2048 tokens on one GPU:
-//   transformer, gla_pure, hgrn2_pure, gated_deltanet_pure, gla_3-1, hgrn2_3-1, gated_deltanet_3-1
+//   transformer, gla_pure, hgrn2_pure, gated_deltanet_pure, gla_3-1, hgrn2_3-1, gated_deltanet_3-1,
+//   retnet_pure
 // Each model is built from its shipped config file (run::load_run_config, with overrides
 // model.vocab_size=32000, model.num_layers and train.precision), moved to the GPU, and trained on
 // a fixed batch of random tokens with the config's optimizer settings: one step = forward, mean
@@ -242,7 +243,7 @@ int main(int argc, char** argv) {
                                                       : tf32              ? kPeakTf32
                                                                           : kPeakFp32);
     for (const char* name : {"transformer", "gla_pure", "hgrn2_pure", "gated_deltanet_pure",
-                             "gla_3-1", "hgrn2_3-1", "gated_deltanet_3-1"})
+                             "gla_3-1", "hgrn2_3-1", "gated_deltanet_3-1", "retnet_pure"})
       benchmark::RegisterBenchmark(("model/" + precision + "/" + name).c_str(), bm_train_step,
                                    std::string(name), precision, s, peak)
           ->Iterations(env_int("HLA_BENCH_STEPS", 8))
