@@ -30,6 +30,12 @@ TEST_CASE("cuda sum / max / sum_to / sum_all match the CPU", "[cuda]") {
     REQUIRE_CLOSE("sum(long rows)", vals(sum(lng, {1}, false)), vals(sum(gpu(lng), {1}, false)), tol(dt));
     REQUIRE_CLOSE("max(long rows)", vals(max(lng, {1}, false)), vals(max(gpu(lng), {1}, false)), tol(dt));
     REQUIRE_CLOSE("sum_all", vals(sum_all(lng)), vals(sum_all(gpu(lng))), tol(dt));
+    // Leading dims of a contiguous tensor reduce in place as columns, rows split over blocks.
+    const Tensor tall = Tensor::randn({3000, 70}, gen, dt), tall3 = Tensor::randn({2, 1500, 33}, gen, dt);
+    REQUIRE_CLOSE("sum(columns)", vals(sum(tall, {0}, false)), vals(sum(gpu(tall), {0}, false)), tol(dt));
+    REQUIRE_CLOSE("max(columns)", vals(max(tall, {0}, true)), vals(max(gpu(tall), {0}, true)), tol(dt));
+    REQUIRE_CLOSE("sum(columns, 2 dims)", vals(sum(tall3, {1, 0}, false)),
+                  vals(sum(gpu(tall3), {1, 0}, false)), tol(dt));
     const Tensor st = sum_to(g, {7, 1});
     REQUIRE(st.shape() == Shape{7, 1});
     REQUIRE_CLOSE("sum_to", vals(sum_to(x, {7, 1})), vals(st), tol(dt));
