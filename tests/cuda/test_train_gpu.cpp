@@ -20,7 +20,11 @@
 // the drift far more than the loss). The bounds leave a 10x..100x margin; a wrong forward or
 // backward anywhere shows up at 1e-2 within a step or two:
 //   loss: relative 2e-5 per step.          gradients at step 1 (by name) and their norm: 2e-4.
-//   later gradient norms: relative 1e-2.   final parameters (by name): relative RMS 2e-4.
+//   later gradient norms: relative 1e-2.   final parameters (by name): relative RMS 2e-4, or
+//   every entry within 1e-5 (1% of lr).
+// The absolute bound serves small tensors trained from 0: GLA's gk_proj.1.bias (8 entries of
+// ~1e-2) measured 2.4e-4 relative, 2e-6 absolute, once the weight gradients' GEMMs summed in
+// another order; a wrong gradient moves such an entry by ~lr a step.
 #ifdef HLA_WITH_CUDA
 
 #include <cmath>
@@ -40,6 +44,7 @@ constexpr double kLossTol = 2e-5;
 constexpr double kFirstGradTol = 2e-4;
 constexpr double kGradNormTol = 1e-2;
 constexpr double kParamTol = 2e-4;
+constexpr double kParamAbs = 1e-5;
 constexpr int kSteps = 20;
 constexpr double kLr = 1e-3;
 
@@ -79,8 +84,10 @@ void train_on_both(const TrainCase& c) {
   }
   for (size_t i = 0; i < named_cpu.size(); ++i) {
     REQUIRE(named_cpu[i].first == named_gpu[i].first);
-    REQUIRE_CLOSE(named_cpu[i].first, vals(named_cpu[i].second.data()),
-                  vals(named_gpu[i].second.data()), kParamTol);
+    const auto rep = hla::test::close_report(vals(named_cpu[i].second.data()),
+                                        vals(named_gpu[i].second.data()));
+    INFO(rep.describe(named_cpu[i].first) << " tol=" << kParamTol << " or max_abs " << kParamAbs);
+    REQUIRE(hla::test::close_ok(rep, kParamTol, kParamAbs));
   }
 }
 
