@@ -981,6 +981,22 @@ void with_kernel_types(const DeltaRuleArgs<S>& a, const Results& r, Run&& run) {
   }
 }
 
+// The two runs of with_kernel_types (C++17 .cu files: no templated lambdas).
+struct RunForward {
+  const char* op;
+  template <class C, class IO, bool TC, class Args, class Out>
+  void operator()(const Args& args, const Out& o) const {
+    chunk_forward<C, IO, TC>(args, o, op);
+  }
+};
+struct RunBackward {
+  const char* op;
+  template <class C, class IO, bool TC, class Args, class Grad>
+  void operator()(const Args& args, const Grad& g) const {
+    chunk_backward<C, IO, TC>(args, g, op);
+  }
+};
+
 }  // namespace
 
 template <class S>
@@ -988,9 +1004,7 @@ void delta_rule_chunk_forward(const DeltaRuleArgs<S>& a, const DeltaRuleOut<S>& 
   const char* op = "delta_rule_chunk_forward (cuda)";
   check_args(a, op);
   HLA_CHECK(out.o, "o is required");
-  with_kernel_types(a, out, [op]<class C, class IO, bool TC>(const auto& args, const auto& o) {
-    chunk_forward<C, IO, TC>(args, o, op);
-  });
+  with_kernel_types(a, out, RunForward{op});
 }
 
 template <class S>
@@ -1000,9 +1014,7 @@ void delta_rule_chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>
   HLA_CHECK(gr.dout && gr.dq && gr.dk && gr.dv && gr.dbeta,
             "dout, dq, dk, dv and dbeta are required");
   HLA_CHECK(!a.g || gr.dg, "dg is required when g is given");
-  with_kernel_types(a, gr, [op]<class C, class IO, bool TC>(const auto& args, const auto& g) {
-    chunk_backward<C, IO, TC>(args, g, op);
-  });
+  with_kernel_types(a, gr, RunBackward{op});
 }
 
 template void delta_rule_chunk_forward<float>(const DeltaRuleArgs<float>&,
