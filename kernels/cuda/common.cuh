@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 
@@ -201,6 +202,20 @@ inline Indexer make_indexer(const Tensor& t, const char* op) {
     ix.stride[d] = t.strides()[d];
   }
   return ix;
+}
+
+// 16 bytes of S (8 bf16, 4 f32, 2 f64): one load or store of the pack kernels.
+template <class S>
+struct alignas(16) Pack {
+  static constexpr int kSize = 16 / sizeof(S);
+  S v[kSize];
+};
+
+// Whether tensors can take the pack kernels: contiguous, 16-byte aligned data.
+inline bool packable(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (!t->is_contiguous() || reinterpret_cast<uintptr_t>(t->raw_data()) % 16 != 0) return false;
+  return true;
 }
 
 // Grid for a grid-stride loop over n elements.

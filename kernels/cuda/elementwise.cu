@@ -129,13 +129,8 @@ __global__ void add_inplace_kernel(S* __restrict__ a,        // [n] contiguous, 
     a[i] = value_cast<S>(value_cast<C>(a[i]) + value_cast<C>(b[bi.offset(i)]));
 }
 
-// The same maps over contiguous operands, 16 bytes (8 bf16, 4 f32, 2 f64) per load and store:
+// The same maps over contiguous operands, 16 bytes (Pack<S>, common.cuh) per load and store:
 // n_packs whole packs; the caller runs the scalar kernel over the tail.
-template <class S>
-struct alignas(16) Pack {
-  static constexpr int kSize = 16 / sizeof(S);
-  S v[kSize];
-};
 
 template <class S>
 __global__ void unary_pack_kernel(int op, compute_t<S> c, Pack<S>* __restrict__ out,
@@ -180,13 +175,6 @@ __global__ void add_inplace_pack_kernel(Pack<S>* __restrict__ a, const Pack<S>* 
       pa.v[k] = value_cast<S>(value_cast<C>(pa.v[k]) + value_cast<C>(pb.v[k]));
     a[i] = pa;
   }
-}
-
-// Whether tensors can take the pack kernels: contiguous, 16-byte aligned data.
-bool packable(std::initializer_list<const Tensor*> ts) {
-  for (const Tensor* t : ts)
-    if (!t->is_contiguous() || reinterpret_cast<uintptr_t>(t->raw_data()) % 16 != 0) return false;
-  return true;
 }
 
 // ---- launchers

@@ -1,7 +1,8 @@
 // SwiGLU on CUDA: y = silu(a) * b;  da = dy * b * silu'(a),  db = dy * silu(a),
 //   silu(a) = a s,  silu'(a) = s (1 + a (1 - s)),  s = sigmoid(a).
 // Layout: a, b, dy of one shape (made contiguous); outputs fresh contiguous. dtypes: f32, f64,
-// bf16 (computed in float, each output rounded to bf16 once).
+// bf16 (computed in float, each output rounded to bf16 once). 16-byte aligned operands take
+// 16 bytes a load and store (Pack<S>), the scalar kernels the tail past the last whole pack.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -40,6 +41,59 @@ __global__ void swiglu_bwd_kernel(S* __restrict__ da,       // [n] overwritten
   }
 }
 
+template <class S>
+__global__ void swiglu_fwd_pack_kernel(Pack<S>* __restrict__ y, const Pack<S>* __restrict__ a,
+                                       const Pack<S>* __restrict__ b, int64_t n_packs) {
+  using C = compute_t<S>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_packs;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const Pack<S> pa = a[i], pb = b[i];
+    Pack<S> py;
+#pragma unroll
+    for (int k = 0; k < Pack<S>::kSize; ++k) {
+      const C ak = value_cast<C>(pa.v[k]);
+      py.v[k] = value_cast<S>(ak * sigmoid_dev(ak) * value_cast<C>(pb.v[k]));
+    }
+    y[i] = py;
+  }
+}
+
+template <class S>
+__global__ void swiglu_bwd_pack_kernel(Pack<S>* __restrict__ da, Pack<S>* __restrict__ db,
+                                       const Pack<S>* __restrict__ a,
+                                       const Pack<S>* __restrict__ b,
+                                       const Pack<S>* __restrict__ dy, int64_t n_packs) {
+  using C = compute_t<S>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_packs;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const Pack<S> pa = a[i], pb = b[i], pd = dy[i];
+    Pack<S> pda, pdb;
+#pragma unroll
+    for (int k = 0; k < Pack<S>::kSize; ++k) {
+      const C ak = value_cast<C>(pa.v[k]), bk = value_cast<C>(pb.v[k]);
+      const C dyk = value_cast<C>(pd.v[k]), s = sigmoid_dev(ak);
+      pda.v[k] = value_cast<S>(dyk * bk * s * (C(1) + ak * (C(1) - s)));
+      pdb.v[k] = value_cast<S>(dyk * ak * s);
+    }
+    da[i] = pda;
+    db[i] = pdb;
+  }
+}
+
+// Elements taken by the pack kernels: whole packs when every tensor is aligned, else none.
+template <class S>
+int64_t packed_elements(int64_t n, std::initializer_list<const Tensor*> ts) {
+  return packable(ts) ? n / Pack<S>::kSize * Pack<S>::kSize : 0;
+}
+template <class S>
+Pack<S>* packs(Tensor& t) {
+  return reinterpret_cast<Pack<S>*>(t.data<S>());
+}
+template <class S>
+const Pack<S>* packs(const Tensor& t) {
+  return reinterpret_cast<const Pack<S>*>(t.data<S>());
+}
+
 }  // namespace
 
 // ---- launchers
@@ -53,10 +107,15 @@ Tensor swiglu(const Tensor& a_in, const Tensor& b_in) {
   return visit_cuda_storage(a.dtype(), "swiglu", [&](auto tag_) {
     using S = typename decltype(tag_)::type;
     Tensor y = cuda_empty(a.shape(), a.dtype());
-    const int64_t n = a.numel();
-    if (n == 0) return y;
-    swiglu_fwd_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(y.data<S>(), a.data<S>(),
-                                                                  b.data<S>(), n);
+    const int64_t n = a.numel(), done = packed_elements<S>(n, {&a, &b, &y});
+    if (done > 0) {
+      const int64_t n_packs = done / Pack<S>::kSize;
+      swiglu_fwd_pack_kernel<S><<<grid_for(n_packs), kThreads, 0, stream()>>>(
+          packs<S>(y), packs<S>(a), packs<S>(b), n_packs);
+    }
+    if (done < n)
+      swiglu_fwd_kernel<S><<<grid_for(n - done), kThreads, 0, stream()>>>(
+          y.data<S>() + done, a.data<S>() + done, b.data<S>() + done, n - done);
     CUDA_CHECK(cudaGetLastError());
     return y;
   });
@@ -75,12 +134,17 @@ void swiglu_backward(const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in
   visit_cuda_storage(a.dtype(), "swiglu_backward", [&](auto tag_) {
     using S = typename decltype(tag_)::type;
     Tensor dat = cuda_empty(a.shape(), a.dtype()), dbt = cuda_empty(a.shape(), a.dtype());
-    const int64_t n = a.numel();
-    if (n > 0) {
-      swiglu_bwd_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(
-          dat.data<S>(), dbt.data<S>(), a.data<S>(), b.data<S>(), dy.data<S>(), n);
-      CUDA_CHECK(cudaGetLastError());
+    const int64_t n = a.numel(), done = packed_elements<S>(n, {&a, &b, &dy, &dat, &dbt});
+    if (done > 0) {
+      const int64_t n_packs = done / Pack<S>::kSize;
+      swiglu_bwd_pack_kernel<S><<<grid_for(n_packs), kThreads, 0, stream()>>>(
+          packs<S>(dat), packs<S>(dbt), packs<S>(a), packs<S>(b), packs<S>(dy), n_packs);
     }
+    if (done < n)
+      swiglu_bwd_kernel<S><<<grid_for(n - done), kThreads, 0, stream()>>>(
+          dat.data<S>() + done, dbt.data<S>() + done, a.data<S>() + done, b.data<S>() + done,
+          dy.data<S>() + done, n - done);
+    CUDA_CHECK(cudaGetLastError());
     if (da) *da = dat;
     if (db) *db = dbt;
   });
