@@ -2,12 +2,20 @@
 //   rstd = 1 / sqrt(mean(x^2) + eps),  xhat = x rstd,  y = xhat w  [* silu(g) when gated]
 // Backward, d = dy [* silu(g)], u = d w:
 //   dx = rstd (u - xhat mean(u xhat)),  dg = dy xhat w silu'(g),  dw = sum_rows(d xhat)
-// Layout: x, g, dy [..., D] made contiguous as [rows, D]; w [D]; rstd [rows]. One block per row.
-// dw: per-row partials [rows, D] summed by the column reduction of reduce.cu (deterministic).
+// Layout: x, g, dy [..., D] made contiguous as [rows, D]; w [D]; rstd [rows].
+// Rows of at most 4 x 32 16-byte packs (D <= 1024 in bf16, 512 in f32, 256 in f64; D a whole
+// number of packs) take one warp a row, a lane holding its packs of the row in registers, no
+// block barrier; the backward's warps each accumulate their rows' dw terms in registers and
+// write one partial row [warps, D]. Other rows take one block a row, dw as per-row partials
+// [rows, D]. Either way the partials are summed by the column reduction of reduce.cu, in a
+// fixed order for given shapes (deterministic).
 // All outputs are fresh (overwritten). dtypes: f32, f64, bf16. For bf16 x (g, dy alike) the
 // weight w is bf16 or f32 (fp32 master weights read in place); everything is computed in float,
 // sums of squares and dot products in double; y, dx, dg are bf16, rstd is f32 (compute_t: the
 // backward reads it back unrounded), the dw partials are f32 and dw takes w's dtype.
+#include <initializer_list>
+#include <type_traits>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -84,6 +92,176 @@ __global__ void rms_norm_bwd_kernel(S* __restrict__ dx,  // [rows, D] overwritte
   }
 }
 
+// ---- one warp a row: lane l holds packs l, l + 32, ... (NV of them) of its row
+
+constexpr int kRowWarps = 8;  // warps (rows in flight) per block
+
+template <class S>
+constexpr int pack_of() {
+  return Pack<S>::kSize;
+}
+
+// The NV packs of a row's lane (zeros past D) as compute_t<S>.
+template <class S, int NV>
+__device__ inline void load_row(compute_t<S> (&out)[NV][pack_of<S>()], const S* row, int64_t D,
+                                int lane) {
+#pragma unroll
+  for (int v = 0; v < NV; ++v) {
+    const int64_t col = (v * int64_t(32) + lane) * pack_of<S>();
+    Pack<S> p{};
+    if (col < D) p = *reinterpret_cast<const Pack<S>*>(row + col);
+#pragma unroll
+    for (int e = 0; e < pack_of<S>(); ++e) out[v][e] = value_cast<compute_t<S>>(p.v[e]);
+  }
+}
+template <class S, int NV>
+__device__ inline void store_row(S* row, const compute_t<S> (&in)[NV][pack_of<S>()], int64_t D,
+                                 int lane) {
+#pragma unroll
+  for (int v = 0; v < NV; ++v) {
+    const int64_t col = (v * int64_t(32) + lane) * pack_of<S>();
+    if (col >= D) continue;
+    Pack<S> p;
+#pragma unroll
+    for (int e = 0; e < pack_of<S>(); ++e) p.v[e] = value_cast<S>(in[v][e]);
+    *reinterpret_cast<Pack<S>*>(row + col) = p;
+  }
+}
+// The weight at the lane's columns (any W: read element by element, L1-resident across rows).
+template <class S, class W, int NV>
+__device__ inline void load_weight(compute_t<S> (&out)[NV][pack_of<S>()], const W* w, int64_t D,
+                                   int lane) {
+#pragma unroll
+  for (int v = 0; v < NV; ++v) {
+    const int64_t col = (v * int64_t(32) + lane) * pack_of<S>();
+#pragma unroll
+    for (int e = 0; e < pack_of<S>(); ++e)
+      out[v][e] = col < D ? value_cast<compute_t<S>>(w[col + e]) : compute_t<S>(0);
+  }
+}
+
+template <class S, class W, int NV>
+__global__ void __launch_bounds__(32 * kRowWarps)
+    rms_norm_rows_fwd_kernel(S* __restrict__ y, compute_t<S>* __restrict__ rstd,
+                             const S* __restrict__ x, const S* __restrict__ g,
+                             const W* __restrict__ w, int64_t rows, int64_t D, double eps) {
+  using C = compute_t<S>;
+  constexpr int P = pack_of<S>();
+  const int lane = threadIdx.x & 31;
+  const int64_t first = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
+  const int64_t stride = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  C wv[NV][P];
+  load_weight<S, W, NV>(wv, w, D, lane);
+  for (int64_t row = first; row < rows; row += stride) {
+    C xv[NV][P];
+    load_row<S, NV>(xv, x + row * D, D, lane);
+    double ss = 0;
+#pragma unroll
+    for (int v = 0; v < NV; ++v)
+#pragma unroll
+      for (int e = 0; e < P; ++e) ss += static_cast<double>(xv[v][e]) * xv[v][e];
+    ss = warp_reduce(ss, SumOp{});
+    const C rs = static_cast<C>(1.0 / sqrt(ss / static_cast<double>(D) + eps));
+    if (lane == 0) rstd[row] = rs;
+    C gv[NV][P];
+    if (g) load_row<S, NV>(gv, g + row * D, D, lane);
+#pragma unroll
+    for (int v = 0; v < NV; ++v)
+#pragma unroll
+      for (int e = 0; e < P; ++e) {
+        xv[v][e] *= rs * wv[v][e];
+        if (g) xv[v][e] *= gv[v][e] * sigmoid_dev(gv[v][e]);
+      }
+    store_row<S, NV>(y + row * D, xv, D, lane);
+  }
+}
+
+// dw_part [total warps, D]: warp k's sum of d xhat over its rows.
+template <class S, class W, int NV>
+__global__ void __launch_bounds__(32 * kRowWarps)
+    rms_norm_rows_bwd_kernel(S* __restrict__ dx, S* __restrict__ dg,
+                             compute_t<S>* __restrict__ dw_part, const S* __restrict__ x,
+                             const S* __restrict__ g, const W* __restrict__ w,
+                             const compute_t<S>* __restrict__ rstd, const S* __restrict__ dy,
+                             int64_t rows, int64_t D) {
+  using C = compute_t<S>;
+  constexpr int P = pack_of<S>();
+  const int lane = threadIdx.x & 31;
+  const int64_t first = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
+  const int64_t stride = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  C wv[NV][P], dw[NV][P];
+  load_weight<S, W, NV>(wv, w, D, lane);
+#pragma unroll
+  for (int v = 0; v < NV; ++v)
+#pragma unroll
+    for (int e = 0; e < P; ++e) dw[v][e] = C(0);
+  for (int64_t row = first; row < rows; row += stride) {
+    const C rs = rstd[row];
+    C xh[NV][P], d[NV][P];  // xhat, then d = dy [* silu(g)]
+    load_row<S, NV>(xh, x + row * D, D, lane);
+    load_row<S, NV>(d, dy + row * D, D, lane);
+    if (g) {
+      C gv[NV][P];
+      load_row<S, NV>(gv, g + row * D, D, lane);
+#pragma unroll
+      for (int v = 0; v < NV; ++v)
+#pragma unroll
+        for (int e = 0; e < P; ++e) {
+          const C gi = gv[v][e], s = sigmoid_dev(gi);
+          gv[v][e] = d[v][e] * xh[v][e] * rs * wv[v][e] * s * (C(1) + gi * (C(1) - s));  // dg
+          d[v][e] *= gi * s;
+        }
+      store_row<S, NV>(dg + row * D, gv, D, lane);
+    }
+    double dot = 0;
+#pragma unroll
+    for (int v = 0; v < NV; ++v)
+#pragma unroll
+      for (int e = 0; e < P; ++e) {
+        xh[v][e] *= rs;
+        dw[v][e] += d[v][e] * xh[v][e];
+        dot += static_cast<double>(d[v][e] * wv[v][e]) * xh[v][e];
+      }
+    dot = warp_reduce(dot, SumOp{});
+    const C mean_dot = static_cast<C>(dot / static_cast<double>(D));
+#pragma unroll
+    for (int v = 0; v < NV; ++v)
+#pragma unroll
+      for (int e = 0; e < P; ++e) d[v][e] = rs * (d[v][e] * wv[v][e] - xh[v][e] * mean_dot);
+    store_row<S, NV>(dx + row * D, d, D, lane);
+  }
+#pragma unroll
+  for (int v = 0; v < NV; ++v) {
+    const int64_t col = (v * int64_t(32) + lane) * P;
+    if (col < D)
+#pragma unroll
+      for (int e = 0; e < P; ++e) dw_part[first * D + col + e] = dw[v][e];
+  }
+}
+
+// Packs per lane of a row (1, 2 or 4), or 0 when the row takes the block-per-row kernels.
+template <class S>
+int row_packs(int64_t D, std::initializer_list<const Tensor*> ts) {
+  constexpr int P = Pack<S>::kSize;
+  if (D % P != 0 || !packable(ts)) return 0;
+  const int64_t lane_packs = (D / P + 31) / 32;
+  return lane_packs <= 1 ? 1 : lane_packs <= 2 ? 2 : lane_packs <= 4 ? 4 : 0;
+}
+
+// Calls f(std::integral_constant<int, NV>{}) for NV in {1, 2, 4}.
+template <class F>
+void with_row_packs(int nv, F&& f) {
+  if (nv == 1) return f(std::integral_constant<int, 1>{});
+  if (nv == 2) return f(std::integral_constant<int, 2>{});
+  return f(std::integral_constant<int, 4>{});
+}
+
+// Blocks of the warp-per-row kernels: a warp per row up to ~16 warps per multiprocessor.
+unsigned row_blocks(int64_t rows) {
+  const int64_t most = 132 * 2, blocks = (rows + kRowWarps - 1) / kRowWarps;
+  return static_cast<unsigned>(blocks < most ? blocks : most);
+}
+
 // ---- launchers
 
 int64_t check_norm(const Tensor& x, const Tensor& g, const Tensor& w, const char* op) {
@@ -117,7 +295,16 @@ Tensor rms_norm(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in, doub
     using C = compute_t<S>;
     Tensor y = cuda_empty(x.shape(), x.dtype());
     Tensor rstd = cuda_empty({rows}, dtype_of<C>());
-    if (rows > 0) {
+    const int nv = row_packs<S>(D, {&x, &y, &g});
+    if (rows > 0 && nv > 0) {
+      with_row_packs(nv, [&](auto nv_) {
+        rms_norm_rows_fwd_kernel<S, W, decltype(nv_)::value>
+            <<<row_blocks(rows), 32 * kRowWarps, 0, stream()>>>(
+                y.data<S>(), rstd.data<C>(), x.data<S>(), g.defined() ? g.data<S>() : nullptr,
+                w.data<W>(), rows, D, eps);
+      });
+      CUDA_CHECK(cudaGetLastError());
+    } else if (rows > 0) {
       rms_norm_fwd_kernel<S, W><<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
           y.data<S>(), rstd.data<C>(), x.data<S>(), g.defined() ? g.data<S>() : nullptr,
           w.data<W>(), D, eps);
@@ -149,6 +336,23 @@ void rms_norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_i
     check_dtype(rstd, dtype_of<C>(), op, "rstd (from the forward)");
     Tensor dxt = cuda_empty(x.shape(), x.dtype());
     Tensor dgt = g.defined() ? cuda_empty(x.shape(), x.dtype()) : Tensor();
+    const int nv = row_packs<S>(D, {&x, &dy, &dxt, &g, &dgt});
+    if (rows > 0 && nv > 0) {
+      const unsigned blocks = row_blocks(rows);
+      Tensor dw_part = cuda_empty({int64_t(blocks) * kRowWarps, D}, dtype_of<C>());
+      with_row_packs(nv, [&](auto nv_) {
+        rms_norm_rows_bwd_kernel<S, W, decltype(nv_)::value>
+            <<<blocks, 32 * kRowWarps, 0, stream()>>>(
+                dxt.data<S>(), g.defined() ? dgt.data<S>() : nullptr, dw_part.data<C>(),
+                x.data<S>(), g.defined() ? g.data<S>() : nullptr, w.data<W>(), rstd.data<C>(),
+                dy.data<S>(), rows, D);
+      });
+      CUDA_CHECK(cudaGetLastError());
+      if (dx) *dx = dxt;
+      if (dg) *dg = dgt;
+      if (dw) *dw = sum(dw_part, {0}, false).to(w.dtype());
+      return;
+    }
     Tensor dw_rows = cuda_empty({rows, D}, dtype_of<C>());
     if (rows > 0) {
       rms_norm_bwd_kernel<S, W><<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(

@@ -373,6 +373,37 @@ TEST_CASE("cuda bf16 rms_norm / gated_rms_norm with bf16 or f32 weights match th
   REQUIRE_THROWS_AS(rms_norm(gpu(x), gpu_bf16(w_f32), eps, nullptr), Error);
 }
 
+// Rows of whole 16-byte packs up to 1024 bf16 take a warp a row (norm.cu), the backward's dw
+// summed from per-warp partials: D of 40 (5 packs, most lanes idle), 256, 1024; 3000 rows, more
+// than the kernels' warps, so that warps walk several rows.
+TEST_CASE("cuda bf16 rms_norm / gated_rms_norm, a warp a row, match the CPU in f32", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(79);
+  const double eps = 1e-6;
+  for (int64_t D : {40, 256, 1024}) {
+    INFO("D " << D);
+    const Tensor x = randn_bf16({3, 1000, D}, gen), g = randn_bf16({3, 1000, D}, gen, 2.0);
+    const Tensor dy = randn_bf16({3, 1000, D}, gen);
+    const Tensor w = Tensor::rand({D}, gen, DType::f32, 0.5, 1.5);  // f32 master weight
+    const Tensor gx = gpu_bf16(x), gg = gpu_bf16(g), gdy = gpu_bf16(dy), gw = gpu(w);
+    Tensor rstd, grstd, dx, dw, dg, gdx, gdw, gdg;
+    REQUIRE_CLOSE("y", rounded(rms_norm(x, w, eps, &rstd)), vals(rms_norm(gx, gw, eps, &grstd)),
+                  kBf16);
+    REQUIRE_CLOSE("rstd", vals(rstd), vals(grstd), kF32Out);
+    rms_norm_backward(x, w, rstd, dy, &dx, &dw);
+    rms_norm_backward(gx, gw, grstd, gdy, &gdx, &gdw);
+    REQUIRE_CLOSE("dx", rounded(dx), vals(gdx), kBf16);
+    REQUIRE_CLOSE("dw", vals(dw), vals(gdw), kF32Out);
+    REQUIRE_CLOSE("gated y", rounded(gated_rms_norm(x, g, w, eps, &rstd)),
+                  vals(gated_rms_norm(gx, gg, gw, eps, &grstd)), kBf16);
+    gated_rms_norm_backward(x, g, w, rstd, dy, &dx, &dg, &dw);
+    gated_rms_norm_backward(gx, gg, gw, grstd, gdy, &gdx, &gdg, &gdw);
+    REQUIRE_CLOSE("gated dx", rounded(dx), vals(gdx), kBf16);
+    REQUIRE_CLOSE("gated dg", rounded(dg), vals(gdg), kBf16);
+    REQUIRE_CLOSE("gated dw", vals(dw), vals(gdw), kF32Out);
+  }
+}
+
 TEST_CASE("cuda bf16 swiglu and backward match the CPU in f32", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(77);
