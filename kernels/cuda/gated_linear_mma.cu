@@ -17,7 +17,6 @@
 //                               for PerKey, else 1; zeros for None)
 //   states   [B*H, NT, K, V] bf16  the state entering each chunk (an mma operand)
 //   dstates  [B*H, NT, K, V] bf16  C = dL/dS at the end of each chunk (backward only)
-//   U        [B*H, NT, K, V] f32   one chunk's own state update (per state pass, freed after)
 //
 // Secondary chunking (fla's; kernels/cpu/recurrence/gated_linear_chunk.cpp): a chunk is 4
 // sub-chunks of 16 rows, one per warp. A pair factor e^{G_r - G_j} (per key) between sub-chunks
@@ -34,12 +33,8 @@
 //
 // Kernels, kBlock = 128 threads (4 warps) each:
 //   cumulative_decay    one thread per (b*h, chunk, column of G): the chunk-local cumsum into G
-//   chunk_contribution  one block per (b*h, chunk, 64-key tile, 64-column tile): the chunk's own
-//                       state update U_c = (K e^{G_last - G})^T V (or s (Q e^G)^T dO) on mma,
-//                       the chunk's rows being the k dimension, both operands staged as bf16 and
-//                       read through ldmatrix.trans; U in an f32 scratch [B*H, NT, K, V]
-//   state_scan          one thread per 4 state entries walking the chunks in order (forward:
-//                       states, hT) or in reverse (backward: dstates, dh0): X <- e^{G_last} X + U_c
+//   states, dstates     gated_linear_states.cu: one block per (b*h, 64-key tile, 64-column tile)
+//                       walking the chunks with its state tile in registers
 //   chunk_output        one block per (b*h, chunk, 128 value columns); warp a: rows 16a..16a+15.
 //                       A rows [16 x 64] as 8 C tiles, then o = A V + s (Q e^G) S_in; v and S_in
 //                       (by 64-key slices) staged, read through ldmatrix.trans
@@ -48,12 +43,11 @@
 //                       32-column tile; then per 32-key tile dq^off, dk^inter, dk^intra as 3 x 4
 //                       C tiles and the dg terms in two [64,33] f32 tiles (in A's place) scanned
 //                       one key column per thread
-// Every kernel but the scan stages the chunk's q, k (bf16) and G (f32) rows in shared memory
-// first (stage_chunk: 16-byte loads, padded rows); the diagonal blocks read 8 keys at a time
-// from there. v, do and the chunk states of the gradients kernel are read from global memory.
-// Shared memory per block (K = V = 64 / 128): output 54 / 103 KiB, gradients 69 / 102 KiB,
-// contribution 18 KiB. Registers (ptxas, sm_90, no spills): output 91-128, gradients 166,
-// contribution 66, scan 34.
+// Both stage the chunk's q, k (bf16) and G (f32) rows in shared memory first (stage_chunk:
+// 16-byte loads, padded rows); the diagonal blocks read 8 keys at a time from there. v, do and
+// the chunk states of the gradients kernel are read from global memory. Shared memory per block
+// (K = V = 64 / 128): output 54 / 103 KiB, gradients 69 / 102 KiB. Registers (ptxas, sm_90, no
+// spills): output 91-128, gradients 166.
 // Gradients are overwritten, never accumulated.
 #include <cstdint>
 #include <cstring>
@@ -74,9 +68,7 @@ namespace {
 
 using namespace gla_mma;
 
-constexpr int kStateTile = 64;                   // keys and columns of a chunk_contribution block
-constexpr int kContributionLd = kStateTile + 8;  // its shared row stride (bf16)
-constexpr size_t kContributionSmem = sizeof(bf16_dev) * 2 * kN * kContributionLd;
+constexpr int kStateTile = 64;  // keys of a slice of the entering state in chunk_output
 constexpr int kKeyTile = 32;            // keys per gradient pass: 4 C tiles of 8
 constexpr int kColTile = 32;            // value columns per dv pass: 4 C tiles of 8
 constexpr int kScorePad = kN + 1;       // row stride of A and dA in shared memory
@@ -181,132 +173,15 @@ __global__ void cumulative_decay_kernel(const float* __restrict__ gate,  // g, o
   }
 }
 
-// 8 consecutive bf16 / f32 values (16-byte aligned) as floats, and 8 floats stored as bf16.
+// 8 consecutive bf16 / f32 values (16-byte aligned) as floats.
 __device__ inline void load8(const bf16_dev* p, float (&out)[8]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(p);
-  const uint32_t words[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int x = 0; x < 4; ++x) {
-    __nv_bfloat162 pair;
-    memcpy(&pair, &words[x], sizeof(pair));
-    out[2 * x] = __bfloat162float(pair.x);
-    out[2 * x + 1] = __bfloat162float(pair.y);
-  }
+  unpack8(*reinterpret_cast<const uint4*>(p), out);
 }
 __device__ inline void load8(const float* p, float (&out)[8]) {
   const float4 lo = *reinterpret_cast<const float4*>(p);
   const float4 hi = *reinterpret_cast<const float4*>(p + 4);
   out[0] = lo.x, out[1] = lo.y, out[2] = lo.z, out[3] = lo.w;
   out[4] = hi.x, out[5] = hi.y, out[6] = hi.z, out[7] = hi.w;
-}
-
-__device__ inline void store8(bf16_dev* p, const float (&in)[8]) {
-  uint32_t words[4];
-#pragma unroll
-  for (int x = 0; x < 4; ++x) words[x] = pack_bf16(in[2 * x], in[2 * x + 1]);
-  *reinterpret_cast<uint4*>(p) = make_uint4(words[0], words[1], words[2], words[3]);
-}
-
-// The chunk-to-chunk recurrence of the state, in two kernels: every chunk's own contribution in
-// parallel, then a scan over the chunks of each state entry:
-//   forward:  U_c = sum_r (k_r e^{G_last - G_r}) v_r^T       X <- diag(e^{G_last}) X + U_c
-//   reverse:  U_c = s sum_r (q_r e^{G_r}) do_r^T             (chunks in reverse)
-// from X = init (h0, or dhT in reverse; zeros if null). per_chunk[c] receives X (rounded to bf16)
-// as it enters chunk c's update; the fp32 X after the last update goes to final_state (if wanted).
-
-// U_c of one (b*h, chunk, 64-key tile, 64-column tile), the chunk's rows being the k dimension:
-// the decayed rows [64 rows x 64 keys] and the column rows [64 rows x 64 columns] staged as bf16
-// (rows past the chunk's end zero), then warp w's keys 16w..16w+15 x 64 columns as 8 C tiles,
-// both operands through ldmatrix.trans.
-//   shared: a_s, c_s [kN, 72] bf16 = 18 KiB
-template <int K, int V>
-__global__ void __launch_bounds__(kBlock)
-    chunk_contribution_kernel(Operands op, Geometry g, const bf16_dev* __restrict__ cols,
-                              bool reverse, float* __restrict__ U) {  // [B*H, NT, K, V]
-  extern __shared__ __align__(16) unsigned char gla_mma_smem[];
-  bf16_dev* a_s = reinterpret_cast<bf16_dev*>(gla_mma_smem);  // [kN, kContributionLd]
-  bf16_dev* c_s = a_s + kN * kContributionLd;                 // [kN, kContributionLd]
-  constexpr int kLd = kContributionLd;
-  const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
-  const int i0 = blockIdx.y * kStateTile, v0 = blockIdx.z * kStateTile;
-  const int64_t t0 = c * kN;
-  const int n = rows_in_chunk(g, c);
-  const bf16_dev* rows = (reverse ? op.q : op.k) + g.qk(bh, t0) + i0;
-  const bf16_dev* col_rows = cols + g.vrow(bh, t0) + v0;
-  const float* G = op.G + g.g_row(bh, t0);
-  const bool per_key = g.Kg != 1;
-  const int64_t qk_stride = g.H * K, v_stride = g.H * V;
-  constexpr int kVecs = kStateTile / 8;  // 8 bf16 per 16-byte vector
-  for (int x = threadIdx.x; x < kN * kVecs; x += kBlock) {
-    const int r = x / kVecs, i = x % kVecs * 8;
-    float row[8] = {}, cv[8] = {};
-    if (r < n) {
-      float Gr[8], Gl[8];
-      load8(rows + r * qk_stride + i, row);
-      load8(col_rows + r * v_stride + i, cv);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        Gr[e] = per_key ? G[r * K + i0 + i + e] : G[r];
-        Gl[e] = per_key ? G[(n - 1) * K + i0 + i + e] : G[n - 1];
-      }
-#pragma unroll
-      for (int e = 0; e < 8; ++e)
-        row[e] *= reverse ? op.scale * fast_exp(Gr[e]) : fast_exp(Gl[e] - Gr[e]);
-    }
-    store8(a_s + r * kLd + i, row);
-    store8(c_s + r * kLd + i, cv);
-  }
-  __syncthreads();
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const Lane L = lane_of();
-  float X[kStateTile / 8][4];
-  zero(X);
-#pragma unroll
-  for (int ks = 0; ks < kN / 16; ++ks) {
-    uint32_t a[4];  // A [16 keys x 16 rows] stored as a_s[row][key]
-    ldmatrix_x4_trans(
-        a, a_s + (16 * ks + lane % 8 + 8 * (lane / 16)) * kLd + 16 * w + 8 * (lane / 8 % 2));
-    mma_rows_trans(X, a, c_s, kLd, 16 * ks, lane);  // B [16 rows x 64 columns] = c_s rows
-  }
-  float* out = U + g.chunk_state(bh, c) + (i0 + 16 * w) * V + v0;
-#pragma unroll
-  for (int nt = 0; nt < kStateTile / 8; ++nt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-      *reinterpret_cast<float2*>(out + (L.g + 8 * h) * V + 8 * nt + 2 * L.t) =
-          make_float2(X[nt][2 * h], X[nt][2 * h + 1]);
-}
-
-// The scan over the chunks, one thread per 4 consecutive entries (i, c..c+3) of a head's state.
-__global__ void state_scan_kernel(Geometry g, const float* __restrict__ G,
-                                  const float* __restrict__ U,       // [B*H, NT, K, V]
-                                  const float* __restrict__ init,    // [B,H,K,V] or null
-                                  bf16_dev* __restrict__ per_chunk,  // [B*H, NT, K, V]
-                                  float* __restrict__ final_state,   // [B,H,K,V] or null
-                                  bool reverse) {
-  const int64_t quads = g.B * g.H * g.K * g.V / 4;
-  for (int64_t x = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; x < quads;
-       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t at = 4 * x % (g.K * g.V), bh = 4 * x / (g.K * g.V);
-    const int64_t key = g.Kg == 1 ? 0 : at / g.V;
-    float4 X = init ? *reinterpret_cast<const float4*>(init + g.state(bh) + at)
-                    : make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int64_t step = 0; step < g.NT; ++step) {
-      const int64_t c = reverse ? g.NT - 1 - step : step;
-      const int64_t last = (c + 1) * kN < g.T ? (c + 1) * kN - 1 : g.T - 1;
-      const float decay = fast_exp(G[g.g_row(bh, last) + key]);
-      const float4 u = *reinterpret_cast<const float4*>(U + g.chunk_state(bh, c) + at);
-      const __nv_bfloat162 lo = __floats2bfloat162_rn(X.x, X.y),
-                           hi = __floats2bfloat162_rn(X.z, X.w);
-      uint2 bits;
-      memcpy(&bits.x, &lo, sizeof(lo));
-      memcpy(&bits.y, &hi, sizeof(hi));
-      *reinterpret_cast<uint2*>(per_chunk + g.chunk_state(bh, c) + at) = bits;
-      X = make_float4(decay * X.x + u.x, decay * X.y + u.y, decay * X.z + u.z, decay * X.w + u.w);
-    }
-    if (final_state) *reinterpret_cast<float4*>(final_state + g.state(bh) + at) = X;
-  }
 }
 
 // The exact part of warp w's diagonal block: with the middle row m = R0 + 8, the quarters where
@@ -855,19 +730,6 @@ Tensor chunk_states(const Geometry& g) {
   return Tensor::empty({g.B * g.H * g.NT * g.K * g.V}, DType::bf16, Device::CUDA);
 }
 
-// The states entering every chunk (and the final state) of the forward or reverse recurrence.
-template <int K, int V>
-void state_pass(const Operands& op, const Geometry& g, const bf16_dev* cols, const float* init,
-                Tensor& per_chunk, float* final_state, bool reverse) {
-  Tensor U = Tensor::empty({g.B * g.H * g.NT * K * V}, DType::f32, Device::CUDA);
-  const dim3 grid(static_cast<unsigned>(g.B * g.H * g.NT), K / kStateTile, V / kStateTile);
-  chunk_contribution_kernel<K, V>
-      <<<grid, kBlock, kContributionSmem, stream()>>>(op, g, cols, reverse, U.data<float>());
-  CUDA_CHECK(cudaGetLastError());
-  state_scan_kernel<<<grid_for(g.B * g.H * K * V / 4), kThreads, 0, stream()>>>(
-      g, op.G, U.data<float>(), init, per_chunk.data<bf16_dev>(), final_state, reverse);
-  CUDA_CHECK(cudaGetLastError());
-}
 
 }  // namespace
 
@@ -880,7 +742,7 @@ void gated_linear_mma_forward(const GatedLinearBf16Args& a, const GatedLinearBf1
     const Tensor G = cumulative_decay(a, g);
     const Operands ops = operands_of(a, nullptr, G);
     Tensor states = chunk_states(g);
-    state_pass<K, V>(ops, g, ops.v, a.h0, states, out.hT, false);
+    chunk_states(ops, g, ops.v, a.h0, states.data<bf16_dev>(), out.hT, false);
     if (g.Kg == 1)
       return scalar_decay_output(ops, g, states.data<bf16_dev>(),
                                  reinterpret_cast<bf16_dev*>(out.o));
@@ -906,8 +768,8 @@ void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf
     const Tensor G = cumulative_decay(a, g);
     const Operands ops = operands_of(a, grad.dout, G);
     Tensor states = chunk_states(g), dstates = chunk_states(g);
-    state_pass<K, V>(ops, g, ops.v, a.h0, states, nullptr, false);
-    state_pass<K, V>(ops, g, ops.dout, grad.dhT, dstates, grad.dh0, true);
+    chunk_states(ops, g, ops.v, a.h0, states.data<bf16_dev>(), nullptr, false);
+    chunk_states(ops, g, ops.dout, grad.dhT, dstates.data<bf16_dev>(), grad.dh0, true);
     const GradPointers gp{reinterpret_cast<bf16_dev*>(grad.dq),
                           reinterpret_cast<bf16_dev*>(grad.dk),
                           reinterpret_cast<bf16_dev*>(grad.dv), want_dg ? grad.dg : nullptr};

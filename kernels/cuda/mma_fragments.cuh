@@ -50,6 +50,18 @@ __device__ inline float2 pair_of(const bf16_dev* p) {
   return make_float2(__bfloat162float(x.x), __bfloat162float(x.y));
 }
 
+// 8 bf16 (one 16-byte load) as floats, the lowest address first.
+__device__ inline void unpack8(const uint4& u, float (&out)[8]) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int x = 0; x < 4; ++x) {
+    __nv_bfloat162 p;
+    memcpy(&p, &w[x], sizeof(p));
+    out[2 * x] = __bfloat162float(p.x);
+    out[2 * x + 1] = __bfloat162float(p.y);
+  }
+}
+
 // A fragment of the [16 x 16] operand value(row, col).
 template <class F>
 __device__ inline void a_fragment(uint32_t (&a)[4], const Lane& L, F value) {
