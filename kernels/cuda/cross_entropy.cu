@@ -3,15 +3,21 @@
 // never stored:
 //   loss = (1/n) sum_r (lse_r - x_{r,t_r}),   dx_{r,c} = dloss/n (exp(x_{r,c} - lse_r) - [c ==
 //   t_r])
-// Forward: one block per row writes lse [N] and the row's loss (f64 scratch [N]); one block then
-// sums the row losses in a fixed order (deterministic). The loss is a 0-dim CUDA tensor.
-// Backward: a block per row (grid-stride over rows), threads over the row's logits; dx is fresh
-// (overwritten), rows with ignore_index get 0.
+// Forward: one block per row, one pass over its logits keeping each thread's running maximum m
+// and sum of e^{x - m} (rescaled when m grows; fla's and FlashAttention's online softmax), the
+// threads' pairs combined in a fixed order, then lse [N] and the row's loss (f64 scratch [N]);
+// one block sums the row losses in a fixed order (deterministic). The loss is a 0-dim CUDA
+// tensor. Backward: a block per row (grid-stride over rows), threads over the row's logits; dx
+// is fresh (overwritten), rows with ignore_index get 0. Rows of whole 16-byte packs (C a
+// multiple of 8 bf16, 4 f32, 2 f64) are read and written a pack at a time.
 // Targets are read on the host once per call to check their range (a sync, like the CPU path).
-// dtypes: f32, f64, bf16. bf16 logits are read as float (max and each thread's partial sum of
-// exponentials, every term <= 1, in float; the block's sum and the row losses in double); the loss
-// and lse are f32 for bf16 logits (compute_t: a bf16 loss would lose 8 bits of the value logged and
-// compared), dx is bf16 like the logits.
+// dtypes: f32, f64, bf16. bf16 logits are read as float (maximum and each thread's sum of
+// exponentials, every term <= 1, in float, e^x on the multifunction unit for float; the block's
+// sum and the row losses in double); the loss and lse are f32 for bf16 logits (compute_t: a
+// bf16 loss would lose 8 bits of the value logged and compared), dx is bf16 like the logits.
+#include <cmath>
+#include <type_traits>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -21,29 +27,68 @@ namespace {
 
 // ---- kernels
 
-template <class S>
+// e^x: __expf (ex2.approx, relative error ~1e-6 at the |x| < 30 that matter next to a
+// maximum) for float, exp for double.
+__device__ inline float exp_of(float x) { return __expf(x); }
+__device__ inline double exp_of(double x) { return exp(x); }
+
+// A running (maximum m, sum of e^{x - m}) taking the values of v[0..n).
+template <class A>
+struct OnlineSum {
+  A m, s;
+  template <int n>
+  __device__ void add(const A (&v)[n]) {
+    A vm = v[0];
+#pragma unroll
+    for (int e = 1; e < n; ++e) vm = v[e] > vm ? v[e] : vm;
+    if (vm > m) {
+      s *= exp_of(m - vm);  // 0 on the first values: m = -inf
+      m = vm;
+    }
+#pragma unroll
+    for (int e = 0; e < n; ++e) s += exp_of(v[e] - m);
+  }
+};
+
+// The values of logits pack i (kPacked) or element i as compute_t<S>.
+template <class S, bool kPacked>
+struct RowValues {
+  static constexpr int kN = kPacked ? Pack<S>::kSize : 1;
+  __device__ static void load(compute_t<S> (&v)[kN], const S* row, int64_t i) {
+    if constexpr (kPacked) {
+      const Pack<S> p = reinterpret_cast<const Pack<S>*>(row)[i];
+#pragma unroll
+      for (int e = 0; e < kN; ++e) v[e] = value_cast<compute_t<S>>(p.v[e]);
+    } else {
+      v[0] = value_cast<compute_t<S>>(row[i]);
+    }
+  }
+};
+
+template <class S, bool kPacked>
 __global__ void ce_fwd_kernel(compute_t<S>* __restrict__ lse,   // [N] overwritten
                               double* __restrict__ row_loss,    // [N] overwritten
                               const S* __restrict__ x,          // [N, C] contiguous
                               const int64_t* __restrict__ tgt,  // [N]
                               int64_t C, int64_t ignore_index) {
   using A = compute_t<S>;
-  __shared__ A shm_a[32];
-  __shared__ double shm_d[32];
+  using R = RowValues<S, kPacked>;
+  __shared__ A shm_m[32];
+  __shared__ double shm_s[32];
   const int64_t r = blockIdx.x;
   const S* xr = x + r * C;
-  const A x0 = value_cast<A>(xr[0]);
-  A m = x0;
-  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
-    const A v = value_cast<A>(xr[j]);
-    m = v > m ? v : m;
+  OnlineSum<A> os{-INFINITY, A(0)};
+  for (int64_t i = threadIdx.x; i < C / R::kN; i += blockDim.x) {
+    A v[R::kN];
+    R::load(v, xr, i);
+    os.add(v);
   }
-  m = block_reduce(m, MaxOp{}, x0, shm_a);
-  A part = 0;  // this thread's C / blockDim terms, each <= 1, summed in compute_t
-  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) part += exp(value_cast<A>(xr[j]) - m);
-  const double s = block_reduce(static_cast<double>(part), SumOp{}, 0.0, shm_d);
+  // the threads' pairs: the block's maximum, then each thread's sum rescaled to it, in double
+  const A m = block_reduce(os.m, MaxOp{}, A(-INFINITY), shm_m);
+  const double part = os.s > A(0) ? static_cast<double>(os.s) * exp(static_cast<double>(os.m - m)) : 0.0;
+  const double sum = block_reduce(part, SumOp{}, 0.0, shm_s);
   if (threadIdx.x == 0) {
-    const double l = ::log(s) + static_cast<double>(m);
+    const double l = ::log(sum) + static_cast<double>(m);
     lse[r] = static_cast<A>(l);
     const int64_t t = tgt[r];
     row_loss[r] = t == ignore_index ? 0.0 : l - value_cast<double>(xr[t]);
@@ -61,22 +106,33 @@ __global__ void ce_mean_kernel(L* __restrict__ loss,                 // [1] over
   if (threadIdx.x == 0) loss[0] = static_cast<L>(s * inv_count);
 }
 
-template <class S>
+template <class S, bool kPacked>
 __global__ void ce_bwd_kernel(S* __restrict__ dx,                     // [N, C] overwritten
                               const S* __restrict__ x,                // [N, C]
                               const compute_t<S>* __restrict__ lse,  // [N]
                               const int64_t* __restrict__ tgt,        // [N]
                               int64_t N, int64_t C, int64_t ignore_index, compute_t<S> scale) {
   using A = compute_t<S>;
+  using R = RowValues<S, kPacked>;
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     const int64_t t = tgt[r];
     const A l = lse[r], k = t == ignore_index ? A(0) : scale;
     const S* xr = x + r * C;
     S* dr = dx + r * C;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      A d = k * exp(value_cast<A>(xr[c]) - l);
-      if (c == t) d -= k;
-      dr[c] = value_cast<S>(d);
+    for (int64_t i = threadIdx.x; i < C / R::kN; i += blockDim.x) {
+      A v[R::kN];
+      R::load(v, xr, i);
+      Pack<S> p;
+#pragma unroll
+      for (int e = 0; e < R::kN; ++e) {
+        A d = k * exp_of(v[e] - l);
+        if (i * R::kN + e == t) d -= k;
+        p.v[e] = value_cast<S>(d);
+      }
+      if constexpr (kPacked)
+        reinterpret_cast<Pack<S>*>(dr)[i] = p;
+      else
+        dr[i] = p.v[0];
     }
   }
 }
@@ -129,6 +185,14 @@ CeInputs prepare(const Tensor& logits, const Tensor& targets, int64_t ignore_ind
   return in;
 }
 
+// Calls f(std::true_type{}) when every row is whole 16-byte packs of S (C a multiple of the pack,
+// the logits aligned), else f(std::false_type{}).
+template <class S, class F>
+void with_packed_rows(const CeInputs& in, F&& f) {
+  if (in.c % Pack<S>::kSize == 0 && packable({&in.logits})) return f(std::true_type{});
+  f(std::false_type{});
+}
+
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
@@ -141,9 +205,12 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     Tensor loss = cuda_zeros({}, dtype_of<L>());
     if (in.n > 0) {
       Tensor row_loss = cuda_empty({in.n}, DType::f64);
-      ce_fwd_kernel<S><<<static_cast<unsigned>(in.n), kThreads, 0, stream()>>>(
-          lse.data<L>(), row_loss.data<double>(), in.logits.data<S>(),
-          in.targets.data<int64_t>(), in.c, ignore_index);
+      with_packed_rows<S>(in, [&](auto packed) {
+        ce_fwd_kernel<S, decltype(packed)::value>
+            <<<static_cast<unsigned>(in.n), kThreads, 0, stream()>>>(
+                lse.data<L>(), row_loss.data<double>(), in.logits.data<S>(),
+                in.targets.data<int64_t>(), in.c, ignore_index);
+      });
       CUDA_CHECK(cudaGetLastError());
       const double inv = in.counted ? 1.0 / static_cast<double>(in.counted) : 0.0;
       ce_mean_kernel<L><<<1, 1024, 0, stream()>>>(loss.data<L>(), row_loss.data<double>(),
@@ -170,9 +237,11 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64
     if (total == 0) return dx;
     const double scale = in.counted ? dloss / static_cast<double>(in.counted) : 0.0;
     const unsigned rows = static_cast<unsigned>(in.n < (1 << 20) ? in.n : (1 << 20));
-    ce_bwd_kernel<S><<<rows, kThreads, 0, stream()>>>(
-        dx.data<S>(), in.logits.data<S>(), lse.data<L>(), in.targets.data<int64_t>(), in.n, in.c,
-        ignore_index, static_cast<L>(scale));
+    with_packed_rows<S>(in, [&](auto packed) {
+      ce_bwd_kernel<S, decltype(packed)::value><<<rows, kThreads, 0, stream()>>>(
+          dx.data<S>(), in.logits.data<S>(), lse.data<L>(), in.targets.data<int64_t>(), in.n,
+          in.c, ignore_index, static_cast<L>(scale));
+    });
     CUDA_CHECK(cudaGetLastError());
     return dx;
   });
