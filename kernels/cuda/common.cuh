@@ -211,10 +211,13 @@ struct alignas(16) Pack {
   S v[kSize];
 };
 
-// Whether tensors can take the pack kernels: contiguous, 16-byte aligned data.
+// Whether tensors can take the pack kernels: contiguous, 16-byte aligned data (undefined ones,
+// an optional operand left out, do not count).
 inline bool packable(std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
-    if (!t->is_contiguous() || reinterpret_cast<uintptr_t>(t->raw_data()) % 16 != 0) return false;
+    if (t->defined() &&
+        (!t->is_contiguous() || reinterpret_cast<uintptr_t>(t->raw_data()) % 16 != 0))
+      return false;
   return true;
 }
 
