@@ -256,9 +256,11 @@ void with_row_packs(int nv, F&& f) {
   return f(std::integral_constant<int, 4>{});
 }
 
-// Blocks of the warp-per-row kernels: a warp per row up to ~16 warps per multiprocessor.
+// Blocks of the warp-per-row kernels: a warp per row, up to 2 blocks (16 warps) per
+// multiprocessor, which then walk the rows.
 unsigned row_blocks(int64_t rows) {
-  const int64_t most = 132 * 2, blocks = (rows + kRowWarps - 1) / kRowWarps;
+  const int64_t most = 2 * int64_t(multiprocessor_count());
+  const int64_t blocks = (rows + kRowWarps - 1) / kRowWarps;
   return static_cast<unsigned>(blocks < most ? blocks : most);
 }
 
