@@ -43,11 +43,11 @@
 //                       32-column tile; then per 32-key tile dq^off, dk^inter, dk^intra as 3 x 4
 //                       C tiles and the dg terms in two [64,33] f32 tiles (in A's place) scanned
 //                       one key column per thread
-// Both stage the chunk's q, k (bf16) and G (f32) rows in shared memory first (stage_chunk:
-// 16-byte loads, padded rows); the diagonal blocks read 8 keys at a time from there. v, do and
-// the chunk states of the gradients kernel are read from global memory. Shared memory per block
-// (K = V = 64 / 128): output 54 / 103 KiB, gradients 69 / 102 KiB. Registers (ptxas, sm_90, no
-// spills): output 91-128, gradients 166.
+// Output and gradients stage the chunk's q, k (bf16) and G (f32) rows in shared memory first
+// (stage_chunk: 16-byte loads, padded rows); the diagonal blocks read 8 keys at a time from
+// there. v, do and the chunk states of the gradients kernel are read from global memory. Shared
+// memory per block (K = V = 64 / 128): output 54 / 103 KiB, gradients 69 / 102 KiB. Registers
+// (ptxas, sm_90, no spills): output 67-128, gradients 168.
 // Gradients are overwritten, never accumulated.
 #include <cstdint>
 #include <cstring>
@@ -78,7 +78,7 @@ static_assert(kBlock >= kKeyTile, "one thread per key column of a tile in the dg
 
 // One chunk of one head with q, k and G staged in shared memory (stage_chunk) and v, do read from
 // global memory: rows r < n, indexed from the chunk's first row. Staged rows past n are zeros.
-//   q_s, k_s [kN, K + 8] bf16    G_s [kN, K + 4] f32, per key (a per-row G repeated over keys)
+//   q_s, k_s [kN, K + 8] bf16    G_s [kN, K + 4] f32, per key
 // The pads put the 16-byte reads of 8 consecutive rows on distinct banks.
 template <int K>
 struct StagedChunk {
