@@ -119,6 +119,17 @@ __device__ inline void store_rows(const float (&acc)[NT][4], bf16_dev* dst, int6
     }
 }
 
+// The score rows R0..R0+15 (C tiles) into a shared [kN][kScoreLd] bf16 tile.
+__device__ inline void store_score_rows(bf16_dev* dst, const float (&P)[kN / 8][4], int R0,
+                                        const Lane& L) {
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      *reinterpret_cast<uint32_t*>(dst + (R0 + L.g + 8 * h) * kScoreLd + 8 * nt + 2 * L.t) =
+          pack_bf16(P[nt][2 * h], P[nt][2 * h + 1]);
+}
+
 // Shared memory of the output kernel: q_s, k_s [kN][K + 8], v_s [kN][VT + 8], S_s [K][VT + 8]
 // (bf16), G_s [kN] (f32).
 template <int K, int V>
@@ -219,19 +230,9 @@ __global__ void __launch_bounds__(kBlock)
   if (active) {
     float P[kN / 8][4];
     scores<K>(P, q_s, k_s, kQK, G_s, s, n, w, L, lane);
-#pragma unroll
-    for (int nt = 0; nt < kN / 8; ++nt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-        *reinterpret_cast<uint32_t*>(A_s + (R0 + L.g + 8 * h) * kScoreLd + 8 * nt + 2 * L.t) =
-            pack_bf16(P[nt][2 * h], P[nt][2 * h + 1]);
+    store_score_rows(A_s, P, R0, L);
     scores<V>(P, do_s, v_s, kV, G_s, s, n, w, L, lane);
-#pragma unroll
-    for (int nt = 0; nt < kN / 8; ++nt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-        *reinterpret_cast<uint32_t*>(dA_s + (R0 + L.g + 8 * h) * kScoreLd + 8 * nt + 2 * L.t) =
-            pack_bf16(P[nt][2 * h], P[nt][2 * h + 1]);
+    store_score_rows(dA_s, P, R0, L);
   }
   __syncthreads();  // A and dA complete (rows of other warps are read transposed)
   float x_lo = 0.f, x_hi = 0.f, y_lo = 0.f, y_hi = 0.f;  // partial row sums of x and y
