@@ -346,13 +346,7 @@ __global__ void __launch_bounds__(kBlock)
   if (active) {
     float A[kN / 8][4];
     score_rows<K, K / 16>(cv, w, L, s, A);
-#pragma unroll
-    for (int b = 0; b < kWarps; ++b) {
-      if (b > w) continue;
-      uint32_t a[4];
-      a_from_acc(a, A[2 * b], A[2 * b + 1]);
-      mma_rows_trans(O, a, v_s, kLd, 16 * b, lane);
-    }
+    mma_causal_rows(O, A, v_s, kLd, w, lane);
   }
   // inter-chunk: s (Q e^G) [16 x K] times the entering state [K x V], by 64-key slices
   const bf16_dev* S_in = states + g.chunk_state(bh, c);
@@ -378,16 +372,7 @@ __global__ void __launch_bounds__(kBlock)
     }
   }
   if (!active) return;
-  bf16_dev* o_rows = o + g.vrow(bh, c * kN) + v0;
-#pragma unroll
-  for (int vt = 0; vt < VT / 8; ++vt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = R0 + L.g + 8 * h;
-      if (r < cv.n)
-        *reinterpret_cast<__nv_bfloat162*>(o_rows + r * cv.v_stride + 8 * vt + 2 * L.t) =
-            __floats2bfloat162_rn(O[vt][2 * h], O[vt][2 * h + 1]);
-    }
+  store_rows(O, o + g.vrow(bh, c * kN) + v0, cv.v_stride, R0, cv.n, L);
 }
 
 // Shared memory of chunk_gradients_kernel: the staged rows, then A (later the two dg term tiles),

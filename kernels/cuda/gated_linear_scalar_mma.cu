@@ -104,21 +104,6 @@ __device__ inline void scale_rows(float (&acc)[NT][4], float f_lo, float f_hi) {
   }
 }
 
-// Stores the accumulator rows R0 + g (+8) < n to dst (row stride `stride`, columns from 0).
-template <int NT>
-__device__ inline void store_rows(const float (&acc)[NT][4], bf16_dev* dst, int64_t stride, int R0,
-                                  int n, const Lane& L) {
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = R0 + L.g + 8 * h;
-      if (r < n)
-        *reinterpret_cast<__nv_bfloat162*>(dst + r * stride + 8 * nt + 2 * L.t) =
-            __floats2bfloat162_rn(acc[nt][2 * h], acc[nt][2 * h + 1]);
-    }
-}
-
 // The score rows R0..R0+15 (C tiles) into a shared [kN][kScoreLd] bf16 tile.
 __device__ inline void store_score_rows(bf16_dev* dst, const float (&P)[kN / 8][4], int R0,
                                         const Lane& L) {
@@ -173,13 +158,7 @@ __global__ void __launch_bounds__(kBlock)
   scale_rows(O, op.scale * fast_exp(G_s[R0 + L.g]), op.scale * fast_exp(G_s[R0 + L.g + 8]));
   float P[kN / 8][4];
   scores<K>(P, q_s, k_s, kQK, G_s, op.scale, n, w, L, lane);
-#pragma unroll
-  for (int b = 0; b < kWarps; ++b) {
-    if (b > w) continue;
-    uint32_t a[4];
-    a_from_acc(a, P[2 * b], P[2 * b + 1]);
-    mma_rows_trans(O, a, v_s, kLd, 16 * b, lane);
-  }
+  mma_causal_rows(O, P, v_s, kLd, w, lane);
   store_rows(O, o + g.vrow(bh, t0) + v0, g.H * V, R0, n, L);
 }
 

@@ -167,4 +167,34 @@ __device__ inline void mma_rows(float (&acc)[NT][4], const uint32_t (&a)[4], con
   }
 }
 
+// acc += P B over the key blocks b <= w of a chunk's score rows (C tiles, 16 keys a block): P's
+// tiles 2b, 2b + 1 as the A operand, B = rows 16b .. 16b + 15 of a row-major tile.
+template <int NP, int NT>
+__device__ inline void mma_causal_rows(float (&acc)[NT][4], const float (&P)[NP][4],
+                                       const bf16_dev* tile, int ld, int w, int lane) {
+#pragma unroll
+  for (int b = 0; b < NP / 2; ++b) {
+    if (b > w) continue;
+    uint32_t a[4];
+    a_from_acc(a, P[2 * b], P[2 * b + 1]);
+    mma_rows_trans(acc, a, tile, ld, 16 * b, lane);
+  }
+}
+
+// Stores the accumulator rows R0 + g and R0 + g + 8 that are < n to dst (bf16, row stride
+// `stride`, columns from 0).
+template <int NT>
+__device__ inline void store_rows(const float (&acc)[NT][4], bf16_dev* dst, int64_t stride, int R0,
+                                  int n, const Lane& L) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = R0 + L.g + 8 * h;
+      if (r < n)
+        *reinterpret_cast<__nv_bfloat162*>(dst + r * stride + 8 * nt + 2 * L.t) =
+            __floats2bfloat162_rn(acc[nt][2 * h], acc[nt][2 * h + 1]);
+    }
+}
+
 }  // namespace hla::cuda
