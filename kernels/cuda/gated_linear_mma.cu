@@ -173,17 +173,6 @@ __global__ void cumulative_decay_kernel(const float* __restrict__ gate,  // g, o
   }
 }
 
-// 8 consecutive bf16 / f32 values (16-byte aligned) as floats.
-__device__ inline void load8(const bf16_dev* p, float (&out)[8]) {
-  unpack8(*reinterpret_cast<const uint4*>(p), out);
-}
-__device__ inline void load8(const float* p, float (&out)[8]) {
-  const float4 lo = *reinterpret_cast<const float4*>(p);
-  const float4 hi = *reinterpret_cast<const float4*>(p + 4);
-  out[0] = lo.x, out[1] = lo.y, out[2] = lo.z, out[3] = lo.w;
-  out[4] = hi.x, out[5] = hi.y, out[6] = hi.z, out[7] = hi.w;
-}
-
 // The exact part of warp w's diagonal block: with the middle row m = R0 + 8, the quarters where
 // both indices fall on one side of m, in fp32: D[a][x] = sum_i q_ri k_ji e^{G_ri - G_ji} for the
 // lane's row r = R0 + g + 8a and column j = R0 + 8a + 2t + x (x < 2), i.e. entry x of the

@@ -38,12 +38,9 @@ struct ChunkRows {
 };
 
 // G[at .. at + 7] (per key: two 16-byte loads), or G[at] repeated.
-__device__ inline void load8(float (&out)[8], const float* G, int64_t at, bool per_key) {
+__device__ inline void decays8(float (&out)[8], const float* G, int64_t at, bool per_key) {
   if (per_key) {
-    const float4 lo = *reinterpret_cast<const float4*>(G + at);
-    const float4 hi = *reinterpret_cast<const float4*>(G + at + 4);
-    out[0] = lo.x, out[1] = lo.y, out[2] = lo.z, out[3] = lo.w;
-    out[4] = hi.x, out[5] = hi.y, out[6] = hi.z, out[7] = hi.w;
+    load8(G + at, out);
   } else {
 #pragma unroll
     for (int e = 0; e < 8; ++e) out[e] = G[at];
@@ -69,7 +66,7 @@ __device__ inline void load_chunk(ChunkRows& cr, const Operands& op, const Geome
     if (r < n) {
       cr.rows[j] = *reinterpret_cast<const uint4*>(rows + r * g.H * g.K + i);
       cr.cols[j] = *reinterpret_cast<const uint4*>(col_rows + r * g.H * g.V + i);
-      load8(cr.G[j], G, per_key ? r * g.K + i0 + i : r, per_key);
+      decays8(cr.G[j], G, per_key ? r * g.K + i0 + i : r, per_key);
     }
   }
 }
@@ -134,7 +131,7 @@ __global__ void __launch_bounds__(kBlock)
       float row[8], G_last[8];
       unpack8(next.rows[j], row);
       if (!reverse) {  // G_last of the same keys (L1 / L2 hits: one row per chunk)
-        load8(G_last, op.G + g.g_row(bh, c * kN + n - 1), per_key ? i0 + i : 0, per_key);
+        decays8(G_last, op.G + g.g_row(bh, c * kN + n - 1), per_key ? i0 + i : 0, per_key);
       }
 #pragma unroll
       for (int e = 0; e < 8; ++e)

@@ -62,6 +62,17 @@ __device__ inline void unpack8(const uint4& u, float (&out)[8]) {
   }
 }
 
+// 8 consecutive bf16 / f32 values (16-byte aligned) as floats.
+__device__ inline void load8(const bf16_dev* p, float (&out)[8]) {
+  unpack8(*reinterpret_cast<const uint4*>(p), out);
+}
+__device__ inline void load8(const float* p, float (&out)[8]) {
+  const float4 lo = *reinterpret_cast<const float4*>(p);
+  const float4 hi = *reinterpret_cast<const float4*>(p + 4);
+  out[0] = lo.x, out[1] = lo.y, out[2] = lo.z, out[3] = lo.w;
+  out[4] = hi.x, out[5] = hi.y, out[6] = hi.z, out[7] = hi.w;
+}
+
 // A fragment of the [16 x 16] operand value(row, col).
 template <class F>
 __device__ inline void a_fragment(uint32_t (&a)[4], const Lane& L, F value) {
