@@ -147,14 +147,14 @@ bool leading_dims(const Tensor& x, const std::vector<int64_t>& dims, const char*
 }
 
 template <class S, bool is_max>
-void reduce_columns(S* out, const S* x, int64_t n_red, int64_t n_out) {
+void reduce_columns(S* out, const S* x, int64_t n_red, int64_t n_out, const char* op) {
   using A = col_acc_t<S, is_max>;
   // enough blocks to fill the GPU (~1024), each split at least 64 rows
   const int64_t col_blocks = (n_out + 31) / 32;
   const int64_t splits = std::max<int64_t>(
       1, std::min<int64_t>((n_red + 63) / 64, std::max<int64_t>(1, 1024 / col_blocks)));
   const int64_t rows_per = (n_red + splits - 1) / splits;
-  HLA_CHECK(col_blocks < (int64_t(1) << 31) && splits < 65536, "sum: too many columns");
+  HLA_CHECK(col_blocks < (int64_t(1) << 31), op << ": too many columns for one launch");
   Tensor partial = cuda_empty({splits * n_out}, sizeof(A) == 8 ? DType::f64 : DType::f32);
   reduce_cols_partial_kernel<S, is_max>
       <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(splits)), 32 * kColWarps,
@@ -219,7 +219,7 @@ Tensor reduce_impl(const Tensor& x, const std::vector<int64_t>& dims, bool keepd
     return visit_cuda_storage(x.dtype(), op, [&](auto tag_) {
       using S = typename decltype(tag_)::type;
       Tensor out = cuda_empty(out_shape, x.dtype());
-      reduce_columns<S, is_max>(out.data<S>(), x.data<S>(), n_red, n_out);
+      reduce_columns<S, is_max>(out.data<S>(), x.data<S>(), n_red, n_out, op);
       return out;
     });
   }
