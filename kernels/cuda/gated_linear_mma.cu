@@ -38,16 +38,19 @@
 //   chunk_output        one block per (b*h, chunk, 128 value columns); warp a: rows 16a..16a+15.
 //                       A rows [16 x 64] as 8 C tiles, then o = A V + s (Q e^G) S_in; v and S_in
 //                       (by 64-key slices) staged, read through ldmatrix.trans
-//   chunk_gradients     one block per (b*h, chunk); warp a: rows 16a..16a+15. A and dA [64,65] f32
-//                       in shared (dk and dv read them transposed across warps); then dv per
-//                       32-column tile; then per 32-key tile dq^off, dk^inter, dk^intra as 3 x 4
-//                       C tiles and the dg terms in two [64,33] f32 tiles (in A's place) scanned
-//                       one key column per thread
-// Output and gradients stage the chunk's q, k (bf16) and G (f32) rows in shared memory first
-// (stage_chunk: 16-byte loads, padded rows); the diagonal blocks read 8 keys at a time from
-// there. v, do and the chunk states of the gradients kernel are read from global memory. Shared
-// memory per block (K = V = 64 / 128): output 54 / 103 KiB, gradients 69 / 102 KiB. Registers
-// (ptxas, sm_90, no spills): output 67-128, gradients 168.
+//   chunk_scores        one block per (b*h, chunk); warp a: rows 16a..16a+15. A and dA rows
+//                       into an f32 scratch [B*H*NT, 2, 64, 64]
+//   chunk_dv            one block per (b*h, chunk, 64 value columns): the decayed keys, C, A and
+//                       do staged as bf16, dv on mma through ldmatrix
+//   chunk_dqk           one block per (b*h, chunk, 32 keys), only those keys' q, k, G staged, dA
+//                       from the scratch: dq^off, dk^inter, dk^intra as 3 x 4 C tiles and the dg
+//                       terms in two [64,33] f32 tiles scanned one key column per thread
+// Output, scores and dqk stage the chunk's q, k (bf16) and G (f32) rows (dqk: its 32 keys) in
+// shared memory first (stage_chunk: 16-byte loads, padded rows); the diagonal blocks read 8 keys
+// at a time from there; v, do and the chunk states of dqk are read from global memory. Shared
+// memory per block (K = 64 / 128, V = K): output 54 / 103 KiB, scores 36 / 67 KiB, dv 36 /
+// 54 KiB, dqk 53 KiB. Registers (ptxas, sm_90, no spills): output 67-128, scores 80, dv 58,
+// dqk 161.
 // Gradients are overwritten, never accumulated.
 #include <cstdint>
 #include <cstring>
@@ -69,15 +72,17 @@ namespace {
 using namespace gla_mma;
 
 constexpr int kStateTile = 64;  // keys of a slice of the entering state in chunk_output
-constexpr int kKeyTile = 32;            // keys per gradient pass: 4 C tiles of 8
-constexpr int kColTile = 32;            // value columns per dv pass: 4 C tiles of 8
-constexpr int kScorePad = kN + 1;       // row stride of A and dA in shared memory
+constexpr int kKeyTile = 32;            // keys of a chunk_dqk block: 4 C tiles of 8
+constexpr int kDvTile = 64;             // value columns of a chunk_dv block: 8 C tiles of 8
+constexpr int kScorePad = kN + 1;       // row stride of dA in shared memory
 constexpr int kTermPad = kKeyTile + 1;  // row stride of the dg term tiles
 static_assert(kN == kWarps * kSub && kN % 16 == 0, "a chunk is whole sub-chunks of 16 rows");
 static_assert(kBlock >= kKeyTile, "one thread per key column of a tile in the dg scan");
 
 // One chunk of one head with q, k and G staged in shared memory (stage_chunk) and v, do read from
 // global memory: rows r < n, indexed from the chunk's first row. Staged rows past n are zeros.
+// K keys from i0 are staged (all of them, or the key tile of chunk_dqk); accessors take the
+// head's key index i in [i0, i0 + K).
 //   q_s, k_s [kN, K + 8] bf16    G_s [kN, K + 4] f32, per key
 // The pads put the 16-byte reads of 8 consecutive rows on distinct banks.
 template <int K>
@@ -91,34 +96,36 @@ struct StagedChunk {
   const bf16_dev* dout;
   int64_t v_stride;  // H*V
   int n;
-  __device__ float q_at(int r, int i) const { return __bfloat162float(q[r * kQK + i]); }
-  __device__ float k_at(int r, int i) const { return __bfloat162float(k[r * kQK + i]); }
-  __device__ float G_at(int r, int i) const { return G[r * kG + i]; }
+  int i0;  // the first staged key
+  __device__ float q_at(int r, int i) const { return __bfloat162float(q[r * kQK + i - i0]); }
+  __device__ float k_at(int r, int i) const { return __bfloat162float(k[r * kQK + i - i0]); }
+  __device__ float G_at(int r, int i) const { return G[r * kG + i - i0]; }
   __device__ float v_at(int r, int c) const { return __bfloat162float(v[r * v_stride + c]); }
   __device__ float do_at(int r, int c) const { return __bfloat162float(dout[r * v_stride + c]); }
   // The pairs (i, i + 1), i even.
-  __device__ float2 q2(int r, int i) const { return pair_of(q + r * kQK + i); }
-  __device__ float2 k2(int r, int i) const { return pair_of(k + r * kQK + i); }
+  __device__ float2 q2(int r, int i) const { return pair_of(q + r * kQK + i - i0); }
+  __device__ float2 k2(int r, int i) const { return pair_of(k + r * kQK + i - i0); }
   __device__ float2 G2(int r, int i) const {
-    return *reinterpret_cast<const float2*>(G + r * kG + i);
+    return *reinterpret_cast<const float2*>(G + r * kG + i - i0);
   }
   __device__ float2 v2(int r, int c) const { return pair_of(v + r * v_stride + c); }
   __device__ float2 do2(int r, int c) const { return pair_of(dout + r * v_stride + c); }
 };
 
-// Copies chunk c of head bh's q, k and G rows into shared memory at `smem` (StagedChunk<K>::kBytes,
-// 16-byte aligned) with the whole block; the caller meets a barrier before reading them.
+// Copies keys i0 .. i0 + K - 1 of chunk c of head bh's q, k and G rows into shared memory at
+// `smem` (StagedChunk<K>::kBytes, 16-byte aligned) with the whole block; the caller meets a
+// barrier before reading them.
 template <int K>
 __device__ StagedChunk<K> stage_chunk(const Operands& op, const Geometry& g, int64_t bh, int64_t c,
-                                      unsigned char* smem) {
+                                      unsigned char* smem, int i0 = 0) {
   using S = StagedChunk<K>;
   bf16_dev* q_s = reinterpret_cast<bf16_dev*>(smem);
   bf16_dev* k_s = q_s + kN * S::kQK;
   float* G_s = reinterpret_cast<float*>(k_s + kN * S::kQK);
   const int64_t t0 = c * kN;
   const int n = rows_in_chunk(g, c);
-  const bf16_dev* q = op.q + g.qk(bh, t0);
-  const bf16_dev* k = op.k + g.qk(bh, t0);
+  const bf16_dev* q = op.q + g.qk(bh, t0) + i0;
+  const bf16_dev* k = op.k + g.qk(bh, t0) + i0;
   const int64_t stride = g.H * g.K;
   constexpr int kVecs = K / 8;  // 16-byte vectors of 8 bf16 per row
   for (int x = threadIdx.x; x < kN * kVecs; x += kBlock) {
@@ -131,18 +138,15 @@ __device__ StagedChunk<K> stage_chunk(const Operands& op, const Geometry& g, int
     *reinterpret_cast<uint4*>(q_s + r * S::kQK + col) = qv;
     *reinterpret_cast<uint4*>(k_s + r * S::kQK + col) = kv;
   }
-  const float* G = op.G + g.g_row(bh, t0);
+  const float* G = op.G + g.g_row(bh, t0) + i0;
   for (int x = threadIdx.x; x < kN * K / 4; x += kBlock) {
     const int r = x / (K / 4), col = x % (K / 4) * 4;
     *reinterpret_cast<float4*>(G_s + r * S::kG + col) =
-        r < n ? *reinterpret_cast<const float4*>(G + r * K + col) : make_float4(0.f, 0.f, 0.f, 0.f);
+        r < n ? *reinterpret_cast<const float4*>(G + r * g.K + col)
+              : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   return {q_s,       k_s, G_s, op.v + g.vrow(bh, t0), op.dout ? op.dout + g.vrow(bh, t0) : nullptr,
-          g.H * g.V, n};
-}
-
-__device__ inline float load(const bf16_dev* p, int64_t i) {
-  return __bfloat162float(p[i]);
+          g.H * g.V, n,   i0};
 }
 
 // ---- kernels
@@ -364,48 +368,34 @@ __global__ void __launch_bounds__(kBlock)
   store_rows(O, o + g.vrow(bh, c * kN) + v0, cv.v_stride, R0, cv.n, L);
 }
 
-// Shared memory of chunk_gradients_kernel: the staged rows, then A (later the two dg term tiles),
-// dA and the per-key sums of S * C.
-constexpr int kScoreFloats = kN * kScorePad > 2 * kN* kTermPad ? kN* kScorePad : 2 * kN* kTermPad;
-template <int K>
-constexpr size_t gradients_smem_bytes() {
-  return StagedChunk<K>::kBytes + sizeof(float) * (kScoreFloats + kN * kScorePad + kKeyTile);
-}
+// The backward of one chunk in three kernels, so that each holds what it reads in shared memory
+// and more warps fit a multiprocessor (equations in gated_linear_chunk.cu's header):
+//   chunk_scores   A_rj = s sum_i q_ri k_ji e^{G_ri - G_ji} and dA_rj = do_r . v_j (j <= r) of
+//                  every chunk into an f32 scratch [B*H*NT, 2, 64, 64]
+//   chunk_dv       per 64 value columns: dv_j = C^T (k_j e^{G_last - G_j}) + sum_{r>=j} A_rj do_r
+//   chunk_dqk      per 32 keys, C = dstates[c]:
+//     dq_r = s e^{G_r} (S do_r) + s sum_{j<=r} dA_rj k_j e^{G_r - G_j}
+//     dk_j = e^{G_last - G_j} (C v_j) + s sum_{r>=j} dA_rj q_r e^{G_r - G_j}
+//     dg_r = sum_{u>=r} (q_u dq_u^off - k_u dk_u^intra) + e^{G_last} sum_v (S C)
+//            + sum_{j<r} k_j dk_j^inter       (per key)
+//                  with the gate factors applied through the reference rows.
+constexpr int kScoreElems = kN * kN;  // one chunk's A (or dA) in the scratch
 
-// dq, dk, dv, dg of one chunk (equations in gated_linear_chunk.cu's header), C = dstates[c]:
-//   dq_r = s e^{G_r} (S do_r) + s sum_{j<=r} dA_rj k_j e^{G_r - G_j}
-//   dk_j = e^{G_last - G_j} (C v_j) + s sum_{r>=j} dA_rj q_r e^{G_r - G_j}
-//   dv_j = C^T (k_j e^{G_last - G_j}) + sum_{r>=j} A_rj do_r
-//   dg_r = sum_{u>=r} (q_u dq_u^off - k_u dk_u^intra) + e^{G_last} sum_v (S C)
-//          + sum_{j<r} k_j dk_j^inter       (per key; summed over keys for ScalarPerHead)
-// with dA_rj = do_r . v_j (j <= r) and the gate factors applied through the reference rows.
-// Phases: A and dA into shared memory; dv (the last reader of A); then per 32-key tile dq, dk
-// and the dg terms, whose two tiles take A's place.
 template <int K, int V>
 __global__ void __launch_bounds__(kBlock)
-    chunk_gradients_kernel(Operands op, GradPointers gp, Geometry g,
-                           const bf16_dev* __restrict__ states,     // [B*H, NT, K, V] entering
-                           const bf16_dev* __restrict__ dstates) {  // [B*H, NT, K, V] leaving
+    chunk_scores_kernel(Operands op, Geometry g, float* __restrict__ scores) {
   extern __shared__ __align__(16) unsigned char gla_mma_smem[];
   const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
   const StagedChunk<K> cv = stage_chunk<K>(op, g, bh, c, gla_mma_smem);
-  float* A_s = reinterpret_cast<float*>(gla_mma_smem + StagedChunk<K>::kBytes);  // [kN, kScorePad]
-  float* x_s = A_s;                     // [kN, kTermPad] q dq^off - k dk^intra (after dv)
-  float* y_s = x_s + kN * kTermPad;     // [kN, kTermPad] k dk^inter (after dv)
-  float* dA_s = A_s + kScoreFloats;     // [kN, kScorePad] dA
-  float* sc_s = dA_s + kN * kScorePad;  // [kKeyTile] sum_v S * C per key
-  const int tid = threadIdx.x, w = tid / 32, R0 = kSub * w;
-  const bool active = R0 < cv.n;  // inactive warps still meet every barrier
+  float* A = scores + 2 * kScoreElems * int64_t(blockIdx.x);
+  float* dA = A + kScoreElems;
+  const int w = threadIdx.x / 32, R0 = kSub * w;
+  const bool active = R0 < cv.n;
   const Lane L = lane_of();
   const float s = op.scale;
-  const int last = cv.n - 1;
-  const int ref_last = R0 + kSub - 1 < last ? R0 + kSub - 1 : last;  // dk's reference row
-  const bf16_dev* S_in = states + g.chunk_state(bh, c);
-  const bf16_dev* C = dstates + g.chunk_state(bh, c);
   __syncthreads();  // staged rows complete
-
-  // A, then dA, rows of this sub-chunk into shared memory (zeros where masked or inactive);
-  // one set of C tiles serves both
+  // A, then dA, rows of this sub-chunk (zeros where masked or inactive); one set of C tiles
+  // serves both
   {
     float P[kN / 8][4];
     zero(P);
@@ -414,7 +404,7 @@ __global__ void __launch_bounds__(kBlock)
     for (int nt = 0; nt < kN / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
-        A_s[(R0 + acc_row(L, e)) * kScorePad + 8 * nt + acc_col(L, e)] = P[nt][e];
+        A[(R0 + acc_row(L, e)) * kN + 8 * nt + acc_col(L, e)] = P[nt][e];
     zero(P);
     if (active) {
 #pragma unroll 2
@@ -444,222 +434,284 @@ __global__ void __launch_bounds__(kBlock)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = R0 + acc_row(L, e), j = 8 * nt + acc_col(L, e);
-        dA_s[r * kScorePad + j] = j <= r && r < cv.n ? P[nt][e] : 0.f;
+        dA[r * kN + j] = j <= r && r < cv.n ? P[nt][e] : 0.f;
       }
   }
-  __syncthreads();  // A and dA complete
+}
 
-  // dv_j = (k_j e^{G_last - G_j})^T C + sum_{r>=j} A_rj do_r, by 32-column tiles
+// Shared memory of chunk_dv_kernel: k_j e^{G_last - G_j} [kN][K + 8], the block's columns of C
+// [K][72], A and do [kN][72] (bf16).
+template <int K>
+constexpr size_t dv_smem_bytes() {
+  return sizeof(bf16_dev) * (kN * (K + 8) + K * (kDvTile + 8) + 2 * kN * (kDvTile + 8));
+}
+
+// dv of one chunk's 64 value columns v0 = 64 blockIdx.y: the decayed keys staged with the
+// factor applied and rounded to bf16, the rest copied as they are; both products through
+// ldmatrix, summed in the order of the single-kernel form (the keys, then A's blocks).
+template <int K, int V>
+__global__ void __launch_bounds__(kBlock)
+    chunk_dv_kernel(Operands op, GradPointers gp, Geometry g, const float* __restrict__ scores,
+                    const bf16_dev* __restrict__ dstates) {  // [B*H, NT, K, V] leaving
+  extern __shared__ __align__(16) unsigned char gla_mma_smem[];
+  constexpr int kKd = K + 8, kLd = kDvTile + 8;
+  bf16_dev* kd_s = reinterpret_cast<bf16_dev*>(gla_mma_smem);  // [kN][kKd]
+  bf16_dev* C_s = kd_s + kN * kKd;                              // [K][kLd]
+  bf16_dev* A_s = C_s + K * kLd;                                // [kN][kLd]
+  bf16_dev* do_s = A_s + kN * kLd;                              // [kN][kLd]
+  const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT, t0 = c * kN;
+  const int v0 = kDvTile * blockIdx.y, n = rows_in_chunk(g, c);
+  const bf16_dev* k = op.k + g.qk(bh, t0);
+  const float* G = op.G + g.g_row(bh, t0);
+  const float* A = scores + 2 * kScoreElems * int64_t(blockIdx.x);
+  const bf16_dev* C = dstates + g.chunk_state(bh, c) + v0;
+  const bf16_dev* dout = op.dout + g.vrow(bh, t0) + v0;
+  for (int x = threadIdx.x; x < kN * K / 2; x += kBlock) {  // pairs of keys
+    const int j = x / (K / 2), i = x % (K / 2) * 2;
+    float2 kd = make_float2(0.f, 0.f);
+    if (j < n) {
+      const float2 kv = pair_of(k + j * g.H * K + i);
+      const float2 Gj = *reinterpret_cast<const float2*>(G + j * K + i);
+      const float2 Gl = *reinterpret_cast<const float2*>(G + (n - 1) * K + i);
+      kd = make_float2(kv.x * fast_exp(Gl.x - Gj.x), kv.y * fast_exp(Gl.y - Gj.y));
+    }
+    *reinterpret_cast<uint32_t*>(kd_s + j * kKd + i) = pack_bf16(kd.x, kd.y);
+  }
+  for (int x = threadIdx.x; x < K * kDvTile / 8; x += kBlock) {
+    const int i = x / (kDvTile / 8), col = x % (kDvTile / 8) * 8;
+    *reinterpret_cast<uint4*>(C_s + i * kLd + col) =
+        *reinterpret_cast<const uint4*>(C + i * V + col);
+  }
+  for (int x = threadIdx.x; x < kN * kDvTile / 2; x += kBlock) {
+    const int r = x / (kDvTile / 2), col = x % (kDvTile / 2) * 2;
+    *reinterpret_cast<uint32_t*>(A_s + r * kLd + col) =
+        pack_bf16(A[r * kN + col], A[r * kN + col + 1]);
+  }
+  for (int x = threadIdx.x; x < kN * kDvTile / 8; x += kBlock) {
+    const int r = x / (kDvTile / 8), col = x % (kDvTile / 8) * 8;
+    *reinterpret_cast<uint4*>(do_s + r * kLd + col) =
+        r < n ? *reinterpret_cast<const uint4*>(dout + r * g.H * V + col) : make_uint4(0, 0, 0, 0);
+  }
+  __syncthreads();
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, R0 = kSub * w;
+  if (R0 >= n) return;  // no barrier follows
+  const Lane L = lane_of();
+  float D[kDvTile / 8][4];
+  zero(D);
+#pragma unroll 2
+  for (int ks = 0; ks < K / 16; ++ks) {
+    uint32_t a[4];
+    a_rows(a, kd_s, kKd, R0, 16 * ks, lane);
+    mma_rows_trans(D, a, C_s, kLd, 16 * ks, lane);
+  }
+#pragma unroll
+  for (int b = 0; b < kWarps; ++b) {
+    if (b < w || 16 * b >= n) continue;
+    uint32_t a[4];  // A^T: rows j of this sub-chunk, columns r of sub-chunk b
+    a_rows_trans(a, A_s, kLd, 16 * b, R0, lane);
+    mma_rows_trans(D, a, do_s, kLd, 16 * b, lane);
+  }
+  bf16_dev* dv_rows = gp.dv + g.vrow(bh, t0) + v0;
+#pragma unroll
+  for (int nt = 0; nt < kDvTile / 8; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int j = R0 + L.g + 8 * h;
+      if (j < n)
+        *reinterpret_cast<__nv_bfloat162*>(dv_rows + j * g.H * V + 8 * nt + 2 * L.t) =
+            __floats2bfloat162_rn(D[nt][2 * h], D[nt][2 * h + 1]);
+    }
+}
+
+// Shared memory of chunk_dqk_kernel: the key tile's staged rows, dA [kN, kScorePad], the two dg
+// term tiles [kN, kTermPad] and the key tile's sums of S * C (f32).
+constexpr size_t dqk_smem_bytes() {
+  return StagedChunk<kKeyTile>::kBytes +
+         sizeof(float) * (kN * kScorePad + 2 * kN * kTermPad + kKeyTile);
+}
+
+// dq, dk, dg of one chunk's keys i0 = 32 blockIdx.y .. i0 + 31.
+template <int V>
+__global__ void __launch_bounds__(kBlock)
+    chunk_dqk_kernel(Operands op, GradPointers gp, Geometry g, const float* __restrict__ scores,
+                     const bf16_dev* __restrict__ states,     // [B*H, NT, K, V] entering
+                     const bf16_dev* __restrict__ dstates) {  // [B*H, NT, K, V] leaving
+  extern __shared__ __align__(16) unsigned char gla_mma_smem[];
+  const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
+  const int i0 = kKeyTile * blockIdx.y;
+  const StagedChunk<kKeyTile> cv = stage_chunk<kKeyTile>(op, g, bh, c, gla_mma_smem, i0);
+  float* dA_s = reinterpret_cast<float*>(gla_mma_smem + StagedChunk<kKeyTile>::kBytes);
+  float* x_s = dA_s + kN * kScorePad;  // [kN, kTermPad] q dq^off - k dk^intra
+  float* y_s = x_s + kN * kTermPad;    // [kN, kTermPad] k dk^inter
+  float* sc_s = y_s + kN * kTermPad;   // [kKeyTile] sum_v S * C per key
+  const float* dA = scores + 2 * kScoreElems * int64_t(blockIdx.x) + kScoreElems;
+  for (int x = threadIdx.x; x < kScoreElems; x += kBlock)
+    dA_s[x / kN * kScorePad + x % kN] = dA[x];
+  const int tid = threadIdx.x, w = tid / 32, R0 = kSub * w;
+  const bool active = R0 < cv.n;  // inactive warps still meet every barrier
+  const Lane L = lane_of();
+  const float s = op.scale;
+  const int last = cv.n - 1;
+  const int ref_last = R0 + kSub - 1 < last ? R0 + kSub - 1 : last;  // dk's reference row
+  const bf16_dev* S_in = states + g.chunk_state(bh, c);
+  const bf16_dev* C = dstates + g.chunk_state(bh, c);
+  __syncthreads();  // staged rows and dA complete
+
+  constexpr int kKeyTiles = kKeyTile / 8;
   if (active) {
-    for (int v0 = 0; v0 < V; v0 += kColTile) {
-      constexpr int kColTiles = kColTile / 8;
-      float D[kColTiles][4];
-      zero(D);
+    // X = S do_r, Y = C v_r: the rows' dO / V [16 x V] times S^T / C^T [V x 32 keys]
+    float X[kKeyTiles][4], Y[kKeyTiles][4], Z[kKeyTiles][4];
+    zero(X);
+    zero(Y);
+    zero(Z);
 #pragma unroll 2
-      for (int ks = 0; ks < K / 16; ++ks) {
-        uint32_t a[4];
-        a_fragment2(a, L, [&](int m, int kk) {
-          const int j = R0 + m, i = 16 * ks + kk;
-          if (j >= cv.n) return make_float2(0.f, 0.f);
-          const float2 k = cv.k2(j, i), G = cv.G2(j, i), Gl = cv.G2(last, i);
-          return make_float2(k.x * fast_exp(Gl.x - G.x), k.y * fast_exp(Gl.y - G.y));
+    for (int vs = 0; vs < V / 16; ++vs) {
+      uint32_t a_do[4], a_v[4];
+      a_fragment2(a_do, L, [&](int m, int kk) {
+        const int r = R0 + m;
+        return r < cv.n ? cv.do2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
+      });
+      a_fragment2(a_v, L, [&](int m, int kk) {
+        const int r = R0 + m;
+        return r < cv.n ? cv.v2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
+      });
+#pragma unroll
+      for (int nt = 0; nt < kKeyTiles; ++nt) {
+        uint32_t b_s[2], b_c[2];
+        b_fragment2(b_s, L, [&](int kk, int nn) {
+          return pair_of(S_in + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
         });
+        b_fragment2(b_c, L, [&](int kk, int nn) {
+          return pair_of(C + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
+        });
+        mma_bf16(X[nt], a_do, b_s);
+        mma_bf16(Y[nt], a_v, b_c);
+      }
+    }
+    // dq^off: (e^{G_ref} S do_r + sum_{b<w} dA_rj k_j e^{G_ref - G_j}) s e^{G_r - G_ref}
 #pragma unroll
-        for (int nt = 0; nt < kColTiles; ++nt) {
-          uint32_t bf[2];
-          b_fragment(bf, L, [&](int kk, int nn) {
-            return load(C, (16 * ks + kk) * V + v0 + 8 * nt + nn);
-          });
-          mma_bf16(D[nt], a, bf);
-        }
+    for (int nt = 0; nt < kKeyTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) X[nt][e] *= fast_exp(cv.G_at(R0, i0 + 8 * nt + acc_col(L, e)));
+#pragma unroll
+    for (int b = 0; b < kWarps - 1; ++b) {
+      if (b >= w) continue;
+      uint32_t a[4];
+      a_fragment(a, L, [&](int m, int kk) { return dA_s[(R0 + m) * kScorePad + 16 * b + kk]; });
+#pragma unroll
+      for (int nt = 0; nt < kKeyTiles; ++nt) {
+        uint32_t bf[2];
+        b_fragment(bf, L, [&](int kk, int nn) {  // j < R0 < n
+          const int j = 16 * b + kk, i = i0 + 8 * nt + nn;
+          return cv.k_at(j, i) * fast_exp(cv.G_at(R0, i) - cv.G_at(j, i));
+        });
+        mma_bf16(X[nt], a, bf);
+      }
+    }
+    // dk^intra: s e^{G_ref - G_j} sum_{b>w} dA_rj (q_r e^{G_r - G_ref}), ref = ref_last
+#pragma unroll
+    for (int b = 1; b < kWarps; ++b) {
+      if (b <= w || 16 * b >= cv.n) continue;
+      uint32_t a[4];
+      a_fragment(a, L, [&](int m, int kk) { return dA_s[(16 * b + kk) * kScorePad + R0 + m]; });
+#pragma unroll
+      for (int nt = 0; nt < kKeyTiles; ++nt) {
+        uint32_t bf[2];
+        b_fragment(bf, L, [&](int kk, int nn) {
+          const int r = 16 * b + kk, i = i0 + 8 * nt + nn;
+          return r < cv.n ? cv.q_at(r, i) * fast_exp(cv.G_at(r, i) - cv.G_at(ref_last, i)) : 0.f;
+        });
+        mma_bf16(Z[nt], a, bf);
+      }
+    }
+    // the diagonal sub-chunk in fp32: for the lane's rows r = R0 + g + 8h and keys
+    // i = i0 + 8 (x / 2) + 2t + x % 2, the s-less sums over j in [R0, r) and u in (r, ref]
+    //   before = sum_j dA_rj k_ji e^{G_ri - G_ji}    after = sum_u dA_ur q_ui e^{G_ui - G_ri}
+    float before[2][2 * kKeyTiles], after[2][2 * kKeyTiles], Gr[2][2 * kKeyTiles];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int nt = 0; nt < kKeyTiles; ++nt) {
+        const float2 G = cv.G2(R0 + L.g + 8 * h, i0 + 8 * nt + 2 * L.t);
+        Gr[h][2 * nt] = G.x, Gr[h][2 * nt + 1] = G.y;
+        before[h][2 * nt] = before[h][2 * nt + 1] = 0.f;
+        after[h][2 * nt] = after[h][2 * nt + 1] = 0.f;
+      }
+#pragma unroll 2
+    for (int j = R0; j <= ref_last; ++j) {
+      float kj[2 * kKeyTiles], qj[2 * kKeyTiles], Gj[2 * kKeyTiles];
+#pragma unroll
+      for (int nt = 0; nt < kKeyTiles; ++nt) {
+        const int i = i0 + 8 * nt + 2 * L.t;
+        const float2 k = cv.k2(j, i), q = cv.q2(j, i), G = cv.G2(j, i);
+        kj[2 * nt] = k.x, kj[2 * nt + 1] = k.y;
+        qj[2 * nt] = q.x, qj[2 * nt + 1] = q.y;
+        Gj[2 * nt] = G.x, Gj[2 * nt + 1] = G.y;
       }
 #pragma unroll
-      for (int b = 0; b < kWarps; ++b) {
-        if (b < w || 16 * b >= cv.n) continue;
-        uint32_t a[4];  // A^T: rows j of this sub-chunk, columns r of sub-chunk b
-        a_fragment(a, L, [&](int m, int kk) { return A_s[(16 * b + kk) * kScorePad + R0 + m]; });
+      for (int h = 0; h < 2; ++h) {
+        const int r = R0 + L.g + 8 * h;
+        if (j < r) {
+          const float d = dA_s[r * kScorePad + j];
 #pragma unroll
-        for (int nt = 0; nt < kColTiles; ++nt) {
-          uint32_t bf[2];
-          b_fragment(bf, L, [&](int kk, int nn) {
-            const int r = 16 * b + kk;
-            return r < cv.n ? cv.do_at(r, v0 + 8 * nt + nn) : 0.f;
-          });
-          mma_bf16(D[nt], a, bf);
+          for (int x = 0; x < 2 * kKeyTiles; ++x)
+            before[h][x] += d * kj[x] * fast_exp(Gr[h][x] - Gj[x]);
+        } else if (j > r) {
+          const float d = dA_s[j * kScorePad + r];
+#pragma unroll
+          for (int x = 0; x < 2 * kKeyTiles; ++x)
+            after[h][x] += d * qj[x] * fast_exp(Gj[x] - Gr[h][x]);
         }
       }
-      bf16_dev* dv_rows = gp.dv + g.vrow(bh, c * kN);
+    }
+    // the gate factors, then dq, dk and the dg terms
 #pragma unroll
-      for (int nt = 0; nt < kColTiles; ++nt)
+    for (int nt = 0; nt < kKeyTiles; ++nt)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int j = R0 + L.g + 8 * h;
-          if (j < cv.n)
-            *reinterpret_cast<__nv_bfloat162*>(dv_rows + j * cv.v_stride + v0 + 8 * nt + 2 * L.t) =
-                __floats2bfloat162_rn(D[nt][2 * h], D[nt][2 * h + 1]);
-        }
+      for (int e = 0; e < 4; ++e) {
+        const int h = e / 2, x = 2 * nt + e % 2;
+        const int r = R0 + acc_row(L, e), ic = 8 * nt + acc_col(L, e), i = i0 + ic;
+        if (r >= cv.n) continue;
+        const float G_r = Gr[h][x];
+        const float dq_off = s * (X[nt][e] * fast_exp(G_r - cv.G_at(R0, i)) + before[h][x]);
+        const float dk_inter = fast_exp(cv.G_at(last, i) - G_r) * Y[nt][e];
+        const float dk_intra =
+            s * (Z[nt][e] * fast_exp(cv.G_at(ref_last, i) - G_r) + after[h][x]);
+        const float diag = s * dA_s[r * kScorePad + r];  // the j = r terms
+        const float q_ri = cv.q_at(r, i), k_ri = cv.k_at(r, i);
+        const int64_t at = g.qk(bh, c * kN + r) + i;
+        gp.dq[at] = __float2bfloat16_rn(dq_off + diag * k_ri);
+        gp.dk[at] = __float2bfloat16_rn(dk_inter + dk_intra + diag * q_ri);
+        x_s[r * kTermPad + ic] = q_ri * dq_off - k_ri * dk_intra;
+        y_s[r * kTermPad + ic] = k_ri * dk_inter;
+      }
+  }
+  if (tid < kKeyTile) {
+    float sc = 0.f;
+    for (int col = 0; col < V; col += 2) {
+      const float2 sv = pair_of(S_in + (i0 + tid) * V + col);
+      const float2 cvv = pair_of(C + (i0 + tid) * V + col);
+      sc += sv.x * cvv.x + sv.y * cvv.y;
+    }
+    sc_s[tid] = sc;
+  }
+  __syncthreads();  // dg terms and sc_s written
+  if (tid < kKeyTile) {  // one key column per thread: reverse cumsum, then the prefix terms
+    float sum = 0.f;
+    for (int r = last; r >= 0; --r) {
+      sum += x_s[r * kTermPad + tid];
+      x_s[r * kTermPad + tid] = sum;
+    }
+    float prefix = fast_exp(cv.G_at(last, i0 + tid)) * sc_s[tid];
+    for (int r = 0; r < cv.n; ++r) {
+      x_s[r * kTermPad + tid] += prefix;
+      prefix += y_s[r * kTermPad + tid];
     }
   }
-  __syncthreads();  // A read for the last time: its space becomes the dg term tiles
-
-  for (int i0 = 0; i0 < K; i0 += kKeyTile) {
-    constexpr int kKeyTiles = kKeyTile / 8;
-    if (active) {
-      // X = S do_r, Y = C v_r: the rows' dO / V [16 x V] times S^T / C^T [V x 32 keys]
-      float X[kKeyTiles][4], Y[kKeyTiles][4], Z[kKeyTiles][4];
-      zero(X);
-      zero(Y);
-      zero(Z);
-#pragma unroll 2
-      for (int vs = 0; vs < V / 16; ++vs) {
-        uint32_t a_do[4], a_v[4];
-        a_fragment2(a_do, L, [&](int m, int kk) {
-          const int r = R0 + m;
-          return r < cv.n ? cv.do2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
-        });
-        a_fragment2(a_v, L, [&](int m, int kk) {
-          const int r = R0 + m;
-          return r < cv.n ? cv.v2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
-        });
-#pragma unroll
-        for (int nt = 0; nt < kKeyTiles; ++nt) {
-          uint32_t b_s[2], b_c[2];
-          b_fragment2(b_s, L, [&](int kk, int nn) {
-            return pair_of(S_in + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
-          });
-          b_fragment2(b_c, L, [&](int kk, int nn) {
-            return pair_of(C + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
-          });
-          mma_bf16(X[nt], a_do, b_s);
-          mma_bf16(Y[nt], a_v, b_c);
-        }
-      }
-      // dq^off: (e^{G_ref} S do_r + sum_{b<w} dA_rj k_j e^{G_ref - G_j}) s e^{G_r - G_ref}
-#pragma unroll
-      for (int nt = 0; nt < kKeyTiles; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) X[nt][e] *= fast_exp(cv.G_at(R0, i0 + 8 * nt + acc_col(L, e)));
-#pragma unroll
-      for (int b = 0; b < kWarps - 1; ++b) {
-        if (b >= w) continue;
-        uint32_t a[4];
-        a_fragment(a, L, [&](int m, int kk) { return dA_s[(R0 + m) * kScorePad + 16 * b + kk]; });
-#pragma unroll
-        for (int nt = 0; nt < kKeyTiles; ++nt) {
-          uint32_t bf[2];
-          b_fragment(bf, L, [&](int kk, int nn) {  // j < R0 < n
-            const int j = 16 * b + kk, i = i0 + 8 * nt + nn;
-            return cv.k_at(j, i) * fast_exp(cv.G_at(R0, i) - cv.G_at(j, i));
-          });
-          mma_bf16(X[nt], a, bf);
-        }
-      }
-      // dk^intra: s e^{G_ref - G_j} sum_{b>w} dA_rj (q_r e^{G_r - G_ref}), ref = ref_last
-#pragma unroll
-      for (int b = 1; b < kWarps; ++b) {
-        if (b <= w || 16 * b >= cv.n) continue;
-        uint32_t a[4];
-        a_fragment(a, L, [&](int m, int kk) { return dA_s[(16 * b + kk) * kScorePad + R0 + m]; });
-#pragma unroll
-        for (int nt = 0; nt < kKeyTiles; ++nt) {
-          uint32_t bf[2];
-          b_fragment(bf, L, [&](int kk, int nn) {
-            const int r = 16 * b + kk, i = i0 + 8 * nt + nn;
-            return r < cv.n ? cv.q_at(r, i) * fast_exp(cv.G_at(r, i) - cv.G_at(ref_last, i)) : 0.f;
-          });
-          mma_bf16(Z[nt], a, bf);
-        }
-      }
-      // the diagonal sub-chunk in fp32: for the lane's rows r = R0 + g + 8h and keys
-      // i = i0 + 8 (x / 2) + 2t + x % 2, the s-less sums over j in [R0, r) and u in (r, ref]
-      //   before = sum_j dA_rj k_ji e^{G_ri - G_ji}    after = sum_u dA_ur q_ui e^{G_ui - G_ri}
-      float before[2][2 * kKeyTiles], after[2][2 * kKeyTiles], Gr[2][2 * kKeyTiles];
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int nt = 0; nt < kKeyTiles; ++nt) {
-          const float2 G = cv.G2(R0 + L.g + 8 * h, i0 + 8 * nt + 2 * L.t);
-          Gr[h][2 * nt] = G.x, Gr[h][2 * nt + 1] = G.y;
-          before[h][2 * nt] = before[h][2 * nt + 1] = 0.f;
-          after[h][2 * nt] = after[h][2 * nt + 1] = 0.f;
-        }
-#pragma unroll 2
-      for (int j = R0; j <= ref_last; ++j) {
-        float kj[2 * kKeyTiles], qj[2 * kKeyTiles], Gj[2 * kKeyTiles];
-#pragma unroll
-        for (int nt = 0; nt < kKeyTiles; ++nt) {
-          const int i = i0 + 8 * nt + 2 * L.t;
-          const float2 k = cv.k2(j, i), q = cv.q2(j, i), G = cv.G2(j, i);
-          kj[2 * nt] = k.x, kj[2 * nt + 1] = k.y;
-          qj[2 * nt] = q.x, qj[2 * nt + 1] = q.y;
-          Gj[2 * nt] = G.x, Gj[2 * nt + 1] = G.y;
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = R0 + L.g + 8 * h;
-          if (j < r) {
-            const float d = dA_s[r * kScorePad + j];
-#pragma unroll
-            for (int x = 0; x < 2 * kKeyTiles; ++x)
-              before[h][x] += d * kj[x] * fast_exp(Gr[h][x] - Gj[x]);
-          } else if (j > r) {
-            const float d = dA_s[j * kScorePad + r];
-#pragma unroll
-            for (int x = 0; x < 2 * kKeyTiles; ++x)
-              after[h][x] += d * qj[x] * fast_exp(Gj[x] - Gr[h][x]);
-          }
-        }
-      }
-      // the gate factors, then dq, dk and the dg terms
-#pragma unroll
-      for (int nt = 0; nt < kKeyTiles; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int h = e / 2, x = 2 * nt + e % 2;
-          const int r = R0 + acc_row(L, e), ic = 8 * nt + acc_col(L, e), i = i0 + ic;
-          if (r >= cv.n) continue;
-          const float G_r = Gr[h][x];
-          const float dq_off = s * (X[nt][e] * fast_exp(G_r - cv.G_at(R0, i)) + before[h][x]);
-          const float dk_inter = fast_exp(cv.G_at(last, i) - G_r) * Y[nt][e];
-          const float dk_intra =
-              s * (Z[nt][e] * fast_exp(cv.G_at(ref_last, i) - G_r) + after[h][x]);
-          const float diag = s * dA_s[r * kScorePad + r];  // the j = r terms
-          const float q_ri = cv.q_at(r, i), k_ri = cv.k_at(r, i);
-          const int64_t at = g.qk(bh, c * kN + r) + i;
-          gp.dq[at] = __float2bfloat16_rn(dq_off + diag * k_ri);
-          gp.dk[at] = __float2bfloat16_rn(dk_inter + dk_intra + diag * q_ri);
-          x_s[r * kTermPad + ic] = q_ri * dq_off - k_ri * dk_intra;
-          y_s[r * kTermPad + ic] = k_ri * dk_inter;
-        }
-    }
-    if (tid < kKeyTile) {
-      float sc = 0.f;
-      for (int col = 0; col < V; col += 2) {
-        const float2 sv = pair_of(S_in + (i0 + tid) * V + col);
-        const float2 cvv = pair_of(C + (i0 + tid) * V + col);
-        sc += sv.x * cvv.x + sv.y * cvv.y;
-      }
-      sc_s[tid] = sc;
-    }
-    __syncthreads();  // dg terms and sc_s written
-    if (tid < kKeyTile) {  // one key column per thread: reverse cumsum, then the prefix terms
-      float sum = 0.f;
-      for (int r = last; r >= 0; --r) {
-        sum += x_s[r * kTermPad + tid];
-        x_s[r * kTermPad + tid] = sum;
-      }
-      float prefix = fast_exp(cv.G_at(last, i0 + tid)) * sc_s[tid];
-      for (int r = 0; r < cv.n; ++r) {
-        x_s[r * kTermPad + tid] += prefix;
-        prefix += y_s[r * kTermPad + tid];
-      }
-    }
-    __syncthreads();  // dg of the tile complete
-    for (int e = tid; e < cv.n * kKeyTile; e += kBlock) {
-      const int r = e / kKeyTile, ic = e % kKeyTile;
-      gp.dg[g.qk(bh, c * kN + r) + i0 + ic] = x_s[r * kTermPad + ic];
-    }
-    __syncthreads();  // the tiles read before the next key tile rewrites them
+  __syncthreads();  // dg of the tile complete
+  for (int e = tid; e < cv.n * kKeyTile; e += kBlock) {
+    const int r = e / kKeyTile, ic = e % kKeyTile;
+    gp.dg[g.qk(bh, c * kN + r) + i0 + ic] = x_s[r * kTermPad + ic];
   }
 }
 
@@ -749,11 +801,22 @@ void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf
                           reinterpret_cast<bf16_dev*>(grad.dv), want_dg ? grad.dg : nullptr};
     if (g.Kg == 1)
       return scalar_decay_gradients(ops, gp, g, states.data<bf16_dev>(), dstates.data<bf16_dev>());
-    constexpr size_t smem = gradients_smem_bytes<K>();
-    allow_shared_memory(chunk_gradients_kernel<K, V>, smem, op);
-    chunk_gradients_kernel<K, V>
-        <<<static_cast<unsigned>(g.B * g.H * g.NT), kBlock, smem, stream()>>>(
-            ops, gp, g, states.data<bf16_dev>(), dstates.data<bf16_dev>());
+    const unsigned chunks = static_cast<unsigned>(g.B * g.H * g.NT);
+    Tensor scores = Tensor::empty({int64_t(chunks) * 2 * kScoreElems}, DType::f32, Device::CUDA);
+    constexpr size_t scores_smem = StagedChunk<K>::kBytes;
+    allow_shared_memory(chunk_scores_kernel<K, V>, scores_smem, op);
+    chunk_scores_kernel<K, V><<<chunks, kBlock, scores_smem, stream()>>>(ops, g,
+                                                                        scores.data<float>());
+    CUDA_CHECK(cudaGetLastError());
+    constexpr size_t dv_smem = dv_smem_bytes<K>();
+    allow_shared_memory(chunk_dv_kernel<K, V>, dv_smem, op);
+    chunk_dv_kernel<K, V><<<dim3(chunks, V / kDvTile), kBlock, dv_smem, stream()>>>(
+        ops, gp, g, scores.data<float>(), dstates.data<bf16_dev>());
+    CUDA_CHECK(cudaGetLastError());
+    constexpr size_t dqk_smem = dqk_smem_bytes();
+    allow_shared_memory(chunk_dqk_kernel<V>, dqk_smem, op);
+    chunk_dqk_kernel<V><<<dim3(chunks, K / kKeyTile), kBlock, dqk_smem, stream()>>>(
+        ops, gp, g, scores.data<float>(), states.data<bf16_dev>(), dstates.data<bf16_dev>());
     CUDA_CHECK(cudaGetLastError());
   });
 }
