@@ -7,8 +7,10 @@
 // last update (f32). G is the chunk-local cumulative log decay [B*H, T, Kg] (per key for
 // Kg = K, one per row for Kg = 1), G_last its last row in the chunk.
 //
-// One block of 4 warps per (b*h, 64-key tile, 64-column tile) holds its tile of X in registers
-// (warp w: keys 16w..16w+15 as 8 C tiles of mma.sync m16n8k16) through all the chunks: per
+// One block of 8 warps per (b*h, 64-key tile, 64-column tile) holds its tile of X in registers
+// (warp w: keys 16 (w % 4) .. + 15, columns 32 (w / 4) .. + 31 as 4 C tiles of mma.sync
+// m16n8k16; 8 warps rather than 4 keep more loads in flight when there are few heads) through
+// all the chunks: per
 // chunk it stores X, stages the chunk's decayed rows and column rows as bf16 [64 rows x 64] in
 // shared memory, decays X and adds the chunk's update as a product over the chunk's rows (both
 // operands through ldmatrix.trans). The next chunk's rows are loaded into registers while this
@@ -25,12 +27,14 @@ namespace hla::cuda::gla_mma {
 
 namespace {
 
-constexpr int kTile = 64;                         // keys and columns of a block's state tile
-constexpr int kLd = kTile + 8;                    // shared row stride (bf16)
-constexpr int kItems = kN * (kTile / 8) / kBlock; // 8-element row pieces a thread stages
-static_assert(kItems * kBlock == kN * kTile / 8, "whole row pieces per thread");
+constexpr int kTile = 64;                             // keys and columns of a block's state tile
+constexpr int kLd = kTile + 8;                        // shared row stride (bf16)
+constexpr int kWalkThreads = 256;                     // 8 warps: 4 key groups x 2 column halves
+constexpr int kCols = kTile / 2;                      // columns of a warp
+constexpr int kItems = kN * (kTile / 8) / kWalkThreads;  // 8-element row pieces a thread stages
+static_assert(kItems * kWalkThreads == kN * kTile / 8, "whole row pieces per thread");
 
-// One chunk's rows as this thread stages them: item x = threadIdx.x + kBlock * j is row
+// One chunk's rows as this thread stages them: item x = threadIdx.x + kWalkThreads * j is row
 // x / 8, elements 8 (x % 8) .. + 7 of the block's key tile (rows) and column tile (cols).
 struct ChunkRows {
   uint4 rows[kItems], cols[kItems];
@@ -59,7 +63,7 @@ __device__ inline void load_chunk(ChunkRows& cr, const Operands& op, const Geome
   const bool per_key = g.Kg != 1;
 #pragma unroll
   for (int j = 0; j < kItems; ++j) {
-    const int x = threadIdx.x + kBlock * j, r = x / 8, i = x % 8 * 8;
+    const int x = threadIdx.x + kWalkThreads * j, r = x / 8, i = x % 8 * 8;
     cr.rows[j] = cr.cols[j] = make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int e = 0; e < 8; ++e) cr.G[j][e] = 0.f;
@@ -83,7 +87,7 @@ __device__ inline float2 chunk_decay(const Operands& op, const Geometry& g, int6
   return make_float2(fast_exp(G[key_lo]), fast_exp(G[key_lo + 8]));
 }
 
-__global__ void __launch_bounds__(kBlock)
+__global__ void __launch_bounds__(kWalkThreads)
     state_walk_kernel(Operands op, Geometry g, const bf16_dev* __restrict__ cols, bool reverse,
                       const float* __restrict__ init,    // [B,H,K,V] or null
                       bf16_dev* __restrict__ per_chunk,  // [B*H, NT, K, V]
@@ -94,18 +98,19 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t bh = blockIdx.x;
   const int i0 = blockIdx.y * kTile, v0 = blockIdx.z * kTile;
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int keys = 16 * (w % 4), c0 = v0 + kCols * (w / 4);  // the warp's keys and columns
   const Lane L = lane_of();
-  const int key_lo = i0 + 16 * w + L.g;  // the lane's key rows: key_lo, key_lo + 8
+  const int key_lo = i0 + keys + L.g;  // the lane's key rows: key_lo, key_lo + 8
   const bool per_key = g.Kg != 1;
 
-  float X[kTile / 8][4];  // X[key_lo + 8h][v0 + 8nt + 2t + e]: entry 2h + e of tile nt
+  float X[kCols / 8][4];  // X[key_lo + 8h][c0 + 8nt + 2t + e]: entry 2h + e of tile nt
 #pragma unroll
-  for (int nt = 0; nt < kTile / 8; ++nt)
+  for (int nt = 0; nt < kCols / 8; ++nt)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float2 x = make_float2(0.f, 0.f);
       if (init)
-        x = *reinterpret_cast<const float2*>(init + g.state(bh) + (key_lo + 8 * h) * g.V + v0 +
+        x = *reinterpret_cast<const float2*>(init + g.state(bh) + (key_lo + 8 * h) * g.V + c0 +
                                              8 * nt + 2 * L.t);
       X[nt][2 * h] = x.x, X[nt][2 * h + 1] = x.y;
     }
@@ -114,9 +119,9 @@ __global__ void __launch_bounds__(kBlock)
   load_chunk(next, op, g, cols, reverse, bh, reverse ? g.NT - 1 : 0, i0, v0);
   for (int64_t step = 0; step < g.NT; ++step) {
     const int64_t c = reverse ? g.NT - 1 - step : step;
-    bf16_dev* out = per_chunk + g.chunk_state(bh, c) + v0 + 2 * L.t;
+    bf16_dev* out = per_chunk + g.chunk_state(bh, c) + c0 + 2 * L.t;
 #pragma unroll
-    for (int nt = 0; nt < kTile / 8; ++nt)
+    for (int nt = 0; nt < kCols / 8; ++nt)
 #pragma unroll
       for (int h = 0; h < 2; ++h)
         *reinterpret_cast<uint32_t*>(out + (key_lo + 8 * h) * g.V + 8 * nt) =
@@ -127,7 +132,7 @@ __global__ void __launch_bounds__(kBlock)
     __syncthreads();
 #pragma unroll
     for (int j = 0; j < kItems; ++j) {
-      const int x = threadIdx.x + kBlock * j, r = x / 8, i = x % 8 * 8;
+      const int x = threadIdx.x + kWalkThreads * j, r = x / 8, i = x % 8 * 8;
       float row[8], G_last[8];
       unpack8(next.rows[j], row);
       if (!reverse) {  // G_last of the same keys (L1 / L2 hits: one row per chunk)
@@ -152,23 +157,23 @@ __global__ void __launch_bounds__(kBlock)
 
     const float2 decay = chunk_decay(op, g, bh, c, key_lo);
 #pragma unroll
-    for (int nt = 0; nt < kTile / 8; ++nt) {
+    for (int nt = 0; nt < kCols / 8; ++nt) {
       X[nt][0] *= decay.x, X[nt][1] *= decay.x;
       X[nt][2] *= decay.y, X[nt][3] *= decay.y;
     }
 #pragma unroll
     for (int ks = 0; ks < kN / 16; ++ks) {
       uint32_t a[4];  // A [16 keys x 16 rows] = a_s[row][key] transposed
-      a_rows_trans(a, a_s, kLd, 16 * ks, 16 * w, lane);
-      mma_rows_trans(X, a, c_s, kLd, 16 * ks, lane);  // B [16 rows x 64 columns] = c_s rows
+      a_rows_trans(a, a_s, kLd, 16 * ks, keys, lane);
+      mma_rows_trans(X, a, c_s + c0 - v0, kLd, 16 * ks, lane);  // B [16 rows x 32 columns]
     }
   }
   if (!final_state) return;
 #pragma unroll
-  for (int nt = 0; nt < kTile / 8; ++nt)
+  for (int nt = 0; nt < kCols / 8; ++nt)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
-      *reinterpret_cast<float2*>(final_state + g.state(bh) + (key_lo + 8 * h) * g.V + v0 +
+      *reinterpret_cast<float2*>(final_state + g.state(bh) + (key_lo + 8 * h) * g.V + c0 +
                                  8 * nt + 2 * L.t) = make_float2(X[nt][2 * h], X[nt][2 * h + 1]);
 }
 
@@ -180,7 +185,7 @@ void chunk_states(const Operands& op, const Geometry& g, const bf16_dev* cols, c
             "chunk_states: K and V multiples of " << kTile << ", got " << g.K << ", " << g.V);
   const dim3 grid(static_cast<unsigned>(g.B * g.H), static_cast<unsigned>(g.K / kTile),
                   static_cast<unsigned>(g.V / kTile));
-  state_walk_kernel<<<grid, kBlock, 0, stream()>>>(op, g, cols, reverse, init, per_chunk,
+  state_walk_kernel<<<grid, kWalkThreads, 0, stream()>>>(op, g, cols, reverse, init, per_chunk,
                                                    final_state);
   CUDA_CHECK(cudaGetLastError());
 }
