@@ -214,6 +214,7 @@ __global__ void __launch_bounds__(kBlock)
     store_score_rows(dA_s, P, R0, L);
   }
   __syncthreads();  // A and dA complete (rows of other warps are read transposed)
+  const bool want_dg = gp.dg != nullptr;  // RetNet and linear attention have no gate to train
   float x_lo = 0.f, x_hi = 0.f, y_lo = 0.f, y_hi = 0.f;  // partial row sums of x and y
   if (active) {
     const float G_last = G_s[n - 1];
@@ -262,6 +263,7 @@ __global__ void __launch_bounds__(kBlock)
       scale_rows(Kd, inter_lo, inter_hi);
 #pragma unroll
       for (int nt = 0; nt < kTile / 8; ++nt) {  // y = k . dk^inter, before dk^intra is added
+        if (!want_dg) break;
         const int i = i0 + 8 * nt + 2 * L.t;
         const float2 k_lo = pair_of(k_s + r_lo * kQK + i), k_hi = pair_of(k_s + r_hi * kQK + i);
         y_lo += k_lo.x * Kd[nt][0] + k_lo.y * Kd[nt][1];
@@ -283,6 +285,7 @@ __global__ void __launch_bounds__(kBlock)
       }
 #pragma unroll
       for (int nt = 0; nt < kTile / 8; ++nt) {  // x = q . dq - k . dk^intra = q . dq - k . dk + y
+        if (!want_dg) break;
         const int i = i0 + 8 * nt + 2 * L.t;
         const float2 q_lo = pair_of(q_s + r_lo * kQK + i), q_hi = pair_of(q_s + r_hi * kQK + i);
         const float2 k_lo = pair_of(k_s + r_lo * kQK + i), k_hi = pair_of(k_s + r_hi * kQK + i);
@@ -293,7 +296,7 @@ __global__ void __launch_bounds__(kBlock)
       store_rows(Kd, gp.dk + g.qk(bh, t0) + i0, g.H * K, R0, n, L);
     }
   }
-  if (!gp.dg) return;  // uniform over the block: no barrier is skipped by some threads only
+  if (!want_dg) return;  // uniform over the block: no barrier is skipped by some threads only
 
   // dg: the row sums over the 4 lanes of a row, <S, C> over the block, then one row a thread
   x_lo += y_lo, x_hi += y_hi;
