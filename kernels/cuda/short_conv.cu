@@ -4,10 +4,11 @@
 //   y = silu(pre) or pre
 // Backward (dpre = dy silu'(pre) when silu; pre is recomputed, not saved):
 //   dx[b,s,c] = sum_j w[c,j] dpre[b, s+(W-1)-j, c]   (s < 0 lands in dcache)
-//   dw[c,j]   = sum_{b,t} dpre[b,t,c] x[b, t-(W-1)+j, c]   (one block per (c,j), fixed order)
+//   dw[c,j]   = sum_{b,t} dpre[b,t,c] x[b, t-(W-1)+j, c]   (per tile, then the tiles in order)
 // All outputs are fresh (overwritten). dtypes: f32, f64, bf16. For bf16 x (cache, dy alike) the
 // weight w is bf16 or f32 (fp32 master weights read in place); sums run in float (the W taps)
-// or double (dw), dpre is kept in float, y / dx / dcache are bf16 and dw takes w's dtype.
+// or double (dw), dpre is kept in float (in shared memory only), y / dx / dcache are bf16 and dw
+// takes w's dtype.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -28,18 +29,52 @@ __device__ inline S input_at(const S* x, const S* cache, const ConvDims& d, int6
   return cache[(b * d.D + c) * (d.W - 1) + (d.W - 1) + t];
 }
 
-template <class S, class W>
-__device__ inline compute_t<S> conv_pre(const S* x, const W* w, const S* cache, const ConvDims& d,
-                                        int64_t b, int64_t t, int64_t c) {
-  using C = compute_t<S>;
-  C acc = C(0);
-  for (int64_t j = 0; j < d.W; ++j)
-    acc += value_cast<C>(w[c * d.W + j]) *
-           value_cast<C>(input_at(x, cache, d, b, t - (d.W - 1) + j, c));
-  return acc;
+// ---- kernels
+// A block takes a tile of kTileT time steps x kTileC channels of one sequence, its input rows
+// (and, backward, dy and dpre rows) staged in shared memory in the compute type with the W - 1
+// rows before it (the rows of the previous tile, the cache, or zeros), so that every global
+// element is read once, a warp reading 64 consecutive channels of a row. 256 threads: 64
+// channel lanes x 4 row groups. Grid: ceil(D / kTileC) x ceil(T / kTileT) x B, flattened.
+constexpr int kTileT = 64;
+constexpr int kTileC = 64;
+constexpr int kRowGroups = kThreads / kTileC;
+
+struct Tile {
+  int64_t b, t0, c0;
+  int rows, cols;  // time steps and channels of the tile (partial at the ends)
+};
+
+__device__ inline Tile tile_of(const ConvDims& d) {
+  const int64_t nc = (d.D + kTileC - 1) / kTileC, nt = (d.T + kTileT - 1) / kTileT;
+  const int64_t i = blockIdx.x;
+  Tile tl;
+  tl.c0 = (i % nc) * kTileC;
+  tl.t0 = (i / nc % nt) * kTileT;
+  tl.b = i / (nc * nt);
+  tl.rows = static_cast<int>(min(int64_t(kTileT), d.T - tl.t0));
+  tl.cols = static_cast<int>(min(int64_t(kTileC), d.D - tl.c0));
+  return tl;
 }
 
-// ---- kernels
+// xs[r][c] = input at time t0 - (W-1) + r, for r < n (kTileC columns a row).
+template <class S, class C>
+__device__ inline void stage_inputs(C* xs, int n, const S* x, const S* cache, const ConvDims& d,
+                                    const Tile& tl) {
+  for (int i = threadIdx.x; i < n * kTileC; i += blockDim.x) {
+    const int r = i / kTileC, c = i % kTileC;
+    if (c < tl.cols)
+      xs[i] = value_cast<C>(input_at(x, cache, d, tl.b, tl.t0 - (d.W - 1) + r, tl.c0 + c));
+  }
+}
+
+// sum_j w[c,j] xs[r+j][c]: the pre-activation at time t0 + r.
+template <class C, class W>
+__device__ inline C taps(const C* xs, const W* w, const ConvDims& d, int64_t c, int r, int lane) {
+  C acc = C(0);
+  for (int64_t j = 0; j < d.W; ++j)
+    acc += value_cast<C>(w[c * d.W + j]) * xs[(r + j) * kTileC + lane];
+  return acc;
+}
 
 template <class S, class W>
 __global__ void short_conv_fwd_kernel(S* __restrict__ y,            // [B,T,D]
@@ -48,71 +83,87 @@ __global__ void short_conv_fwd_kernel(S* __restrict__ y,            // [B,T,D]
                                       const S* __restrict__ cache,  // [B,D,W-1] or null
                                       ConvDims d, bool silu) {
   using C = compute_t<S>;
-  const int64_t n = d.B * d.T * d.D;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n;
-       p += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = p % d.D, bt = p / d.D, t = bt % d.T, b = bt / d.T;
-    const C pre = conv_pre(x, w, cache, d, b, t, c);
-    y[p] = value_cast<S>(silu ? pre * sigmoid_dev(pre) : pre);
+  extern __shared__ __align__(16) unsigned char shm_raw[];
+  C* xs = reinterpret_cast<C*>(shm_raw);  // [kTileT + W - 1][kTileC]
+  const Tile tl = tile_of(d);
+  stage_inputs(xs, tl.rows + static_cast<int>(d.W) - 1, x, cache, d, tl);
+  __syncthreads();
+  const int lane = threadIdx.x % kTileC;
+  if (lane >= tl.cols) return;
+  const int64_t c = tl.c0 + lane;
+  for (int r = threadIdx.x / kTileC; r < tl.rows; r += kRowGroups) {
+    const C pre = taps(xs, w, d, c, r, lane);
+    y[(tl.b * d.T + tl.t0 + r) * d.D + c] = value_cast<S>(silu ? pre * sigmoid_dev(pre) : pre);
   }
 }
 
+// The whole backward of a tile: dpre at times t0 .. t0 + rows + W - 2 (the later rows feed this
+// tile's dx), then dx (and dcache in the first tile), and the tile's share of dw, summed over its
+// rows in double into part[tile][c][j] (the tiles are added in order by short_conv_dw_kernel).
 template <class S, class W>
-__global__ void short_conv_dpre_kernel(compute_t<S>* __restrict__ dpre,  // [B,T,D] overwritten
-                                       const S* __restrict__ dy,         // [B,T,D]
-                                       const S* __restrict__ x,          // [B,T,D]
-                                       const W* __restrict__ w,          // [D,W]
-                                       const S* __restrict__ cache,      // [B,D,W-1] or null
-                                       ConvDims d) {
+__global__ void short_conv_bwd_kernel(S* __restrict__ dx,               // [B,T,D]
+                                      S* __restrict__ dcache,           // [B,D,W-1] or null
+                                      double* __restrict__ part,        // [tiles, D, W]
+                                      const S* __restrict__ dy,         // [B,T,D]
+                                      const S* __restrict__ x,          // [B,T,D]
+                                      const W* __restrict__ w,          // [D,W]
+                                      const S* __restrict__ cache,      // [B,D,W-1] or null
+                                      ConvDims d, bool silu) {
   using C = compute_t<S>;
-  const int64_t n = d.B * d.T * d.D;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n;
-       p += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = p % d.D, bt = p / d.D, t = bt % d.T, b = bt / d.T;
-    const C pre = conv_pre(x, w, cache, d, b, t, c), s = sigmoid_dev(pre);
-    dpre[p] = value_cast<C>(dy[p]) * s * (C(1) + pre * (C(1) - s));
+  extern __shared__ __align__(16) unsigned char shm_raw[];
+  const Tile tl = tile_of(d);
+  const int halo = static_cast<int>(d.W) - 1;
+  const int nd = static_cast<int>(min(int64_t(kTileT + halo), d.T - tl.t0));  // dpre rows
+  C* xs = reinterpret_cast<C*>(shm_raw);      // [kTileT + 2(W-1)][kTileC]
+  C* dp = xs + (kTileT + 2 * halo) * kTileC;  // [kTileT + W - 1][kTileC]
+  stage_inputs(xs, nd + halo, x, cache, d, tl);
+  for (int i = threadIdx.x; i < nd * kTileC; i += blockDim.x) {
+    const int r = i / kTileC, c = i % kTileC;
+    if (c < tl.cols) dp[i] = value_cast<C>(dy[(tl.b * d.T + tl.t0 + r) * d.D + tl.c0 + c]);
   }
-}
-
-// One thread per (b, s, c), s in [-(W-1), T): s >= 0 writes dx, s < 0 writes dcache.
-template <class S, class W>
-__global__ void short_conv_dx_kernel(S* __restrict__ dx,      // [B,T,D] overwritten
-                                     S* __restrict__ dcache,  // [B,D,W-1] overwritten, or null
-                                     const compute_t<S>* __restrict__ dpre,  // [B,T,D]
-                                     const W* __restrict__ w,                // [D,W]
-                                     ConvDims d) {
-  using C = compute_t<S>;
-  const int64_t S_len = d.T + d.W - 1, n = d.B * S_len * d.D;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n;
-       p += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = p % d.D, bs = p / d.D, s = bs % S_len - (d.W - 1), b = bs / S_len;
-    if (s < 0 && !dcache) continue;
-    C acc = C(0);
-    for (int64_t j = 0; j < d.W; ++j) {
-      const int64_t t = s + (d.W - 1) - j;
-      if (t >= 0 && t < d.T) acc += value_cast<C>(w[c * d.W + j]) * dpre[(b * d.T + t) * d.D + c];
+  __syncthreads();
+  const int lane = threadIdx.x % kTileC, group = threadIdx.x / kTileC;
+  const int64_t c = tl.c0 + lane;
+  if (silu && lane < tl.cols)
+    for (int r = group; r < nd; r += kRowGroups) {
+      const C pre = taps(xs, w, d, c, r, lane), s = sigmoid_dev(pre);
+      dp[r * kTileC + lane] *= s * (C(1) + pre * (C(1) - s));
     }
-    if (s >= 0) dx[(b * d.T + s) * d.D + c] = value_cast<S>(acc);
-    else dcache[(b * d.D + c) * (d.W - 1) + (d.W - 1) + s] = value_cast<S>(acc);
+  __syncthreads();
+  // dx at time t0 + r; in the first tile r from -(W-1), the cache's gradient.
+  if (lane < tl.cols)
+    for (int r = group - (tl.t0 == 0 && dcache ? halo : 0); r < tl.rows; r += kRowGroups) {
+      C acc = C(0);
+      for (int j = 0; j <= halo; ++j) {
+        const int q = r + halo - j;  // dpre row of tap j
+        if (q >= 0 && q < nd) acc += value_cast<C>(w[c * d.W + j]) * dp[q * kTileC + lane];
+      }
+      if (r >= 0) dx[(tl.b * d.T + tl.t0 + r) * d.D + c] = value_cast<S>(acc);
+      else dcache[(tl.b * d.D + c) * halo + halo + r] = value_cast<S>(acc);
+    }
+  // dw: thread pairs (channel, tap) sum the tile's rows, dpre[t] x[t - (W-1) + j].
+  double* out = part + blockIdx.x / ((d.D + kTileC - 1) / kTileC) * d.D * d.W;
+  for (int p = threadIdx.x; p < tl.cols * d.W; p += blockDim.x) {
+    const int cl = p % tl.cols, j = p / tl.cols;  // a warp's lanes on consecutive channels
+    double acc = 0;
+    for (int r = 0; r < tl.rows; ++r)
+      acc += static_cast<double>(dp[r * kTileC + cl]) *
+             static_cast<double>(xs[(r + j) * kTileC + cl]);
+    out[(tl.c0 + cl) * d.W + j] = acc;
   }
 }
 
-template <class S, class W>
-__global__ void short_conv_dw_kernel(W* __restrict__ dw,                     // [D,W] overwritten
-                                     const compute_t<S>* __restrict__ dpre,  // [B,T,D]
-                                     const S* __restrict__ x,                // [B,T,D]
-                                     const S* __restrict__ cache,            // [B,D,W-1] or null
-                                     ConvDims d) {
-  __shared__ double shm_d[32];
-  const int64_t c = blockIdx.x / d.W, j = blockIdx.x % d.W;
-  double acc = 0;
-  for (int64_t bt = threadIdx.x; bt < d.B * d.T; bt += blockDim.x) {
-    const int64_t b = bt / d.T, t = bt % d.T;
-    acc += static_cast<double>(dpre[bt * d.D + c]) *
-           value_cast<double>(input_at(x, cache, d, b, t - (d.W - 1) + j, c));
+// dw[c,j] = the tiles' partial sums added in tile order (deterministic).
+template <class W>
+__global__ void short_conv_dw_kernel(W* __restrict__ dw,  // [D,W] overwritten
+                                     const double* __restrict__ part,  // [tiles, D*W]
+                                     int64_t tiles, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    double acc = 0;
+    for (int64_t k = 0; k < tiles; ++k) acc += part[k * n + i];
+    dw[i] = value_cast<W>(acc);
   }
-  acc = block_reduce(acc, SumOp{}, 0.0, shm_d);
-  if (threadIdx.x == 0) dw[c * d.W + j] = value_cast<W>(acc);
 }
 
 // ---- launchers
@@ -137,6 +188,15 @@ ConvDims check_conv(const Tensor& x, const Tensor& w, const Tensor& cache, const
 
 }  // namespace
 
+// Blocks of the tiled kernels, and their shared memory: `rows` staged rows of kTileC entries.
+int64_t tile_count(const ConvDims& d) {
+  return ((d.D + kTileC - 1) / kTileC) * ((d.T + kTileT - 1) / kTileT) * d.B;
+}
+template <class C>
+size_t tile_bytes(int64_t rows) {
+  return static_cast<size_t>(rows) * kTileC * sizeof(C);
+}
+
 Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tensor& cache_in) {
   const ConvDims d = check_conv(x_in, w_in, cache_in, "short_conv");
   const Tensor x = contiguous(x_in), w = contiguous(w_in);
@@ -146,11 +206,13 @@ Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tenso
     using S = typename decltype(stag_)::type;
     using W = typename decltype(wtag_)::type;
     Tensor y = cuda_empty(x.shape(), x.dtype());
-    const int64_t n = x.numel();
-    if (n == 0) return y;
-    short_conv_fwd_kernel<S, W><<<grid_for(n), kThreads, 0, stream()>>>(
-        y.data<S>(), x.data<S>(), w.data<W>(), cache.defined() ? cache.data<S>() : nullptr, d,
-        silu);
+    if (x.numel() == 0) return y;
+    const size_t bytes = tile_bytes<compute_t<S>>(kTileT + d.W - 1);
+    allow_shared_memory(short_conv_fwd_kernel<S, W>, bytes, "short_conv");
+    short_conv_fwd_kernel<S, W><<<static_cast<unsigned>(tile_count(d)), kThreads, bytes,
+                                  stream()>>>(y.data<S>(), x.data<S>(), w.data<W>(),
+                                              cache.defined() ? cache.data<S>() : nullptr, d,
+                                              silu);
     CUDA_CHECK(cudaGetLastError());
     return y;
   });
@@ -170,29 +232,28 @@ void short_conv_backward(const Tensor& x_in, const Tensor& w_in, bool silu,
     using S = typename decltype(stag_)::type;
     using W = typename decltype(wtag_)::type;
     using C = compute_t<S>;
-    const S* pc = cache.defined() ? cache.data<S>() : nullptr;
-    // dpre in the compute type: bf16 dy is widened once (a no-op for f32 / f64).
-    Tensor dpre = dy.to(dtype_of<C>());
-    const int64_t n = x.numel();
-    if (silu && n > 0) {
-      dpre = cuda_empty(x.shape(), dtype_of<C>());
-      short_conv_dpre_kernel<S, W><<<grid_for(n), kThreads, 0, stream()>>>(
-          dpre.data<C>(), dy.data<S>(), x.data<S>(), w.data<W>(), pc, d);
-      CUDA_CHECK(cudaGetLastError());
-    }
     Tensor dxt = cuda_empty(x.shape(), x.dtype());
-    Tensor dct = cache.defined() ? cuda_empty(cache.shape(), x.dtype()) : Tensor();
+    // dcache is zero when there are no time steps (T = 0), otherwise the first tiles write it.
+    Tensor dct = !cache.defined() ? Tensor()
+                 : x.numel() == 0 ? cuda_zeros(cache.shape(), x.dtype())
+                                  : cuda_empty(cache.shape(), x.dtype());
     Tensor dwt = cuda_empty(w.shape(), w.dtype());
-    const int64_t n_dx = d.B * (d.T + d.W - 1) * d.D;
-    if (n_dx > 0) {
-      short_conv_dx_kernel<S, W><<<grid_for(n_dx), kThreads, 0, stream()>>>(
-          dxt.data<S>(), cache.defined() ? dct.data<S>() : nullptr, dpre.data<C>(), w.data<W>(),
-          d);
+    // Per-tile dw sums, [B * time tiles, D, W] in double; no tiles (T = 0) leaves dw zero.
+    const int64_t tiles = x.numel() == 0 ? 0 : d.B * ((d.T + kTileT - 1) / kTileT);
+    Tensor part = cuda_empty({std::max<int64_t>(tiles, 1), d.D, d.W}, DType::f64);
+    if (tiles > 0) {
+      const size_t bytes = tile_bytes<C>(2 * kTileT + 3 * (d.W - 1));
+      allow_shared_memory(short_conv_bwd_kernel<S, W>, bytes, "short_conv_backward");
+      short_conv_bwd_kernel<S, W><<<static_cast<unsigned>(tile_count(d)), kThreads, bytes,
+                                    stream()>>>(
+          dxt.data<S>(), cache.defined() ? dct.data<S>() : nullptr, part.data<double>(),
+          dy.data<S>(), x.data<S>(), w.data<W>(), cache.defined() ? cache.data<S>() : nullptr,
+          d, silu);
       CUDA_CHECK(cudaGetLastError());
     }
     if (d.D * d.W > 0) {
-      short_conv_dw_kernel<S, W><<<static_cast<unsigned>(d.D * d.W), kThreads, 0, stream()>>>(
-          dwt.data<W>(), dpre.data<C>(), x.data<S>(), pc, d);
+      short_conv_dw_kernel<W><<<grid_for(d.D * d.W), kThreads, 0, stream()>>>(
+          dwt.data<W>(), part.data<double>(), tiles, d.D * d.W);
       CUDA_CHECK(cudaGetLastError());
     }
     if (dx) *dx = dxt;

@@ -1,7 +1,9 @@
 // Fused CUDA kernels against the CPU path, outputs and gradients by name: softmax / log_softmax,
 // cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU, rotary, the HGRN forget
 // gate, GLA's log decay, short conv.
+#include <array>
 #include <limits>
+#include <vector>
 
 #include "tests/cuda/cuda_test_helpers.h"
 
@@ -224,24 +226,28 @@ TEST_CASE("cuda gla_gate and its backward match the CPU (clamped and not, bf16)"
 TEST_CASE("cuda short_conv and backward match the CPU (with and without cache, silu)", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(35);
+  // Shapes [B, T, D]: one tile of 64 time steps x 64 channels; ragged tiles on both axes (the
+  // halo rows of the next tile, dw summed over tiles); fewer steps than the cache holds.
+  const std::vector<std::array<int64_t, 3>> shapes = {{2, 37, 60}, {3, 150, 70}, {2, 2, 5}};
   for (DType dt : {DType::f32, DType::f64})
     for (int64_t W : {4, 1, 3})
       for (bool silu : {true, false})
-        for (bool with_cache : {false, true}) {
-          if (W == 1 && with_cache) continue;  // cache [B, D, 0]
-          INFO("W " << W << " silu " << silu << " cache " << with_cache << " " << dtype_name(dt));
-          const int64_t B = 2, T = 37, D = 60;
-          const Tensor x = Tensor::randn({B, T, D}, gen, dt), w = Tensor::randn({D, W}, gen, dt);
-          const Tensor cache = with_cache ? Tensor::randn({B, D, W - 1}, gen, dt) : Tensor();
-          const Tensor gcache = with_cache ? gpu(cache) : Tensor();
-          const Tensor dy = Tensor::randn({B, T, D}, gen, dt);
-          REQUIRE_CLOSE("y", vals(short_conv(x, w, silu, cache)),
-                        vals(short_conv(gpu(x), gpu(w), silu, gcache)), tol(dt));
-          Tensor dx, dw, dc, gdx, gdw, gdc;
-          short_conv_backward(x, w, silu, cache, dy, &dx, &dw, &dc);
-          short_conv_backward(gpu(x), gpu(w), silu, gcache, gpu(dy), &gdx, &gdw, &gdc);
-          REQUIRE_CLOSE("dx", vals(dx), vals(gdx), tol(dt));
-          REQUIRE_CLOSE("dw", vals(dw), vals(gdw), tol(dt));
-          if (with_cache) REQUIRE_CLOSE("dcache", vals(dc), vals(gdc), tol(dt));
-        }
+        for (bool with_cache : {false, true})
+          for (const auto& [B, T, D] : shapes) {
+            if (W == 1 && with_cache) continue;  // cache [B, D, 0]
+            INFO("W " << W << " silu " << silu << " cache " << with_cache << " " << dtype_name(dt)
+                      << " B " << B << " T " << T << " D " << D);
+            const Tensor x = Tensor::randn({B, T, D}, gen, dt), w = Tensor::randn({D, W}, gen, dt);
+            const Tensor cache = with_cache ? Tensor::randn({B, D, W - 1}, gen, dt) : Tensor();
+            const Tensor gcache = with_cache ? gpu(cache) : Tensor();
+            const Tensor dy = Tensor::randn({B, T, D}, gen, dt);
+            REQUIRE_CLOSE("y", vals(short_conv(x, w, silu, cache)),
+                          vals(short_conv(gpu(x), gpu(w), silu, gcache)), tol(dt));
+            Tensor dx, dw, dc, gdx, gdw, gdc;
+            short_conv_backward(x, w, silu, cache, dy, &dx, &dw, &dc);
+            short_conv_backward(gpu(x), gpu(w), silu, gcache, gpu(dy), &gdx, &gdw, &gdc);
+            REQUIRE_CLOSE("dx", vals(dx), vals(gdx), tol(dt));
+            REQUIRE_CLOSE("dw", vals(dw), vals(gdw), tol(dt));
+            if (with_cache) REQUIRE_CLOSE("dcache", vals(dc), vals(gdc), tol(dt));
+          }
 }
