@@ -33,13 +33,14 @@
 //             next chunk's tiles load (cp.async) under this chunk's products
 //   output    one block per (head, chunk, 64 value columns): O
 //   walk_back one block per (head, 64 value columns), chunks in reverse: dY, the outgoing dS
-//   grad      one block per (head, chunk): dq, dk, dv, dbeta, dg
+//   grad      one block per (head, chunk): dq, dk, dv, dbeta, dg, when its buffers fit in shared
+//             memory (f32 up to K = V = 64); wider heads run it as three kernels on 64-wide
+//             tiles (scores, keys, rows: see "grad for heads whose ..." below)
 // A block's matrices live in shared memory when they fit the device's opt-in limit (227 KiB on
-// H100 / H200: prep up to K = 256 in f32, grad up to K = V = 64), otherwise in a per-block
-// global scratch (L2-resident) with the same layout and a grid of at most 2 blocks per SM
-// walking the items. Rows of shared [n][K] buffers are padded (row_stride: K + 1 entries for FMA
-// products, 4 mod 32 for TF32 ones). Rows past a partial chunk are zero in every workspace
-// matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on TF32 tensor cores
+// H100 / H200: prep up to K = 256 in f32), otherwise in a per-block global scratch with the
+// same layout and a grid of at most 2 blocks per SM walking the items. Rows of shared [n][K]
+// buffers are padded (row_stride: K + 1 entries for FMA products, 4 mod 32 for TF32 ones). Rows
+// past a partial chunk are zero in every workspace matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on TF32 tensor cores
 // with DeltaRuleArgs::tensor_cores), f64, and bf16 storage (f32 workspaces, TF32 products: every
 // global read and write through value_cast); any K, V (sizes < 2^31). Outputs are overwritten.
 #include <type_traits>
@@ -168,6 +169,24 @@ __device__ inline S decay(const S* Gam, bool gated, int r, int l) {
   return gated ? exp(Gam[r] - Gam[l]) : S(1);
 }
 
+// Gam [C] <- its inclusive prefix sums, the chunk-local cumulative log decays (one warp, two
+// rows a lane).
+template <class S>
+__device__ void scan_decays(S* Gam) {
+  static_assert(C == 64, "two rows a lane");
+  const int lane = threadIdx.x & 31;
+  const S x0 = Gam[2 * lane], x1 = Gam[2 * lane + 1];
+  S incl = x0 + x1;
+  for (int o = 1; o < 32; o <<= 1) {
+    const S y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  S before = __shfl_up_sync(0xffffffffu, incl, 1);
+  if (lane == 0) before = S(0);
+  Gam[2 * lane] = before + x0;
+  Gam[2 * lane + 1] = incl;
+}
+
 // Loads chunk c of head bh into w: q, k (L2-normalised when asked, rq / rk the factors), beta,
 // Gam, gam, lam; rows n..C-1 zero. Ends with a barrier.
 template <class S, class IO>
@@ -188,19 +207,7 @@ __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, 
     return r < n ? value_cast<S>(a.k[(row0 + r * H) * K + i]) : S(0);
   });
   __syncthreads();
-  if (warp == 0) {  // chunk-local cumulative log decay: an inclusive scan, two rows a lane
-    static_assert(C == 64, "two rows a lane");
-    const S x0 = w.Gam[2 * lane], x1 = w.Gam[2 * lane + 1];
-    S incl = x0 + x1;
-    for (int o = 1; o < 32; o <<= 1) {
-      const S y = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += y;
-    }
-    S before = __shfl_up_sync(0xffffffffu, incl, 1);
-    if (lane == 0) before = S(0);
-    w.Gam[2 * lane] = before + x0;
-    w.Gam[2 * lane + 1] = incl;
-  }
+  if (warp == 0) scan_decays(w.Gam);
   __syncthreads();
   for (int r = warp; r < C; r += blockDim.x >> 5) {  // one warp per row
     S sq = S(0), sk = S(0);
@@ -823,6 +830,411 @@ __global__ void __launch_bounds__(wide_threads(TC))
   }
 }
 
+// ---- grad for heads whose grad buffers exceed shared memory: three kernels on 64-wide tiles
+//
+// The single grad kernel holds q, k, dq, dk [C][K] and Vn, dY, K S, dO [C][V] at once (over
+// 227 KiB from K = V = 128 in f32). Here no buffer is wider than 64 columns, and K S is not
+// formed: with X = dY S^T [C][K],
+//   sum_j (dRs o K S)_rj = beta_r rowsum(K o X)_r,
+//   rowsum(dY o Rs) = rowsum(dY o V) - gam o rowsum(K o X).
+//   scores  one block per (head, chunk): the row factors, A = K K^T and QK = Q K^T over 64-key
+//           tiles, dP and D over 64-value tiles, rowsum(dY o V), dv
+//   keys    one block per (head, chunk, 64 keys): over 64-value tiles dO S^T, Vn dS^T, dY S^T
+//           and <S, dS> for its keys, then its columns of dq and dk (before the L2-norm
+//           backward) and their row sums
+//   rows    one block per (head, chunk): the key tiles' row sums added in order, dbeta, dg, the
+//           L2-norm backward, dq and dk out
+
+constexpr int kTile = 64;  // keys or values of a tile
+
+// Per-row factors of a chunk, [7][C] in shared memory and in the scratch alike: beta, Gam, gam,
+// lam, rq, rk (Rows' meanings) and rowsum(dY o V).
+template <class S>
+struct Factors {
+  S *beta, *Gam, *gam, *lam, *rq, *rk, *yv;
+  __device__ explicit Factors(S* f)
+      : beta(f), Gam(f + C), gam(f + 2 * C), lam(f + 3 * C), rq(f + 4 * C), rk(f + 5 * C),
+        yv(f + 6 * C) {}
+};
+constexpr int kFactors = 7 * C;
+constexpr int kRowSums = 5;  // a key tile's row sums: eq, el, ek, pq, pk
+
+// The split backward's global scratch, item e = head * NC + chunk, KT = ceil(K / 64) key tiles.
+template <class S>
+struct GradScratch {
+  S* cc;       // [items, 4, C, C]    A, QK, dP = s (dO Vn^T) o M, D = -tril_{-1}(dY Vn^T) o M
+  S* factors;  // [items, kFactors]
+  S* dqk;      // [items, 2, C, K]    dq, dk before the L2-norm backward
+  S* sums;     // [items, KT, kRowSums, C]
+  S* sds;      // [items, KT]         <S, dS> over the tile's keys
+};
+
+// The factors of chunk c of head bh (rows n..C-1 zero), the norms read from global memory.
+// Ends with a barrier.
+template <class S, class IO>
+__device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c,
+                             int n, const Factors<S>& f) {
+  const int K = g.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t row0 = g.row(bh, c * C), H = g.H;
+  if (tid < C) {
+    const bool in = tid < n;
+    f.beta[tid] = in ? value_cast<S>(a.beta[row0 + tid * H]) : S(0);
+    f.Gam[tid] = in && a.g ? value_cast<S>(a.g[row0 + tid * H]) : S(0);
+  }
+  __syncthreads();
+  if (warp == 0) scan_decays(f.Gam);
+  __syncthreads();
+  for (int r = warp; r < C; r += blockDim.x >> 5) {
+    S sq = S(0), sk = S(0);
+    if (a.l2norm_qk && r < n)
+      for (int i = lane; i < K; i += 32) {
+        const S x = value_cast<S>(a.q[(row0 + r * H) * K + i]);
+        const S y = value_cast<S>(a.k[(row0 + r * H) * K + i]);
+        sq += x * x;
+        sk += y * y;
+      }
+    sq = warp_reduce(sq, SumOp{});
+    sk = warp_reduce(sk, SumOp{});
+    if (lane == 0) {
+      const bool in = r < n;
+      f.rq[r] = a.l2norm_qk ? S(1) / sqrt(sq + S(kernels::kL2Eps)) : S(1);
+      f.rk[r] = a.l2norm_qk ? S(1) / sqrt(sk + S(kernels::kL2Eps)) : S(1);
+      f.gam[r] = in ? exp(f.Gam[r]) : S(0);
+      f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
+      f.yv[r] = S(0);
+    }
+  }
+  __syncthreads();
+}
+
+// Columns k0 .. k0 + nk of the chunk's normalised q (or k) rows into t [C][lt] (rows >= n zero).
+template <class S, class IO>
+__device__ void stage_keys(S* t, int lt, const IO* x, const S* r_norm, const Geo& g, int64_t bh,
+                           int64_t c, int n, int k0, int nk) {
+  const int64_t row0 = g.row(bh, c * C);
+  stage_rows(t, lt, C, nk, [&](int r, int i) {
+    return r < n ? value_cast<S>(x[(row0 + r * g.H) * g.K + k0 + i]) * r_norm[r] : S(0);
+  });
+}
+
+struct ScoresLayout {
+  int64_t f, qt, kt, dO, vn, dy, A, QK, dP, D, total;
+  ScoresLayout(Arena ar, bool tc) {
+    const int lt = row_stride(kTile, tc), lc = row_stride(C, tc);
+    f = ar.take(kFactors);
+    for (int64_t* t : {&qt, &kt, &dO, &vn, &dy}) *t = ar.take(int64_t(C) * lt);
+    for (int64_t* t : {&A, &QK, &dP, &D}) *t = ar.take(int64_t(C) * lc);
+    total = ar.at;
+  }
+};
+
+template <class S, class IO, bool TC>
+__global__ void __launch_bounds__(wide_threads(TC))
+    delta_grad_scores_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
+                             GradScratch<S> gs, ScoresLayout lay, S* scratch) {
+  S* base = block_base(scratch, lay.total);
+  const Factors<S> f(base + lay.f);
+  S *qt = base + lay.qt, *kt = base + lay.kt, *dO = base + lay.dO, *vn = base + lay.vn;
+  S *dy = base + lay.dy, *A = base + lay.A, *QK = base + lay.QK, *dP = base + lay.dP;
+  S* D = base + lay.D;
+  constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC), lc = row_stride(C, TC);
+  const int K = g.K, V = g.V, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const bool async = scratch == nullptr, gated = a.g != nullptr;
+  const S s = static_cast<S>(a.scale);
+  for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
+    const int64_t bh = e / g.NC, c = e - bh * g.NC, row0 = g.row(bh, c * C);
+    const int n = g.rows(c);
+    load_factors(a, g, bh, c, n, f);
+    for (int k0 = 0; k0 < K; k0 += kTile) {  // A, QK over 64-key tiles
+      const int nk = min(kTile, K - k0);
+      const bool first = k0 == 0;
+      stage_keys(qt, lt, a.q, f.rq, g, bh, c, n, k0, nk);
+      stage_keys(kt, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+      __syncthreads();
+      product<S, TC, nw>(
+          C, C, nk, [&](int r, int i) { return kt[r * lt + i]; },
+          [&](int i, int l) { return kt[l * lt + i]; },
+          [&](int r, int l, S x) { A[r * lc + l] = first ? x : A[r * lc + l] + x; });
+      product<S, TC, nw>(
+          C, C, nk, [&](int r, int i) { return qt[r * lt + i]; },
+          [&](int i, int l) { return kt[l * lt + i]; },
+          [&](int r, int l, S x) { QK[r * lc + l] = first ? x : QK[r * lc + l] + x; });
+      __syncthreads();
+    }
+    for (int j0 = 0; j0 < V; j0 += kTile) {  // dO Vn^T, dY Vn^T, rowsum(dY o V), dv
+      const int nv = min(kTile, V - j0);
+      const bool first = j0 == 0;
+      copy_rows(vn, lt, ws.u + e * C * V + j0, V, C, nv, async);
+      copy_rows(dy, lt, ws.dy + e * C * V + j0, V, C, nv, async);
+      cp_async_commit();
+      stage_rows(dO, lt, C, nv, [&](int r, int j) {
+        return r < n ? value_cast<S>(gr.dout[(row0 + r * g.H) * V + j0 + j]) : S(0);
+      });
+      cp_async_wait<0>();
+      __syncthreads();
+      product<S, TC, nw>(
+          C, C, nv, [&](int r, int j) { return dO[r * lt + j]; },
+          [&](int j, int l) { return vn[l * lt + j]; },
+          [&](int r, int l, S x) { dP[r * lc + l] = first ? x : dP[r * lc + l] + x; });
+      product<S, TC, nw>(
+          C, C, nv, [&](int r, int j) { return dy[r * lt + j]; },
+          [&](int j, int l) { return vn[l * lt + j]; },
+          [&](int r, int l, S x) { D[r * lc + l] = first ? x : D[r * lc + l] + x; });
+      for (int r = warp; r < n; r += nw) {  // one warp per row
+        const int64_t row = row0 + r * g.H;
+        S yv = S(0);
+        for (int j = lane; j < nv; j += 32) {
+          const S y = dy[r * lt + j];
+          yv += y * value_cast<S>(a.v[row * V + j0 + j]);
+          gr.dv[row * V + j0 + j] = value_cast<IO>(f.beta[r] * y);
+        }
+        yv = warp_reduce(yv, SumOp{});
+        if (lane == 0) f.yv[r] += yv;
+      }
+      __syncthreads();
+    }
+    S* cc = gs.cc + e * 4 * C * C;
+    for (int x = threadIdx.x; x < C * C; x += blockDim.x) {
+      const int r = x / C, l = x - r * C;
+      const S m = decay(f.Gam, gated, r, l);
+      cc[x] = A[r * lc + l];
+      cc[C * C + x] = QK[r * lc + l];
+      cc[2 * C * C + x] = (s * dP[r * lc + l]) * m;
+      cc[3 * C * C + x] = r > l ? -D[r * lc + l] * m : S(0);
+    }
+    for (int x = threadIdx.x; x < kFactors; x += blockDim.x)
+      gs.factors[e * kFactors + x] = f.beta[x];
+    __syncthreads();  // the buffers are read before the next item rewrites them
+  }
+}
+
+struct KeysLayout {
+  int64_t f, qt, kt, dP, D, dO, St, dSt, vn, dy, dq, dk, X, red, total;
+  KeysLayout(Arena ar, bool tc) {
+    const int lt = row_stride(kTile, tc), lc = row_stride(C, tc);
+    f = ar.take(kFactors);
+    for (int64_t* t : {&qt, &kt, &dO, &St, &dSt, &vn, &dy, &dq, &dk, &X})
+      *t = ar.take(int64_t(C) * lt);
+    for (int64_t* t : {&dP, &D}) *t = ar.take(int64_t(C) * lc);
+    red = ar.take(32);
+    total = ar.at;
+  }
+};
+
+template <class S, class IO, bool TC>
+__global__ void __launch_bounds__(wide_threads(TC))
+    delta_grad_keys_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
+                           GradScratch<S> gs, KeysLayout lay, S* scratch) {
+  S* base = block_base(scratch, lay.total);
+  const Factors<S> f(base + lay.f);
+  S *qt = base + lay.qt, *kt = base + lay.kt, *dP = base + lay.dP, *D = base + lay.D;
+  S *dO = base + lay.dO, *St = base + lay.St, *dSt = base + lay.dSt, *vn = base + lay.vn;
+  S *dy = base + lay.dy, *dq = base + lay.dq, *dk = base + lay.dk, *X = base + lay.X;
+  S* red = base + lay.red;
+  constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC), lc = row_stride(C, TC);
+  const int K = g.K, V = g.V, KT = (K + kTile - 1) / kTile;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const bool async = scratch == nullptr, gated = a.g != nullptr;
+  const S s = static_cast<S>(a.scale);
+  for (int64_t item = blockIdx.x; item < g.B * g.H * g.NC * KT; item += gridDim.x) {
+    const int64_t e = item / KT, bh = e / g.NC, c = e - bh * g.NC, row0 = g.row(bh, c * C);
+    const int kti = static_cast<int>(item - e * KT), k0 = kti * kTile, nk = min(kTile, K - k0);
+    const int n = g.rows(c);
+    copy_rows(f.beta, kFactors, gs.factors + e * kFactors, kFactors, 1, kFactors, async);
+    copy_rows(dP, lc, gs.cc + (e * 4 + 2) * C * C, C, C, C, async);
+    copy_rows(D, lc, gs.cc + (e * 4 + 3) * C * C, C, C, C, async);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    stage_keys(qt, lt, a.q, f.rq, g, bh, c, n, k0, nk);
+    stage_keys(kt, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+    S sds = S(0);  // <S, dS> over this tile's keys
+    const S *Sg = ws.states + e * K * V + k0 * V, *dSg = ws.dso + e * K * V + k0 * V;
+    for (int j0 = 0; j0 < V; j0 += kTile) {  // dq_S = dO S^T, dk_lam = Vn dS^T, X = dY S^T
+      const int nv = min(kTile, V - j0);
+      const bool first = j0 == 0;
+      copy_rows(St, lt, Sg + j0, V, nk, nv, async);
+      copy_rows(dSt, lt, dSg + j0, V, nk, nv, async);
+      copy_rows(vn, lt, ws.u + e * C * V + j0, V, C, nv, async);
+      copy_rows(dy, lt, ws.dy + e * C * V + j0, V, C, nv, async);
+      cp_async_commit();
+      stage_rows(dO, lt, C, nv, [&](int r, int j) {
+        return r < n ? value_cast<S>(gr.dout[(row0 + r * g.H) * V + j0 + j]) : S(0);
+      });
+      cp_async_wait<0>();
+      __syncthreads();
+      product<S, TC, nw>(
+          C, nk, nv, [&](int r, int j) { return dO[r * lt + j]; },
+          [&](int j, int i) { return St[i * lt + j]; },
+          [&](int r, int i, S x) { dq[r * lt + i] = first ? x : dq[r * lt + i] + x; });
+      product<S, TC, nw>(
+          C, nk, nv, [&](int r, int j) { return vn[r * lt + j]; },
+          [&](int j, int i) { return dSt[i * lt + j]; },
+          [&](int r, int i, S x) { dk[r * lt + i] = first ? x : dk[r * lt + i] + x; });
+      product<S, TC, nw>(
+          C, nk, nv, [&](int r, int j) { return dy[r * lt + j]; },
+          [&](int j, int i) { return St[i * lt + j]; },
+          [&](int r, int i, S x) { X[r * lt + i] = first ? x : X[r * lt + i] + x; });
+      if (gated)
+        for (int x = threadIdx.x; x < nk * nv; x += blockDim.x) {
+          const int i = x / nv, j = x - i * nv;
+          sds += St[i * lt + j] * dSt[i * lt + j];
+        }
+      __syncthreads();
+    }
+    if (gated) sds = block_reduce(sds, SumOp{}, S(0), red);
+    // The tile's row sums of the V products: eq = rowsum(Q o s gam dO S^T), el = rowsum(K o
+    // lam Vn dS^T), ek = rowsum(K o X).
+    S* sums = gs.sums + (e * KT + kti) * kRowSums * C;
+    for (int r = warp; r < C; r += nw) {
+      S eq = S(0), el = S(0), ek = S(0);
+      for (int i = lane; i < nk; i += 32) {
+        eq += qt[r * lt + i] * dq[r * lt + i];
+        el += kt[r * lt + i] * dk[r * lt + i];
+        ek += kt[r * lt + i] * X[r * lt + i];
+      }
+      eq = warp_reduce(eq, SumOp{});
+      el = warp_reduce(el, SumOp{});
+      ek = warp_reduce(ek, SumOp{});
+      if (lane == 0) {
+        sums[r] = s * f.gam[r] * eq;
+        sums[C + r] = f.lam[r] * el;
+        sums[2 * C + r] = ek;
+      }
+    }
+    if (threadIdx.x == 0) gs.sds[e * KT + kti] = sds;
+    __syncthreads();
+    // dq = s diag(gam) dO S^T + dP K;  dk = diag(lam) Vn dS^T - diag(gam beta) X + dP^T Q
+    // + (diag(beta) D + (diag(beta) D)^T) K  (this tile's columns).
+    product<S, TC, nw>(
+        C, nk, C, [&](int r, int l) { return dP[r * lc + l]; },
+        [&](int l, int i) { return kt[l * lt + i]; },
+        [&](int r, int i, S x) { dq[r * lt + i] = (s * f.gam[r]) * dq[r * lt + i] + x; });
+    product<S, TC, nw>(
+        C, nk, C, [&](int r, int l) { return dP[l * lc + r]; },
+        [&](int l, int i) { return qt[l * lt + i]; },
+        [&](int r, int i, S x) {
+          dk[r * lt + i] = f.lam[r] * dk[r * lt + i] - (f.gam[r] * f.beta[r]) * X[r * lt + i] + x;
+        });
+    product<S, TC, nw>(  // D is strictly lower: one of the two terms is zero
+        C, nk, C,
+        [&](int r, int l) { return f.beta[r] * D[r * lc + l] + f.beta[l] * D[l * lc + r]; },
+        [&](int l, int i) { return kt[l * lt + i]; },
+        [&](int r, int i, S x) { dk[r * lt + i] += x; });
+    __syncthreads();
+    S* dqg = gs.dqk + e * 2 * C * K + k0;
+    for (int r = warp; r < C; r += nw) {  // the L2-norm backward's row sums, the columns out
+      S pq = S(0), pk = S(0);
+      for (int i = lane; i < nk; i += 32) {
+        pq += qt[r * lt + i] * dq[r * lt + i];
+        pk += kt[r * lt + i] * dk[r * lt + i];
+        dqg[r * K + i] = dq[r * lt + i];
+        dqg[C * K + r * K + i] = dk[r * lt + i];
+      }
+      pq = warp_reduce(pq, SumOp{});
+      pk = warp_reduce(pk, SumOp{});
+      if (lane == 0) {
+        sums[3 * C + r] = pq;
+        sums[4 * C + r] = pk;
+      }
+    }
+    __syncthreads();  // the buffers are read before the next item rewrites them
+  }
+}
+
+struct RowsSumLayout {
+  int64_t f, A, QK, dPE, D, e0, dlam, sums, total;
+  RowsSumLayout(Arena ar, bool tc) {
+    const int lc = row_stride(C, tc);
+    f = ar.take(kFactors);
+    for (int64_t* t : {&A, &QK, &dPE, &D}) *t = ar.take(int64_t(C) * lc);
+    e0 = ar.take(C);
+    dlam = ar.take(C);
+    sums = ar.take(kRowSums * C + 1);  // the sums over key tiles, then <S, dS>
+    total = ar.at;
+  }
+};
+
+template <class S, class IO, bool TC>
+__global__ void __launch_bounds__(kNt)
+    delta_grad_rows_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, GradScratch<S> gs,
+                           RowsSumLayout lay, S* scratch) {
+  S* base = block_base(scratch, lay.total);
+  const Factors<S> f(base + lay.f);
+  S *A = base + lay.A, *QK = base + lay.QK, *dPE = base + lay.dPE, *D = base + lay.D;
+  S *e0 = base + lay.e0, *dlam = base + lay.dlam, *sums = base + lay.sums;
+  constexpr int nw = kNt / 32, lc = row_stride(C, TC);
+  const int K = g.K, KT = (K + kTile - 1) / kTile, tid = threadIdx.x, lane = tid & 31;
+  const int warp = tid >> 5;
+  const bool async = scratch == nullptr, gated = a.g != nullptr;
+  for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
+    const int64_t bh = e / g.NC, c = e - bh * g.NC;
+    const int n = g.rows(c);
+    copy_rows(f.beta, kFactors, gs.factors + e * kFactors, kFactors, 1, kFactors, async);
+    S* mats[4] = {A, QK, dPE, D};
+    for (int m = 0; m < 4; ++m) copy_rows(mats[m], lc, gs.cc + (e * 4 + m) * C * C, C, C, C, async);
+    cp_async_commit();
+    for (int x = tid; x <= kRowSums * C; x += kNt) {  // the key tiles in order
+      const S* src = x < kRowSums * C ? gs.sums + e * KT * kRowSums * C + x : gs.sds + e * KT;
+      const int64_t step = x < kRowSums * C ? kRowSums * C : 1;
+      S acc = S(0);
+      for (int t = 0; t < KT; ++t) acc += src[t * step];
+      sums[x] = acc;
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    const S *eq = sums, *el = sums + C, *ek = sums + 2 * C, *pq = sums + 3 * C;
+    const S* pk = sums + 4 * C;
+    const S sds = sums[kRowSums * C];
+    // e0 = rowsum(Q o dQ_S) (+ gam_n <S, dS> on the last row) - gam beta rowsum(K o X);
+    // dbeta = rowsum(dY o V) - gam rowsum(K o X) + rowsum(D o A).
+    for (int r = warp; r < n; r += nw) {
+      S da = S(0);
+      for (int l = lane; l < r; l += 32) da += D[r * lc + l] * A[r * lc + l];
+      da = warp_reduce(da, SumOp{});
+      if (lane == 0) {
+        e0[r] = eq[r] + (r == n - 1 ? f.gam[n - 1] * sds : S(0)) - (f.gam[r] * f.beta[r]) * ek[r];
+        dlam[r] = el[r];
+        gr.dbeta[g.row(bh, c * C + r)] = value_cast<IO>(f.yv[r] - f.gam[r] * ek[r] + da);
+      }
+    }
+    __syncthreads();
+    if (gated) {  // E and dg as in the single grad kernel
+      for (int x = tid; x < n * n; x += kNt) {
+        const int r = x / n, l = x - r * n;
+        dPE[r * lc + l] = r > l ? dPE[r * lc + l] * QK[r * lc + l] +
+                                      f.beta[r] * (D[r * lc + l] * A[r * lc + l]) +
+                                      (r == n - 1 ? dlam[l] : S(0))
+                                : S(0);
+      }
+      __syncthreads();
+      for (int l = warp; l < n; l += nw) {
+        S acc = S(0);
+        for (int i = l + lane; i < n; i += 32) {
+          S span = e0[i];
+          for (int j = 0; j < l; ++j) span += dPE[i * lc + j];
+          acc += span;
+        }
+        acc = warp_reduce(acc, SumOp{});
+        if (lane == 0) gr.dg[g.row(bh, c * C + l)] = value_cast<IO>(acc);
+      }
+    }
+    // The L2-norm backward (du = (dx - <dx, x> x) / |u|), rows out.
+    const S* dqs = gs.dqk + e * 2 * C * K;
+    for (int r = warp; r < n; r += nw) {
+      const int64_t row = g.row(bh, c * C + r);
+      const S sq = a.l2norm_qk ? pq[r] : S(0), sk = a.l2norm_qk ? pk[r] : S(0);
+      for (int i = lane; i < K; i += 32) {
+        const S qn = value_cast<S>(a.q[row * K + i]) * f.rq[r];
+        const S kn = value_cast<S>(a.k[row * K + i]) * f.rk[r];
+        gr.dq[row * K + i] = value_cast<IO>(f.rq[r] * (dqs[r * K + i] - sq * qn));
+        gr.dk[row * K + i] = value_cast<IO>(f.rk[r] * (dqs[C * K + r * K + i] - sk * kn));
+      }
+    }
+    __syncthreads();  // the buffers are read before the next item rewrites them
+  }
+}
+
 // ---- launchers
 
 template <class S>
@@ -933,12 +1345,33 @@ void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, con
   const WalkBackLayout back(Arena{}, g.K, TC);
   launch_items<S>(delta_walk_back_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * slices,
                   back.total, op, gr, static_cast<S>(a.scale), g, ws.ptrs, back);
-  // S and dS staged in shared memory when the whole workspace then still fits
+  // One grad kernel when its buffers fit in shared memory (S and dS staged too when they still
+  // fit), else the three kernels on 64-wide tiles.
   const GradLayout staged(Arena{}, g.K, g.V, true, TC), plain(Arena{}, g.K, g.V, false, TC);
-  const GradLayout& lay =
-      size_t(staged.total) * sizeof(S) <= shared_memory_limit() ? staged : plain;
-  launch_items<S>(delta_grad_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * g.NC, lay.total, op,
-                  a, gr, g, ws.ptrs, lay);
+  const size_t limit = shared_memory_limit();
+  if (size_t(plain.total) * sizeof(S) <= limit) {
+    const GradLayout& lay = size_t(staged.total) * sizeof(S) <= limit ? staged : plain;
+    launch_items<S>(delta_grad_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * g.NC, lay.total,
+                    op, a, gr, g, ws.ptrs, lay);
+    return;
+  }
+  const int64_t items = g.B * g.H * g.NC, KT = (g.K + kTile - 1) / kTile;
+  Arena ar;
+  const int64_t cc = ar.take(items * 4 * C * C), factors = ar.take(items * kFactors);
+  const int64_t dqk = ar.take(items * 2 * C * g.K), sums = ar.take(items * KT * kRowSums * C);
+  const int64_t sds = ar.take(items * KT);
+  Tensor buf = scratch_of<S>(ar.at);
+  S* b = static_cast<S*>(buf.raw_data());
+  const GradScratch<S> gs{b + cc, b + factors, b + dqk, b + sums, b + sds};
+  const ScoresLayout scores(Arena{}, TC);
+  launch_items<S>(delta_grad_scores_kernel<S, IO, TC>, wide_threads(TC), items, scores.total, op,
+                  a, gr, g, ws.ptrs, gs, scores);
+  const KeysLayout keys(Arena{}, TC);
+  launch_items<S>(delta_grad_keys_kernel<S, IO, TC>, wide_threads(TC), items * KT, keys.total, op,
+                  a, gr, g, ws.ptrs, gs, keys);
+  const RowsSumLayout rows(Arena{}, TC);
+  launch_items<S>(delta_grad_rows_kernel<S, IO, TC>, kNt, items, rows.total, op, a, gr, g, gs,
+                  rows);
 }
 
 // The bf16 structs with the device's bf16 type (the same bits).

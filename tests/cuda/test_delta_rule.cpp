@@ -1,27 +1,27 @@
-// The delta-rule kernels on CUDA (DeltaNet, Gated DeltaNet; recurrent and chunk tiers) against
-// the CPU recurrent tier, and the CUDA chunk tier against the CUDA recurrent tier: o, hT, dq,
-// dk, dv, dbeta, dg, dh0 compared separately by name (relative RMS, tests/helpers/close.h) with
-// random upstream gradients dout and dhT (fla's one-scalar trick). Covered: ragged T around the
-// chunk size (1, 63, 64, 65, 130, 200), H = 1, K != V (32/48, 60/33), K = V = 64, 128, 256 (the
-// shared-memory and global-workspace paths of the chunk kernels), DeltaNet and two decay
-// regimes (strong g = logsigmoid(N(0,1)), weak g = logsigmoid(N(4,1)) / 16), with and without
-// l2norm_qk, with and without h0 / dhT, f32 and f64. Then the autograd ops delta_rule() /
-// gated_delta_rule() on CUDA Vars against CPU Vars (outputs and the .grad() of every input, for
-// Auto, Recurrent and Chunk, heads whole and split into value slices), the CPU-only reference
-// tier's error, and the state carry: T tokens equal T1 then T2 tokens from the carried state,
-// forward and backward, on both CUDA tiers. The chunk tier's TF32 products (bf16 inputs) against
-// the CPU with TF32 tolerances, and its bf16 kernels against the TF32 ones.
-//
-// Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with l2norm_qk) so that the
-// recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64 1e-10 (same algorithm or
-// an exact reformulation, double rounding); f32 2e-5 for outputs and 5e-5 for gradients (other
-// summation orders over K, V and up to 200 steps; the CPU tiers agree with the f64 reference to
-// 1e-5 / 5e-5 on the same problems).
+// The delta-rule kernels on CUDA (DeltaNet, Gated DeltaNet; recurrent and chunk tiers) against the
+// CPU recurrent tier, and the CUDA chunk tier against the CUDA recurrent tier: o, hT, dq, dk, dv,
+// dbeta, dg, dh0 compared separately by name (relative RMS, tests/helpers/close.h) with random
+// upstream gradients dout and dhT (fla's one-scalar trick). Covered: ragged T around the chunk size
+// (1, 63, 64, 65, 130, 200), H = 1, K != V (32/48, 60/33, 160/96), K = V = 64, 128, 256 (the
+// shared-memory and global-workspace paths of the chunk kernels, the one-kernel and the tiled
+// gradients), DeltaNet and two decay regimes (strong g = logsigmoid(N(0,1)), weak g =
+// logsigmoid(N(4,1)) / 16), with and without l2norm_qk, with and without h0 / dhT, f32 and f64.
+// Then the autograd ops delta_rule() / gated_delta_rule() on CUDA Vars against CPU Vars (outputs
+// and the .grad() of every input, for Auto, Recurrent and Chunk, heads whole and split into value
+// slices), the CPU-only reference tier's error, and the state carry: T tokens equal T1 then T2
+// tokens from the carried state, forward and backward, on both CUDA tiers. The chunk tier's TF32
+// products (bf16 inputs) against the CPU with TF32 tolerances, and its bf16 kernels against the
+// TF32 ones. Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with l2norm_qk) so
+// that the recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64 1e-10 (same
+// algorithm or an exact reformulation, double rounding); f32 2e-5 for outputs and 5e-5 for
+// gradients (other summation orders over K, V and up to 200 steps; the CPU tiers agree with the f64
+// reference to 1e-5 / 5e-5 on the same problems).
 #include "tests/cuda/cuda_test_helpers.h"
 #ifdef HLA_WITH_CUDA
 #include <cmath>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "autograd/primitives.h"
@@ -197,16 +197,18 @@ TEST_CASE("cuda delta rule kernels match the CPU recurrent tier", "[cuda]") {
           }
 }
 
-TEST_CASE("cuda delta rule kernels at K = V = 64, 128 and 256", "[cuda]") {
+// K = V = 64 runs the single grad kernel in shared memory; 128, 256 and K = 160, V = 96 (a
+// partial tile of 32 keys, of 32 values) the three grad kernels on 64-wide tiles.
+TEST_CASE("cuda delta rule kernels at K = V = 64, 128 and 256, and K = 160, V = 96", "[cuda]") {
   HLA_REQUIRE_GPU();
   uint64_t seed = 200;
   for (DType dt : {DType::f32, DType::f64})
-    for (int64_t KV : {64, 128, 256})
+    for (auto [K, V] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {256, 256}, {160, 96}})
       for (Decay decay : {Decay::None, Decay::Strong}) {
         const bool l2norm = decay == Decay::Strong;
-        INFO(dtype_name(dt) << " K=V=" << KV << " decay " << decay_name(decay) << " l2norm "
-                            << l2norm);
-        check_tiers(make_problem({2, 130, 2, KV, KV}, dt, decay, l2norm, true, ++seed));
+        INFO(dtype_name(dt) << " K=" << K << " V=" << V << " decay " << decay_name(decay)
+                            << " l2norm " << l2norm);
+        check_tiers(make_problem({2, 130, 2, K, V}, dt, decay, l2norm, true, ++seed));
       }
 }
 
