@@ -26,8 +26,9 @@
 //
 // Kernels (256 threads each; with TF32 products the walks and grad 512; products by
 // block_product.cuh or block_product_tf32.cuh):
-//   prep      one block per (head, chunk): Ti (diagonal 16 x 16 blocks by substitution, then
-//             block rows), U, W, P, diag(lam) K, diag(gam) Q, gam_n into a global workspace
+//   prep      one block per (head, chunk), over 64-key and 64-value tiles: Ti (diagonal 16 x 16
+//             blocks by substitution, then block rows), U, W, P, diag(lam) K, diag(gam) Q,
+//             gam_n into a global workspace
 //   walk      one block per (head, 64 value columns), chunks in order: S, Vn = U - W S in place
 //             of U, every chunk's incoming state kept for the output and the backward; the
 //             next chunk's tiles load (cp.async) under this chunk's products
@@ -37,12 +38,13 @@
 //             memory (f32 up to K = V = 64); wider heads run it as three kernels on 64-wide
 //             tiles (scores, keys, rows: see "grad for heads whose ..." below)
 // A block's matrices live in shared memory when they fit the device's opt-in limit (227 KiB on
-// H100 / H200: prep up to K = 256 in f32), otherwise in a per-block global scratch with the
-// same layout and a grid of at most 2 blocks per SM walking the items. Rows of shared [n][K]
-// buffers are padded (row_stride: K + 1 entries for FMA products, 4 mod 32 for TF32 ones). Rows
-// past a partial chunk are zero in every workspace matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on TF32 tensor cores
-// with DeltaRuleArgs::tensor_cores), f64, and bf16 storage (f32 workspaces, TF32 products: every
-// global read and write through value_cast); any K, V (sizes < 2^31). Outputs are overwritten.
+// H100 / H200), otherwise in a per-block global scratch with the same layout and a grid of at
+// most 2 blocks per SM walking the items. Rows of shared [n][K] buffers are padded (row_stride:
+// K + 1 entries for FMA products, 4 mod 32 for TF32 ones). Rows past a partial chunk are zero in
+// every workspace matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on
+// TF32 tensor cores with DeltaRuleArgs::tensor_cores), f64, and bf16 storage (f32 workspaces,
+// TF32 products: every global read and write through value_cast); any K, V (sizes < 2^31).
+// Outputs are overwritten.
 #include <type_traits>
 
 #include "kernels/cuda/block_product.cuh"
@@ -136,7 +138,7 @@ struct Arena {
   }
 };
 
-// Rows of one chunk shared by prep and grad: normalised q, k [C][K+1] and the per-row factors.
+// Rows of one chunk for the one-kernel grad: normalised q, k [C][K+1] and the per-row factors.
 template <class S>
 struct Rows {
   S *q, *k, *beta, *Gam, *gam, *lam, *rq, *rk;
@@ -281,14 +283,82 @@ __device__ S* block_base(S* scratch, int64_t total) {
                  : reinterpret_cast<S*>(smem_raw);
 }
 
+// ---- 64-wide tiles of keys and values: the row factors of a chunk, its normalised q, k columns
+
+constexpr int kTile = 64;  // keys or values of a tile
+
+// Per-row factors of a chunk, [7][C] in shared memory and in the scratch alike: beta, Gam, gam,
+// lam, rq, rk (Rows' meanings) and rowsum(dY o V).
+template <class S>
+struct Factors {
+  S *beta, *Gam, *gam, *lam, *rq, *rk, *yv;
+  __device__ explicit Factors(S* f)
+      : beta(f), Gam(f + C), gam(f + 2 * C), lam(f + 3 * C), rq(f + 4 * C), rk(f + 5 * C),
+        yv(f + 6 * C) {}
+};
+constexpr int kFactors = 7 * C;
+// The factors of chunk c of head bh (rows n..C-1 zero), the norms read from global memory.
+// Ends with a barrier.
+template <class S, class IO>
+__device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c,
+                             int n, const Factors<S>& f) {
+  const int K = g.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t row0 = g.row(bh, c * C), H = g.H;
+  if (tid < C) {
+    const bool in = tid < n;
+    f.beta[tid] = in ? value_cast<S>(a.beta[row0 + tid * H]) : S(0);
+    f.Gam[tid] = in && a.g ? value_cast<S>(a.g[row0 + tid * H]) : S(0);
+  }
+  __syncthreads();
+  if (warp == 0) scan_decays(f.Gam);
+  __syncthreads();
+  for (int r = warp; r < C; r += blockDim.x >> 5) {
+    S sq = S(0), sk = S(0);
+    if (a.l2norm_qk && r < n)
+      for (int i = lane; i < K; i += 32) {
+        const S x = value_cast<S>(a.q[(row0 + r * H) * K + i]);
+        const S y = value_cast<S>(a.k[(row0 + r * H) * K + i]);
+        sq += x * x;
+        sk += y * y;
+      }
+    sq = warp_reduce(sq, SumOp{});
+    sk = warp_reduce(sk, SumOp{});
+    if (lane == 0) {
+      const bool in = r < n;
+      f.rq[r] = a.l2norm_qk ? S(1) / sqrt(sq + S(kernels::kL2Eps)) : S(1);
+      f.rk[r] = a.l2norm_qk ? S(1) / sqrt(sk + S(kernels::kL2Eps)) : S(1);
+      f.gam[r] = in ? exp(f.Gam[r]) : S(0);
+      f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
+      f.yv[r] = S(0);
+    }
+  }
+  __syncthreads();
+}
+
+// Columns k0 .. k0 + nk of the chunk's normalised q (or k) rows into t [C][lt] (rows >= n zero).
+template <class S, class IO>
+__device__ void stage_keys(S* t, int lt, const IO* x, const S* r_norm, const Geo& g, int64_t bh,
+                           int64_t c, int n, int k0, int nk) {
+  const int64_t row0 = g.row(bh, c * C);
+  stage_rows(t, lt, C, nk, [&](int r, int i) {
+    return r < n ? value_cast<S>(x[(row0 + r * g.H) * g.K + k0 + i]) * r_norm[r] : S(0);
+  });
+}
+
 // ---- prep: Ti, U, W, P, diag(lam) K, diag(gam) Q, gam_n of every chunk
+// Over 64-key tiles (K K^T and Q K^T summed, diag(lam) K and diag(gam) Q out), then
+// Ti = (I + L)^{-1}, U = Ti diag(beta) V over 64-value tiles and W = Ti diag(beta gam) K over
+// 64-key tiles: no buffer wider than 64 columns (about 93 KiB in f32, two blocks an SM).
 
 struct PrepLayout {
-  RowsLayout rows;
-  int64_t L, ti, tmp, total;
-  PrepLayout(Arena ar, int K, bool tc) : rows(ar, K, tc) {
-    const int lc = row_stride(C, tc);
+  int64_t f, t0, t1, L, P, ti, tmp, total;
+  PrepLayout(Arena ar, bool tc) {
+    const int lt = row_stride(kTile, tc), lc = row_stride(C, tc);
+    f = ar.take(kFactors);
+    t0 = ar.take(int64_t(C) * lt);
+    t1 = ar.take(int64_t(C) * lt);
     L = ar.take(int64_t(C) * lc);
+    P = ar.take(int64_t(C) * lc);
     ti = ar.take(int64_t(C) * lc);
     tmp = ar.take(int64_t(kSolve) * lc);
     total = ar.at;
@@ -299,55 +369,72 @@ template <class S, class IO, bool TC>
 __global__ void __launch_bounds__(kNt)
     delta_prep_kernel(DeltaRuleArgs<IO> a, Geo g, Chunks<S> ws, PrepLayout lay, S* scratch) {
   S* base = block_base(scratch, lay.total);
-  const Rows<S> w = lay.rows.bind(base);
-  S *L = base + lay.L, *ti = base + lay.ti, *tmp = base + lay.tmp;
-  const int K = g.K, V = g.V, lk = row_stride(K, TC), lc = row_stride(C, TC);
+  const Factors<S> f(base + lay.f);
+  S *t0 = base + lay.t0, *t1 = base + lay.t1, *L = base + lay.L, *P = base + lay.P;
+  S *ti = base + lay.ti, *tmp = base + lay.tmp;
+  constexpr int lt = row_stride(kTile, TC), lc = row_stride(C, TC);
+  const int K = g.K, V = g.V;
   const bool gated = a.g != nullptr;
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
     const int64_t bh = e / g.NC, c = e - bh * g.NC;
     const int n = g.rows(c);
-    load_rows(a, g, bh, c, n, w);
-    S *P = ws.p + e * C * C, *Ti = ws.ti + e * C * C;
-    product<S, TC>(
-        C, C, K, [&](int r, int i) { return w.k[r * lk + i]; },
-        [&](int i, int l) { return w.k[l * lk + i]; },
-        [&](int r, int l, S kk) {
-          L[r * lc + l] = r > l ? w.beta[r] * (kk * decay(w.Gam, gated, r, l)) : S(0);
-        });
-    product<S, TC>(
-        C, C, K, [&](int r, int i) { return w.q[r * lk + i]; },
-        [&](int i, int l) { return w.k[l * lk + i]; },
-        [&](int r, int l, S qk) { P[r * C + l] = qk * decay(w.Gam, gated, r, l); });
-    unstage_rows(w.k, lk, C, K,
-                 [&](int r, int i, S x) { ws.kl[e * C * K + r * K + i] = w.lam[r] * x; });
-    unstage_rows(w.q, lk, C, K,
-                 [&](int r, int i, S x) { ws.qg[e * C * K + r * K + i] = w.gam[r] * x; });
-    if (threadIdx.x == 0) ws.gn[e] = w.gam[n - 1];
+    load_factors(a, g, bh, c, n, f);
+    for (int k0 = 0; k0 < K; k0 += kTile) {  // K K^T and Q K^T; diag(lam) K, diag(gam) Q out
+      const int nk = min(kTile, K - k0);
+      const bool first = k0 == 0;
+      stage_keys(t0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
+      stage_keys(t1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+      __syncthreads();
+      product<S, TC>(
+          C, C, nk, [&](int r, int i) { return t1[r * lt + i]; },
+          [&](int i, int l) { return t1[l * lt + i]; },
+          [&](int r, int l, S x) { L[r * lc + l] = first ? x : L[r * lc + l] + x; });
+      product<S, TC>(
+          C, C, nk, [&](int r, int i) { return t0[r * lt + i]; },
+          [&](int i, int l) { return t1[l * lt + i]; },
+          [&](int r, int l, S x) { P[r * lc + l] = first ? x : P[r * lc + l] + x; });
+      unstage_rows(t1, lt, C, nk, [&](int r, int i, S x) {
+        ws.kl[e * C * K + r * K + k0 + i] = f.lam[r] * x;
+      });
+      unstage_rows(t0, lt, C, nk, [&](int r, int i, S x) {
+        ws.qg[e * C * K + r * K + k0 + i] = f.gam[r] * x;
+      });
+      __syncthreads();
+    }
+    // L = tril_{-1}(diag(beta)(K K^T o M)) in place; P = (Q K^T) o M out.
+    for (int x = threadIdx.x; x < C * C; x += blockDim.x) {
+      const int r = x / C, l = x - r * C;
+      const S m = decay(f.Gam, gated, r, l);
+      L[r * lc + l] = r > l ? f.beta[r] * (L[r * lc + l] * m) : S(0);
+      ws.p[e * C * C + x] = P[r * lc + l] * m;
+    }
+    if (threadIdx.x == 0) ws.gn[e] = f.gam[n - 1];
     __syncthreads();
     invert_unit_lower(L, ti, tmp, lc);
-    unstage_rows(ti, lc, C, C, [&](int r, int l, S x) { Ti[r * C + l] = x; });
-    const IO* v = a.v + g.row(bh, c * C) * V;  // row l of the chunk at v + l H V
-    const int64_t vrow = g.H * V;
-    auto store_u = [&](int r, int j, S x) { ws.u[e * C * V + r * V + j] = x; };
-    if (V <= K) {  // diag(beta) V staged in q's buffer (q is done with)
-      stage_rows(w.q, lk, C, V, [&](int l, int j) {
-        return l < n ? w.beta[l] * value_cast<S>(v[l * vrow + j]) : S(0);
+    unstage_rows(ti, lc, C, C, [&](int r, int l, S x) { ws.ti[e * C * C + r * C + l] = x; });
+    const int64_t row0 = g.row(bh, c * C);
+    for (int j0 = 0; j0 < V; j0 += kTile) {  // U = Ti diag(beta) V
+      const int nv = min(kTile, V - j0);
+      stage_rows(t0, lt, C, nv, [&](int l, int j) {
+        return l < n ? f.beta[l] * value_cast<S>(a.v[(row0 + l * g.H) * V + j0 + j]) : S(0);
       });
       __syncthreads();
       product<S, TC>(
-          C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
-          [&](int l, int j) { return w.q[l * lk + j]; }, store_u);
-    } else {
-      product<S, TC>(  // rows past n: beta = 0 (their clamped v row is read, not used)
-          C, V, C, [&](int r, int l) { return ti[r * lc + l]; },
-          [&](int l, int j) { return w.beta[l] * value_cast<S>(v[min(l, n - 1) * vrow + j]); },
-          store_u);
+          C, nv, C, [&](int r, int l) { return ti[r * lc + l]; },
+          [&](int l, int j) { return t0[l * lt + j]; },
+          [&](int r, int j, S x) { ws.u[e * C * V + r * V + j0 + j] = x; });
+      __syncthreads();
     }
-    product<S, TC>(
-        C, K, C, [&](int r, int l) { return ti[r * lc + l]; },
-        [&](int l, int i) { return (w.beta[l] * w.gam[l]) * w.k[l * lk + i]; },
-        [&](int r, int i, S x) { ws.w[e * C * K + r * K + i] = x; });
-    __syncthreads();  // the buffers are read before the next item rewrites them
+    for (int k0 = 0; k0 < K; k0 += kTile) {  // W = Ti diag(beta gam) K
+      const int nk = min(kTile, K - k0);
+      stage_keys(t1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+      __syncthreads();
+      product<S, TC>(
+          C, nk, C, [&](int r, int l) { return ti[r * lc + l]; },
+          [&](int l, int i) { return (f.beta[l] * f.gam[l]) * t1[l * lt + i]; },
+          [&](int r, int i, S x) { ws.w[e * C * K + r * K + k0 + i] = x; });
+      __syncthreads();
+    }
   }
 }
 
@@ -845,18 +932,6 @@ __global__ void __launch_bounds__(wide_threads(TC))
 //   rows    one block per (head, chunk): the key tiles' row sums added in order, dbeta, dg, the
 //           L2-norm backward, dq and dk out
 
-constexpr int kTile = 64;  // keys or values of a tile
-
-// Per-row factors of a chunk, [7][C] in shared memory and in the scratch alike: beta, Gam, gam,
-// lam, rq, rk (Rows' meanings) and rowsum(dY o V).
-template <class S>
-struct Factors {
-  S *beta, *Gam, *gam, *lam, *rq, *rk, *yv;
-  __device__ explicit Factors(S* f)
-      : beta(f), Gam(f + C), gam(f + 2 * C), lam(f + 3 * C), rq(f + 4 * C), rk(f + 5 * C),
-        yv(f + 6 * C) {}
-};
-constexpr int kFactors = 7 * C;
 constexpr int kRowSums = 5;  // a key tile's row sums: eq, el, ek, pq, pk
 
 // The split backward's global scratch, item e = head * NC + chunk, KT = ceil(K / 64) key tiles.
@@ -868,54 +943,6 @@ struct GradScratch {
   S* sums;     // [items, KT, kRowSums, C]
   S* sds;      // [items, KT]         <S, dS> over the tile's keys
 };
-
-// The factors of chunk c of head bh (rows n..C-1 zero), the norms read from global memory.
-// Ends with a barrier.
-template <class S, class IO>
-__device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c,
-                             int n, const Factors<S>& f) {
-  const int K = g.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t row0 = g.row(bh, c * C), H = g.H;
-  if (tid < C) {
-    const bool in = tid < n;
-    f.beta[tid] = in ? value_cast<S>(a.beta[row0 + tid * H]) : S(0);
-    f.Gam[tid] = in && a.g ? value_cast<S>(a.g[row0 + tid * H]) : S(0);
-  }
-  __syncthreads();
-  if (warp == 0) scan_decays(f.Gam);
-  __syncthreads();
-  for (int r = warp; r < C; r += blockDim.x >> 5) {
-    S sq = S(0), sk = S(0);
-    if (a.l2norm_qk && r < n)
-      for (int i = lane; i < K; i += 32) {
-        const S x = value_cast<S>(a.q[(row0 + r * H) * K + i]);
-        const S y = value_cast<S>(a.k[(row0 + r * H) * K + i]);
-        sq += x * x;
-        sk += y * y;
-      }
-    sq = warp_reduce(sq, SumOp{});
-    sk = warp_reduce(sk, SumOp{});
-    if (lane == 0) {
-      const bool in = r < n;
-      f.rq[r] = a.l2norm_qk ? S(1) / sqrt(sq + S(kernels::kL2Eps)) : S(1);
-      f.rk[r] = a.l2norm_qk ? S(1) / sqrt(sk + S(kernels::kL2Eps)) : S(1);
-      f.gam[r] = in ? exp(f.Gam[r]) : S(0);
-      f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
-      f.yv[r] = S(0);
-    }
-  }
-  __syncthreads();
-}
-
-// Columns k0 .. k0 + nk of the chunk's normalised q (or k) rows into t [C][lt] (rows >= n zero).
-template <class S, class IO>
-__device__ void stage_keys(S* t, int lt, const IO* x, const S* r_norm, const Geo& g, int64_t bh,
-                           int64_t c, int n, int k0, int nk) {
-  const int64_t row0 = g.row(bh, c * C);
-  stage_rows(t, lt, C, nk, [&](int r, int i) {
-    return r < n ? value_cast<S>(x[(row0 + r * g.H) * g.K + k0 + i]) * r_norm[r] : S(0);
-  });
-}
 
 struct ScoresLayout {
   int64_t f, qt, kt, dO, vn, dy, A, QK, dP, D, total;
@@ -1008,30 +1035,29 @@ __global__ void __launch_bounds__(wide_threads(TC))
   }
 }
 
+// Three operand tiles, three accumulators and the factors (about 106 KiB in f32 with TF32
+// padding: two blocks an SM). The value tiles in two passes: dO, dY with S, then Vn with dS.
 struct KeysLayout {
-  int64_t f, qt, kt, dP, D, dO, St, dSt, vn, dy, dq, dk, X, red, total;
+  int64_t f, T0, T1, T2, dq, dk, X, red, total;
   KeysLayout(Arena ar, bool tc) {
-    const int lt = row_stride(kTile, tc), lc = row_stride(C, tc);
+    const int lt = row_stride(kTile, tc);
     f = ar.take(kFactors);
-    for (int64_t* t : {&qt, &kt, &dO, &St, &dSt, &vn, &dy, &dq, &dk, &X})
-      *t = ar.take(int64_t(C) * lt);
-    for (int64_t* t : {&dP, &D}) *t = ar.take(int64_t(C) * lc);
+    for (int64_t* t : {&T0, &T1, &T2, &dq, &dk, &X}) *t = ar.take(int64_t(C) * lt);
     red = ar.take(32);
     total = ar.at;
   }
 };
 
 template <class S, class IO, bool TC>
-__global__ void __launch_bounds__(wide_threads(TC))
+__global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     delta_grad_keys_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
                            GradScratch<S> gs, KeysLayout lay, S* scratch) {
+  static_assert(kTile == C, "a C x C matrix takes a tile's place");
   S* base = block_base(scratch, lay.total);
   const Factors<S> f(base + lay.f);
-  S *qt = base + lay.qt, *kt = base + lay.kt, *dP = base + lay.dP, *D = base + lay.D;
-  S *dO = base + lay.dO, *St = base + lay.St, *dSt = base + lay.dSt, *vn = base + lay.vn;
-  S *dy = base + lay.dy, *dq = base + lay.dq, *dk = base + lay.dk, *X = base + lay.X;
-  S* red = base + lay.red;
-  constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC), lc = row_stride(C, TC);
+  S *T0 = base + lay.T0, *T1 = base + lay.T1, *T2 = base + lay.T2, *dq = base + lay.dq;
+  S *dk = base + lay.dk, *X = base + lay.X, *red = base + lay.red;
+  constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC);
   const int K = g.K, V = g.V, KT = (K + kTile - 1) / kTile;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool async = scratch == nullptr, gated = a.g != nullptr;
@@ -1041,57 +1067,66 @@ __global__ void __launch_bounds__(wide_threads(TC))
     const int kti = static_cast<int>(item - e * KT), k0 = kti * kTile, nk = min(kTile, K - k0);
     const int n = g.rows(c);
     copy_rows(f.beta, kFactors, gs.factors + e * kFactors, kFactors, 1, kFactors, async);
-    copy_rows(dP, lc, gs.cc + (e * 4 + 2) * C * C, C, C, C, async);
-    copy_rows(D, lc, gs.cc + (e * 4 + 3) * C * C, C, C, C, async);
     cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-    stage_keys(qt, lt, a.q, f.rq, g, bh, c, n, k0, nk);
-    stage_keys(kt, lt, a.k, f.rk, g, bh, c, n, k0, nk);
-    S sds = S(0);  // <S, dS> over this tile's keys
     const S *Sg = ws.states + e * K * V + k0 * V, *dSg = ws.dso + e * K * V + k0 * V;
-    for (int j0 = 0; j0 < V; j0 += kTile) {  // dq_S = dO S^T, dk_lam = Vn dS^T, X = dY S^T
+    // Pass 1: dq_S = dO S^T and X = dY S^T over this tile's keys (dO in T0, dY in T1, S in T2).
+    for (int j0 = 0; j0 < V; j0 += kTile) {
       const int nv = min(kTile, V - j0);
       const bool first = j0 == 0;
-      copy_rows(St, lt, Sg + j0, V, nk, nv, async);
-      copy_rows(dSt, lt, dSg + j0, V, nk, nv, async);
-      copy_rows(vn, lt, ws.u + e * C * V + j0, V, C, nv, async);
-      copy_rows(dy, lt, ws.dy + e * C * V + j0, V, C, nv, async);
+      copy_rows(T1, lt, ws.dy + e * C * V + j0, V, C, nv, async);
+      copy_rows(T2, lt, Sg + j0, V, nk, nv, async);
       cp_async_commit();
-      stage_rows(dO, lt, C, nv, [&](int r, int j) {
+      stage_rows(T0, lt, C, nv, [&](int r, int j) {
         return r < n ? value_cast<S>(gr.dout[(row0 + r * g.H) * V + j0 + j]) : S(0);
       });
       cp_async_wait<0>();
       __syncthreads();
       product<S, TC, nw>(
-          C, nk, nv, [&](int r, int j) { return dO[r * lt + j]; },
-          [&](int j, int i) { return St[i * lt + j]; },
+          C, nk, nv, [&](int r, int j) { return T0[r * lt + j]; },
+          [&](int j, int i) { return T2[i * lt + j]; },
           [&](int r, int i, S x) { dq[r * lt + i] = first ? x : dq[r * lt + i] + x; });
       product<S, TC, nw>(
-          C, nk, nv, [&](int r, int j) { return vn[r * lt + j]; },
-          [&](int j, int i) { return dSt[i * lt + j]; },
-          [&](int r, int i, S x) { dk[r * lt + i] = first ? x : dk[r * lt + i] + x; });
-      product<S, TC, nw>(
-          C, nk, nv, [&](int r, int j) { return dy[r * lt + j]; },
-          [&](int j, int i) { return St[i * lt + j]; },
+          C, nk, nv, [&](int r, int j) { return T1[r * lt + j]; },
+          [&](int j, int i) { return T2[i * lt + j]; },
           [&](int r, int i, S x) { X[r * lt + i] = first ? x : X[r * lt + i] + x; });
+      __syncthreads();
+    }
+    // Pass 2: dk_lam = Vn dS^T (Vn in T0, dS in T1) and <S, dS> (S from global memory).
+    S sds = S(0);
+    for (int j0 = 0; j0 < V; j0 += kTile) {
+      const int nv = min(kTile, V - j0);
+      const bool first = j0 == 0;
+      copy_rows(T0, lt, ws.u + e * C * V + j0, V, C, nv, async);
+      copy_rows(T1, lt, dSg + j0, V, nk, nv, async);
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncthreads();
+      product<S, TC, nw>(
+          C, nk, nv, [&](int r, int j) { return T0[r * lt + j]; },
+          [&](int j, int i) { return T1[i * lt + j]; },
+          [&](int r, int i, S x) { dk[r * lt + i] = first ? x : dk[r * lt + i] + x; });
       if (gated)
         for (int x = threadIdx.x; x < nk * nv; x += blockDim.x) {
           const int i = x / nv, j = x - i * nv;
-          sds += St[i * lt + j] * dSt[i * lt + j];
+          sds += Sg[int64_t(i) * V + j0 + j] * T1[i * lt + j];
         }
       __syncthreads();
     }
     if (gated) sds = block_reduce(sds, SumOp{}, S(0), red);
+    copy_rows(T2, lt, gs.cc + (e * 4 + 2) * C * C, C, C, C, async);  // dP, under the rest
+    cp_async_commit();
+    stage_keys(T0, lt, a.q, f.rq, g, bh, c, n, k0, nk);  // q and k of the tile's keys
+    stage_keys(T1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+    __syncthreads();
     // The tile's row sums of the V products: eq = rowsum(Q o s gam dO S^T), el = rowsum(K o
     // lam Vn dS^T), ek = rowsum(K o X).
     S* sums = gs.sums + (e * KT + kti) * kRowSums * C;
     for (int r = warp; r < C; r += nw) {
       S eq = S(0), el = S(0), ek = S(0);
       for (int i = lane; i < nk; i += 32) {
-        eq += qt[r * lt + i] * dq[r * lt + i];
-        el += kt[r * lt + i] * dk[r * lt + i];
-        ek += kt[r * lt + i] * X[r * lt + i];
+        eq += T0[r * lt + i] * dq[r * lt + i];
+        el += T1[r * lt + i] * dk[r * lt + i];
+        ek += T1[r * lt + i] * X[r * lt + i];
       }
       eq = warp_reduce(eq, SumOp{});
       el = warp_reduce(el, SumOp{});
@@ -1105,29 +1140,39 @@ __global__ void __launch_bounds__(wide_threads(TC))
     if (threadIdx.x == 0) gs.sds[e * KT + kti] = sds;
     __syncthreads();
     // dq = s diag(gam) dO S^T + dP K;  dk = diag(lam) Vn dS^T - diag(gam beta) X + dP^T Q
-    // + (diag(beta) D + (diag(beta) D)^T) K  (this tile's columns).
+    // + (diag(beta) D + (diag(beta) D)^T) K  (this tile's columns). X folds into dk, then
+    // holds D.
+    for (int x = threadIdx.x; x < C * nk; x += blockDim.x) {
+      const int r = x / nk, i = x - r * nk;
+      dq[r * lt + i] = (s * f.gam[r]) * dq[r * lt + i];
+      dk[r * lt + i] = f.lam[r] * dk[r * lt + i] - (f.gam[r] * f.beta[r]) * X[r * lt + i];
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    copy_rows(X, lt, gs.cc + (e * 4 + 3) * C * C, C, C, C, async);
+    cp_async_commit();
     product<S, TC, nw>(
-        C, nk, C, [&](int r, int l) { return dP[r * lc + l]; },
-        [&](int l, int i) { return kt[l * lt + i]; },
-        [&](int r, int i, S x) { dq[r * lt + i] = (s * f.gam[r]) * dq[r * lt + i] + x; });
+        C, nk, C, [&](int r, int l) { return T2[r * lt + l]; },
+        [&](int l, int i) { return T1[l * lt + i]; },
+        [&](int r, int i, S x) { dq[r * lt + i] += x; });
     product<S, TC, nw>(
-        C, nk, C, [&](int r, int l) { return dP[l * lc + r]; },
-        [&](int l, int i) { return qt[l * lt + i]; },
-        [&](int r, int i, S x) {
-          dk[r * lt + i] = f.lam[r] * dk[r * lt + i] - (f.gam[r] * f.beta[r]) * X[r * lt + i] + x;
-        });
+        C, nk, C, [&](int r, int l) { return T2[l * lt + r]; },
+        [&](int l, int i) { return T0[l * lt + i]; },
+        [&](int r, int i, S x) { dk[r * lt + i] += x; });
+    cp_async_wait<0>();
+    __syncthreads();
     product<S, TC, nw>(  // D is strictly lower: one of the two terms is zero
         C, nk, C,
-        [&](int r, int l) { return f.beta[r] * D[r * lc + l] + f.beta[l] * D[l * lc + r]; },
-        [&](int l, int i) { return kt[l * lt + i]; },
+        [&](int r, int l) { return f.beta[r] * X[r * lt + l] + f.beta[l] * X[l * lt + r]; },
+        [&](int l, int i) { return T1[l * lt + i]; },
         [&](int r, int i, S x) { dk[r * lt + i] += x; });
     __syncthreads();
     S* dqg = gs.dqk + e * 2 * C * K + k0;
     for (int r = warp; r < C; r += nw) {  // the L2-norm backward's row sums, the columns out
       S pq = S(0), pk = S(0);
       for (int i = lane; i < nk; i += 32) {
-        pq += qt[r * lt + i] * dq[r * lt + i];
-        pk += kt[r * lt + i] * dk[r * lt + i];
+        pq += T0[r * lt + i] * dq[r * lt + i];
+        pk += T1[r * lt + i] * dk[r * lt + i];
         dqg[r * K + i] = dq[r * lt + i];
         dqg[C * K + r * K + i] = dk[r * lt + i];
       }
@@ -1315,7 +1360,7 @@ void launch_items(Kernel* kernel, int threads, int64_t items, int64_t total, con
 template <class S, class IO, bool TC>
 void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const Chunks<S>& ws, IO* hT,
                     const char* op) {
-  const PrepLayout prep(Arena{}, g.K, TC);
+  const PrepLayout prep(Arena{}, TC);
   launch_items<S>(delta_prep_kernel<S, IO, TC>, kNt, g.B * g.H * g.NC, prep.total, op, a, g, ws,
                   prep);
   const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
