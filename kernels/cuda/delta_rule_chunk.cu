@@ -944,74 +944,82 @@ struct GradScratch {
   S* sds;      // [items, KT]         <S, dS> over the tile's keys
 };
 
+// Three operand tiles and two accumulators (about 88 KiB in f32 with TF32 padding: two blocks
+// an SM): A and QK over the key tiles, written out, then dP and D over the value tiles.
 struct ScoresLayout {
-  int64_t f, qt, kt, dO, vn, dy, A, QK, dP, D, total;
+  int64_t f, T0, T1, T2, M0, M1, total;
   ScoresLayout(Arena ar, bool tc) {
-    const int lt = row_stride(kTile, tc), lc = row_stride(C, tc);
+    const int lt = row_stride(kTile, tc);
     f = ar.take(kFactors);
-    for (int64_t* t : {&qt, &kt, &dO, &vn, &dy}) *t = ar.take(int64_t(C) * lt);
-    for (int64_t* t : {&A, &QK, &dP, &D}) *t = ar.take(int64_t(C) * lc);
+    for (int64_t* t : {&T0, &T1, &T2, &M0, &M1}) *t = ar.take(int64_t(C) * lt);
     total = ar.at;
   }
 };
 
 template <class S, class IO, bool TC>
-__global__ void __launch_bounds__(wide_threads(TC))
+__global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     delta_grad_scores_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
                              GradScratch<S> gs, ScoresLayout lay, S* scratch) {
+  static_assert(kTile == C, "a C x C matrix takes a tile's place");
   S* base = block_base(scratch, lay.total);
   const Factors<S> f(base + lay.f);
-  S *qt = base + lay.qt, *kt = base + lay.kt, *dO = base + lay.dO, *vn = base + lay.vn;
-  S *dy = base + lay.dy, *A = base + lay.A, *QK = base + lay.QK, *dP = base + lay.dP;
-  S* D = base + lay.D;
-  constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC), lc = row_stride(C, TC);
+  S *T0 = base + lay.T0, *T1 = base + lay.T1, *T2 = base + lay.T2, *M0 = base + lay.M0;
+  S* M1 = base + lay.M1;
+  constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC);
   const int K = g.K, V = g.V, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool async = scratch == nullptr, gated = a.g != nullptr;
   const S s = static_cast<S>(a.scale);
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
     const int64_t bh = e / g.NC, c = e - bh * g.NC, row0 = g.row(bh, c * C);
     const int n = g.rows(c);
+    S* cc = gs.cc + e * 4 * C * C;
     load_factors(a, g, bh, c, n, f);
-    for (int k0 = 0; k0 < K; k0 += kTile) {  // A, QK over 64-key tiles
+    for (int k0 = 0; k0 < K; k0 += kTile) {  // A = K K^T in M0, QK = Q K^T in M1 (q, k in T0, T1)
       const int nk = min(kTile, K - k0);
       const bool first = k0 == 0;
-      stage_keys(qt, lt, a.q, f.rq, g, bh, c, n, k0, nk);
-      stage_keys(kt, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+      stage_keys(T0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
+      stage_keys(T1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
       product<S, TC, nw>(
-          C, C, nk, [&](int r, int i) { return kt[r * lt + i]; },
-          [&](int i, int l) { return kt[l * lt + i]; },
-          [&](int r, int l, S x) { A[r * lc + l] = first ? x : A[r * lc + l] + x; });
+          C, C, nk, [&](int r, int i) { return T1[r * lt + i]; },
+          [&](int i, int l) { return T1[l * lt + i]; },
+          [&](int r, int l, S x) { M0[r * lt + l] = first ? x : M0[r * lt + l] + x; });
       product<S, TC, nw>(
-          C, C, nk, [&](int r, int i) { return qt[r * lt + i]; },
-          [&](int i, int l) { return kt[l * lt + i]; },
-          [&](int r, int l, S x) { QK[r * lc + l] = first ? x : QK[r * lc + l] + x; });
+          C, C, nk, [&](int r, int i) { return T0[r * lt + i]; },
+          [&](int i, int l) { return T1[l * lt + i]; },
+          [&](int r, int l, S x) { M1[r * lt + l] = first ? x : M1[r * lt + l] + x; });
       __syncthreads();
     }
-    for (int j0 = 0; j0 < V; j0 += kTile) {  // dO Vn^T, dY Vn^T, rowsum(dY o V), dv
+    for (int x = threadIdx.x; x < C * C; x += blockDim.x) {
+      const int r = x / C, l = x - r * C;
+      cc[x] = M0[r * lt + l];
+      cc[C * C + x] = M1[r * lt + l];
+    }
+    __syncthreads();
+    for (int j0 = 0; j0 < V; j0 += kTile) {  // dO Vn^T in M0, dY Vn^T in M1; rowsum(dY o V), dv
       const int nv = min(kTile, V - j0);
       const bool first = j0 == 0;
-      copy_rows(vn, lt, ws.u + e * C * V + j0, V, C, nv, async);
-      copy_rows(dy, lt, ws.dy + e * C * V + j0, V, C, nv, async);
+      copy_rows(T1, lt, ws.u + e * C * V + j0, V, C, nv, async);
+      copy_rows(T2, lt, ws.dy + e * C * V + j0, V, C, nv, async);
       cp_async_commit();
-      stage_rows(dO, lt, C, nv, [&](int r, int j) {
+      stage_rows(T0, lt, C, nv, [&](int r, int j) {
         return r < n ? value_cast<S>(gr.dout[(row0 + r * g.H) * V + j0 + j]) : S(0);
       });
       cp_async_wait<0>();
       __syncthreads();
       product<S, TC, nw>(
-          C, C, nv, [&](int r, int j) { return dO[r * lt + j]; },
-          [&](int j, int l) { return vn[l * lt + j]; },
-          [&](int r, int l, S x) { dP[r * lc + l] = first ? x : dP[r * lc + l] + x; });
+          C, C, nv, [&](int r, int j) { return T0[r * lt + j]; },
+          [&](int j, int l) { return T1[l * lt + j]; },
+          [&](int r, int l, S x) { M0[r * lt + l] = first ? x : M0[r * lt + l] + x; });
       product<S, TC, nw>(
-          C, C, nv, [&](int r, int j) { return dy[r * lt + j]; },
-          [&](int j, int l) { return vn[l * lt + j]; },
-          [&](int r, int l, S x) { D[r * lc + l] = first ? x : D[r * lc + l] + x; });
+          C, C, nv, [&](int r, int j) { return T2[r * lt + j]; },
+          [&](int j, int l) { return T1[l * lt + j]; },
+          [&](int r, int l, S x) { M1[r * lt + l] = first ? x : M1[r * lt + l] + x; });
       for (int r = warp; r < n; r += nw) {  // one warp per row
         const int64_t row = row0 + r * g.H;
         S yv = S(0);
         for (int j = lane; j < nv; j += 32) {
-          const S y = dy[r * lt + j];
+          const S y = T2[r * lt + j];
           yv += y * value_cast<S>(a.v[row * V + j0 + j]);
           gr.dv[row * V + j0 + j] = value_cast<IO>(f.beta[r] * y);
         }
@@ -1020,14 +1028,11 @@ __global__ void __launch_bounds__(wide_threads(TC))
       }
       __syncthreads();
     }
-    S* cc = gs.cc + e * 4 * C * C;
     for (int x = threadIdx.x; x < C * C; x += blockDim.x) {
       const int r = x / C, l = x - r * C;
       const S m = decay(f.Gam, gated, r, l);
-      cc[x] = A[r * lc + l];
-      cc[C * C + x] = QK[r * lc + l];
-      cc[2 * C * C + x] = (s * dP[r * lc + l]) * m;
-      cc[3 * C * C + x] = r > l ? -D[r * lc + l] * m : S(0);
+      cc[2 * C * C + x] = (s * M0[r * lt + l]) * m;
+      cc[3 * C * C + x] = r > l ? -M1[r * lt + l] * m : S(0);
     }
     for (int x = threadIdx.x; x < kFactors; x += blockDim.x)
       gs.factors[e * kFactors + x] = f.beta[x];
