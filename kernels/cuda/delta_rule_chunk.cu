@@ -691,6 +691,35 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   }
 }
 
+// dg of chunk c of head bh from its C x C matrices (row stride lc) and row terms: E = dP o QK
+// + diag(beta) (D o A) (+ dlam on the last row), strictly lower, in place of dP; then
+// dg_l = sum_{i >= l} (e0_i + sum_{j < l} E_ij), one warp per l. NT threads; the caller's
+// writes of dPE, e0 and dlam are behind a barrier.
+template <int NT, class S, class IO>
+__device__ void decay_gradients(S* dPE, const S* QK, const S* D, const S* A, int lc,
+                                const S* beta, const S* e0, const S* dlam, int n, IO* dg,
+                                const Geo& g, int64_t bh, int64_t c) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  for (int x = tid; x < n * n; x += NT) {
+    const int r = x / n, l = x - r * n;
+    dPE[r * lc + l] = r > l ? dPE[r * lc + l] * QK[r * lc + l] +
+                                  beta[r] * (D[r * lc + l] * A[r * lc + l]) +
+                                  (r == n - 1 ? dlam[l] : S(0))
+                            : S(0);
+  }
+  __syncthreads();
+  for (int l = warp; l < n; l += NT / 32) {
+    S acc = S(0);
+    for (int i = l + lane; i < n; i += 32) {
+      S span = e0[i];
+      for (int j = 0; j < l; ++j) span += dPE[i * lc + j];
+      acc += span;
+    }
+    acc = warp_reduce(acc, SumOp{});
+    if (lane == 0) dg[g.row(bh, c * C + l)] = value_cast<IO>(acc);
+  }
+}
+
 // ---- grad: dq, dk, dv, dbeta, dg of every chunk from S, the outgoing dS, Vn and dY
 
 struct GradLayout {
@@ -872,28 +901,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
         [&](int r, int i, S x) { dk[r * lk + i] -= w.gam[r] * x; });
     __syncthreads();
 
-    if (gated) {
-      // E = dP o QK + diag(beta) (D o A) (+ dlam on the last row), strictly lower, in place of
-      // dP; then dg_l = sum_{i >= l} (e0_i + sum_{j < l} E_ij), one warp per l.
-      for (int x = tid; x < n * n; x += nt) {
-        const int r = x / n, l = x - r * n;
-        dPE[r * lc + l] = r > l ? dPE[r * lc + l] * QK[r * lc + l] +
-                                      w.beta[r] * (D[r * lc + l] * A[r * lc + l]) +
-                                      (r == n - 1 ? dlam[l] : S(0))
-                                : S(0);
-      }
-      __syncthreads();
-      for (int l = warp; l < n; l += nw) {
-        S acc = S(0);
-        for (int i = l + lane; i < n; i += 32) {
-          S span = e0[i];
-          for (int j = 0; j < l; ++j) span += dPE[i * lc + j];
-          acc += span;
-        }
-        acc = warp_reduce(acc, SumOp{});
-        if (lane == 0) gr.dg[g.row(bh, c * C + l)] = value_cast<IO>(acc);
-      }
-    }
+    if (gated) decay_gradients<nt>(dPE, QK, D, A, lc, w.beta, e0, dlam, n, gr.dg, g, bh, c);
 
     // The L2-norm backward of q and k (x = u / |u|: du = (dx - <dx, x> x) / |u|), rows out.
     for (int r = warp; r < n; r += nw) {
@@ -1249,26 +1257,7 @@ __global__ void __launch_bounds__(kNt)
       }
     }
     __syncthreads();
-    if (gated) {  // E and dg as in the single grad kernel
-      for (int x = tid; x < n * n; x += kNt) {
-        const int r = x / n, l = x - r * n;
-        dPE[r * lc + l] = r > l ? dPE[r * lc + l] * QK[r * lc + l] +
-                                      f.beta[r] * (D[r * lc + l] * A[r * lc + l]) +
-                                      (r == n - 1 ? dlam[l] : S(0))
-                                : S(0);
-      }
-      __syncthreads();
-      for (int l = warp; l < n; l += nw) {
-        S acc = S(0);
-        for (int i = l + lane; i < n; i += 32) {
-          S span = e0[i];
-          for (int j = 0; j < l; ++j) span += dPE[i * lc + j];
-          acc += span;
-        }
-        acc = warp_reduce(acc, SumOp{});
-        if (lane == 0) gr.dg[g.row(bh, c * C + l)] = value_cast<IO>(acc);
-      }
-    }
+    if (gated) decay_gradients<kNt>(dPE, QK, D, A, lc, f.beta, e0, dlam, n, gr.dg, g, bh, c);
     // The L2-norm backward (du = (dx - <dx, x> x) / |u|), rows out.
     const S* dqs = gs.dqk + e * 2 * C * K;
     for (int r = warp; r < n; r += nw) {
