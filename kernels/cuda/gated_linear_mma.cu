@@ -504,13 +504,7 @@ __global__ void __launch_bounds__(kBlock)
     a_rows(a, kd_s, kKd, R0, 16 * ks, lane);
     mma_rows_trans(D, a, C_s, kLd, 16 * ks, lane);
   }
-#pragma unroll
-  for (int b = 0; b < kWarps; ++b) {
-    if (b < w || 16 * b >= n) continue;
-    uint32_t a[4];  // A^T: rows j of this sub-chunk, columns r of sub-chunk b
-    a_rows_trans(a, A_s, kLd, 16 * b, R0, lane);
-    mma_rows_trans(D, a, do_s, kLd, 16 * b, lane);
-  }
+  mma_anticausal_rows<kWarps>(D, A_s, kLd, R0, do_s, kLd, w, n, lane);  // A^T do
   bf16_dev* dv_rows = gp.dv + g.vrow(bh, t0) + v0;
 #pragma unroll
   for (int nt = 0; nt < kDvTile / 8; ++nt)

@@ -230,13 +230,7 @@ __global__ void __launch_bounds__(kBlock)
         mma_rows_trans(D, a, C_s + v0, kV, 16 * ks, lane);
       }
       scale_rows(D, inter_lo, inter_hi);
-#pragma unroll
-      for (int b = 0; b < kWarps; ++b) {
-        if (b < w || 16 * b >= n) continue;
-        uint32_t a[4];  // A^T: rows j of this warp, columns r of block b
-        a_rows_trans(a, A_s, kScoreLd, 16 * b, R0, lane);
-        mma_rows_trans(D, a, do_s + v0, kV, 16 * b, lane);
-      }
+      mma_anticausal_rows<kWarps>(D, A_s, kScoreLd, R0, do_s + v0, kV, w, n, lane);  // A^T do
       store_rows(D, gp.dv + g.vrow(bh, t0) + v0, g.H * V, R0, n, L);
     }
     // dq and dk by 64-key tiles, with the lane's terms of x and y
@@ -276,13 +270,7 @@ __global__ void __launch_bounds__(kBlock)
         a_rows(a, dA_s, kScoreLd, R0, 16 * b, lane);
         mma_rows_trans(Q, a, k_s + i0, kQK, 16 * b, lane);
       }
-#pragma unroll
-      for (int b = 0; b < kWarps; ++b) {
-        if (b < w || 16 * b >= n) continue;
-        uint32_t a[4];  // dA^T: rows j of this warp, columns r of block b
-        a_rows_trans(a, dA_s, kScoreLd, 16 * b, R0, lane);
-        mma_rows_trans(Kd, a, q_s + i0, kQK, 16 * b, lane);
-      }
+      mma_anticausal_rows<kWarps>(Kd, dA_s, kScoreLd, R0, q_s + i0, kQK, w, n, lane);  // dA^T q
 #pragma unroll
       for (int nt = 0; nt < kTile / 8; ++nt) {  // x = q . dq - k . dk^intra = q . dq - k . dk + y
         if (!want_dg) break;

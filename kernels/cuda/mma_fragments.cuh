@@ -192,6 +192,22 @@ __device__ inline void mma_causal_rows(float (&acc)[NT][4], const float (&P)[NP]
   }
 }
 
+// acc += S^T B over the blocks b >= w of a chunk's rows that hold rows (16 b < n): S a shared
+// [C][ls] score tile whose column block R0 .. R0 + 15 (this warp's rows) is read transposed as
+// the A operand, B = rows 16b .. 16b + 15 of a row-major tile (the transpose of
+// mma_causal_rows: dv = A^T do, dk = dA^T q).
+template <int NB, int NT>
+__device__ inline void mma_anticausal_rows(float (&acc)[NT][4], const bf16_dev* S, int ls, int R0,
+                                           const bf16_dev* tile, int ld, int w, int n, int lane) {
+#pragma unroll
+  for (int b = 0; b < NB; ++b) {
+    if (b < w || 16 * b >= n) continue;
+    uint32_t a[4];
+    a_rows_trans(a, S, ls, 16 * b, R0, lane);
+    mma_rows_trans(acc, a, tile, ld, 16 * b, lane);
+  }
+}
+
 // Stores the accumulator rows R0 + g and R0 + g + 8 that are < n to dst (bf16, row stride
 // `stride`, columns from 0).
 template <int NT>
