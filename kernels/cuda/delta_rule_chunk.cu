@@ -345,6 +345,18 @@ __device__ void stage_keys(S* t, int lt, const IO* x, const S* r_norm, const Geo
   });
 }
 
+// acc = A B^T on the first tile of a sum, acc += A B^T after it: A [C][R] and B [N][R] one tile
+// of R columns (row stride lab, shared memory), acc [C][N] (row stride lacc). Each entry has
+// one owner thread for a given (C, N), so the sum over tiles needs no barrier of its own.
+template <class S, bool TC, int W = kNt / 32>
+__device__ __forceinline__ void accumulate_abt(S* acc, int lacc, const S* A, const S* B, int lab,
+                                               int N, int R, bool first) {
+  product<S, TC, W>(
+      C, N, R, [&](int r, int i) { return A[r * lab + i]; },
+      [&](int i, int l) { return B[l * lab + i]; },
+      [&](int r, int l, S x) { acc[r * lacc + l] = first ? x : acc[r * lacc + l] + x; });
+}
+
 // ---- prep: Ti, U, W, P, diag(lam) K, diag(gam) Q, gam_n of every chunk
 // Over 64-key tiles (K K^T and Q K^T summed, diag(lam) K and diag(gam) Q out), then
 // Ti = (I + L)^{-1}, U = Ti diag(beta) V over 64-value tiles and W = Ti diag(beta gam) K over
@@ -385,14 +397,8 @@ __global__ void __launch_bounds__(kNt)
       stage_keys(t0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
       stage_keys(t1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
-      product<S, TC>(
-          C, C, nk, [&](int r, int i) { return t1[r * lt + i]; },
-          [&](int i, int l) { return t1[l * lt + i]; },
-          [&](int r, int l, S x) { L[r * lc + l] = first ? x : L[r * lc + l] + x; });
-      product<S, TC>(
-          C, C, nk, [&](int r, int i) { return t0[r * lt + i]; },
-          [&](int i, int l) { return t1[l * lt + i]; },
-          [&](int r, int l, S x) { P[r * lc + l] = first ? x : P[r * lc + l] + x; });
+      accumulate_abt<S, TC>(L, lc, t1, t1, lt, C, nk, first);
+      accumulate_abt<S, TC>(P, lc, t0, t1, lt, C, nk, first);
       unstage_rows(t1, lt, C, nk, [&](int r, int i, S x) {
         ws.kl[e * C * K + r * K + k0 + i] = f.lam[r] * x;
       });
@@ -988,14 +994,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       stage_keys(T0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
       stage_keys(T1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
-      product<S, TC, nw>(
-          C, C, nk, [&](int r, int i) { return T1[r * lt + i]; },
-          [&](int i, int l) { return T1[l * lt + i]; },
-          [&](int r, int l, S x) { M0[r * lt + l] = first ? x : M0[r * lt + l] + x; });
-      product<S, TC, nw>(
-          C, C, nk, [&](int r, int i) { return T0[r * lt + i]; },
-          [&](int i, int l) { return T1[l * lt + i]; },
-          [&](int r, int l, S x) { M1[r * lt + l] = first ? x : M1[r * lt + l] + x; });
+      accumulate_abt<S, TC, nw>(M0, lt, T1, T1, lt, C, nk, first);
+      accumulate_abt<S, TC, nw>(M1, lt, T0, T1, lt, C, nk, first);
       __syncthreads();
     }
     for (int x = threadIdx.x; x < C * C; x += blockDim.x) {
@@ -1015,14 +1015,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       });
       cp_async_wait<0>();
       __syncthreads();
-      product<S, TC, nw>(
-          C, C, nv, [&](int r, int j) { return T0[r * lt + j]; },
-          [&](int j, int l) { return T1[l * lt + j]; },
-          [&](int r, int l, S x) { M0[r * lt + l] = first ? x : M0[r * lt + l] + x; });
-      product<S, TC, nw>(
-          C, C, nv, [&](int r, int j) { return T2[r * lt + j]; },
-          [&](int j, int l) { return T1[l * lt + j]; },
-          [&](int r, int l, S x) { M1[r * lt + l] = first ? x : M1[r * lt + l] + x; });
+      accumulate_abt<S, TC, nw>(M0, lt, T0, T1, lt, C, nv, first);
+      accumulate_abt<S, TC, nw>(M1, lt, T2, T1, lt, C, nv, first);
       for (int r = warp; r < n; r += nw) {  // one warp per row
         const int64_t row = row0 + r * g.H;
         S yv = S(0);
@@ -1094,14 +1088,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       });
       cp_async_wait<0>();
       __syncthreads();
-      product<S, TC, nw>(
-          C, nk, nv, [&](int r, int j) { return T0[r * lt + j]; },
-          [&](int j, int i) { return T2[i * lt + j]; },
-          [&](int r, int i, S x) { dq[r * lt + i] = first ? x : dq[r * lt + i] + x; });
-      product<S, TC, nw>(
-          C, nk, nv, [&](int r, int j) { return T1[r * lt + j]; },
-          [&](int j, int i) { return T2[i * lt + j]; },
-          [&](int r, int i, S x) { X[r * lt + i] = first ? x : X[r * lt + i] + x; });
+      accumulate_abt<S, TC, nw>(dq, lt, T0, T2, lt, nk, nv, first);
+      accumulate_abt<S, TC, nw>(X, lt, T1, T2, lt, nk, nv, first);
       __syncthreads();
     }
     // Pass 2: dk_lam = Vn dS^T (Vn in T0, dS in T1) and <S, dS> (S from global memory).
@@ -1114,10 +1102,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       cp_async_commit();
       cp_async_wait<0>();
       __syncthreads();
-      product<S, TC, nw>(
-          C, nk, nv, [&](int r, int j) { return T0[r * lt + j]; },
-          [&](int j, int i) { return T1[i * lt + j]; },
-          [&](int r, int i, S x) { dk[r * lt + i] = first ? x : dk[r * lt + i] + x; });
+      accumulate_abt<S, TC, nw>(dk, lt, T0, T1, lt, nk, nv, first);
       if (gated)
         for (int x = threadIdx.x; x < nk * nv; x += blockDim.x) {
           const int i = x / nv, j = x - i * nv;
