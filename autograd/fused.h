@@ -18,6 +18,13 @@ Var log_softmax(const Var& x);
 // ignore_index are skipped. Returns a 0-dim Var.
 Var cross_entropy(const Var& logits, const Tensor& targets, int64_t ignore_index = kIgnoreIndex);
 
+// cross_entropy(matmul(x, W^T), targets) for x [N, F] and a head's weight W [V, F] without the
+// [N, V] logits: rows in chunks of `chunk_rows` (0: about 2^26 logits a chunk), each chunk's
+// gradients formed in the forward (the node keeps dx and dW, not x, W or the logits). x, W of
+// one dtype; dW is summed over the chunks in f32 (f64 for f64). Returns a 0-dim Var.
+Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets,
+                         int64_t ignore_index = kIgnoreIndex, int64_t chunk_rows = 0);
+
 // RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * w, w [D].
 Var rms_norm(const Var& x, const Var& w, double eps);
 // Gated RMSNorm: RMSNorm(x) * w * silu(g), g shaped like x.

@@ -286,9 +286,9 @@ struct HybridLM::Impl {
   std::optional<DType> compute_dtype;        // unset: the parameters' dtype
   bool checkpoint_blocks = false;
 
-  // tokens [B,T] -> logits [B,T,vocab] in the compute dtype; with `state`, continues from and
-  // updates it.
-  Var run(const Tensor& tokens, DecodeState* state) const {
+  // tokens [B,T] -> the final norm's output [B,T,hidden] in the compute dtype; with `state`,
+  // continues from and updates it.
+  Var hidden(const Tensor& tokens, DecodeState* state) const {
     if (tokens.dim() != 2)
       throw Error("HybridLM", "tokens [B,T]", to_string(tokens.shape()));
     // Casting the looked-up rows rather than the table: the same values, and the backward's
@@ -312,8 +312,17 @@ struct HybridLM::Impl {
         h = blocks[i]->forward(h, state ? &state->layers[i] : nullptr, lbs[i]);
     }
     if (rec) rec->set_prefix(outer_prefix);
-    h = model->norm->forward(h);
-    return lm_head ? lm_head->forward(h) : matmul(h, transpose(to_dtype(table, h.dtype()), 0, 1));
+    return model->norm->forward(h);
+  }
+  // The head's weight [vocab, hidden] (lm_head's, or the tied embedding table) in `dtype`.
+  Var head_weight(DType dtype) const {
+    return to_dtype(lm_head ? lm_head->weight : model->embeddings->weight, dtype);
+  }
+  // tokens [B,T] -> logits [B,T,vocab] in the compute dtype; with `state`, continues from and
+  // updates it.
+  Var run(const Tensor& tokens, DecodeState* state) const {
+    const Var h = hidden(tokens, state);
+    return matmul(h, transpose(head_weight(h.dtype()), 0, 1));
   }
   // The logits in the parameters' dtype (f32 under mixed precision), for callers that read them.
   Var logits(const Tensor& tokens, DecodeState* state) const {
@@ -364,15 +373,15 @@ Var HybridLM::loss(const Tensor& inputs, const Tensor& targets) {
   if (targets.shape() != inputs.shape())
     throw Error("HybridLM::loss", "targets shaped like the inputs " + to_string(inputs.shape()),
                 to_string(targets.shape()));
-  // bf16 logits go to the loss as they are: the cross-entropy kernels read bf16 as float (the
-  // values of an f32 copy), return an f32 loss and the gradient in bf16, so no f32 copy of the
-  // [B*T, vocab] logits or of their gradient is kept. Other dtypes take the parameters' dtype.
-  const Var computed = impl_->run(inputs, nullptr);
-  const Var logits = computed.dtype() == DType::bf16
-                         ? computed
-                         : to_dtype(computed, impl_->model->embeddings->weight.dtype());
-  return cross_entropy(reshape(logits, {inputs.numel(), config_.vocab_size}),
-                       targets.reshape({targets.numel()}));
+  // The head and the loss in one node over chunks of rows (linear_cross_entropy): the
+  // [B*T, vocab] logits and their gradient never exist whole. bf16 stays bf16 (the
+  // cross-entropy kernels read it as float and return an f32 loss); other dtypes take the
+  // parameters' dtype.
+  const Var h = impl_->hidden(inputs, nullptr);
+  const DType dt =
+      h.dtype() == DType::bf16 ? DType::bf16 : impl_->model->embeddings->weight.dtype();
+  return linear_cross_entropy(reshape(to_dtype(h, dt), {inputs.numel(), config_.hidden_size}),
+                              impl_->head_weight(dt), targets.reshape({targets.numel()}));
 }
 
 std::unique_ptr<DecodeState> HybridLM::start_decoding(int64_t batch) const {

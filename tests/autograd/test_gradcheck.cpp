@@ -108,6 +108,9 @@ TEST_CASE("gradcheck: fused ops", "[autograd][gradcheck]") {
   check("log_softmax", [](V x) { return log_softmax(x[0]); }, {rnd_t(3, 5)});
   const Tensor tgt = Tensor::from_vector<int64_t>({2, kIgnoreIndex, 0, 4}, {4});
   check("cross_entropy", [&](V x) { return cross_entropy(x[0], tgt); }, {rnd({4, 5}, -2, 2)});
+  const Tensor tgt5 = Tensor::from_vector<int64_t>({kIgnoreIndex, kIgnoreIndex, 0, 3, 1}, {5});
+  check("linear_cross_entropy", [&](V x) { return linear_cross_entropy(x[0], x[1], tgt5, kIgnoreIndex, 2); },
+        {rnd({5, 3}), rnd({4, 3})});
   check("rms_norm", [](V x) { return rms_norm(x[0], x[1], 1e-5); }, {rnd({2, 3, 4}), rnd({4})});
   check("rms_norm strided", [](V x) { return rms_norm(x[0], x[1], 1e-6); }, {rnd_t(3, 4), rnd({4})});
   check("gated_rms_norm", [](V x) { return gated_rms_norm(x[0], x[1], x[2], 1e-5); },

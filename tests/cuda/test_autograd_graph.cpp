@@ -93,4 +93,33 @@ TEST_CASE("autograd: mean of a reduction on CUDA (strided GPU copies)", "[cuda]"
   mean(max(xg, {-1})).backward();
   REQUIRE_CLOSE("dx", vals(xc.grad()), vals(cuda::contiguous(xg.grad())), kF32);
 }
+// The head and the loss in chunks (linear_cross_entropy) on CUDA against the CPU: f32 (and
+// 1e-5, cuBLAS's f32 products), and bf16 x, W against the CPU in f32 on the same bf16 values
+// (the logits and their gradient rounded to bf16: loss 2e-3, gradients 2e-2).
+TEST_CASE("cuda linear_cross_entropy matches the CPU in f32 and bf16", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(61);
+  const int64_t N = 300, F = 48, V = 1000;
+  const Tensor x = Tensor::randn({N, F}, gen, DType::f32), w = Tensor::randn({V, F}, gen, DType::f32, 0.0, 0.2);
+  std::vector<int64_t> t(N);
+  for (int64_t i = 0; i < N; ++i) t[i] = i % 7 == 3 ? kIgnoreIndex : (i * 37) % V;
+  const Tensor targets = Tensor::from_vector<int64_t>(t, {N});
+  for (DType dt : {DType::f32, DType::bf16}) {
+    INFO(dtype_name(dt));
+    const Tensor xr = x.to(dt).to(DType::f32), wr = w.to(dt).to(DType::f32);
+    Var cx(xr, true), cw(wr, true);
+    const Var closs = linear_cross_entropy(cx, cw, targets, kIgnoreIndex, 128);
+    (closs * 1.5).backward();
+    Var gx(xr.to(dt).to(Device::CUDA), true), gw(wr.to(dt).to(Device::CUDA), true);
+    const Var gloss = linear_cross_entropy(gx, gw, targets.to(Device::CUDA), kIgnoreIndex, 128);
+    (gloss * 1.5).backward();
+    REQUIRE(gx.grad().dtype() == dt);
+    REQUIRE(gw.grad().dtype() == dt);
+    const double tl = dt == DType::f32 ? kF32 : 2e-3, tg = dt == DType::f32 ? kF32 : 2e-2;
+    REQUIRE_CLOSE("loss", vals(closs.data()), vals(gloss.data()), tl);
+    REQUIRE_CLOSE("dx", vals(cx.grad()), vals(gx.grad()), tg);
+    REQUIRE_CLOSE("dW", vals(cw.grad()), vals(gw.grad()), tg);
+  }
+}
+
 #endif

@@ -2,6 +2,7 @@
 // run, config errors.
 #include <catch2/catch.hpp>
 
+#include "autograd/fused.h"
 #include "autograd/grad_mode.h"
 #include "autograd/primitives.h"
 #include "nn/model.h"
@@ -156,6 +157,34 @@ TEST_CASE("HybridLM block checkpointing leaves the loss and every gradient uncha
       REQUIRE_CLOSE(plain[i].first, values(plain[i].second), values(kept[i].second), 1e-12);
     }
   }
+}
+
+TEST_CASE("HybridLM loss (the head and the loss in chunks) equals cross_entropy of its logits",
+          "[nn]") {
+  for (const std::string variant : {"gla", "transformer"})
+    for (bool tied : {false, true}) {
+      INFO(variant << " tied " << tied);
+      const Tensor inputs = Tensor::from_values({1, 4, 2, 9, 3, 0, 7, 5}, {2, 4}, DType::i64);
+      const Tensor targets = Tensor::from_values({4, 2, 9, -100, 0, 7, 5, 1}, {2, 4}, DType::i64);
+      auto run = [&](bool fused) {
+        Generator gen(8);
+        ModelConfig c = tiny(variant, {1});
+        c.tie_word_embeddings = tied;
+        HybridLM lm(c, gen);
+        lm.to(DType::f64);
+        const Var loss = fused ? lm.loss(inputs, targets)
+                               : cross_entropy(reshape(lm.forward(inputs), {8, c.vocab_size}),
+                                               targets.reshape({8}));
+        loss.backward();
+        std::vector<std::pair<std::string, Tensor>> out{{"loss", loss.data()}};
+        for (auto& [name, p] : lm.named_parameters()) out.emplace_back(name, p.grad());
+        return out;
+      };
+      const auto fused = run(true), logits = run(false);
+      REQUIRE(fused.size() == logits.size());
+      for (size_t i = 0; i < fused.size(); ++i)
+        REQUIRE_CLOSE(fused[i].first, values(logits[i].second), values(fused[i].second), 1e-12);
+    }
 }
 
 TEST_CASE("HybridLM: loss falls on a tiny copy task with plain SGD", "[nn]") {
