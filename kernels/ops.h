@@ -43,6 +43,9 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // ---- matrix products: [..., M, K] @ [..., K, N] -> [..., M, N], batch dims broadcast.
 // Transposed views (last two dims swapped) are read in place, without a copy.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// c += a @ b for 2-D a [M, K], b [K, N] and a contiguous c [M, N] in f32 (a, b f32, or bf16 on
+// CUDA: the products summed in f32 straight into c) or f64 (a, b f64).
+void matmul_acc(Tensor& c, const Tensor& a, const Tensor& b);
 
 // ---- movement and indexing
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);

@@ -5,7 +5,7 @@
 // g = 1 chunk by chunk while the chunk's logits are at hand:
 //   mean = sum_c sum_{counted rows r of c} (lse_r - logits_{r,t_r}) / n,   n = counted rows
 //   dlogits_c = (softmax(logits_c) - onehot(t_c)) / n   (cross_entropy_backward, dloss = n_c / n)
-//   dx_c = dlogits_c W,   dW = sum_c dlogits_c^T x_c   (summed in f32, or f64 for f64 inputs)
+//   dx_c = dlogits_c W,   dW = sum_c dlogits_c^T x_c   (ops::matmul_acc into f32, f64 for f64)
 // and the backward scales them by g. The node keeps those two gradients, not x, W or logits.
 #include <algorithm>
 #include <string>
@@ -100,11 +100,8 @@ Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets, int6
         logits, tc, ignore_index, lse, static_cast<double>(nc) / static_cast<double>(n));
     if (want_dx) dx_parts.push_back(ops::matmul(dlogits, Wd));
     if (want_dw) {
-      const Tensor p = ops::matmul(dlogits.transpose(0, 1), xc).to(acc);
-      if (dw.defined())
-        ops::add_(dw, p);
-      else
-        dw = p.contiguous();
+      if (!dw.defined()) dw = Tensor::zeros({V, F}, acc, x.device());
+      ops::matmul_acc(dw, dlogits.transpose(0, 1), xc);
     }
   }
   if (!loss.defined())  // every row ignored: 0, as cross_entropy

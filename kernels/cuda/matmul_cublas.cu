@@ -74,20 +74,23 @@ Operand prepare(const Tensor& x, const Shape& expanded) {
   return o;
 }
 
-// The one row-major wrapper around cublasGemmStridedBatchedEx: C[b] = A[b] @ B[b], C row-major
-// contiguous [batch, M, N].
+// The one row-major wrapper around cublasGemmStridedBatchedEx: C[b] = A[b] @ B[b] (or
+// C[b] += A[b] @ B[b] with `accumulate`), C row-major contiguous [batch, M, N]. A and B share a
+// dtype; C has theirs, or f32 for bf16 operands.
 void matmul_cublas(const Operand& a, const Operand& b, Tensor& c, int64_t M, int64_t K, int64_t N,
-                   int64_t batch) {
+                   int64_t batch, bool accumulate = false) {
   for (int64_t v : {M, K, N, batch, a.ld, b.ld})
     if (v > INT_MAX) throw Error("matmul", "dimensions below 2^31 for cuBLAS", std::to_string(v));
   Context& ctx = Context::get();
-  const bool f64 = c.dtype() == DType::f64, bf16 = c.dtype() == DType::bf16;
-  const cudaDataType_t type = f64 ? CUDA_R_64F : (bf16 ? CUDA_R_16BF : CUDA_R_32F);
+  auto type_of = [](DType d) {
+    return d == DType::f64 ? CUDA_R_64F : (d == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F);
+  };
+  const bool f64 = c.dtype() == DType::f64, bf16_in = a.t.dtype() == DType::bf16;
   const cublasComputeType_t compute =
       f64 ? CUBLAS_COMPUTE_64F
-          : (ctx.tf32 && !bf16 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F);
-  const double alpha_d = 1.0, beta_d = 0.0;
-  const float alpha_f = 1.0f, beta_f = 0.0f;
+          : (ctx.tf32 && !bf16_in ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F);
+  const double alpha_d = 1.0, beta_d = accumulate ? 1.0 : 0.0;
+  const float alpha_f = 1.0f, beta_f = accumulate ? 1.0f : 0.0f;
   const void* alpha = f64 ? static_cast<const void*>(&alpha_d) : &alpha_f;
   const void* beta = f64 ? static_cast<const void*>(&beta_d) : &beta_f;
   // Column-major: C^T [N, M] = op(B) [N, K] * op(A) [K, M]. A row-major operand already is the
@@ -95,8 +98,9 @@ void matmul_cublas(const Operand& a, const Operand& b, Tensor& c, int64_t M, int
   CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       ctx.cublas(), b.transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
       a.transposed ? CUBLAS_OP_T : CUBLAS_OP_N, int(N), int(M), int(K), alpha, b.t.raw_data(),
-      type, int(b.ld), b.batch_stride, a.t.raw_data(), type, int(a.ld), a.batch_stride, beta,
-      c.raw_data(), type, int(N), M * N, int(batch), compute, CUBLAS_GEMM_DEFAULT));
+      type_of(b.t.dtype()), int(b.ld), b.batch_stride, a.t.raw_data(), type_of(a.t.dtype()),
+      int(a.ld), a.batch_stride, beta, c.raw_data(), type_of(c.dtype()), int(N), M * N,
+      int(batch), compute, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace
@@ -128,6 +132,30 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   Tensor c = cuda_empty(out_shape, a_in.dtype());
   matmul_cublas(a, b, c, M, K, N, nbatch);
   return c;
+}
+
+void matmul_acc(Tensor& c, const Tensor& a_in, const Tensor& b_in) {
+  const char* op = "matmul_acc";
+  require_cuda(c, op, "c");
+  require_cuda(a_in, op, "a");
+  require_cuda(b_in, op, "b");
+  check_same_dtype(a_in, b_in, op);
+  check_rank(a_in, 2, op, "a", "[M, K]");
+  check_rank(b_in, 2, op, "b", "[K, N]");
+  check_rank(c, 2, op, "c", "[M, N]");
+  const int64_t M = a_in.size(0), K = a_in.size(1), N = b_in.size(1);
+  if (b_in.size(0) != K || c.size(0) != M || c.size(1) != N)
+    throw Error(op, "c [M, N] += a [M, K] @ b [K, N]",
+                to_string(c.shape()) + " += " + to_string(a_in.shape()) + " @ " +
+                    to_string(b_in.shape()));
+  const DType in = a_in.dtype(), out = c.dtype();
+  if (!(in == out && in != DType::bf16) && !(in == DType::bf16 && out == DType::f32))
+    throw Error(op, "a, b of c's dtype (f32, f64), or bf16 with an f32 c",
+                std::string(dtype_name(in)) + " into " + dtype_name(out));
+  if (!c.is_contiguous()) throw Error(op, "a contiguous c", "a strided view");
+  if (M == 0 || N == 0 || K == 0) return;
+  const Operand a = prepare(a_in, a_in.shape()), b = prepare(b_in, b_in.shape());
+  matmul_cublas(a, b, c, M, K, N, 1, true);
 }
 
 }  // namespace hla::cuda

@@ -65,6 +65,7 @@ Tensor max(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
 
 // ---- matmul_cublas.cu
 Tensor matmul(const Tensor& a, const Tensor& b);
+void matmul_acc(Tensor& c, const Tensor& a, const Tensor& b);
 
 // ---- index.cu
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);

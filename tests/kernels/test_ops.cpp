@@ -41,6 +41,32 @@ TEST_CASE("matmul matches naive loops (2-D, batched, broadcast, transposed)", "[
   }
 }
 
+TEST_CASE("matmul_acc adds the product into c (transposed operands; errors)", "[kernels]") {
+  for (DType dt : {DType::f64, DType::f32}) {
+    const double tol = dt == DType::f64 ? 1e-13 : 1e-6;
+    const Tensor a = Tensor::randn({9, 5}, gen, dt).transpose(0, 1);  // [5, 9], column-major
+    const Tensor b = Tensor::randn({9, 4}, gen, dt);
+    const Tensor c0 = Tensor::randn({5, 4}, gen, dt);
+    Tensor c = c0.clone();
+    matmul_acc(c, a, b);
+    matmul_acc(c, a, b);
+    std::vector<double> ref;
+    for (int64_t m = 0; m < 5; ++m)
+      for (int64_t n = 0; n < 4; ++n) {
+        double s = 0;
+        for (int64_t k = 0; k < 9; ++k) s += a.at({m, k}) * b.at({k, n});
+        ref.push_back(c0.at({m, n}) + 2 * s);
+      }
+    REQUIRE_CLOSE("matmul_acc", ref, vals(c), tol);
+    Tensor wrong = Tensor::zeros({4, 5}, dt);
+    REQUIRE_THROWS_AS(matmul_acc(wrong, a, b), Error);
+    Tensor strided = Tensor::zeros({4, 5}, dt).transpose(0, 1);
+    REQUIRE_THROWS_AS(matmul_acc(strided, a, b), Error);
+  }
+  Tensor c64 = Tensor::zeros({2, 2}, DType::f64);
+  REQUIRE_THROWS_AS(matmul_acc(c64, Tensor::ones({2, 3}), Tensor::ones({3, 2})), Error);
+}
+
 TEST_CASE("broadcasting binary ops and reductions", "[kernels]") {
   const Tensor a = Tensor::from_values({1, 2, 3, 4, 5, 6}, {2, 3}, DType::f64);
   const Tensor b = Tensor::from_values({10, 20, 30}, {3}, DType::f64);
