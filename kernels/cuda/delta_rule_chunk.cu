@@ -29,11 +29,13 @@
 //   prep      one block per (head, chunk), over 64-key and 64-value tiles: Ti (diagonal 16 x 16
 //             blocks by substitution, then block rows), U, W, P, diag(lam) K, diag(gam) Q,
 //             gam_n into a global workspace
-//   walk      one block per (head, 64 value columns), chunks in order: S, Vn = U - W S in place
-//             of U, every chunk's incoming state kept for the output and the backward; the
-//             next chunk's tiles load (cp.async) under this chunk's products
+//   walk      one block per (head, 64 value columns; 32 when that is still one wave), chunks in
+//             order: S, Vn = U - W S in place of U, every chunk's incoming state kept for the
+//             output and the backward; the next chunk's tiles load (cp.async) under this
+//             chunk's products
 //   output    one block per (head, chunk, 64 value columns): O
-//   walk_back one block per (head, 64 value columns), chunks in reverse: dY, the outgoing dS
+//   walk_back one block per (head, 64 or 32 value columns, as walk), chunks in reverse: dY, the
+//             outgoing dS
 //   grad      one block per (head, chunk): dq, dk, dv, dbeta, dg, when its buffers fit in shared
 //             memory (f32 up to K = V = 64); wider heads run it as three kernels on 64-wide
 //             tiles (scores, keys, rows: see "grad for heads whose ..." below)
@@ -64,9 +66,11 @@ namespace {
 
 constexpr int C = static_cast<int>(kernels::kChunk);  // rows of a full chunk
 constexpr int kNt = kProductThreads;  // threads of prep and output (of every kernel with FMAs)
-// Value columns per walk block: 64 (block_product's 4 x 4 register tiles: 2 shared loads per 4
-// FMAs, against 5 with 16 columns and 4 x 1 tiles) gives B*H*V/64 blocks, one wave at the
-// benchmark shapes (B*H = 128 heads of 64 values; 32 of 256).
+// Value columns per walk block (walk_columns below): 64 (block_product's 4 x 4 register tiles:
+// 2 shared loads per 4 FMAs, against 5 with 16 columns and 4 x 1 tiles), or 32 when B*H*V/32
+// blocks still fit in one wave of the multiprocessors (the walks are sequential over the
+// chunks, so a grid below one wave leaves SMs idle for the whole pass: B = 4, H = 8, V = 128
+// has 64 blocks of 64 values for 132 SMs).
 constexpr int kWalkColumns = 64;
 constexpr int kWalkBlocks = 2;  // walk blocks per SM the registers must allow
 // Threads of the walks and grad with TF32 products: 512 (one block per SM either way, their
@@ -85,9 +89,9 @@ constexpr int kSolve = 16;          // diagonal blocks of Ti solved by substitut
 __host__ __device__ constexpr int row_stride(int n, bool tc) {
   return tc ? n + ((4 - n % 32) % 32 + 32) % 32 : n + 1;
 }
-// The walks' state slice [K][64]: unpadded for FMA products (16 consecutive columns a warp).
-__host__ __device__ constexpr int walk_stride(bool tc) {
-  return tc ? row_stride(kWalkColumns, true) : kWalkColumns;
+// The walks' state slice [K][cols]: unpadded for FMA products (16 consecutive columns a warp).
+__host__ __device__ constexpr int walk_stride(int cols, bool tc) {
+  return tc ? row_stride(cols, true) : cols;
 }
 
 // Every product of the kernels: f32 / f64 FMAs (block_product), or with TC the TF32 tensor
@@ -471,10 +475,10 @@ __device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows
 // shared memory: the next chunk's tiles then load under this chunk's products.
 struct WalkLayout {
   int64_t S_, sets, set_size, total;
-  int buffers;
-  WalkLayout(Arena ar, int K, bool tc, int buffers_) : buffers(buffers_) {
-    S_ = ar.take(int64_t(K) * walk_stride(tc));
-    set_size = 2 * int64_t(C) * row_stride(K, tc) + int64_t(C) * row_stride(kWalkColumns, tc);
+  int buffers, cols;
+  WalkLayout(Arena ar, int K, bool tc, int buffers_, int cols_) : buffers(buffers_), cols(cols_) {
+    S_ = ar.take(int64_t(K) * walk_stride(cols, tc));
+    set_size = 2 * int64_t(C) * row_stride(K, tc) + int64_t(C) * row_stride(cols, tc);
     sets = ar.take(buffers * set_size);
     total = ar.at;
   }
@@ -487,13 +491,12 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   S* base = block_base(scratch, lay.total);
   S* St = base + lay.S_;
   const bool async = scratch == nullptr, ahead = lay.buffers == 2;
-  const int K = g.K, V = g.V, lk = row_stride(K, TC), lv = row_stride(kWalkColumns, TC);
-  constexpr int lw = walk_stride(TC);
-  const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
+  const int K = g.K, V = g.V, cols = lay.cols, lk = row_stride(K, TC), lv = row_stride(cols, TC);
+  const int lw = walk_stride(cols, TC), n_slices = (V + cols - 1) / cols;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
-    const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
-    const int nv = min(kWalkColumns, V - j0);
+    const int j0 = static_cast<int>(item - bh * n_slices) * cols;
+    const int nv = min(cols, V - j0);
     const int64_t state = bh * K * V;
     // Chunk c's tiles into set b, two commit groups: W and U, then diag(lam) K.
     auto fetch = [&](int64_t c, int b) {
@@ -611,12 +614,13 @@ __global__ void __launch_bounds__(kNt)
 
 struct WalkBackLayout {
   int64_t dS, X, CC, dO, dVn, total;
-  WalkBackLayout(Arena ar, int K, bool tc) {
-    dS = ar.take(int64_t(K) * walk_stride(tc));
+  int cols;
+  WalkBackLayout(Arena ar, int K, bool tc, int cols_) : cols(cols_) {
+    dS = ar.take(int64_t(K) * walk_stride(cols, tc));
     X = ar.take(int64_t(C) * row_stride(K, tc));
     CC = ar.take(int64_t(C) * row_stride(C, tc));
-    dO = ar.take(int64_t(C) * row_stride(kWalkColumns, tc));
-    dVn = ar.take(int64_t(C) * row_stride(kWalkColumns, tc));
+    dO = ar.take(int64_t(C) * row_stride(cols, tc));
+    dVn = ar.take(int64_t(C) * row_stride(cols, tc));
     total = ar.at;
   }
 };
@@ -629,14 +633,13 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
   S* dVn = base + lay.dVn;
   const int K = g.K, V = g.V, lk = row_stride(K, TC), lc = row_stride(C, TC);
-  const int lv = row_stride(kWalkColumns, TC);
-  constexpr int lw = walk_stride(TC);
-  const int n_slices = (V + kWalkColumns - 1) / kWalkColumns;
+  const int cols = lay.cols, lv = row_stride(cols, TC), lw = walk_stride(cols, TC);
+  const int n_slices = (V + cols - 1) / cols;
   const bool async = scratch == nullptr;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
-    const int j0 = static_cast<int>(item - bh * n_slices) * kWalkColumns;
-    const int nv = min(kWalkColumns, V - j0);
+    const int j0 = static_cast<int>(item - bh * n_slices) * cols;
+    const int nv = min(cols, V - j0);
     const int64_t state = bh * K * V;
     stage_rows(dS, lw, K, nv, [&](int i, int j) {
       return gr.dhT ? value_cast<S>(gr.dhT[state + i * V + j0 + j]) : S(0);
@@ -1335,6 +1338,15 @@ void launch_items(Kernel* kernel, int threads, int64_t items, int64_t total, con
   CUDA_CHECK(cudaGetLastError());
 }
 
+// Value columns per walk block: 32 when the narrower slices still make at most one wave of
+// blocks (one block an SM: the TF32 walks' registers), else 64.
+int walk_columns(const Geo& g) {
+  const int64_t narrow = g.B * g.H * ((g.V + kWalkColumns / 2 - 1) / (kWalkColumns / 2));
+  return g.V > kWalkColumns / 2 && narrow <= Context::get().props().multiProcessorCount
+             ? kWalkColumns / 2
+             : kWalkColumns;
+}
+
 // prep and walk: the chunks' matrices and states (Vn in ws.u), hT when asked.
 template <class S, class IO, bool TC>
 void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const Chunks<S>& ws, IO* hT,
@@ -1342,8 +1354,9 @@ void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const Chunks<S>& w
   const PrepLayout prep(Arena{}, TC);
   launch_items<S>(delta_prep_kernel<S, IO, TC>, kNt, g.B * g.H * g.NC, prep.total, op, a, g, ws,
                   prep);
-  const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  const WalkLayout two(Arena{}, g.K, TC, 2), one(Arena{}, g.K, TC, 1);
+  const int cols = walk_columns(g);
+  const int64_t slices = (g.V + cols - 1) / cols;
+  const WalkLayout two(Arena{}, g.K, TC, 2, cols), one(Arena{}, g.K, TC, 1, cols);
   const WalkLayout& walk = size_t(two.total) * sizeof(S) <= shared_memory_limit() ? two : one;
   launch_items<S>(delta_walk_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * slices, walk.total,
                   op, a.h0, hT, g, ws, walk);
@@ -1365,8 +1378,9 @@ void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, con
   const Geo g = geo_of(a.d);
   Workspace<S> ws(g, true);
   forward_states<S, IO, TC>(a, g, ws.ptrs, static_cast<IO*>(nullptr), op);
-  const int64_t slices = (g.V + kWalkColumns - 1) / kWalkColumns;
-  const WalkBackLayout back(Arena{}, g.K, TC);
+  const int cols = walk_columns(g);
+  const int64_t slices = (g.V + cols - 1) / cols;
+  const WalkBackLayout back(Arena{}, g.K, TC, cols);
   launch_items<S>(delta_walk_back_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * slices,
                   back.total, op, gr, static_cast<S>(a.scale), g, ws.ptrs, back);
   // One grad kernel when its buffers fit in shared memory (S and dS staged too when they still

@@ -27,6 +27,7 @@
 #include "autograd/primitives.h"
 #include "autograd/recurrences.h"
 #include "autograd/var.h"
+#include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/recurrence_cuda.h"
 #include "kernels/recurrence.h"
 
@@ -195,6 +196,21 @@ TEST_CASE("cuda delta rule kernels match the CPU recurrent tier", "[cuda]") {
                                 << " h0/dhT " << with_state);
             check_tiers(make_problem(d, dt, decay, l2norm, with_state, ++seed));
           }
+}
+
+// The chunk tier's walks take 32 value columns a block when B*H*ceil(V/32) blocks fit in one wave
+// of the GPU's multiprocessors, else 64: a batch of one takes the narrow slices, a batch past
+// the SM count the wide ones (V = 80: a partial slice either way).
+TEST_CASE("cuda delta rule chunk tier with walks of 32 and of 64 value columns", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  const int64_t H = 2, V = 80, slices32 = (V + 31) / 32;
+  const int64_t wide_batch = cuda::multiprocessor_count() / (H * slices32) + 1;
+  uint64_t seed = 700;
+  for (int64_t B : {int64_t(1), wide_batch})
+    for (Decay decay : {Decay::None, Decay::Strong}) {
+      INFO("B " << B << " decay " << decay_name(decay));
+      check_tiers(make_problem({B, 130, H, 48, V}, DType::f32, decay, true, true, ++seed));
+    }
 }
 
 // K = V = 64 runs the single grad kernel in shared memory; 128, 256 and K = 160, V = 96 (a
