@@ -300,8 +300,16 @@ void Tensor::copy_(const Tensor& src) {
 void Tensor::fill_(double value) {
   check_defined(*this, "fill_", "tensor");
   if (device() != Device::CPU) {
-    Tensor host = Tensor::full(shape_, value, dtype_);
-    copy_(host);
+    // On the device, without a host buffer of the tensor's size: +0 into a contiguous tensor is
+    // one memset (all-zero bytes in every dtype); other values, or views, are a broadcast copy of
+    // one element.
+    const DeviceBackend& backend = device_backend(device(), "fill_");
+    if (value == 0.0 && !std::signbit(value) && is_contiguous()) {
+      if (numel() > 0) backend.fill_zero(raw_data(), static_cast<size_t>(numel()) * dtype_size(dtype_));
+      return;
+    }
+    const Tensor one = Tensor::full({}, value, dtype_).to(device());
+    backend.copy_within(*this, one.expand(shape_));
     return;
   }
   visit_dtype(dtype_, [&]<class T>() {

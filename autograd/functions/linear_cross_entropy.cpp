@@ -69,9 +69,10 @@ Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets, int6
   if (chunk_rows < 0)
     throw Error(op, "chunk_rows >= 0 (0: chosen by the op)", std::to_string(chunk_rows));
   const int64_t N = x.size(0), F = x.size(1), V = W.size(0);
-  const int64_t rows = std::max<int64_t>(
-      1,
-      std::min<int64_t>(N, chunk_rows > 0 ? chunk_rows : kChunkEntries / std::max<int64_t>(V, 1)));
+  // The default chunk: about kChunkEntries logits, in whole 128-row GEMM tiles when that many fit.
+  int64_t rows = chunk_rows > 0 ? chunk_rows : kChunkEntries / std::max<int64_t>(V, 1);
+  if (chunk_rows == 0 && rows > 128) rows -= rows % 128;
+  rows = std::max<int64_t>(1, std::min<int64_t>(N, rows));
   const std::vector<int64_t> counts = counted_rows(targets, ignore_index, rows);
   int64_t n = 0;
   for (int64_t c : counts) n += c;

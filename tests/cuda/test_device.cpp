@@ -44,6 +44,19 @@ TEST_CASE("to(cuda) and back is exact for every dtype and layout", "[cuda]") {
   f.fill_(-1.0);
   CHECK(vals(f) == std::vector<double>(4, -1.0));
   CHECK(Tensor::ones({1}, DType::f32, Device::CUDA).item() == 1.0);
+  // fill_ on the device: zero over earlier contents (the memset), every dtype, and a strided view
+  // that must leave the elements outside it alone.
+  for (DType dt : {DType::f32, DType::f64, DType::i32, DType::i64, DType::bf16}) {
+    INFO("dtype " << dtype_name(dt));
+    Tensor t = Tensor::full({3, 4}, 7.0, dt, Device::CUDA);
+    t.zero_();
+    CHECK(vals(t) == std::vector<double>(12, 0.0));
+    t.slice(1, 1, 4, 2).fill_(3.0);  // columns 1 and 3: a strided view
+    t.select(0, 2).fill_(0.0);       // row 2: a contiguous view at an offset (the memset)
+    t.select(1, 3).fill_(0.0);       // column 3: zero through the broadcast path
+    const std::vector<double> want = {0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0};
+    CHECK(vals(t) == want);
+  }
   // GPU -> GPU copy (clone of a contiguous tensor) and copy_ from the CPU.
   const Tensor a = gpu(Tensor::randn({64, 33}, gen));
   CHECK(vals(a.clone()) == vals(a));
