@@ -410,6 +410,71 @@ __device__ __forceinline__ void accumulate_abt(S* acc, int lacc, const S* A, con
       [&](int r, int l, S x) { acc[r * lacc + l] = first ? x : acc[r * lacc + l] + x; });
 }
 
+// True when p is 16-byte aligned and the row strides and width are whole 16-byte words of S:
+// then every row of a tile starts and ends on a word, and a tile moves a word a copy.
+template <class S>
+__device__ __forceinline__ bool word_rows(const S* p, const S* q, int64_t ld_p, int64_t ld_q,
+                                          int cols) {
+  constexpr int w = 16 / sizeof(S);
+  return cols % w == 0 && ld_p % w == 0 && ld_q % w == 0 &&
+         (reinterpret_cast<uintptr_t>(p) | reinterpret_cast<uintptr_t>(q)) % 16 == 0;
+}
+
+// dst[r * ld + c] = src[r * src_ld + c] for r < rows, c < cols: cp.async copies into shared
+// memory (no registers; the caller commits and waits), 16 bytes a copy when word_rows holds,
+// else an element a copy; or loads and stores when dst is the block's global scratch
+// (async = false: cp.async writes shared memory only).
+template <class S>
+__device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows, int cols,
+                          bool async) {
+  if (!async) {
+    stage_rows(dst, ld, rows, cols, [&](int r, int c) { return src[r * src_ld + c]; });
+    return;
+  }
+  if (word_rows(dst, src, ld, src_ld, cols)) {
+    constexpr int w = 16 / sizeof(S);
+    const int words = cols / w, items = rows * words, sld = static_cast<int>(src_ld);
+    for (int it = threadIdx.x; it < items; it += blockDim.x) {
+      const int r = it / words, c = (it - r * words) * w;
+      cp_async_16(dst + r * ld + c, src + (r * sld + c), true);
+    }
+    return;
+  }
+  const int warps = blockDim.x >> 5, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int r = warp; r < rows; r += warps)
+    for (int c = lane; c < cols; c += 32) {
+      if constexpr (sizeof(S) == 4)
+        cp_async_4(dst + r * ld + c, src + r * src_ld + c, true);
+      else
+        cp_async_8(dst + r * ld + c, src + r * src_ld + c, true);
+    }
+}
+
+// dst[r * dst_ld + c] = scale[r] * src[r * ld + c] (no scale: the value itself) for r < rows,
+// c < cols: a shared tile out to a global workspace, a float4 a load and a store when
+// word_rows holds (f32), else an element a store.
+template <class S>
+__device__ void store_rows(S* dst, int64_t dst_ld, const S* src, int ld, int rows, int cols,
+                           const S* scale = nullptr) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (word_rows(dst, src, dst_ld, ld, cols)) {
+      const int words = cols / 4, items = rows * words, dld = static_cast<int>(dst_ld);
+      for (int it = threadIdx.x; it < items; it += blockDim.x) {
+        const int r = it / words, c = (it - r * words) * 4;
+        float4 x = *reinterpret_cast<const float4*>(src + r * ld + c);
+        if (scale) {
+          const float f = scale[r];
+          x = make_float4(f * x.x, f * x.y, f * x.z, f * x.w);
+        }
+        *reinterpret_cast<float4*>(dst + (r * dld + c)) = x;
+      }
+      return;
+    }
+  }
+  unstage_rows(src, ld, rows, cols,
+               [&](int r, int c, S x) { dst[r * dst_ld + c] = scale ? scale[r] * x : x; });
+}
+
 // ---- prep: Ti, U, W, P, diag(lam) K, diag(gam) Q, gam_n of every chunk
 // Over 64-key tiles (K K^T and Q K^T summed, diag(lam) K and diag(gam) Q out), then
 // Ti = (I + L)^{-1}, U = Ti diag(beta) V over 64-value tiles and W = Ti diag(beta gam) K over
@@ -452,12 +517,8 @@ __global__ void __launch_bounds__(kNt)
       __syncthreads();
       accumulate_abt<S, TC>(L, lc, t1, t1, lt, C, nk, first);
       accumulate_abt<S, TC>(P, lc, t0, t1, lt, C, nk, first);
-      unstage_rows(t1, lt, C, nk, [&](int r, int i, S x) {
-        ws.kl[e * C * K + r * K + k0 + i] = f.lam[r] * x;
-      });
-      unstage_rows(t0, lt, C, nk, [&](int r, int i, S x) {
-        ws.qg[e * C * K + r * K + k0 + i] = f.gam[r] * x;
-      });
+      store_rows(ws.kl + e * C * K + k0, K, t1, lt, C, nk, f.lam);
+      store_rows(ws.qg + e * C * K + k0, K, t0, lt, C, nk, f.gam);
       __syncthreads();
     }
     // L = tril_{-1}(diag(beta)(K K^T o M)) in place; P = (Q K^T) o M out.
@@ -470,7 +531,7 @@ __global__ void __launch_bounds__(kNt)
     if (threadIdx.x == 0) ws.gn[e] = f.gam[n - 1];
     __syncthreads();
     invert_unit_lower(L, ti, tmp, lc);
-    unstage_rows(ti, lc, C, C, [&](int r, int l, S x) { ws.ti[e * C * C + r * C + l] = x; });
+    store_rows(ws.ti + e * C * C, C, ti, lc, C, C);
     const int64_t row0 = g.row(bh, c * C);
     for (int j0 = 0; j0 < V; j0 += kTile) {  // U = Ti diag(beta) V
       const int nv = min(kTile, V - j0);
@@ -496,26 +557,6 @@ __global__ void __launch_bounds__(kNt)
 }
 
 // ---- walk: the states and Vn = U - W S, chunks in order, 64 value columns per block
-
-// dst[r * ld + c] = src[r * src_ld + c] for r < rows, c < cols: cp.async copies into shared
-// memory (no registers; the caller commits and waits), or loads and stores when dst is the
-// block's global scratch (async = false: cp.async writes shared memory only).
-template <class S>
-__device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows, int cols,
-                          bool async) {
-  if (!async) {
-    stage_rows(dst, ld, rows, cols, [&](int r, int c) { return src[r * src_ld + c]; });
-    return;
-  }
-  const int warps = blockDim.x >> 5, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int r = warp; r < rows; r += warps)
-    for (int c = lane; c < cols; c += 32) {
-      if constexpr (sizeof(S) == 4)
-        cp_async_4(dst + r * ld + c, src + r * src_ld + c, true);
-      else
-        cp_async_8(dst + r * ld + c, src + r * src_ld + c, true);
-    }
-}
 
 // The walk's state slice St [K][lw] and `buffers` sets of a chunk's tiles: W [C][lk] and
 // diag(lam) K [C][lk] (at +C lk), U / Vn [C][lv] (at +2 C lk). Two sets when they fit in
@@ -572,8 +613,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
         cp_async_commit();
         cp_async_commit();
       }
-      unstage_rows(St, lw, K, nv,
-                   [&](int i, int j, S x) { ws.states[e * K * V + i * V + j0 + j] = x; });
+      store_rows(ws.states + e * K * V + j0, V, St, lw, K, nv);
       if (ahead)  // chunk c's first group has landed; its second and the next chunk's may not
         cp_async_wait<3>();
       else
@@ -588,7 +628,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       else
         cp_async_wait<0>();
       __syncthreads();
-      unstage_rows(vn, lv, C, nv, [&](int r, int j, S x) { ws.u[e * C * V + r * V + j0 + j] = x; });
+      store_rows(ws.u + e * C * V + j0, V, vn, lv, C, nv);
       const S gn = ws.gn[e];
       const S* Xk = X + C * lk;
       product<S, TC, wide_threads(TC) / 32>(
@@ -695,8 +735,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       const int64_t e = bh * g.NC + c;
       const int n = g.rows(c);
       __syncthreads();  // dS is final, the buffers free
-      unstage_rows(dS, lw, K, nv,
-                   [&](int i, int j, S x) { ws.dso[e * K * V + i * V + j0 + j] = x; });
+      store_rows(ws.dso + e * K * V + j0, V, dS, lw, K, nv);
       copy_rows(CC, lc, ws.p + e * C * C, C, C, C, async);  // under the staging of dO
       copy_rows(X, lk, ws.kl + e * C * K, K, C, K, async);
       cp_async_commit();
