@@ -46,6 +46,17 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // c += a @ b for 2-D a [M, K], b [K, N] and a contiguous c [M, N] in f32 (a, b f32, or bf16 on
 // CUDA: the products summed in f32 straight into c) or f64 (a, b f64).
 void matmul_acc(Tensor& c, const Tensor& a, const Tensor& b);
+// matmul_acc's shape checks on either device (c [M, N] += a [M, K] @ b [K, N], c contiguous).
+inline void check_matmul_acc(const Tensor& c, const Tensor& a, const Tensor& b, const char* op) {
+  check_rank(a, 2, op, "a", "[M, K]");
+  check_rank(b, 2, op, "b", "[K, N]");
+  check_rank(c, 2, op, "c", "[M, N]");
+  if (b.size(0) != a.size(1) || c.size(0) != a.size(0) || c.size(1) != b.size(1))
+    throw Error(op, "c [M, N] += a [M, K] @ b [K, N]",
+                to_string(c.shape()) + " += " + to_string(a.shape()) + " @ " +
+                    to_string(b.shape()));
+  if (!c.is_contiguous()) throw Error(op, "a contiguous c", "a strided view");
+}
 
 // ---- movement and indexing
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);

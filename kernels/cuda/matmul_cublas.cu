@@ -14,6 +14,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/ops.h"
 
 namespace hla::cuda {
 
@@ -140,19 +141,12 @@ void matmul_acc(Tensor& c, const Tensor& a_in, const Tensor& b_in) {
   require_cuda(a_in, op, "a");
   require_cuda(b_in, op, "b");
   check_same_dtype(a_in, b_in, op);
-  check_rank(a_in, 2, op, "a", "[M, K]");
-  check_rank(b_in, 2, op, "b", "[K, N]");
-  check_rank(c, 2, op, "c", "[M, N]");
+  ops::check_matmul_acc(c, a_in, b_in, op);
   const int64_t M = a_in.size(0), K = a_in.size(1), N = b_in.size(1);
-  if (b_in.size(0) != K || c.size(0) != M || c.size(1) != N)
-    throw Error(op, "c [M, N] += a [M, K] @ b [K, N]",
-                to_string(c.shape()) + " += " + to_string(a_in.shape()) + " @ " +
-                    to_string(b_in.shape()));
   const DType in = a_in.dtype(), out = c.dtype();
   if (!(in == out && in != DType::bf16) && !(in == DType::bf16 && out == DType::f32))
     throw Error(op, "a, b of c's dtype (f32, f64), or bf16 with an f32 c",
                 std::string(dtype_name(in)) + " into " + dtype_name(out));
-  if (!c.is_contiguous()) throw Error(op, "a contiguous c", "a strided view");
   if (M == 0 || N == 0 || K == 0) return;
   const Operand a = prepare(a_in, a_in.shape()), b = prepare(b_in, b_in.shape());
   matmul_cublas(a, b, c, M, K, N, 1, true);

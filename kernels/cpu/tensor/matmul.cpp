@@ -41,32 +41,27 @@ Tensor as_matrix_operand(const Tensor& x, MatLayout* layout) {
   return c;
 }
 
-template <class T, int OA, int OB>
+// c = a b, or c += a b with Acc.
+template <class T, int OA, int OB, bool Acc>
 void gemm(const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t M, int64_t K,
           int64_t N) {
   MatMap<T, OA> A(a, M, K, Eigen::OuterStride<>(lda));
   MatMap<T, OB> B(b, K, N, Eigen::OuterStride<>(ldb));
   Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> C(c, M, N);
-  C.noalias() = A * B;
+  if constexpr (Acc)
+    C.noalias() += A * B;
+  else
+    C.noalias() = A * B;
 }
 
-template <class T, int OA, int OB>
-void gemm_acc(const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t M, int64_t K,
-              int64_t N) {
-  MatMap<T, OA> A(a, M, K, Eigen::OuterStride<>(lda));
-  MatMap<T, OB> B(b, K, N, Eigen::OuterStride<>(ldb));
-  Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> C(c, M, N);
-  C.noalias() += A * B;
-}
-
-template <class T>
+template <class T, bool Acc = false>
 void gemm_any(const T* a, MatLayout la, const T* b, MatLayout lb, T* c, int64_t M, int64_t K,
               int64_t N) {
   constexpr int R = Eigen::RowMajor, Cm = Eigen::ColMajor;
-  if (!la.col_major && !lb.col_major) gemm<T, R, R>(a, la.ld, b, lb.ld, c, M, K, N);
-  else if (!la.col_major && lb.col_major) gemm<T, R, Cm>(a, la.ld, b, lb.ld, c, M, K, N);
-  else if (la.col_major && !lb.col_major) gemm<T, Cm, R>(a, la.ld, b, lb.ld, c, M, K, N);
-  else gemm<T, Cm, Cm>(a, la.ld, b, lb.ld, c, M, K, N);
+  if (!la.col_major && !lb.col_major) gemm<T, R, R, Acc>(a, la.ld, b, lb.ld, c, M, K, N);
+  else if (!la.col_major && lb.col_major) gemm<T, R, Cm, Acc>(a, la.ld, b, lb.ld, c, M, K, N);
+  else if (la.col_major && !lb.col_major) gemm<T, Cm, R, Acc>(a, la.ld, b, lb.ld, c, M, K, N);
+  else gemm<T, Cm, Cm, Acc>(a, la.ld, b, lb.ld, c, M, K, N);
 }
 
 }  // namespace
@@ -130,26 +125,13 @@ void matmul_acc(Tensor& c, const Tensor& a_in, const Tensor& b_in) {
   require_cpu(b_in, op);
   check_same_dtype(a_in, b_in, op);
   check_same_dtype(c, a_in, op);
-  check_rank(a_in, 2, op, "a", "[M, K]");
-  check_rank(b_in, 2, op, "b", "[K, N]");
-  check_rank(c, 2, op, "c", "[M, N]");
+  check_matmul_acc(c, a_in, b_in, op);
   const int64_t M = a_in.size(0), K = a_in.size(1), N = b_in.size(1);
-  if (b_in.size(0) != K || c.size(0) != M || c.size(1) != N)
-    throw Error(op, "c [M, N] += a [M, K] @ b [K, N]",
-                to_string(c.shape()) + " += " + to_string(a_in.shape()) + " @ " +
-                    to_string(b_in.shape()));
-  if (!c.is_contiguous()) throw Error(op, "a contiguous c", "a strided view");
   MatLayout la, lb;
   const Tensor a = as_matrix_operand(a_in, &la), b = as_matrix_operand(b_in, &lb);
   visit_floating(c.dtype(), op, [&]<class T>() {
     if (M == 0 || N == 0 || K == 0) return;
-    constexpr int R = Eigen::RowMajor, Cm = Eigen::ColMajor;
-    const T *pa = a.data<T>(), *pb = b.data<T>();
-    T* pc = c.data<T>();
-    if (!la.col_major && !lb.col_major) gemm_acc<T, R, R>(pa, la.ld, pb, lb.ld, pc, M, K, N);
-    else if (!la.col_major && lb.col_major) gemm_acc<T, R, Cm>(pa, la.ld, pb, lb.ld, pc, M, K, N);
-    else if (la.col_major && !lb.col_major) gemm_acc<T, Cm, R>(pa, la.ld, pb, lb.ld, pc, M, K, N);
-    else gemm_acc<T, Cm, Cm>(pa, la.ld, pb, lb.ld, pc, M, K, N);
+    gemm_any<T, true>(a.data<T>(), la, b.data<T>(), lb, c.data<T>(), M, K, N);
   });
 }
 
