@@ -82,10 +82,13 @@ Tensor log_softmax_backward(const Tensor& y, const Tensor& dy);  // dx = dy - ex
 // Cross-entropy of logits [N, C] against targets [N] (i32/i64); rows whose target equals
 // ignore_index take no loss. Returns the mean over counted rows (0 if none) and writes each
 // row's log-sum-exp into lse [N] for the backward. Never materialises the softmax.
+// counted < 0: the targets are read on the host, checked to lie in [0, C) or be ignore_index,
+// and counted (a sync on the GPU). counted >= 0: the caller has checked them (hla::check_targets,
+// tensor/tensor.h) and `counted` rows are not ignored; the GPU then reads no targets on the host.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                     Tensor* lse);
+                     Tensor* lse, int64_t counted = -1);
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                              const Tensor& lse, double dloss);
+                              const Tensor& lse, double dloss, int64_t counted = -1);
 
 // RMSNorm over the last dim D: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); w [D].
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor* rstd);

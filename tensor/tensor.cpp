@@ -416,6 +416,21 @@ void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
     throw Error(op, "operands of one dtype", std::string(dtype_name(a.dtype())) + " and " +
                 dtype_name(b.dtype()), "convert one with .to(dtype)");
 }
+std::vector<int64_t> check_targets(const Tensor& targets, int64_t classes, int64_t ignore_index,
+                                   const char* op) {
+  check_defined(targets, op, "targets");
+  const Tensor host = targets.device() == Device::CPU ? targets : targets.to(Device::CPU);
+  std::vector<int64_t> ids = visit_index(host.dtype(), op, [&]<class I>() {
+    const std::vector<I> v = host.to_vector<I>();
+    return std::vector<int64_t>(v.begin(), v.end());
+  });
+  for (int64_t v : ids)
+    if (v != ignore_index && (v < 0 || v >= classes))
+      throw Error(op, "target ids in [0, " + std::to_string(classes) + ") or ignore_index " +
+                  std::to_string(ignore_index), std::to_string(v),
+                  "is the vocabulary of the data larger than the model's?");
+  return ids;
+}
 
 DType parse_dtype(const std::string& n) {
   if (n == "f32" || n == "float32" || n == "float") return DType::f32;

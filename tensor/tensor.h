@@ -131,6 +131,10 @@ void check_rank(const Tensor& t, int64_t rank, const char* op, const char* name,
                 const char* layout = "");
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op);
+// Reads class ids [N] (i32/i64, either device; a sync on a GPU) on the host; each must be in
+// [0, classes) or equal ignore_index. Returns them.
+std::vector<int64_t> check_targets(const Tensor& targets, int64_t classes, int64_t ignore_index,
+                                   const char* op);
 
 // ---- template definitions
 template <class T>

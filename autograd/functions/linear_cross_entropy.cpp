@@ -13,7 +13,6 @@
 #include "autograd/fused.h"
 #include "autograd/node.h"
 #include "kernels/ops.h"
-#include "tensor/dtype_dispatch.h"
 #include "tensor/error.h"
 
 namespace hla {
@@ -36,15 +35,16 @@ struct LinearCrossEntropyNode : Node {
   void release() override { dx = dw = Tensor(); }
 };
 
-// Counted rows (target != ignore_index) of each chunk of `rows` rows, read on the host.
-std::vector<int64_t> counted_rows(const Tensor& targets, int64_t ignore_index, int64_t rows) {
-  const Tensor t = targets.device() == Device::CPU ? targets : targets.to(Device::CPU);
-  return visit_index(t.dtype(), "linear_cross_entropy", [&]<class I>() {
-    const std::vector<I> v = t.to_vector<I>();
-    std::vector<int64_t> counts((v.size() + rows - 1) / rows, 0);
-    for (size_t i = 0; i < v.size(); ++i) counts[i / rows] += v[i] != ignore_index;
-    return counts;
-  });
+// Counted rows (target != ignore_index) of each chunk of `rows` rows. The targets are read on
+// the host and checked against the vocabulary once here, so the chunks' cross-entropy calls
+// take their counts and read nothing on the host.
+std::vector<int64_t> counted_rows(const Tensor& targets, int64_t vocab, int64_t ignore_index,
+                                  int64_t rows) {
+  const std::vector<int64_t> t =
+      check_targets(targets, vocab, ignore_index, "linear_cross_entropy");
+  std::vector<int64_t> counts((t.size() + rows - 1) / rows, 0);
+  for (size_t i = 0; i < t.size(); ++i) counts[i / rows] += t[i] != ignore_index;
+  return counts;
 }
 
 }  // namespace
@@ -73,7 +73,8 @@ Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets, int6
   int64_t rows = chunk_rows > 0 ? chunk_rows : kChunkEntries / std::max<int64_t>(V, 1);
   if (chunk_rows == 0 && rows > 128) rows -= rows % 128;
   rows = std::max<int64_t>(1, std::min<int64_t>(N, rows));
-  const std::vector<int64_t> counts = counted_rows(targets, ignore_index, rows);
+  const std::vector<int64_t> counts = counted_rows(targets, V, ignore_index, rows);
+  const Tensor ids = targets.to(DType::i64).contiguous();  // once, on the targets' device
   int64_t n = 0;
   for (int64_t c : counts) n += c;
 
@@ -86,19 +87,20 @@ Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets, int6
   std::vector<Tensor> dx_parts;
   for (int64_t c = 0, r0 = 0; r0 < N; ++c, r0 += rows) {
     const int64_t r1 = std::min(N, r0 + rows), nc = counts[static_cast<size_t>(c)];
-    const Tensor xc = xd.slice(0, r0, r1), tc = targets.slice(0, r0, r1);
+    const Tensor xc = xd.slice(0, r0, r1), tc = ids.slice(0, r0, r1);
     if (nc == 0) {  // no loss and no gradient from these rows
       if (want_dx) dx_parts.push_back(Tensor::zeros({r1 - r0, F}, x.dtype(), x.device()));
       continue;
     }
     const Tensor logits = ops::matmul(xc, Wt);
     Tensor lse;
-    const Tensor part = ops::mul_scalar(ops::cross_entropy(logits, tc, ignore_index, &lse),
+    const Tensor part = ops::mul_scalar(ops::cross_entropy(logits, tc, ignore_index, &lse, nc),
                                         static_cast<double>(nc) / static_cast<double>(n));
     loss = loss.defined() ? ops::binary(ops::Binary::Add, loss, part) : part;
     if (!want_dx && !want_dw) continue;
-    const Tensor dlogits = ops::cross_entropy_backward(
-        logits, tc, ignore_index, lse, static_cast<double>(nc) / static_cast<double>(n));
+    const Tensor dlogits =
+        ops::cross_entropy_backward(logits, tc, ignore_index, lse,
+                                    static_cast<double>(nc) / static_cast<double>(n), nc);
     if (want_dx) dx_parts.push_back(ops::matmul(dlogits, Wd));
     if (want_dw) {
       if (!dw.defined()) dw = Tensor::zeros({V, F}, acc, x.device());

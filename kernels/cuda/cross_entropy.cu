@@ -10,7 +10,8 @@
 // tensor. Backward: a block per row (grid-stride over rows), threads over the row's logits; dx
 // is fresh (overwritten), rows with ignore_index get 0. Rows of whole 16-byte packs (C a
 // multiple of 8 bf16, 4 f32, 2 f64) are read and written a pack at a time.
-// Targets are read on the host once per call to check their range (a sync, like the CPU path).
+// Targets are read on the host once per call to check their range (a sync, like the CPU path),
+// unless the caller passes their count (it has checked them: check_targets).
 // dtypes: f32, f64, bf16. bf16 logits are read as float (maximum and each thread's sum of
 // exponentials, every term <= 1, in float, e^x on the multifunction unit for float; the block's
 // sum and the row losses in double); the loss and lse are f32 for bf16 logits (compute_t: a
@@ -145,7 +146,9 @@ struct CeInputs {
   int64_t n = 0, c = 0, counted = 0;
 };
 
-CeInputs prepare(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+// counted < 0: the targets are read, checked and counted on the host (check_targets; a
+// sync). counted >= 0: the caller has checked them; they are converted to i64 on the device.
+CeInputs prepare(const Tensor& logits, const Tensor& targets, int64_t ignore_index, int64_t counted,
                  const char* op) {
   require_cuda(logits, op, "logits");
   check_defined(targets, op, "targets");
@@ -160,28 +163,16 @@ CeInputs prepare(const Tensor& logits, const Tensor& targets, int64_t ignore_ind
     throw Error(op, "targets [N] with N=" + std::to_string(in.n), to_string(targets.shape()));
   if (in.n > INT32_MAX) throw Error(op, "fewer than 2^31 rows", std::to_string(in.n));
   if (in.n > 0 && in.c == 0) throw Error(op, "at least one class (C > 0)", "C = 0");
-  std::vector<int64_t> t;
-  if (targets.dtype() == DType::i64) {
-    t = targets.to_vector<int64_t>();
-  } else if (targets.dtype() == DType::i32) {
-    const std::vector<int32_t> v = targets.to_vector<int32_t>();
-    t.assign(v.begin(), v.end());
-  } else {
+  if (targets.dtype() != DType::i64 && targets.dtype() != DType::i32)
     throw Error(op, "targets of dtype i32 or i64", dtype_name(targets.dtype()),
                 "convert with .to(DType::i64)");
+  if (counted < 0) {
+    const std::vector<int64_t> t = check_targets(targets, in.c, ignore_index, op);
+    for (int64_t v : t) in.counted += v != ignore_index;
+  } else {
+    in.counted = counted;
   }
-  for (int64_t v : t) {
-    if (v == ignore_index) continue;
-    if (v < 0 || v >= in.c)
-      throw Error(op, "target ids in [0, " + std::to_string(in.c) + ") or ignore_index " +
-                  std::to_string(ignore_index), std::to_string(v),
-                  "is the vocabulary of the data larger than the model's?");
-    ++in.counted;
-  }
-  in.targets = (targets.dtype() == DType::i64 && targets.device() == Device::CUDA &&
-                targets.is_contiguous())
-                   ? targets
-                   : Tensor::from_vector<int64_t>(t, {in.n}).to(Device::CUDA);
+  in.targets = contiguous(targets.to(Device::CUDA).to(DType::i64));
   return in;
 }
 
@@ -196,8 +187,8 @@ void with_packed_rows(const CeInputs& in, F&& f) {
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                     Tensor* lse_out) {
-  const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy");
+                     Tensor* lse_out, int64_t counted) {
+  const CeInputs in = prepare(logits, targets, ignore_index, counted, "cross_entropy");
   return visit_cuda_storage(in.logits.dtype(), "cross_entropy", [&](auto tag_) {
     using S = typename decltype(tag_)::type;
     using L = compute_t<S>;  // lse and loss
@@ -223,8 +214,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 }
 
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                              const Tensor& lse_in, double dloss) {
-  const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy_backward");
+                              const Tensor& lse_in, double dloss, int64_t counted) {
+  const CeInputs in = prepare(logits, targets, ignore_index, counted, "cross_entropy_backward");
   require_cuda(lse_in, "cross_entropy_backward", "lse");
   check_shape(lse_in, {in.n}, "cross_entropy_backward", "lse", "[N]");
   const Tensor lse = contiguous(lse_in);

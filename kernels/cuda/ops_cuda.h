@@ -82,9 +82,9 @@ Tensor softmax_backward(const Tensor& y, const Tensor& dy, bool log);
 
 // ---- cross_entropy.cu
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                     Tensor* lse);
+                     Tensor* lse, int64_t counted);
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                              const Tensor& lse, double dloss);
+                              const Tensor& lse, double dloss, int64_t counted);
 
 // ---- norm.cu (g undefined: plain RMSNorm)
 Tensor rms_norm(const Tensor& x, const Tensor& g, const Tensor& w, double eps, Tensor* rstd);

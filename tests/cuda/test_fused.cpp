@@ -57,6 +57,14 @@ TEST_CASE("cuda cross_entropy over a 32000 vocabulary matches the CPU", "[cuda]"
       // Targets may stay on the CPU.
       REQUIRE_CLOSE("loss (cpu targets)", vals(loss),
                     vals(cross_entropy(gpu(logits), targets, ignore, nullptr)), tol(dt));
+      // With the count passed (targets checked by the caller, no host read): the same bits.
+      int64_t counted = 0;
+      for (double v : t) counted += v != double(ignore);
+      Tensor clse;
+      CHECK(vals(cross_entropy(gpu(logits), gpu(targets), ignore, &clse, counted)) == vals(gloss));
+      CHECK(vals(clse) == vals(glse));
+      CHECK(vals(cross_entropy_backward(gpu(logits), gpu(targets), ignore, glse, 0.5, counted)) ==
+            vals(cross_entropy_backward(gpu(logits), gpu(targets), ignore, glse, 0.5)));
     }
   // All rows ignored: loss 0, gradient 0.
   const Tensor logits = Tensor::randn({3, 11}, gen);

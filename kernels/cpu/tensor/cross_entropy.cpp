@@ -32,26 +32,18 @@ CeInputs prepare(const Tensor& logits, const Tensor& targets, int64_t ignore_ind
   in.c = logits.size(1);
   if (targets.size(0) != in.n)
     throw Error(op, "targets [N] with N=" + std::to_string(in.n), to_string(targets.shape()));
-  in.targets = visit_index(targets.dtype(), op, [&]<class I>() {
-    const std::vector<I> v = targets.to_vector<I>();
-    return std::vector<int64_t>(v.begin(), v.end());
-  });
-  for (int64_t t : in.targets) {
-    if (t == ignore_index) continue;
-    if (t < 0 || t >= in.c)
-      throw Error(op, "target ids in [0, " + std::to_string(in.c) + ") or ignore_index " +
-                  std::to_string(ignore_index), std::to_string(t),
-                  "is the vocabulary of the data larger than the model's?");
-    ++in.counted;
-  }
+  in.targets = check_targets(targets, in.c, ignore_index, op);
+  for (int64_t t : in.targets) in.counted += t != ignore_index;
   return in;
 }
 }  // namespace
 
+// On the CPU the targets are always read and checked (no sync to save), so `counted` is unused.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                     Tensor* lse_out) {
+                     Tensor* lse_out, [[maybe_unused]] int64_t counted) {
 #ifdef HLA_WITH_CUDA
-  if (logits.device() == Device::CUDA) return cuda::cross_entropy(logits, targets, ignore_index, lse_out);
+  if (logits.device() == Device::CUDA)
+    return cuda::cross_entropy(logits, targets, ignore_index, lse_out, counted);
 #endif
   const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy");
   return visit_floating(in.logits.dtype(), "cross_entropy", [&]<class T>() {
@@ -77,9 +69,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 }
 
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                              const Tensor& lse, double dloss) {
+                              const Tensor& lse, double dloss, [[maybe_unused]] int64_t counted) {
 #ifdef HLA_WITH_CUDA
-  if (logits.device() == Device::CUDA) return cuda::cross_entropy_backward(logits, targets, ignore_index, lse, dloss);
+  if (logits.device() == Device::CUDA)
+    return cuda::cross_entropy_backward(logits, targets, ignore_index, lse, dloss, counted);
 #endif
   const CeInputs in = prepare(logits, targets, ignore_index, "cross_entropy_backward");
   return visit_floating(in.logits.dtype(), "cross_entropy_backward", [&]<class T>() {
