@@ -193,6 +193,58 @@ __device__ void scan_decays(S* Gam) {
   Gam[2 * lane + 1] = incl;
 }
 
+// dst[r * ld + c] = src[r * src_ld + c] (times scale[r] unless scale is null) for r < rows,
+// c < cols, rows >= n zero. bf16 rows that start 16-byte aligned (into 16-byte aligned f32 rows)
+// are read 8 elements a load, 4 loads in flight a thread, and written as two float4; other
+// sources go through stage_rows, with the same values.
+template <class T>
+struct Same {  // T as a parameter type that takes no part in deduction (a null scale)
+  using type = T;
+};
+template <class S, class IO>
+__device__ void stage_scaled(S* dst, int ld, int rows, int n, int cols, const IO* src,
+                             int64_t src_ld, typename Same<const S*>::type scale) {
+  if constexpr (std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>) {
+    if (cols % 8 == 0 && src_ld % 8 == 0 && ld % 4 == 0 &&
+        reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+      constexpr int kBatch = 4;
+      const int groups = cols / 8, items = rows * groups, nt = blockDim.x;
+      for (int i0 = threadIdx.x; i0 < items; i0 += nt * kBatch) {
+        uint4 v[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int it = i0 + nt * u, r = it / groups, c8 = it - r * groups;
+          v[u] = it < items && r < n
+                     ? *reinterpret_cast<const uint4*>(src + r * src_ld + c8 * 8)
+                     : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int it = i0 + nt * u, r = it / groups, c8 = it - r * groups;
+          if (it >= items) continue;
+          bf16_dev h[8];
+          memcpy(h, &v[u], sizeof(h));
+          float o[8];
+#pragma unroll
+          for (int k = 0; k < 8; ++k) {
+            const float x = value_cast<float>(h[k]);
+            o[k] = r < n ? (scale ? x * scale[r] : x) : 0.0f;
+          }
+          float4* d = reinterpret_cast<float4*>(dst + r * ld + c8 * 8);
+          d[0] = make_float4(o[0], o[1], o[2], o[3]);
+          d[1] = make_float4(o[4], o[5], o[6], o[7]);
+        }
+      }
+      return;
+    }
+  }
+  stage_rows(dst, ld, rows, cols, [&](int r, int c) {
+    if (r >= n) return S(0);
+    const S x = value_cast<S>(src[r * src_ld + c]);
+    return scale ? x * scale[r] : x;
+  });
+}
+
 // Loads chunk c of head bh into w: q, k (L2-normalised when asked, rq / rk the factors), beta,
 // Gam, gam, lam; rows n..C-1 zero. Ends with a barrier.
 template <class S, class IO>
@@ -206,12 +258,8 @@ __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, 
     w.beta[tid] = in ? value_cast<S>(a.beta[row]) : S(0);
     w.Gam[tid] = in && a.g ? value_cast<S>(a.g[row]) : S(0);
   }
-  stage_rows(w.q, lk, C, K, [&](int r, int i) {
-    return r < n ? value_cast<S>(a.q[(row0 + r * H) * K + i]) : S(0);
-  });
-  stage_rows(w.k, lk, C, K, [&](int r, int i) {
-    return r < n ? value_cast<S>(a.k[(row0 + r * H) * K + i]) : S(0);
-  });
+  stage_scaled(w.q, lk, C, n, K, a.q + row0 * K, H * K, nullptr);
+  stage_scaled(w.k, lk, C, n, K, a.k + row0 * K, H * K, nullptr);
   __syncthreads();
   if (warp == 0) scan_decays(w.Gam);
   __syncthreads();
@@ -316,79 +364,45 @@ __device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t b
   __syncthreads();
   if (warp == 0) scan_decays(f.Gam);
   __syncthreads();
-  for (int r = warp; r < C; r += blockDim.x >> 5) {
-    S sq = S(0), sk = S(0);
-    if (a.l2norm_qk && r < n)
+  // A warp per row, kRows rows a warp at once: their loads are all in flight before the sums
+  // (one round trip to memory for them, not one a row). Each row's sum runs as with one row.
+  constexpr int kRows = 4;
+  const int warps = blockDim.x >> 5;
+  for (int r0 = warp; r0 < C; r0 += warps * kRows) {
+    S sq[kRows], sk[kRows];
+#pragma unroll
+    for (int u = 0; u < kRows; ++u) sq[u] = sk[u] = S(0);
+    if (a.l2norm_qk)
       for (int i = lane; i < K; i += 32) {
-        const S x = value_cast<S>(a.q[(row0 + r * H) * K + i]);
-        const S y = value_cast<S>(a.k[(row0 + r * H) * K + i]);
-        sq += x * x;
-        sk += y * y;
+        S x[kRows], y[kRows];
+#pragma unroll
+        for (int u = 0; u < kRows; ++u) {
+          const int r = r0 + u * warps;
+          const bool in = r < n;  // n <= C
+          x[u] = in ? value_cast<S>(a.q[(row0 + r * H) * K + i]) : S(0);
+          y[u] = in ? value_cast<S>(a.k[(row0 + r * H) * K + i]) : S(0);
+        }
+#pragma unroll
+        for (int u = 0; u < kRows; ++u) {
+          sq[u] += x[u] * x[u];
+          sk[u] += y[u] * y[u];
+        }
       }
-    sq = warp_reduce(sq, SumOp{});
-    sk = warp_reduce(sk, SumOp{});
-    if (lane == 0) {
-      const bool in = r < n;
-      f.rq[r] = a.l2norm_qk ? S(1) / sqrt(sq + S(kernels::kL2Eps)) : S(1);
-      f.rk[r] = a.l2norm_qk ? S(1) / sqrt(sk + S(kernels::kL2Eps)) : S(1);
-      f.gam[r] = in ? exp(f.Gam[r]) : S(0);
-      f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
-      f.yv[r] = S(0);
+#pragma unroll
+    for (int u = 0; u < kRows; ++u) {
+      const int r = r0 + u * warps;
+      const S q2 = warp_reduce(sq[u], SumOp{}), k2 = warp_reduce(sk[u], SumOp{});
+      if (lane == 0 && r < C) {
+        const bool in = r < n;
+        f.rq[r] = a.l2norm_qk ? S(1) / sqrt(q2 + S(kernels::kL2Eps)) : S(1);
+        f.rk[r] = a.l2norm_qk ? S(1) / sqrt(k2 + S(kernels::kL2Eps)) : S(1);
+        f.gam[r] = in ? exp(f.Gam[r]) : S(0);
+        f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
+        f.yv[r] = S(0);
+      }
     }
   }
   __syncthreads();
-}
-
-// dst[r * ld + c] = src[r * src_ld + c] (times scale[r] unless scale is null) for r < rows,
-// c < cols, rows >= n zero. bf16 rows that start 16-byte aligned (into 16-byte aligned f32 rows)
-// are read 8 elements a load, 4 loads in flight a thread, and written as two float4; other
-// sources go through stage_rows, with the same values.
-template <class T>
-struct Same {  // T as a parameter type that takes no part in deduction (a null scale)
-  using type = T;
-};
-template <class S, class IO>
-__device__ void stage_scaled(S* dst, int ld, int rows, int n, int cols, const IO* src,
-                             int64_t src_ld, typename Same<const S*>::type scale) {
-  if constexpr (std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>) {
-    if (cols % 8 == 0 && src_ld % 8 == 0 && ld % 4 == 0 &&
-        reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
-      constexpr int kBatch = 4;
-      const int groups = cols / 8, items = rows * groups, nt = blockDim.x;
-      for (int i0 = threadIdx.x; i0 < items; i0 += nt * kBatch) {
-        uint4 v[kBatch];
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-          const int it = i0 + nt * u, r = it / groups, c8 = it - r * groups;
-          v[u] = it < items && r < n
-                     ? *reinterpret_cast<const uint4*>(src + r * src_ld + c8 * 8)
-                     : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-          const int it = i0 + nt * u, r = it / groups, c8 = it - r * groups;
-          if (it >= items) continue;
-          bf16_dev h[8];
-          memcpy(h, &v[u], sizeof(h));
-          float o[8];
-#pragma unroll
-          for (int k = 0; k < 8; ++k) {
-            const float x = value_cast<float>(h[k]);
-            o[k] = r < n ? (scale ? x * scale[r] : x) : 0.0f;
-          }
-          float4* d = reinterpret_cast<float4*>(dst + r * ld + c8 * 8);
-          d[0] = make_float4(o[0], o[1], o[2], o[3]);
-          d[1] = make_float4(o[4], o[5], o[6], o[7]);
-        }
-      }
-      return;
-    }
-  }
-  stage_rows(dst, ld, rows, cols, [&](int r, int c) {
-    if (r >= n) return S(0);
-    const S x = value_cast<S>(src[r * src_ld + c]);
-    return scale ? x * scale[r] : x;
-  });
 }
 
 // Columns k0 .. k0 + nk of the chunk's normalised q (or k) rows into t [C][lt] (rows >= n zero).
@@ -545,8 +559,10 @@ __global__ void __launch_bounds__(kNt)
     }
     for (int k0 = 0; k0 < K; k0 += kTile) {  // W = Ti diag(beta gam) K
       const int nk = min(kTile, K - k0);
-      stage_keys(t1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
-      __syncthreads();
+      if (K > kTile) {  // else t1 still holds the one key tile from the first loop
+        stage_keys(t1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+        __syncthreads();
+      }
       product<S, TC>(
           C, nk, C, [&](int r, int l) { return ti[r * lc + l]; },
           [&](int l, int i) { return (f.beta[l] * f.gam[l]) * t1[l * lt + i]; },
