@@ -25,6 +25,13 @@ Var cross_entropy(const Var& logits, const Tensor& targets, int64_t ignore_index
 Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets,
                          int64_t ignore_index = kIgnoreIndex, int64_t chunk_rows = 0);
 
+// x W^T over x's last dimension for x [..., F], W [O, F]: [..., O]. Values and gradients as
+// matmul(x, transpose(to_dtype(W, x.dtype()))): a W of another dtype (an f32 master weight under
+// bf16 compute) is cast inside, in the forward and again in the backward, so no cast copy of W
+// is held between the passes; its gradient arrives in W's dtype. The projections below
+// (rms_norm_linear, swiglu_linear and their kin) take their W_i the same way.
+Var linear(const Var& x, const Var& W);
+
 // RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * w, w [D].
 Var rms_norm(const Var& x, const Var& w, double eps);
 // Gated RMSNorm: RMSNorm(x) * w * silu(g), g shaped like x.

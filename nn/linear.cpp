@@ -1,5 +1,6 @@
 #include "nn/linear.h"
 
+#include "autograd/fused.h"
 #include "autograd/primitives.h"
 
 namespace hla::nn {
@@ -14,13 +15,10 @@ Var Linear::forward(const Var& x) const {
   if (x.dim() == 0 || x.size(-1) != in_features)
     throw Error("Linear", "input [..., " + std::to_string(in_features) + "]",
                 to_string(x.shape()));
-  // One GEMM over all leading dims: [N, in] @ [in, out].
-  Shape out_shape = x.shape();
-  out_shape.back() = out_features;
-  Var y = matmul(reshape(x, {x.numel() / in_features, in_features}),
-                 transpose(to_dtype(weight, x.dtype()), 0, 1));
-  if (bias.defined()) y = y + to_dtype(bias, x.dtype());
-  return reshape(y, out_shape);
+  // One GEMM over all leading dims: [N, in] @ [in, out], the weight cast to x's dtype inside
+  // (linear: no cast copy of it is kept for the backward).
+  const Var y = hla::linear(x, weight);
+  return bias.defined() ? y + to_dtype(bias, x.dtype()) : y;
 }
 
 }  // namespace hla::nn

@@ -17,17 +17,16 @@ GatedMLP::GatedMLP(int64_t hidden, int64_t inter, Generator& gen, double std) {
 }
 
 Var GatedMLP::forward_normed(const Var& x, const RMSNorm& norm) const {
-  const DType dt = x.dtype();
-  const std::vector<Var> gate_up =
-      rms_norm_linears(x, to_dtype(norm.weight, dt), norm.eps,
-                       {to_dtype(gate_proj->weight, dt), to_dtype(up_proj->weight, dt)});
-  return swiglu_linear(gate_up[0], gate_up[1], to_dtype(down_proj->weight, dt));
+  // The projections' weights go in as they are: the fused nodes cast them to x's dtype inside.
+  const std::vector<Var> gate_up = rms_norm_linears(x, to_dtype(norm.weight, x.dtype()), norm.eps,
+                                                    {gate_proj->weight, up_proj->weight});
+  return swiglu_linear(gate_up[0], gate_up[1], down_proj->weight);
 }
 
 Var GatedMLP::forward(const Var& x) const {
   // down_proj(swiglu(gate, up)) with the SwiGLU product recomputed in the backward, not kept
   const Var gate = gate_proj->forward(x), up = up_proj->forward(x);
-  return swiglu_linear(gate, up, to_dtype(down_proj->weight, gate.dtype()));
+  return swiglu_linear(gate, up, down_proj->weight);
 }
 
 }  // namespace hla::nn

@@ -27,15 +27,12 @@ Var with_bias(const Var& y, const Linear& proj) {
 }  // namespace
 
 Var RMSNorm::forward_projected(const Var& x, const Linear& proj) const {
-  const DType dt = x.dtype();
-  return with_bias(
-      rms_norm_linear(x, to_dtype(weight, dt), eps, to_dtype(proj.weight, dt)), proj);
+  return with_bias(rms_norm_linear(x, to_dtype(weight, x.dtype()), eps, proj.weight), proj);
 }
 
 Var GatedRMSNorm::forward_projected(const Var& x, const Var& g, const Linear& proj) const {
-  const DType dt = x.dtype();
   return with_bias(
-      gated_rms_norm_linear(x, g, to_dtype(weight, dt), eps, to_dtype(proj.weight, dt)), proj);
+      gated_rms_norm_linear(x, g, to_dtype(weight, x.dtype()), eps, proj.weight), proj);
 }
 
 }  // namespace hla::nn

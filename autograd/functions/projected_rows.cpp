@@ -4,6 +4,11 @@
 
 namespace hla {
 
+namespace {
+// W as an operand of the products with rows of `dtype`.
+Tensor operand(const Tensor& W, DType dtype) { return W.dtype() == dtype ? W : W.to(dtype); }
+}  // namespace
+
 std::vector<Tensor> ProjectedRowsNode::backward(const std::vector<Tensor>& gy) {
   std::vector<Tensor> grads(inputs.size());
   Tensor R;   // recomputed once, if a W_i needs its gradient
@@ -11,11 +16,13 @@ std::vector<Tensor> ProjectedRowsNode::backward(const std::vector<Tensor>& gy) {
   for (size_t i = first_w; i < inputs.size(); ++i) {
     const Tensor& d = gy[i - first_w];
     if (!d.defined()) continue;
-    const Tensor& W = inputs[i].data();
+    const Tensor& Wp = inputs[i].data();
+    const Tensor W = operand(Wp, d.dtype());
     const Tensor dy = d.reshape({d.numel() / W.size(0), W.size(0)});
     if (needs_input_grad(i)) {
       if (!R.defined()) R = rows();
-      grads[i] = ops::matmul(dy.transpose(0, 1), R);  // dW = dy^T R [out, in], contiguous
+      const Tensor dW = ops::matmul(dy.transpose(0, 1), R);  // dy^T R [out, in], contiguous
+      grads[i] = dW.dtype() == Wp.dtype() ? dW : dW.to(Wp.dtype());
     }
     const Tensor dR_i = ops::matmul(dy, W);
     dR = dR.defined() ? ops::binary(ops::Binary::Add, dR, dR_i) : dR_i;
@@ -31,7 +38,7 @@ std::vector<Tensor> project_rows(const Tensor& R, const std::vector<Var>& Ws, Sh
   lead.push_back(0);
   for (const Var& W : Ws) {
     lead.back() = W.size(0);
-    ys.push_back(ops::matmul(R, W.data().transpose(0, 1)).reshape(lead));
+    ys.push_back(ops::matmul(R, operand(W.data(), R.dtype()).transpose(0, 1)).reshape(lead));
   }
   return ys;
 }
