@@ -20,8 +20,10 @@ Var cross_entropy(const Var& logits, const Tensor& targets, int64_t ignore_index
 
 // cross_entropy(matmul(x, W^T), targets) for x [N, F] and a head's weight W [V, F] without the
 // [N, V] logits: rows in chunks of `chunk_rows` (0: about 2^26 logits a chunk), each chunk's
-// gradients formed in the forward (the node keeps dx and dW, not x, W or the logits). x, W of
-// one dtype; dW is summed over the chunks in f32 (f64 for f64). Returns a 0-dim Var.
+// gradients formed in the forward (the node keeps dx and dW, not x, W or the logits). A W of
+// another dtype (the f32 master weight under bf16 compute) is cast to x's dtype for the
+// products; dW is summed over the chunks in f32 (f64 for f64) and returned in W's dtype.
+// Returns a 0-dim Var.
 Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets,
                          int64_t ignore_index = kIgnoreIndex, int64_t chunk_rows = 0);
 

@@ -314,15 +314,13 @@ struct HybridLM::Impl {
     if (rec) rec->set_prefix(outer_prefix);
     return model->norm->forward(h);
   }
-  // The head's weight [vocab, hidden] (lm_head's, or the tied embedding table) in `dtype`.
-  Var head_weight(DType dtype) const {
-    return to_dtype(lm_head ? lm_head->weight : model->embeddings->weight, dtype);
-  }
+  // The head's weight [vocab, hidden]: lm_head's, or the tied embedding table.
+  const Var& head_weight() const { return lm_head ? lm_head->weight : model->embeddings->weight; }
   // tokens [B,T] -> logits [B,T,vocab] in the compute dtype; with `state`, continues from and
   // updates it.
   Var run(const Tensor& tokens, DecodeState* state) const {
     const Var h = hidden(tokens, state);
-    return matmul(h, transpose(head_weight(h.dtype()), 0, 1));
+    return matmul(h, transpose(to_dtype(head_weight(), h.dtype()), 0, 1));
   }
   // The logits in the parameters' dtype (f32 under mixed precision), for callers that read them.
   Var logits(const Tensor& tokens, DecodeState* state) const {
@@ -380,8 +378,10 @@ Var HybridLM::loss(const Tensor& inputs, const Tensor& targets) {
   const Var h = impl_->hidden(inputs, nullptr);
   const DType dt =
       h.dtype() == DType::bf16 ? DType::bf16 : impl_->model->embeddings->weight.dtype();
+  // The head's weight goes in as it is (the f32 master weight): the node casts it for its
+  // products and returns its gradient in f32, with no bf16 rounding of the chunks' f32 sum.
   return linear_cross_entropy(reshape(to_dtype(h, dt), {inputs.numel(), config_.hidden_size}),
-                              impl_->head_weight(dt), targets.reshape({targets.numel()}));
+                              impl_->head_weight(), targets.reshape({targets.numel()}));
 }
 
 std::unique_ptr<DecodeState> HybridLM::start_decoding(int64_t batch) const {

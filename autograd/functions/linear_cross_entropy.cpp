@@ -7,6 +7,8 @@
 //   dlogits_c = (softmax(logits_c) - onehot(t_c)) / n   (cross_entropy_backward, dloss = n_c / n)
 //   dx_c = dlogits_c W,   dW = sum_c dlogits_c^T x_c   (ops::matmul_acc into f32, f64 for f64)
 // and the backward scales them by g. The node keeps those two gradients, not x, W or logits.
+// A W of another dtype than x (the f32 master weight under bf16 compute) is cast to x's dtype
+// for the products; dW's f32 (f64) sum is returned in W's dtype, so an f32 W gets it unrounded.
 #include <algorithm>
 #include <string>
 
@@ -59,8 +61,8 @@ Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets, int6
   if (targets.dim() != 1 || targets.size(0) != x.size(0))
     throw Error(op, "targets [N] with N = " + std::to_string(x.size(0)),
                 to_string(targets.shape()));
-  if (x.dtype() != W.dtype())
-    throw Error(op, "x and W of one dtype",
+  if (!is_floating(x.dtype()) || !is_floating(W.dtype()))
+    throw Error(op, "floating x and W",
                 std::string(dtype_name(x.dtype())) + " and " + dtype_name(W.dtype()));
   if (x.device() != W.device() || x.device() != targets.device())
     throw Error(op, "x, W and targets on one device",
@@ -82,7 +84,7 @@ Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets, int6
   const bool grad = should_record({x, W});
   const bool want_dx = grad && x.requires_grad(), want_dw = grad && W.requires_grad();
   const DType acc = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
-  const Tensor xd = x.data(), Wd = W.data(), Wt = Wd.transpose(0, 1);
+  const Tensor xd = x.data(), Wd = W.data().to(x.dtype()), Wt = Wd.transpose(0, 1);
   Tensor loss, dw;
   std::vector<Tensor> dx_parts;
   for (int64_t c = 0, r0 = 0; r0 < N; ++c, r0 += rows) {
@@ -112,6 +114,7 @@ Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets, int6
   if (want_dx) node->dx = dx_parts.size() == 1 ? dx_parts[0] : ops::concat(dx_parts, 0);
   if (want_dw)
     node->dw = dw.defined() ? dw.to(W.dtype()) : Tensor::zeros({V, F}, W.dtype(), W.device());
+  // Wd, a cast copy of W, is dropped here: the node keeps only the gradients.
   // x and W enter as edges: the backward reads neither.
   return record1(node, {x.is_leaf() ? x : x.edge_only(), W.is_leaf() ? W : W.edge_only()}, loss);
 }

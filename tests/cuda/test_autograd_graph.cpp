@@ -119,6 +119,14 @@ TEST_CASE("cuda linear_cross_entropy matches the CPU in f32 and bf16", "[cuda]")
     REQUIRE_CLOSE("loss", vals(closs.data()), vals(gloss.data()), tl);
     REQUIRE_CLOSE("dx", vals(cx.grad()), vals(gx.grad()), tg);
     REQUIRE_CLOSE("dW", vals(cw.grad()), vals(gw.grad()), tg);
+    // The f32 master weight under bf16 rows: cast inside, dW in f32.
+    Var mx(xr.to(dt).to(Device::CUDA), true), mw(wr.to(Device::CUDA), true);
+    const Var mloss = linear_cross_entropy(mx, mw, targets.to(Device::CUDA), kIgnoreIndex, 128);
+    (mloss * 1.5).backward();
+    REQUIRE(mw.grad().dtype() == DType::f32);
+    REQUIRE_CLOSE("loss (f32 W)", vals(closs.data()), vals(mloss.data()), tl);
+    REQUIRE_CLOSE("dx (f32 W)", vals(cx.grad()), vals(mx.grad()), tg);
+    REQUIRE_CLOSE("dW (f32 W)", vals(cw.grad()), vals(mw.grad()), tg);
   }
 }
 
