@@ -13,7 +13,8 @@ Block::Block(std::shared_ptr<Mixer> mixer, int64_t hidden, int64_t intermediate,
 }
 
 Var Block::forward(const Var& x, MixerState* state, const Var& lower_bound) const {
-  const Var r = x + attn->forward(attn_norm->forward(x), state, lower_bound);
+  // the normed x recomputed in the backward, as the normed r
+  const Var r = x + attn->forward_normed(x, *attn_norm, state, lower_bound);
   return r + mlp->forward_normed(r, *mlp_norm);  // the normed r recomputed in the backward
 }
 

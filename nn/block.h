@@ -19,7 +19,7 @@ class Block : public Module {
  public:
   Block(std::shared_ptr<Mixer> mixer, int64_t hidden, int64_t intermediate, double norm_eps,
         Generator& gen, double std = 0.02);
-  // state / lower_bound: passed to the mixer (see Mixer::forward).
+  // state / lower_bound: passed to the mixer (see Mixer::forward_normed).
   Var forward(const Var& x, MixerState* state = nullptr, const Var& lower_bound = {}) const;
 
   std::shared_ptr<RMSNorm> attn_norm, mlp_norm;

@@ -4,6 +4,13 @@
 
 namespace hla::nn {
 
+std::vector<Var> MixerInput::project(const std::vector<const Linear*>& projs) const {
+  if (norm) return norm->forward_projected(x, projs);
+  std::vector<Var> ys;
+  for (const Linear* proj : projs) ys.push_back(proj->forward(x));
+  return ys;
+}
+
 Var run_conv(const ShortConvolution& conv, const Var& x, MixerState* state, size_t slot) {
   if (!state) return conv.forward(x);
   if (state->conv.size() <= slot) state->conv.resize(slot + 1);

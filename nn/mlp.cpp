@@ -17,9 +17,7 @@ GatedMLP::GatedMLP(int64_t hidden, int64_t inter, Generator& gen, double std) {
 }
 
 Var GatedMLP::forward_normed(const Var& x, const RMSNorm& norm) const {
-  // The projections' weights go in as they are: the fused nodes cast them to x's dtype inside.
-  const std::vector<Var> gate_up = rms_norm_linears(x, to_dtype(norm.weight, x.dtype()), norm.eps,
-                                                    {gate_proj->weight, up_proj->weight});
+  const std::vector<Var> gate_up = norm.forward_projected(x, {gate_proj.get(), up_proj.get()});
   return swiglu_linear(gate_up[0], gate_up[1], down_proj->weight);
 }
 

@@ -30,6 +30,15 @@ Var RMSNorm::forward_projected(const Var& x, const Linear& proj) const {
   return with_bias(rms_norm_linear(x, to_dtype(weight, x.dtype()), eps, proj.weight), proj);
 }
 
+std::vector<Var> RMSNorm::forward_projected(const Var& x,
+                                           const std::vector<const Linear*>& projs) const {
+  std::vector<Var> Ws;
+  for (const Linear* proj : projs) Ws.push_back(proj->weight);
+  std::vector<Var> ys = rms_norm_linears(x, to_dtype(weight, x.dtype()), eps, Ws);
+  for (size_t i = 0; i < ys.size(); ++i) ys[i] = with_bias(ys[i], *projs[i]);
+  return ys;
+}
+
 Var GatedRMSNorm::forward_projected(const Var& x, const Var& g, const Linear& proj) const {
   return with_bias(
       gated_rms_norm_linear(x, g, to_dtype(weight, x.dtype()), eps, proj.weight), proj);

@@ -8,6 +8,8 @@
 // cast to it; the kernels accumulate the statistics in f32 for bf16 x).
 #pragma once
 
+#include <vector>
+
 #include "nn/module.h"
 
 namespace hla::nn {
@@ -22,6 +24,9 @@ class RMSNorm : public Module {
   // for a per-head norm): the same values and gradients, but the normed x is recomputed in the
   // backward instead of kept (autograd/fused.h rms_norm_linear).
   Var forward_projected(const Var& x, const Linear& proj) const;
+  // {proj_i(forward(x))} for projections of x [..., D]: one node over all of them that keeps x
+  // and recomputes the normed x once in the backward (autograd/fused.h rms_norm_linears).
+  std::vector<Var> forward_projected(const Var& x, const std::vector<const Linear*>& projs) const;
 
   double eps;
   Var weight;  // [D]

@@ -55,11 +55,12 @@ Attention::Attention(const AttentionLayerOptions& o, Generator& gen)
   o_proj = register_module("o_proj", std::make_shared<Linear>(d, d, false, gen, std));
 }
 
-Var Attention::forward(const Var& x, MixerState* state, const Var&) {
+Var Attention::mix(const MixerInput& in, MixerState* state, const Var&) {
   const int64_t offset = state ? state->position : 0;
-  const Var q = apply_rotary(split_heads(q_proj->forward(x), opt.num_heads), offset, opt.rope_theta);
-  Var k = apply_rotary(split_heads(k_proj->forward(x), num_kv_heads), offset, opt.rope_theta);
-  Var v = split_heads(v_proj->forward(x), num_kv_heads);
+  const std::vector<Var> p = in.project({q_proj.get(), k_proj.get(), v_proj.get()});
+  const Var q = apply_rotary(split_heads(p[0], opt.num_heads), offset, opt.rope_theta);
+  Var k = apply_rotary(split_heads(p[1], num_kv_heads), offset, opt.rope_theta);
+  Var v = split_heads(p[2], num_kv_heads);
   const bool cached = state && state->keys.defined();
   if (cached) {
     k = concat({state->keys, k}, 1);
@@ -83,7 +84,7 @@ Var Attention::forward(const Var& x, MixerState* state, const Var&) {
     const int64_t keep = opt.window_size > 0 ? std::min(T, opt.window_size) : T;
     state->keys = slice(k, 1, T - keep, T);
     state->values = slice(v, 1, T - keep, T);
-    state->position += x.size(1);
+    state->position += in.x.size(1);
   }
   return o_proj->forward(merge_heads(o));
 }

@@ -33,11 +33,13 @@ struct AttentionLayerOptions {
 class Attention : public Mixer {
  public:
   Attention(const AttentionLayerOptions& opt, Generator& gen);
-  Var forward(const Var& x, MixerState* state = nullptr, const Var& lower_bound = {}) override;
 
   AttentionLayerOptions opt;
   int64_t num_kv_heads, head_dim;
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
+
+ protected:
+  Var mix(const MixerInput& in, MixerState* state, const Var& lower_bound) override;
 };
 
 }  // namespace hla::nn

@@ -65,10 +65,15 @@ DeltaNet::DeltaNet(const DeltaNetOptions& o, Generator& gen)
   o_proj = register_module("o_proj", std::make_shared<Linear>(value_dim, d, false, gen, std));
 }
 
-Var DeltaNet::forward(const Var& x, MixerState* state, const Var&) {
+Var DeltaNet::mix(const MixerInput& in, MixerState* state, const Var&) {
   const int64_t H = opt.num_heads;
   const bool qk_silu = opt.qk_activation == "silu";
-  Var q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
+  const Var& x = in.x;
+  std::vector<const Linear*> projs{q_proj.get(), k_proj.get(), v_proj.get()};
+  if (opt.use_gate) projs.push_back(g_proj.get());
+  if (opt.use_beta) projs.push_back(b_proj.get());
+  const std::vector<Var> p = in.project(projs);
+  Var q = p[0], k = p[1], v = p[2];
   if (opt.use_short_conv) {  // the convs apply the silu (q and k only for qk_activation silu)
     q = run_conv(*q_conv1d, q, state, 0);
     k = run_conv(*k_conv1d, k, state, 1);
@@ -88,7 +93,7 @@ Var DeltaNet::forward(const Var& x, MixerState* state, const Var&) {
     qh = qh / sum(qh, {-1}, true);
     kh = kh / sum(kh, {-1}, true);
   }
-  Var beta = opt.use_beta ? sigmoid(b_proj->forward(x))
+  Var beta = opt.use_beta ? sigmoid(p.back())
                           : Var(Tensor::ones({x.size(0), x.size(1), H}, x.dtype(), x.device()));
   if (opt.allow_neg_eigval) beta = beta * 2.0;
   const bool l2 = opt.qk_norm == "l2";
@@ -99,7 +104,7 @@ Var DeltaNet::forward(const Var& x, MixerState* state, const Var&) {
   // the per-head norm and o_proj over the merged heads (the normed heads recomputed in the
   // backward)
   return opt.use_gate
-             ? o_norm_gated->forward_projected(r.o, split_heads(g_proj->forward(x), H), *o_proj)
+             ? o_norm_gated->forward_projected(r.o, split_heads(p[3], H), *o_proj)
              : o_norm->forward_projected(r.o, *o_proj);
 }
 

@@ -47,7 +47,6 @@ struct DeltaNetOptions {
 class DeltaNet : public Mixer {
  public:
   DeltaNet(const DeltaNetOptions& opt, Generator& gen);
-  Var forward(const Var& x, MixerState* state = nullptr, const Var& lower_bound = {}) override;
 
   DeltaNetOptions opt;
   int64_t key_dim, value_dim;
@@ -55,6 +54,9 @@ class DeltaNet : public Mixer {
   std::shared_ptr<ShortConvolution> q_conv1d, k_conv1d, v_conv1d;
   std::shared_ptr<GatedRMSNorm> o_norm_gated;  // registered as o_norm with use_gate
   std::shared_ptr<RMSNorm> o_norm;
+
+ protected:
+  Var mix(const MixerInput& in, MixerState* state, const Var& lower_bound) override;
 };
 
 }  // namespace hla::nn

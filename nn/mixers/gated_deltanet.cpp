@@ -89,9 +89,14 @@ GatedDeltaNet::GatedDeltaNet(const GatedDeltaNetOptions& o, Generator& gen)
   o_proj = register_module("o_proj", std::make_shared<Linear>(value_dim, d, false, gen, std));
 }
 
-Var GatedDeltaNet::forward(const Var& x, MixerState* state, const Var&) {
+Var GatedDeltaNet::mix(const MixerInput& in, MixerState* state, const Var&) {
   const int64_t H = opt.num_heads, HV = num_v_heads;
-  Var q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
+  const DType dt = in.x.dtype();
+  std::vector<const Linear*> projs{q_proj.get(), k_proj.get(), v_proj.get(), a_proj.get(),
+                                   b_proj.get()};
+  if (opt.use_gate) projs.push_back(g_proj.get());
+  const std::vector<Var> p = in.project(projs);
+  Var q = p[0], k = p[1], v = p[2];
   if (opt.use_short_conv) {  // the convs apply the silu
     q = run_conv(*q_conv1d, q, state, 0);
     k = run_conv(*k_conv1d, k, state, 1);
@@ -100,10 +105,10 @@ Var GatedDeltaNet::forward(const Var& x, MixerState* state, const Var&) {
     q = silu(q), k = silu(k), v = silu(v);
   }
   // Step size softplus(a + dt_bias) times the negative rate -exp(A_log), in gate_dtype.
-  const Var a = to_dtype(a_proj->forward(x), gate_dtype(x.dtype()));
+  const Var a = to_dtype(p[3], gate_dtype(dt));
   const Var rate = exp(to_dtype(A_log, a.dtype()));
-  const Var g = to_dtype(-rate * softplus(a + to_dtype(dt_bias, a.dtype())), x.dtype());
-  Var beta = sigmoid(b_proj->forward(x));
+  const Var g = to_dtype(-rate * softplus(a + to_dtype(dt_bias, a.dtype())), dt);
+  Var beta = sigmoid(p[4]);
   if (opt.allow_neg_eigval) beta = beta * 2.0;
   // GVA: each q/k head serves HV / H consecutive value heads.
   const Var qh = repeat_heads(split_heads(q, H), HV / H);
@@ -117,7 +122,7 @@ Var GatedDeltaNet::forward(const Var& x, MixerState* state, const Var&) {
   // the per-head norm and o_proj over the merged heads (the normed heads recomputed in the
   // backward)
   return opt.use_gate
-             ? o_norm_gated->forward_projected(r.o, split_heads(g_proj->forward(x), HV), *o_proj)
+             ? o_norm_gated->forward_projected(r.o, split_heads(p[5], HV), *o_proj)
              : o_norm->forward_projected(r.o, *o_proj);
 }
 

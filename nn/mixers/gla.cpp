@@ -81,9 +81,12 @@ GatedLinearAttention::GatedLinearAttention(const GLAOptions& o, Generator& gen)
     g_norm = register_module("g_norm", std::make_shared<RMSNorm>(value_dim / H, o.norm_eps));
 }
 
-Var GatedLinearAttention::forward(const Var& x, MixerState* state, const Var&) {
+Var GatedLinearAttention::mix(const MixerInput& in, MixerState* state, const Var&) {
   const int64_t H = opt.num_heads;
-  Var q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
+  std::vector<const Linear*> projs{q_proj.get(), k_proj.get(), v_proj.get(), gk_proj->down.get()};
+  if (opt.use_output_gate) projs.push_back(g_proj.get());
+  const std::vector<Var> p = in.project(projs);
+  Var q = p[0], k = p[1], v = p[2];
   if (opt.use_short_conv) {
     q = run_conv(*q_conv1d, q, state, 0);
     k = run_conv(*k_conv1d, k, state, 1);
@@ -91,7 +94,7 @@ Var GatedLinearAttention::forward(const Var& x, MixerState* state, const Var&) {
   }
   // The gate reads x, not the conv output; /16 biases the decay towards 1 (long memory). One
   // fused op (computed in float for bf16): only the projection stays alive for the backward.
-  const Var g = gla_gate(gk_proj->forward(x), opt.gate_logit_normalizer, opt.clamp_min);
+  const Var g = gla_gate(gk_proj->up->forward(p[3]), opt.gate_logit_normalizer, opt.clamp_min);
   // The feature map comes after the gate (fla's order); GQA repeats each kv head G times.
   const Var qh = apply_feature_map(opt.feature_map, split_heads(q, H));
   const Var kh = repeat_heads(apply_feature_map(opt.feature_map, split_heads(k, num_kv_heads)), groups);
@@ -104,7 +107,7 @@ Var GatedLinearAttention::forward(const Var& x, MixerState* state, const Var&) {
   // the per-head norm and o_proj over the merged heads (the normed heads recomputed in the
   // backward)
   if (!opt.use_output_gate) return g_norm->forward_projected(r.o, *o_proj);
-  return g_norm_swish_gate->forward_projected(r.o, split_heads(g_proj->forward(x), H), *o_proj);
+  return g_norm_swish_gate->forward_projected(r.o, split_heads(p[4], H), *o_proj);
 }
 
 }  // namespace hla::nn

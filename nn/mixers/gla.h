@@ -59,7 +59,6 @@ class LowRankProjection : public Module {
 class GatedLinearAttention : public Mixer {
  public:
   GatedLinearAttention(const GLAOptions& opt, Generator& gen);
-  Var forward(const Var& x, MixerState* state = nullptr, const Var& lower_bound = {}) override;
 
   GLAOptions opt;
   int64_t key_dim, value_dim;
@@ -69,6 +68,9 @@ class GatedLinearAttention : public Mixer {
   std::shared_ptr<ShortConvolution> q_conv1d, k_conv1d, v_conv1d;
   std::shared_ptr<GatedRMSNorm> g_norm_swish_gate;  // with the output gate
   std::shared_ptr<RMSNorm> g_norm;                  // without it
+
+ protected:
+  Var mix(const MixerInput& in, MixerState* state, const Var& lower_bound) override;
 };
 
 }  // namespace hla::nn

@@ -65,19 +65,20 @@ HGRNAttention::HGRNAttention(const HGRNOptions& o, Generator& gen) : opt(o) {
   o_proj = register_module("o_proj", std::make_shared<Linear>(d, d, false, gen, std));
 }
 
-Var HGRNAttention::forward(const Var& x, MixerState* state, const Var& lower_bound) {
-  Var i = i_proj->forward(x), f = f_proj->forward(x);
+Var HGRNAttention::mix(const MixerInput& in, MixerState* state, const Var& lower_bound) {
+  const std::vector<Var> p = in.project({i_proj.get(), f_proj.get(), g_proj.get()});
+  Var i = p[0], f = p[1];
   if (opt.use_short_conv) {
     i = run_conv(*i_conv1d, i, state, 0);
     f = run_conv(*f_conv1d, f, state, 1);
   }
-  const auto [log_f, one_minus_f] = forget_gates(f, lower_bound, x.dtype());
+  const auto [log_f, one_minus_f] = forget_gates(f, lower_bound, in.x.dtype());
   const Var u = swiglu(i, one_minus_f);  // silu(i) * (1 - f)
   const Var h0 = state ? state->recurrent : Var();
   auto r = hgrn(u, log_f, h0);
   if (inspect::Recorder* rec = inspect::active()) record_hgrn(*rec, u, log_f, lower_bound, h0);
   if (state) state->recurrent = r.hT;
-  return g_norm->forward_projected(r.o, g_proj->forward(x), *o_proj);  // normed o recomputed
+  return g_norm->forward_projected(r.o, p[2], *o_proj);  // normed o recomputed
 }
 
 }  // namespace hla::nn

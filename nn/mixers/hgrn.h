@@ -50,12 +50,14 @@ Gates forget_gates(const Var& f_raw, const Var& lower_bound, DType out);
 class HGRNAttention : public Mixer {
  public:
   HGRNAttention(const HGRNOptions& opt, Generator& gen);
-  Var forward(const Var& x, MixerState* state = nullptr, const Var& lower_bound = {}) override;
 
   HGRNOptions opt;
   std::shared_ptr<Linear> i_proj, f_proj, g_proj, o_proj;
   std::shared_ptr<ShortConvolution> i_conv1d, f_conv1d;
   std::shared_ptr<GatedRMSNorm> g_norm;
+
+ protected:
+  Var mix(const MixerInput& in, MixerState* state, const Var& lower_bound) override;
 };
 
 }  // namespace hla::nn

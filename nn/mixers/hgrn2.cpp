@@ -50,15 +50,16 @@ HGRN2Attention::HGRN2Attention(const HGRN2Options& o, Generator& gen) : opt(o) {
   o_proj = register_module("o_proj", std::make_shared<Linear>(d, d, false, gen, std));
 }
 
-Var HGRN2Attention::forward(const Var& x, MixerState* state, const Var& lower_bound) {
-  Var q = q_proj->forward(x), f = f_proj->forward(x), v = i_proj->forward(x);
+Var HGRN2Attention::mix(const MixerInput& in, MixerState* state, const Var& lower_bound) {
+  const std::vector<Var> p = in.project({q_proj.get(), f_proj.get(), i_proj.get()});
+  Var q = p[0], f = p[1], v = p[2];
   if (opt.use_short_conv) {
     q = run_conv(*q_conv1d, q, state, 0);
     f = run_conv(*f_conv1d, f, state, 1);
     v = run_conv(*i_conv1d, v, state, 2);
   }
   q = silu(q);
-  const auto [log_f, k] = forget_gates(f, lower_bound, x.dtype());  // k = 1 - f
+  const auto [log_f, k] = forget_gates(f, lower_bound, in.x.dtype());  // k = 1 - f
   const int64_t H = num_heads;
   const Var qh = split_heads(q, H), kh = split_heads(k, H), vh = split_heads(v, H);
   const Var gh = split_heads(log_f, H), h0 = state ? state->recurrent : Var();

@@ -33,13 +33,15 @@ struct HGRN2Options {
 class HGRN2Attention : public Mixer {
  public:
   HGRN2Attention(const HGRN2Options& opt, Generator& gen);
-  Var forward(const Var& x, MixerState* state = nullptr, const Var& lower_bound = {}) override;
 
   HGRN2Options opt;
   int64_t num_heads;
   std::shared_ptr<Linear> q_proj, f_proj, i_proj, o_proj;
   std::shared_ptr<ShortConvolution> q_conv1d, f_conv1d, i_conv1d;
   std::shared_ptr<RMSNorm> g_norm;
+
+ protected:
+  Var mix(const MixerInput& in, MixerState* state, const Var& lower_bound) override;
 };
 
 }  // namespace hla::nn

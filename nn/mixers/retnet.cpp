@@ -63,26 +63,29 @@ MultiScaleRetention::MultiScaleRetention(const RetNetOptions& o, Generator& gen)
     g_norm = register_module("g_norm", std::make_shared<RMSNorm>(value_dim / H, o.norm_eps));
 }
 
-Var MultiScaleRetention::forward(const Var& x, MixerState* state, const Var&) {
+Var MultiScaleRetention::mix(const MixerInput& in, MixerState* state, const Var&) {
   const int64_t H = opt.num_heads;
   const int64_t offset = state ? state->position : 0;
+  std::vector<const Linear*> projs{q_proj.get(), k_proj.get(), v_proj.get()};
+  if (opt.use_output_gate) projs.push_back(g_proj.get());
+  const std::vector<Var> p = in.project(projs);
   // Feature map, then RoPE, then the GQA repeat (fla's order).
-  const Var q = apply_rotary(apply_feature_map(opt.feature_map, split_heads(q_proj->forward(x), H)), offset);
+  const Var q = apply_rotary(apply_feature_map(opt.feature_map, split_heads(p[0], H)), offset);
   const Var k = repeat_heads(
-      apply_rotary(apply_feature_map(opt.feature_map, split_heads(k_proj->forward(x), num_kv_heads)), offset),
+      apply_rotary(apply_feature_map(opt.feature_map, split_heads(p[1], num_kv_heads)), offset),
       groups);
-  const Var v = repeat_heads(split_heads(v_proj->forward(x), num_kv_heads), groups);
+  const Var v = repeat_heads(split_heads(p[2], num_kv_heads), groups);
   const Var h0 = state ? state->recurrent : Var();
   auto r = retention(q, k, v, h0);
   if (inspect::Recorder* rec = inspect::active()) record_retnet(*rec, q, k, v, h0);
   if (state) {
     state->recurrent = r.hT;
-    state->position += x.size(1);
+    state->position += in.x.size(1);
   }
   // the per-head norm and o_proj over the merged heads (the normed heads recomputed in the
   // backward)
   if (!opt.use_output_gate) return g_norm->forward_projected(r.o, *o_proj);
-  return g_norm_swish_gate->forward_projected(r.o, split_heads(g_proj->forward(x), H), *o_proj);
+  return g_norm_swish_gate->forward_projected(r.o, split_heads(p[3], H), *o_proj);
 }
 
 }  // namespace hla::nn

@@ -42,7 +42,6 @@ struct RetNetOptions {
 class MultiScaleRetention : public Mixer {
  public:
   MultiScaleRetention(const RetNetOptions& opt, Generator& gen);
-  Var forward(const Var& x, MixerState* state = nullptr, const Var& lower_bound = {}) override;
 
   RetNetOptions opt;
   int64_t key_dim, value_dim;
@@ -50,6 +49,9 @@ class MultiScaleRetention : public Mixer {
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, g_proj, o_proj;
   std::shared_ptr<GatedRMSNorm> g_norm_swish_gate;  // with the output gate
   std::shared_ptr<RMSNorm> g_norm;                  // without it
+
+ protected:
+  Var mix(const MixerInput& in, MixerState* state, const Var& lower_bound) override;
 };
 
 }  // namespace hla::nn

@@ -1,5 +1,6 @@
 // Mixers: parameter names and counts at hidden 1024 (spec tables), output shapes, gradients by
-// finite differences, and decoding (state carry) against the full forward.
+// finite differences, decoding (state carry) against the full forward, and the block's path
+// forward_normed (the pre-mixer norm fused into the input projections) against forward(norm(x)).
 #include <catch2/catch.hpp>
 #include <map>
 
@@ -217,5 +218,47 @@ TEST_CASE("chunked full forward (T > 64) equals recurrent decoding", "[nn]") {
        {"gla", "delta_net", "gated_deltanet", "hgrn", "gla_options", "gated_deltanet_gva"}) {
     INFO(kind);
     check_decoding(kind, 70, {66, 1, 3});
+  }
+}
+
+// The block's path: the norm fused into the input projections (one node keeping x) must give
+// forward(norm.forward(x)) exactly up to f64 rounding: the output and the gradients of x, the
+// norm's weight and every mixer parameter; and with a state, a prompt then tokens.
+TEST_CASE("every mixer: forward_normed(x, norm) equals forward(norm(x)), values and gradients", "[nn]") {
+  for (const auto& kind : test::mixer_kinds()) {
+    INFO(kind);
+    Generator gen(5);
+    auto m = test::tiny_mixer(kind, gen);
+    const Var lb = test::tiny_lower_bound(kind, gen);
+    RMSNorm norm(test::kTinyHidden, 1e-5);
+    norm.weight.mutable_data() = Tensor::rand({test::kTinyHidden}, gen, DType::f64, 0.5, 1.5);
+    const int64_t T = 9;
+    const Tensor x_val = Tensor::randn({2, T, test::kTinyHidden}, gen, DType::f64);
+    const Tensor w = Tensor::randn({2, T, test::kTinyHidden}, gen, DType::f64);
+
+    // {y, dx, d norm.weight, d params...} of one path
+    auto run = [&](bool fused) {
+      for (auto& [name, p] : m->named_parameters()) p.zero_grad();
+      norm.weight.zero_grad();
+      const Var x(x_val, /*requires_grad=*/true);
+      const Var y = fused ? m->forward_normed(x, norm, nullptr, lb)
+                          : m->forward(norm.forward(x), nullptr, lb);
+      sum(y * Var(w)).backward();
+      std::vector<std::vector<double>> out{values(y), values(x.grad()), values(norm.weight.grad())};
+      for (auto& [name, p] : m->named_parameters()) out.push_back(values(p.grad()));
+      return out;
+    };
+    const auto ref = run(false), fused = run(true);
+    std::vector<std::string> names{"y", "dx", "d norm.weight"};
+    for (auto& [name, p] : m->named_parameters()) names.push_back("d " + name);
+    REQUIRE(ref.size() == names.size());
+    for (size_t i = 0; i < names.size(); ++i) REQUIRE_CLOSE(names[i], ref[i], fused[i], 1e-12);
+
+    MixerState st;
+    const Var x(x_val);
+    std::vector<Var> pieces;
+    for (auto [t0, t1] : {std::pair<int64_t, int64_t>{0, 6}, {6, 7}, {7, 9}})
+      pieces.push_back(m->forward_normed(slice(x, 1, t0, t1), norm, &st, lb));
+    REQUIRE_CLOSE(kind + " decoding", ref[0], values(concat(pieces, 1)), 1e-10);
   }
 }
