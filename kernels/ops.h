@@ -121,10 +121,12 @@ void forget_gate_backward(const Tensor& x, const Tensor& lb, const Tensor& dlog_
                           const Tensor& d_one_minus_f, Tensor* dx, Tensor* dlb);
 
 // GLA's log decay of gate logits x: g = max(logsigmoid(x) / normalizer, floor) (floor -inf: no
-// clamp); the backward dx = dg sigmoid(-x) / normalizer where unclamped, 0 where clamped.
-// Computed in float for bf16.
+// clamp). The backward reads the output g, not x: sigmoid(-x) = 1 - exp(logsigmoid(x)), so
+// dx = dg (-expm1(normalizer g)) / normalizer where g is above the floor (as stored in g's
+// dtype), 0 where clamped; expm1 keeps g's relative precision where g is near 0. Computed in
+// float for bf16.
 Tensor gla_gate(const Tensor& x, double normalizer, double floor);
-Tensor gla_gate_backward(const Tensor& x, const Tensor& dg, double normalizer, double floor);
+Tensor gla_gate_backward(const Tensor& g, const Tensor& dg, double normalizer, double floor);
 
 // SwiGLU: y = silu(a) * b.
 Tensor swiglu(const Tensor& a, const Tensor& b);

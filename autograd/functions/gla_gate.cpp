@@ -1,4 +1,6 @@
-// GLA's log decay as a Function node (kernels/cpu/tensor/gla_gate.cpp); the node keeps x only.
+// GLA's log decay as a Function node (kernels/cpu/tensor/gla_gate.cpp). The backward reads the
+// output g (which the recurrence keeps anyway), so the node keeps no values of its own: x is an
+// edge without values once the forward drops it.
 #include "autograd/fused.h"
 #include "autograd/node.h"
 #include "kernels/ops.h"
@@ -8,18 +10,22 @@ namespace hla {
 namespace {
 struct GlaGateNode : Node {
   double normalizer, floor;
+  Tensor g;  // the output's values
   GlaGateNode(double normalizer_, double floor_) : normalizer(normalizer_), floor(floor_) {}
   const char* name() const override { return "gla_gate"; }
-  std::vector<Tensor> backward(const std::vector<Tensor>& g) override {
-    if (!g[0].defined()) return {Tensor()};
-    return {ops::gla_gate_backward(inputs[0].data(), g[0], normalizer, floor)};
+  std::vector<Tensor> backward(const std::vector<Tensor>& dg) override {
+    if (!dg[0].defined()) return {Tensor()};
+    return {ops::gla_gate_backward(g, dg[0], normalizer, floor)};
   }
+  void release() override { g = Tensor(); }
 };
 }  // namespace
 
 Var gla_gate(const Var& x, double normalizer, double floor) {
-  return record1(std::make_shared<GlaGateNode>(normalizer, floor), {x},
-                 ops::gla_gate(x.data(), normalizer, floor));
+  auto node = std::make_shared<GlaGateNode>(normalizer, floor);
+  node->g = ops::gla_gate(x.data(), normalizer, floor);
+  const Tensor g = node->g;
+  return record1(node, {x.is_leaf() ? x : x.edge_only()}, g);
 }
 
 }  // namespace hla

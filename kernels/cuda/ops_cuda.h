@@ -102,7 +102,7 @@ void forget_gate_backward(const Tensor& x, const Tensor& lb, const Tensor& dlog_
 
 // ---- gla_gate.cu
 Tensor gla_gate(const Tensor& x, double normalizer, double floor);
-Tensor gla_gate_backward(const Tensor& x, const Tensor& dg, double normalizer, double floor);
+Tensor gla_gate_backward(const Tensor& g, const Tensor& dg, double normalizer, double floor);
 
 // ---- swiglu.cu
 Tensor swiglu(const Tensor& a, const Tensor& b);

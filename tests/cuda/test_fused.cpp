@@ -1,6 +1,7 @@
 // Fused CUDA kernels against the CPU path, outputs and gradients by name: softmax / log_softmax,
 // cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU, rotary, the HGRN forget
 // gate, GLA's log decay, short conv.
+#include <algorithm>
 #include <array>
 #include <limits>
 #include <vector>
@@ -215,20 +216,33 @@ TEST_CASE("cuda gla_gate and its backward match the CPU (clamped and not, bf16)"
       INFO(dtype_name(dt) << " floor " << floor);
       const Tensor x = Tensor::randn({4, 77, 32}, gen, dt, 0.0, 30.0),
                    dg = Tensor::randn({4, 77, 32}, gen, dt);
-      REQUIRE_CLOSE("g", vals(gla_gate(x, 16.0, floor)), vals(gla_gate(gpu(x), 16.0, floor)),
-                    tol(dt));
-      REQUIRE_CLOSE("dx", vals(gla_gate_backward(x, dg, 16.0, floor)),
-                    vals(gla_gate_backward(gpu(x), gpu(dg), 16.0, floor)), tol(dt));
+      const Tensor g = gla_gate(x, 16.0, floor), gg = gla_gate(gpu(x), 16.0, floor);
+      REQUIRE_CLOSE("g", vals(g), vals(gg), tol(dt));
+      REQUIRE_CLOSE("dx", vals(gla_gate_backward(g, dg, 16.0, floor)),
+                    vals(gla_gate_backward(gg, gpu(dg), 16.0, floor)), tol(dt));
     }
+  // bf16: g rounded to bf16 (2^-9 relative); the backward from it against the f32 one from x
+  // with a floor nothing reaches (-5: x < -80), then, where the clamp binds, against the CPU's
+  // f32 backward on the same rounded g with the floor as bf16 stores it (-0.3 -> -0.30078125).
   const Tensor x =
       Tensor::randn({4, 77, 32}, gen, DType::f32, 0.0, 8.0).to(DType::bf16).to(DType::f32);
   const Tensor dg = Tensor::randn({4, 77, 32}, gen).to(DType::bf16).to(DType::f32);
-  REQUIRE_CLOSE("g bf16", vals(gla_gate(x, 16.0, -5.0)),
-                vals(gla_gate(gpu(x).to(DType::bf16), 16.0, -5.0).to(DType::f32)), 8e-3);
-  REQUIRE_CLOSE("dx bf16", vals(gla_gate_backward(x, dg, 16.0, -5.0)),
-                vals(gla_gate_backward(gpu(x).to(DType::bf16), gpu(dg).to(DType::bf16), 16.0, -5.0)
-                         .to(DType::f32)),
+  const Tensor g = gla_gate(x, 16.0, -5.0), gg = gla_gate(gpu(x).to(DType::bf16), 16.0, -5.0);
+  REQUIRE_CLOSE("g bf16", vals(g), vals(gg.to(DType::f32)), 8e-3);
+  REQUIRE_CLOSE("dx bf16", vals(gla_gate_backward(g, dg, 16.0, -5.0)),
+                vals(gla_gate_backward(gg, gpu(dg).to(DType::bf16), 16.0, -5.0).to(DType::f32)),
                 8e-3);
+  const double floor = -0.3, stored_floor = double(float(bf16(float(floor))));
+  const Tensor gc = gla_gate(gpu(x).to(DType::bf16), 16.0, floor);
+  const Tensor dx = gla_gate_backward(gc, gpu(dg).to(DType::bf16), 16.0, floor);
+  const Tensor g_host = gc.to(DType::f32).to(Device::CPU);
+  const std::vector<double> gv = vals(g_host);
+  const auto clamped = std::count(gv.begin(), gv.end(), stored_floor);
+  INFO(clamped << " of " << gv.size() << " clamped");
+  REQUIRE(clamped > 1000);
+  REQUIRE(clamped < int64_t(gv.size()) / 2);
+  REQUIRE_CLOSE("dx bf16 clamped", vals(gla_gate_backward(g_host, dg, 16.0, stored_floor)),
+                vals(dx.to(DType::f32)), 4e-3);
 }
 
 TEST_CASE("cuda short_conv and backward match the CPU (with and without cache, silu)", "[cuda]") {

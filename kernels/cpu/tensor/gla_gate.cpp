@@ -1,5 +1,6 @@
-// GLA's log decay on CPU (kernels/ops.h): g = max(logsigmoid(x) / normalizer, floor), and
-// dx = dg sigmoid(-x) / normalizer where logsigmoid(x) / normalizer > floor, 0 where clamped.
+// GLA's log decay on CPU (kernels/ops.h): g = max(logsigmoid(x) / normalizer, floor), and from
+// g alone dx = dg sigmoid(-x) / normalizer = dg (-expm1(normalizer g)) / normalizer where
+// g > floor, 0 where clamped.
 #include <cmath>
 
 #include "kernels/cpu/tensor/stable_math.h"
@@ -39,26 +40,24 @@ Tensor gla_gate(const Tensor& x_in, double normalizer, double floor) {
   });
 }
 
-Tensor gla_gate_backward(const Tensor& x_in, const Tensor& dg_in, double normalizer, double floor) {
+Tensor gla_gate_backward(const Tensor& g_in, const Tensor& dg_in, double normalizer, double floor) {
   check_normalizer(normalizer, "gla_gate_backward");
 #ifdef HLA_WITH_CUDA
-  if (x_in.device() == Device::CUDA) return cuda::gla_gate_backward(x_in, dg_in, normalizer, floor);
+  if (g_in.device() == Device::CUDA) return cuda::gla_gate_backward(g_in, dg_in, normalizer, floor);
 #endif
-  require_cpu(x_in, "gla_gate_backward");
-  check_shape(dg_in, x_in.shape(), "gla_gate_backward", "dg");
-  const Tensor x = x_in.contiguous(), dg = dg_in.to(x.dtype()).contiguous();
-  return visit_floating(x.dtype(), "gla_gate_backward", [&]<class T>() {
-    Tensor dx = Tensor::empty(x.shape(), x.dtype());
-    const T* px = x.data<T>();
+  require_cpu(g_in, "gla_gate_backward");
+  check_shape(dg_in, g_in.shape(), "gla_gate_backward", "dg");
+  const Tensor g = g_in.contiguous(), dg = dg_in.to(g.dtype()).contiguous();
+  return visit_floating(g.dtype(), "gla_gate_backward", [&]<class T>() {
+    Tensor dx = Tensor::empty(g.shape(), g.dtype());
+    const T* pg = g.data<T>();
     const T* pd = dg.data<T>();
     T* pdx = dx.data<T>();
-    const int64_t n = x.numel();
+    const T n_ = T(normalizer);
+    const int64_t n = g.numel();
 #pragma omp parallel for if (n > (1 << 15))
-    for (int64_t i = 0; i < n; ++i) {
-      const T v = stable_log_sigmoid(px[i]) / T(normalizer);
-      const T s = stable_sigmoid(-px[i]);
-      pdx[i] = v > T(floor) ? pd[i] * s / T(normalizer) : T(0);
-    }
+    for (int64_t i = 0; i < n; ++i)
+      pdx[i] = pg[i] > T(floor) ? pd[i] * -std::expm1(n_ * pg[i]) / n_ : T(0);
     return dx;
   });
 }
