@@ -41,7 +41,8 @@
 //             tiles (scores, keys, rows: see "grad for heads whose ..." below)
 // A block's matrices live in shared memory when they fit the device's opt-in limit (227 KiB on
 // H100 / H200), otherwise in a per-block global scratch with the same layout and a grid of at
-// most 2 blocks per SM walking the items. Rows of shared [n][K] buffers are padded (row_stride:
+// most 2 blocks per SM walking the items; each kernel is compiled for both (its Shared
+// parameter), so the shared instance addresses its buffers as shared memory. Rows of shared [n][K] buffers are padded (row_stride:
 // K + 1 entries for FMA products, 4 mod 32 for TF32 ones). Rows past a partial chunk are zero in
 // every workspace matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on
 // TF32 tensor cores with DeltaRuleArgs::tensor_cores), f64, and bf16 storage (f32 workspaces,
@@ -327,12 +328,14 @@ __device__ void invert_unit_lower(const S* L, S* ti, S* tmp, int lc) {
   }
 }
 
-// A block's buffers in shared memory, or in its slice of a global scratch when they do not fit.
-template <class S>
-__device__ S* block_base(S* scratch, int64_t total) {
+// A block's buffers: in shared memory (Shared), or in its slice of a global scratch when they do
+// not fit. A compile-time choice, so that in the Shared kernels every buffer is known to be
+// shared memory: 32-bit shared loads and address arithmetic instead of 64-bit generic ones.
+template <class S, bool Shared>
+__device__ __forceinline__ S* block_base(S* scratch, int64_t total) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  return scratch ? scratch + static_cast<int64_t>(blockIdx.x) * total
-                 : reinterpret_cast<S*>(smem_raw);
+  if constexpr (Shared) return reinterpret_cast<S*>(smem_raw);
+  else return scratch + static_cast<int64_t>(blockIdx.x) * total;
 }
 
 // ---- 64-wide tiles of keys and values: the row factors of a chunk, its normalised q, k columns
@@ -509,10 +512,10 @@ struct PrepLayout {
   }
 };
 
-template <class S, class IO, bool TC>
+template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(kNt)
     delta_prep_kernel(DeltaRuleArgs<IO> a, Geo g, Chunks<S> ws, PrepLayout lay, S* scratch) {
-  S* base = block_base(scratch, lay.total);
+  S* base = block_base<S, Shared>(scratch, lay.total);
   const Factors<S> f(base + lay.f);
   S *t0 = base + lay.t0, *t1 = base + lay.t1, *L = base + lay.L, *P = base + lay.P;
   S *ti = base + lay.ti, *tmp = base + lay.tmp;
@@ -588,13 +591,13 @@ struct WalkLayout {
   }
 };
 
-template <class S, class IO, bool TC>
+template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     delta_walk_kernel(const IO* __restrict__ h0, IO* __restrict__ hT, Geo g, Chunks<S> ws,
                       WalkLayout lay, S* scratch) {
-  S* base = block_base(scratch, lay.total);
+  S* base = block_base<S, Shared>(scratch, lay.total);
   S* St = base + lay.S_;
-  const bool async = scratch == nullptr, ahead = lay.buffers == 2;
+  const bool async = Shared, ahead = lay.buffers == 2;
   const int K = g.K, V = g.V, cols = lay.cols, lk = row_stride(K, TC), lv = row_stride(cols, TC);
   const int lw = walk_stride(cols, TC), n_slices = (V + cols - 1) / cols;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
@@ -675,14 +678,14 @@ struct OutputLayout {
   }
 };
 
-template <class S, class IO, bool TC>
+template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(kNt)
     delta_output_kernel(Geo g, Chunks<S> ws, S scale, IO* __restrict__ o, OutputLayout lay,
                         S* scratch) {
-  S* base = block_base(scratch, lay.total);
+  S* base = block_base<S, Shared>(scratch, lay.total);
   S *qg = base + lay.qg, *St = base + lay.St, *P = base + lay.P, *vn = base + lay.vn;
   S* qs = base + lay.qs;  // diag(gam) Q S
-  const bool async = scratch == nullptr;
+  const bool async = Shared;
   constexpr int lo = row_stride(kOutputColumns, TC), lc = row_stride(C, TC);
   const int K = g.K, V = g.V, lk = row_stride(K, TC);
   const int n_slices = (V + kOutputColumns - 1) / kOutputColumns;
@@ -728,17 +731,17 @@ struct WalkBackLayout {
   }
 };
 
-template <class S, class IO, bool TC>
+template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     delta_walk_back_kernel(DeltaRuleGrad<IO> gr, S scale, Geo g, Chunks<S> ws, WalkBackLayout lay,
                            S* scratch) {
-  S* base = block_base(scratch, lay.total);
+  S* base = block_base<S, Shared>(scratch, lay.total);
   S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
   S* dVn = base + lay.dVn;
   const int K = g.K, V = g.V, lk = row_stride(K, TC), lc = row_stride(C, TC);
   const int cols = lay.cols, lv = row_stride(cols, TC), lw = walk_stride(cols, TC);
   const int n_slices = (V + cols - 1) / cols;
-  const bool async = scratch == nullptr;
+  const bool async = Shared;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * cols;
@@ -856,11 +859,11 @@ struct GradLayout {
   }
 };
 
-template <class S, class IO, bool TC>
+template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(wide_threads(TC))
     delta_grad_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
                       GradLayout lay, S* scratch) {
-  S* base = block_base(scratch, lay.total);
+  S* base = block_base<S, Shared>(scratch, lay.total);
   const Rows<S> w = lay.rows.bind(base);
   S *dq = base + lay.dq, *dk = base + lay.dk, *vn = base + lay.vn, *dy = base + lay.dy;
   S *ks = base + lay.ks, *dO = base + lay.dO, *A = base + lay.A, *QK = base + lay.QK;
@@ -872,7 +875,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
   // A state [K,V] (S or the outgoing dS) for the products: staged in X (row stride ls), or read
   // from global memory where X does not fit.
   // (as cp.async copies, committed and waited for by the caller)
-  const bool async = scratch == nullptr;
+  const bool async = Shared;
   auto state_view = [&](const S* src) {
     if (!X) return src;
     copy_rows(X, ls, src, V, K, V, async);
@@ -1071,18 +1074,18 @@ struct ScoresLayout {
   }
 };
 
-template <class S, class IO, bool TC>
+template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     delta_grad_scores_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
                              GradScratch<S> gs, ScoresLayout lay, S* scratch) {
   static_assert(kTile == C, "a C x C matrix takes a tile's place");
-  S* base = block_base(scratch, lay.total);
+  S* base = block_base<S, Shared>(scratch, lay.total);
   const Factors<S> f(base + lay.f);
   S *T0 = base + lay.T0, *T1 = base + lay.T1, *T2 = base + lay.T2, *M0 = base + lay.M0;
   S* M1 = base + lay.M1;
   constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC);
   const int K = g.K, V = g.V, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const bool async = scratch == nullptr, gated = a.g != nullptr;
+  const bool async = Shared, gated = a.g != nullptr;
   const S s = static_cast<S>(a.scale);
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
     const int64_t bh = e / g.NC, c = e - bh * g.NC, row0 = g.row(bh, c * C);
@@ -1154,19 +1157,19 @@ struct KeysLayout {
   }
 };
 
-template <class S, class IO, bool TC>
+template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     delta_grad_keys_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
                            GradScratch<S> gs, KeysLayout lay, S* scratch) {
   static_assert(kTile == C, "a C x C matrix takes a tile's place");
-  S* base = block_base(scratch, lay.total);
+  S* base = block_base<S, Shared>(scratch, lay.total);
   const Factors<S> f(base + lay.f);
   S *T0 = base + lay.T0, *T1 = base + lay.T1, *T2 = base + lay.T2, *dq = base + lay.dq;
   S *dk = base + lay.dk, *X = base + lay.X, *red = base + lay.red;
   constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC);
   const int K = g.K, V = g.V, KT = (K + kTile - 1) / kTile;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const bool async = scratch == nullptr, gated = a.g != nullptr;
+  const bool async = Shared, gated = a.g != nullptr;
   const S s = static_cast<S>(a.scale);
   for (int64_t item = blockIdx.x; item < g.B * g.H * g.NC * KT; item += gridDim.x) {
     const int64_t e = item / KT, bh = e / g.NC, c = e - bh * g.NC, row0 = g.row(bh, c * C);
@@ -1295,18 +1298,18 @@ struct RowsSumLayout {
   }
 };
 
-template <class S, class IO, bool TC>
+template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(kNt)
     delta_grad_rows_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, GradScratch<S> gs,
                            RowsSumLayout lay, S* scratch) {
-  S* base = block_base(scratch, lay.total);
+  S* base = block_base<S, Shared>(scratch, lay.total);
   const Factors<S> f(base + lay.f);
   S *A = base + lay.A, *QK = base + lay.QK, *dPE = base + lay.dPE, *D = base + lay.D;
   S *e0 = base + lay.e0, *dlam = base + lay.dlam, *sums = base + lay.sums;
   constexpr int nw = kNt / 32, lc = row_stride(C, TC);
   const int K = g.K, KT = (K + kTile - 1) / kTile, tid = threadIdx.x, lane = tid & 31;
   const int warp = tid >> 5;
-  const bool async = scratch == nullptr, gated = a.g != nullptr;
+  const bool async = Shared, gated = a.g != nullptr;
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
     const int64_t bh = e / g.NC, c = e - bh * g.NC;
     const int n = g.rows(c);
@@ -1413,20 +1416,21 @@ struct Workspace {
   }
 };
 
-// Launches `kernel` over `items` blocks with `total` elements of block workspace: in shared
-// memory when it fits, else in a global scratch for a grid of at most 2 blocks per SM.
+// Launches a kernel over `items` blocks with `total` elements of block workspace: its Shared
+// instance when that fits in shared memory, else its global one over a scratch for a grid of at
+// most 2 blocks per SM.
 template <class S, class Kernel, class... Args>
-void launch_items(Kernel* kernel, int threads, int64_t items, int64_t total, const char* op,
-                  Args... args) {
+void launch_items(Kernel* shared_kernel, Kernel* global_kernel, int threads, int64_t items,
+                  int64_t total, const char* op, Args... args) {
   const size_t bytes = static_cast<size_t>(total) * sizeof(S);
   if (bytes <= shared_memory_limit()) {
-    allow_shared_memory(kernel, bytes, op);
-    kernel<<<static_cast<unsigned>(items), threads, bytes, stream()>>>(args..., nullptr);
+    allow_shared_memory(shared_kernel, bytes, op);
+    shared_kernel<<<static_cast<unsigned>(items), threads, bytes, stream()>>>(args..., nullptr);
   } else {
     const int64_t grid =
         std::min<int64_t>(items, 2 * int64_t(Context::get().props().multiProcessorCount));
     Tensor scratch = scratch_of<S>(grid * total);
-    kernel<<<static_cast<unsigned>(grid), threads, 0, stream()>>>(
+    global_kernel<<<static_cast<unsigned>(grid), threads, 0, stream()>>>(
         args..., static_cast<S*>(scratch.raw_data()));
   }
   CUDA_CHECK(cudaGetLastError());
@@ -1446,14 +1450,14 @@ template <class S, class IO, bool TC>
 void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const Chunks<S>& ws, IO* hT,
                     const char* op) {
   const PrepLayout prep(Arena{}, TC);
-  launch_items<S>(delta_prep_kernel<S, IO, TC>, kNt, g.B * g.H * g.NC, prep.total, op, a, g, ws,
-                  prep);
+  launch_items<S>(delta_prep_kernel<S, IO, TC, true>, delta_prep_kernel<S, IO, TC, false>, kNt,
+                  g.B * g.H * g.NC, prep.total, op, a, g, ws, prep);
   const int cols = walk_columns(g);
   const int64_t slices = (g.V + cols - 1) / cols;
   const WalkLayout two(Arena{}, g.K, TC, 2, cols), one(Arena{}, g.K, TC, 1, cols);
   const WalkLayout& walk = size_t(two.total) * sizeof(S) <= shared_memory_limit() ? two : one;
-  launch_items<S>(delta_walk_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * slices, walk.total,
-                  op, a.h0, hT, g, ws, walk);
+  launch_items<S>(delta_walk_kernel<S, IO, TC, true>, delta_walk_kernel<S, IO, TC, false>,
+                  wide_threads(TC), g.B * g.H * slices, walk.total, op, a.h0, hT, g, ws, walk);
 }
 
 template <class S, class IO, bool TC>
@@ -1463,8 +1467,9 @@ void chunk_forward(const DeltaRuleArgs<IO>& a, const DeltaRuleOut<IO>& out, cons
   forward_states<S, IO, TC>(a, g, ws.ptrs, out.hT, op);
   const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
   const OutputLayout lay(Arena{}, g.K, TC);
-  launch_items<S>(delta_output_kernel<S, IO, TC>, kNt, g.B * g.H * g.NC * slices, lay.total, op, g,
-                  ws.ptrs, static_cast<S>(a.scale), out.o, lay);
+  launch_items<S>(delta_output_kernel<S, IO, TC, true>, delta_output_kernel<S, IO, TC, false>, kNt,
+                  g.B * g.H * g.NC * slices, lay.total, op, g, ws.ptrs, static_cast<S>(a.scale),
+                  out.o, lay);
 }
 
 template <class S, class IO, bool TC>
@@ -1475,16 +1480,17 @@ void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, con
   const int cols = walk_columns(g);
   const int64_t slices = (g.V + cols - 1) / cols;
   const WalkBackLayout back(Arena{}, g.K, TC, cols);
-  launch_items<S>(delta_walk_back_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * slices,
-                  back.total, op, gr, static_cast<S>(a.scale), g, ws.ptrs, back);
+  launch_items<S>(delta_walk_back_kernel<S, IO, TC, true>, delta_walk_back_kernel<S, IO, TC, false>,
+                  wide_threads(TC), g.B * g.H * slices, back.total, op, gr, static_cast<S>(a.scale),
+                  g, ws.ptrs, back);
   // One grad kernel when its buffers fit in shared memory (S and dS staged too when they still
   // fit), else the three kernels on 64-wide tiles.
   const GradLayout staged(Arena{}, g.K, g.V, true, TC), plain(Arena{}, g.K, g.V, false, TC);
   const size_t limit = shared_memory_limit();
   if (size_t(plain.total) * sizeof(S) <= limit) {
     const GradLayout& lay = size_t(staged.total) * sizeof(S) <= limit ? staged : plain;
-    launch_items<S>(delta_grad_kernel<S, IO, TC>, wide_threads(TC), g.B * g.H * g.NC, lay.total,
-                    op, a, gr, g, ws.ptrs, lay);
+    launch_items<S>(delta_grad_kernel<S, IO, TC, true>, delta_grad_kernel<S, IO, TC, false>,
+                    wide_threads(TC), g.B * g.H * g.NC, lay.total, op, a, gr, g, ws.ptrs, lay);
     return;
   }
   const int64_t items = g.B * g.H * g.NC, KT = (g.K + kTile - 1) / kTile;
@@ -1496,14 +1502,15 @@ void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, con
   S* b = static_cast<S*>(buf.raw_data());
   const GradScratch<S> gs{b + cc, b + factors, b + dqk, b + sums, b + sds};
   const ScoresLayout scores(Arena{}, TC);
-  launch_items<S>(delta_grad_scores_kernel<S, IO, TC>, wide_threads(TC), items, scores.total, op,
-                  a, gr, g, ws.ptrs, gs, scores);
+  launch_items<S>(delta_grad_scores_kernel<S, IO, TC, true>,
+                  delta_grad_scores_kernel<S, IO, TC, false>, wide_threads(TC), items, scores.total,
+                  op, a, gr, g, ws.ptrs, gs, scores);
   const KeysLayout keys(Arena{}, TC);
-  launch_items<S>(delta_grad_keys_kernel<S, IO, TC>, wide_threads(TC), items * KT, keys.total, op,
-                  a, gr, g, ws.ptrs, gs, keys);
+  launch_items<S>(delta_grad_keys_kernel<S, IO, TC, true>, delta_grad_keys_kernel<S, IO, TC, false>,
+                  wide_threads(TC), items * KT, keys.total, op, a, gr, g, ws.ptrs, gs, keys);
   const RowsSumLayout rows(Arena{}, TC);
-  launch_items<S>(delta_grad_rows_kernel<S, IO, TC>, kNt, items, rows.total, op, a, gr, g, gs,
-                  rows);
+  launch_items<S>(delta_grad_rows_kernel<S, IO, TC, true>, delta_grad_rows_kernel<S, IO, TC, false>,
+                  kNt, items, rows.total, op, a, gr, g, gs, rows);
 }
 
 // The bf16 structs with the device's bf16 type (the same bits).
