@@ -57,7 +57,8 @@ Var rotary(const Var& x, int64_t offset, double base);
 // f = lb + (1 - lb) sigmoid(x), lb [D] or undefined (0). The node keeps x and lb only.
 std::vector<Var> forget_gate(const Var& x, const Var& lb);
 
-// GLA's log decay max(logsigmoid(x) / normalizer, floor) (kernels/ops.h: ops::gla_gate).
+// GLA's log decay max(logsigmoid(x) / normalizer, floor) (kernels/ops.h: ops::gla_gate). The
+// node keeps the output's values only (its backward reads g, not x).
 Var gla_gate(const Var& x, double normalizer, double floor);
 
 // SwiGLU: silu(a) * b.
