@@ -70,7 +70,9 @@ Var DeltaNet::mix(const MixerInput& in, MixerState* state, const Var&) {
   const bool qk_silu = opt.qk_activation == "silu";
   const Var& x = in.x;
   std::vector<const Linear*> projs{q_proj.get(), k_proj.get(), v_proj.get()};
+  const size_t gate_at = projs.size();  // g_proj's output, with use_gate
   if (opt.use_gate) projs.push_back(g_proj.get());
+  const size_t beta_at = projs.size();  // b_proj's output, with use_beta
   if (opt.use_beta) projs.push_back(b_proj.get());
   const std::vector<Var> p = in.project(projs);
   Var q = p[0], k = p[1], v = p[2];
@@ -93,7 +95,7 @@ Var DeltaNet::mix(const MixerInput& in, MixerState* state, const Var&) {
     qh = qh / sum(qh, {-1}, true);
     kh = kh / sum(kh, {-1}, true);
   }
-  Var beta = opt.use_beta ? sigmoid(p.back())
+  Var beta = opt.use_beta ? sigmoid(p[beta_at])
                           : Var(Tensor::ones({x.size(0), x.size(1), H}, x.dtype(), x.device()));
   if (opt.allow_neg_eigval) beta = beta * 2.0;
   const bool l2 = opt.qk_norm == "l2";
@@ -104,7 +106,7 @@ Var DeltaNet::mix(const MixerInput& in, MixerState* state, const Var&) {
   // the per-head norm and o_proj over the merged heads (the normed heads recomputed in the
   // backward)
   return opt.use_gate
-             ? o_norm_gated->forward_projected(r.o, split_heads(p[3], H), *o_proj)
+             ? o_norm_gated->forward_projected(r.o, split_heads(p[gate_at], H), *o_proj)
              : o_norm->forward_projected(r.o, *o_proj);
 }
 

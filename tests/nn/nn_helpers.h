@@ -26,13 +26,13 @@ constexpr int64_t kTinyHidden = 16;
 
 // Every mixer kind at hidden 16, short convs on where the layer has them (to exercise caches),
 // and each linear mixer once more with its non-default fla options: GQA with a feature map and a
-// clamp (GLA), GQA with a feature map (RetNet), no beta with elu + 1 and sum norm (DeltaNet),
-// two value heads per q/k head (Gated DeltaNet).
+// clamp (GLA), GQA with a feature map (RetNet), no beta with elu + 1 and sum norm, and the output
+// gate with beta (DeltaNet), two value heads per q/k head (Gated DeltaNet).
 inline const std::vector<std::string>& mixer_kinds() {
   static const std::vector<std::string> k = {
       "hgrn", "hgrn2", "gla", "retnet", "delta_net", "gated_deltanet", "attention",
       "attention_window", "gla_options", "retnet_options", "delta_net_options",
-      "gated_deltanet_gva"};
+      "delta_net_gate", "gated_deltanet_gva"};
   return k;
 }
 
@@ -61,6 +61,8 @@ inline std::shared_ptr<nn::Mixer> tiny_mixer(const std::string& kind, Generator&
     m = std::make_shared<MultiScaleRetention>(RetNetOptions{.hidden_size = d, .num_heads = 2, .num_kv_heads = 1, .feature_map = "sigmoid", .initializer_range = std}, gen);
   else if (kind == "delta_net_options")
     m = std::make_shared<DeltaNet>(DeltaNetOptions{.hidden_size = d, .num_heads = 2, .use_beta = false, .qk_activation = "elu", .qk_norm = "sum", .initializer_range = std}, gen);
+  else if (kind == "delta_net_gate")
+    m = std::make_shared<DeltaNet>(DeltaNetOptions{.hidden_size = d, .num_heads = 2, .use_gate = true, .initializer_range = std}, gen);
   else if (kind == "gated_deltanet_gva")
     m = std::make_shared<GatedDeltaNet>(GatedDeltaNetOptions{.hidden_size = d, .head_dim = 4, .num_heads = 2, .num_v_heads = 4, .initializer_range = std}, gen);
   else if (kind == "attention")
