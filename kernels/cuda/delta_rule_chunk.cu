@@ -291,22 +291,38 @@ __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, 
   __syncthreads();
 }
 
-// ti = (I + L)^{-1} for strictly lower L ([C][lc] both): the diagonal 16 x 16 blocks by forward
-// substitution (one thread per column), then block row I from the finished rows above it:
-// Ti_IJ = -Ti_II sum_{J <= m < I} L_Im Ti_mJ. tmp holds [16][lc]. Ends with a barrier.
+// ti = (I + L)^{-1} for strictly lower L ([C][lc] both), by a block of kNt threads: the
+// diagonal 16 x 16 blocks by forward substitution, then block row I from the finished rows
+// above it: Ti_IJ = -Ti_II sum_{J <= m < I} L_Im Ti_mJ. tmp holds [16][lc]. Ends with a barrier.
+// The substitution runs right-looking: kNt / C threads a column, each holding kSolve C / kNt of
+// its rows in registers; at step i the owner of row i writes it, and every row below takes its
+// term -L_ri ti_i. Each entry sums the terms l = col .. r - 1 in that order, as a thread a
+// column would, but the longest chain is 15 steps instead of 120 dependent loads and FMAs.
 template <class S>
 __device__ void invert_unit_lower(const S* L, S* ti, S* tmp, int lc) {
+  static_assert(kNt % C == 0 && kSolve % (kNt / C) == 0, "whole rows per thread");
+  constexpr int kSlots = kNt / C, kOwn = kSolve / kSlots;  // threads a column, rows a thread
   const int tid = threadIdx.x;
   const int nt = blockDim.x;
   for (int e = tid; e < C * C; e += nt) ti[(e / C) * lc + e % C] = S(0);
+  const int col = tid % C, slot = tid / C;  // local rows slot + kSlots u of the column's block
+  const int j = col % kSolve, b0 = col - j;
+  S acc[kOwn];
+#pragma unroll
+  for (int u = 0; u < kOwn; ++u) acc[u] = S(0);
   __syncthreads();
-  if (tid < C) {
-    const int col = tid, end = (col / kSolve + 1) * kSolve;
-    ti[col * lc + col] = S(1);
-    for (int r = col + 1; r < end; ++r) {
-      S acc = S(0);
-      for (int l = col; l < r; ++l) acc -= L[r * lc + l] * ti[l * lc + col];
-      ti[r * lc + col] = acc;
+#pragma unroll
+  for (int i = 0; i < kSolve; ++i) {
+    if (i % kSlots == slot && i >= j) ti[(b0 + i) * lc + col] = i == j ? S(1) : acc[i / kSlots];
+    if (i == kSolve - 1) break;
+    __syncthreads();
+    if (i >= j) {
+      const S x = ti[(b0 + i) * lc + col];
+#pragma unroll
+      for (int u = 0; u < kOwn; ++u) {
+        const int k = slot + kSlots * u;
+        if (k > i) acc[u] -= L[(b0 + k) * lc + b0 + i] * x;
+      }
     }
   }
   __syncthreads();
@@ -538,12 +554,26 @@ __global__ void __launch_bounds__(kNt)
       store_rows(ws.qg + e * C * K + k0, K, t0, lt, C, nk, f.gam);
       __syncthreads();
     }
-    // L = tril_{-1}(diag(beta)(K K^T o M)) in place; P = (Q K^T) o M out.
-    for (int x = threadIdx.x; x < C * C; x += blockDim.x) {
-      const int r = x / C, l = x - r * C;
-      const S m = decay(f.Gam, gated, r, l);
-      L[r * lc + l] = r > l ? f.beta[r] * (L[r * lc + l] * m) : S(0);
-      ws.p[e * C * C + x] = P[r * lc + l] * m;
+    // L = tril_{-1}(diag(beta)(K K^T o M)) in place; P = (Q K^T) o M out, four columns of a
+    // row a thread (one 16-byte store of P in f32).
+    static_assert(C % 4 == 0, "four columns in one row");
+    for (int x = 4 * threadIdx.x; x < C * C; x += 4 * blockDim.x) {
+      const int r = x / C, l0 = x - r * C;
+      S p[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int l = l0 + u;
+        const S m = decay(f.Gam, gated, r, l);
+        L[r * lc + l] = r > l ? f.beta[r] * (L[r * lc + l] * m) : S(0);
+        p[u] = P[r * lc + l] * m;
+      }
+      S* out = ws.p + e * C * C + x;  // 16-byte aligned: whole C x C blocks from an aligned base
+      if constexpr (std::is_same_v<S, float>) {
+        *reinterpret_cast<float4*>(out) = make_float4(p[0], p[1], p[2], p[3]);
+      } else {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) out[u] = p[u];
+      }
     }
     if (threadIdx.x == 0) ws.gn[e] = f.gam[n - 1];
     __syncthreads();
