@@ -1,6 +1,7 @@
 // block_product's contract (block_product.cuh) on the tensor cores: the f32 operands, read
-// through the caller's accessors, rounded to TF32 (10-bit mantissa; to nearest, ties away from
-// zero), the products on mma.sync.m16n8k8 with f32 accumulation:
+// through the caller's accessors, rounded to TF32 (10-bit mantissa; to nearest: ties to even on
+// sm_90, where cvt.rn.tf32 is one instruction, and away from zero before, where cvt.rna is the
+// only mode), the products on mma.sync.m16n8k8 with f32 accumulation:
 //   out(m, n, sum_{r < R} tf32(a(m, r)) tf32(b(r, n)))   for every m < M, n < N.
 // W warps (8 or 16: 256 or 512 threads); the output in 64 x 64 tiles, warp w owning rows
 // 16 (w % 4) .. +16 and columns 64 / (W / 4) wide from (w / 4) times that (W = 8: four m16n8
@@ -18,9 +19,15 @@
 
 namespace hla::cuda {
 
+// cvt.rna is emulated (an infinity test, an add, per operand); cvt.rn (PTX 7.8, sm_90) is one
+// F2FP instruction. The two differ only on exact ties, by one TF32 unit.
 __device__ __forceinline__ uint32_t to_tf32(float x) {
   uint32_t r;
+#if __CUDA_ARCH__ >= 900
+  asm("cvt.rn.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+#else
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+#endif
   return r;
 }
 
