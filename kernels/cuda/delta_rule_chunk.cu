@@ -889,7 +889,9 @@ struct GradLayout {
   }
 };
 
-template <class S, class IO, bool TC, bool Shared>
+// Staged (with Shared only): S and dS staged in X, as the layout's stage_states; a compile-time
+// choice, so that the products read the state from a known memory.
+template <class S, class IO, bool TC, bool Shared, bool Staged = false>
 __global__ void __launch_bounds__(wide_threads(TC))
     delta_grad_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
                       GradLayout lay, S* scratch) {
@@ -899,17 +901,21 @@ __global__ void __launch_bounds__(wide_threads(TC))
   S *ks = base + lay.ks, *dO = base + lay.dO, *A = base + lay.A, *QK = base + lay.QK;
   S *dPE = base + lay.dPE, *D = base + lay.D, *e0 = base + lay.e0, *dlam = base + lay.dlam;
   S *dbeta = base + lay.dbeta, *red = base + lay.red;
-  S* X = lay.stage_states ? base + lay.X : nullptr;
+  static_assert(Shared || !Staged, "the states are staged in shared memory only");
+  S* X = Staged ? base + lay.X : nullptr;
   const int K = g.K, V = g.V, lk = row_stride(K, TC), lv = row_stride(V, TC);
-  const int lc = row_stride(C, TC), ls = X ? lv : V;
+  const int lc = row_stride(C, TC), ls = Staged ? lv : V;
   // A state [K,V] (S or the outgoing dS) for the products: staged in X (row stride ls), or read
   // from global memory where X does not fit.
   // (as cp.async copies, committed and waited for by the caller)
   const bool async = Shared;
-  auto state_view = [&](const S* src) {
-    if (!X) return src;
-    copy_rows(X, ls, src, V, K, V, async);
-    return static_cast<const S*>(X);
+  auto state_view = [&](const S* src) -> const S* {
+    if constexpr (Staged) {
+      copy_rows(X, ls, src, V, K, V, async);
+      return X;
+    } else {
+      return src;
+    }
   };
   constexpr int nt = wide_threads(TC), nw = nt / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -1519,8 +1525,10 @@ void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, con
   const size_t limit = shared_memory_limit();
   if (size_t(plain.total) * sizeof(S) <= limit) {
     const GradLayout& lay = size_t(staged.total) * sizeof(S) <= limit ? staged : plain;
-    launch_items<S>(delta_grad_kernel<S, IO, TC, true>, delta_grad_kernel<S, IO, TC, false>,
-                    wide_threads(TC), g.B * g.H * g.NC, lay.total, op, a, gr, g, ws.ptrs, lay);
+    launch_items<S>(lay.stage_states ? delta_grad_kernel<S, IO, TC, true, true>
+                                     : delta_grad_kernel<S, IO, TC, true, false>,
+                    delta_grad_kernel<S, IO, TC, false>, wide_threads(TC), g.B * g.H * g.NC,
+                    lay.total, op, a, gr, g, ws.ptrs, lay);
     return;
   }
   const int64_t items = g.B * g.H * g.NC, KT = (g.K + kTile - 1) / kTile;
