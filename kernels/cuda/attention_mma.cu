@@ -73,11 +73,20 @@ using kernels::AttnDims;
 
 namespace {
 
-// e^x on the multifunction unit: __expf is ex2.approx of x log2(e), relative error about 1e-7
-// near 0 and 7e-6 at |x| = 100 (CUDA Math API: 2 + 1.17 |x| ulp), against the 4e-3 of the bf16
-// rounding every operand here takes; accurate expf spends several times the instructions in
-// loops that compute one exponential per operand or score element.
-__device__ __forceinline__ float fast_exp(float x) { return __expf(x); }
+// 2^x on the multifunction unit, one MUFU.EX2 (ex2.approx.ftz: relative error about 2^-22).
+// The exponentials run in log2 units: scores scaled by scale log2(e), the running max and the
+// lse shifted to match, so each element takes one FFMA or FADD and one MUFU. (__expf(x) is
+// ex2.approx of x log2(e) without ftz: a multiply, a range test and two predicated multiplies
+// around the MUFU, 6 instructions an element where this takes 2.) Results below 2^-126 flush to
+// 0: P is at most 1 in every row (the max, or the lse, is subtracted), so they are invisible in
+// its f32 sums and its bf16 rounding.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+constexpr float kLog2e = 1.4426950408889634f;  // log2(e)
+constexpr float kLn2 = 0.6931471805599453f;    // ln(2) = 1 / log2(e)
 
 constexpr int kWarps = 4;
 constexpr int kMmaThreads = 32 * kWarps;
@@ -331,8 +340,10 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, qt, k, v, d);
   cp_async_commit();
   load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
-  // Rows g and g + 8 of the warp (index half): running max m, this thread's share of the row
-  // sum l (its 16 columns of each key tile), and the output accumulator.
+  // Rows g and g + 8 of the warp (index half): running max m of the scores in log2 units
+  // (scale log2(e) q.k), this thread's share of the row sum l (its 16 columns of each key
+  // tile), and the output accumulator.
+  const float scale2 = scale * kLog2e;
   float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
   zero(acc);
   int buf = 0;
@@ -356,21 +367,21 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& x = s[nt][2 * half + e];
-          x = whole || mask.allowed(i, j0 + 8 * nt + 2 * t + e) ? scale * x : neg_inf;
+          x = whole || mask.allowed(i, j0 + 8 * nt + 2 * t + e) ? scale2 * x : neg_inf;
           mx = fmaxf(mx, x);
         }
       mx = quad_max(mx);
       const float m_new = fmaxf(m[half], mx);
       // a row with no allowed key yet keeps m = -inf: shift it by 0 instead (no inf - inf)
       const float shift = m_new == neg_inf ? 0.f : m_new;
-      const float correction = fast_exp(m[half] - shift);
+      const float correction = fast_exp2(m[half] - shift);
       float row_sum = 0.f;
 #pragma unroll
       for (int nt = 0; nt < NS; ++nt)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& x = s[nt][2 * half + e];
-          x = fast_exp(x - shift);
+          x = fast_exp2(x - shift);
           row_sum += x;
         }
       l[half] = correction * l[half] + row_sum;
@@ -394,7 +405,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
     }
     const int r = row0 + g + 8 * half;
     if (lse && t == 0 && r < nq)
-      lse[bh * T + i0 + r] = l_row > 0.f ? m[half] + logf(l_row) : neg_inf;
+      lse[bh * T + i0 + r] = l_row > 0.f ? m[half] * kLn2 + logf(l_row) : neg_inf;
   }
   store_rows<D>(acc, 1.f, o, b, i0, row0, nq, T, d.H, h, g, t);
 }
@@ -442,6 +453,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   const int64_t T = d.T, j0 = static_cast<int64_t>(tile) * kTile;
   const int nk = static_cast<int>(T - j0 < kTile ? T - j0 : kTile);
   const MaskRule mask{T, causal, window};
+  const float scale2 = scale * kLog2e;  // the exponents in log2 units (fast_exp2)
 
   load_tile<D>(Ks, ld, kTile, k, b, j0, nk, T, d.Hkv, c);
   load_tile<D>(Vs, ld, kTile, v, b, j0, nk, T, d.Hkv, c);
@@ -491,7 +503,9 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
         const int qc = 8 * nt + 2 * t + e % 2;
         const int64_t j = j0 + row0 + g + 8 * (e / 2);
         const float p =
-            whole || mask.allowed(i0 + qc, j) ? fast_exp(scale * pt[nt][e] - lse_t[qc]) : 0.f;
+            whole || mask.allowed(i0 + qc, j)
+                ? fast_exp2(scale2 * pt[nt][e] - kLog2e * lse_t[qc])
+                : 0.f;
         pt[nt][e] = p;
         dst[nt][e] = p * (dst[nt][e] - D_t[qc]);
       }
@@ -523,6 +537,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;
   const MaskRule mask{d.T, causal, window};
+  const float scale2 = scale * kLog2e;  // the exponents in log2 units (fast_exp2)
   const QueryTile qt = query_tile(d, mask, n_tiles, kTile);
   const int64_t T = d.T, bh = qt.bh, b = qt.b, h = qt.h, i0 = qt.i0, last = qt.last;
   const int nq = qt.nq;
@@ -537,7 +552,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
   float lse_r[2], D_r[2];  // rows g and g + 8 of the warp
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    lse_r[half] = lse_s[row0 + g + 8 * half];
+    lse_r[half] = kLog2e * lse_s[row0 + g + 8 * half];  // in log2 units
     D_r[half] = D_s[row0 + g + 8 * half];
   }
   float dq_acc[NO][4];
@@ -564,7 +579,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
         const int half = e / 2;
         const int64_t i = i0 + row0 + g + 8 * half, j = j0 + 8 * nt + 2 * t + e % 2;
         const float p =
-            whole || mask.allowed(i, j) ? fast_exp(scale * s[nt][e] - lse_r[half]) : 0.f;
+            whole || mask.allowed(i, j) ? fast_exp2(scale2 * s[nt][e] - lse_r[half]) : 0.f;
         ds[nt][e] = p * (ds[nt][e] - D_r[half]);
       }
     mma_from_acc<NO, NS>(dq_acc, ds, Kt, ld, lane);  // dQ += dS K
