@@ -1,0 +1,358 @@
+// The chunked delta rule's backward kernels (walk_back, the one-kernel grad) and
+// delta_rule_chunk_backward, which recomputes the forward's states (delta_rule_chunk.cu) and
+// takes the tiled gradients (delta_rule_chunk_tiled.cu) for wide heads. The algorithm, the
+// layouts and what the kernels share: delta_rule_chunk.cuh.
+#include "kernels/cuda/delta_rule_chunk.cuh"
+
+namespace hla::cuda {
+namespace delta_chunk {
+namespace {
+
+// ---- walk_back: dVn, dY and the outgoing dS of every chunk, chunks in reverse
+
+struct WalkBackLayout {
+  int64_t dS, X, CC, dO, dVn, total;
+  int cols;
+  WalkBackLayout(Arena ar, int K, bool tc, int cols_) : cols(cols_) {
+    dS = ar.take(int64_t(K) * walk_stride(cols, tc));
+    X = ar.take(int64_t(C) * row_stride(K, tc));
+    CC = ar.take(int64_t(C) * row_stride(C, tc));
+    dO = ar.take(int64_t(C) * row_stride(cols, tc));
+    dVn = ar.take(int64_t(C) * row_stride(cols, tc));
+    total = ar.at;
+  }
+};
+
+template <class S, class IO, bool TC, bool Shared>
+__global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
+    delta_walk_back_kernel(DeltaRuleGrad<IO> gr, S scale, Geo g, Chunks<S> ws, WalkBackLayout lay,
+                           S* scratch) {
+  S* base = block_base<S, Shared>(scratch, lay.total);
+  S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
+  S* dVn = base + lay.dVn;
+  const int K = g.K, V = g.V, lk = row_stride(K, TC), lc = row_stride(C, TC);
+  const int cols = lay.cols, lv = row_stride(cols, TC), lw = walk_stride(cols, TC);
+  const int n_slices = (V + cols - 1) / cols;
+  const bool async = Shared;
+  for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
+    const int64_t bh = item / n_slices;
+    const int j0 = static_cast<int>(item - bh * n_slices) * cols;
+    const int nv = min(cols, V - j0);
+    const int64_t state = bh * K * V;
+    stage_rows(dS, lw, K, nv, [&](int i, int j) {
+      return gr.dhT ? value_cast<S>(gr.dhT[state + i * V + j0 + j]) : S(0);
+    });
+    for (int64_t c = g.NC - 1; c >= 0; --c) {
+      const int64_t e = bh * g.NC + c;
+      const int n = g.rows(c);
+      __syncthreads();  // dS is final, the buffers free
+      store_rows(ws.dso + e * K * V + j0, V, dS, lw, K, nv);
+      copy_rows(CC, lc, ws.p + e * C * C, C, C, C, async);  // under the staging of dO
+      copy_rows(X, lk, ws.kl + e * C * K, K, C, K, async);
+      cp_async_commit();
+      const int64_t row0 = g.row(bh, c * C);
+      stage_scaled(dO, lv, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
+      cp_async_wait<0>();
+      __syncthreads();
+      product<S, TC, wide_threads(TC) / 32>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
+          C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
+          [&](int r, int j) { return dO[r * lv + j]; },
+          [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
+      product<S, TC, wide_threads(TC) / 32>(
+          C, nv, K, [&](int l, int i) { return X[l * lk + i]; },
+          [&](int i, int j) { return dS[i * lw + j]; },
+          [&](int l, int j, S x) { dVn[l * lv + j] += x; });
+      __syncthreads();
+      copy_rows(CC, lc, ws.ti + e * C * C, C, C, C, async);
+      copy_rows(X, lk, ws.qg + e * C * K, K, C, K, async);
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncthreads();
+      const S gn = ws.gn[e];
+      product<S, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
+          C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
+          [&](int r, int j) { return dVn[r * lv + j]; },
+          [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
+      product<S, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
+          K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
+          [&](int r, int j) { return dO[r * lv + j]; },
+          [&](int i, int j, S x) { dS[i * lw + j] = gn * dS[i * lw + j] + scale * x; });
+      __syncthreads();
+      copy_rows(X, lk, ws.w + e * C * K, K, C, K, async);
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncthreads();
+      product<S, TC, wide_threads(TC) / 32>(
+          K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
+          [&](int r, int j) { return dVn[r * lv + j]; },
+          [&](int i, int j, S x) { dS[i * lw + j] -= x; });
+    }
+    __syncthreads();
+    if (gr.dh0)
+      unstage_rows(dS, lw, K, nv,
+                   [&](int i, int j, S x) { gr.dh0[state + i * V + j0 + j] = value_cast<IO>(x); });
+    __syncthreads();  // dS is read before the next item rewrites it
+  }
+}
+
+// ---- grad: dq, dk, dv, dbeta, dg of every chunk from S, the outgoing dS, Vn and dY
+
+struct GradLayout {
+  RowsLayout rows;
+  int64_t dq, dk, vn, dy, ks, dO, A, QK, dPE, D, e0, dlam, dbeta, red, X, total;
+  bool stage_states;  // X [K][V+1] holds S or dS for the products (else they read global memory)
+  GradLayout(Arena ar, int K, int V, bool stage, bool tc) : rows(ar, K, tc), stage_states(stage) {
+    const int lk = row_stride(K, tc), lv = row_stride(V, tc), lc = row_stride(C, tc);
+    dq = ar.take(int64_t(C) * lk);
+    dk = ar.take(int64_t(C) * lk);
+    vn = ar.take(int64_t(C) * lv);
+    dy = ar.take(int64_t(C) * lv);
+    ks = ar.take(int64_t(C) * lv);
+    dO = ar.take(int64_t(C) * lv);
+    A = ar.take(int64_t(C) * lc);
+    QK = ar.take(int64_t(C) * lc);
+    dPE = ar.take(int64_t(C) * lc);
+    D = ar.take(int64_t(C) * lc);
+    e0 = ar.take(C);
+    dlam = ar.take(C);
+    dbeta = ar.take(C);
+    red = ar.take(32);
+    X = stage ? ar.take(int64_t(K) * lv) : 0;
+    total = ar.at;
+  }
+};
+
+// Staged (with Shared only): S and dS staged in X, as the layout's stage_states; a compile-time
+// choice, so that the products read the state from a known memory.
+template <class S, class IO, bool TC, bool Shared, bool Staged = false>
+__global__ void __launch_bounds__(wide_threads(TC))
+    delta_grad_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
+                      GradLayout lay, S* scratch) {
+  S* base = block_base<S, Shared>(scratch, lay.total);
+  const Rows<S> w = lay.rows.bind(base);
+  S *dq = base + lay.dq, *dk = base + lay.dk, *vn = base + lay.vn, *dy = base + lay.dy;
+  S *ks = base + lay.ks, *dO = base + lay.dO, *A = base + lay.A, *QK = base + lay.QK;
+  S *dPE = base + lay.dPE, *D = base + lay.D, *e0 = base + lay.e0, *dlam = base + lay.dlam;
+  S *dbeta = base + lay.dbeta, *red = base + lay.red;
+  static_assert(Shared || !Staged, "the states are staged in shared memory only");
+  S* X = Staged ? base + lay.X : nullptr;
+  const int K = g.K, V = g.V, lk = row_stride(K, TC), lv = row_stride(V, TC);
+  const int lc = row_stride(C, TC), ls = Staged ? lv : V;
+  // A state [K,V] (S or the outgoing dS) for the products: staged in X (row stride ls), or read
+  // from global memory where X does not fit.
+  // (as cp.async copies, committed and waited for by the caller)
+  const bool async = Shared;
+  auto state_view = [&](const S* src) -> const S* {
+    if constexpr (Staged) {
+      copy_rows(X, ls, src, V, K, V, async);
+      return X;
+    } else {
+      return src;
+    }
+  };
+  constexpr int nt = wide_threads(TC), nw = nt / 32;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const S s = static_cast<S>(a.scale);
+  const bool gated = a.g != nullptr;
+  const S *q = w.q, *k = w.k;
+  for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
+    const int64_t bh = e / g.NC, c = e - bh * g.NC;
+    const int n = g.rows(c);
+    const S *Sc = ws.states + e * K * V, *dSo = ws.dso + e * K * V;
+    // Vn, dY and S load (cp.async) under load_rows and the staging of dO.
+    copy_rows(vn, lv, ws.u + e * C * V, V, C, V, async);
+    copy_rows(dy, lv, ws.dy + e * C * V, V, C, V, async);
+    const S* St = state_view(Sc);
+    cp_async_commit();
+    load_rows(a, g, bh, c, n, w);
+    const int64_t row0 = g.row(bh, c * C);
+    stage_scaled(dO, lv, C, n, V, gr.dout + row0 * V, g.H * V, nullptr);
+    cp_async_wait<0>();
+    __syncthreads();
+
+    // Products of the loaded rows, S, then the outgoing dS (no two write the same buffer).
+    product<S, TC, nw>(
+        C, C, K, [&](int r, int i) { return k[r * lk + i]; },
+        [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { A[r * lc + l] = x; });
+    product<S, TC, nw>(
+        C, C, K, [&](int r, int i) { return q[r * lk + i]; },
+        [&](int i, int l) { return k[l * lk + i]; },
+        [&](int r, int l, S x) { QK[r * lc + l] = x; });
+    product<S, TC, nw>(  // K S
+        C, V, K, [&](int r, int i) { return k[r * lk + i]; },
+        [&](int i, int j) { return St[i * ls + j]; },
+        [&](int r, int j, S x) { ks[r * lv + j] = x; });
+    product<S, TC, nw>(  // dq = s diag(gam) dO S^T
+        C, K, V, [&](int r, int j) { return dO[r * lv + j]; },
+        [&](int j, int i) { return St[i * ls + j]; },
+        [&](int r, int i, S x) { dq[r * lk + i] = (s * w.gam[r]) * x; });
+    product<S, TC, nw>(  // dP = s (dO Vn^T) o M
+        C, C, V, [&](int r, int j) { return dO[r * lv + j]; },
+        [&](int j, int l) { return vn[l * lv + j]; },
+        [&](int r, int l, S x) { dPE[r * lc + l] = (s * x) * decay(w.Gam, gated, r, l); });
+    product<S, TC, nw>(  // D = -tril_{-1}(dY Vn^T) o M
+        C, C, V, [&](int r, int j) { return dy[r * lv + j]; },
+        [&](int j, int l) { return vn[l * lv + j]; },
+        [&](int r, int l, S x) { D[r * lc + l] = r > l ? -x * decay(w.Gam, gated, r, l) : S(0); });
+    __syncthreads();
+    // dO is done with: the chunk's v rows take its place for the row sums below (staged with
+    // their loads batched, not read a row at a time there), under the copy of dS.
+    const S* dSt = state_view(dSo);
+    cp_async_commit();
+    S* vr = dO;
+    stage_rows(vr, lv, C, V, [&](int r, int j) {
+      return r < n ? value_cast<S>(a.v[(row0 + r * g.H) * V + j]) : S(0);
+    });
+    cp_async_wait<0>();
+    __syncthreads();
+    product<S, TC, nw>(  // dk = diag(lam) Vn dS^T
+        C, K, V, [&](int r, int j) { return vn[r * lv + j]; },
+        [&](int j, int i) { return dSt[i * ls + j]; },
+        [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
+    S sds = S(0);  // <S, dS> for the gate of the state carry
+    if (gated) {   // S from global memory: kStageBatch loads in flight a thread
+      for (int x0 = tid; x0 < K * V; x0 += nt * kStageBatch) {
+        S sv[kStageBatch];
+#pragma unroll
+        for (int u = 0; u < kStageBatch; ++u) {
+          const int x = x0 + nt * u;
+          sv[u] = x < K * V ? Sc[x] : S(0);
+        }
+#pragma unroll
+        for (int u = 0; u < kStageBatch; ++u) {
+          const int x = x0 + nt * u, i = x / V;
+          if (x < K * V) sds += sv[u] * dSt[i * ls + x - i * V];
+        }
+      }
+      sds = block_reduce(sds, SumOp{}, S(0), red);
+    }
+    __syncthreads();
+    St = state_view(Sc);  // S again, in place of dS, under the row sums
+    cp_async_commit();
+
+    // Per row, one warp each: e0 = rowsum(Q o dQ_S) (+ gam_n <S, dS> on the last row)
+    // - gam_r sum_j dRs_rj (K S)_rj;  dlam = rowsum(K o dK_lam);  dv = dRs = diag(beta) dY;
+    // dbeta = rowsum(dY o Rs) + rowsum(D o A), Rs = V - diag(gam) K S.
+    for (int r = warp; r < n; r += nw) {
+      S eq = S(0), el = S(0), er = S(0), db = S(0);
+      for (int i = lane; i < K; i += 32) {
+        eq += q[r * lk + i] * dq[r * lk + i];
+        el += k[r * lk + i] * dk[r * lk + i];
+      }
+      const int64_t row = g.row(bh, c * C + r);
+      for (int j = lane; j < V; j += 32) {
+        const S y = dy[r * lv + j], kS = ks[r * lv + j];
+        db += y * (vr[r * lv + j] - w.gam[r] * kS);
+        er += (w.beta[r] * y) * kS;
+        gr.dv[row * V + j] = value_cast<IO>(w.beta[r] * y);
+      }
+      for (int l = lane; l < r; l += 32) db += D[r * lc + l] * A[r * lc + l];
+      eq = warp_reduce(eq, SumOp{});
+      el = warp_reduce(el, SumOp{});
+      er = warp_reduce(er, SumOp{});
+      db = warp_reduce(db, SumOp{});
+      if (lane == 0) {
+        e0[r] = eq + (r == n - 1 ? w.gam[n - 1] * sds : S(0)) - w.gam[r] * er;
+        dlam[r] = el;
+        dbeta[r] = db;
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+
+    // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
+    product<S, TC, nw>(
+        C, K, C, [&](int r, int l) { return dPE[r * lc + l]; },
+        [&](int l, int i) { return k[l * lk + i]; },
+        [&](int r, int i, S x) { dq[r * lk + i] += x; });
+    product<S, TC, nw>(
+        C, K, C, [&](int r, int l) { return dPE[l * lc + r]; },
+        [&](int l, int i) { return q[l * lk + i]; },
+        [&](int r, int i, S x) { dk[r * lk + i] += x; });
+    product<S, TC, nw>(  // D is strictly lower: one of the two terms is zero
+        C, K, C,
+        [&](int r, int l) { return w.beta[r] * D[r * lc + l] + w.beta[l] * D[l * lc + r]; },
+        [&](int l, int i) { return k[l * lk + i]; },
+        [&](int r, int i, S x) { dk[r * lk + i] += x; });
+    product<S, TC, nw>(
+        C, K, V, [&](int r, int j) { return w.beta[r] * dy[r * lv + j]; },
+        [&](int j, int i) { return St[i * ls + j]; },
+        [&](int r, int i, S x) { dk[r * lk + i] -= w.gam[r] * x; });
+    __syncthreads();
+
+    if (gated) decay_gradients<nt>(dPE, QK, D, A, lc, w.beta, e0, dlam, n, gr.dg, g, bh, c);
+
+    // The L2-norm backward of q and k (x = u / |u|: du = (dx - <dx, x> x) / |u|), rows out.
+    for (int r = warp; r < n; r += nw) {
+      S pq = S(0), pk = S(0);
+      if (a.l2norm_qk) {
+        for (int i = lane; i < K; i += 32) {
+          pq += q[r * lk + i] * dq[r * lk + i];
+          pk += k[r * lk + i] * dk[r * lk + i];
+        }
+        pq = warp_reduce(pq, SumOp{});
+        pk = warp_reduce(pk, SumOp{});
+      }
+      const int64_t row = g.row(bh, c * C + r);
+      for (int i = lane; i < K; i += 32) {
+        gr.dq[row * K + i] = value_cast<IO>(w.rq[r] * (dq[r * lk + i] - pq * q[r * lk + i]));
+        gr.dk[row * K + i] = value_cast<IO>(w.rk[r] * (dk[r * lk + i] - pk * k[r * lk + i]));
+      }
+      if (lane == 0) gr.dbeta[row] = value_cast<IO>(dbeta[r]);
+    }
+    __syncthreads();  // the buffers are read before the next item rewrites them
+  }
+}
+
+template <class S, class IO, bool TC>
+void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, const char* op) {
+  const Geo g = geo_of(a.d);
+  Workspace<S> ws(g, true);
+  forward_states<S, IO, TC>(a, g, ws.ptrs, static_cast<IO*>(nullptr), op);
+  const int cols = walk_columns(g);
+  const int64_t slices = (g.V + cols - 1) / cols;
+  const WalkBackLayout back(Arena{}, g.K, TC, cols);
+  launch_items<S>(delta_walk_back_kernel<S, IO, TC, true>, delta_walk_back_kernel<S, IO, TC, false>,
+                  wide_threads(TC), g.B * g.H * slices, back.total, op, gr, static_cast<S>(a.scale),
+                  g, ws.ptrs, back);
+  // One grad kernel when its buffers fit in shared memory (S and dS staged too when they still
+  // fit), else the three kernels on 64-wide tiles.
+  const GradLayout staged(Arena{}, g.K, g.V, true, TC), plain(Arena{}, g.K, g.V, false, TC);
+  const size_t limit = shared_memory_limit();
+  if (size_t(plain.total) * sizeof(S) <= limit) {
+    const GradLayout& lay = size_t(staged.total) * sizeof(S) <= limit ? staged : plain;
+    launch_items<S>(lay.stage_states ? delta_grad_kernel<S, IO, TC, true, true>
+                                     : delta_grad_kernel<S, IO, TC, true, false>,
+                    delta_grad_kernel<S, IO, TC, false>, wide_threads(TC), g.B * g.H * g.NC,
+                    lay.total, op, a, gr, g, ws.ptrs, lay);
+    return;
+  }
+  tiled_gradients<S, IO, TC>(a, gr, g, ws.ptrs, op);
+}
+
+struct RunBackward {
+  const char* op;
+  template <class C, class IO, bool TC, class Args, class Grad>
+  void operator()(const Args& args, const Grad& g) const {
+    chunk_backward<C, IO, TC>(args, g, op);
+  }
+};
+
+}  // namespace
+}  // namespace delta_chunk
+
+template <class S>
+void delta_rule_chunk_backward(const DeltaRuleArgs<S>& a, const DeltaRuleGrad<S>& gr) {
+  const char* op = "delta_rule_chunk_backward (cuda)";
+  delta_chunk::check_args(a, op);
+  HLA_CHECK(gr.dout && gr.dq && gr.dk && gr.dv && gr.dbeta,
+            "dout, dq, dk, dv and dbeta are required");
+  HLA_CHECK(!a.g || gr.dg, "dg is required when g is given");
+  delta_chunk::with_kernel_types(a, gr, delta_chunk::RunBackward{op});
+}
+
+template void delta_rule_chunk_backward<float>(const DeltaRuleArgs<float>&, const DeltaRuleGrad<float>&);
+template void delta_rule_chunk_backward<double>(const DeltaRuleArgs<double>&, const DeltaRuleGrad<double>&);
+template void delta_rule_chunk_backward<bf16>(const DeltaRuleArgs<bf16>&, const DeltaRuleGrad<bf16>&);
+
+}  // namespace hla::cuda
