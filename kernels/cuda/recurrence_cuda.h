@@ -45,7 +45,7 @@ void hgrn_chunk_forward(const kernels::HgrnArgs<S>& a, const kernels::HgrnOut<S>
 template <class S>
 void hgrn_chunk_backward(const kernels::HgrnArgs<S>& a, const kernels::HgrnGrad<S>& grad);
 
-// ---- delta rule family (delta_rule_recurrent.cu, delta_rule_chunk.cu)
+// ---- delta rule family (delta_rule_recurrent.cu; delta_rule_chunk.cuh and its three .cu files)
 // Recurrent tier: f32, f64. Chunk tier: f32, f64 and bf16 (bf16 inputs and results, f32
 // workspaces and accumulation, products on TF32 tensor cores).
 template <class S>
