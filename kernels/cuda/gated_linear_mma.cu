@@ -44,7 +44,8 @@
 //                       do staged as bf16, dv on mma through ldmatrix
 //   chunk_dqk           one block per (b*h, chunk, 32 keys), only those keys' q, k, G staged, dA
 //                       from the scratch: dq^off, dk^inter, dk^intra as 3 x 4 C tiles and the dg
-//                       terms in two [64,33] f32 tiles scanned one key column per thread
+//                       terms in two [64,33] f32 tiles, scanned a warp a sub-chunk and a lane a
+//                       key column, then joined through the sub-chunks' totals
 // Output, scores and dqk stage the chunk's q, k (bf16) and G (f32) rows (dqk: its 32 keys) in
 // shared memory first (stage_chunk: 16-byte loads, padded rows); the diagonal blocks read 8 keys
 // at a time from there; v, do and the chunk states of dqk are read from global memory. Shared
@@ -539,8 +540,12 @@ __global__ void __launch_bounds__(kBlock)
   float* y_s = x_s + kN * kTermPad;    // [kN, kTermPad] k dk^inter
   float* sc_s = y_s + kN * kTermPad;   // [kKeyTile] sum_v S * C per key
   const float* dA = scores + 2 * kScoreElems * int64_t(blockIdx.x) + kScoreElems;
-  for (int x = threadIdx.x; x < kScoreElems; x += kBlock)
-    dA_s[x / kN * kScorePad + x % kN] = dA[x];
+#pragma unroll
+  for (int x = threadIdx.x; x < kScoreElems / 4; x += kBlock) {  // 16 bytes a load
+    const float4 a = reinterpret_cast<const float4*>(dA)[x];
+    float* row = dA_s + 4 * x / kN * kScorePad + 4 * x % kN;
+    row[0] = a.x, row[1] = a.y, row[2] = a.z, row[3] = a.w;
+  }
   const int tid = threadIdx.x, w = tid / 32, R0 = kSub * w;
   const bool active = R0 < cv.n;  // inactive warps still meet every barrier
   const Lane L = lane_of();
@@ -549,7 +554,26 @@ __global__ void __launch_bounds__(kBlock)
   const int ref_last = R0 + kSub - 1 < last ? R0 + kSub - 1 : last;  // dk's reference row
   const bf16_dev* S_in = states + g.chunk_state(bh, c);
   const bf16_dev* C = dstates + g.chunk_state(bh, c);
-  __syncthreads();  // staged rows and dA complete
+  {  // sum_v S * C of each key of the tile: kParts threads a key, 16 bytes of each a load
+    constexpr int kParts = kBlock / kKeyTile;
+    static_assert(kParts == 4 && V % (8 * kParts) == 0, "a quad of lanes a key, whole loads");
+    const int key = tid / kParts, part = tid % kParts;
+    const bf16_dev* S_row = S_in + (i0 + key) * V;
+    const bf16_dev* C_row = C + (i0 + key) * V;
+    float sc = 0.f;
+#pragma unroll
+    for (int col = 8 * part; col < V; col += 8 * kParts) {
+      float sv[8], cvv[8];
+      load8(S_row + col, sv);
+      load8(C_row + col, cvv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sc += sv[e] * cvv[e];
+    }
+    sc += __shfl_xor_sync(0xffffffffu, sc, 1);  // the quad's four parts
+    sc += __shfl_xor_sync(0xffffffffu, sc, 2);
+    if (part == 0) sc_s[key] = sc;
+  }
+  __syncthreads();  // staged rows, dA and sc_s complete
 
   constexpr int kKeyTiles = kKeyTile / 8;
   if (active) {
@@ -680,32 +704,41 @@ __global__ void __launch_bounds__(kBlock)
         y_s[r * kTermPad + ic] = k_ri * dk_inter;
       }
   }
-  if (tid < kKeyTile) {
-    float sc = 0.f;
-    for (int col = 0; col < V; col += 2) {
-      const float2 sv = pair_of(S_in + (i0 + tid) * V + col);
-      const float2 cvv = pair_of(C + (i0 + tid) * V + col);
-      sc += sv.x * cvv.x + sv.y * cvv.y;
-    }
-    sc_s[tid] = sc;
+  __syncthreads();  // dg terms written; dA_s is free
+  // dg_r = sum_{u>=r} x_u + e^{G_last} sc + sum_{u<r} y_u for the lane's key column: warp w
+  // scans its sub-chunk's rows, then adds the totals of the sub-chunks after it (x) and before
+  // it (y), kept in dA_s [2][kWarps][kKeyTile]
+  static_assert(kKeyTile == 32, "a lane a key column");
+  const int key = tid % 32;
+  float x_suffix[kSub], y_prefix[kSub], x_total = 0.f, y_total = 0.f;
+#pragma unroll
+  for (int m = kSub - 1; m >= 0; --m) {
+    const int r = R0 + m;
+    x_total += r < cv.n ? x_s[r * kTermPad + key] : 0.f;
+    x_suffix[m] = x_total;
   }
-  __syncthreads();  // dg terms and sc_s written
-  if (tid < kKeyTile) {  // one key column per thread: reverse cumsum, then the prefix terms
-    float sum = 0.f;
-    for (int r = last; r >= 0; --r) {
-      sum += x_s[r * kTermPad + tid];
-      x_s[r * kTermPad + tid] = sum;
-    }
-    float prefix = fast_exp(cv.G_at(last, i0 + tid)) * sc_s[tid];
-    for (int r = 0; r < cv.n; ++r) {
-      x_s[r * kTermPad + tid] += prefix;
-      prefix += y_s[r * kTermPad + tid];
-    }
+#pragma unroll
+  for (int m = 0; m < kSub; ++m) {
+    const int r = R0 + m;
+    y_prefix[m] = y_total;
+    y_total += r < cv.n ? y_s[r * kTermPad + key] : 0.f;
   }
-  __syncthreads();  // dg of the tile complete
-  for (int e = tid; e < cv.n * kKeyTile; e += kBlock) {
-    const int r = e / kKeyTile, ic = e % kKeyTile;
-    gp.dg[g.qk(bh, c * kN + r) + i0 + ic] = x_s[r * kTermPad + ic];
+  float* x_totals = dA_s;
+  float* y_totals = dA_s + kWarps * kKeyTile;
+  x_totals[w * kKeyTile + key] = x_total;
+  y_totals[w * kKeyTile + key] = y_total;
+  __syncthreads();  // every sub-chunk's totals written
+  float x_after = 0.f, y_before = fast_exp(cv.G_at(last, i0 + key)) * sc_s[key];
+#pragma unroll
+  for (int b = 0; b < kWarps; ++b) {
+    if (b > w) x_after += x_totals[b * kKeyTile + key];
+    if (b < w) y_before += y_totals[b * kKeyTile + key];
+  }
+#pragma unroll
+  for (int m = 0; m < kSub; ++m) {
+    const int r = R0 + m;
+    if (r < cv.n)
+      gp.dg[g.qk(bh, c * kN + r) + i0 + key] = x_suffix[m] + x_after + y_prefix[m] + y_before;
   }
 }
 
