@@ -21,6 +21,8 @@
 
 #include <cstdint>
 
+#include "tensor/error.h"
+
 namespace hla::kernels {
 
 constexpr int64_t kChunk = 64;  // chunk size of every chunked linear-attention kernel
@@ -37,6 +39,13 @@ constexpr double kL2Eps = 1e-6;
 struct RecDims {
   int64_t B = 0, T = 0, H = 0, K = 0, V = 0;
 };
+
+// The checks every tier makes of its arguments before it runs: internal errors (HLA_CHECK), since
+// the autograd ops have validated the caller's shapes, dtypes and devices; `op` names the tier.
+inline void check_rec_dims(const RecDims& d, const char* op) {
+  HLA_CHECK(d.B > 0 && d.T > 0 && d.H > 0 && d.K > 0 && d.V > 0,
+            op << ": B,T,H,K,V = " << d.B << "," << d.T << "," << d.H << "," << d.K << "," << d.V);
+}
 
 enum class GateKind {
   None,           // alpha = 1
@@ -59,6 +68,14 @@ struct GatedLinearArgs {
   const S* h0 = nullptr;  // [B,H,K,V] or null
   double scale = 1.0;
 };
+template <class S>
+void check_rec_args(const GatedLinearArgs<S>& a, const char* op) {
+  check_rec_dims(a.d, op);
+  HLA_CHECK(a.q && a.k && a.v, op << ": q, k and v are required");
+  const bool has_gate = a.gate == GateKind::ScalarPerHead || a.gate == GateKind::PerKey;
+  HLA_CHECK(has_gate == (a.g != nullptr),
+            op << ": g must be given exactly for ScalarPerHead / PerKey");
+}
 template <class S>
 struct GatedLinearOut {
   S* o = nullptr;   // [B,T,H,V]
@@ -150,6 +167,11 @@ struct DeltaRuleArgs {
   // mantissa, f32 accumulation), as for bf16 inputs; otherwise f32 FMAs.
   bool tensor_cores = false;
 };
+template <class S>
+void check_rec_args(const DeltaRuleArgs<S>& a, const char* op) {
+  check_rec_dims(a.d, op);
+  HLA_CHECK(a.q && a.k && a.v && a.beta, op << ": q, k, v and beta are required");
+}
 template <class S>
 struct DeltaRuleOut {
   S* o = nullptr;   // [B,T,H,V]

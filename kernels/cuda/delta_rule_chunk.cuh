@@ -554,10 +554,8 @@ __device__ void decay_gradients(S* dPE, const S* QK, const S* D, const S* A, int
 
 template <class S>
 void check_args(const DeltaRuleArgs<S>& a, const char* op) {
+  kernels::check_rec_args(a, op);
   const RecDims& d = a.d;
-  HLA_CHECK(d.B > 0 && d.T > 0 && d.H > 0 && d.K > 0 && d.V > 0,
-            op << ": B,T,H,K,V = " << d.B << "," << d.T << "," << d.H << "," << d.K << "," << d.V);
-  HLA_CHECK(a.q && a.k && a.v && a.beta, op << ": q, k, v and beta are required");
   const int64_t blocks =
       d.B * d.H * ((d.T + C - 1) / C) * ((d.V + kOutputColumns - 1) / kOutputColumns);
   if (blocks >= (int64_t(1) << 31))

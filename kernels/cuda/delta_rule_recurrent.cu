@@ -256,10 +256,8 @@ __global__ void delta_rule_bwd_kernel(DeltaRuleArgs<S> a, DeltaRuleGrad<S> g,
 
 template <class S>
 void check_args(const DeltaRuleArgs<S>& a, const char* op) {
+  kernels::check_rec_args(a, op);
   const RecDims& d = a.d;
-  HLA_CHECK(d.B > 0 && d.T > 0 && d.H > 0 && d.K > 0 && d.V > 0,
-            op << ": B,T,H,K,V = " << d.B << "," << d.T << "," << d.H << "," << d.K << "," << d.V);
-  HLA_CHECK(a.q && a.k && a.v && a.beta, op << ": q, k, v and beta are required");
   if (d.B * d.H >= (int64_t(1) << 31))
     throw Error(op, "B*H < 2^31 (one thread block per batch and head)", std::to_string(d.B * d.H),
                 "split the batch");

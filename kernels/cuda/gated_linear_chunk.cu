@@ -548,13 +548,8 @@ constexpr size_t state_pass_smem_bytes() {
 
 template <class S>
 Geometry geometry_of(const GatedLinearArgs<S>& a, const char* op) {
+  kernels::check_rec_args(a, op);
   const RecDims& d = a.d;
-  HLA_CHECK(d.B > 0 && d.T > 0 && d.H > 0 && d.K > 0 && d.V > 0,
-            op << ": B,T,H,K,V = " << d.B << "," << d.T << "," << d.H << "," << d.K << "," << d.V);
-  HLA_CHECK(a.q && a.k && a.v, op << ": q, k and v are required");
-  const bool has_gate = a.gate == GateKind::ScalarPerHead || a.gate == GateKind::PerKey;
-  HLA_CHECK(has_gate == (a.g != nullptr),
-            op << ": g must be given exactly for ScalarPerHead / PerKey");
   const int64_t NT = (d.T + kN - 1) / kN;
   if (d.B * d.H * NT >= (int64_t(1) << 31))
     throw Error(op, "B*H*ceil(T/64) < 2^31 chunks (one thread block each)",

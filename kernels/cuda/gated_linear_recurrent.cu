@@ -183,12 +183,8 @@ __global__ void gated_linear_bwd_kernel(GatedLinearArgs<S> a, GatedLinearGrad<S>
 
 template <class S>
 void check_args(const GatedLinearArgs<S>& a, const char* op) {
+  kernels::check_rec_args(a, op);
   const RecDims& d = a.d;
-  HLA_CHECK(d.B > 0 && d.T > 0 && d.H > 0 && d.K > 0 && d.V > 0,
-            op << ": B,T,H,K,V = " << d.B << "," << d.T << "," << d.H << "," << d.K << "," << d.V);
-  HLA_CHECK(a.q && a.k && a.v, op << ": q, k and v are required");
-  const bool has_gate = a.gate == GateKind::ScalarPerHead || a.gate == GateKind::PerKey;
-  HLA_CHECK(has_gate == (a.g != nullptr), op << ": g must be given exactly for ScalarPerHead / PerKey");
   HLA_CHECK(d.B * d.H < (int64_t(1) << 31), op << ": too many (batch, head) pairs");
 }
 

@@ -81,13 +81,6 @@ QK prepare_qk(const DeltaRuleArgs<double>& a) {
   return x;
 }
 
-void check_args(const DeltaRuleArgs<double>& a) {
-  HLA_CHECK(a.d.B > 0 && a.d.T > 0 && a.d.H > 0 && a.d.K > 0 && a.d.V > 0,
-            "B,T,H,K,V = " << a.d.B << "," << a.d.T << "," << a.d.H << "," << a.d.K << ","
-                           << a.d.V);
-  HLA_CHECK(a.q && a.k && a.v && a.beta, "q, k, v and beta are required");
-}
-
 // Runs the recurrence of head (b, h). states == nullptr: only the final state is kept (in S);
 // otherwise states receives S_0..S_T, (T+1) K x V matrices.
 void forward_head(const DeltaRuleArgs<double>& a, const QK& x, int64_t b, int64_t h, double* o,
@@ -126,7 +119,7 @@ void forward_head(const DeltaRuleArgs<double>& a, const QK& x, int64_t b, int64_
 
 void delta_rule_reference_forward(const DeltaRuleArgs<double>& a,
                                   const DeltaRuleOut<double>& out) {
-  check_args(a);
+  check_rec_args(a, "delta_rule_reference_forward");
   HLA_CHECK(out.o, "o is required");
   const int64_t K = a.d.K, V = a.d.V;
   const QK x = prepare_qk(a);
@@ -141,7 +134,7 @@ void delta_rule_reference_forward(const DeltaRuleArgs<double>& a,
 
 void delta_rule_reference_backward(const DeltaRuleArgs<double>& a,
                                    const DeltaRuleGrad<double>& grad) {
-  check_args(a);
+  check_rec_args(a, "delta_rule_reference_backward");
   HLA_CHECK(grad.dout && grad.dq && grad.dk && grad.dv && grad.dbeta,
             "dout, dq, dk, dv and dbeta are required");
   HLA_CHECK(!a.g || grad.dg, "dg is required when g is given");

@@ -58,12 +58,8 @@ struct Layout {
 };
 
 Layout layout_of(const GatedLinearArgs<double>& a) {
+  check_rec_args(a, "gated_linear_reference");
   const RecDims& d = a.d;
-  HLA_CHECK(d.B > 0 && d.T > 0 && d.H > 0 && d.K > 0 && d.V > 0,
-            "B,T,H,K,V = " << d.B << "," << d.T << "," << d.H << "," << d.K << "," << d.V);
-  HLA_CHECK(a.q && a.k && a.v, "q, k and v are required");
-  const bool has_gate = a.gate == GateKind::ScalarPerHead || a.gate == GateKind::PerKey;
-  HLA_CHECK(has_gate == (a.g != nullptr), "g must be given exactly for ScalarPerHead / PerKey");
   return {d.T, d.H, d.K, d.V};
 }
 

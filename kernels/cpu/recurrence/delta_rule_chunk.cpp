@@ -167,14 +167,6 @@ struct Chunk {
 };
 
 template <class R>
-void check_args(const DeltaRuleArgs<R>& a) {
-  HLA_CHECK(a.d.B > 0 && a.d.T > 0 && a.d.H > 0 && a.d.K > 0 && a.d.V > 0,
-            "B,T,H,K,V = " << a.d.B << "," << a.d.T << "," << a.d.H << "," << a.d.K << ","
-                           << a.d.V);
-  HLA_CHECK(a.q && a.k && a.v && a.beta, "q, k, v and beta are required");
-}
-
-template <class R>
 Mat<R> initial_state(const DeltaRuleArgs<R>& a, int64_t bh) {
   const int64_t K = a.d.K, V = a.d.V;
   if (!a.h0) return Mat<R>::Zero(K, V);
@@ -282,7 +274,7 @@ void chunk_backward(const DeltaRuleArgs<R>& a, const DeltaRuleGrad<R>& grad, con
 
 template <class R>
 void delta_rule_chunk_forward(const DeltaRuleArgs<R>& a, const DeltaRuleOut<R>& out) {
-  check_args(a);
+  check_rec_args(a, "delta_rule_chunk_forward");
   HLA_CHECK(out.o, "o is required");
   const int64_t B = a.d.B, T = a.d.T, H = a.d.H, K = a.d.K, V = a.d.V;
 #pragma omp parallel for schedule(dynamic)
@@ -302,7 +294,7 @@ void delta_rule_chunk_forward(const DeltaRuleArgs<R>& a, const DeltaRuleOut<R>& 
 
 template <class R>
 void delta_rule_chunk_backward(const DeltaRuleArgs<R>& a, const DeltaRuleGrad<R>& grad) {
-  check_args(a);
+  check_rec_args(a, "delta_rule_chunk_backward");
   HLA_CHECK(grad.dout && grad.dq && grad.dk && grad.dv && grad.dbeta,
             "dout, dq, dk, dv and dbeta are required");
   HLA_CHECK(!a.g || grad.dg, "dg is required when g is given");
