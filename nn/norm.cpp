@@ -27,7 +27,7 @@ Var with_bias(const Var& y, const Linear& proj) {
 }  // namespace
 
 Var RMSNorm::forward_projected(const Var& x, const Linear& proj) const {
-  return with_bias(rms_norm_linear(x, to_dtype(weight, x.dtype()), eps, proj.weight), proj);
+  return forward_projected(x, std::vector<const Linear*>{&proj})[0];
 }
 
 std::vector<Var> RMSNorm::forward_projected(const Var& x,
