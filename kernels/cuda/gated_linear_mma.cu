@@ -101,16 +101,15 @@ struct StagedChunk {
   __device__ float q_at(int r, int i) const { return __bfloat162float(q[r * kQK + i - i0]); }
   __device__ float k_at(int r, int i) const { return __bfloat162float(k[r * kQK + i - i0]); }
   __device__ float G_at(int r, int i) const { return G[r * kG + i - i0]; }
-  __device__ float v_at(int r, int c) const { return __bfloat162float(v[r * v_stride + c]); }
-  __device__ float do_at(int r, int c) const { return __bfloat162float(dout[r * v_stride + c]); }
   // The pairs (i, i + 1), i even.
   __device__ float2 q2(int r, int i) const { return pair_of(q + r * kQK + i - i0); }
   __device__ float2 k2(int r, int i) const { return pair_of(k + r * kQK + i - i0); }
   __device__ float2 G2(int r, int i) const {
     return *reinterpret_cast<const float2*>(G + r * kG + i - i0);
   }
-  __device__ float2 v2(int r, int c) const { return pair_of(v + r * v_stride + c); }
-  __device__ float2 do2(int r, int c) const { return pair_of(dout + r * v_stride + c); }
+  // v and do pairs (c, c + 1), c even, as the 32 bits of a fragment register.
+  __device__ uint32_t v_bits(int r, int c) const { return bits_of(v + r * v_stride + c); }
+  __device__ uint32_t do_bits(int r, int c) const { return bits_of(dout + r * v_stride + c); }
 };
 
 // Copies keys i0 .. i0 + K - 1 of chunk c of head bh's q, k and G rows into shared memory at
@@ -411,9 +410,9 @@ __global__ void __launch_bounds__(kBlock)
 #pragma unroll 2
       for (int vs = 0; vs < V / 16; ++vs) {
         uint32_t a[4];
-        a_fragment2(a, L, [&](int m, int kk) {
+        a_fragment_bits(a, L, [&](int m, int kk) {
           const int r = R0 + m;
-          return r < cv.n ? cv.do2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
+          return r < cv.n ? cv.do_bits(r, 16 * vs + kk) : 0u;
         });
 #pragma unroll
         for (int b = 0; b < kWarps; ++b) {
@@ -421,9 +420,9 @@ __global__ void __launch_bounds__(kBlock)
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
             uint32_t bf[2];
-            b_fragment2(bf, L, [&](int kk, int nn) {  // v^T: B[col][j] = v_j[col]
+            b_fragment_bits(bf, L, [&](int kk, int nn) {  // v^T: B[col][j] = v_j[col]
               const int j = 16 * b + 8 * half + nn;
-              return j < cv.n ? cv.v2(j, 16 * vs + kk) : make_float2(0.f, 0.f);
+              return j < cv.n ? cv.v_bits(j, 16 * vs + kk) : 0u;
             });
             mma_bf16(P[2 * b + half], a, bf);
           }
@@ -585,22 +584,22 @@ __global__ void __launch_bounds__(kBlock)
 #pragma unroll 2
     for (int vs = 0; vs < V / 16; ++vs) {
       uint32_t a_do[4], a_v[4];
-      a_fragment2(a_do, L, [&](int m, int kk) {
+      a_fragment_bits(a_do, L, [&](int m, int kk) {
         const int r = R0 + m;
-        return r < cv.n ? cv.do2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
+        return r < cv.n ? cv.do_bits(r, 16 * vs + kk) : 0u;
       });
-      a_fragment2(a_v, L, [&](int m, int kk) {
+      a_fragment_bits(a_v, L, [&](int m, int kk) {
         const int r = R0 + m;
-        return r < cv.n ? cv.v2(r, 16 * vs + kk) : make_float2(0.f, 0.f);
+        return r < cv.n ? cv.v_bits(r, 16 * vs + kk) : 0u;
       });
 #pragma unroll
       for (int nt = 0; nt < kKeyTiles; ++nt) {
         uint32_t b_s[2], b_c[2];
-        b_fragment2(b_s, L, [&](int kk, int nn) {
-          return pair_of(S_in + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
+        b_fragment_bits(b_s, L, [&](int kk, int nn) {
+          return bits_of(S_in + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
         });
-        b_fragment2(b_c, L, [&](int kk, int nn) {
-          return pair_of(C + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
+        b_fragment_bits(b_c, L, [&](int kk, int nn) {
+          return bits_of(C + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
         });
         mma_bf16(X[nt], a_do, b_s);
         mma_bf16(Y[nt], a_v, b_c);

@@ -107,6 +107,24 @@ __device__ inline void b_fragment2(uint32_t (&b)[2], const Lane& L, F value2) {
   p = value2(2 * L.t + 8, L.g);
   b[1] = pack_bf16(p.x, p.y);
 }
+// Two consecutive bf16 (4-byte aligned) as the .b32 register of a fragment, unconverted.
+__device__ inline uint32_t bits_of(const bf16_dev* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+// a_fragment2 / b_fragment2 for operands already in bf16: bits2(row, col) = the pair (col,
+// col + 1) as its 32 bits (bits_of), so no value goes through float and back.
+template <class F>
+__device__ inline void a_fragment_bits(uint32_t (&a)[4], const Lane& L, F bits2) {
+  a[0] = bits2(L.g, 2 * L.t);
+  a[1] = bits2(L.g + 8, 2 * L.t);
+  a[2] = bits2(L.g, 2 * L.t + 8);
+  a[3] = bits2(L.g + 8, 2 * L.t + 8);
+}
+template <class F>
+__device__ inline void b_fragment_bits(uint32_t (&b)[2], const Lane& L, F bits2) {
+  b[0] = bits2(2 * L.t, L.g);
+  b[1] = bits2(2 * L.t + 8, L.g);
+}
 // A fragment of columns 16b..16b+15 from the C tiles lo (columns 16b..+7) and hi (16b+8..+15).
 __device__ inline void a_from_acc(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4]) {
   a[0] = pack_bf16(lo[0], lo[1]);
