@@ -48,10 +48,11 @@
 //                       key column, then joined through the sub-chunks' totals
 // Output, scores and dqk stage the chunk's q, k (bf16) and G (f32) rows (dqk: its 32 keys) in
 // shared memory first (stage_chunk: 16-byte loads, padded rows); the diagonal blocks read 8 keys
-// at a time from there; v, do and the chunk states of dqk are read from global memory. Shared
+// at a time from there; v and do are read from global memory, and dqk stages its keys' rows
+// of the chunk states S and C by 64-column slices in the place of its dg tiles. Shared
 // memory per block (K = 64 / 128, V = K): output 54 / 103 KiB, scores 36 / 67 KiB, dv 36 /
 // 54 KiB, dqk 53 KiB. Registers (ptxas, sm_90, no spills): output 67-128, scores 80, dv 58,
-// dqk 161.
+// dqk 156.
 // Gradients are overwritten, never accumulated.
 #include <cstdint>
 #include <cstring>
@@ -545,7 +546,7 @@ __global__ void __launch_bounds__(kBlock)
     float* row = dA_s + 4 * x / kN * kScorePad + 4 * x % kN;
     row[0] = a.x, row[1] = a.y, row[2] = a.z, row[3] = a.w;
   }
-  const int tid = threadIdx.x, w = tid / 32, R0 = kSub * w;
+  const int tid = threadIdx.x, w = tid / 32, lane = tid % 32, R0 = kSub * w;
   const bool active = R0 < cv.n;  // inactive warps still meet every barrier
   const Lane L = lane_of();
   const float s = op.scale;
@@ -553,58 +554,69 @@ __global__ void __launch_bounds__(kBlock)
   const int ref_last = R0 + kSub - 1 < last ? R0 + kSub - 1 : last;  // dk's reference row
   const bf16_dev* S_in = states + g.chunk_state(bh, c);
   const bf16_dev* C = dstates + g.chunk_state(bh, c);
-  {  // sum_v S * C of each key of the tile: kParts threads a key, 16 bytes of each a load
-    constexpr int kParts = kBlock / kKeyTile;
-    static_assert(kParts == 4 && V % (8 * kParts) == 0, "a quad of lanes a key, whole loads");
-    const int key = tid / kParts, part = tid % kParts;
-    const bf16_dev* S_row = S_in + (i0 + key) * V;
-    const bf16_dev* C_row = C + (i0 + key) * V;
-    float sc = 0.f;
-#pragma unroll
-    for (int col = 8 * part; col < V; col += 8 * kParts) {
-      float sv[8], cvv[8];
-      load8(S_row + col, sv);
-      load8(C_row + col, cvv);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) sc += sv[e] * cvv[e];
-    }
-    sc += __shfl_xor_sync(0xffffffffu, sc, 1);  // the quad's four parts
-    sc += __shfl_xor_sync(0xffffffffu, sc, 2);
-    if (part == 0) sc_s[key] = sc;
-  }
-  __syncthreads();  // staged rows, dA and sc_s complete
+  __syncthreads();  // staged rows and dA complete
 
+  // X = S do_r, Y = C v_r (the rows' dO / V [16 x V] times S^T / C^T [V x 32 keys]) and
+  // sc_j = sum_v S_jv C_jv by 64-column slices of V: the block stages the slice of S and C for
+  // its keys in x_s's place (free until the dg terms), each thread copying the same 16 bytes of
+  // both and summing their products on the way; the products read the slices through ldmatrix
   constexpr int kKeyTiles = kKeyTile / 8;
-  if (active) {
-    // X = S do_r, Y = C v_r: the rows' dO / V [16 x V] times S^T / C^T [V x 32 keys]
-    float X[kKeyTiles][4], Y[kKeyTiles][4], Z[kKeyTiles][4];
-    zero(X);
-    zero(Y);
-    zero(Z);
-#pragma unroll 2
-    for (int vs = 0; vs < V / 16; ++vs) {
+  constexpr int kSlice = 64, kSliceLd = kSlice + 8, kVecs = kSlice / 8;
+  constexpr int kKeyStep = kBlock / kVecs;  // keys apart of a thread's two pieces
+  static_assert(V % kSlice == 0 && kKeyTile == 2 * kKeyStep, "two 16-byte pieces a thread");
+  static_assert(2 * kKeyTile * kSliceLd * sizeof(bf16_dev) <= 2 * kN * kTermPad * sizeof(float),
+                "the slices fit in x_s and y_s");
+  bf16_dev* S_slice = reinterpret_cast<bf16_dev*>(x_s);
+  bf16_dev* C_slice = S_slice + kKeyTile * kSliceLd;
+  float X[kKeyTiles][4], Y[kKeyTiles][4];
+  zero(X);
+  zero(Y);
+  float sc_part[2] = {0.f, 0.f};  // keys tid / kVecs and tid / kVecs + kKeyStep
+  for (int v0 = 0; v0 < V; v0 += kSlice) {
+    if (v0 > 0) __syncthreads();  // every warp done with the previous slice
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int key = tid / kVecs + h * kKeyStep, col = tid % kVecs * 8;
+      const uint4 s_bits = *reinterpret_cast<const uint4*>(S_in + (i0 + key) * V + v0 + col);
+      const uint4 c_bits = *reinterpret_cast<const uint4*>(C + (i0 + key) * V + v0 + col);
+      *reinterpret_cast<uint4*>(S_slice + key * kSliceLd + col) = s_bits;
+      *reinterpret_cast<uint4*>(C_slice + key * kSliceLd + col) = c_bits;
+      float sv[8], cvv[8];
+      unpack8(s_bits, sv);
+      unpack8(c_bits, cvv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sc_part[h] += sv[e] * cvv[e];
+    }
+    __syncthreads();  // slice staged
+    if (!active) continue;
+#pragma unroll
+    for (int ks = 0; ks < kSlice / 16; ++ks) {
+      const int col = v0 + 16 * ks;
       uint32_t a_do[4], a_v[4];
       a_fragment_bits(a_do, L, [&](int m, int kk) {
         const int r = R0 + m;
-        return r < cv.n ? cv.do_bits(r, 16 * vs + kk) : 0u;
+        return r < cv.n ? cv.do_bits(r, col + kk) : 0u;
       });
       a_fragment_bits(a_v, L, [&](int m, int kk) {
         const int r = R0 + m;
-        return r < cv.n ? cv.v_bits(r, 16 * vs + kk) : 0u;
+        return r < cv.n ? cv.v_bits(r, col + kk) : 0u;
       });
-#pragma unroll
-      for (int nt = 0; nt < kKeyTiles; ++nt) {
-        uint32_t b_s[2], b_c[2];
-        b_fragment_bits(b_s, L, [&](int kk, int nn) {
-          return bits_of(S_in + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
-        });
-        b_fragment_bits(b_c, L, [&](int kk, int nn) {
-          return bits_of(C + (i0 + 8 * nt + nn) * V + 16 * vs + kk);
-        });
-        mma_bf16(X[nt], a_do, b_s);
-        mma_bf16(Y[nt], a_v, b_c);
-      }
+      mma_rows(X, a_do, S_slice, kSliceLd, 16 * ks, lane);
+      mma_rows(Y, a_v, C_slice, kSliceLd, 16 * ks, lane);
     }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // sc: the kVecs lanes of a key
+    float sc = sc_part[h];
+#pragma unroll
+    for (int m = 1; m < kVecs; m <<= 1) sc += __shfl_xor_sync(0xffffffffu, sc, m);
+    if (tid % kVecs == 0) sc_s[tid / kVecs + h * kKeyStep] = sc;
+  }
+  __syncthreads();  // every slice read: x_s and y_s are free for the dg terms
+
+  if (active) {
+    float Z[kKeyTiles][4];
+    zero(Z);
     // dq^off: (e^{G_ref} S do_r + sum_{b<w} dA_rj k_j e^{G_ref - G_j}) s e^{G_r - G_ref}
 #pragma unroll
     for (int nt = 0; nt < kKeyTiles; ++nt)
@@ -708,7 +720,7 @@ __global__ void __launch_bounds__(kBlock)
   // scans its sub-chunk's rows, then adds the totals of the sub-chunks after it (x) and before
   // it (y), kept in dA_s [2][kWarps][kKeyTile]
   static_assert(kKeyTile == 32, "a lane a key column");
-  const int key = tid % 32;
+  const int key = lane;
   float x_suffix[kSub], y_prefix[kSub], x_total = 0.f, y_total = 0.f;
 #pragma unroll
   for (int m = kSub - 1; m >= 0; --m) {
