@@ -125,6 +125,21 @@ TEST_CASE("cuda bf16 conversion: exact round trips, ties to even, strided source
   CHECK(vals(gview.to(DType::bf16)) == vals(view.to(DType::bf16)));
   CHECK(vals(gview.to(DType::f64)) == vals(view.to(DType::f64)));
 
+  // Contiguous, aligned GPU tensors convert 8 elements a thread in 16-byte packs, the rest and
+  // misaligned ones (a view from element 1) one at a time: lengths around a pack, both ways.
+  for (int64_t len : {1, 7, 8, 9, 4099}) {
+    INFO("length " << len);
+    const Tensor v = Tensor::randn({len + 1}, gen, DType::f32, 0.0, 10.0), h = v.to(DType::bf16);
+    const Tensor gv = gpu(v), gh = gpu(h);
+    for (int64_t start : {0, 1}) {
+      const Tensor part = v.slice(0, start, start + len), gpart = gv.slice(0, start, start + len);
+      const Tensor hpart = h.slice(0, start, start + len), ghpart = gh.slice(0, start, start + len);
+      CHECK(vals(gpart.to(DType::bf16)) == vals(part.to(DType::bf16)));
+      CHECK(vals(gpart.to(DType::f64)) == vals(part.to(DType::f64)));
+      CHECK(vals(ghpart.to(DType::f32)) == vals(hpart.to(DType::f32)));
+    }
+  }
+
   // Integers: i32 <-> i64, floats truncate toward zero, integers -> bf16 through f32.
   const Tensor fl = Tensor::from_values({-2.7, -0.5, 0.0, 2.7, 1e6}, {5});
   CHECK(vals(gpu(fl).to(DType::i32)) == vals(fl.to(DType::i32)));
