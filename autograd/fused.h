@@ -27,10 +27,11 @@ Var cross_entropy(const Var& logits, const Tensor& targets, int64_t ignore_index
 Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets,
                          int64_t ignore_index = kIgnoreIndex, int64_t chunk_rows = 0);
 
-// x W^T over x's last dimension for x [..., F], W [O, F]: [..., O]. Values and gradients as
+// x W^T over x's last dimension for x [..., F], W [O, F]: [..., O]. Values as
 // matmul(x, transpose(to_dtype(W, x.dtype()))): a W of another dtype (an f32 master weight under
 // bf16 compute) is cast inside, in the forward and again in the backward, so no cast copy of W
-// is held between the passes; its gradient arrives in W's dtype. The projections below
+// is held between the passes. Its gradient arrives in W's dtype; an f32 W's is summed in f32 by
+// the product (not rounded to bf16 first, as to_dtype's backward would). The projections below
 // (rms_norm_linear, swiglu_linear and their kin) take their W_i the same way.
 Var linear(const Var& x, const Var& W);
 

@@ -43,6 +43,9 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // ---- matrix products: [..., M, K] @ [..., K, N] -> [..., M, N], batch dims broadcast.
 // Transposed views (last two dims swapped) are read in place, without a copy.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// The same product returned in `out`: a's dtype, or f32 for bf16 a, b (CUDA), whose products are
+// then summed in f32 and never rounded to bf16 (an f32 weight's gradient under bf16 compute).
+Tensor matmul(const Tensor& a, const Tensor& b, DType out);
 // c += a @ b for 2-D a [M, K], b [K, N] and a contiguous c [M, N] in f32 (a, b f32, or bf16 on
 // CUDA: the products summed in f32 straight into c) or f64 (a, b f64).
 void matmul_acc(Tensor& c, const Tensor& a, const Tensor& b);

@@ -21,7 +21,10 @@ std::vector<Tensor> ProjectedRowsNode::backward(const std::vector<Tensor>& gy) {
     const Tensor dy = d.reshape({d.numel() / W.size(0), W.size(0)});
     if (needs_input_grad(i)) {
       if (!R.defined()) R = rows();
-      const Tensor dW = ops::matmul(dy.transpose(0, 1), R);  // dy^T R [out, in], contiguous
+      // dy^T R [out, in], contiguous; an f32 weight under bf16 compute gets it summed in f32
+      const DType dW_type =
+          Wp.dtype() == DType::f32 && dy.dtype() == DType::bf16 ? DType::f32 : dy.dtype();
+      const Tensor dW = ops::matmul(dy.transpose(0, 1), R, dW_type);
       grads[i] = dW.dtype() == Wp.dtype() ? dW : dW.to(Wp.dtype());
     }
     const Tensor dR_i = ops::matmul(dy, W);

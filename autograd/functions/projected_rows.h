@@ -4,8 +4,9 @@
 // values and gradients equal matmul(R, W_i^T) recorded step by step, without holding R between
 // the passes. inputs[first_w ..] are the W_i [O_i, F]; output i is y_i [..., O_i].
 // A W_i of another dtype than R (an f32 master weight under bf16 compute) is cast to R's dtype
-// in the forward and again in the backward, and its gradient returns in W_i's dtype: the values
-// of matmul(R, to_dtype(W_i)^T), without a cast copy of W_i held between the passes.
+// in the forward and again in the backward, without a cast copy held between the passes: the
+// values of matmul(R, to_dtype(W_i)^T). Its gradient returns in W_i's dtype, an f32 W_i's summed
+// in f32 by the product itself (ops::matmul into f32), never rounded to bf16.
 // Subclasses: linear (linear.cpp), swiglu_linear (swiglu.cpp), rms_norm_linear and its kin
 // (rms_norm.cpp).
 #pragma once

@@ -106,11 +106,14 @@ void matmul_cublas(const Operand& a, const Operand& b, Tensor& c, int64_t M, int
 
 }  // namespace
 
-Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, DType out) {
   require_cuda(a_in, "matmul", "a");
   require_cuda(b_in, "matmul", "b");
   check_same_dtype(a_in, b_in, "matmul");
   visit_cuda_storage(a_in.dtype(), "matmul", [&](auto) {});
+  if (out != a_in.dtype() && !(a_in.dtype() == DType::bf16 && out == DType::f32))
+    throw Error("matmul", "a product in the operands' dtype, or in f32 for bf16 operands",
+                std::string(dtype_name(a_in.dtype())) + " operands into " + dtype_name(out));
   if (a_in.dim() < 2 || b_in.dim() < 2)
     throw Error("matmul", "operands of rank >= 2 ([..., M, K] @ [..., K, N])",
                 to_string(a_in.shape()) + " @ " + to_string(b_in.shape()),
@@ -127,10 +130,10 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   eb.insert(eb.end(), {K, N});
   out_shape.insert(out_shape.end(), {M, N});
   const int64_t nbatch = hla::numel(batch);
-  if (M == 0 || N == 0 || nbatch == 0) return cuda_empty(out_shape, a_in.dtype());
-  if (K == 0) return cuda_zeros(out_shape, a_in.dtype());
+  if (M == 0 || N == 0 || nbatch == 0) return cuda_empty(out_shape, out);
+  if (K == 0) return cuda_zeros(out_shape, out);
   const Operand a = prepare(a_in, ea), b = prepare(b_in, eb);
-  Tensor c = cuda_empty(out_shape, a_in.dtype());
+  Tensor c = cuda_empty(out_shape, out);
   matmul_cublas(a, b, c, M, K, N, nbatch);
   return c;
 }

@@ -64,7 +64,7 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
 Tensor max(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
 
 // ---- matmul_cublas.cu
-Tensor matmul(const Tensor& a, const Tensor& b);
+Tensor matmul(const Tensor& a, const Tensor& b, DType out);
 void matmul_acc(Tensor& c, const Tensor& a, const Tensor& b);
 
 // ---- index.cu

@@ -285,6 +285,15 @@ TEST_CASE("cuda bf16 matmul (K = 1024, tensor cores, fp32 accumulation) matches 
   REQUIRE_CLOSE("matmul a^T b^T", rounded(matmul(at.transpose(0, 1), bt.transpose(0, 1))),
                 vals(matmul(gpu_bf16(at).transpose(0, 1), gpu_bf16(bt).transpose(0, 1))),
                 kBf16Matmul);
+  // Into f32 (the gradient of an f32 weight, dy^T R: a transposed left operand): the same fp32
+  // sums, not rounded to bf16, so they agree with the CPU's f32 product to summation order (a
+  // bf16 rounding would give ~1e-3).
+  const Tensor b2 = randn_bf16({1024, 48}, gen);
+  const Tensor c32 = matmul(gpu_bf16(at).transpose(0, 1), gpu_bf16(b2), DType::f32);
+  REQUIRE(c32.dtype() == DType::f32);
+  REQUIRE_CLOSE("matmul into f32", vals(matmul(at.transpose(0, 1), b2)), vals(c32), 1e-5);
+  REQUIRE_THROWS_WITH(matmul(gpu(at), gpu(b2), DType::bf16),
+                      Catch::Contains("in f32 for bf16 operands"));
   // Mixed dtypes are rejected (convert the weight once with .to(DType::bf16)).
   REQUIRE_THROWS_AS(matmul(gpu_bf16(a), gpu(b)), Error);
 }

@@ -66,10 +66,17 @@ void gemm_any(const T* a, MatLayout la, const T* b, MatLayout lb, T* c, int64_t 
 
 }  // namespace
 
-Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) { return matmul(a_in, b_in, a_in.dtype()); }
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, DType out) {
 #ifdef HLA_WITH_CUDA
-  if (a_in.device() == Device::CUDA || b_in.device() == Device::CUDA) return cuda::matmul(a_in, b_in);
+  if (a_in.device() == Device::CUDA || b_in.device() == Device::CUDA)
+    return cuda::matmul(a_in, b_in, out);
 #endif
+  if (out != a_in.dtype())  // f32 (f64) operands: the product has their dtype
+    throw Error("matmul", "a product in the operands' dtype on CPU",
+                std::string(dtype_name(a_in.dtype())) + " operands into " + dtype_name(out),
+                "bf16 products (summed into f32) run on CUDA");
   require_cpu(a_in, "matmul");
   require_cpu(b_in, "matmul");
   check_same_dtype(a_in, b_in, "matmul");
