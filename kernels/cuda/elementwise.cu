@@ -6,7 +6,9 @@
 //   dtypes: f32, f64, bf16 (storage S, computed in compute_t<S>: float for bf16, rounded once
 //   on the store). One thread per output element, grid-stride loop; contiguous 16-byte aligned
 //   operands of one shape take the pack kernels instead (16 bytes per load and store, the tail
-//   on the scalar kernel).
+//   on the scalar kernel), and so does a binary op whose b repeats over a's rows (a bias).
+#include <algorithm>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -162,6 +164,25 @@ __global__ void binary_pack_kernel(int op, Pack<S>* __restrict__ out, const Pack
   }
 }
 
+// out = a op b for a contiguous a [rows, D] and b [D] repeated over the rows (a bias):
+// row_packs = D / kSize packs of b a row.
+template <class S>
+__global__ void binary_rows_pack_kernel(int op, Pack<S>* __restrict__ out,
+                                        const Pack<S>* __restrict__ a,
+                                        const Pack<S>* __restrict__ b, int64_t n_packs,
+                                        int64_t row_packs) {
+  using C = compute_t<S>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_packs;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const Pack<S> pa = a[i], pb = b[i % row_packs];
+    Pack<S> po;
+#pragma unroll
+    for (int k = 0; k < Pack<S>::kSize; ++k)
+      po.v[k] = value_cast<S>(binary_value<C>(op, value_cast<C>(pa.v[k]), value_cast<C>(pb.v[k])));
+    out[i] = po;
+  }
+}
+
 template <class S>
 __global__ void add_inplace_pack_kernel(Pack<S>* __restrict__ a, const Pack<S>* __restrict__ b,
                                         int64_t n_packs) {
@@ -250,6 +271,15 @@ Tensor scalar_to_cuda(const Tensor& t) {
   return t.defined() && t.device() == Device::CPU && t.dim() == 0 ? t.to(Device::CUDA) : t;
 }
 
+// Whether b is repeated over the leading dims of `shape`, a's own shape (a bias added to rows):
+// b's shape, leading 1s dropped, is the trailing dims of `shape`.
+bool repeats_over_rows(const Tensor& a, const Tensor& b, const Shape& shape) {
+  if (a.shape() != shape) return false;
+  Shape bs = b.shape();
+  while (!bs.empty() && bs.front() == 1) bs.erase(bs.begin());
+  return bs.size() <= shape.size() && std::equal(bs.begin(), bs.end(), shape.end() - bs.size());
+}
+
 Tensor binary(Binary op, const Tensor& a_in, const Tensor& b_in) {
   const Tensor a = scalar_to_cuda(a_in), b = scalar_to_cuda(b_in);
   require_cuda(a, "binary", "a");
@@ -262,15 +292,22 @@ Tensor binary(Binary op, const Tensor& a_in, const Tensor& b_in) {
     Tensor out = cuda_empty(shape, a.dtype());
     const int64_t n = out.numel();
     if (n == 0) return out;
-    int64_t done = 0;  // elements taken by the pack kernel (same-shape contiguous operands)
+    int64_t done = 0;  // elements taken by a pack kernel (contiguous operands)
+    constexpr int P = Pack<S>::kSize;
     if (a.shape() == shape && b.shape() == shape && packable({&a, &b})) {
-      const int64_t packs = n / Pack<S>::kSize;
-      done = packs * Pack<S>::kSize;
+      const int64_t packs = n / P;
+      done = packs * P;
       if (packs > 0)
         binary_pack_kernel<S><<<grid_for(packs), kThreads, 0, stream()>>>(
             int(op), reinterpret_cast<Pack<S>*>(out.data<S>()),
             reinterpret_cast<const Pack<S>*>(a.data<S>()),
             reinterpret_cast<const Pack<S>*>(b.data<S>()), packs);
+    } else if (repeats_over_rows(a, b, shape) && b.numel() % P == 0 && packable({&a, &b})) {
+      done = n;  // whole rows of whole packs
+      binary_rows_pack_kernel<S><<<grid_for(n / P), kThreads, 0, stream()>>>(
+          int(op), reinterpret_cast<Pack<S>*>(out.data<S>()),
+          reinterpret_cast<const Pack<S>*>(a.data<S>()),
+          reinterpret_cast<const Pack<S>*>(b.data<S>()), n / P, b.numel() / P);
     }
     if (done < n)
       binary_kernel<S><<<grid_for(n - done), kThreads, 0, stream()>>>(

@@ -232,6 +232,11 @@ TEST_CASE("cuda bf16 unary, scalar and binary maps, where and add_ match the CPU
     REQUIRE_CLOSE(name, rounded(binary(op, x, pos)), vals(binary(op, gx, gpos)), kBf16);
     REQUIRE_CLOSE(name, rounded(binary(op, x.slice(0, 1, 33), pos.slice(0, 1, 33))),
                   vals(binary(op, gx.slice(0, 1, 33), gpos.slice(0, 1, 33))), kBf16);
+    // a bias of whole packs repeated over the rows (the rows pack kernel)
+    const Tensor bias = Tensor::rand({64}, gen, DType::f32, 0.5, 2.0).to(DType::bf16).to(DType::f32);
+    const Tensor wide = x.slice(1, 0, 64).contiguous();
+    REQUIRE_CLOSE(name, rounded(binary(op, wide, bias)),
+                  vals(binary(op, gpu_bf16(wide), gpu_bf16(bias))), kBf16);
   }
 
   // where with a bf16 mask and with an f32 mask (converted on the device).

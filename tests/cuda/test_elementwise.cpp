@@ -79,6 +79,17 @@ TEST_CASE("cuda binary ops broadcast like the CPU", "[cuda]") {
                     vals(binary(op, gpu(same).reshape({252}).slice(0, 1, 252),
                                 gpu(other).reshape({252}).slice(0, 1, 252))),
                     tol(dt));
+      // b repeated over a's rows (a bias: the rows pack kernel), [8], [5, 8] and [1, 5, 8] over
+      // [6, 5, 8]; rows of 5 (not whole packs) take the scalar kernel.
+      const Tensor rows = Tensor::randn({6, 5, 8}, gen, dt);
+      for (const Shape& bs : {Shape{8}, Shape{5, 8}, Shape{1, 5, 8}}) {
+        const Tensor bias = Tensor::rand(bs, gen, dt, 0.5, 2.0);
+        REQUIRE_CLOSE(name, vals(binary(op, rows, bias)), vals(binary(op, gpu(rows), gpu(bias))),
+                      tol(dt));
+      }
+      const Tensor odd = Tensor::randn({3, 5}, gen, dt), row5 = Tensor::rand({5}, gen, dt, 0.5, 2.0);
+      REQUIRE_CLOSE(name, vals(binary(op, odd, row5)), vals(binary(op, gpu(odd), gpu(row5))),
+                    tol(dt));
     }
     // Eq on identical values is exactly 1.
     CHECK(vals(binary(Binary::Eq, gpu(a), gpu(a))) == std::vector<double>(15, 1.0));
