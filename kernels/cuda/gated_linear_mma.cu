@@ -51,8 +51,8 @@
 // at a time from there; v and do are read from global memory, and dqk stages its keys' rows
 // of the chunk states S and C by 64-column slices in the place of its dg tiles. Shared
 // memory per block (K = 64 / 128, V = K): output 54 / 103 KiB, scores 36 / 67 KiB, dv 36 /
-// 54 KiB, dqk 53 KiB. Registers (ptxas, sm_90, no spills): output 67-128, scores 80, dv 58,
-// dqk 156.
+// 54 KiB, dqk 52 KiB. Registers (ptxas, sm_90, no spills): output 67-128, scores 80, dv 58,
+// dqk 128 (bounded for 4 blocks an SM: the kernel waits on loads, and 16 warps hide more).
 // Gradients are overwritten, never accumulated.
 #include <cstdint>
 #include <cstring>
@@ -525,9 +525,10 @@ constexpr size_t dqk_smem_bytes() {
          sizeof(float) * (kN * kScorePad + 2 * kN * kTermPad + kKeyTile);
 }
 
-// dq, dk, dg of one chunk's keys i0 = 32 blockIdx.y .. i0 + 31.
+// dq, dk, dg of one chunk's keys i0 = 32 blockIdx.y .. i0 + 31. Four blocks an SM: 128 registers,
+// 4 x 52 KiB of shared memory.
 template <int V>
-__global__ void __launch_bounds__(kBlock)
+__global__ void __launch_bounds__(kBlock, 4)
     chunk_dqk_kernel(Operands op, GradPointers gp, Geometry g, const float* __restrict__ scores,
                      const bf16_dev* __restrict__ states,     // [B*H, NT, K, V] entering
                      const bf16_dev* __restrict__ dstates) {  // [B*H, NT, K, V] leaving
@@ -653,19 +654,37 @@ __global__ void __launch_bounds__(kBlock)
         mma_bf16(Z[nt], a, bf);
       }
     }
-    // the diagonal sub-chunk in fp32: for the lane's rows r = R0 + g + 8h and keys
-    // i = i0 + 8 (x / 2) + 2t + x % 2, the s-less sums over j in [R0, r) and u in (r, ref]
-    //   before = sum_j dA_rj k_ji e^{G_ri - G_ji}    after = sum_u dA_ur q_ui e^{G_ui - G_ri}
-    float before[2][2 * kKeyTiles], after[2][2 * kKeyTiles], Gr[2][2 * kKeyTiles];
+    // the gate factors of the off-diagonal terms, before the diagonal's sums, so that Y is
+    // spent and stored as y_s = k dk^inter, X holds dq^off less the diagonal's part and Z dk
+    // less the diagonal's and the j = r terms:
+    //   X = s e^{G_r - G_R0} X     Z = e^{G_last - G_r} Y + s e^{G_ref - G_r} Z
+    float Gr[2][2 * kKeyTiles];
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int nt = 0; nt < kKeyTiles; ++nt) {
         const float2 G = cv.G2(R0 + L.g + 8 * h, i0 + 8 * nt + 2 * L.t);
         Gr[h][2 * nt] = G.x, Gr[h][2 * nt + 1] = G.y;
-        before[h][2 * nt] = before[h][2 * nt + 1] = 0.f;
-        after[h][2 * nt] = after[h][2 * nt + 1] = 0.f;
       }
+#pragma unroll
+    for (int nt = 0; nt < kKeyTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = R0 + acc_row(L, e), ic = 8 * nt + acc_col(L, e), i = i0 + ic;
+        const float G_r = Gr[e / 2][2 * nt + e % 2];
+        const float dk_inter = fast_exp(cv.G_at(last, i) - G_r) * Y[nt][e];
+        X[nt][e] *= s * fast_exp(G_r - cv.G_at(R0, i));
+        Z[nt][e] = dk_inter + s * Z[nt][e] * fast_exp(cv.G_at(ref_last, i) - G_r);
+        if (r < cv.n) y_s[r * kTermPad + ic] = cv.k_at(r, i) * dk_inter;
+      }
+    // the diagonal sub-chunk in fp32: for the lane's rows r = R0 + g + 8h and keys
+    // i = i0 + 8 (x / 2) + 2t + x % 2, the s-less sums over j in [R0, r) and u in (r, ref]
+    //   before = sum_j dA_rj k_ji e^{G_ri - G_ji}    after = sum_u dA_ur q_ui e^{G_ui - G_ri}
+    float before[2][2 * kKeyTiles], after[2][2 * kKeyTiles];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int x = 0; x < 2 * kKeyTiles; ++x) before[h][x] = after[h][x] = 0.f;
 #pragma unroll 2
     for (int j = R0; j <= ref_last; ++j) {
       float kj[2 * kKeyTiles], qj[2 * kKeyTiles], Gj[2 * kKeyTiles];
@@ -693,7 +712,7 @@ __global__ void __launch_bounds__(kBlock)
         }
       }
     }
-    // the gate factors, then dq, dk and the dg terms
+    // dq, dk and x = q dq^off - k dk^intra = q dq^off - k (dk less the j = r terms) + y
 #pragma unroll
     for (int nt = 0; nt < kKeyTiles; ++nt)
 #pragma unroll
@@ -701,18 +720,14 @@ __global__ void __launch_bounds__(kBlock)
         const int h = e / 2, x = 2 * nt + e % 2;
         const int r = R0 + acc_row(L, e), ic = 8 * nt + acc_col(L, e), i = i0 + ic;
         if (r >= cv.n) continue;
-        const float G_r = Gr[h][x];
-        const float dq_off = s * (X[nt][e] * fast_exp(G_r - cv.G_at(R0, i)) + before[h][x]);
-        const float dk_inter = fast_exp(cv.G_at(last, i) - G_r) * Y[nt][e];
-        const float dk_intra =
-            s * (Z[nt][e] * fast_exp(cv.G_at(ref_last, i) - G_r) + after[h][x]);
-        const float diag = s * dA_s[r * kScorePad + r];  // the j = r terms
+        const float dq_off = X[nt][e] + s * before[h][x];
+        const float dk_off = Z[nt][e] + s * after[h][x];  // dk^inter + dk^intra
+        const float diag = s * dA_s[r * kScorePad + r];   // the j = r terms
         const float q_ri = cv.q_at(r, i), k_ri = cv.k_at(r, i);
         const int64_t at = g.qk(bh, c * kN + r) + i;
         gp.dq[at] = __float2bfloat16_rn(dq_off + diag * k_ri);
-        gp.dk[at] = __float2bfloat16_rn(dk_inter + dk_intra + diag * q_ri);
-        x_s[r * kTermPad + ic] = q_ri * dq_off - k_ri * dk_intra;
-        y_s[r * kTermPad + ic] = k_ri * dk_inter;
+        gp.dk[at] = __float2bfloat16_rn(dk_off + diag * q_ri);
+        x_s[r * kTermPad + ic] = q_ri * dq_off - k_ri * dk_off + y_s[r * kTermPad + ic];
       }
   }
   __syncthreads();  // dg terms written; dA_s is free
