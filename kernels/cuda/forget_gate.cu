@@ -4,8 +4,10 @@
 //   one_minus_f = (1 - lb) sigmoid(-x)
 //   dx  = dlog_f (1 - s)(1 - lb / f) - d_one_minus_f (1 - lb) s (1 - s)
 //   dlb = sum over the leading dims of (dlog_f / f - d_one_minus_f)(1 - s)
-// One elementwise kernel each way; dlb's terms go to a compute-type buffer that cuda::sum
-// reduces. dtypes: x f32, f64, bf16 (computed in compute_t, each output rounded once); lb any
+// One elementwise kernel each way, on 16-byte packs where the rows are whole packs (contiguous
+// x, D a multiple of the pack): s and 1 - s = sigmoid(-x) come from one e = e^{-|x|}, the same
+// expressions as sigmoid_dev and log_sigmoid_dev. dlb's terms go to a compute-type buffer that
+// cuda::sum reduces. dtypes: x f32, f64, bf16 (computed in compute_t, each output rounded once); lb any
 // floating dtype (read in compute_t; dlb returned in lb's dtype).
 #include <numeric>
 #include <vector>
@@ -32,6 +34,45 @@ __global__ void forget_gate_fwd_kernel(S* __restrict__ log_f, S* __restrict__ on
   }
 }
 
+// sigmoid(x) and sigmoid(-x) from one exponential e = e^{-|x|}: the values of sigmoid_dev(x)
+// and sigmoid_dev(-x), operation for operation.
+template <class C>
+struct Sigmoids {
+  C e, s, s_neg;
+  __device__ explicit Sigmoids(C x) : e(exp(-fabs(x))) {
+    const C one_over = C(1) / (C(1) + e), e_over = e / (C(1) + e);
+    s = x >= C(0) ? one_over : e_over;
+    s_neg = x >= C(0) ? e_over : one_over;
+  }
+};
+
+// The forward on packs: x, log_f, one_minus_f as n_packs packs, the pack at i covering columns
+// (i * kSize) % D .. + kSize - 1 of lb.
+template <class S, class I>
+__global__ void forget_gate_fwd_pack_kernel(Pack<S>* __restrict__ log_f,
+                                            Pack<S>* __restrict__ one_minus_f,
+                                            const Pack<S>* __restrict__ x,
+                                            const compute_t<S>* __restrict__ lb, I n_packs, I D) {
+  using C = compute_t<S>;
+  constexpr int P = Pack<S>::kSize;
+  for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n_packs;
+       i += I(gridDim.x) * blockDim.x) {
+    const Pack<S> px = x[i];
+    const I col = i * P % D;
+    Pack<S> lf, om;
+#pragma unroll
+    for (int k = 0; k < P; ++k) {
+      const C xi = value_cast<C>(px.v[k]), b = lb ? lb[col + k] : C(0);
+      const Sigmoids<C> sg(xi);
+      lf.v[k] = value_cast<S>(b != C(0) ? log(b + (C(1) - b) * sg.s)
+                                        : (xi < C(0) ? xi : C(0)) - log1p(sg.e));
+      om.v[k] = value_cast<S>((C(1) - b) * sg.s_neg);
+    }
+    log_f[i] = lf;
+    one_minus_f[i] = om;
+  }
+}
+
 template <class S, class I>
 __global__ void forget_gate_bwd_kernel(S* __restrict__ dx,                    // [n]
                                        compute_t<S>* __restrict__ dlb_terms,  // [n] or null
@@ -50,6 +91,45 @@ __global__ void forget_gate_bwd_kernel(S* __restrict__ dx,                    //
     dx[i] = value_cast<S>(gl * (C(1) - s) * (C(1) - ratio) - go * (C(1) - b) * s * (C(1) - s));
     if (dlb_terms) dlb_terms[i] = (gl / f - go) * (C(1) - s);
   }
+}
+
+// The backward on packs (as the forward's); dlb_terms stays one compute value an element.
+template <class S, class I>
+__global__ void forget_gate_bwd_pack_kernel(Pack<S>* __restrict__ dx,
+                                            compute_t<S>* __restrict__ dlb_terms,  // [n] or null
+                                            const Pack<S>* __restrict__ x,
+                                            const compute_t<S>* __restrict__ lb,
+                                            const Pack<S>* __restrict__ dlog_f,
+                                            const Pack<S>* __restrict__ d_one_minus_f, I n_packs,
+                                            I D) {
+  using C = compute_t<S>;
+  constexpr int P = Pack<S>::kSize;
+  for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n_packs;
+       i += I(gridDim.x) * blockDim.x) {
+    const Pack<S> px = x[i];
+    Pack<S> pl, po, pd;
+    if (dlog_f) pl = dlog_f[i];
+    if (d_one_minus_f) po = d_one_minus_f[i];
+    const I col = i * P % D;
+#pragma unroll
+    for (int k = 0; k < P; ++k) {
+      const C xi = value_cast<C>(px.v[k]), b = lb ? lb[col + k] : C(0);
+      const C gl = dlog_f ? value_cast<C>(pl.v[k]) : C(0);
+      const C go = d_one_minus_f ? value_cast<C>(po.v[k]) : C(0);
+      const C s = Sigmoids<C>(xi).s, f = b + (C(1) - b) * s;
+      const C ratio = b != C(0) ? b / f : C(0);
+      pd.v[k] = value_cast<S>(gl * (C(1) - s) * (C(1) - ratio) - go * (C(1) - b) * s * (C(1) - s));
+      if (dlb_terms) dlb_terms[i * P + k] = (gl / f - go) * (C(1) - s);
+    }
+    dx[i] = pd;
+  }
+}
+
+// Calls f(I{}) with the index type of n elements: uint32_t below 2^31, else int64_t.
+template <class F>
+void with_index_type(int64_t n, F&& f) {
+  if (n < (int64_t(1) << 31)) return f(uint32_t{});
+  f(int64_t{});
 }
 
 // lb as a contiguous [D] tensor of x's compute dtype; undefined stays undefined.
@@ -89,14 +169,19 @@ void forget_gate(const Tensor& x_in, const Tensor& lb_in, Tensor* log_f, Tensor*
     using C = compute_t<S>;
     Tensor lf = cuda_empty(x.shape(), x.dtype()), om = cuda_empty(x.shape(), x.dtype());
     const int64_t n = x.numel(), D = x.size(x.dim() - 1);
+    constexpr int P = Pack<S>::kSize;
     if (n > 0) {
       const C* bound = lb.defined() ? lb.data<C>() : nullptr;
-      if (n < (int64_t(1) << 31))
-        forget_gate_fwd_kernel<S, uint32_t><<<grid_for(n), kThreads, 0, stream()>>>(
-            lf.data<S>(), om.data<S>(), x.data<S>(), bound, uint32_t(n), uint32_t(D));
-      else
-        forget_gate_fwd_kernel<S, int64_t><<<grid_for(n), kThreads, 0, stream()>>>(
-            lf.data<S>(), om.data<S>(), x.data<S>(), bound, n, D);
+      with_index_type(n, [&](auto index) {
+        using I = decltype(index);
+        if (D % P == 0 && packable({&x, &lf, &om}))
+          forget_gate_fwd_pack_kernel<S, I><<<grid_for(n / P), kThreads, 0, stream()>>>(
+              reinterpret_cast<Pack<S>*>(lf.data<S>()), reinterpret_cast<Pack<S>*>(om.data<S>()),
+              reinterpret_cast<const Pack<S>*>(x.data<S>()), bound, I(n / P), I(D));
+        else
+          forget_gate_fwd_kernel<S, I><<<grid_for(n), kThreads, 0, stream()>>>(
+              lf.data<S>(), om.data<S>(), x.data<S>(), bound, I(n), I(D));
+      });
       CUDA_CHECK(cudaGetLastError());
     }
     *log_f = lf;
@@ -125,12 +210,19 @@ void forget_gate_backward(const Tensor& x_in, const Tensor& lb_in, const Tensor&
       const C* bound = lb.defined() ? lb.data<C>() : nullptr;
       const S* g_log = gl.defined() ? gl.data<S>() : nullptr;
       const S* g_omf = go.defined() ? go.data<S>() : nullptr;
-      if (n < (int64_t(1) << 31))
-        forget_gate_bwd_kernel<S, uint32_t><<<grid_for(n), kThreads, 0, stream()>>>(
-            dxt.data<S>(), term_out, x.data<S>(), bound, g_log, g_omf, uint32_t(n), uint32_t(D));
-      else
-        forget_gate_bwd_kernel<S, int64_t><<<grid_for(n), kThreads, 0, stream()>>>(
-            dxt.data<S>(), term_out, x.data<S>(), bound, g_log, g_omf, n, D);
+      constexpr int P = Pack<S>::kSize;
+      with_index_type(n, [&](auto index) {
+        using I = decltype(index);
+        if (D % P == 0 && packable({&x, &dxt, &gl, &go}))
+          forget_gate_bwd_pack_kernel<S, I><<<grid_for(n / P), kThreads, 0, stream()>>>(
+              reinterpret_cast<Pack<S>*>(dxt.data<S>()), term_out,
+              reinterpret_cast<const Pack<S>*>(x.data<S>()), bound,
+              reinterpret_cast<const Pack<S>*>(g_log), reinterpret_cast<const Pack<S>*>(g_omf),
+              I(n / P), I(D));
+        else
+          forget_gate_bwd_kernel<S, I><<<grid_for(n), kThreads, 0, stream()>>>(
+              dxt.data<S>(), term_out, x.data<S>(), bound, g_log, g_omf, I(n), I(D));
+      });
       CUDA_CHECK(cudaGetLastError());
     }
     if (dx) *dx = dxt;

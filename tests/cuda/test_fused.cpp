@@ -18,11 +18,13 @@ TEST_CASE("cuda softmax / log_softmax and backward match the CPU", "[cuda]") {
   for (DType dt : {DType::f32, DType::f64})
     for (int64_t n : {1, 7, 300, 32000}) {
       INFO("n " << n << " " << dtype_name(dt));
-      const Tensor x = Tensor::randn({5, n}, gen, dt, 0.0, 3.0), dy = Tensor::randn({5, n}, gen, dt);
+      const Tensor x = Tensor::randn({5, n}, gen, dt, 0.0, 3.0),
+                   dy = Tensor::randn({5, n}, gen, dt);
       const Tensor gx = gpu(x), gdy = gpu(dy);
       const Tensor y = softmax(x), gy = softmax(gx);
       REQUIRE_CLOSE("softmax", vals(y), vals(gy), tol(dt));
-      REQUIRE_CLOSE("dsoftmax", vals(softmax_backward(y, dy)), vals(softmax_backward(gy, gdy)), tol(dt));
+      REQUIRE_CLOSE("dsoftmax", vals(softmax_backward(y, dy)), vals(softmax_backward(gy, gdy)),
+                    tol(dt));
       const Tensor l = log_softmax(x), gl = log_softmax(gx);
       REQUIRE_CLOSE("log_softmax", vals(l), vals(gl), tol(dt));
       REQUIRE_CLOSE("dlog_softmax", vals(log_softmax_backward(l, dy)),
@@ -30,7 +32,8 @@ TEST_CASE("cuda softmax / log_softmax and backward match the CPU", "[cuda]") {
     }
   // A transposed (non-contiguous) input.
   const Tensor x = Tensor::randn({9, 4}, gen);
-  REQUIRE_CLOSE("softmax(x^T)", vals(softmax(x.transpose(0, 1))), vals(softmax(gpu(x).transpose(0, 1))), kF32);
+  REQUIRE_CLOSE("softmax(x^T)", vals(softmax(x.transpose(0, 1))),
+                vals(softmax(gpu(x).transpose(0, 1))), kF32);
 }
 
 TEST_CASE("cuda cross_entropy over a 32000 vocabulary matches the CPU", "[cuda]") {
@@ -54,7 +57,8 @@ TEST_CASE("cuda cross_entropy over a 32000 vocabulary matches the CPU", "[cuda]"
       REQUIRE_CLOSE("loss", vals(loss), vals(gloss), tol(dt));
       REQUIRE_CLOSE("lse", vals(lse), vals(glse), tol(dt));
       REQUIRE_CLOSE("dlogits", vals(cross_entropy_backward(logits, targets, ignore, lse, 0.5)),
-                    vals(cross_entropy_backward(gpu(logits), gpu(targets), ignore, glse, 0.5)), tol(dt));
+                    vals(cross_entropy_backward(gpu(logits), gpu(targets), ignore, glse, 0.5)),
+                    tol(dt));
       // Targets may stay on the CPU.
       REQUIRE_CLOSE("loss (cpu targets)", vals(loss),
                     vals(cross_entropy(gpu(logits), targets, ignore, nullptr)), tol(dt));
@@ -74,8 +78,9 @@ TEST_CASE("cuda cross_entropy over a 32000 vocabulary matches the CPU", "[cuda]"
   CHECK(cross_entropy(gpu(logits), gpu(all_ignored), -100, &glse).item() == 0.0);
   CHECK(vals(cross_entropy_backward(gpu(logits), all_ignored, -100, glse, 1.0)) ==
         std::vector<double>(33, 0.0));
-  REQUIRE_THROWS_AS(cross_entropy(gpu(logits), Tensor::from_values({0, 11, 2}, {3}, DType::i64),
-                                  -100, nullptr), Error);
+  REQUIRE_THROWS_AS(
+      cross_entropy(gpu(logits), Tensor::from_values({0, 11, 2}, {3}, DType::i64), -100, nullptr),
+      Error);
 }
 
 TEST_CASE("cuda rms_norm / gated_rms_norm and backward match the CPU", "[cuda]") {
@@ -85,7 +90,8 @@ TEST_CASE("cuda rms_norm / gated_rms_norm and backward match the CPU", "[cuda]")
     for (int64_t D : {60, 1, 1024}) {
       INFO("D " << D << " " << dtype_name(dt));
       const Tensor x = Tensor::randn({3, 13, D}, gen, dt), g = Tensor::randn({3, 13, D}, gen, dt);
-      const Tensor w = Tensor::rand({D}, gen, dt, 0.5, 1.5), dy = Tensor::randn({3, 13, D}, gen, dt);
+      const Tensor w = Tensor::rand({D}, gen, dt, 0.5, 1.5),
+                   dy = Tensor::randn({3, 13, D}, gen, dt);
       const double eps = 1e-6;
       Tensor rstd, grstd;
       const Tensor y = rms_norm(x, w, eps, &rstd), gy = rms_norm(gpu(x), gpu(w), eps, &grstd);
@@ -99,7 +105,8 @@ TEST_CASE("cuda rms_norm / gated_rms_norm and backward match the CPU", "[cuda]")
       // Gated, with a transposed-then-restored (non-contiguous) gate.
       const Tensor gt = g.transpose(0, 1).contiguous().transpose(0, 1);
       const Tensor ggt = gpu(g.transpose(0, 1).contiguous()).transpose(0, 1);
-      const Tensor z = gated_rms_norm(x, gt, w, eps, &rstd), gz = gated_rms_norm(gpu(x), ggt, gpu(w), eps, &grstd);
+      const Tensor z = gated_rms_norm(x, gt, w, eps, &rstd),
+                   gz = gated_rms_norm(gpu(x), ggt, gpu(w), eps, &grstd);
       REQUIRE_CLOSE("gated y", vals(z), vals(gz), tol(dt));
       Tensor dg, gdg;
       gated_rms_norm_backward(x, gt, w, rstd, dy, &dx, &dg, &dw);
@@ -159,35 +166,42 @@ TEST_CASE("cuda forget_gate and its backward match the CPU (bounds, missing grad
           "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(38);
-  const int64_t B = 3, T = 70, D = 48;
-  auto bound = [&](DType dt) {  // zeros (layer 0) and values in (0, 1)
+  const int64_t B = 3, T = 70;
+  auto bound_of = [&](DType dt, int64_t D) {  // zeros (layer 0) and values in (0, 1)
     std::vector<double> b(D);
     for (int64_t c = 0; c < D; ++c) b[c] = c % 5 == 0 ? 0.0 : double(c) / (D + 1);
     return Tensor::from_values(b, {D}, dt);
   };
-  for (DType dt : {DType::f32, DType::f64})
-    for (bool with_bound : {true, false})
-      for (int missing : {-1, 0, 1}) {  // which output's gradient is undefined
-        INFO(dtype_name(dt) << " bound " << with_bound << " missing gradient " << missing);
-        const Tensor x = Tensor::randn({B, T, D}, gen, dt, 0.0, 4.0);
-        const Tensor lb = with_bound ? bound(dt) : Tensor(), glb = with_bound ? gpu(lb) : Tensor();
-        const Tensor g1 = missing == 0 ? Tensor() : Tensor::randn({B, T, D}, gen, dt);
-        const Tensor g2 = missing == 1 ? Tensor() : Tensor::randn({B, T, D}, gen, dt);
-        auto on_gpu = [](const Tensor& t) { return t.defined() ? gpu(t) : Tensor(); };
-        Tensor lf, om, glf, gom;
-        forget_gate(x, lb, &lf, &om);
-        forget_gate(gpu(x), glb, &glf, &gom);
-        REQUIRE_CLOSE("log_f", vals(lf), vals(glf), tol(dt));
-        REQUIRE_CLOSE("1 - f", vals(om), vals(gom), tol(dt));
-        Tensor dx, dlb, gdx, gdlb;
-        forget_gate_backward(x, lb, g1, g2, &dx, &dlb);
-        forget_gate_backward(gpu(x), glb, on_gpu(g1), on_gpu(g2), &gdx, &gdlb);
-        REQUIRE_CLOSE("dx", vals(dx), vals(gdx), tol(dt));
-        REQUIRE(dlb.defined() == with_bound);
-        REQUIRE(gdlb.defined() == with_bound);
-        if (with_bound) REQUIRE_CLOSE("dlb", vals(dlb), vals(gdlb), tol(dt));
-      }
+  // D = 48: rows of whole 16-byte packs (the pack kernels); D = 45: the element kernels
+  for (int64_t D : {48, 45})
+    for (DType dt : {DType::f32, DType::f64})
+      for (bool with_bound : {true, false})
+        for (int missing : {-1, 0, 1}) {  // which output's gradient is undefined
+          INFO("D " << D << " " << dtype_name(dt) << " bound " << with_bound << " missing gradient "
+                    << missing);
+          auto bound = [&](DType t) { return bound_of(t, D); };
+          const Tensor x = Tensor::randn({B, T, D}, gen, dt, 0.0, 4.0);
+          const Tensor lb = with_bound ? bound(dt) : Tensor(),
+                       glb = with_bound ? gpu(lb) : Tensor();
+          const Tensor g1 = missing == 0 ? Tensor() : Tensor::randn({B, T, D}, gen, dt);
+          const Tensor g2 = missing == 1 ? Tensor() : Tensor::randn({B, T, D}, gen, dt);
+          auto on_gpu = [](const Tensor& t) { return t.defined() ? gpu(t) : Tensor(); };
+          Tensor lf, om, glf, gom;
+          forget_gate(x, lb, &lf, &om);
+          forget_gate(gpu(x), glb, &glf, &gom);
+          REQUIRE_CLOSE("log_f", vals(lf), vals(glf), tol(dt));
+          REQUIRE_CLOSE("1 - f", vals(om), vals(gom), tol(dt));
+          Tensor dx, dlb, gdx, gdlb;
+          forget_gate_backward(x, lb, g1, g2, &dx, &dlb);
+          forget_gate_backward(gpu(x), glb, on_gpu(g1), on_gpu(g2), &gdx, &gdlb);
+          REQUIRE_CLOSE("dx", vals(dx), vals(gdx), tol(dt));
+          REQUIRE(dlb.defined() == with_bound);
+          REQUIRE(gdlb.defined() == with_bound);
+          if (with_bound) REQUIRE_CLOSE("dlb", vals(dlb), vals(gdlb), tol(dt));
+        }
   // bf16 logits with an f32 bound (the parameters' dtype) against f32 on the CPU
+  const int64_t D = 48;
+  auto bound = [&](DType t) { return bound_of(t, D); };
   const Tensor x =
       Tensor::randn({B, T, D}, gen, DType::f32, 0.0, 4.0).to(DType::bf16).to(DType::f32);
   const Tensor g1 = Tensor::randn({B, T, D}, gen).to(DType::bf16).to(DType::f32);
