@@ -5,7 +5,8 @@
 // descriptor per (non-empty) tensor, holding its pointers, numel and the index of its first chunk
 // (ascending); block b of a grid of G blocks takes chunks b, b + G, b + 2G, ... and finds each
 // chunk's tensor by binary search over the first-chunk indices. Threads of a block stride over
-// the chunk's elements (blockDim = kThreads, no shared memory beyond the block reduction).
+// the chunk's elements (blockDim = kThreads, no shared memory beyond the block reduction); AdamW
+// takes 16-byte packs of them where its four tensors are aligned, with the same arithmetic.
 //
 // sum_of_squares is two-stage: stage 1 writes one double partial per block (each thread sums its
 // elements in order, then a fixed-shape block reduction), stage 2 (one block) sums the G partials
@@ -31,6 +32,7 @@ struct AdamWDesc {
   int64_t numel;
   int64_t first_chunk;
   double decay;  // 1 - lr * weight_decay, or 1
+  int64_t packed;  // all four pointers 16-byte aligned: the chunks move whole Pack<T>s
 };
 
 struct SquaresDesc {
@@ -57,30 +59,60 @@ __device__ int find_desc(const Desc* descs, int num_descs, int64_t chunk) {
   return lo;
 }
 
-// The double arithmetic of optim/adamw.cpp in the same order, every operation rounded
-// separately (no fused multiply-add): the CPU's result up to the host compiler's own fusions.
+// The scalars of one step, in double.
+struct AdamWStep {
+  double lr, beta1, beta2, eps, bias1, bias2, one_minus_b1, one_minus_b2;
+};
+
+// One element: the double arithmetic of optim/adamw.cpp in the same order, every operation
+// rounded separately (no fused multiply-add): the CPU's result up to the host compiler's own
+// fusions.
+template <class T>
+__device__ inline void adamw_update(T& param, T grad, T& exp_avg, T& exp_avg_sq, double decay,
+                                    const AdamWStep& k) {
+  const double g = static_cast<double>(grad);
+  const double m = __dadd_rn(__dmul_rn(k.beta1, static_cast<double>(exp_avg)),
+                             __dmul_rn(k.one_minus_b1, g));
+  const double v = __dadd_rn(__dmul_rn(k.beta2, static_cast<double>(exp_avg_sq)),
+                             __dmul_rn(__dmul_rn(k.one_minus_b2, g), g));
+  exp_avg = static_cast<T>(m);
+  exp_avg_sq = static_cast<T>(v);
+  const double m_hat = __ddiv_rn(m, k.bias1), v_hat = __ddiv_rn(v, k.bias2);
+  const double step = __ddiv_rn(__dmul_rn(k.lr, m_hat), __dadd_rn(__dsqrt_rn(v_hat), k.eps));
+  param = static_cast<T>(__dadd_rn(__dmul_rn(decay, static_cast<double>(param)), -step));
+}
+
+// A chunk's elements a thread at a time, or, for packed tensors, a Pack<T> (16 bytes of each of
+// the four tensors, loaded together) at a time and the chunk's tail by element: the update of
+// one element is one long chain of dependent double operations, so the elements of a pack give
+// each thread independent chains to interleave.
 template <class T>
 __global__ void adamw_kernel(const AdamWDesc<T>* __restrict__ descs, int num_descs,
-                             int64_t num_chunks, double lr, double beta1, double beta2,
-                             double eps, double bias1, double bias2) {
-  const double one_minus_b1 = __dadd_rn(1.0, -beta1), one_minus_b2 = __dadd_rn(1.0, -beta2);
+                             int64_t num_chunks, AdamWStep k) {
+  constexpr int P = Pack<T>::kSize;
   for (int64_t c = blockIdx.x; c < num_chunks; c += gridDim.x) {
     const AdamWDesc<T> d = descs[find_desc(descs, num_descs, c)];
-    const int64_t begin = (c - d.first_chunk) * kOptimChunk;
+    const int64_t begin = (c - d.first_chunk) * kOptimChunk;  // a multiple of P
     const int64_t end = begin + kOptimChunk < d.numel ? begin + kOptimChunk : d.numel;
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-      const double g = static_cast<double>(d.grad[j]);
-      const double m = __dadd_rn(__dmul_rn(beta1, static_cast<double>(d.exp_avg[j])),
-                                 __dmul_rn(one_minus_b1, g));
-      const double v = __dadd_rn(__dmul_rn(beta2, static_cast<double>(d.exp_avg_sq[j])),
-                                 __dmul_rn(__dmul_rn(one_minus_b2, g), g));
-      d.exp_avg[j] = static_cast<T>(m);
-      d.exp_avg_sq[j] = static_cast<T>(v);
-      const double m_hat = __ddiv_rn(m, bias1), v_hat = __ddiv_rn(v, bias2);
-      const double step = __ddiv_rn(__dmul_rn(lr, m_hat), __dadd_rn(__dsqrt_rn(v_hat), eps));
-      d.param[j] = static_cast<T>(
-          __dadd_rn(__dmul_rn(d.decay, static_cast<double>(d.param[j])), -step));
+    int64_t tail = begin;
+    if (d.packed) {
+      const int64_t packs = (end - begin) / P;
+      for (int64_t q = threadIdx.x; q < packs; q += blockDim.x) {
+        const int64_t j = begin + q * P;
+        Pack<T> p = *reinterpret_cast<const Pack<T>*>(d.param + j);
+        const Pack<T> g = *reinterpret_cast<const Pack<T>*>(d.grad + j);
+        Pack<T> m = *reinterpret_cast<const Pack<T>*>(d.exp_avg + j);
+        Pack<T> v = *reinterpret_cast<const Pack<T>*>(d.exp_avg_sq + j);
+#pragma unroll
+        for (int e = 0; e < P; ++e) adamw_update(p.v[e], g.v[e], m.v[e], v.v[e], d.decay, k);
+        *reinterpret_cast<Pack<T>*>(d.param + j) = p;
+        *reinterpret_cast<Pack<T>*>(d.exp_avg + j) = m;
+        *reinterpret_cast<Pack<T>*>(d.exp_avg_sq + j) = v;
+      }
+      tail = begin + packs * P;
     }
+    for (int64_t j = tail + threadIdx.x; j < end; j += blockDim.x)
+      adamw_update(d.param[j], d.grad[j], d.exp_avg[j], d.exp_avg_sq[j], d.decay, k);
   }
 }
 
@@ -166,15 +198,19 @@ void adamw_step(const std::vector<AdamWSlot>& slots, const AdamWScalars& s) {
       Tensor param = slot.param, exp_avg = slot.exp_avg, exp_avg_sq = slot.exp_avg_sq;
       descs.push_back({param.data<T>(), slot.grad.data<T>(), exp_avg.data<T>(),
                        exp_avg_sq.data<T>(), n, num_chunks,
-                       slot.decay ? 1.0 - s.lr * s.weight_decay : 1.0});
+                       slot.decay ? 1.0 - s.lr * s.weight_decay : 1.0,
+                       packable({&param, &slot.grad, &exp_avg, &exp_avg_sq}) ? 1 : 0});
       num_chunks += chunks_of(n);
     }
     if (descs.empty()) return;
     HLA_CHECK(descs.size() < (size_t(1) << 31), "adamw: too many tensors for one launch");
     const Tensor device_descs = upload(descs);
+    // 1 - beta rounded as on the CPU (one double subtraction)
+    const AdamWStep k{s.lr,    s.beta1, s.beta2,          s.eps,
+                      s.bias1, s.bias2, 1.0 - s.beta1, 1.0 - s.beta2};
     adamw_kernel<T><<<grid_for_chunks(num_chunks), kThreads, 0, stream()>>>(
         static_cast<const AdamWDesc<T>*>(device_descs.raw_data()), static_cast<int>(descs.size()),
-        num_chunks, s.lr, s.beta1, s.beta2, s.eps, s.bias1, s.bias2);
+        num_chunks, k);
     CUDA_CHECK(cudaGetLastError());
   });
 }

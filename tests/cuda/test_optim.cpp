@@ -1,7 +1,7 @@
 // The optimizers and gradient clipping on CUDA parameters against the CPU implementation, by
 // name: the multi-tensor AdamW kernel (decay and no-decay parameters, several steps, tensors of
 // odd sizes around and beyond one 4096-element chunk, f32 and f64, a parameter without a
-// gradient), SGD with momentum / Nesterov / weight decay, grad_norm (more chunks than blocks, so
+// gradient, one stored 4 bytes into its buffer: AdamW's element path, the others its packs), SGD with momentum / Nesterov / weight decay, grad_norm (more chunks than blocks, so
 // the grid-stride loop wraps; mixed f32/f64 gradients; bitwise reproducible) and clip_grad_norm.
 //
 // Tolerances (relative RMS):
@@ -33,6 +33,7 @@ struct ParamSpec {
   std::string name;  // ".weight" decays, "norm.weight" does not
   Shape shape;
   DType dtype;
+  int64_t offset = 0;  // stored from element `offset` of a larger buffer
 };
 
 const std::vector<ParamSpec>& param_specs() {
@@ -44,6 +45,7 @@ const std::vector<ParamSpec>& param_specs() {
       {"e.weight", {3, 5, 811}, DType::f32},         // 12165: three chunks, ragged tail
       {"f.weight", {33, 129}, DType::f64},           // a second dtype: its own launch
       {"g.attn_norm.weight", {4095}, DType::f64},
+      {"i.weight", {2, 50}, DType::f32, 1},          // 4 bytes in: not 16-byte aligned
       {"h.no_grad.weight", {5}, DType::f32},         // never gets a gradient
   };
   return specs;
@@ -51,9 +53,12 @@ const std::vector<ParamSpec>& param_specs() {
 
 std::vector<optim::OptimParam> make_params(Generator& gen, Device device) {
   std::vector<optim::OptimParam> out;
-  for (const ParamSpec& s : param_specs())
-    out.push_back({s.name, Var(Tensor::randn(s.shape, gen, s.dtype).to(device), true),
+  for (const ParamSpec& s : param_specs()) {
+    const int64_t n = numel(s.shape);
+    const Tensor buffer = Tensor::randn({s.offset + n}, gen, s.dtype).to(device);
+    out.push_back({s.name, Var(buffer.slice(0, s.offset, s.offset + n).reshape(s.shape), true),
                    optim::takes_weight_decay(s.name)});
+  }
   return out;
 }
 
