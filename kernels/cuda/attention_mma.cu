@@ -50,8 +50,8 @@
 //   dQ       Q, dO [64][D+8], K, V [2][64][D+8], lse, D [64]     D = 64 / 128: 54.5 / 102.5 KiB
 // A key (or query) tile that every query (key) of the block sees whole skips the mask
 // (MaskRule::covers): under causality all tiles but the diagonal one.
-// Registers (ptxas, sm_90, no spills): forward 137 / 182, dK/dV 217 / 251, dQ 206 / 238 for
-// D = 64 / 128.
+// Registers (ptxas, sm_90, no spills): forward 127 / 174, dK/dV 217 / 251, dQ 168 / 238 for
+// D = 64 / 128 (resident blocks an SM: min_blocks below).
 // Rows past T (and keys past T) are stored as zeros, so masked products never meet NaN bits.
 #include <cuda_bf16.h>
 
@@ -90,9 +90,17 @@ constexpr float kLn2 = 0.6931471805599453f;    // ln(2) = 1 / log2(e)
 
 constexpr int kWarps = 4;
 constexpr int kMmaThreads = 32 * kWarps;
-// One resident block per SM is all the launch bounds promise, so ptxas may use up to 255
-// registers a thread (the D = 128 forward spills at the default budget).
-constexpr int kMinBlocks = 1;
+// Resident blocks an SM each kernel is compiled for (__launch_bounds__' second argument). At
+// D = 64 the kernels wait on their loads with few warps: the forward fits 4 blocks in 127
+// registers and dQ 3 in 168 (ptxas, no spills; unbounded they take 138 and 206, so 3 and 2). At
+// D = 128 shared memory allows 2 anyway, and one block is all they promise, so ptxas may use up
+// to 255 registers a thread (the forward spills at the default budget).
+enum class Pass { Forward, DQ, DKDV };
+template <Pass P, int D>
+constexpr int min_blocks() {
+  if (D != 64) return 1;
+  return P == Pass::Forward ? 4 : P == Pass::DQ ? 3 : 1;
+}
 constexpr int kWarpRows = 16;              // rows of a tile owned by one warp (mma m)
 constexpr int kTile = kWarpRows * kWarps;  // queries (forward, dQ) or keys (dK/dV) per CTA
 constexpr int kKeyTile = 64;               // keys per step of the forward and dQ loops
@@ -317,7 +325,7 @@ __device__ inline void store_rows(const float (&c)[D / 8][4], float mul, bf16_de
 // ---- kernels
 
 template <int D>
-__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+__global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
     attention_mma_fwd_kernel(AttnDims d, const bf16_dev* __restrict__ q,
                              const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
                              bool causal, int64_t window, float scale,
@@ -430,7 +438,7 @@ __global__ void attention_mma_delta_kernel(AttnDims d, const bf16_dev* __restric
 }
 
 template <int D>
-__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+__global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
     attention_mma_dkdv_kernel(AttnDims d, const bf16_dev* __restrict__ q,
                               const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
                               bool causal, int64_t window, float scale,
@@ -518,7 +526,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
 }
 
 template <int D>
-__global__ void __launch_bounds__(kMmaThreads, kMinBlocks)
+__global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DQ, D>())
     attention_mma_dq_kernel(AttnDims d, const bf16_dev* __restrict__ q,
                             const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
                             bool causal, int64_t window, float scale,
