@@ -13,7 +13,7 @@
 //   forward   one CTA per (b, h, 64 queries); loops over tiles of 64 keys
 //             S = Q K^T (16 x 64 per warp), online softmax, O += P V (16 x D per warp)
 //   dK, dV    one CTA per (b, kv head, 64 keys); loops over the group's query heads and tiles of
-//             QT queries (QT = 64 for D = 64, 32 for D = 128: fewer accumulator registers)
+//             QT = 32 queries (fewer accumulator registers, so more blocks an SM)
 //             S^T = K Q^T, dP^T = V dO^T (16 x QT per warp), P^T, dS^T = P^T o (dP^T - D),
 //             dV += P^T dO, dK += dS^T Q (16 x D per warp); dK scaled once at the end
 //   dQ        one CTA per (b, h, 64 queries); loops over tiles of 64 keys
@@ -46,11 +46,11 @@
 // cp.async while the products run on this one (one commit group per tile, a wait for all but
 // the newest group, a barrier before a buffer is refilled):
 //   forward  Q [64][D+8], K, V [2][64][D+8]                      D = 64 / 128: 45 / 85 KiB
-//   dK, dV   K, V [64][D+8], Q, dO [2][QT][D+8], lse, D [2][QT]  D = 64 / 128: 55 / 68.5 KiB
+//   dK, dV   K, V [64][D+8], Q, dO [2][QT][D+8], lse, D [2][QT]  D = 64 / 128: 37 / 68.5 KiB
 //   dQ       Q, dO [64][D+8], K, V [2][64][D+8], lse, D [64]     D = 64 / 128: 54.5 / 102.5 KiB
 // A key (or query) tile that every query (key) of the block sees whole skips the mask
 // (MaskRule::covers): under causality all tiles but the diagonal one.
-// Registers (ptxas, sm_90, no spills): forward 127 / 174, dK/dV 217 / 251, dQ 168 / 238 for
+// Registers (ptxas, sm_90, no spills): forward 127 / 174, dK/dV 164 / 251, dQ 168 / 238 for
 // D = 64 / 128 (resident blocks an SM: min_blocks below).
 // Rows past T (and keys past T) are stored as zeros, so masked products never meet NaN bits.
 #include <cuda_bf16.h>
@@ -92,14 +92,15 @@ constexpr int kWarps = 4;
 constexpr int kMmaThreads = 32 * kWarps;
 // Resident blocks an SM each kernel is compiled for (__launch_bounds__' second argument). At
 // D = 64 the kernels wait on their loads with few warps: the forward fits 4 blocks in 127
-// registers and dQ 3 in 168 (ptxas, no spills; unbounded they take 138 and 206, so 3 and 2). At
+// registers, dQ 3 in 168 and dK/dV 3 in 164 (ptxas, no spills; unbounded they take 138, 206 and
+// 218 with 64-query steps, so 3, 2 and 2). At
 // D = 128 shared memory allows 2 anyway, and one block is all they promise, so ptxas may use up
 // to 255 registers a thread (the forward spills at the default budget).
 enum class Pass { Forward, DQ, DKDV };
 template <Pass P, int D>
 constexpr int min_blocks() {
   if (D != 64) return 1;
-  return P == Pass::Forward ? 4 : P == Pass::DQ ? 3 : 1;
+  return P == Pass::Forward ? 4 : 3;
 }
 constexpr int kWarpRows = 16;              // rows of a tile owned by one warp (mma m)
 constexpr int kTile = kWarpRows * kWarps;  // queries (forward, dQ) or keys (dK/dV) per CTA
@@ -107,11 +108,7 @@ constexpr int kKeyTile = 64;               // keys per step of the forward and d
 constexpr int kPad = 8;                    // bf16 elements of row padding (16 bytes)
 constexpr int kVec = 8;                    // bf16 per 16-byte load
 
-// Queries per step of the dK/dV loop (see the header).
-template <int D>
-constexpr int bwd_query_tile() {
-  return D == 64 ? 64 : 32;
-}
+constexpr int kBwdQueries = 32;  // queries per step of the dK/dV loop (QT in the header)
 
 __device__ inline int64_t row_offset(int64_t b, int64_t t, int64_t T, int64_t heads, int64_t hd,
                                      int64_t D) {
@@ -446,7 +443,7 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
                               const float* __restrict__ Dsum,  // [B,H,T] dO . O
                               bf16_dev* __restrict__ dk, bf16_dev* __restrict__ dv,
                               int n_tiles) {  // key tiles per (b, kv head)
-  constexpr int QT = bwd_query_tile<D>(), ld = D + kPad, NQ = QT / 8, NO = D / 8;
+  constexpr int QT = kBwdQueries, ld = D + kPad, NQ = QT / 8, NO = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16_dev* Ks = reinterpret_cast<bf16_dev*>(smem_raw);        // [64][ld]
   bf16_dev* Vs = Ks + kTile * ld;                              // [64][ld]
@@ -682,7 +679,7 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
       d, dev_ptr(g.dout), dev_ptr(g.o), D_ptr);
   CUDA_CHECK(cudaGetLastError());
   visit_head_size(d.K, [&](auto dc) {
-    constexpr int D = decltype(dc)::value, QT = bwd_query_tile<D>();
+    constexpr int D = decltype(dc)::value, QT = kBwdQueries;
     const int n_tiles = tiles_of(d.T, kTile);
 
     const size_t smem_dkdv =
