@@ -337,18 +337,26 @@ __device__ void invert_unit_lower(const S* L, S* ti, S* tmp, int lc) {
     }
   }
   __syncthreads();
-  for (int r0 = kSolve; r0 < C; r0 += kSolve) {
+  // The block rows: every sum runs over all of its block's columns (a compile-time count, so the
+  // loads are unrolled and in flight together). The terms added past the triangle are exact
+  // zeros of ti (zeroed above, written on and below its diagonal only) and come first (l < col)
+  // or last (m > rr), so each entry takes the same roundings as the triangular sum.
+#pragma unroll
+  for (int b = 1; b < C / kSolve; ++b) {
+    const int r0 = b * kSolve;
     for (int e = tid; e < kSolve * r0; e += nt) {
       const int rr = e / r0, col = e - rr * r0;
       S acc = S(0);
-      for (int l = col; l < r0; ++l) acc += L[(r0 + rr) * lc + l] * ti[l * lc + col];
+#pragma unroll
+      for (int l = 0; l < r0; ++l) acc += L[(r0 + rr) * lc + l] * ti[l * lc + col];
       tmp[rr * lc + col] = acc;
     }
     __syncthreads();
     for (int e = tid; e < kSolve * r0; e += nt) {
       const int rr = e / r0, col = e - rr * r0;
       S acc = S(0);
-      for (int m = 0; m <= rr; ++m) acc -= ti[(r0 + rr) * lc + r0 + m] * tmp[m * lc + col];
+#pragma unroll
+      for (int m = 0; m < kSolve; ++m) acc -= ti[(r0 + rr) * lc + r0 + m] * tmp[m * lc + col];
       ti[(r0 + rr) * lc + col] = acc;
     }
     __syncthreads();
