@@ -26,8 +26,10 @@ struct PrepLayout {
   }
 };
 
+// Two blocks an SM (their shared memory's count) bound the registers at 128; without the bound
+// ptxas may take fewer and spill.
 template <class S, class IO, bool TC, bool Shared>
-__global__ void __launch_bounds__(kNt)
+__global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
     delta_prep_kernel(DeltaRuleArgs<IO> a, Geo g, Chunks<S> ws, PrepLayout lay, S* scratch) {
   S* base = block_base<S, Shared>(scratch, lay.total);
   const Factors<S> f(base + lay.f);

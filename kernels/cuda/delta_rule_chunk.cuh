@@ -402,10 +402,69 @@ __device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t b
   __syncthreads();
   if (warp == 0) scan_decays(f.Gam);
   __syncthreads();
+  // Row r's factors from its sums of squares q2, k2 (unused without the norm).
+  auto finish = [&](int r, S q2, S k2) {
+    const bool in = r < n;
+    f.rq[r] = a.l2norm_qk ? S(1) / sqrt(q2 + S(kernels::kL2Eps)) : S(1);
+    f.rk[r] = a.l2norm_qk ? S(1) / sqrt(k2 + S(kernels::kL2Eps)) : S(1);
+    f.gam[r] = in ? exp(f.Gam[r]) : S(0);
+    f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
+    f.yv[r] = S(0);
+  };
+  const int warps = blockDim.x >> 5;
+  if constexpr (std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>) {
+    // bf16 rows of whole 16-byte words: a lane sums 8 elements a load, K / 8 lanes a row (up to
+    // 32), so that a warp's loads cover whole rows and every load of the chunk is in flight
+    // before the sums (one round trip; 8 x 64 loads for K = 64).
+    const int lanes = K / 8;
+    if (a.l2norm_qk && K % 8 == 0 && (lanes >= 32 ? K % 256 == 0 : 32 % lanes == 0) &&
+        (reinterpret_cast<uintptr_t>(a.q) | reinterpret_cast<uintptr_t>(a.k)) % 16 == 0) {
+      const int lpr = min(lanes, 32), rpw = 32 / lpr, sub = lane / lpr, part = lane - sub * lpr;
+      constexpr int kLoads = 4;  // rows a lane at once
+      for (int r0 = warp * rpw + sub; r0 < C; r0 += warps * rpw * kLoads) {
+        float sq[kLoads], sk[kLoads];
+#pragma unroll
+        for (int u = 0; u < kLoads; ++u) sq[u] = sk[u] = 0.0f;
+        for (int i = 8 * part; i < K; i += 256) {
+          uint4 x[kLoads], y[kLoads];
+#pragma unroll
+          for (int u = 0; u < kLoads; ++u) {
+            const int r = r0 + u * warps * rpw;
+            const bool in = r < n;  // n <= C
+            const int64_t at = (row0 + r * H) * K + i;
+            x[u] = in ? *reinterpret_cast<const uint4*>(a.q + at) : make_uint4(0, 0, 0, 0);
+            y[u] = in ? *reinterpret_cast<const uint4*>(a.k + at) : make_uint4(0, 0, 0, 0);
+          }
+#pragma unroll
+          for (int u = 0; u < kLoads; ++u) {
+            bf16_dev hx[8], hy[8];
+            memcpy(hx, &x[u], sizeof(hx));
+            memcpy(hy, &y[u], sizeof(hy));
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+              const float xq = value_cast<float>(hx[j]), xk = value_cast<float>(hy[j]);
+              sq[u] += xq * xq;
+              sk[u] += xk * xk;
+            }
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kLoads; ++u) {
+          for (int o = lpr / 2; o > 0; o /= 2) {  // within the row's lanes
+            sq[u] += __shfl_xor_sync(0xffffffffu, sq[u], o);
+            sk[u] += __shfl_xor_sync(0xffffffffu, sk[u], o);
+          }
+          const int r = r0 + u * warps * rpw;
+          if (part == 0 && r < C) finish(r, sq[u], sk[u]);
+        }
+      }
+      __syncthreads();
+      return;
+    }
+  }
   // A warp per row, kRows rows a warp at once: their loads are all in flight before the sums
   // (one round trip to memory for them, not one a row). Each row's sum runs as with one row.
   constexpr int kRows = 4;
-  const int warps = blockDim.x >> 5;
   for (int r0 = warp; r0 < C; r0 += warps * kRows) {
     S sq[kRows], sk[kRows];
 #pragma unroll
@@ -430,14 +489,7 @@ __device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t b
     for (int u = 0; u < kRows; ++u) {
       const int r = r0 + u * warps;
       const S q2 = warp_reduce(sq[u], SumOp{}), k2 = warp_reduce(sk[u], SumOp{});
-      if (lane == 0 && r < C) {
-        const bool in = r < n;
-        f.rq[r] = a.l2norm_qk ? S(1) / sqrt(q2 + S(kernels::kL2Eps)) : S(1);
-        f.rk[r] = a.l2norm_qk ? S(1) / sqrt(k2 + S(kernels::kL2Eps)) : S(1);
-        f.gam[r] = in ? exp(f.Gam[r]) : S(0);
-        f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
-        f.yv[r] = S(0);
-      }
+      if (lane == 0 && r < C) finish(r, q2, k2);
     }
   }
   __syncthreads();
