@@ -205,6 +205,17 @@ __device__ void scan_decays(S* Gam) {
   Gam[2 * lane + 1] = incl;
 }
 
+// Item it of a tile of `words` words a row is word it - r words of row r = it / words: a shift
+// when words is a power of two (every head width of a model), else the division (~20
+// instructions, more than the word's copy).
+struct TileRows {
+  int words, shift;  // shift < 0: not a power of two
+  __device__ explicit TileRows(int words_) : words(words_), shift(-1) {
+    if ((words & (words - 1)) == 0) shift = __ffs(words) - 1;
+  }
+  __device__ __forceinline__ int row(int it) const { return shift >= 0 ? it >> shift : it / words; }
+};
+
 // dst[r * ld + c] = src[r * src_ld + c] (times scale[r] unless scale is null) for r < rows,
 // c < cols, rows >= n zero. bf16 rows that start 16-byte aligned (into 16-byte aligned f32 rows)
 // are read 8 elements a load, 4 loads in flight a thread, and written as two float4; other
@@ -220,19 +231,21 @@ __device__ void stage_scaled(S* dst, int ld, int rows, int n, int cols, const IO
     if (cols % 8 == 0 && src_ld % 8 == 0 && ld % 4 == 0 &&
         reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
       constexpr int kBatch = 4;
-      const int groups = cols / 8, items = rows * groups, nt = blockDim.x;
+      const int groups = cols / 8, nt = blockDim.x;
+      const int items = rows * groups;
+      const TileRows tile(groups);
       for (int i0 = threadIdx.x; i0 < items; i0 += nt * kBatch) {
         uint4 v[kBatch];
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
-          const int it = i0 + nt * u, r = it / groups, c8 = it - r * groups;
+          const int it = i0 + nt * u, r = tile.row(it), c8 = it - r * groups;
           v[u] = it < items && r < n
                      ? *reinterpret_cast<const uint4*>(src + r * src_ld + c8 * 8)
                      : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
-          const int it = i0 + nt * u, r = it / groups, c8 = it - r * groups;
+          const int it = i0 + nt * u, r = tile.row(it), c8 = it - r * groups;
           if (it >= items) continue;
           bf16_dev h[8];
           memcpy(h, &v[u], sizeof(h));
@@ -538,8 +551,9 @@ __device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows
   if (word_rows(dst, src, ld, src_ld, cols)) {
     constexpr int w = 16 / sizeof(S);
     const int words = cols / w, items = rows * words, sld = static_cast<int>(src_ld);
+    const TileRows tile(words);
     for (int it = threadIdx.x; it < items; it += blockDim.x) {
-      const int r = it / words, c = (it - r * words) * w;
+      const int r = tile.row(it), c = (it - r * words) * w;
       cp_async_16(dst + r * ld + c, src + (r * sld + c), true);
     }
     return;
@@ -563,8 +577,9 @@ __device__ void store_rows(S* dst, int64_t dst_ld, const S* src, int ld, int row
   if constexpr (std::is_same_v<S, float>) {
     if (word_rows(dst, src, dst_ld, ld, cols)) {
       const int words = cols / 4, items = rows * words, dld = static_cast<int>(dst_ld);
+      const TileRows tile(words);
       for (int it = threadIdx.x; it < items; it += blockDim.x) {
-        const int r = it / words, c = (it - r * words) * 4;
+        const int r = tile.row(it), c = (it - r * words) * 4;
         float4 x = *reinterpret_cast<const float4*>(src + r * ld + c);
         if (scale) {
           const float f = scale[r];
