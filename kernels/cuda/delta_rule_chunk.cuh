@@ -35,7 +35,8 @@
 //             chunk's products
 //   output    one block per (head, chunk, 64 value columns): O
 //   walk_back one block per (head, 64 or 32 value columns, as walk), chunks in reverse: dY, the
-//             outgoing dS
+//             outgoing dS; the next chunk's matrices load under this chunk's products when
+//             their buffers fit in shared memory
 //   grad      one block per (head, chunk): dq, dk, dv, dbeta, dg, when its buffers fit in shared
 //             memory (f32 up to K = V = 64); wider heads run it as three kernels on 64-wide
 //             tiles (scores, keys, rows: delta_rule_chunk_tiled.cu)

@@ -10,15 +10,25 @@ namespace {
 
 // ---- walk_back: dVn, dY and the outgoing dS of every chunk, chunks in reverse
 
+// A chunk's step reads three groups of matrices: P and diag(lam) K (for dVn), Ti and diag(gam) Q
+// (dY, dS), W (dS). Ahead (when the buffers fit in shared memory): each group has its own
+// buffers, and the next chunk's first two groups load while this chunk's later products run,
+// its W under the first products; every wait then leaves two groups in flight. Otherwise the
+// groups share two buffers (CT = CC, XQ = XW = X) and each is waited for as it is copied.
 struct WalkBackLayout {
-  int64_t dS, X, CC, dO, dVn, total;
+  int64_t dS, X, CC, dO, dVn, CT, XQ, XW, total;
   int cols;
-  WalkBackLayout(Arena ar, int K, bool tc, int cols_) : cols(cols_) {
+  bool ahead;
+  WalkBackLayout(Arena ar, int K, bool tc, int cols_, bool ahead_) : cols(cols_), ahead(ahead_) {
+    const int64_t keys = int64_t(C) * row_stride(K, tc), cc = int64_t(C) * row_stride(C, tc);
     dS = ar.take(int64_t(K) * walk_stride(cols, tc));
-    X = ar.take(int64_t(C) * row_stride(K, tc));
-    CC = ar.take(int64_t(C) * row_stride(C, tc));
+    X = ar.take(keys);
+    CC = ar.take(cc);
     dO = ar.take(int64_t(C) * row_stride(cols, tc));
     dVn = ar.take(int64_t(C) * row_stride(cols, tc));
+    CT = ahead ? ar.take(cc) : CC;
+    XQ = ahead ? ar.take(keys) : X;
+    XW = ahead ? ar.take(keys) : X;
     total = ar.at;
   }
 };
@@ -29,30 +39,62 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
                            S* scratch) {
   S* base = block_base<S, Shared>(scratch, lay.total);
   S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
-  S* dVn = base + lay.dVn;
+  S *dVn = base + lay.dVn, *CT = base + lay.CT, *XQ = base + lay.XQ, *XW = base + lay.XW;
   const int K = g.K, V = g.V, lk = row_stride(K, TC), lc = row_stride(C, TC);
   const int cols = lay.cols, lv = row_stride(cols, TC), lw = walk_stride(cols, TC);
   const int n_slices = (V + cols - 1) / cols;
-  const bool async = Shared;
+  const bool async = Shared, ahead = lay.ahead;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * cols;
     const int nv = min(cols, V - j0);
     const int64_t state = bh * K * V;
+    // The groups of chunk c (a chunk past the first commits an empty group, so that the waits
+    // count alike on every chunk).
+    auto fetch_p = [&](int64_t c) {
+      if (c >= 0) {
+        copy_rows(CC, lc, ws.p + (bh * g.NC + c) * C * C, C, C, C, async);
+        copy_rows(X, lk, ws.kl + (bh * g.NC + c) * C * K, K, C, K, async);
+      }
+      cp_async_commit();
+    };
+    auto fetch_ti = [&](int64_t c) {
+      if (c >= 0) {
+        copy_rows(CT, lc, ws.ti + (bh * g.NC + c) * C * C, C, C, C, async);
+        copy_rows(XQ, lk, ws.qg + (bh * g.NC + c) * C * K, K, C, K, async);
+      }
+      cp_async_commit();
+    };
+    auto fetch_w = [&](int64_t c) {
+      copy_rows(XW, lk, ws.w + (bh * g.NC + c) * C * K, K, C, K, async);
+      cp_async_commit();
+    };
+    // Ahead: two groups in flight after each wait (the loads for later products); else none.
+    auto wait = [&] {
+      if (ahead)
+        cp_async_wait<2>();
+      else
+        cp_async_wait<0>();
+    };
     stage_rows(dS, lw, K, nv, [&](int i, int j) {
       return gr.dhT ? value_cast<S>(gr.dhT[state + i * V + j0 + j]) : S(0);
     });
+    if (ahead) {
+      fetch_p(g.NC - 1);
+      fetch_ti(g.NC - 1);
+    }
     for (int64_t c = g.NC - 1; c >= 0; --c) {
       const int64_t e = bh * g.NC + c;
       const int n = g.rows(c);
-      __syncthreads();  // dS is final, the buffers free
+      __syncthreads();  // dS is final, the buffers of the groups about to load free
       store_rows(ws.dso + e * K * V + j0, V, dS, lw, K, nv);
-      copy_rows(CC, lc, ws.p + e * C * C, C, C, C, async);  // under the staging of dO
-      copy_rows(X, lk, ws.kl + e * C * K, K, C, K, async);
-      cp_async_commit();
+      if (ahead)
+        fetch_w(c);
+      else
+        fetch_p(c);  // under the staging of dO
       const int64_t row0 = g.row(bh, c * C);
       stage_scaled(dO, lv, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
-      cp_async_wait<0>();
+      wait();  // P and diag(lam) K
       __syncthreads();
       product<S, TC, wide_threads(TC) / 32>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
@@ -63,27 +105,30 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
           [&](int i, int j) { return dS[i * lw + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] += x; });
       __syncthreads();
-      copy_rows(CC, lc, ws.ti + e * C * C, C, C, C, async);
-      copy_rows(X, lk, ws.qg + e * C * K, K, C, K, async);
-      cp_async_commit();
-      cp_async_wait<0>();
+      if (ahead)
+        fetch_p(c - 1);
+      else
+        fetch_ti(c);
+      wait();  // Ti and diag(gam) Q
       __syncthreads();
       const S gn = ws.gn[e];
       product<S, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
-          C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
+          C, nv, C, [&](int l, int r) { return CT[r * lc + l]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
       product<S, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
-          K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
+          K, nv, C, [&](int i, int r) { return XQ[r * lk + i]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] = gn * dS[i * lw + j] + scale * x; });
       __syncthreads();
-      copy_rows(X, lk, ws.w + e * C * K, K, C, K, async);
-      cp_async_commit();
-      cp_async_wait<0>();
+      if (ahead)
+        fetch_ti(c - 1);
+      else
+        fetch_w(c);
+      wait();  // W
       __syncthreads();
       product<S, TC, wide_threads(TC) / 32>(
-          K, nv, C, [&](int i, int r) { return X[r * lk + i]; },
+          K, nv, C, [&](int i, int r) { return XW[r * lk + i]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] -= x; });
     }
@@ -311,7 +356,9 @@ void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, con
   forward_states<S, IO, TC>(a, g, ws.ptrs, static_cast<IO*>(nullptr), op);
   const int cols = walk_columns(g);
   const int64_t slices = (g.V + cols - 1) / cols;
-  const WalkBackLayout back(Arena{}, g.K, TC, cols);
+  const WalkBackLayout ahead(Arena{}, g.K, TC, cols, true), in_turn(Arena{}, g.K, TC, cols, false);
+  const WalkBackLayout& back =
+      size_t(ahead.total) * sizeof(S) <= shared_memory_limit() ? ahead : in_turn;
   launch_items<S>(delta_walk_back_kernel<S, IO, TC, true>, delta_walk_back_kernel<S, IO, TC, false>,
                   wide_threads(TC), g.B * g.H * slices, back.total, op, gr, static_cast<S>(a.scale),
                   g, ws.ptrs, back);
