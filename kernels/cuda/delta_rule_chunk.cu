@@ -79,29 +79,33 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
     __syncthreads();
     invert_unit_lower(L, ti, tmp, lc);
     store_rows(ws.ti + e * C * C, C, ti, lc, C, C);
+    // U and W tile by tile into L and P (free now), then out a row of 16 bytes a store, not an
+    // element a store from the products' fragments.
     const int64_t row0 = g.row(bh, c * C);
     for (int j0 = 0; j0 < V; j0 += kTile) {  // U = Ti diag(beta) V
       const int nv = min(kTile, V - j0);
       stage_scaled(t0, lt, C, n, nv, a.v + row0 * V + j0, g.H * V, f.beta);
-      __syncthreads();
+      __syncthreads();  // t0 staged; the previous tile's rows of L stored
       product<S, TC>(
           C, nv, C, [&](int r, int l) { return ti[r * lc + l]; },
-          [&](int l, int j) { return t0[l * lt + j]; },
-          [&](int r, int j, S x) { ws.u[e * C * V + r * V + j0 + j] = x; });
+          [&](int l, int j) { return t0[l * lt + j]; }, [&](int r, int j, S x) { L[r * lc + j] = x; });
       __syncthreads();
+      store_rows(ws.u + e * C * V + j0, V, L, lc, C, nv);
     }
     for (int k0 = 0; k0 < K; k0 += kTile) {  // W = Ti diag(beta gam) K
       const int nk = min(kTile, K - k0);
       if (K > kTile) {  // else t1 still holds the one key tile from the first loop
         stage_keys(t1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
-        __syncthreads();
+        __syncthreads();  // t1 staged; the previous tile's rows of P stored
       }
       product<S, TC>(
           C, nk, C, [&](int r, int l) { return ti[r * lc + l]; },
           [&](int l, int i) { return (f.beta[l] * f.gam[l]) * t1[l * lt + i]; },
-          [&](int r, int i, S x) { ws.w[e * C * K + r * K + k0 + i] = x; });
+          [&](int r, int i, S x) { P[r * lc + i] = x; });
       __syncthreads();
+      store_rows(ws.w + e * C * K + k0, K, P, lc, C, nk);
     }
+    __syncthreads();  // L and P are read before the next item rewrites them
   }
 }
 
