@@ -13,11 +13,30 @@
 // As in block_product: rows / columns past M / N are clamped and their results dropped, a
 // thread's entries depend only on (M, N), and the reduction past R is zero-padded (the last
 // step of 8 reads clamped indices and masks them).
+//
+// An operand may instead be SharedRows: rows of shared memory along which the reduction runs,
+// A(m, r) = p[m ld + r] or B(r, n) = p[n ld + r] (B stored as its transpose). Its fragments then
+// load by ldmatrix, which hands lane 4 g + t the 32-bit entry (g, t) of each of four 8 x 4
+// blocks: one A fragment, or the B fragments of two n-tiles, an instruction (8 shared loads
+// and their addresses before). The entries and their rounding are the same.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+
+#include "kernels/cuda/ldmatrix.cuh"
 
 namespace hla::cuda {
+
+// p 16-byte aligned in shared memory, ld a multiple of 4 (every TF32 row stride is 4 mod 32,
+// so the 8 rows of an ldmatrix block fall on distinct banks).
+struct SharedRows {
+  const float* p;
+  int ld;
+  __device__ float at(int row, int r) const { return p[row * ld + r]; }
+};
+template <class F>
+constexpr bool is_shared_rows = std::is_same_v<F, SharedRows>;
 
 // cvt.rna is emulated (an infinity test, an add, per operand); cvt.rn (PTX 7.8, sm_90) is one
 // F2FP instruction. The two differ only on exact ties, by one TF32 unit.
@@ -53,6 +72,25 @@ __device__ __forceinline__ void block_product_tf32(int M, int N, int R, FA a, FB
 #pragma unroll
       for (int j = 0; j < NT; ++j) cols[j] = min(col + 8 * j, N - 1);
       float acc[NT][4] = {};
+      auto a_at = [&](int m, int r) {
+        if constexpr (is_shared_rows<FA>) return a.at(m, r);
+        else return a(m, r);
+      };
+      auto b_at = [&](int r, int n) {
+        if constexpr (is_shared_rows<FB>) return b.at(n, r);
+        else return b(r, n);
+      };
+      // ldmatrix rows: lane l gives row l % 8 of block l / 8. A: blocks (rows 0-7, 8-15) x
+      // (columns r0 .. +3, r0 + 4 .. +7); B: n-tiles 2p, 2p + 1 x the same two column halves.
+      const float *a_row = nullptr, *b_row = nullptr;
+      if constexpr (is_shared_rows<FA>)
+        a_row = a.p + min(m0 + 16 * (warp & 3) + lane % 8 + 8 * (lane / 8 % 2), M - 1) * a.ld +
+                4 * (lane / 16);
+      int b_ld = 0;
+      if constexpr (is_shared_rows<FB>) {
+        b_row = b.p + 4 * (lane / 8 % 2);
+        b_ld = b.ld;
+      }
       // One step of 8 along R from r0; `tail` zeroes the entries at r >= R.
       auto step = [&](int r0, bool tail) {
         int ks[2] = {r0 + t, r0 + t + 4};
@@ -64,16 +102,38 @@ __device__ __forceinline__ void block_product_tf32(int M, int N, int R, FA a, FB
             ks[h] = min(ks[h], R - 1);
           }
         uint32_t af[4];
+        if (is_shared_rows<FA> && !tail) {
+          uint32_t raw[4];
+          ldmatrix_x4(raw, a_row + r0);  // a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          af[2 * h] = live[h] ? to_tf32(a(rows[0], ks[h])) : 0u;
-          af[2 * h + 1] = live[h] ? to_tf32(a(rows[1], ks[h])) : 0u;
+          for (int i = 0; i < 4; ++i) af[i] = to_tf32(__uint_as_float(raw[i]));
+        } else {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            af[2 * h] = live[h] ? to_tf32(a_at(rows[0], ks[h])) : 0u;
+            af[2 * h + 1] = live[h] ? to_tf32(a_at(rows[1], ks[h])) : 0u;
+          }
         }
+        if (is_shared_rows<FB> && !tail) {
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          const uint32_t bf[2] = {live[0] ? to_tf32(b(ks[0], cols[j])) : 0u,
-                                  live[1] ? to_tf32(b(ks[1], cols[j])) : 0u};
-          mma_tf32(acc[j], af, bf);
+          for (int p = 0; p < NT / 2; ++p) {
+            const int n = min(col - g + 8 * (2 * p + lane / 16) + lane % 8, N - 1);
+            uint32_t raw[4];
+            ldmatrix_x4(raw, b_row + n * b_ld + r0);  // b0, b1 of n-tile 2p, then of 2p + 1
+            const uint32_t b0[2] = {to_tf32(__uint_as_float(raw[0])),
+                                    to_tf32(__uint_as_float(raw[1]))};
+            const uint32_t b1[2] = {to_tf32(__uint_as_float(raw[2])),
+                                    to_tf32(__uint_as_float(raw[3]))};
+            mma_tf32(acc[2 * p], af, b0);
+            mma_tf32(acc[2 * p + 1], af, b1);
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < NT; ++j) {
+            const uint32_t bf[2] = {live[0] ? to_tf32(b_at(ks[0], cols[j])) : 0u,
+                                    live[1] ? to_tf32(b_at(ks[1], cols[j])) : 0u};
+            mma_tf32(acc[j], af, bf);
+          }
         }
       };
       const int full = R & ~7;

@@ -48,8 +48,8 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
       stage_keys(t0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
       stage_keys(t1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
-      accumulate_abt<S, TC>(L, lc, t1, t1, lt, C, nk, first);
-      accumulate_abt<S, TC>(P, lc, t0, t1, lt, C, nk, first);
+      accumulate_abt<S, TC, Shared>(L, lc, t1, t1, lt, C, nk, first);
+      accumulate_abt<S, TC, Shared>(P, lc, t0, t1, lt, C, nk, first);
       store_rows(ws.kl + e * C * K + k0, K, t1, lt, C, nk, f.lam);
       store_rows(ws.qg + e * C * K + k0, K, t0, lt, C, nk, f.gam);
       __syncthreads();
@@ -87,8 +87,8 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
       stage_scaled(t0, lt, C, n, nv, a.v + row0 * V + j0, g.H * V, f.beta);
       __syncthreads();  // t0 staged; the previous tile's rows of L stored
       product<S, TC>(
-          C, nv, C, [&](int r, int l) { return ti[r * lc + l]; },
-          [&](int l, int j) { return t0[l * lt + j]; }, [&](int r, int j, S x) { L[r * lc + j] = x; });
+          C, nv, C, operand_a<S, TC, Shared>(ti, lc), [&](int l, int j) { return t0[l * lt + j]; },
+          [&](int r, int j, S x) { L[r * lc + j] = x; });
       __syncthreads();
       store_rows(ws.u + e * C * V + j0, V, L, lc, C, nv);
     }
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
         __syncthreads();  // t1 staged; the previous tile's rows of P stored
       }
       product<S, TC>(
-          C, nk, C, [&](int r, int l) { return ti[r * lc + l]; },
+          C, nk, C, operand_a<S, TC, Shared>(ti, lc),
           [&](int l, int i) { return (f.beta[l] * f.gam[l]) * t1[l * lt + i]; },
           [&](int r, int i, S x) { P[r * lc + i] = x; });
       __syncthreads();
@@ -173,8 +173,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
         cp_async_wait<1>();
       __syncthreads();
       product<S, TC, wide_threads(TC) / 32>(
-          C, nv, K, [&](int r, int i) { return X[r * lk + i]; },
-          [&](int i, int j) { return St[i * lw + j]; },
+          C, nv, K, operand_a<S, TC, Shared>(X, lk), [&](int i, int j) { return St[i * lw + j]; },
           [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
       if (ahead)  // and its second: diag(lam) K
         cp_async_wait<2>();
@@ -236,12 +235,10 @@ __global__ void __launch_bounds__(kNt)
     cp_async_wait<0>();
     __syncthreads();
     product<S, TC>(
-        C, nv, K, [&](int r, int i) { return qg[r * lk + i]; },
-        [&](int i, int j) { return St[i * lo + j]; },
+        C, nv, K, operand_a<S, TC, Shared>(qg, lk), [&](int i, int j) { return St[i * lo + j]; },
         [&](int r, int j, S x) { qs[r * lo + j] = x; });
     product<S, TC>(  // same shape: each thread reads back only its own qs entries
-        C, nv, C, [&](int r, int l) { return P[r * lc + l]; },
-        [&](int l, int j) { return vn[l * lo + j]; },
+        C, nv, C, operand_a<S, TC, Shared>(P, lc), [&](int l, int j) { return vn[l * lo + j]; },
         [&](int r, int j, S x) {
           if (r < n)
             o[(row0 + r * g.H) * V + j0 + j] = value_cast<IO>(scale * (qs[r * lo + j] + x));

@@ -95,6 +95,21 @@ __host__ __device__ constexpr int wide_threads(bool tc) {
 constexpr int kOutputColumns = 64;  // value columns per output block
 constexpr int kSolve = 16;          // diagonal blocks of Ti solved by substitution
 
+// A product operand whose reduction runs along the rows of a buffer: A(m, r) = p[m ld + r]
+// (operand_a) or B(r, n) = p[n ld + r] (operand_b). In shared memory with TF32 products
+// (InShared: the kernel's Shared, or Staged for a staged state) it is SharedRows, whose
+// fragments load by ldmatrix; otherwise an accessor.
+template <class S, bool TC, bool InShared>
+__device__ __forceinline__ auto operand_a(const S* p, int ld) {
+  if constexpr (TC && InShared) return SharedRows{p, ld};
+  else return [=](int m, int r) { return p[m * ld + r]; };
+}
+template <class S, bool TC, bool InShared>
+__device__ __forceinline__ auto operand_b(const S* p, int ld) {
+  if constexpr (TC && InShared) return SharedRows{p, ld};
+  else return [=](int r, int n) { return p[n * ld + r]; };
+}
+
 // Row stride of a shared [rows][n] buffer. FMA products: n + 1 (odd: distinct banks read either
 // way round). TF32 products: the least stride >= n that is 4 mod 32, so that a fragment read
 // (8 rows g x 4 columns t, or its transpose) hits 32 distinct banks when the row is g and at
@@ -517,14 +532,14 @@ __device__ void stage_keys(S* t, int lt, const IO* x, const S* r_norm, const Geo
 }
 
 // acc = A B^T on the first tile of a sum, acc += A B^T after it: A [C][R] and B [N][R] one tile
-// of R columns (row stride lab, shared memory), acc [C][N] (row stride lacc). Each entry has
-// one owner thread for a given (C, N), so the sum over tiles needs no barrier of its own.
-template <class S, bool TC, int W = kNt / 32>
+// of R columns (row stride lab; in shared memory when InShared), acc [C][N] (row stride lacc).
+// Each entry has one owner thread for a given (C, N), so the sum over tiles needs no barrier of
+// its own.
+template <class S, bool TC, bool InShared, int W = kNt / 32>
 __device__ __forceinline__ void accumulate_abt(S* acc, int lacc, const S* A, const S* B, int lab,
                                                int N, int R, bool first) {
   product<S, TC, W>(
-      C, N, R, [&](int r, int i) { return A[r * lab + i]; },
-      [&](int i, int l) { return B[l * lab + i]; },
+      C, N, R, operand_a<S, TC, InShared>(A, lab), operand_b<S, TC, InShared>(B, lab),
       [&](int r, int l, S x) { acc[r * lacc + l] = first ? x : acc[r * lacc + l] + x; });
 }
 

@@ -101,8 +101,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
       product<S, TC, wide_threads(TC) / 32>(
-          C, nv, K, [&](int l, int i) { return X[l * lk + i]; },
-          [&](int i, int j) { return dS[i * lw + j]; },
+          C, nv, K, operand_a<S, TC, Shared>(X, lk), [&](int i, int j) { return dS[i * lw + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] += x; });
       __syncthreads();
       if (ahead)
@@ -217,27 +216,22 @@ __global__ void __launch_bounds__(wide_threads(TC))
 
     // Products of the loaded rows, S, then the outgoing dS (no two write the same buffer).
     product<S, TC, nw>(
-        C, C, K, [&](int r, int i) { return k[r * lk + i]; },
-        [&](int i, int l) { return k[l * lk + i]; }, [&](int r, int l, S x) { A[r * lc + l] = x; });
+        C, C, K, operand_a<S, TC, Shared>(k, lk), operand_b<S, TC, Shared>(k, lk),
+        [&](int r, int l, S x) { A[r * lc + l] = x; });
     product<S, TC, nw>(
-        C, C, K, [&](int r, int i) { return q[r * lk + i]; },
-        [&](int i, int l) { return k[l * lk + i]; },
+        C, C, K, operand_a<S, TC, Shared>(q, lk), operand_b<S, TC, Shared>(k, lk),
         [&](int r, int l, S x) { QK[r * lc + l] = x; });
     product<S, TC, nw>(  // K S
-        C, V, K, [&](int r, int i) { return k[r * lk + i]; },
-        [&](int i, int j) { return St[i * ls + j]; },
+        C, V, K, operand_a<S, TC, Shared>(k, lk), [&](int i, int j) { return St[i * ls + j]; },
         [&](int r, int j, S x) { ks[r * lv + j] = x; });
     product<S, TC, nw>(  // dq = s diag(gam) dO S^T
-        C, K, V, [&](int r, int j) { return dO[r * lv + j]; },
-        [&](int j, int i) { return St[i * ls + j]; },
+        C, K, V, operand_a<S, TC, Shared>(dO, lv), operand_b<S, TC, Staged>(St, ls),
         [&](int r, int i, S x) { dq[r * lk + i] = (s * w.gam[r]) * x; });
     product<S, TC, nw>(  // dP = s (dO Vn^T) o M
-        C, C, V, [&](int r, int j) { return dO[r * lv + j]; },
-        [&](int j, int l) { return vn[l * lv + j]; },
+        C, C, V, operand_a<S, TC, Shared>(dO, lv), operand_b<S, TC, Shared>(vn, lv),
         [&](int r, int l, S x) { dPE[r * lc + l] = (s * x) * decay(w.Gam, gated, r, l); });
     product<S, TC, nw>(  // D = -tril_{-1}(dY Vn^T) o M
-        C, C, V, [&](int r, int j) { return dy[r * lv + j]; },
-        [&](int j, int l) { return vn[l * lv + j]; },
+        C, C, V, operand_a<S, TC, Shared>(dy, lv), operand_b<S, TC, Shared>(vn, lv),
         [&](int r, int l, S x) { D[r * lc + l] = r > l ? -x * decay(w.Gam, gated, r, l) : S(0); });
     __syncthreads();
     // dO is done with: the chunk's v rows take its place for the row sums below (staged with
@@ -251,8 +245,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
     cp_async_wait<0>();
     __syncthreads();
     product<S, TC, nw>(  // dk = diag(lam) Vn dS^T
-        C, K, V, [&](int r, int j) { return vn[r * lv + j]; },
-        [&](int j, int i) { return dSt[i * ls + j]; },
+        C, K, V, operand_a<S, TC, Shared>(vn, lv), operand_b<S, TC, Staged>(dSt, ls),
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
     S sds = S(0);  // <S, dS> for the gate of the state carry
     if (gated) {   // S from global memory: kStageBatch loads in flight a thread
@@ -307,8 +300,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
 
     // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
     product<S, TC, nw>(
-        C, K, C, [&](int r, int l) { return dPE[r * lc + l]; },
-        [&](int l, int i) { return k[l * lk + i]; },
+        C, K, C, operand_a<S, TC, Shared>(dPE, lc), [&](int l, int i) { return k[l * lk + i]; },
         [&](int r, int i, S x) { dq[r * lk + i] += x; });
     product<S, TC, nw>(
         C, K, C, [&](int r, int l) { return dPE[l * lc + r]; },

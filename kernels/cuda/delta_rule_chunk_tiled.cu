@@ -69,8 +69,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       stage_keys(T0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
       stage_keys(T1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
-      accumulate_abt<S, TC, nw>(M0, lt, T1, T1, lt, C, nk, first);
-      accumulate_abt<S, TC, nw>(M1, lt, T0, T1, lt, C, nk, first);
+      accumulate_abt<S, TC, Shared, nw>(M0, lt, T1, T1, lt, C, nk, first);
+      accumulate_abt<S, TC, Shared, nw>(M1, lt, T0, T1, lt, C, nk, first);
       __syncthreads();
     }
     for (int x = threadIdx.x; x < C * C; x += blockDim.x) {
@@ -88,8 +88,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       stage_scaled(T0, lt, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
       cp_async_wait<0>();
       __syncthreads();
-      accumulate_abt<S, TC, nw>(M0, lt, T0, T1, lt, C, nv, first);
-      accumulate_abt<S, TC, nw>(M1, lt, T2, T1, lt, C, nv, first);
+      accumulate_abt<S, TC, Shared, nw>(M0, lt, T0, T1, lt, C, nv, first);
+      accumulate_abt<S, TC, Shared, nw>(M1, lt, T2, T1, lt, C, nv, first);
       for (int r = warp; r < n; r += nw) {  // one warp per row
         const int64_t row = row0 + r * g.H;
         S yv = S(0);
@@ -159,8 +159,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       stage_scaled(T0, lt, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
       cp_async_wait<0>();
       __syncthreads();
-      accumulate_abt<S, TC, nw>(dq, lt, T0, T2, lt, nk, nv, first);
-      accumulate_abt<S, TC, nw>(X, lt, T1, T2, lt, nk, nv, first);
+      accumulate_abt<S, TC, Shared, nw>(dq, lt, T0, T2, lt, nk, nv, first);
+      accumulate_abt<S, TC, Shared, nw>(X, lt, T1, T2, lt, nk, nv, first);
       __syncthreads();
     }
     // Pass 2: dk_lam = Vn dS^T (Vn in T0, dS in T1) and <S, dS> (S from global memory).
@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       cp_async_commit();
       cp_async_wait<0>();
       __syncthreads();
-      accumulate_abt<S, TC, nw>(dk, lt, T0, T1, lt, nk, nv, first);
+      accumulate_abt<S, TC, Shared, nw>(dk, lt, T0, T1, lt, nk, nv, first);
       if (gated)
         for (int x = threadIdx.x; x < nk * nv; x += blockDim.x) {
           const int i = x / nv, j = x - i * nv;

@@ -19,6 +19,14 @@ __device__ inline void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat16* row) {
                : "r"(addr));
 }
 
+// The same blocks of 32-bit entries (8 rows x 4 floats, lane 4 g + t receiving entry (g, t)).
+__device__ inline void ldmatrix_x4(uint32_t (&r)[4], const float* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
 __device__ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const __nv_bfloat16* row) {
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
