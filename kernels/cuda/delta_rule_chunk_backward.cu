@@ -239,9 +239,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
     const S* dSt = state_view(dSo);
     cp_async_commit();
     S* vr = dO;
-    stage_rows(vr, lv, C, V, [&](int r, int j) {
-      return r < n ? value_cast<S>(a.v[(row0 + r * g.H) * V + j]) : S(0);
-    });
+    stage_scaled(vr, lv, C, n, V, a.v + row0 * V, g.H * V, nullptr);
     cp_async_wait<0>();
     __syncthreads();
     product<S, TC, nw>(  // dk = diag(lam) Vn dS^T
