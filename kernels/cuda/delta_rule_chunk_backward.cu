@@ -218,9 +218,10 @@ __global__ void __launch_bounds__(wide_threads(TC))
     product<S, TC, nw>(
         C, C, K, operand_a<S, TC, Shared>(k, lk), operand_b<S, TC, Shared>(k, lk),
         [&](int r, int l, S x) { A[r * lc + l] = x; });
-    product<S, TC, nw>(
-        C, C, K, operand_a<S, TC, Shared>(q, lk), operand_b<S, TC, Shared>(k, lk),
-        [&](int r, int l, S x) { QK[r * lc + l] = x; });
+    if (gated)  // Q K^T enters only the decay gradients
+      product<S, TC, nw>(
+          C, C, K, operand_a<S, TC, Shared>(q, lk), operand_b<S, TC, Shared>(k, lk),
+          [&](int r, int l, S x) { QK[r * lc + l] = x; });
     product<S, TC, nw>(  // K S
         C, V, K, operand_a<S, TC, Shared>(k, lk), [&](int i, int j) { return St[i * ls + j]; },
         [&](int r, int j, S x) { ks[r * lv + j] = x; });

@@ -13,8 +13,9 @@ namespace delta_chunk {
 // formed: with X = dY S^T [C][K],
 //   sum_j (dRs o K S)_rj = beta_r rowsum(K o X)_r,
 //   rowsum(dY o Rs) = rowsum(dY o V) - gam o rowsum(K o X).
-//   scores  one block per (head, chunk): the row factors, A = K K^T and QK = Q K^T over 64-key
-//           tiles, dP and D over 64-value tiles, rowsum(dY o V), dv
+//   scores  one block per (head, chunk): the row factors, A = K K^T and QK = Q K^T (gated only:
+//           the decay gradients' term) over 64-key tiles, dP and D over 64-value tiles,
+//           rowsum(dY o V), dv
 //   keys    one block per (head, chunk, 64 keys): over 64-value tiles dO S^T, Vn dS^T, dY S^T
 //           and <S, dS> for its keys, then its columns of dq and dk (before the L2-norm
 //           backward) and their row sums
@@ -63,20 +64,21 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     const int n = g.rows(c);
     S* cc = gs.cc + e * 4 * C * C;
     load_factors(a, g, bh, c, n, f);
-    for (int k0 = 0; k0 < K; k0 += kTile) {  // A = K K^T in M0, QK = Q K^T in M1 (q, k in T0, T1)
+    // A = K K^T in M0, QK = Q K^T in M1 (q, k in T0, T1); QK enters only the decay gradients.
+    for (int k0 = 0; k0 < K; k0 += kTile) {
       const int nk = min(kTile, K - k0);
       const bool first = k0 == 0;
-      stage_keys(T0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
+      if (gated) stage_keys(T0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
       stage_keys(T1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
       accumulate_abt<S, TC, Shared, nw>(M0, lt, T1, T1, lt, C, nk, first);
-      accumulate_abt<S, TC, Shared, nw>(M1, lt, T0, T1, lt, C, nk, first);
+      if (gated) accumulate_abt<S, TC, Shared, nw>(M1, lt, T0, T1, lt, C, nk, first);
       __syncthreads();
     }
     for (int x = threadIdx.x; x < C * C; x += blockDim.x) {
       const int r = x / C, l = x - r * C;
       cc[x] = M0[r * lt + l];
-      cc[C * C + x] = M1[r * lt + l];
+      if (gated) cc[C * C + x] = M1[r * lt + l];
     }
     __syncthreads();
     for (int j0 = 0; j0 < V; j0 += kTile) {  // dO Vn^T in M0, dY Vn^T in M1; rowsum(dY o V), dv
@@ -286,7 +288,9 @@ __global__ void __launch_bounds__(kNt)
     const int n = g.rows(c);
     copy_rows(f.beta, kFactors, gs.factors + e * kFactors, kFactors, 1, kFactors, async);
     S* mats[4] = {A, QK, dPE, D};
-    for (int m = 0; m < 4; ++m) copy_rows(mats[m], lc, gs.cc + (e * 4 + m) * C * C, C, C, C, async);
+    for (int m = 0; m < 4; ++m)
+      if (m != 1 || gated)  // QK enters only the decay gradients
+        copy_rows(mats[m], lc, gs.cc + (e * 4 + m) * C * C, C, C, C, async);
     cp_async_commit();
     for (int x = tid; x <= kRowSums * C; x += kNt) {  // the key tiles in order
       const S* src = x < kRowSums * C ? gs.sums + e * KT * kRowSums * C + x : gs.sds + e * KT;
