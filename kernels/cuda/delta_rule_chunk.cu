@@ -45,8 +45,7 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
     for (int k0 = 0; k0 < K; k0 += kTile) {  // K K^T and Q K^T; diag(lam) K, diag(gam) Q out
       const int nk = min(kTile, K - k0);
       const bool first = k0 == 0;
-      stage_keys(t0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
-      stage_keys(t1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+      stage_keys(t0, t1, lt, a, f.rq, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
       accumulate_abt<S, TC, Shared>(L, lc, t1, t1, lt, C, nk, first);
       accumulate_abt<S, TC, Shared>(P, lc, t0, t1, lt, C, nk, first);

@@ -232,10 +232,86 @@ struct TileRows {
   __device__ __forceinline__ int row(int it) const { return shift >= 0 ? it >> shift : it / words; }
 };
 
-// dst[r * ld + c] = src[r * src_ld + c] (times scale[r] unless scale is null) for r < rows,
-// c < cols, rows >= n zero. bf16 rows that start 16-byte aligned (into 16-byte aligned f32 rows)
-// are read 8 elements a load, 4 loads in flight a thread, and written as two float4; other
-// sources go through stage_rows, with the same values.
+// One tile to stage: dst[r * ld + c] = src[r * src_ld + c] (times scale[r] unless scale is
+// null) for r < rows, c < cols, rows >= n zero.
+template <class S, class IO>
+struct StageTile {
+  S* dst;
+  int ld, cols;
+  const IO* src;
+  int64_t src_ld;
+  const S* scale;
+};
+
+// N tiles of the same rows at once. bf16 rows that start 16-byte aligned (into 16-byte aligned
+// f32 rows) are read 8 elements a load, and every tile's loads of a round are issued before any
+// store (4 loads in flight a thread over the tiles: one round trip to memory for tiles a block
+// covers in one round, not one a tile); the rows go out as two float4. Other sources go through
+// stage_rows a tile at a time, with the same values.
+template <class S, class IO, int N>
+__device__ void stage_tiles(const StageTile<S, IO> (&t)[N], int rows, int n) {
+  static_assert(N >= 1 && N <= 4, "up to 4 tiles at once");
+  bool packed = std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>;
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    packed = packed && t[i].cols % 8 == 0 && t[i].src_ld % 8 == 0 && t[i].ld % 4 == 0 &&
+             (reinterpret_cast<uintptr_t>(t[i].src) | reinterpret_cast<uintptr_t>(t[i].dst)) % 16 == 0;
+  if constexpr (std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>) {
+    if (packed) {
+      constexpr int kBatch = 4 / N;  // rounds of loads a tile
+      const int nt = blockDim.x;
+      int items = 0;
+#pragma unroll
+      for (int i = 0; i < N; ++i) items = max(items, rows * (t[i].cols / 8));
+      for (int i0 = threadIdx.x; i0 < items; i0 += nt * kBatch) {
+        uint4 v[N][kBatch];
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+          const int groups = t[i].cols / 8;
+          const TileRows tile(groups);
+#pragma unroll
+          for (int u = 0; u < kBatch; ++u) {
+            const int it = i0 + nt * u, r = tile.row(it), c8 = it - r * groups;
+            v[i][u] = it < rows * groups && r < n
+                          ? *reinterpret_cast<const uint4*>(t[i].src + r * t[i].src_ld + c8 * 8)
+                          : make_uint4(0, 0, 0, 0);
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+          const int groups = t[i].cols / 8;
+          const TileRows tile(groups);
+#pragma unroll
+          for (int u = 0; u < kBatch; ++u) {
+            const int it = i0 + nt * u, r = tile.row(it), c8 = it - r * groups;
+            if (it >= rows * groups) continue;
+            bf16_dev h[8];
+            memcpy(h, &v[i][u], sizeof(h));
+            float o[8];
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+              const float x = value_cast<float>(h[k]);
+              o[k] = r < n ? (t[i].scale ? x * t[i].scale[r] : x) : 0.0f;
+            }
+            float4* d = reinterpret_cast<float4*>(t[i].dst + r * t[i].ld + c8 * 8);
+            d[0] = make_float4(o[0], o[1], o[2], o[3]);
+            d[1] = make_float4(o[4], o[5], o[6], o[7]);
+          }
+        }
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    stage_rows(t[i].dst, t[i].ld, rows, t[i].cols, [&](int r, int c) {
+      if (r >= n) return S(0);
+      const S x = value_cast<S>(t[i].src[r * t[i].src_ld + c]);
+      return t[i].scale ? x * t[i].scale[r] : x;
+    });
+}
+
+// One tile (stage_tiles' single case).
 template <class T>
 struct Same {  // T as a parameter type that takes no part in deduction (a null scale)
   using type = T;
@@ -243,54 +319,16 @@ struct Same {  // T as a parameter type that takes no part in deduction (a null 
 template <class S, class IO>
 __device__ void stage_scaled(S* dst, int ld, int rows, int n, int cols, const IO* src,
                              int64_t src_ld, typename Same<const S*>::type scale) {
-  if constexpr (std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>) {
-    if (cols % 8 == 0 && src_ld % 8 == 0 && ld % 4 == 0 &&
-        reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
-      constexpr int kBatch = 4;
-      const int groups = cols / 8, nt = blockDim.x;
-      const int items = rows * groups;
-      const TileRows tile(groups);
-      for (int i0 = threadIdx.x; i0 < items; i0 += nt * kBatch) {
-        uint4 v[kBatch];
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-          const int it = i0 + nt * u, r = tile.row(it), c8 = it - r * groups;
-          v[u] = it < items && r < n
-                     ? *reinterpret_cast<const uint4*>(src + r * src_ld + c8 * 8)
-                     : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-          const int it = i0 + nt * u, r = tile.row(it), c8 = it - r * groups;
-          if (it >= items) continue;
-          bf16_dev h[8];
-          memcpy(h, &v[u], sizeof(h));
-          float o[8];
-#pragma unroll
-          for (int k = 0; k < 8; ++k) {
-            const float x = value_cast<float>(h[k]);
-            o[k] = r < n ? (scale ? x * scale[r] : x) : 0.0f;
-          }
-          float4* d = reinterpret_cast<float4*>(dst + r * ld + c8 * 8);
-          d[0] = make_float4(o[0], o[1], o[2], o[3]);
-          d[1] = make_float4(o[4], o[5], o[6], o[7]);
-        }
-      }
-      return;
-    }
-  }
-  stage_rows(dst, ld, rows, cols, [&](int r, int c) {
-    if (r >= n) return S(0);
-    const S x = value_cast<S>(src[r * src_ld + c]);
-    return scale ? x * scale[r] : x;
-  });
+  const StageTile<S, IO> one[1] = {{dst, ld, cols, src, src_ld, scale}};
+  stage_tiles(one, rows, n);
 }
 
 // Loads chunk c of head bh into w: q, k (L2-normalised when asked, rq / rk the factors), beta,
-// Gam, gam, lam; rows n..C-1 zero. Ends with a barrier.
+// Gam, gam, lam; rows n..C-1 zero; and the caller's `also` tile of the chunk's rows, staged with
+// q and k. Ends with a barrier.
 template <class S, class IO>
 __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c, int n,
-                          const Rows<S>& w) {
+                          const Rows<S>& w, const StageTile<S, IO>& also) {
   const int K = g.K, lk = w.lk, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;  // row r of the chunk: row0 + r H
   if (tid < C) {  // beta and the log decays of every row at once (rows past n: 0)
@@ -299,8 +337,10 @@ __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, 
     w.beta[tid] = in ? value_cast<S>(a.beta[row]) : S(0);
     w.Gam[tid] = in && a.g ? value_cast<S>(a.g[row]) : S(0);
   }
-  stage_scaled(w.q, lk, C, n, K, a.q + row0 * K, H * K, nullptr);
-  stage_scaled(w.k, lk, C, n, K, a.k + row0 * K, H * K, nullptr);
+  const StageTile<S, IO> tiles[3] = {{w.q, lk, K, a.q + row0 * K, H * K, nullptr},
+                                     {w.k, lk, K, a.k + row0 * K, H * K, nullptr},
+                                     also};
+  stage_tiles(tiles, C, n);
   __syncthreads();
   if (warp == 0) scan_decays(w.Gam);
   __syncthreads();
@@ -529,6 +569,14 @@ template <class S, class IO>
 __device__ void stage_keys(S* t, int lt, const IO* x, const S* r_norm, const Geo& g, int64_t bh,
                            int64_t c, int n, int k0, int nk) {
   stage_scaled(t, lt, C, n, nk, x + g.row(bh, c * C) * g.K + k0, g.H * g.K, r_norm);
+}
+// The same columns of q into tq and of k into tk, their loads together.
+template <class S, class IO>
+__device__ void stage_keys(S* tq, S* tk, int lt, const DeltaRuleArgs<IO>& a, const S* rq,
+                           const S* rk, const Geo& g, int64_t bh, int64_t c, int n, int k0, int nk) {
+  const int64_t at = g.row(bh, c * C) * g.K + k0, ld = g.H * g.K;
+  const StageTile<S, IO> tiles[2] = {{tq, lt, nk, a.q + at, ld, rq}, {tk, lt, nk, a.k + at, ld, rk}};
+  stage_tiles(tiles, C, n);
 }
 
 // acc = A B^T on the first tile of a sum, acc += A B^T after it: A [C][R] and B [N][R] one tile

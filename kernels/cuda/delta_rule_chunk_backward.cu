@@ -203,14 +203,13 @@ __global__ void __launch_bounds__(wide_threads(TC))
     const int64_t bh = e / g.NC, c = e - bh * g.NC;
     const int n = g.rows(c);
     const S *Sc = ws.states + e * K * V, *dSo = ws.dso + e * K * V;
-    // Vn, dY and S load (cp.async) under load_rows and the staging of dO.
+    // Vn, dY and S load (cp.async) under load_rows, which stages dO with q and k.
     copy_rows(vn, lv, ws.u + e * C * V, V, C, V, async);
     copy_rows(dy, lv, ws.dy + e * C * V, V, C, V, async);
     const S* St = state_view(Sc);
     cp_async_commit();
-    load_rows(a, g, bh, c, n, w);
     const int64_t row0 = g.row(bh, c * C);
-    stage_scaled(dO, lv, C, n, V, gr.dout + row0 * V, g.H * V, nullptr);
+    load_rows(a, g, bh, c, n, w, StageTile<S, IO>{dO, lv, V, gr.dout + row0 * V, g.H * V, nullptr});
     cp_async_wait<0>();
     __syncthreads();
 

@@ -68,8 +68,10 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     for (int k0 = 0; k0 < K; k0 += kTile) {
       const int nk = min(kTile, K - k0);
       const bool first = k0 == 0;
-      if (gated) stage_keys(T0, lt, a.q, f.rq, g, bh, c, n, k0, nk);
-      stage_keys(T1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+      if (gated)
+        stage_keys(T0, T1, lt, a, f.rq, f.rk, g, bh, c, n, k0, nk);
+      else
+        stage_keys(T1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
       accumulate_abt<S, TC, Shared, nw>(M0, lt, T1, T1, lt, C, nk, first);
       if (gated) accumulate_abt<S, TC, Shared, nw>(M1, lt, T0, T1, lt, C, nk, first);
@@ -186,8 +188,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     if (gated) sds = block_reduce(sds, SumOp{}, S(0), red);
     copy_rows(T2, lt, gs.cc + (e * 4 + 2) * C * C, C, C, C, async);  // dP, under the rest
     cp_async_commit();
-    stage_keys(T0, lt, a.q, f.rq, g, bh, c, n, k0, nk);  // q and k of the tile's keys
-    stage_keys(T1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
+    stage_keys(T0, T1, lt, a, f.rq, f.rk, g, bh, c, n, k0, nk);  // q and k of the tile's keys
     __syncthreads();
     // The tile's row sums of the V products: eq = rowsum(Q o s gam dO S^T), el = rowsum(K o
     // lam Vn dS^T), ek = rowsum(K o X).
