@@ -456,12 +456,12 @@ struct Factors {
         yv(f + 6 * C) {}
 };
 constexpr int kFactors = 7 * C;
-// The factors of chunk c of head bh (rows n..C-1 zero), the norms read from global memory.
-// Ends with a barrier.
+// beta and the chunk-local log decays Gam of chunk c of head bh (rows n..C-1 zero). Ends with a
+// barrier.
 template <class S, class IO>
-__device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c,
-                             int n, const Factors<S>& f) {
-  const int K = g.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+__device__ void load_decays(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c,
+                            int n, const Factors<S>& f) {
+  const int tid = threadIdx.x, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;
   if (tid < C) {
     const bool in = tid < n;
@@ -471,15 +471,29 @@ __device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t b
   __syncthreads();
   if (warp == 0) scan_decays(f.Gam);
   __syncthreads();
-  // Row r's factors from its sums of squares q2, k2 (unused without the norm).
-  auto finish = [&](int r, S q2, S k2) {
-    const bool in = r < n;
-    f.rq[r] = a.l2norm_qk ? S(1) / sqrt(q2 + S(kernels::kL2Eps)) : S(1);
-    f.rk[r] = a.l2norm_qk ? S(1) / sqrt(k2 + S(kernels::kL2Eps)) : S(1);
-    f.gam[r] = in ? exp(f.Gam[r]) : S(0);
-    f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
-    f.yv[r] = S(0);
-  };
+}
+
+// Row r's factors from its sums of squares q2, k2 (unused without the norm), after load_decays.
+template <class S>
+__device__ __forceinline__ void set_row_factors(const Factors<S>& f, bool l2norm, int r, int n,
+                                                S q2, S k2) {
+  const bool in = r < n;
+  f.rq[r] = l2norm ? S(1) / sqrt(q2 + S(kernels::kL2Eps)) : S(1);
+  f.rk[r] = l2norm ? S(1) / sqrt(k2 + S(kernels::kL2Eps)) : S(1);
+  f.gam[r] = in ? exp(f.Gam[r]) : S(0);
+  f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
+  f.yv[r] = S(0);
+}
+
+// The factors of chunk c of head bh (rows n..C-1 zero), the norms read from global memory.
+// Ends with a barrier.
+template <class S, class IO>
+__device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c,
+                             int n, const Factors<S>& f) {
+  const int K = g.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t row0 = g.row(bh, c * C), H = g.H;
+  load_decays(a, g, bh, c, n, f);
+  auto finish = [&](int r, S q2, S k2) { set_row_factors(f, a.l2norm_qk, r, n, q2, k2); };
   const int warps = blockDim.x >> 5;
   if constexpr (std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>) {
     // bf16 rows of whole 16-byte words: a lane sums 8 elements a load, K / 8 lanes a row (up to
@@ -560,6 +574,32 @@ __device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t b
       const S q2 = warp_reduce(sq[u], SumOp{}), k2 = warp_reduce(sk[u], SumOp{});
       if (lane == 0 && r < C) finish(r, q2, k2);
     }
+  }
+  __syncthreads();
+}
+
+// The chunk's q and k rows, staged as they are in tq, tk [C][lt] (K <= lt columns, rows >= n
+// zero), normalised in place with their factors (after load_decays): a warp a row, its norms
+// from the staged values. Ends with a barrier.
+template <class S>
+__device__ void normalize_rows(S* tq, S* tk, int lt, int K, int n, bool l2norm, const Factors<S>& f) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int r = warp; r < C; r += warps) {
+    S sq = S(0), sk = S(0);
+    if (l2norm) {
+      for (int i = lane; i < K; i += 32) {
+        sq += tq[r * lt + i] * tq[r * lt + i];
+        sk += tk[r * lt + i] * tk[r * lt + i];
+      }
+      sq = warp_reduce(sq, SumOp{});
+      sk = warp_reduce(sk, SumOp{});
+      const S rq = S(1) / sqrt(sq + S(kernels::kL2Eps)), rk = S(1) / sqrt(sk + S(kernels::kL2Eps));
+      for (int i = lane; i < K; i += 32) {
+        tq[r * lt + i] *= rq;
+        tk[r * lt + i] *= rk;
+      }
+    }
+    if (lane == 0) set_row_factors(f, l2norm, r, n, sq, sk);
   }
   __syncthreads();
 }
