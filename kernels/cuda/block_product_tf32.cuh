@@ -82,15 +82,16 @@ __device__ __forceinline__ void block_product_tf32(int M, int N, int R, FA a, FB
       };
       // ldmatrix rows: lane l gives row l % 8 of block l / 8. A: blocks (rows 0-7, 8-15) x
       // (columns r0 .. +3, r0 + 4 .. +7); B: n-tiles 2p, 2p + 1 x the same two column halves.
-      const float *a_row = nullptr, *b_row = nullptr;
+      const float* a_row = nullptr;
+      const float* b_row[NT / 2] = {};
       if constexpr (is_shared_rows<FA>)
         a_row = a.p + min(m0 + 16 * (warp & 3) + lane % 8 + 8 * (lane / 8 % 2), M - 1) * a.ld +
                 4 * (lane / 16);
-      int b_ld = 0;
-      if constexpr (is_shared_rows<FB>) {
-        b_row = b.p + 4 * (lane / 8 % 2);
-        b_ld = b.ld;
-      }
+      if constexpr (is_shared_rows<FB>)
+#pragma unroll
+        for (int p = 0; p < NT / 2; ++p)
+          b_row[p] = b.p + min(col - g + 8 * (2 * p + lane / 16) + lane % 8, N - 1) * b.ld +
+                     4 * (lane / 8 % 2);
       // One step of 8 along R from r0; `tail` zeroes the entries at r >= R.
       auto step = [&](int r0, bool tail) {
         int ks[2] = {r0 + t, r0 + t + 4};
@@ -117,9 +118,8 @@ __device__ __forceinline__ void block_product_tf32(int M, int N, int R, FA a, FB
         if (is_shared_rows<FB> && !tail) {
 #pragma unroll
           for (int p = 0; p < NT / 2; ++p) {
-            const int n = min(col - g + 8 * (2 * p + lane / 16) + lane % 8, N - 1);
             uint32_t raw[4];
-            ldmatrix_x4(raw, b_row + n * b_ld + r0);  // b0, b1 of n-tile 2p, then of 2p + 1
+            ldmatrix_x4(raw, b_row[p] + r0);  // b0, b1 of n-tile 2p, then of 2p + 1
             const uint32_t b0[2] = {to_tf32(__uint_as_float(raw[0])),
                                     to_tf32(__uint_as_float(raw[1]))};
             const uint32_t b1[2] = {to_tf32(__uint_as_float(raw[2])),

@@ -49,7 +49,8 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
                                       {t1, lt, K, a.k + at, ld, nullptr}};
       stage_tiles(qk, C, n);
       __syncthreads();
-      normalize_rows(t0, t1, lt, K, n, a.l2norm_qk, f);
+      normalize_rows(t0, t1, lt, K, a.l2norm_qk,
+                     [&](int r, S rq, S rk) { set_row_factors(f, r, n, rq, rk); });
     } else {
       load_factors(a, g, bh, c, n, f);
     }

@@ -225,7 +225,8 @@ __device__ void scan_decays(S* Gam) {
 // when words is a power of two (every head width of a model), else the division (~20
 // instructions, more than the word's copy).
 struct TileRows {
-  int words, shift;  // shift < 0: not a power of two
+  int words = 1, shift = 0;  // shift < 0: not a power of two
+  TileRows() = default;
   __device__ explicit TileRows(int words_) : words(words_), shift(-1) {
     if ((words & (words - 1)) == 0) shift = __ffs(words) - 1;
   }
@@ -260,31 +261,30 @@ __device__ void stage_tiles(const StageTile<S, IO> (&t)[N], int rows, int n) {
     if (packed) {
       constexpr int kBatch = 4 / N;  // rounds of loads a tile
       const int nt = blockDim.x;
+      TileRows tile[N];  // tile i: t[i].cols / 8 groups of 8 a row
       int items = 0;
 #pragma unroll
-      for (int i = 0; i < N; ++i) items = max(items, rows * (t[i].cols / 8));
+      for (int i = 0; i < N; ++i) {
+        tile[i] = TileRows(t[i].cols / 8);
+        items = max(items, rows * tile[i].words);
+      }
       for (int i0 = threadIdx.x; i0 < items; i0 += nt * kBatch) {
         uint4 v[N][kBatch];
 #pragma unroll
-        for (int i = 0; i < N; ++i) {
-          const int groups = t[i].cols / 8;
-          const TileRows tile(groups);
+        for (int i = 0; i < N; ++i)
 #pragma unroll
           for (int u = 0; u < kBatch; ++u) {
-            const int it = i0 + nt * u, r = tile.row(it), c8 = it - r * groups;
-            v[i][u] = it < rows * groups && r < n
+            const int it = i0 + nt * u, r = tile[i].row(it), c8 = it - r * tile[i].words;
+            v[i][u] = it < rows * tile[i].words && r < n
                           ? *reinterpret_cast<const uint4*>(t[i].src + r * t[i].src_ld + c8 * 8)
                           : make_uint4(0, 0, 0, 0);
           }
-        }
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-          const int groups = t[i].cols / 8;
-          const TileRows tile(groups);
 #pragma unroll
           for (int u = 0; u < kBatch; ++u) {
-            const int it = i0 + nt * u, r = tile.row(it), c8 = it - r * groups;
-            if (it >= rows * groups) continue;
+            const int it = i0 + nt * u, r = tile[i].row(it), c8 = it - r * tile[i].words;
+            if (it >= rows * tile[i].words) continue;
             bf16_dev h[8];
             memcpy(h, &v[i][u], sizeof(h));
             float o[8];
@@ -323,13 +323,46 @@ __device__ void stage_scaled(S* dst, int ld, int rows, int n, int cols, const IO
   stage_tiles(one, rows, n);
 }
 
+// 1 / |x| of a row from its sum of squares with the norm (the kernels' eps inside the sqrt),
+// else 1.
+template <class S>
+__device__ __forceinline__ S inverse_norm(S sum_sq, bool l2norm) {
+  return l2norm ? S(1) / sqrt(sum_sq + S(kernels::kL2Eps)) : S(1);
+}
+
+// The chunk's q and k rows staged as they are in tq, tk [C][lt] (K columns, rows >= n zero),
+// L2-normalised in place when asked: a warp a row, lane-strided sums and a warp reduction; lane
+// 0 then calls row_done(r, rq, rk) with the row's factors. Ends with a barrier.
+template <class S, class Done>
+__device__ void normalize_rows(S* tq, S* tk, int lt, int K, bool l2norm, Done row_done) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int r = warp; r < C; r += warps) {
+    S rq = S(1), rk = S(1);
+    if (l2norm) {
+      S sq = S(0), sk = S(0);
+      for (int i = lane; i < K; i += 32) {
+        sq += tq[r * lt + i] * tq[r * lt + i];
+        sk += tk[r * lt + i] * tk[r * lt + i];
+      }
+      rq = inverse_norm(warp_reduce(sq, SumOp{}), true);
+      rk = inverse_norm(warp_reduce(sk, SumOp{}), true);
+      for (int i = lane; i < K; i += 32) {
+        tq[r * lt + i] *= rq;
+        tk[r * lt + i] *= rk;
+      }
+    }
+    if (lane == 0) row_done(r, rq, rk);
+  }
+  __syncthreads();
+}
+
 // Loads chunk c of head bh into w: q, k (L2-normalised when asked, rq / rk the factors), beta,
 // Gam, gam, lam; rows n..C-1 zero; and the caller's `also` tile of the chunk's rows, staged with
 // q and k. Ends with a barrier.
 template <class S, class IO>
 __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c, int n,
                           const Rows<S>& w, const StageTile<S, IO>& also) {
-  const int K = g.K, lk = w.lk, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int K = g.K, lk = w.lk, tid = threadIdx.x, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;  // row r of the chunk: row0 + r H
   if (tid < C) {  // beta and the log decays of every row at once (rows past n: 0)
     const bool in = tid < n;
@@ -344,31 +377,13 @@ __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, 
   __syncthreads();
   if (warp == 0) scan_decays(w.Gam);
   __syncthreads();
-  for (int r = warp; r < C; r += blockDim.x >> 5) {  // one warp per row
-    S sq = S(0), sk = S(0);
-    if (a.l2norm_qk)
-      for (int i = lane; i < K; i += 32) {
-        sq += w.q[r * lk + i] * w.q[r * lk + i];
-        sk += w.k[r * lk + i] * w.k[r * lk + i];
-      }
-    sq = warp_reduce(sq, SumOp{});
-    sk = warp_reduce(sk, SumOp{});
-    const S rq = a.l2norm_qk ? S(1) / sqrt(sq + S(kernels::kL2Eps)) : S(1);
-    const S rk = a.l2norm_qk ? S(1) / sqrt(sk + S(kernels::kL2Eps)) : S(1);
-    if (a.l2norm_qk)
-      for (int i = lane; i < K; i += 32) {
-        w.q[r * lk + i] *= rq;
-        w.k[r * lk + i] *= rk;
-      }
-    if (lane == 0) {
-      const bool in = r < n;
-      w.rq[r] = rq;
-      w.rk[r] = rk;
-      w.gam[r] = in ? exp(w.Gam[r]) : S(0);
-      w.lam[r] = in ? exp(w.Gam[n - 1] - w.Gam[r]) : S(0);
-    }
-  }
-  __syncthreads();
+  normalize_rows(w.q, w.k, lk, K, a.l2norm_qk, [&](int r, S rq, S rk) {
+    const bool in = r < n;
+    w.rq[r] = rq;
+    w.rk[r] = rk;
+    w.gam[r] = in ? exp(w.Gam[r]) : S(0);
+    w.lam[r] = in ? exp(w.Gam[n - 1] - w.Gam[r]) : S(0);
+  });
 }
 
 // ti = (I + L)^{-1} for strictly lower L ([C][lc] both), by a block of kNt threads: the
@@ -473,13 +488,12 @@ __device__ void load_decays(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh
   __syncthreads();
 }
 
-// Row r's factors from its sums of squares q2, k2 (unused without the norm), after load_decays.
+// Row r's factors from its inverse norms rq, rk, after load_decays.
 template <class S>
-__device__ __forceinline__ void set_row_factors(const Factors<S>& f, bool l2norm, int r, int n,
-                                                S q2, S k2) {
+__device__ __forceinline__ void set_row_factors(const Factors<S>& f, int r, int n, S rq, S rk) {
   const bool in = r < n;
-  f.rq[r] = l2norm ? S(1) / sqrt(q2 + S(kernels::kL2Eps)) : S(1);
-  f.rk[r] = l2norm ? S(1) / sqrt(k2 + S(kernels::kL2Eps)) : S(1);
+  f.rq[r] = rq;
+  f.rk[r] = rk;
   f.gam[r] = in ? exp(f.Gam[r]) : S(0);
   f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
   f.yv[r] = S(0);
@@ -493,7 +507,9 @@ __device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t b
   const int K = g.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;
   load_decays(a, g, bh, c, n, f);
-  auto finish = [&](int r, S q2, S k2) { set_row_factors(f, a.l2norm_qk, r, n, q2, k2); };
+  auto finish = [&](int r, S q2, S k2) {
+    set_row_factors(f, r, n, inverse_norm(q2, a.l2norm_qk), inverse_norm(k2, a.l2norm_qk));
+  };
   const int warps = blockDim.x >> 5;
   if constexpr (std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>) {
     // bf16 rows of whole 16-byte words: a lane sums 8 elements a load, K / 8 lanes a row (up to
@@ -574,32 +590,6 @@ __device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t b
       const S q2 = warp_reduce(sq[u], SumOp{}), k2 = warp_reduce(sk[u], SumOp{});
       if (lane == 0 && r < C) finish(r, q2, k2);
     }
-  }
-  __syncthreads();
-}
-
-// The chunk's q and k rows, staged as they are in tq, tk [C][lt] (K <= lt columns, rows >= n
-// zero), normalised in place with their factors (after load_decays): a warp a row, its norms
-// from the staged values. Ends with a barrier.
-template <class S>
-__device__ void normalize_rows(S* tq, S* tk, int lt, int K, int n, bool l2norm, const Factors<S>& f) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  for (int r = warp; r < C; r += warps) {
-    S sq = S(0), sk = S(0);
-    if (l2norm) {
-      for (int i = lane; i < K; i += 32) {
-        sq += tq[r * lt + i] * tq[r * lt + i];
-        sk += tk[r * lt + i] * tk[r * lt + i];
-      }
-      sq = warp_reduce(sq, SumOp{});
-      sk = warp_reduce(sk, SumOp{});
-      const S rq = S(1) / sqrt(sq + S(kernels::kL2Eps)), rk = S(1) / sqrt(sk + S(kernels::kL2Eps));
-      for (int i = lane; i < K; i += 32) {
-        tq[r * lt + i] *= rq;
-        tk[r * lt + i] *= rk;
-      }
-    }
-    if (lane == 0) set_row_factors(f, l2norm, r, n, sq, sk);
   }
   __syncthreads();
 }
