@@ -9,8 +9,7 @@ namespace delta_chunk {
 // ---- prep: Ti, U, W, P, diag(lam) K, diag(gam) Q, gam_n of every chunk
 // Over 64-key tiles (K K^T and Q K^T summed, diag(lam) K and diag(gam) Q out), then
 // Ti = (I + L)^{-1}, U = Ti diag(beta) V over 64-value tiles and W = Ti diag(beta gam) K over
-// 64-key tiles: no buffer wider than 64 columns (about 93 KiB in f32, two blocks an SM). With
-// one key tile (K <= 64) q and k are read once: staged, then normalised in shared memory.
+// 64-key tiles: no buffer wider than 64 columns (about 93 KiB in f32, two blocks an SM).
 
 struct PrepLayout {
   int64_t f, t0, t1, L, P, ti, tmp, total;
@@ -42,25 +41,12 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
     const int64_t bh = e / g.NC, c = e - bh * g.NC;
     const int n = g.rows(c);
-    if (K <= kTile) {  // one key tile: q, k staged once, their norms from shared memory
-      load_decays(a, g, bh, c, n, f);
-      const int64_t at = g.row(bh, c * C) * K, ld = g.H * K;
-      const StageTile<S, IO> qk[2] = {{t0, lt, K, a.q + at, ld, nullptr},
-                                      {t1, lt, K, a.k + at, ld, nullptr}};
-      stage_tiles(qk, C, n);
-      __syncthreads();
-      normalize_rows(t0, t1, lt, K, a.l2norm_qk,
-                     [&](int r, S rq, S rk) { set_row_factors(f, r, n, rq, rk); });
-    } else {
-      load_factors(a, g, bh, c, n, f);
-    }
+    load_factors(a, g, bh, c, n, f);
     for (int k0 = 0; k0 < K; k0 += kTile) {  // K K^T and Q K^T; diag(lam) K, diag(gam) Q out
       const int nk = min(kTile, K - k0);
       const bool first = k0 == 0;
-      if (K > kTile) {
-        stage_keys(t0, t1, lt, a, f.rq, f.rk, g, bh, c, n, k0, nk);
-        __syncthreads();
-      }
+      stage_keys(t0, t1, lt, a, f.rq, f.rk, g, bh, c, n, k0, nk);
+      __syncthreads();
       accumulate_abt<S, TC, Shared>(L, lc, t1, t1, lt, C, nk, first);
       accumulate_abt<S, TC, Shared>(P, lc, t0, t1, lt, C, nk, first);
       store_rows(ws.kl + e * C * K + k0, K, t1, lt, C, nk, f.lam);

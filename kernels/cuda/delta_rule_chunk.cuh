@@ -471,12 +471,12 @@ struct Factors {
         yv(f + 6 * C) {}
 };
 constexpr int kFactors = 7 * C;
-// beta and the chunk-local log decays Gam of chunk c of head bh (rows n..C-1 zero). Ends with a
-// barrier.
+// The factors of chunk c of head bh (rows n..C-1 zero), the norms read from global memory.
+// Ends with a barrier.
 template <class S, class IO>
-__device__ void load_decays(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c,
-                            int n, const Factors<S>& f) {
-  const int tid = threadIdx.x, warp = tid >> 5;
+__device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c,
+                             int n, const Factors<S>& f) {
+  const int K = g.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;
   if (tid < C) {
     const bool in = tid < n;
@@ -486,29 +486,14 @@ __device__ void load_decays(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh
   __syncthreads();
   if (warp == 0) scan_decays(f.Gam);
   __syncthreads();
-}
-
-// Row r's factors from its inverse norms rq, rk, after load_decays.
-template <class S>
-__device__ __forceinline__ void set_row_factors(const Factors<S>& f, int r, int n, S rq, S rk) {
-  const bool in = r < n;
-  f.rq[r] = rq;
-  f.rk[r] = rk;
-  f.gam[r] = in ? exp(f.Gam[r]) : S(0);
-  f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
-  f.yv[r] = S(0);
-}
-
-// The factors of chunk c of head bh (rows n..C-1 zero), the norms read from global memory.
-// Ends with a barrier.
-template <class S, class IO>
-__device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c,
-                             int n, const Factors<S>& f) {
-  const int K = g.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t row0 = g.row(bh, c * C), H = g.H;
-  load_decays(a, g, bh, c, n, f);
+  // Row r's factors from its sums of squares q2, k2 (unused without the norm).
   auto finish = [&](int r, S q2, S k2) {
-    set_row_factors(f, r, n, inverse_norm(q2, a.l2norm_qk), inverse_norm(k2, a.l2norm_qk));
+    const bool in = r < n;
+    f.rq[r] = inverse_norm(q2, a.l2norm_qk);
+    f.rk[r] = inverse_norm(k2, a.l2norm_qk);
+    f.gam[r] = in ? exp(f.Gam[r]) : S(0);
+    f.lam[r] = in ? exp(f.Gam[n - 1] - f.Gam[r]) : S(0);
+    f.yv[r] = S(0);
   };
   const int warps = blockDim.x >> 5;
   if constexpr (std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>) {
