@@ -110,15 +110,16 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
 
 // ---- walk: the states and Vn = U - W S, chunks in order, 64 value columns per block
 
-// The walk's state slice St [K][lw] and `buffers` sets of a chunk's tiles: W [C][lk] and
-// diag(lam) K [C][lk] (at +C lk), U / Vn [C][lv] (at +2 C lk). Two sets when they fit in
-// shared memory: the next chunk's tiles then load under this chunk's products.
+// The walk's state slice St [K][lw] and `buffers` sets of a chunk's tiles: W [C][lk] (read
+// along its rows), diag(lam) K [C][lkt] (at +C lk, read down its columns), U / Vn [C][lv] (at
+// +C (lk + lkt)). Two sets when they fit in shared memory: the next chunk's tiles then load under
+// this chunk's products.
 struct WalkLayout {
   int64_t S_, sets, set_size, total;
   int buffers, cols;
   WalkLayout(Arena ar, int K, bool tc, int buffers_, int cols_) : buffers(buffers_), cols(cols_) {
     S_ = ar.take(int64_t(K) * walk_stride(cols, tc));
-    set_size = 2 * int64_t(C) * row_stride(K, tc) + int64_t(C) * row_stride(cols, tc);
+    set_size = int64_t(C) * (row_stride(K, tc) + col_stride(K, tc) + col_stride(cols, tc));
     sets = ar.take(buffers * set_size);
     total = ar.at;
   }
@@ -131,8 +132,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   S* base = block_base<S, Shared>(scratch, lay.total);
   S* St = base + lay.S_;
   const bool async = Shared, ahead = lay.buffers == 2;
-  const int K = g.K, V = g.V, cols = lay.cols, lk = row_stride(K, TC), lv = row_stride(cols, TC);
-  const int lw = walk_stride(cols, TC), n_slices = (V + cols - 1) / cols;
+  const int K = g.K, V = g.V, cols = lay.cols, lk = row_stride(K, TC), lkt = col_stride(K, TC);
+  const int lv = col_stride(cols, TC), lw = walk_stride(cols, TC), n_slices = (V + cols - 1) / cols;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * cols;
@@ -143,9 +144,9 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       const int64_t e = bh * g.NC + c;
       S* set = base + lay.sets + b * lay.set_size;
       copy_rows(set, lk, ws.w + e * C * K, K, C, K, async);
-      copy_rows(set + 2 * C * lk, lv, ws.u + e * C * V + j0, V, C, nv, async);
+      copy_rows(set + C * (lk + lkt), lv, ws.u + e * C * V + j0, V, C, nv, async);
       cp_async_commit();
-      copy_rows(set + C * lk, lk, ws.kl + e * C * K, K, C, K, async);
+      copy_rows(set + C * lk, lkt, ws.kl + e * C * K, K, C, K, async);
       cp_async_commit();
     };
     stage_rows(St, lw, K, nv,
@@ -155,7 +156,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       const int64_t e = bh * g.NC + c;
       const int b = ahead ? static_cast<int>(c & 1) : 0;
       S* X = base + lay.sets + b * lay.set_size;  // W, then diag(lam) K at X + C lk
-      S* vn = X + 2 * C * lk;
+      S* vn = X + C * (lk + lkt);
       __syncthreads();  // the previous chunk's products are done: St final, their set free
       if (!ahead)
         fetch(c, 0);
@@ -183,7 +184,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       const S gn = ws.gn[e];
       const S* Xk = X + C * lk;
       product<S, TC, wide_threads(TC) / 32>(
-          K, nv, C, [&](int i, int r) { return Xk[r * lk + i]; },
+          K, nv, C, [&](int i, int r) { return Xk[r * lkt + i]; },
           [&](int r, int j) { return vn[r * lv + j]; },
           [&](int i, int j, S kv) { St[i * lw + j] = gn * St[i * lw + j] + kv; });
     }
@@ -197,10 +198,11 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
 
 // ---- output: O = s [diag(gam) Q S + P Vn], 64 value columns per block
 
+// diag(gam) Q and P are read along their rows (row_stride); S, Vn and qs down their columns.
 struct OutputLayout {
   int64_t qg, St, P, vn, qs, total;
   OutputLayout(Arena ar, int K, bool tc) {
-    const int lo = row_stride(kOutputColumns, tc);
+    const int lo = col_stride(kOutputColumns, tc);
     qg = ar.take(int64_t(C) * row_stride(K, tc));
     St = ar.take(int64_t(K) * lo);
     P = ar.take(int64_t(C) * row_stride(C, tc));
@@ -218,7 +220,7 @@ __global__ void __launch_bounds__(kNt)
   S *qg = base + lay.qg, *St = base + lay.St, *P = base + lay.P, *vn = base + lay.vn;
   S* qs = base + lay.qs;  // diag(gam) Q S
   const bool async = Shared;
-  constexpr int lo = row_stride(kOutputColumns, TC), lc = row_stride(C, TC);
+  constexpr int lo = col_stride(kOutputColumns, TC), lc = row_stride(C, TC);
   const int K = g.K, V = g.V, lk = row_stride(K, TC);
   const int n_slices = (V + kOutputColumns - 1) / kOutputColumns;
   for (int64_t item = blockIdx.x; item < g.B * g.H * g.NC * n_slices; item += gridDim.x) {

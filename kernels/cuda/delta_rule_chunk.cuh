@@ -117,9 +117,18 @@ __device__ __forceinline__ auto operand_b(const S* p, int ld) {
 __host__ __device__ constexpr int row_stride(int n, bool tc) {
   return tc ? n + ((4 - n % 32) % 32 + 32) % 32 : n + 1;
 }
-// The walks' state slice [K][cols]: unpadded for FMA products (16 consecutive columns a warp).
+// Row stride of a buffer that TF32 products read only down its columns, an element a lane
+// (B(r, n) = p[r ld + n] or A(m, r) = p[r ld + m]: lane 4 g + t reads row t, column g): the least
+// stride >= n that is 8 mod 32, so that the 4 rows x 8 columns of a fragment fall on 32 distinct
+// banks (at 4 mod 32 rows t and t + 1 share half their banks: two wavefronts a load). ldmatrix
+// wants 4 mod 32 (row_stride), so a buffer read both ways keeps row_stride. FMA products: n + 1.
+__host__ __device__ constexpr int col_stride(int n, bool tc) {
+  return tc ? n + ((8 - n % 32) % 32 + 32) % 32 : n + 1;
+}
+// The walks' state slice [K][cols], read down its columns: unpadded for FMA products (16
+// consecutive columns a warp).
 __host__ __device__ constexpr int walk_stride(int cols, bool tc) {
-  return tc ? row_stride(cols, true) : cols;
+  return tc ? col_stride(cols, true) : cols;
 }
 
 // Every product of the kernels: f32 / f64 FMAs (block_product), or with TC the TF32 tensor

@@ -15,17 +15,21 @@ namespace {
 // buffers, and the next chunk's first two groups load while this chunk's later products run,
 // its W under the first products; every wait then leaves two groups in flight. Otherwise the
 // groups share two buffers (CT = CC, XQ = XW = X) and each is waited for as it is copied.
+// Every buffer but diag(lam) K (X) is read down its columns (col_stride); X along its rows
+// (row_stride), unless it also serves as XQ and XW: two products read it down its columns then,
+// one along its rows, and it takes col_stride.
 struct WalkBackLayout {
   int64_t dS, X, CC, dO, dVn, CT, XQ, XW, total;
-  int cols;
+  int cols, lx;  // lx: X's row stride
   bool ahead;
-  WalkBackLayout(Arena ar, int K, bool tc, int cols_, bool ahead_) : cols(cols_), ahead(ahead_) {
-    const int64_t keys = int64_t(C) * row_stride(K, tc), cc = int64_t(C) * row_stride(C, tc);
+  WalkBackLayout(Arena ar, int K, bool tc, int cols_, bool ahead_)
+      : cols(cols_), lx(ahead_ ? row_stride(K, tc) : col_stride(K, tc)), ahead(ahead_) {
+    const int64_t keys = int64_t(C) * col_stride(K, tc), cc = int64_t(C) * col_stride(C, tc);
     dS = ar.take(int64_t(K) * walk_stride(cols, tc));
-    X = ar.take(keys);
+    X = ar.take(int64_t(C) * lx);
     CC = ar.take(cc);
-    dO = ar.take(int64_t(C) * row_stride(cols, tc));
-    dVn = ar.take(int64_t(C) * row_stride(cols, tc));
+    dO = ar.take(int64_t(C) * col_stride(cols, tc));
+    dVn = ar.take(int64_t(C) * col_stride(cols, tc));
     CT = ahead ? ar.take(cc) : CC;
     XQ = ahead ? ar.take(keys) : X;
     XW = ahead ? ar.take(keys) : X;
@@ -40,8 +44,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   S* base = block_base<S, Shared>(scratch, lay.total);
   S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
   S *dVn = base + lay.dVn, *CT = base + lay.CT, *XQ = base + lay.XQ, *XW = base + lay.XW;
-  const int K = g.K, V = g.V, lk = row_stride(K, TC), lc = row_stride(C, TC);
-  const int cols = lay.cols, lv = row_stride(cols, TC), lw = walk_stride(cols, TC);
+  const int K = g.K, V = g.V, lx = lay.lx, lkt = col_stride(K, TC), lc = col_stride(C, TC);
+  const int cols = lay.cols, lv = col_stride(cols, TC), lw = walk_stride(cols, TC);
   const int n_slices = (V + cols - 1) / cols;
   const bool async = Shared, ahead = lay.ahead;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
@@ -54,19 +58,19 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     auto fetch_p = [&](int64_t c) {
       if (c >= 0) {
         copy_rows(CC, lc, ws.p + (bh * g.NC + c) * C * C, C, C, C, async);
-        copy_rows(X, lk, ws.kl + (bh * g.NC + c) * C * K, K, C, K, async);
+        copy_rows(X, lx, ws.kl + (bh * g.NC + c) * C * K, K, C, K, async);
       }
       cp_async_commit();
     };
     auto fetch_ti = [&](int64_t c) {
       if (c >= 0) {
         copy_rows(CT, lc, ws.ti + (bh * g.NC + c) * C * C, C, C, C, async);
-        copy_rows(XQ, lk, ws.qg + (bh * g.NC + c) * C * K, K, C, K, async);
+        copy_rows(XQ, lkt, ws.qg + (bh * g.NC + c) * C * K, K, C, K, async);
       }
       cp_async_commit();
     };
     auto fetch_w = [&](int64_t c) {
-      copy_rows(XW, lk, ws.w + (bh * g.NC + c) * C * K, K, C, K, async);
+      copy_rows(XW, lkt, ws.w + (bh * g.NC + c) * C * K, K, C, K, async);
       cp_async_commit();
     };
     // Ahead: two groups in flight after each wait (the loads for later products); else none.
@@ -101,7 +105,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
       product<S, TC, wide_threads(TC) / 32>(
-          C, nv, K, operand_a<S, TC, Shared>(X, lk), [&](int i, int j) { return dS[i * lw + j]; },
+          C, nv, K, operand_a<S, TC, Shared>(X, lx), [&](int i, int j) { return dS[i * lw + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] += x; });
       __syncthreads();
       if (ahead)
@@ -116,7 +120,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
       product<S, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
-          K, nv, C, [&](int i, int r) { return XQ[r * lk + i]; },
+          K, nv, C, [&](int i, int r) { return XQ[r * lkt + i]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] = gn * dS[i * lw + j] + scale * x; });
       __syncthreads();
@@ -127,7 +131,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       wait();  // W
       __syncthreads();
       product<S, TC, wide_threads(TC) / 32>(
-          K, nv, C, [&](int i, int r) { return XW[r * lk + i]; },
+          K, nv, C, [&](int i, int r) { return XW[r * lkt + i]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] -= x; });
     }
