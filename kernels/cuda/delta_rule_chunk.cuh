@@ -44,9 +44,9 @@
 // H100 / H200), otherwise in a per-block global scratch with the same layout and a grid of at
 // most 2 blocks per SM walking the items; each kernel is compiled for both (its Shared
 // parameter), so the shared instance addresses its buffers as shared memory. Rows of shared
-// [n][K] buffers are padded (row_stride: K + 1 entries for FMA products, 4 mod 32 for TF32
-// ones). Rows past a partial chunk are zero in
-// every workspace matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on
+// [n][K] buffers are padded (K + 1 entries for FMA products; for TF32 ones 4 mod 32 when read
+// along their rows, row_stride, and 8 mod 32 when read only down their columns, col_stride).
+// Rows past a partial chunk are zero in every workspace matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on
 // TF32 tensor cores with DeltaRuleArgs::tensor_cores), f64, and bf16 storage (f32 workspaces,
 // TF32 products: every global read and write through value_cast); any K, V (sizes < 2^31).
 // Outputs are overwritten.
