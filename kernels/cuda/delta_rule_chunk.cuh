@@ -46,9 +46,10 @@
 // parameter), so the shared instance addresses its buffers as shared memory. Rows of shared
 // [n][K] buffers are padded (K + 1 entries for FMA products; for TF32 ones 4 mod 32 when read
 // along their rows, row_stride, and 8 mod 32 when read only down their columns, col_stride).
-// Rows past a partial chunk are zero in every workspace matrix, so the walks need no row count. dtypes: f32 (products on FMAs, or on
-// TF32 tensor cores with DeltaRuleArgs::tensor_cores), f64, and bf16 storage (f32 workspaces,
-// TF32 products: every global read and write through value_cast); any K, V (sizes < 2^31).
+// Rows past a partial chunk are zero in every workspace matrix, so the walks need no row count.
+// dtypes: f32 (products on FMAs, or on TF32 tensor cores with DeltaRuleArgs::tensor_cores), f64,
+// and bf16 storage (f32 workspaces, TF32 products: every global read and write through
+// value_cast); any K, V (sizes < 2^31).
 // Outputs are overwritten.
 //
 // This header holds what the kernels share: the geometry, the workspaces, the tile movers, the
