@@ -33,11 +33,17 @@ __device__ inline S input_at(const S* x, const S* cache, const ConvDims& d, int6
 // A block takes a tile of kTileT time steps x kTileC channels of one sequence, its input rows
 // (and, backward, dy and dpre rows) staged in shared memory in the compute type with the W - 1
 // rows before it (the rows of the previous tile, the cache, or zeros), so that every global
-// element is read once, a warp reading 64 consecutive channels of a row. 256 threads: 64
-// channel lanes x 4 row groups. Grid: ceil(D / kTileC) x ceil(T / kTileT) x B, flattened.
+// element is read once, and the taps w[c, 0..W-1] of its channels. A thread takes a group of
+// kVec<S> consecutive channels of a row (16 bytes of S): with D a multiple of kVec and 16-byte
+// aligned tensors (`packed`) each group moves in one load or store, otherwise an element at a
+// time. 256 threads; grid: ceil(D / kTileC) x ceil(T / kTileT) x B, flattened.
 constexpr int kTileT = 64;
 constexpr int kTileC = 64;
-constexpr int kRowGroups = kThreads / kTileC;
+template <class S>
+constexpr int kVec = Pack<S>::kSize;
+template <class S>
+constexpr int kGroups = kTileC / kVec<S>;  // channel groups a tile row
+constexpr int kBatch = 4;                  // groups a thread loads before it stores them
 
 struct Tile {
   int64_t b, t0, c0;
@@ -56,24 +62,73 @@ __device__ inline Tile tile_of(const ConvDims& d) {
   return tl;
 }
 
-// xs[r][c] = input at time t0 - (W-1) + r, for r < n (kTileC columns a row).
+// dst[r][c] = the source at time t_first + r, channel c0 + c, for r < n (negative times: the
+// cache, or zero without one; the cache is channel-major, so those rows go an element at a time).
 template <class S, class C>
-__device__ inline void stage_inputs(C* xs, int n, const S* x, const S* cache, const ConvDims& d,
-                                    const Tile& tl) {
-  for (int i = threadIdx.x; i < n * kTileC; i += blockDim.x) {
-    const int r = i / kTileC, c = i % kTileC;
-    if (c < tl.cols)
-      xs[i] = value_cast<C>(input_at(x, cache, d, tl.b, tl.t0 - (d.W - 1) + r, tl.c0 + c));
+__device__ void stage_rows(C* dst, int n, int64_t t_first, const S* src, const S* cache,
+                           const ConvDims& d, const Tile& tl, bool packed) {
+  constexpr int V = kVec<S>, G = kGroups<S>;
+  const int items = n * G, nt = blockDim.x;
+  for (int i0 = threadIdx.x; i0 < items; i0 += nt * kBatch) {
+    Pack<S> v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {  // every load of the round in flight before a store
+      const int i = i0 + nt * u, r = i / G, c = (i - r * G) * V;
+      const int64_t t = t_first + r;
+      if (packed && i < items && c < tl.cols && t >= 0)
+        v[u] = *reinterpret_cast<const Pack<S>*>(src + (tl.b * d.T + t) * d.D + tl.c0 + c);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = i0 + nt * u, r = i / G, c = (i - r * G) * V;
+      const int64_t t = t_first + r;
+      if (i >= items) continue;
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        if (c + e < tl.cols)
+          dst[r * kTileC + c + e] =
+              packed && t >= 0 ? value_cast<C>(v[u].v[e])
+                               : value_cast<C>(input_at(src, cache, d, tl.b, t, tl.c0 + c + e));
+    }
   }
 }
 
-// sum_j w[c,j] xs[r+j][c]: the pre-activation at time t0 + r.
+// ws[j][c] = w[c0 + c, j], the taps of the tile's channels.
 template <class C, class W>
-__device__ inline C taps(const C* xs, const W* w, const ConvDims& d, int64_t c, int r, int lane) {
-  C acc = C(0);
-  for (int64_t j = 0; j < d.W; ++j)
-    acc += value_cast<C>(w[c * d.W + j]) * xs[(r + j) * kTileC + lane];
-  return acc;
+__device__ void stage_taps(C* ws, const W* w, const ConvDims& d, const Tile& tl) {
+  for (int i = threadIdx.x; i < tl.cols * d.W; i += blockDim.x) {
+    const int c = i / static_cast<int>(d.W), j = i - c * static_cast<int>(d.W);
+    ws[j * kTileC + c] = value_cast<C>(w[(tl.c0 + c) * d.W + j]);
+  }
+}
+
+// The pre-activations of channels c .. c + kVec - 1 at the time of staged row r + W - 1:
+// pre[e] = sum_j ws[j][c + e] xs[r + j][c + e].
+template <int V, class C>
+__device__ inline void taps(C (&pre)[V], const C* xs, const C* ws, int W, int r, int c) {
+#pragma unroll
+  for (int e = 0; e < V; ++e) pre[e] = C(0);
+  for (int j = 0; j < W; ++j)
+#pragma unroll
+    for (int e = 0; e < V; ++e) pre[e] += ws[j * kTileC + c + e] * xs[(r + j) * kTileC + c + e];
+}
+
+// out at time t, channels c0 + c .. (a group): one 16-byte store when packed, else the
+// channels below cols an element at a time.
+template <class S, class C, int V>
+__device__ inline void store_group(S* out, const C (&val)[V], const ConvDims& d, const Tile& tl,
+                                   int64_t t, int c, bool packed) {
+  S* at = out + (tl.b * d.T + t) * d.D + tl.c0 + c;
+  if (packed) {
+    Pack<S> p;
+#pragma unroll
+    for (int e = 0; e < V; ++e) p.v[e] = value_cast<S>(val[e]);
+    *reinterpret_cast<Pack<S>*>(at) = p;
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e)
+      if (c + e < tl.cols) at[e] = value_cast<S>(val[e]);
+  }
 }
 
 template <class S, class W>
@@ -81,19 +136,26 @@ __global__ void short_conv_fwd_kernel(S* __restrict__ y,            // [B,T,D]
                                       const S* __restrict__ x,      // [B,T,D]
                                       const W* __restrict__ w,      // [D,W]
                                       const S* __restrict__ cache,  // [B,D,W-1] or null
-                                      ConvDims d, bool silu) {
+                                      ConvDims d, bool silu, bool packed) {
   using C = compute_t<S>;
+  constexpr int V = kVec<S>, G = kGroups<S>;
   extern __shared__ __align__(16) unsigned char shm_raw[];
-  C* xs = reinterpret_cast<C*>(shm_raw);  // [kTileT + W - 1][kTileC]
   const Tile tl = tile_of(d);
-  stage_inputs(xs, tl.rows + static_cast<int>(d.W) - 1, x, cache, d, tl);
+  const int halo = static_cast<int>(d.W) - 1;
+  C* xs = reinterpret_cast<C*>(shm_raw);  // [kTileT + W - 1][kTileC]
+  C* ws = xs + (kTileT + halo) * kTileC;  // [W][kTileC]
+  stage_rows(xs, tl.rows + halo, tl.t0 - halo, x, cache, d, tl, packed);
+  stage_taps(ws, w, d, tl);
   __syncthreads();
-  const int lane = threadIdx.x % kTileC;
-  if (lane >= tl.cols) return;
-  const int64_t c = tl.c0 + lane;
-  for (int r = threadIdx.x / kTileC; r < tl.rows; r += kRowGroups) {
-    const C pre = taps(xs, w, d, c, r, lane);
-    y[(tl.b * d.T + tl.t0 + r) * d.D + c] = value_cast<S>(silu ? pre * sigmoid_dev(pre) : pre);
+  for (int i = threadIdx.x; i < tl.rows * G; i += blockDim.x) {
+    const int r = i / G, c = (i - r * G) * V;
+    if (c >= tl.cols) continue;
+    C pre[V];
+    taps(pre, xs, ws, halo + 1, r, c);
+    if (silu)
+#pragma unroll
+      for (int e = 0; e < V; ++e) pre[e] *= sigmoid_dev(pre[e]);
+    store_group(y, pre, d, tl, tl.t0 + r, c, packed);
   }
 }
 
@@ -108,39 +170,57 @@ __global__ void short_conv_bwd_kernel(S* __restrict__ dx,               // [B,T,
                                       const S* __restrict__ x,          // [B,T,D]
                                       const W* __restrict__ w,          // [D,W]
                                       const S* __restrict__ cache,      // [B,D,W-1] or null
-                                      ConvDims d, bool silu) {
+                                      ConvDims d, bool silu, bool packed) {
   using C = compute_t<S>;
+  constexpr int V = kVec<S>, G = kGroups<S>;
   extern __shared__ __align__(16) unsigned char shm_raw[];
   const Tile tl = tile_of(d);
   const int halo = static_cast<int>(d.W) - 1;
   const int nd = static_cast<int>(min(int64_t(kTileT + halo), d.T - tl.t0));  // dpre rows
   C* xs = reinterpret_cast<C*>(shm_raw);      // [kTileT + 2(W-1)][kTileC]
   C* dp = xs + (kTileT + 2 * halo) * kTileC;  // [kTileT + W - 1][kTileC]
-  stage_inputs(xs, nd + halo, x, cache, d, tl);
-  for (int i = threadIdx.x; i < nd * kTileC; i += blockDim.x) {
-    const int r = i / kTileC, c = i % kTileC;
-    if (c < tl.cols) dp[i] = value_cast<C>(dy[(tl.b * d.T + tl.t0 + r) * d.D + tl.c0 + c]);
-  }
+  C* ws = dp + (kTileT + halo) * kTileC;      // [W][kTileC]
+  stage_rows(xs, nd + halo, tl.t0 - halo, x, cache, d, tl, packed);
+  stage_rows(dp, nd, tl.t0, dy, static_cast<const S*>(nullptr), d, tl, packed);
+  stage_taps(ws, w, d, tl);
   __syncthreads();
-  const int lane = threadIdx.x % kTileC, group = threadIdx.x / kTileC;
-  const int64_t c = tl.c0 + lane;
-  if (silu && lane < tl.cols)
-    for (int r = group; r < nd; r += kRowGroups) {
-      const C pre = taps(xs, w, d, c, r, lane), s = sigmoid_dev(pre);
-      dp[r * kTileC + lane] *= s * (C(1) + pre * (C(1) - s));
-    }
-  __syncthreads();
-  // dx at time t0 + r; in the first tile r from -(W-1), the cache's gradient.
-  if (lane < tl.cols)
-    for (int r = group - (tl.t0 == 0 && dcache ? halo : 0); r < tl.rows; r += kRowGroups) {
-      C acc = C(0);
-      for (int j = 0; j <= halo; ++j) {
-        const int q = r + halo - j;  // dpre row of tap j
-        if (q >= 0 && q < nd) acc += value_cast<C>(w[c * d.W + j]) * dp[q * kTileC + lane];
+  if (silu) {  // dpre = dy silu'(pre), pre recomputed
+    for (int i = threadIdx.x; i < nd * G; i += blockDim.x) {
+      const int r = i / G, c = (i - r * G) * V;
+      if (c >= tl.cols) continue;
+      C pre[V];
+      taps(pre, xs, ws, halo + 1, r, c);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const C s = sigmoid_dev(pre[e]);
+        if (c + e < tl.cols) dp[r * kTileC + c + e] *= s * (C(1) + pre[e] * (C(1) - s));
       }
-      if (r >= 0) dx[(tl.b * d.T + tl.t0 + r) * d.D + c] = value_cast<S>(acc);
-      else dcache[(tl.b * d.D + c) * halo + halo + r] = value_cast<S>(acc);
     }
+    __syncthreads();
+  }
+  // dx at time t0 + r; in the first tile r from -(W-1), the cache's gradient.
+  const int r0 = tl.t0 == 0 && dcache ? -halo : 0;
+  for (int i = threadIdx.x; i < (tl.rows - r0) * G; i += blockDim.x) {
+    const int rr = i / G, c = (i - rr * G) * V, r = r0 + rr;
+    if (c >= tl.cols) continue;
+    C acc[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e] = C(0);
+    for (int j = 0; j <= halo; ++j) {
+      const int q = r + halo - j;  // dpre row of tap j
+      if (q >= 0 && q < nd)
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] += ws[j * kTileC + c + e] * dp[q * kTileC + c + e];
+    }
+    if (r >= 0) {
+      store_group(dx, acc, d, tl, tl.t0 + r, c, packed);
+    } else {
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        if (c + e < tl.cols)
+          dcache[(tl.b * d.D + tl.c0 + c + e) * halo + halo + r] = value_cast<S>(acc[e]);
+    }
+  }
   // dw: thread pairs (channel, tap) sum the tile's rows, dpre[t] x[t - (W-1) + j].
   double* out = part + blockIdx.x / ((d.D + kTileC - 1) / kTileC) * d.D * d.W;
   for (int p = threadIdx.x; p < tl.cols * d.W; p += blockDim.x) {
@@ -207,12 +287,13 @@ Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tenso
     using W = typename decltype(wtag_)::type;
     Tensor y = cuda_empty(x.shape(), x.dtype());
     if (x.numel() == 0) return y;
-    const size_t bytes = tile_bytes<compute_t<S>>(kTileT + d.W - 1);
+    const size_t bytes = tile_bytes<compute_t<S>>(kTileT + 2 * d.W - 1);  // xs, ws
+    const bool packed = d.D % kVec<S> == 0 && packable({&x, &y});
     allow_shared_memory(short_conv_fwd_kernel<S, W>, bytes, "short_conv");
     short_conv_fwd_kernel<S, W><<<static_cast<unsigned>(tile_count(d)), kThreads, bytes,
                                   stream()>>>(y.data<S>(), x.data<S>(), w.data<W>(),
                                               cache.defined() ? cache.data<S>() : nullptr, d,
-                                              silu);
+                                              silu, packed);
     CUDA_CHECK(cudaGetLastError());
     return y;
   });
@@ -242,13 +323,14 @@ void short_conv_backward(const Tensor& x_in, const Tensor& w_in, bool silu,
     const int64_t tiles = x.numel() == 0 ? 0 : d.B * ((d.T + kTileT - 1) / kTileT);
     Tensor part = cuda_empty({std::max<int64_t>(tiles, 1), d.D, d.W}, DType::f64);
     if (tiles > 0) {
-      const size_t bytes = tile_bytes<C>(2 * kTileT + 3 * (d.W - 1));
+      const size_t bytes = tile_bytes<C>(2 * kTileT + 3 * (d.W - 1) + d.W);  // xs, dp, ws
+      const bool packed = d.D % kVec<S> == 0 && packable({&x, &dy, &dxt});
       allow_shared_memory(short_conv_bwd_kernel<S, W>, bytes, "short_conv_backward");
       short_conv_bwd_kernel<S, W><<<static_cast<unsigned>(tile_count(d)), kThreads, bytes,
                                     stream()>>>(
           dxt.data<S>(), cache.defined() ? dct.data<S>() : nullptr, part.data<double>(),
           dy.data<S>(), x.data<S>(), w.data<W>(), cache.defined() ? cache.data<S>() : nullptr,
-          d, silu);
+          d, silu, packed);
       CUDA_CHECK(cudaGetLastError());
     }
     if (d.D * d.W > 0) {
