@@ -9,7 +9,9 @@ namespace delta_chunk {
 // ---- prep: Ti, U, W, P, diag(lam) K, diag(gam) Q, gam_n of every chunk
 // Over 64-key tiles (K K^T and Q K^T summed, diag(lam) K and diag(gam) Q out), then
 // Ti = (I + L)^{-1}, U = Ti diag(beta) V over 64-value tiles and W = Ti diag(beta gam) K over
-// 64-key tiles: no buffer wider than 64 columns (about 93 KiB in f32, two blocks an SM).
+// 64-key tiles: no buffer wider than 64 columns (about 94 KiB in f32, two blocks an SM). L,
+// free after the solve, then holds the V and K tiles of U and W, which the products read down
+// their columns (so it has room for col_stride rows).
 
 struct PrepLayout {
   int64_t f, t0, t1, L, P, ti, tmp, total;
@@ -18,7 +20,7 @@ struct PrepLayout {
     f = ar.take(kFactors);
     t0 = ar.take(int64_t(C) * lt);
     t1 = ar.take(int64_t(C) * lt);
-    L = ar.take(int64_t(C) * lc);
+    L = ar.take(int64_t(C) * std::max(lc, col_stride(kTile, tc)));
     P = ar.take(int64_t(C) * lc);
     ti = ar.take(int64_t(C) * lc);
     tmp = ar.take(int64_t(kSolve) * lc);
@@ -35,7 +37,7 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
   const Factors<S> f(base + lay.f);
   S *t0 = base + lay.t0, *t1 = base + lay.t1, *L = base + lay.L, *P = base + lay.P;
   S *ti = base + lay.ti, *tmp = base + lay.tmp;
-  constexpr int lt = row_stride(kTile, TC), lc = row_stride(C, TC);
+  constexpr int lt = row_stride(kTile, TC), lc = row_stride(C, TC), lb = col_stride(kTile, TC);
   const int K = g.K, V = g.V;
   const bool gated = a.g != nullptr;
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
@@ -78,28 +80,29 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
     __syncthreads();
     invert_unit_lower(L, ti, tmp, lc);
     store_rows(ws.ti + e * C * C, C, ti, lc, C, C);
-    // U and W tile by tile into L and P (free now), then out a row of 16 bytes a store, not an
-    // element a store from the products' fragments.
+    // U and W tile by tile: the operand tile in L (free now), the product into t0 or P (free
+    // too), then out a row of 16 bytes a store, not an element a store from the fragments.
     const int64_t row0 = g.row(bh, c * C);
     for (int j0 = 0; j0 < V; j0 += kTile) {  // U = Ti diag(beta) V
       const int nv = min(kTile, V - j0);
-      stage_scaled(t0, lt, C, n, nv, a.v + row0 * V + j0, g.H * V, f.beta);
-      __syncthreads();  // t0 staged; the previous tile's rows of L stored
+      stage_scaled(L, lb, C, n, nv, a.v + row0 * V + j0, g.H * V, f.beta);
+      __syncthreads();  // L staged; the previous tile's rows of t0 stored
       product<S, TC>(
-          C, nv, C, operand_a<S, TC, Shared>(ti, lc), [&](int l, int j) { return t0[l * lt + j]; },
-          [&](int r, int j, S x) { L[r * lc + j] = x; });
+          C, nv, C, operand_a<S, TC, Shared>(ti, lc), [&](int l, int j) { return L[l * lb + j]; },
+          [&](int r, int j, S x) { t0[r * lt + j] = x; });
       __syncthreads();
-      store_rows(ws.u + e * C * V + j0, V, L, lc, C, nv);
+      store_rows(ws.u + e * C * V + j0, V, t0, lt, C, nv);
     }
     for (int k0 = 0; k0 < K; k0 += kTile) {  // W = Ti diag(beta gam) K
       const int nk = min(kTile, K - k0);
-      if (K > kTile) {  // else t1 still holds the one key tile from the first loop
-        stage_keys(t1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
-        __syncthreads();  // t1 staged; the previous tile's rows of P stored
-      }
+      if (K > kTile)
+        stage_keys(L, lb, a.k, f.rk, g, bh, c, n, k0, nk);
+      else  // the one key tile, still in t1 from the first loop
+        store_rows(L, lb, t1, lt, C, nk);
+      __syncthreads();  // L staged; the previous tile's rows of P stored
       product<S, TC>(
           C, nk, C, operand_a<S, TC, Shared>(ti, lc),
-          [&](int l, int i) { return (f.beta[l] * f.gam[l]) * t1[l * lt + i]; },
+          [&](int l, int i) { return (f.beta[l] * f.gam[l]) * L[l * lb + i]; },
           [&](int r, int i, S x) { P[r * lc + i] = x; });
       __syncthreads();
       store_rows(ws.w + e * C * K + k0, K, P, lc, C, nk);

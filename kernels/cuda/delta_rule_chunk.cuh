@@ -658,8 +658,8 @@ __device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows
 }
 
 // dst[r * dst_ld + c] = scale[r] * src[r * ld + c] (no scale: the value itself) for r < rows,
-// c < cols: a shared tile out to a global workspace, a float4 a load and a store when
-// word_rows holds (f32), else an element a store.
+// c < cols: a shared tile out to a global workspace (or into another shared tile), a float4 a
+// load and a store when word_rows holds (f32), else an element a store.
 template <class S>
 __device__ void store_rows(S* dst, int64_t dst_ld, const S* src, int ld, int rows, int cols,
                            const S* scale = nullptr) {
