@@ -167,13 +167,15 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       accumulate_abt<S, TC, Shared, nw>(X, lt, T1, T2, lt, nk, nv, first);
       __syncthreads();
     }
-    // Pass 2: dk_lam = Vn dS^T (Vn in T0, dS in T1) and <S, dS> (S from global memory).
+    // Pass 2: dk_lam = Vn dS^T (Vn in T0, dS in T1) and, with a gate, <S, dS> (S in T2 again,
+    // copied with the others rather than read element by element from global memory).
     S sds = S(0);
     for (int j0 = 0; j0 < V; j0 += kTile) {
       const int nv = min(kTile, V - j0);
       const bool first = j0 == 0;
       copy_rows(T0, lt, ws.u + e * C * V + j0, V, C, nv, async);
       copy_rows(T1, lt, dSg + j0, V, nk, nv, async);
+      if (gated) copy_rows(T2, lt, Sg + j0, V, nk, nv, async);
       cp_async_commit();
       cp_async_wait<0>();
       __syncthreads();
@@ -181,7 +183,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       if (gated)
         for (int x = threadIdx.x; x < nk * nv; x += blockDim.x) {
           const int i = x / nv, j = x - i * nv;
-          sds += Sg[int64_t(i) * V + j0 + j] * T1[i * lt + j];
+          sds += T2[i * lt + j] * T1[i * lt + j];
         }
       __syncthreads();
     }
