@@ -340,39 +340,13 @@ __device__ __forceinline__ S inverse_norm(S sum_sq, bool l2norm) {
   return l2norm ? S(1) / sqrt(sum_sq + S(kernels::kL2Eps)) : S(1);
 }
 
-// The chunk's q and k rows staged as they are in tq, tk [C][lt] (K columns, rows >= n zero),
-// L2-normalised in place when asked: a warp a row, lane-strided sums and a warp reduction; lane
-// 0 then calls row_done(r, rq, rk) with the row's factors. Ends with a barrier.
-template <class S, class Done>
-__device__ void normalize_rows(S* tq, S* tk, int lt, int K, bool l2norm, Done row_done) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  for (int r = warp; r < C; r += warps) {
-    S rq = S(1), rk = S(1);
-    if (l2norm) {
-      S sq = S(0), sk = S(0);
-      for (int i = lane; i < K; i += 32) {
-        sq += tq[r * lt + i] * tq[r * lt + i];
-        sk += tk[r * lt + i] * tk[r * lt + i];
-      }
-      rq = inverse_norm(warp_reduce(sq, SumOp{}), true);
-      rk = inverse_norm(warp_reduce(sk, SumOp{}), true);
-      for (int i = lane; i < K; i += 32) {
-        tq[r * lt + i] *= rq;
-        tk[r * lt + i] *= rk;
-      }
-    }
-    if (lane == 0) row_done(r, rq, rk);
-  }
-  __syncthreads();
-}
-
 // Loads chunk c of head bh into w: q, k (L2-normalised when asked, rq / rk the factors), beta,
 // Gam, gam, lam; rows n..C-1 zero; and the caller's `also` tile of the chunk's rows, staged with
 // q and k. Ends with a barrier.
 template <class S, class IO>
 __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c, int n,
                           const Rows<S>& w, const StageTile<S, IO>& also) {
-  const int K = g.K, lk = w.lk, tid = threadIdx.x, warp = tid >> 5;
+  const int K = g.K, lk = w.lk, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;  // row r of the chunk: row0 + r H
   if (tid < C) {  // beta and the log decays of every row at once (rows past n: 0)
     const bool in = tid < n;
@@ -387,13 +361,30 @@ __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, 
   __syncthreads();
   if (warp == 0) scan_decays(w.Gam);
   __syncthreads();
-  normalize_rows(w.q, w.k, lk, K, a.l2norm_qk, [&](int r, S rq, S rk) {
-    const bool in = r < n;
-    w.rq[r] = rq;
-    w.rk[r] = rk;
-    w.gam[r] = in ? exp(w.Gam[r]) : S(0);
-    w.lam[r] = in ? exp(w.Gam[n - 1] - w.Gam[r]) : S(0);
-  });
+  for (int r = warp; r < C; r += blockDim.x >> 5) {  // one warp per row
+    S rq = S(1), rk = S(1);
+    if (a.l2norm_qk) {
+      S sq = S(0), sk = S(0);
+      for (int i = lane; i < K; i += 32) {
+        sq += w.q[r * lk + i] * w.q[r * lk + i];
+        sk += w.k[r * lk + i] * w.k[r * lk + i];
+      }
+      rq = inverse_norm(warp_reduce(sq, SumOp{}), true);
+      rk = inverse_norm(warp_reduce(sk, SumOp{}), true);
+      for (int i = lane; i < K; i += 32) {
+        w.q[r * lk + i] *= rq;
+        w.k[r * lk + i] *= rk;
+      }
+    }
+    if (lane == 0) {
+      const bool in = r < n;
+      w.rq[r] = rq;
+      w.rk[r] = rk;
+      w.gam[r] = in ? exp(w.Gam[r]) : S(0);
+      w.lam[r] = in ? exp(w.Gam[n - 1] - w.Gam[r]) : S(0);
+    }
+  }
+  __syncthreads();
 }
 
 // ti = (I + L)^{-1} for strictly lower L ([C][lc] both), by a block of kNt threads: the
