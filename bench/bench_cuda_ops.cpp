@@ -1,16 +1,19 @@
-// GPU op timings of the autograd recurrence ops and softmax attention on CUDA Vars, f32 and bf16,
-// at the shape of perf/ANCHORS.md (B=8, T=2048, H=16, K=V=64; HGRN: D = H*K = 1024), the layouts of
-// autograd/recurrences.h:
+// GPU op timings of the autograd recurrence ops, softmax attention and the short convolution on
+// CUDA Vars, f32 and bf16, at the shape of perf/ANCHORS.md (B=8, T=2048, H=16, K=V=64; HGRN and
+// the short convolution: D = H*K = 1024), the layouts of autograd/recurrences.h and
+// autograd/fused.h:
 //   gla               q, k, gk [B,T,H,K], v [B,T,H,V]     gk = logsigmoid(N(0,1)) / 16
 //   simple_gla        q, k, v, g [B,T,H]                  g = logsigmoid(N(0,1) + 2)
 //   retention         q, k, v                             fixed per-head decay
 //   delta_rule        q, k, v, beta [B,T,H]               beta ~ U(0,1), l2norm_qk
 //   gated_delta_rule  q, k, v, g, beta                    l2norm_qk
 //   hgrn              x, g [B,T,D]                        g = logsigmoid(N(0,1))
+//   short_conv        x [B,T,D], w [D,4]                  silu; the layers' q/k/v convolution
 //   softmax_attention q, k, v                             causal
 // The delta rules also run at Gated DeltaNet's 340M head layout, B=8, T=2048, H=4,
 // K=V=256 (few wide heads: the op splits each into value slices, autograd/recurrences.h), and
-// every op but hgrn at fla_bench.py's second shape, B=4, T=4096, H=8, K=V=128 (HGRN2's layout).
+// every op over heads (not hgrn or short_conv) at fla_bench.py's second shape, B=4, T=4096,
+// H=8, K=V=128 (HGRN2's layout).
 // Each with Impl::Auto (what the layers run: the chunked tier at this T) and inputs that require
 // grad, as fla's benchmark calls its ops. "fwd" times the op (graph built and dropped);
 // "fwd_bwd" the op plus o.backward(do) with a fixed random do (gradients reset after each).
@@ -40,6 +43,8 @@
 //   hgrn (memory-bound; the fewest bytes): forward reads x, g and writes o (3 B T D elements);
 //     backward reads g, o, do and writes dx, dg (5 more); 4 bytes an element in f32, 2 in bf16;
 //     GB/s = bytes / median time.
+//   short_conv (memory-bound): forward reads x and writes y (2 B T D elements); backward reads
+//     x, dy and writes dx (3 more); the weight, dw and the per-tile dw sums are not counted.
 //
 // Before timing, every op runs once at a small shape crossing a chunk boundary (T = 130) on the
 // GPU in the case's dtype and on the CPU in f32 (same Impl; for bf16 the CPU gets the same
@@ -70,6 +75,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/fused.h"
 #include "autograd/recurrences.h"
 #include "autograd/var.h"
 #include "kernels/cuda/ops_cuda.h"
@@ -181,6 +187,9 @@ double attention_flops(const Dims& d, Pass p, DType) {
 double hgrn_bytes(const Dims& d, Pass p, DType dt) {
   return double(d.B * d.T * d.D()) * double(dtype_size(dt)) * (p == Pass::Forward ? 3 : 8);
 }
+double short_conv_bytes(const Dims& d, Pass p, DType dt) {
+  return double(d.B * d.T * d.D()) * double(dtype_size(dt)) * (p == Pass::Forward ? 2 : 5);
+}
 
 std::vector<Tensor> qkv(const Dims& d, Generator& gen) {
   return {from_fn({d.B, d.T, d.H, d.K}, gen, normal), from_fn({d.B, d.T, d.H, d.K}, gen, normal),
@@ -249,6 +258,16 @@ const std::vector<OpCase>& op_cases() {
        },
        [](const std::vector<Var>& x) { return result(hgrn(x[0], x[1])); },
        hgrn_bytes,
+       Rate::Bandwidth,
+       Layout::Channels},
+      {"short_conv",
+       {"x", "w"},
+       [](const Dims& d, Generator& g) {
+         return std::vector<Tensor>{from_fn({d.B, d.T, d.D()}, g, normal),
+                                    from_fn({d.D(), 4}, g, normal)};
+       },
+       [](const std::vector<Var>& x) { return std::vector<Var>{short_conv(x[0], x[1], true)}; },
+       short_conv_bytes,
        Rate::Bandwidth,
        Layout::Channels},
       {"softmax_attention",
@@ -499,7 +518,7 @@ int main(int argc, char** argv) {
   // recurrence is gla at H=8, K=V=128) and wide heads for the other ops.
   const Dims second{std::max<int64_t>(1, d.B / 2), 2 * d.T, 8, 128, 128};
   for (const OpCase& op : op_cases())
-    if (op.name != std::string("hgrn")) register_at(op, second);  // HGRN's D = H*K: the first's
+    if (op.layout == Layout::Heads) register_at(op, second);  // the channel ops' D = H*K: the first's
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

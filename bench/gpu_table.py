@@ -26,6 +26,7 @@ FLA_OPS = {
     "gated_delta_rule": "chunk_gated_delta_rule",
     "softmax_attention": "sdpa_causal",
     "hgrn": "fused_recurrent_hgrn",
+    "short_conv": "causal_conv1d",
 }
 FLA_MODELS = {
     "transformer": "llama_sdpa",

@@ -4,11 +4,11 @@
 //   y = silu(pre) or pre
 // Backward (dpre = dy silu'(pre) when silu; pre is recomputed, not saved):
 //   dx[b,s,c] = sum_j w[c,j] dpre[b, s+(W-1)-j, c]   (s < 0 lands in dcache)
-//   dw[c,j]   = sum_{b,t} dpre[b,t,c] x[b, t-(W-1)+j, c]   (per tile, then the tiles in order)
+//   dw[c,j]   = sum_{b,t} dpre[b,t,c] x[b, t-(W-1)+j, c]   (per tile, then the tiles in a fixed order)
 // All outputs are fresh (overwritten). dtypes: f32, f64, bf16. For bf16 x (cache, dy alike) the
-// weight w is bf16 or f32 (fp32 master weights read in place); sums run in float (the W taps)
-// or double (dw), dpre is kept in float (in shared memory only), y / dx / dcache are bf16 and dw
-// takes w's dtype.
+// weight w is bf16 or f32 (fp32 master weights read in place); sums run in float (the W taps,
+// dw within a tile of 64 steps; the tiles are added in double), dpre is kept in float (in shared
+// memory only), y / dx / dcache are bf16 and dw takes w's dtype.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -44,6 +44,18 @@ constexpr int kVec = Pack<S>::kSize;
 template <class S>
 constexpr int kGroups = kTileC / kVec<S>;  // channel groups a tile row
 constexpr int kBatch = 4;                  // groups a thread loads before it stores them
+
+// Staged rows are stored group-interleaved, channel c = g kVec + e at e kGroups + g, so that the
+// lanes of a warp (consecutive groups g, then rows) touch consecutive words for each e; rows are
+// kRow apart, kGroups mod 32 words, so that the 32 / kGroups rows a warp spans fall in disjoint
+// banks. Every access to a staged row is conflict-free; a group's 16 bytes kept contiguous would
+// put its lanes 16 or 32 bytes apart, 2 to 8 to a bank.
+template <class S>
+constexpr int kRow = kTileC + kGroups<S> % 32;
+template <class S>
+__device__ constexpr int slot(int r, int c) {
+  return r * kRow<S> + (c % kVec<S>) * kGroups<S> + c / kVec<S>;
+}
 
 struct Tile {
   int64_t b, t0, c0;
@@ -86,31 +98,31 @@ __device__ void stage_rows(C* dst, int n, int64_t t_first, const S* src, const S
 #pragma unroll
       for (int e = 0; e < V; ++e)
         if (c + e < tl.cols)
-          dst[r * kTileC + c + e] =
+          dst[slot<S>(r, c + e)] =
               packed && t >= 0 ? value_cast<C>(v[u].v[e])
                                : value_cast<C>(input_at(src, cache, d, tl.b, t, tl.c0 + c + e));
     }
   }
 }
 
-// ws[j][c] = w[c0 + c, j], the taps of the tile's channels.
-template <class C, class W>
+// ws[j][c] = w[c0 + c, j], the taps of the tile's channels (a staged row a tap).
+template <class S, class C, class W>
 __device__ void stage_taps(C* ws, const W* w, const ConvDims& d, const Tile& tl) {
   for (int i = threadIdx.x; i < tl.cols * d.W; i += blockDim.x) {
     const int c = i / static_cast<int>(d.W), j = i - c * static_cast<int>(d.W);
-    ws[j * kTileC + c] = value_cast<C>(w[(tl.c0 + c) * d.W + j]);
+    ws[slot<S>(j, c)] = value_cast<C>(w[(tl.c0 + c) * d.W + j]);
   }
 }
 
 // The pre-activations of channels c .. c + kVec - 1 at the time of staged row r + W - 1:
 // pre[e] = sum_j ws[j][c + e] xs[r + j][c + e].
-template <int V, class C>
+template <class S, class C, int V = kVec<S>>
 __device__ inline void taps(C (&pre)[V], const C* xs, const C* ws, int W, int r, int c) {
 #pragma unroll
   for (int e = 0; e < V; ++e) pre[e] = C(0);
   for (int j = 0; j < W; ++j)
 #pragma unroll
-    for (int e = 0; e < V; ++e) pre[e] += ws[j * kTileC + c + e] * xs[(r + j) * kTileC + c + e];
+    for (int e = 0; e < V; ++e) pre[e] += ws[slot<S>(j, c + e)] * xs[slot<S>(r + j, c + e)];
 }
 
 // out at time t, channels c0 + c .. (a group): one 16-byte store when packed, else the
@@ -142,16 +154,16 @@ __global__ void short_conv_fwd_kernel(S* __restrict__ y,            // [B,T,D]
   extern __shared__ __align__(16) unsigned char shm_raw[];
   const Tile tl = tile_of(d);
   const int halo = static_cast<int>(d.W) - 1;
-  C* xs = reinterpret_cast<C*>(shm_raw);  // [kTileT + W - 1][kTileC]
-  C* ws = xs + (kTileT + halo) * kTileC;  // [W][kTileC]
+  C* xs = reinterpret_cast<C*>(shm_raw);     // [kTileT + W - 1][kRow]
+  C* ws = xs + (kTileT + halo) * kRow<S>;  // [W][kRow]
   stage_rows(xs, tl.rows + halo, tl.t0 - halo, x, cache, d, tl, packed);
-  stage_taps(ws, w, d, tl);
+  stage_taps<S>(ws, w, d, tl);
   __syncthreads();
   for (int i = threadIdx.x; i < tl.rows * G; i += blockDim.x) {
     const int r = i / G, c = (i - r * G) * V;
     if (c >= tl.cols) continue;
     C pre[V];
-    taps(pre, xs, ws, halo + 1, r, c);
+    taps<S>(pre, xs, ws, halo + 1, r, c);
     if (silu)
 #pragma unroll
       for (int e = 0; e < V; ++e) pre[e] *= sigmoid_dev(pre[e]);
@@ -161,7 +173,8 @@ __global__ void short_conv_fwd_kernel(S* __restrict__ y,            // [B,T,D]
 
 // The whole backward of a tile: dpre at times t0 .. t0 + rows + W - 2 (the later rows feed this
 // tile's dx), then dx (and dcache in the first tile), and the tile's share of dw, summed over its
-// rows in double into part[tile][c][j] (the tiles are added in order by short_conv_dw_kernel).
+// rows in the compute type into part[tile][c][j] (double; the tiles are added in a fixed order by
+// short_conv_dw_kernel).
 template <class S, class W>
 __global__ void short_conv_bwd_kernel(S* __restrict__ dx,               // [B,T,D]
                                       S* __restrict__ dcache,           // [B,D,W-1] or null
@@ -177,23 +190,23 @@ __global__ void short_conv_bwd_kernel(S* __restrict__ dx,               // [B,T,
   const Tile tl = tile_of(d);
   const int halo = static_cast<int>(d.W) - 1;
   const int nd = static_cast<int>(min(int64_t(kTileT + halo), d.T - tl.t0));  // dpre rows
-  C* xs = reinterpret_cast<C*>(shm_raw);      // [kTileT + 2(W-1)][kTileC]
-  C* dp = xs + (kTileT + 2 * halo) * kTileC;  // [kTileT + W - 1][kTileC]
-  C* ws = dp + (kTileT + halo) * kTileC;      // [W][kTileC]
+  C* xs = reinterpret_cast<C*>(shm_raw);       // [kTileT + 2(W-1)][kRow]
+  C* dp = xs + (kTileT + 2 * halo) * kRow<S>;  // [kTileT + W - 1][kRow]
+  C* ws = dp + (kTileT + halo) * kRow<S>;      // [W][kRow]
   stage_rows(xs, nd + halo, tl.t0 - halo, x, cache, d, tl, packed);
   stage_rows(dp, nd, tl.t0, dy, static_cast<const S*>(nullptr), d, tl, packed);
-  stage_taps(ws, w, d, tl);
+  stage_taps<S>(ws, w, d, tl);
   __syncthreads();
   if (silu) {  // dpre = dy silu'(pre), pre recomputed
     for (int i = threadIdx.x; i < nd * G; i += blockDim.x) {
       const int r = i / G, c = (i - r * G) * V;
       if (c >= tl.cols) continue;
       C pre[V];
-      taps(pre, xs, ws, halo + 1, r, c);
+      taps<S>(pre, xs, ws, halo + 1, r, c);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         const C s = sigmoid_dev(pre[e]);
-        if (c + e < tl.cols) dp[r * kTileC + c + e] *= s * (C(1) + pre[e] * (C(1) - s));
+        if (c + e < tl.cols) dp[slot<S>(r, c + e)] *= s * (C(1) + pre[e] * (C(1) - s));
       }
     }
     __syncthreads();
@@ -210,7 +223,7 @@ __global__ void short_conv_bwd_kernel(S* __restrict__ dx,               // [B,T,
       const int q = r + halo - j;  // dpre row of tap j
       if (q >= 0 && q < nd)
 #pragma unroll
-        for (int e = 0; e < V; ++e) acc[e] += ws[j * kTileC + c + e] * dp[q * kTileC + c + e];
+        for (int e = 0; e < V; ++e) acc[e] += ws[slot<S>(j, c + e)] * dp[slot<S>(q, c + e)];
     }
     if (r >= 0) {
       store_group(dx, acc, d, tl, tl.t0 + r, c, packed);
@@ -221,27 +234,35 @@ __global__ void short_conv_bwd_kernel(S* __restrict__ dx,               // [B,T,
           dcache[(tl.b * d.D + tl.c0 + c + e) * halo + halo + r] = value_cast<S>(acc[e]);
     }
   }
-  // dw: thread pairs (channel, tap) sum the tile's rows, dpre[t] x[t - (W-1) + j].
+  // dw: thread pairs (channel, tap) sum the tile's rows, dpre[t] x[t - (W-1) + j], a warp's lanes
+  // on consecutive groups (consecutive staged words).
   double* out = part + blockIdx.x / ((d.D + kTileC - 1) / kTileC) * d.D * d.W;
-  for (int p = threadIdx.x; p < tl.cols * d.W; p += blockDim.x) {
-    const int cl = p % tl.cols, j = p / tl.cols;  // a warp's lanes on consecutive channels
-    double acc = 0;
-    for (int r = 0; r < tl.rows; ++r)
-      acc += static_cast<double>(dp[r * kTileC + cl]) *
-             static_cast<double>(xs[(r + j) * kTileC + cl]);
-    out[(tl.c0 + cl) * d.W + j] = acc;
+  for (int p = threadIdx.x; p < kTileC * d.W; p += blockDim.x) {
+    const int j = p / kTileC, q = p % kTileC, cl = (q % G) * V + q / G;
+    if (cl >= tl.cols) continue;
+    C acc = C(0);
+    for (int r = 0; r < tl.rows; ++r) acc += dp[slot<S>(r, cl)] * xs[slot<S>(r + j, cl)];
+    out[(tl.c0 + cl) * d.W + j] = static_cast<double>(acc);
   }
 }
 
-// dw[c,j] = the tiles' partial sums added in tile order (deterministic).
+// dw[c,j] = the tiles' partial sums in a fixed order (deterministic): a block takes 32 entries i,
+// its warp s the tiles k = s mod kSlices in order, then warp 0 adds the slices in order.
+constexpr int kSlices = kThreads / 32;
 template <class W>
 __global__ void short_conv_dw_kernel(W* __restrict__ dw,  // [D,W] overwritten
                                      const double* __restrict__ part,  // [tiles, D*W]
                                      int64_t tiles, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    double acc = 0;
-    for (int64_t k = 0; k < tiles; ++k) acc += part[k * n + i];
+  __shared__ double sums[kSlices][32];
+  const int lane = threadIdx.x % 32, s = threadIdx.x / 32;
+  const int64_t i = blockIdx.x * int64_t(32) + lane;
+  double acc = 0;
+  if (i < n)
+    for (int64_t k = s; k < tiles; k += kSlices) acc += part[k * n + i];
+  sums[s][lane] = acc;
+  __syncthreads();
+  if (s == 0 && i < n) {
+    for (int u = 1; u < kSlices; ++u) acc += sums[u][lane];
     dw[i] = value_cast<W>(acc);
   }
 }
@@ -272,9 +293,9 @@ ConvDims check_conv(const Tensor& x, const Tensor& w, const Tensor& cache, const
 int64_t tile_count(const ConvDims& d) {
   return ((d.D + kTileC - 1) / kTileC) * ((d.T + kTileT - 1) / kTileT) * d.B;
 }
-template <class C>
+template <class S>
 size_t tile_bytes(int64_t rows) {
-  return static_cast<size_t>(rows) * kTileC * sizeof(C);
+  return static_cast<size_t>(rows) * kRow<S> * sizeof(compute_t<S>);
 }
 
 Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tensor& cache_in) {
@@ -287,7 +308,7 @@ Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tenso
     using W = typename decltype(wtag_)::type;
     Tensor y = cuda_empty(x.shape(), x.dtype());
     if (x.numel() == 0) return y;
-    const size_t bytes = tile_bytes<compute_t<S>>(kTileT + 2 * d.W - 1);  // xs, ws
+    const size_t bytes = tile_bytes<S>(kTileT + 2 * d.W - 1);  // xs, ws
     const bool packed = d.D % kVec<S> == 0 && packable({&x, &y});
     allow_shared_memory(short_conv_fwd_kernel<S, W>, bytes, "short_conv");
     short_conv_fwd_kernel<S, W><<<static_cast<unsigned>(tile_count(d)), kThreads, bytes,
@@ -312,7 +333,6 @@ void short_conv_backward(const Tensor& x_in, const Tensor& w_in, bool silu,
                                                                           auto wtag_) {
     using S = typename decltype(stag_)::type;
     using W = typename decltype(wtag_)::type;
-    using C = compute_t<S>;
     Tensor dxt = cuda_empty(x.shape(), x.dtype());
     // dcache is zero when there are no time steps (T = 0), otherwise the first tiles write it.
     Tensor dct = !cache.defined() ? Tensor()
@@ -323,7 +343,7 @@ void short_conv_backward(const Tensor& x_in, const Tensor& w_in, bool silu,
     const int64_t tiles = x.numel() == 0 ? 0 : d.B * ((d.T + kTileT - 1) / kTileT);
     Tensor part = cuda_empty({std::max<int64_t>(tiles, 1), d.D, d.W}, DType::f64);
     if (tiles > 0) {
-      const size_t bytes = tile_bytes<C>(2 * kTileT + 3 * (d.W - 1) + d.W);  // xs, dp, ws
+      const size_t bytes = tile_bytes<S>(2 * kTileT + 3 * (d.W - 1) + d.W);  // xs, dp, ws
       const bool packed = d.D % kVec<S> == 0 && packable({&x, &dy, &dxt});
       allow_shared_memory(short_conv_bwd_kernel<S, W>, bytes, "short_conv_backward");
       short_conv_bwd_kernel<S, W><<<static_cast<unsigned>(tile_count(d)), kThreads, bytes,
@@ -334,7 +354,8 @@ void short_conv_backward(const Tensor& x_in, const Tensor& w_in, bool silu,
       CUDA_CHECK(cudaGetLastError());
     }
     if (d.D * d.W > 0) {
-      short_conv_dw_kernel<W><<<grid_for(d.D * d.W), kThreads, 0, stream()>>>(
+      short_conv_dw_kernel<W><<<static_cast<unsigned>((d.D * d.W + 31) / 32), kThreads, 0,
+                                 stream()>>>(
           dwt.data<W>(), part.data<double>(), tiles, d.D * d.W);
       CUDA_CHECK(cudaGetLastError());
     }
