@@ -9,27 +9,22 @@
 // weight w is bf16 or f32 (fp32 master weights read in place); sums run in float (the W taps,
 // dw within a tile of 64 steps; the tiles are added in double), dpre is kept in float (in shared
 // memory only), y / dx / dcache are bf16 and dw takes w's dtype.
+// Two kernel families: W <= 4 (fla's conv_size and below) runs as register walks over time
+// (short_conv_window.cuh) when D is a multiple of 8 bytes' elements and the tensors are 16-byte
+// aligned; otherwise the tiled kernels below (any W, any D).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/short_conv.cuh"
+#include "kernels/cuda/short_conv_window.cuh"
 
 namespace hla::cuda {
 
 namespace {
 
-struct ConvDims {
-  int64_t B, T, D, W;
-};
+using conv::ConvDims;
+using conv::input_at;
 
-// Input at time t (negative t: from the cache, or zero without one).
-template <class S>
-__device__ inline S input_at(const S* x, const S* cache, const ConvDims& d, int64_t b, int64_t t,
-                             int64_t c) {
-  if (t >= 0) return x[(b * d.T + t) * d.D + c];
-  if (!cache) return value_cast<S>(0.0f);
-  return cache[(b * d.D + c) * (d.W - 1) + (d.W - 1) + t];
-}
-
-// ---- kernels
+// ---- the tiled kernels
 // A block takes a tile of kTileT time steps x kTileC channels of one sequence, its input rows
 // (and, backward, dy and dpre rows) staged in shared memory in the compute type with the W - 1
 // rows before it (the rows of the previous tile, the cache, or zeros), so that every global
@@ -308,13 +303,20 @@ Tensor short_conv(const Tensor& x_in, const Tensor& w_in, bool silu, const Tenso
     using W = typename decltype(wtag_)::type;
     Tensor y = cuda_empty(x.shape(), x.dtype());
     if (x.numel() == 0) return y;
+    const S* cache_ptr = cache.defined() ? cache.data<S>() : nullptr;
+    if (conv::window_fits<S>(d, {&x, &y})) {
+      conv::short_conv_fwd_window_kernel<S, W>
+          <<<static_cast<unsigned>(conv::window_blocks<S>(d)), kThreads, 0, stream()>>>(
+              y.data<S>(), x.data<S>(), w.data<W>(), cache_ptr, d, silu);
+      CUDA_CHECK(cudaGetLastError());
+      return y;
+    }
     const size_t bytes = tile_bytes<S>(kTileT + 2 * d.W - 1);  // xs, ws
     const bool packed = d.D % kVec<S> == 0 && packable({&x, &y});
     allow_shared_memory(short_conv_fwd_kernel<S, W>, bytes, "short_conv");
     short_conv_fwd_kernel<S, W><<<static_cast<unsigned>(tile_count(d)), kThreads, bytes,
-                                  stream()>>>(y.data<S>(), x.data<S>(), w.data<W>(),
-                                              cache.defined() ? cache.data<S>() : nullptr, d,
-                                              silu, packed);
+                                  stream()>>>(y.data<S>(), x.data<S>(), w.data<W>(), cache_ptr,
+                                              d, silu, packed);
     CUDA_CHECK(cudaGetLastError());
     return y;
   });
@@ -339,18 +341,28 @@ void short_conv_backward(const Tensor& x_in, const Tensor& w_in, bool silu,
                  : x.numel() == 0 ? cuda_zeros(cache.shape(), x.dtype())
                                   : cuda_empty(cache.shape(), x.dtype());
     Tensor dwt = cuda_empty(w.shape(), w.dtype());
-    // Per-tile dw sums, [B * time tiles, D, W] in double; no tiles (T = 0) leaves dw zero.
-    const int64_t tiles = x.numel() == 0 ? 0 : d.B * ((d.T + kTileT - 1) / kTileT);
+    // Per-tile dw sums, [B * step tiles, D, W] in double (a tile: 128 steps for the window
+    // kernels, 64 for the tiled ones); no tiles (T = 0) leaves dw zero.
+    const bool window = conv::window_fits<S>(d, {&x, &dy, &dxt});
+    const int64_t step_tiles = window ? conv::window_step_blocks(d) : (d.T + kTileT - 1) / kTileT;
+    const int64_t tiles = x.numel() == 0 ? 0 : d.B * step_tiles;
     Tensor part = cuda_empty({std::max<int64_t>(tiles, 1), d.D, d.W}, DType::f64);
-    if (tiles > 0) {
+    S* dcache_ptr = cache.defined() ? dct.data<S>() : nullptr;
+    const S* cache_ptr = cache.defined() ? cache.data<S>() : nullptr;
+    if (tiles > 0 && window) {
+      conv::short_conv_bwd_window_kernel<S, W>
+          <<<static_cast<unsigned>(conv::window_blocks<S>(d)), kThreads, 0, stream()>>>(
+              dxt.data<S>(), dcache_ptr, part.data<double>(), dy.data<S>(), x.data<S>(),
+              w.data<W>(), cache_ptr, d, silu);
+      CUDA_CHECK(cudaGetLastError());
+    } else if (tiles > 0) {
       const size_t bytes = tile_bytes<S>(2 * kTileT + 3 * (d.W - 1) + d.W);  // xs, dp, ws
       const bool packed = d.D % kVec<S> == 0 && packable({&x, &dy, &dxt});
       allow_shared_memory(short_conv_bwd_kernel<S, W>, bytes, "short_conv_backward");
       short_conv_bwd_kernel<S, W><<<static_cast<unsigned>(tile_count(d)), kThreads, bytes,
                                     stream()>>>(
-          dxt.data<S>(), cache.defined() ? dct.data<S>() : nullptr, part.data<double>(),
-          dy.data<S>(), x.data<S>(), w.data<W>(), cache.defined() ? cache.data<S>() : nullptr,
-          d, silu, packed);
+          dxt.data<S>(), dcache_ptr, part.data<double>(), dy.data<S>(), x.data<S>(), w.data<W>(),
+          cache_ptr, d, silu, packed);
       CUDA_CHECK(cudaGetLastError());
     }
     if (d.D * d.W > 0) {

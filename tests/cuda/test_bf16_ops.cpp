@@ -453,42 +453,47 @@ TEST_CASE("cuda bf16 short_conv (cache, silu, bf16 or f32 weights) and backward 
           "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(78);
-  // dw sums B * T = 4096 terms per (channel, tap). D = 24 and 136 (three channel tiles, the last
-  // of 8) move rows 16 bytes at a time; D = 20 (not a multiple of 8) an element at a time.
-  const int64_t B = 2, T = 2048, W = 4;
-  for (int64_t D : {24, 20, 136}) {
-    const Tensor x = randn_bf16({B, T, D}, gen), cache = randn_bf16({B, D, W - 1}, gen);
-    const Tensor dy = randn_bf16({B, T, D}, gen);
-    const Tensor gx = gpu_bf16(x), gcache = gpu_bf16(cache), gdy = gpu_bf16(dy);
-    const Tensor w_f32 = Tensor::randn({D, W}, gen, DType::f32, 0.0, 0.5);
-    for (DType wdt : {DType::bf16, DType::f32})
-      for (bool silu : {false, true}) {
-        INFO("D " << D << " weight " << dtype_name(wdt) << " silu " << silu);
-        const Tensor w = wdt == DType::bf16 ? w_f32.to(DType::bf16).to(DType::f32) : w_f32;
-        const Tensor gw = w.to(wdt).to(Device::CUDA);
-        const Tensor gy = short_conv(gx, gw, silu, gcache);
-        REQUIRE(gy.dtype() == DType::bf16);
-        REQUIRE_CLOSE("y", rounded(short_conv(x, w, silu, cache)), vals(gy), kBf16);
-        Tensor dx, dw, dc, gdx, gdw, gdc;
-        short_conv_backward(x, w, silu, cache, dy, &dx, &dw, &dc);
-        short_conv_backward(gx, gw, silu, gcache, gdy, &gdx, &gdw, &gdc);
-        REQUIRE(gdx.dtype() == DType::bf16);
-        REQUIRE(gdc.dtype() == DType::bf16);
-        REQUIRE(gdw.dtype() == wdt);
-        REQUIRE_CLOSE("dx", rounded(dx), vals(gdx), kBf16);
-        REQUIRE_CLOSE("dcache", rounded(dc), vals(gdc), kBf16);
-        if (wdt == DType::bf16)
-          REQUIRE_CLOSE("dw", rounded(dw), vals(gdw), kBf16);
-        else
-          REQUIRE_CLOSE("dw", vals(dw), vals(gdw), kF32Out);
-      }
-  }
+  // dw sums B * T = 4096 terms per (channel, tap). W = 4: D = 24 and 136 (two blocks of 128
+  // channels, the last of 8) run the register walks, D = 18 (not a multiple of 4) the tiled
+  // kernels an element at a time; W = 6: the tiled kernels, D = 24 and 136 (three channel tiles)
+  // in 16-byte groups, D = 18 an element at a time.
+  const int64_t B = 2, T = 2048;
+  for (int64_t W : {4, 6})
+    for (int64_t D : {24, 18, 136}) {
+      const Tensor x = randn_bf16({B, T, D}, gen), cache = randn_bf16({B, D, W - 1}, gen);
+      const Tensor dy = randn_bf16({B, T, D}, gen);
+      const Tensor gx = gpu_bf16(x), gcache = gpu_bf16(cache), gdy = gpu_bf16(dy);
+      const Tensor w_f32 = Tensor::randn({D, W}, gen, DType::f32, 0.0, 0.5);
+      for (DType wdt : {DType::bf16, DType::f32})
+        for (bool silu : {false, true}) {
+          INFO("W " << W << " D " << D << " weight " << dtype_name(wdt) << " silu " << silu);
+          const Tensor w = wdt == DType::bf16 ? w_f32.to(DType::bf16).to(DType::f32) : w_f32;
+          const Tensor gw = w.to(wdt).to(Device::CUDA);
+          const Tensor gy = short_conv(gx, gw, silu, gcache);
+          REQUIRE(gy.dtype() == DType::bf16);
+          REQUIRE_CLOSE("y", rounded(short_conv(x, w, silu, cache)), vals(gy), kBf16);
+          Tensor dx, dw, dc, gdx, gdw, gdc;
+          short_conv_backward(x, w, silu, cache, dy, &dx, &dw, &dc);
+          short_conv_backward(gx, gw, silu, gcache, gdy, &gdx, &gdw, &gdc);
+          REQUIRE(gdx.dtype() == DType::bf16);
+          REQUIRE(gdc.dtype() == DType::bf16);
+          REQUIRE(gdw.dtype() == wdt);
+          REQUIRE_CLOSE("dx", rounded(dx), vals(gdx), kBf16);
+          REQUIRE_CLOSE("dcache", rounded(dc), vals(gdc), kBf16);
+          if (wdt == DType::bf16)
+            REQUIRE_CLOSE("dw", rounded(dw), vals(gdw), kBf16);
+          else
+            REQUIRE_CLOSE("dw", vals(dw), vals(gdw), kF32Out);
+        }
+    }
 }
 
 // ---- indexing and movement
 
-TEST_CASE("cuda bf16 index_select, gather, concat, slice_backward are exact; index_add and "
-          "scatter_add match the CPU in f32", "[cuda]") {
+TEST_CASE(
+    "cuda bf16 index_select, gather, concat, slice_backward are exact; index_add and "
+    "scatter_add match the CPU in f32",
+    "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(79);
   const Tensor table = randn_bf16({50, 24}, gen), gtable = gpu_bf16(table);

@@ -264,9 +264,12 @@ TEST_CASE("cuda short_conv and backward match the CPU (with and without cache, s
   Generator gen(35);
   // Shapes [B, T, D]: one tile of 64 time steps x 64 channels; ragged tiles on both axes (the
   // halo rows of the next tile, dw summed over tiles); fewer steps than the cache holds.
+  // W <= 4 with D even (f32) or any D (f64) runs the register walks (T = 150: two blocks of
+  // 128 steps, a partial run); D = 5 in f32 and W = 6 the tiled kernels (D = 60 in f32 in
+  // 16-byte groups, 70 and 5 an element at a time).
   const std::vector<std::array<int64_t, 3>> shapes = {{2, 37, 60}, {3, 150, 70}, {2, 2, 5}};
   for (DType dt : {DType::f32, DType::f64})
-    for (int64_t W : {4, 1, 3})
+    for (int64_t W : {4, 1, 3, 6})
       for (bool silu : {true, false})
         for (bool with_cache : {false, true})
           for (const auto& [B, T, D] : shapes) {
