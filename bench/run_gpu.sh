@@ -64,7 +64,8 @@ if [ "$FLA" = 1 ]; then
     TUNE_PIDS+=($!)
   }
   if [[ ,$FLA_STAGES, == *,ops,* ]]; then
-    for op in chunk_gla chunk_retention chunk_delta_rule chunk_gated_delta_rule fused_recurrent_hgrn; do
+    for op in chunk_gla chunk_retention chunk_delta_rule chunk_gated_delta_rule fused_recurrent_hgrn \
+      causal_conv1d; do
       tune "$op" STAGES=ops OPS="$op"
     done
   fi
