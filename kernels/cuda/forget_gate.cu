@@ -5,10 +5,11 @@
 //   dx  = dlog_f (1 - s)(1 - lb / f) - d_one_minus_f (1 - lb) s (1 - s)
 //   dlb = sum over the leading dims of (dlog_f / f - d_one_minus_f)(1 - s)
 // One elementwise kernel each way, on 16-byte packs where the rows are whole packs (contiguous
-// x, D a multiple of the pack): s and 1 - s = sigmoid(-x) come from one e = e^{-|x|}, the same
-// expressions as sigmoid_dev and log_sigmoid_dev. dlb's terms go to a compute-type buffer that
-// cuda::sum reduces. dtypes: x f32, f64, bf16 (computed in compute_t, each output rounded once); lb any
-// floating dtype (read in compute_t; dlb returned in lb's dtype).
+// x, D a multiple of the pack), else an element a thread; both compute an element through
+// GateForward / GateBackward, where s and 1 - s = sigmoid(-x) come from one e = e^{-|x|} (the
+// values of sigmoid_dev and log_sigmoid_dev). dlb's terms go to a compute-type buffer that
+// cuda::sum reduces. dtypes: x f32, f64, bf16 (computed in compute_t, each output rounded once);
+// lb any floating dtype (read in compute_t; dlb returned in lb's dtype).
 #include <numeric>
 #include <vector>
 
@@ -18,21 +19,6 @@
 namespace hla::cuda {
 
 namespace {
-
-// I: the index type, uint32_t when every index fits (a 32-bit i % D is several times cheaper).
-template <class S, class I>
-__global__ void forget_gate_fwd_kernel(S* __restrict__ log_f, S* __restrict__ one_minus_f,
-                                       const S* __restrict__ x,              // [n]
-                                       const compute_t<S>* __restrict__ lb,  // [D] or null
-                                       I n, I D) {
-  using C = compute_t<S>;
-  for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(gridDim.x) * blockDim.x) {
-    const C xi = value_cast<C>(x[i]), b = lb ? lb[i % D] : C(0);
-    log_f[i] =
-        value_cast<S>(b != C(0) ? log(b + (C(1) - b) * sigmoid_dev(xi)) : log_sigmoid_dev(xi));
-    one_minus_f[i] = value_cast<S>((C(1) - b) * sigmoid_dev(-xi));
-  }
-}
 
 // sigmoid(x) and sigmoid(-x) from one exponential e = e^{-|x|}: the values of sigmoid_dev(x)
 // and sigmoid_dev(-x), operation for operation.
@@ -45,6 +31,45 @@ struct Sigmoids {
     s_neg = x >= C(0) ? e_over : one_over;
   }
 };
+
+// One element of the forward, from x and its bound b (0: none); log_f is logsigmoid(x) (the
+// expression of log_sigmoid_dev) where b = 0. Both kernels of each direction compute through
+// these, so the element and pack paths agree bit for bit.
+template <class C>
+struct GateForward {
+  C log_f, one_minus_f;
+  __device__ GateForward(C x, C b) {
+    const Sigmoids<C> sg(x);
+    log_f = b != C(0) ? log(b + (C(1) - b) * sg.s) : (x < C(0) ? x : C(0)) - log1p(sg.e);
+    one_minus_f = (C(1) - b) * sg.s_neg;
+  }
+};
+// One element of the backward, from x, b and the outputs' gradients gl, go: dx, and the term
+// of dlb (read only when there is a bound).
+template <class C>
+struct GateBackward {
+  C dx, dlb_term;
+  __device__ GateBackward(C x, C b, C gl, C go) {
+    const C s = Sigmoids<C>(x).s, f = b + (C(1) - b) * s;
+    const C ratio = b != C(0) ? b / f : C(0);
+    dx = gl * (C(1) - s) * (C(1) - ratio) - go * (C(1) - b) * s * (C(1) - s);
+    dlb_term = (gl / f - go) * (C(1) - s);
+  }
+};
+
+// I: the index type, uint32_t when every index fits (a 32-bit i % D is several times cheaper).
+template <class S, class I>
+__global__ void forget_gate_fwd_kernel(S* __restrict__ log_f, S* __restrict__ one_minus_f,
+                                       const S* __restrict__ x,              // [n]
+                                       const compute_t<S>* __restrict__ lb,  // [D] or null
+                                       I n, I D) {
+  using C = compute_t<S>;
+  for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(gridDim.x) * blockDim.x) {
+    const GateForward<C> y(value_cast<C>(x[i]), lb ? lb[i % D] : C(0));
+    log_f[i] = value_cast<S>(y.log_f);
+    one_minus_f[i] = value_cast<S>(y.one_minus_f);
+  }
+}
 
 // The forward on packs: x, log_f, one_minus_f as n_packs packs, the pack at i covering columns
 // (i * kSize) % D .. + kSize - 1 of lb.
@@ -62,11 +87,9 @@ __global__ void forget_gate_fwd_pack_kernel(Pack<S>* __restrict__ log_f,
     Pack<S> lf, om;
 #pragma unroll
     for (int k = 0; k < P; ++k) {
-      const C xi = value_cast<C>(px.v[k]), b = lb ? lb[col + k] : C(0);
-      const Sigmoids<C> sg(xi);
-      lf.v[k] = value_cast<S>(b != C(0) ? log(b + (C(1) - b) * sg.s)
-                                        : (xi < C(0) ? xi : C(0)) - log1p(sg.e));
-      om.v[k] = value_cast<S>((C(1) - b) * sg.s_neg);
+      const GateForward<C> y(value_cast<C>(px.v[k]), lb ? lb[col + k] : C(0));
+      lf.v[k] = value_cast<S>(y.log_f);
+      om.v[k] = value_cast<S>(y.one_minus_f);
     }
     log_f[i] = lf;
     one_minus_f[i] = om;
@@ -83,13 +106,11 @@ __global__ void forget_gate_bwd_kernel(S* __restrict__ dx,                    //
                                        I n, I D) {
   using C = compute_t<S>;
   for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(gridDim.x) * blockDim.x) {
-    const C xi = value_cast<C>(x[i]), b = lb ? lb[i % D] : C(0);
-    const C gl = dlog_f ? value_cast<C>(dlog_f[i]) : C(0);
-    const C go = d_one_minus_f ? value_cast<C>(d_one_minus_f[i]) : C(0);
-    const C s = sigmoid_dev(xi), f = b + (C(1) - b) * s;
-    const C ratio = b != C(0) ? b / f : C(0);
-    dx[i] = value_cast<S>(gl * (C(1) - s) * (C(1) - ratio) - go * (C(1) - b) * s * (C(1) - s));
-    if (dlb_terms) dlb_terms[i] = (gl / f - go) * (C(1) - s);
+    const GateBackward<C> g(value_cast<C>(x[i]), lb ? lb[i % D] : C(0),
+                            dlog_f ? value_cast<C>(dlog_f[i]) : C(0),
+                            d_one_minus_f ? value_cast<C>(d_one_minus_f[i]) : C(0));
+    dx[i] = value_cast<S>(g.dx);
+    if (dlb_terms) dlb_terms[i] = g.dlb_term;
   }
 }
 
@@ -113,13 +134,11 @@ __global__ void forget_gate_bwd_pack_kernel(Pack<S>* __restrict__ dx,
     const I col = i * P % D;
 #pragma unroll
     for (int k = 0; k < P; ++k) {
-      const C xi = value_cast<C>(px.v[k]), b = lb ? lb[col + k] : C(0);
-      const C gl = dlog_f ? value_cast<C>(pl.v[k]) : C(0);
-      const C go = d_one_minus_f ? value_cast<C>(po.v[k]) : C(0);
-      const C s = Sigmoids<C>(xi).s, f = b + (C(1) - b) * s;
-      const C ratio = b != C(0) ? b / f : C(0);
-      pd.v[k] = value_cast<S>(gl * (C(1) - s) * (C(1) - ratio) - go * (C(1) - b) * s * (C(1) - s));
-      if (dlb_terms) dlb_terms[i * P + k] = (gl / f - go) * (C(1) - s);
+      const GateBackward<C> g(value_cast<C>(px.v[k]), lb ? lb[col + k] : C(0),
+                              dlog_f ? value_cast<C>(pl.v[k]) : C(0),
+                              d_one_minus_f ? value_cast<C>(po.v[k]) : C(0));
+      pd.v[k] = value_cast<S>(g.dx);
+      if (dlb_terms) dlb_terms[i * P + k] = g.dlb_term;
     }
     dx[i] = pd;
   }
