@@ -490,10 +490,8 @@ TEST_CASE("cuda bf16 short_conv (cache, silu, bf16 or f32 weights) and backward 
 
 // ---- indexing and movement
 
-TEST_CASE(
-    "cuda bf16 index_select, gather, concat, slice_backward are exact; index_add and "
-    "scatter_add match the CPU in f32",
-    "[cuda]") {
+TEST_CASE("cuda bf16 index_select, gather, concat, slice_backward are exact; index_add and "
+          "scatter_add match the CPU in f32", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(79);
   const Tensor table = randn_bf16({50, 24}, gen), gtable = gpu_bf16(table);
