@@ -32,7 +32,8 @@ struct PrepLayout {
 // ptxas may take fewer and spill.
 template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
-    delta_prep_kernel(DeltaRuleArgs<IO> a, Geo g, Chunks<S> ws, PrepLayout lay, S* scratch) {
+    delta_prep_kernel(DeltaRuleArgs<IO> a, Geo g, ChunksOf<S, IO> ws, PrepLayout lay,
+                      S* scratch) {
   S* base = block_base<S, Shared>(scratch, lay.total);
   const Factors<S> f(base + lay.f);
   S *t0 = base + lay.t0, *t1 = base + lay.t1, *L = base + lay.L, *P = base + lay.P;
@@ -49,8 +50,8 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
       const bool first = k0 == 0;
       stage_keys(t0, t1, lt, a, f.rq, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
-      accumulate_abt<S, TC, Shared>(L, lc, t1, t1, lt, C, nk, first);
-      accumulate_abt<S, TC, Shared>(P, lc, t0, t1, lt, C, nk, first);
+      accumulate_abt<S, IO, TC, Shared>(L, lc, t1, t1, lt, C, nk, first);
+      accumulate_abt<S, IO, TC, Shared>(P, lc, t0, t1, lt, C, nk, first);
       store_rows(ws.kl + e * C * K + k0, K, t1, lt, C, nk, f.lam);
       store_rows(ws.qg + e * C * K + k0, K, t0, lt, C, nk, f.gam);
       __syncthreads();
@@ -87,7 +88,7 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
       const int nv = min(kTile, V - j0);
       stage_scaled(L, lb, C, n, nv, a.v + row0 * V + j0, g.H * V, f.beta);
       __syncthreads();  // L staged; the previous tile's rows of t0 stored
-      product<S, TC>(
+      product<S, IO, TC>(
           C, nv, C, operand_a<S, TC, Shared>(ti, lc), [&](int l, int j) { return L[l * lb + j]; },
           [&](int r, int j, S x) { t0[r * lt + j] = x; });
       __syncthreads();
@@ -100,7 +101,7 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
       else  // the one key tile, still in t1 from the first loop
         store_rows(L, lb, t1, lt, C, nk);
       __syncthreads();  // L staged; the previous tile's rows of P stored
-      product<S, TC>(
+      product<S, IO, TC>(
           C, nk, C, operand_a<S, TC, Shared>(ti, lc),
           [&](int l, int i) { return (f.beta[l] * f.gam[l]) * L[l * lb + i]; },
           [&](int r, int i, S x) { P[r * lc + i] = x; });
@@ -114,15 +115,19 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
 // ---- walk: the states and Vn = U - W S, chunks in order, 64 value columns per block
 
 // The walk's state slice St [K][lw] and `buffers` sets of a chunk's tiles: W [C][lk] (read
-// along its rows), diag(lam) K [C][lkt] (at +C lk, read down its columns), U / Vn [C][lv] (at
-// +C (lk + lkt)). Two sets when they fit in shared memory: the next chunk's tiles then load under
-// this chunk's products.
+// along its rows), diag(lam) K [C][lkt] (after W, read down its columns), U / Vn [C][lv] (after
+// both). Two sets when they fit in shared memory: the next chunk's tiles then load under this
+// chunk's products. W and diag(lam) K in bf16 (half) take half_stride and half the space.
 struct WalkLayout {
   int64_t S_, sets, set_size, total;
-  int buffers, cols;
-  WalkLayout(Arena ar, int K, bool tc, int buffers_, int cols_) : buffers(buffers_), cols(cols_) {
+  int buffers, cols, lk, lkt;
+  WalkLayout(Arena ar, int K, bool tc, bool half, int buffers_, int cols_)
+      : buffers(buffers_),
+        cols(cols_),
+        lk(half ? half_stride(K) : row_stride(K, tc)),
+        lkt(half ? half_stride(K) : col_stride(K, tc)) {
     S_ = ar.take(int64_t(K) * walk_stride(cols, tc));
-    set_size = int64_t(C) * (row_stride(K, tc) + col_stride(K, tc) + col_stride(cols, tc));
+    set_size = int64_t(C) * (lk + lkt) / (half ? 2 : 1) + int64_t(C) * col_stride(cols, tc);
     sets = ar.take(buffers * set_size);
     total = ar.at;
   }
@@ -130,12 +135,14 @@ struct WalkLayout {
 
 template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
-    delta_walk_kernel(const IO* __restrict__ h0, IO* __restrict__ hT, Geo g, Chunks<S> ws,
+    delta_walk_kernel(const IO* __restrict__ h0, IO* __restrict__ hT, Geo g, ChunksOf<S, IO> ws,
                       WalkLayout lay, S* scratch) {
+  using Op = OperandOf<S, IO>;
+  constexpr int per = sizeof(S) / sizeof(Op);
   S* base = block_base<S, Shared>(scratch, lay.total);
   S* St = base + lay.S_;
   const bool async = Shared, ahead = lay.buffers == 2;
-  const int K = g.K, V = g.V, cols = lay.cols, lk = row_stride(K, TC), lkt = col_stride(K, TC);
+  const int K = g.K, V = g.V, cols = lay.cols, lk = lay.lk, lkt = lay.lkt;
   const int lv = col_stride(cols, TC), lw = walk_stride(cols, TC), n_slices = (V + cols - 1) / cols;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
@@ -146,10 +153,11 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     auto fetch = [&](int64_t c, int b) {
       const int64_t e = bh * g.NC + c;
       S* set = base + lay.sets + b * lay.set_size;
-      copy_rows(set, lk, ws.w + e * C * K, K, C, K, async);
-      copy_rows(set + C * (lk + lkt), lv, ws.u + e * C * V + j0, V, C, nv, async);
+      Op* w = reinterpret_cast<Op*>(set);
+      copy_rows(w, lk, ws.w + e * C * K, K, C, K, async);
+      copy_rows(set + C * (lk + lkt) / per, lv, ws.u + e * C * V + j0, V, C, nv, async);
       cp_async_commit();
-      copy_rows(set + C * lk, lkt, ws.kl + e * C * K, K, C, K, async);
+      copy_rows(w + C * lk, lkt, ws.kl + e * C * K, K, C, K, async);
       cp_async_commit();
     };
     stage_rows(St, lw, K, nv,
@@ -158,8 +166,9 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     for (int64_t c = 0; c < g.NC; ++c) {
       const int64_t e = bh * g.NC + c;
       const int b = ahead ? static_cast<int>(c & 1) : 0;
-      S* X = base + lay.sets + b * lay.set_size;  // W, then diag(lam) K at X + C lk
-      S* vn = X + C * (lk + lkt);
+      S* set = base + lay.sets + b * lay.set_size;
+      const Op* X = reinterpret_cast<const Op*>(set);  // W, then diag(lam) K at X + C lk
+      S* vn = set + C * (lk + lkt) / per;
       __syncthreads();  // the previous chunk's products are done: St final, their set free
       if (!ahead)
         fetch(c, 0);
@@ -175,8 +184,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       else
         cp_async_wait<1>();
       __syncthreads();
-      product<S, TC, wide_threads(TC) / 32>(
-          C, nv, K, operand_a<S, TC, Shared>(X, lk), [&](int i, int j) { return St[i * lw + j]; },
+      product<S, IO, TC, wide_threads(TC) / 32>(
+          C, nv, K, operand_a<Op, TC, Shared>(X, lk), [&](int i, int j) { return St[i * lw + j]; },
           [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
       if (ahead)  // and its second: diag(lam) K
         cp_async_wait<2>();
@@ -185,9 +194,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       __syncthreads();
       store_rows(ws.u + e * C * V + j0, V, vn, lv, C, nv);
       const S gn = ws.gn[e];
-      const S* Xk = X + C * lk;
-      product<S, TC, wide_threads(TC) / 32>(
-          K, nv, C, [&](int i, int r) { return Xk[r * lkt + i]; },
+      product<S, IO, TC, wide_threads(TC) / 32>(
+          K, nv, C, operand_t<Op, TC, Shared>(X + C * lk, lkt),
           [&](int r, int j) { return vn[r * lv + j]; },
           [&](int i, int j, S kv) { St[i * lw + j] = gn * St[i * lw + j] + kv; });
     }
@@ -217,7 +225,7 @@ struct OutputLayout {
 
 template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(kNt)
-    delta_output_kernel(Geo g, Chunks<S> ws, S scale, IO* __restrict__ o, OutputLayout lay,
+    delta_output_kernel(Geo g, ChunksOf<S, IO> ws, S scale, IO* __restrict__ o, OutputLayout lay,
                         S* scratch) {
   S* base = block_base<S, Shared>(scratch, lay.total);
   S *qg = base + lay.qg, *St = base + lay.St, *P = base + lay.P, *vn = base + lay.vn;
@@ -238,10 +246,10 @@ __global__ void __launch_bounds__(kNt)
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
-    product<S, TC>(
+    product<S, IO, TC>(
         C, nv, K, operand_a<S, TC, Shared>(qg, lk), [&](int i, int j) { return St[i * lo + j]; },
         [&](int r, int j, S x) { qs[r * lo + j] = x; });
-    product<S, TC>(  // same shape: each thread reads back only its own qs entries
+    product<S, IO, TC>(  // same shape: each thread reads back only its own qs entries
         C, nv, C, operand_a<S, TC, Shared>(P, lc), [&](int l, int j) { return vn[l * lo + j]; },
         [&](int r, int j, S x) {
           if (r < n)
@@ -253,14 +261,15 @@ __global__ void __launch_bounds__(kNt)
 
 // prep and walk: the chunks' matrices and states (Vn in ws.u), hT when asked.
 template <class S, class IO, bool TC>
-void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const Chunks<S>& ws, IO* hT,
-                    const char* op) {
+void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const ChunksOf<S, IO>& ws,
+                    IO* hT, const char* op) {
   const PrepLayout prep(Arena{}, TC);
   launch_items<S>(delta_prep_kernel<S, IO, TC, true>, delta_prep_kernel<S, IO, TC, false>, kNt,
                   g.B * g.H * g.NC, prep.total, op, a, g, ws, prep);
   const int cols = walk_columns(g);
   const int64_t slices = (g.V + cols - 1) / cols;
-  const WalkLayout two(Arena{}, g.K, TC, 2, cols), one(Arena{}, g.K, TC, 1, cols);
+  constexpr bool half = !std::is_same_v<OperandOf<S, IO>, S>;
+  const WalkLayout two(Arena{}, g.K, TC, half, 2, cols), one(Arena{}, g.K, TC, half, 1, cols);
   const WalkLayout& walk = size_t(two.total) * sizeof(S) <= shared_memory_limit() ? two : one;
   launch_items<S>(delta_walk_kernel<S, IO, TC, true>, delta_walk_kernel<S, IO, TC, false>,
                   wide_threads(TC), g.B * g.H * slices, walk.total, op, a.h0, hT, g, ws, walk);
@@ -268,7 +277,7 @@ void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const Chunks<S>& w
 
 #define HLA_FORWARD_STATES(S, IO, TC)                                                      \
   template void forward_states<S, IO, TC>(const DeltaRuleArgs<IO>&, const Geo&,             \
-                                          const Chunks<S>&, IO*, const char*);
+                                          const ChunksOf<S, IO>&, IO*, const char*);
 HLA_DELTA_CHUNK_INSTANTIATE(HLA_FORWARD_STATES)
 #undef HLA_FORWARD_STATES
 
@@ -277,7 +286,7 @@ namespace {
 template <class S, class IO, bool TC>
 void chunk_forward(const DeltaRuleArgs<IO>& a, const DeltaRuleOut<IO>& out, const char* op) {
   const Geo g = geo_of(a.d);
-  Workspace<S> ws(g, false);
+  Workspace<S, IO> ws(g, false);
   forward_states<S, IO, TC>(a, g, ws.ptrs, out.hT, op);
   const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
   const OutputLayout lay(Arena{}, g.K, TC);

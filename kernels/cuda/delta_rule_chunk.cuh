@@ -24,8 +24,8 @@
 //   (Q o dQ_S) + (K o dK_Rs) (+ gam_n <S, dS> on row n-1); then the L2-norm backward.
 // Every decay factor is exp of a difference of chunk-local log sums (<= 0 exponents).
 //
-// Kernels (256 threads each; with TF32 products the walks and grad 512; products by
-// block_product.cuh or block_product_tf32.cuh):
+// Kernels (256 threads each; with tensor-core products the walks and grad 512; products by
+// block_product.cuh or block_product_mma.cuh):
 //   prep      one block per (head, chunk), over 64-key and 64-value tiles: Ti (diagonal 16 x 16
 //             blocks by substitution, then block rows), U, W, P, diag(lam) K, diag(gam) Q,
 //             gam_n into a global workspace
@@ -48,8 +48,8 @@
 // along their rows, row_stride, and 8 mod 32 when read only down their columns, col_stride).
 // Rows past a partial chunk are zero in every workspace matrix, so the walks need no row count.
 // dtypes: f32 (products on FMAs, or on TF32 tensor cores with DeltaRuleArgs::tensor_cores), f64,
-// and bf16 storage (f32 workspaces, TF32 products: every global read and write through
-// value_cast); any K, V (sizes < 2^31).
+// and bf16 storage (f32 workspaces, bf16 tensor-core products: every global read and write
+// through value_cast); any K, V (sizes < 2^31).
 // Outputs are overwritten.
 //
 // This header holds what the kernels share: the geometry, the workspaces, the tile movers, the
@@ -63,7 +63,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/block_product.cuh"
-#include "kernels/cuda/block_product_tf32.cuh"
+#include "kernels/cuda/block_product_mma.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/recurrence_cuda.h"
@@ -100,15 +100,29 @@ constexpr int kSolve = 16;          // diagonal blocks of Ti solved by substitut
 // (operand_a) or B(r, n) = p[n ld + r] (operand_b). In shared memory with TF32 products
 // (InShared: the kernel's Shared, or Staged for a staged state) it is SharedRows, whose
 // fragments load by ldmatrix; otherwise an accessor.
+// A bf16 buffer (OperandOf) gives Rows16 in shared memory, else an accessor that widens its
+// entries to float. operand_t: A(m, r) = p[r ld + m], the reduction down the buffer's columns
+// (Cols16 for bf16 in shared memory, else an accessor).
+template <class S>
+__device__ __forceinline__ auto widened(S x) {
+  if constexpr (std::is_same_v<S, bf16_dev>) return __bfloat162float(x);
+  else return x;
+}
 template <class S, bool TC, bool InShared>
 __device__ __forceinline__ auto operand_a(const S* p, int ld) {
-  if constexpr (TC && InShared) return SharedRows{p, ld};
-  else return [=](int m, int r) { return p[m * ld + r]; };
+  if constexpr (TC && InShared && std::is_same_v<S, bf16_dev>) return Rows16{p, ld};
+  else if constexpr (TC && InShared) return SharedRows{p, ld};
+  else return [=](int m, int r) { return widened(p[m * ld + r]); };
 }
 template <class S, bool TC, bool InShared>
 __device__ __forceinline__ auto operand_b(const S* p, int ld) {
   if constexpr (TC && InShared) return SharedRows{p, ld};
   else return [=](int r, int n) { return p[n * ld + r]; };
+}
+template <class S, bool TC, bool InShared>
+__device__ __forceinline__ auto operand_t(const S* p, int ld) {
+  if constexpr (TC && InShared && std::is_same_v<S, bf16_dev>) return Cols16{p, ld};
+  else return [=](int m, int r) { return widened(p[r * ld + m]); };
 }
 
 // Row stride of a shared [rows][n] buffer. FMA products: n + 1 (odd: distinct banks read either
@@ -126,19 +140,27 @@ __host__ __device__ constexpr int row_stride(int n, bool tc) {
 __host__ __device__ constexpr int col_stride(int n, bool tc) {
   return tc ? n + ((8 - n % 32) % 32 + 32) % 32 : n + 1;
 }
+// Row stride of a shared bf16 [rows][n] buffer (Rows16 / Cols16): whole 64-column tiles and 8
+// more, so that a block's 8 rows of 16 bytes fall on distinct banks.
+__host__ __device__ constexpr int half_stride(int n) {
+  return (n + 63) / 64 * 64 + 8;
+}
 // The walks' state slice [K][cols], read down its columns: unpadded for FMA products (16
 // consecutive columns a warp).
 __host__ __device__ constexpr int walk_stride(int cols, bool tc) {
   return tc ? col_stride(cols, true) : cols;
 }
 
-// Every product of the kernels: f32 / f64 FMAs (block_product), or with TC the TF32 tensor
-// cores (block_product_tf32; f32 only). Both give a thread the same entries for the same shape.
-template <class S, bool TC, int W = kNt / 32, class FA, class FB, class FOut>
+// Every product of the kernels: f32 / f64 FMAs (block_product), or with TC the tensor cores
+// (block_product_mma; f32 only): TF32 operands for f32 storage, bf16 operands for bf16 storage
+// (fla's roundings: its w, u, states and v_new are bf16 tensors; the sums stay f32). All give a
+// thread the same entries for the same shape.
+template <class S, class IO, bool TC, int W = kNt / 32, class FA, class FB, class FOut>
 __device__ __forceinline__ void product(int M, int N, int R, FA a, FB b, FOut out) {
   if constexpr (TC) {
-    static_assert(std::is_same_v<S, float>, "TF32 products: f32");
-    block_product_tf32<W>(M, N, R, a, b, out);
+    static_assert(std::is_same_v<S, float>, "tensor-core products: f32");
+    constexpr Rounding rnd = std::is_same_v<IO, bf16_dev> ? Rounding::Bf16 : Rounding::Tf32;
+    block_product_mma<W, rnd>(M, N, R, a, b, out);
   } else {
     static_assert(W == kNt / 32, "FMA products: 256 threads");
     block_product<S>(M, N, R, a, b, out);
@@ -155,20 +177,27 @@ struct Geo {
   __device__ int rows(int64_t c) const { return static_cast<int>(min(int64_t(C), T - c * C)); }
 };
 
+// The storage of W and diag(lam) K, which enter products only: bf16 with bf16 storage (the
+// products round them to bf16 anyway), else the compute type.
+template <class S, class IO>
+using OperandOf = std::conditional_t<std::is_same_v<IO, bf16_dev>, bf16_dev, S>;
+
 // The global workspace; item e = head * NC + chunk indexes each per-chunk matrix.
-template <class S>
+template <class S, class Op = S>
 struct Chunks {
   S* ti;      // [BH, NC, C, C]  (I + L)^{-1}
   S* p;       // [BH, NC, C, C]  (Q K^T) o M
   S* u;       // [BH, NC, C, V]  Ti diag(beta) V; the walk overwrites it with Vn
-  S* w;       // [BH, NC, C, K]  Ti diag(beta gam) K
-  S* kl;      // [BH, NC, C, K]  diag(lam) K
+  Op* w;      // [BH, NC, C, K]  Ti diag(beta gam) K
+  Op* kl;     // [BH, NC, C, K]  diag(lam) K
   S* qg;      // [BH, NC, C, K]  diag(gam) Q
   S* gn;      // [BH, NC]        gam_n
   S* states;  // [BH, NC, K, V]  each chunk's incoming state
   S* dy;      // [BH, NC, C, V]  backward: dY
   S* dso;     // [BH, NC, K, V]  backward: the gradient of each chunk's outgoing state
 };
+template <class S, class IO>
+using ChunksOf = Chunks<S, OperandOf<S, IO>>;
 
 // Bump allocation of named buffers (element offsets), the same on host and device.
 struct Arena {
@@ -599,10 +628,10 @@ __device__ void stage_keys(S* tq, S* tk, int lt, const DeltaRuleArgs<IO>& a, con
 // of R columns (row stride lab; in shared memory when InShared), acc [C][N] (row stride lacc).
 // Each entry has one owner thread for a given (C, N), so the sum over tiles needs no barrier of
 // its own.
-template <class S, bool TC, bool InShared, int W = kNt / 32>
+template <class S, class IO, bool TC, bool InShared, int W = kNt / 32>
 __device__ __forceinline__ void accumulate_abt(S* acc, int lacc, const S* A, const S* B, int lab,
                                                int N, int R, bool first) {
-  product<S, TC, W>(
+  product<S, IO, TC, W>(
       C, N, R, operand_a<S, TC, InShared>(A, lab), operand_b<S, TC, InShared>(B, lab),
       [&](int r, int l, S x) { acc[r * lacc + l] = first ? x : acc[r * lacc + l] + x; });
 }
@@ -624,7 +653,8 @@ __device__ __forceinline__ bool word_rows(const S* p, const S* q, int64_t ld_p, 
 template <class S>
 __device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows, int cols,
                           bool async) {
-  if (!async) {
+  // cp.async moves 4, 8 or 16 bytes: 2-byte entries off whole words go through registers
+  if (!async || (sizeof(S) == 2 && !word_rows(dst, src, ld, src_ld, cols))) {
     stage_rows(dst, ld, rows, cols, [&](int r, int c) { return src[r * src_ld + c]; });
     return;
   }
@@ -643,18 +673,34 @@ __device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows
     for (int c = lane; c < cols; c += 32) {
       if constexpr (sizeof(S) == 4)
         cp_async_4(dst + r * ld + c, src + r * src_ld + c, true);
-      else
+      else if constexpr (sizeof(S) == 8)
         cp_async_8(dst + r * ld + c, src + r * src_ld + c, true);
     }
 }
 
 // dst[r * dst_ld + c] = scale[r] * src[r * ld + c] (no scale: the value itself) for r < rows,
-// c < cols: a shared tile out to a global workspace (or into another shared tile), a float4 a
-// load and a store when word_rows holds (f32), else an element a store.
-template <class S>
-__device__ void store_rows(S* dst, int64_t dst_ld, const S* src, int ld, int rows, int cols,
+// c < cols, rounded to dst's type: a shared tile out to a global workspace (or into another
+// shared tile), a float4 a load and a store when word_rows holds (f32; for a bf16 dst four
+// entries a store of 8 bytes), else an element a store.
+template <class D, class S>
+__device__ void store_rows(D* dst, int64_t dst_ld, const S* src, int ld, int rows, int cols,
                            const S* scale = nullptr) {
-  if constexpr (std::is_same_v<S, float>) {
+  if constexpr (std::is_same_v<D, bf16_dev> && std::is_same_v<S, float>) {
+    if (cols % 4 == 0 && dst_ld % 4 == 0 && ld % 4 == 0 &&
+        reinterpret_cast<uintptr_t>(dst) % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+      const int words = cols / 4, items = rows * words, dld = static_cast<int>(dst_ld);
+      const TileRows tile(words);
+      for (int it = threadIdx.x; it < items; it += blockDim.x) {
+        const int r = tile.row(it), c = (it - r * words) * 4;
+        float4 x = *reinterpret_cast<const float4*>(src + r * ld + c);
+        const float f = scale ? scale[r] : 1.f;
+        *reinterpret_cast<uint2*>(dst + (r * dld + c)) =
+            make_uint2(pack_bf16(f * x.x, f * x.y), pack_bf16(f * x.z, f * x.w));
+      }
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<D, S> && std::is_same_v<S, float>) {
     if (word_rows(dst, src, dst_ld, ld, cols)) {
       const int words = cols / 4, items = rows * words, dld = static_cast<int>(dst_ld);
       const TileRows tile(words);
@@ -670,8 +716,9 @@ __device__ void store_rows(S* dst, int64_t dst_ld, const S* src, int ld, int row
       return;
     }
   }
-  unstage_rows(src, ld, rows, cols,
-               [&](int r, int c, S x) { dst[r * dst_ld + c] = scale ? scale[r] * x : x; });
+  unstage_rows(src, ld, rows, cols, [&](int r, int c, S x) {
+    dst[r * dst_ld + c] = value_cast<D>(scale ? scale[r] * x : x);
+  });
 }
 
 // ---- the decay gradients of a chunk (the one-kernel grad and the tiled rows kernel)
@@ -732,16 +779,18 @@ Tensor scratch_of(int64_t n) {
 }
 
 // The global workspace of one call (one allocation); the backward adds dY and the dS's.
-template <class S>
+template <class S, class IO>
 struct Workspace {
+  using Op = OperandOf<S, IO>;
   Tensor buf;
-  Chunks<S> ptrs{};
+  ChunksOf<S, IO> ptrs{};
   Workspace(const Geo& g, bool backward) {
     const int64_t items = g.B * g.H * g.NC, K = g.K, V = g.V;
+    constexpr int64_t per = sizeof(S) / sizeof(Op);  // Op entries an S entry holds (C K is even)
     Arena ar;
     const int64_t ti = ar.take(items * C * C), p = ar.take(items * C * C);
-    const int64_t u = ar.take(items * C * V), w = ar.take(items * C * K);
-    const int64_t kl = ar.take(items * C * K), qg = ar.take(items * C * K);
+    const int64_t u = ar.take(items * C * V), w = ar.take(items * C * K / per);
+    const int64_t kl = ar.take(items * C * K / per), qg = ar.take(items * C * K);
     const int64_t gn = ar.take(items), st = ar.take(items * K * V);
     const int64_t dy = backward ? ar.take(items * C * V) : 0;
     const int64_t dso = backward ? ar.take(items * K * V) : 0;
@@ -750,8 +799,8 @@ struct Workspace {
     ptrs = {b + ti,
             b + p,
             b + u,
-            b + w,
-            b + kl,
+            reinterpret_cast<Op*>(b + w),
+            reinterpret_cast<Op*>(b + kl),
             b + qg,
             b + gn,
             b + st,
@@ -816,7 +865,7 @@ inline DeltaRuleGrad<bf16_dev> device_view(const DeltaRuleGrad<bf16>& g) {
 
 // Calls run.template operator()<C, IO, TC>(a, r) with the kernels' compute type C, storage type
 // IO and product flag TC for inputs of type S: f32 and f64 compute in their own type (f32 with
-// TF32 products when asked); bf16 reads and writes bf16 and computes in f32 with TF32 products.
+// TF32 products when asked); bf16 reads and writes bf16 and computes in f32 with bf16 products.
 template <class S, class Results, class Run>
 void with_kernel_types(const DeltaRuleArgs<S>& a, const Results& r, Run&& run) {
   if constexpr (std::is_same_v<S, bf16>) {
@@ -832,18 +881,18 @@ void with_kernel_types(const DeltaRuleArgs<S>& a, const Results& r, Run&& run) {
 // prep and walk (delta_rule_chunk.cu): the chunks' matrices and states (Vn in ws.u), hT when
 // asked.
 template <class S, class IO, bool TC>
-void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const Chunks<S>& ws, IO* hT,
-                    const char* op);
+void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const ChunksOf<S, IO>& ws,
+                    IO* hT, const char* op);
 
 // dq, dk, dv, dbeta, dg by the three kernels on 64-wide tiles (delta_rule_chunk_tiled.cu), for
 // heads whose one-kernel grad buffers exceed shared memory; ws holds the forward's matrices,
 // the states, dY and the outgoing dS's.
 template <class S, class IO, bool TC>
 void tiled_gradients(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, const Geo& g,
-                     const Chunks<S>& ws, const char* op);
+                     const ChunksOf<S, IO>& ws, const char* op);
 
 // The instantiations each file provides: f32 (FMA or TF32 products), f64, and bf16 storage
-// computing in f32 on TF32 (with_kernel_types).
+// computing in f32 on bf16 tensor cores (with_kernel_types).
 #define HLA_DELTA_CHUNK_INSTANTIATE(F)       \
   F(float, float, false)                    \
   F(float, float, true)                     \

@@ -17,34 +17,42 @@ namespace {
 // groups share two buffers (CT = CC, XQ = XW = X) and each is waited for as it is copied.
 // Every buffer but diag(lam) K (X) is read down its columns (col_stride); X along its rows
 // (row_stride), unless it also serves as XQ and XW: two products read it down its columns then,
-// one along its rows, and it takes col_stride.
+// one along its rows, and it takes col_stride. W and diag(lam) K in bf16 (half) take
+// half_stride (lw, lx) and half the space; a shared X keeps room for diag(gam) Q.
 struct WalkBackLayout {
   int64_t dS, X, CC, dO, dVn, CT, XQ, XW, total;
-  int cols, lx;  // lx: X's row stride
+  int cols, lx, lxw;  // the row strides of diag(lam) K in X and of W in XW
   bool ahead;
-  WalkBackLayout(Arena ar, int K, bool tc, int cols_, bool ahead_)
-      : cols(cols_), lx(ahead_ ? row_stride(K, tc) : col_stride(K, tc)), ahead(ahead_) {
+  WalkBackLayout(Arena ar, int K, bool tc, bool half, int cols_, bool ahead_)
+      : cols(cols_),
+        lx(half ? half_stride(K) : ahead_ ? row_stride(K, tc) : col_stride(K, tc)),
+        lxw(half ? half_stride(K) : col_stride(K, tc)),
+        ahead(ahead_) {
     const int64_t keys = int64_t(C) * col_stride(K, tc), cc = int64_t(C) * col_stride(C, tc);
+    const int per = half ? 2 : 1;
     dS = ar.take(int64_t(K) * walk_stride(cols, tc));
-    X = ar.take(int64_t(C) * lx);
+    X = ar.take(ahead ? int64_t(C) * lx / per : std::max(keys, int64_t(C) * lx / per));
     CC = ar.take(cc);
     dO = ar.take(int64_t(C) * col_stride(cols, tc));
     dVn = ar.take(int64_t(C) * col_stride(cols, tc));
     CT = ahead ? ar.take(cc) : CC;
     XQ = ahead ? ar.take(keys) : X;
-    XW = ahead ? ar.take(keys) : X;
+    XW = ahead ? ar.take(int64_t(C) * lxw / per) : X;
     total = ar.at;
   }
 };
 
 template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
-    delta_walk_back_kernel(DeltaRuleGrad<IO> gr, S scale, Geo g, Chunks<S> ws, WalkBackLayout lay,
-                           S* scratch) {
+    delta_walk_back_kernel(DeltaRuleGrad<IO> gr, S scale, Geo g, ChunksOf<S, IO> ws,
+                           WalkBackLayout lay, S* scratch) {
+  using Op = OperandOf<S, IO>;
   S* base = block_base<S, Shared>(scratch, lay.total);
-  S *dS = base + lay.dS, *X = base + lay.X, *CC = base + lay.CC, *dO = base + lay.dO;
-  S *dVn = base + lay.dVn, *CT = base + lay.CT, *XQ = base + lay.XQ, *XW = base + lay.XW;
-  const int K = g.K, V = g.V, lx = lay.lx, lkt = col_stride(K, TC), lc = col_stride(C, TC);
+  S *dS = base + lay.dS, *CC = base + lay.CC, *dO = base + lay.dO;
+  S *dVn = base + lay.dVn, *CT = base + lay.CT, *XQ = base + lay.XQ;
+  Op *X = reinterpret_cast<Op*>(base + lay.X), *XW = reinterpret_cast<Op*>(base + lay.XW);
+  const int K = g.K, V = g.V, lx = lay.lx, lxw = lay.lxw, lkt = col_stride(K, TC);
+  const int lc = col_stride(C, TC);
   const int cols = lay.cols, lv = col_stride(cols, TC), lw = walk_stride(cols, TC);
   const int n_slices = (V + cols - 1) / cols;
   const bool async = Shared, ahead = lay.ahead;
@@ -70,7 +78,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       cp_async_commit();
     };
     auto fetch_w = [&](int64_t c) {
-      copy_rows(XW, lkt, ws.w + (bh * g.NC + c) * C * K, K, C, K, async);
+      copy_rows(XW, lxw, ws.w + (bh * g.NC + c) * C * K, K, C, K, async);
       cp_async_commit();
     };
     // Ahead: two groups in flight after each wait (the loads for later products); else none.
@@ -100,12 +108,13 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       stage_scaled(dO, lv, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
       wait();  // P and diag(lam) K
       __syncthreads();
-      product<S, TC, wide_threads(TC) / 32>(  // dVn = s P^T dO + diag(lam) K dS (same shape twice)
+      // dVn = s P^T dO + diag(lam) K dS (the same shape twice)
+      product<S, IO, TC, wide_threads(TC) / 32>(
           C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
-      product<S, TC, wide_threads(TC) / 32>(
-          C, nv, K, operand_a<S, TC, Shared>(X, lx), [&](int i, int j) { return dS[i * lw + j]; },
+      product<S, IO, TC, wide_threads(TC) / 32>(
+          C, nv, K, operand_a<Op, TC, Shared>(X, lx), [&](int i, int j) { return dS[i * lw + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] += x; });
       __syncthreads();
       if (ahead)
@@ -115,11 +124,11 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       wait();  // Ti and diag(gam) Q
       __syncthreads();
       const S gn = ws.gn[e];
-      product<S, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
+      product<S, IO, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
           C, nv, C, [&](int l, int r) { return CT[r * lc + l]; },
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
-      product<S, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
+      product<S, IO, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
           K, nv, C, [&](int i, int r) { return XQ[r * lkt + i]; },
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] = gn * dS[i * lw + j] + scale * x; });
@@ -130,8 +139,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
         fetch_w(c);
       wait();  // W
       __syncthreads();
-      product<S, TC, wide_threads(TC) / 32>(
-          K, nv, C, [&](int i, int r) { return XW[r * lkt + i]; },
+      product<S, IO, TC, wide_threads(TC) / 32>(
+          K, nv, C, operand_t<Op, TC, Shared>(XW, lxw),
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] -= x; });
     }
@@ -174,7 +183,7 @@ struct GradLayout {
 // choice, so that the products read the state from a known memory.
 template <class S, class IO, bool TC, bool Shared, bool Staged = false>
 __global__ void __launch_bounds__(wide_threads(TC))
-    delta_grad_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
+    delta_grad_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, ChunksOf<S, IO> ws,
                       GradLayout lay, S* scratch) {
   S* base = block_base<S, Shared>(scratch, lay.total);
   const Rows<S> w = lay.rows.bind(base);
@@ -218,23 +227,23 @@ __global__ void __launch_bounds__(wide_threads(TC))
     __syncthreads();
 
     // Products of the loaded rows, S, then the outgoing dS (no two write the same buffer).
-    product<S, TC, nw>(
+    product<S, IO, TC, nw>(
         C, C, K, operand_a<S, TC, Shared>(k, lk), operand_b<S, TC, Shared>(k, lk),
         [&](int r, int l, S x) { A[r * lc + l] = x; });
     if (gated)  // Q K^T enters only the decay gradients
-      product<S, TC, nw>(
+      product<S, IO, TC, nw>(
           C, C, K, operand_a<S, TC, Shared>(q, lk), operand_b<S, TC, Shared>(k, lk),
           [&](int r, int l, S x) { QK[r * lc + l] = x; });
-    product<S, TC, nw>(  // K S
+    product<S, IO, TC, nw>(  // K S
         C, V, K, operand_a<S, TC, Shared>(k, lk), [&](int i, int j) { return St[i * ls + j]; },
         [&](int r, int j, S x) { ks[r * lv + j] = x; });
-    product<S, TC, nw>(  // dq = s diag(gam) dO S^T
+    product<S, IO, TC, nw>(  // dq = s diag(gam) dO S^T
         C, K, V, operand_a<S, TC, Shared>(dO, lv), operand_b<S, TC, Staged>(St, ls),
         [&](int r, int i, S x) { dq[r * lk + i] = (s * w.gam[r]) * x; });
-    product<S, TC, nw>(  // dP = s (dO Vn^T) o M
+    product<S, IO, TC, nw>(  // dP = s (dO Vn^T) o M
         C, C, V, operand_a<S, TC, Shared>(dO, lv), operand_b<S, TC, Shared>(vn, lv),
         [&](int r, int l, S x) { dPE[r * lc + l] = (s * x) * decay(w.Gam, gated, r, l); });
-    product<S, TC, nw>(  // D = -tril_{-1}(dY Vn^T) o M
+    product<S, IO, TC, nw>(  // D = -tril_{-1}(dY Vn^T) o M
         C, C, V, operand_a<S, TC, Shared>(dy, lv), operand_b<S, TC, Shared>(vn, lv),
         [&](int r, int l, S x) { D[r * lc + l] = r > l ? -x * decay(w.Gam, gated, r, l) : S(0); });
     __syncthreads();
@@ -246,7 +255,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
     stage_scaled(vr, lv, C, n, V, a.v + row0 * V, g.H * V, nullptr);
     cp_async_wait<0>();
     __syncthreads();
-    product<S, TC, nw>(  // dk = diag(lam) Vn dS^T
+    product<S, IO, TC, nw>(  // dk = diag(lam) Vn dS^T
         C, K, V, operand_a<S, TC, Shared>(vn, lv), operand_b<S, TC, Staged>(dSt, ls),
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
     S sds = S(0);  // <S, dS> for the gate of the state carry
@@ -301,19 +310,19 @@ __global__ void __launch_bounds__(wide_threads(TC))
     __syncthreads();
 
     // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
-    product<S, TC, nw>(
+    product<S, IO, TC, nw>(
         C, K, C, operand_a<S, TC, Shared>(dPE, lc), [&](int l, int i) { return k[l * lk + i]; },
         [&](int r, int i, S x) { dq[r * lk + i] += x; });
-    product<S, TC, nw>(
+    product<S, IO, TC, nw>(
         C, K, C, [&](int r, int l) { return dPE[l * lc + r]; },
         [&](int l, int i) { return q[l * lk + i]; },
         [&](int r, int i, S x) { dk[r * lk + i] += x; });
-    product<S, TC, nw>(  // D is strictly lower: one of the two terms is zero
+    product<S, IO, TC, nw>(  // D is strictly lower: one of the two terms is zero
         C, K, C,
         [&](int r, int l) { return w.beta[r] * D[r * lc + l] + w.beta[l] * D[l * lc + r]; },
         [&](int l, int i) { return k[l * lk + i]; },
         [&](int r, int i, S x) { dk[r * lk + i] += x; });
-    product<S, TC, nw>(
+    product<S, IO, TC, nw>(
         C, K, V, [&](int r, int j) { return w.beta[r] * dy[r * lv + j]; },
         [&](int j, int i) { return St[i * ls + j]; },
         [&](int r, int i, S x) { dk[r * lk + i] -= w.gam[r] * x; });
@@ -346,11 +355,13 @@ __global__ void __launch_bounds__(wide_threads(TC))
 template <class S, class IO, bool TC>
 void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, const char* op) {
   const Geo g = geo_of(a.d);
-  Workspace<S> ws(g, true);
+  Workspace<S, IO> ws(g, true);
   forward_states<S, IO, TC>(a, g, ws.ptrs, static_cast<IO*>(nullptr), op);
   const int cols = walk_columns(g);
   const int64_t slices = (g.V + cols - 1) / cols;
-  const WalkBackLayout ahead(Arena{}, g.K, TC, cols, true), in_turn(Arena{}, g.K, TC, cols, false);
+  constexpr bool half = !std::is_same_v<OperandOf<S, IO>, S>;
+  const WalkBackLayout ahead(Arena{}, g.K, TC, half, cols, true),
+      in_turn(Arena{}, g.K, TC, half, cols, false);
   const WalkBackLayout& back =
       size_t(ahead.total) * sizeof(S) <= shared_memory_limit() ? ahead : in_turn;
   launch_items<S>(delta_walk_back_kernel<S, IO, TC, true>, delta_walk_back_kernel<S, IO, TC, false>,

@@ -48,7 +48,7 @@ struct ScoresLayout {
 
 template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
-    delta_grad_scores_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
+    delta_grad_scores_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, ChunksOf<S, IO> ws,
                              GradScratch<S> gs, ScoresLayout lay, S* scratch) {
   static_assert(kTile == C, "a C x C matrix takes a tile's place");
   S* base = block_base<S, Shared>(scratch, lay.total);
@@ -73,8 +73,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       else
         stage_keys(T1, lt, a.k, f.rk, g, bh, c, n, k0, nk);
       __syncthreads();
-      accumulate_abt<S, TC, Shared, nw>(M0, lt, T1, T1, lt, C, nk, first);
-      if (gated) accumulate_abt<S, TC, Shared, nw>(M1, lt, T0, T1, lt, C, nk, first);
+      accumulate_abt<S, IO, TC, Shared, nw>(M0, lt, T1, T1, lt, C, nk, first);
+      if (gated) accumulate_abt<S, IO, TC, Shared, nw>(M1, lt, T0, T1, lt, C, nk, first);
       __syncthreads();
     }
     for (int x = threadIdx.x; x < C * C; x += blockDim.x) {
@@ -92,8 +92,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       stage_scaled(T0, lt, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
       cp_async_wait<0>();
       __syncthreads();
-      accumulate_abt<S, TC, Shared, nw>(M0, lt, T0, T1, lt, C, nv, first);
-      accumulate_abt<S, TC, Shared, nw>(M1, lt, T2, T1, lt, C, nv, first);
+      accumulate_abt<S, IO, TC, Shared, nw>(M0, lt, T0, T1, lt, C, nv, first);
+      accumulate_abt<S, IO, TC, Shared, nw>(M1, lt, T2, T1, lt, C, nv, first);
       for (int r = warp; r < n; r += nw) {  // one warp per row
         const int64_t row = row0 + r * g.H;
         S yv = S(0);
@@ -134,7 +134,7 @@ struct KeysLayout {
 
 template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
-    delta_grad_keys_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, Chunks<S> ws,
+    delta_grad_keys_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, ChunksOf<S, IO> ws,
                            GradScratch<S> gs, KeysLayout lay, S* scratch) {
   static_assert(kTile == C, "a C x C matrix takes a tile's place");
   S* base = block_base<S, Shared>(scratch, lay.total);
@@ -163,8 +163,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       stage_scaled(T0, lt, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
       cp_async_wait<0>();
       __syncthreads();
-      accumulate_abt<S, TC, Shared, nw>(dq, lt, T0, T2, lt, nk, nv, first);
-      accumulate_abt<S, TC, Shared, nw>(X, lt, T1, T2, lt, nk, nv, first);
+      accumulate_abt<S, IO, TC, Shared, nw>(dq, lt, T0, T2, lt, nk, nv, first);
+      accumulate_abt<S, IO, TC, Shared, nw>(X, lt, T1, T2, lt, nk, nv, first);
       __syncthreads();
     }
     // Pass 2: dk_lam = Vn dS^T (Vn in T0, dS in T1) and, with a gate, <S, dS> (S in T2 again,
@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
       cp_async_commit();
       cp_async_wait<0>();
       __syncthreads();
-      accumulate_abt<S, TC, Shared, nw>(dk, lt, T0, T1, lt, nk, nv, first);
+      accumulate_abt<S, IO, TC, Shared, nw>(dk, lt, T0, T1, lt, nk, nv, first);
       if (gated)
         for (int x = threadIdx.x; x < nk * nv; x += blockDim.x) {
           const int i = x / nv, j = x - i * nv;
@@ -225,17 +225,17 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     __syncthreads();
     copy_rows(X, lt, gs.cc + (e * 4 + 3) * C * C, C, C, C, async);
     cp_async_commit();
-    product<S, TC, nw>(
+    product<S, IO, TC, nw>(
         C, nk, C, [&](int r, int l) { return T2[r * lt + l]; },
         [&](int l, int i) { return T1[l * lt + i]; },
         [&](int r, int i, S x) { dq[r * lt + i] += x; });
-    product<S, TC, nw>(
+    product<S, IO, TC, nw>(
         C, nk, C, [&](int r, int l) { return T2[l * lt + r]; },
         [&](int l, int i) { return T0[l * lt + i]; },
         [&](int r, int i, S x) { dk[r * lt + i] += x; });
     cp_async_wait<0>();
     __syncthreads();
-    product<S, TC, nw>(  // D is strictly lower: one of the two terms is zero
+    product<S, IO, TC, nw>(  // D is strictly lower: one of the two terms is zero
         C, nk, C,
         [&](int r, int l) { return f.beta[r] * X[r * lt + l] + f.beta[l] * X[l * lt + r]; },
         [&](int l, int i) { return T1[l * lt + i]; },
@@ -339,7 +339,7 @@ __global__ void __launch_bounds__(kNt)
 
 template <class S, class IO, bool TC>
 void tiled_gradients(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, const Geo& g,
-                     const Chunks<S>& ws, const char* op) {
+                     const ChunksOf<S, IO>& ws, const char* op) {
   const int64_t items = g.B * g.H * g.NC, KT = (g.K + kTile - 1) / kTile;
   Arena ar;
   const int64_t cc = ar.take(items * 4 * C * C), factors = ar.take(items * kFactors);
@@ -362,7 +362,7 @@ void tiled_gradients(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, co
 
 #define HLA_TILED_GRADIENTS(S, IO, TC)                                                     \
   template void tiled_gradients<S, IO, TC>(const DeltaRuleArgs<IO>&, const DeltaRuleGrad<IO>&, \
-                                           const Geo&, const Chunks<S>&, const char*);
+                                           const Geo&, const ChunksOf<S, IO>&, const char*);
 HLA_DELTA_CHUNK_INSTANTIATE(HLA_TILED_GRADIENTS)
 #undef HLA_TILED_GRADIENTS
 

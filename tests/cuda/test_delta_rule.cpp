@@ -10,12 +10,12 @@
 // and the .grad() of every input, for Auto, Recurrent and Chunk, heads whole and split into value
 // slices), the CPU-only reference tier's error, and the state carry: T tokens equal T1 then T2
 // tokens from the carried state, forward and backward, on both CUDA tiers. The chunk tier's TF32
-// products (bf16 inputs) against the CPU with TF32 tolerances, and its bf16 kernels against the
-// TF32 ones. Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with l2norm_qk) so
-// that the recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64 1e-10 (same
-// algorithm or an exact reformulation, double rounding); f32 2e-5 for outputs and 5e-5 for
-// gradients (other summation orders over K, V and up to 200 steps; the CPU tiers agree with the f64
-// reference to 1e-5 / 5e-5 on the same problems).
+// products against the CPU with TF32 tolerances, and its bf16 kernels (bf16 products) against
+// the CPU with bf16 ones. Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with
+// l2norm_qk) so that the recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64
+// 1e-10 (same algorithm or an exact reformulation, double rounding); f32 2e-5 for outputs and
+// 5e-5 for gradients (other summation orders over K, V and up to 200 steps; the CPU tiers agree
+// with the f64 reference to 1e-5 / 5e-5 on the same problems).
 #include "tests/cuda/cuda_test_helpers.h"
 #ifdef HLA_WITH_CUDA
 #include <algorithm>
@@ -255,7 +255,7 @@ TEST_CASE("cuda delta rule kernels at K = V = 64, 128, 256 and 512, and K = 160,
       }
 }
 
-// The chunk tier's products on the TF32 tensor cores (what bf16 inputs run) against the f32 CPU
+// The chunk tier's products on the TF32 tensor cores (f32 with tensor_cores) against the f32 CPU
 // recurrent tier. Tolerances (relative RMS): outputs 4e-3, gradients 1e-2, for operands
 // rounded to an 11-bit significand (2.4e-4 relative each) through the chunk's chained products
 // (Ti, then U - W S, over up to 4 chunks) and the backward's longer chains; a wrong fragment
@@ -303,21 +303,26 @@ TEST_CASE("cuda delta rule chunk tier on the TF32 tensor cores", "[cuda]") {
         }
 }
 
-// The chunk tier's bf16 kernels (bf16 reads and writes, the f32 TF32 kernels inside) against
-// the f32 TF32 kernels on the same bf16-rounded inputs, their results rounded to bf16: the same
-// computation (host emulation: every element equal), so at most 1% of the elements may differ
-// (by the one-unit flips of separately compiled code) and relative RMS 1e-3 (one bf16 unit is
-// 2^-8 of an element); a missed conversion gives O(1), truncation instead of rounding to
-// nearest flips about half the elements.
-TEST_CASE("cuda delta rule chunk tier in bf16: the TF32 kernels' results rounded to bf16",
+// The chunk tier's bf16 kernels (bf16 reads and writes, f32 workspaces, products on bf16 tensor
+// cores: every operand rounded to an 8-bit significand, 2^-9 relative, as fla's bf16 w, u,
+// states and v_new) against the f32 CPU recurrent tier on the same bf16 inputs. Tolerances
+// (relative RMS): outputs 1e-2, gradients 2e-2 (the GLA family's bf16 tolerances; the largest
+// errors measured on an H200 were 4.9e-3 for o and 9.1e-3 for dbeta), each at
+// least 4x the problem's own sensitivity (the CPU tier's change when only its inputs are rounded
+// to bf16, as for TF32 above). A wrong fragment pairing or a dropped tail of R gives O(1). The
+// output must also differ from the TF32 kernels' (on the same inputs, rounded to bf16) by more
+// than a bf16 rounding of a few elements, so that TF32 products in its place fail.
+TEST_CASE("cuda delta rule chunk tier in bf16 on bf16 tensor cores against the CPU tier",
           "[cuda]") {
   HLA_REQUIRE_GPU();
   uint64_t seed = 500;
-  for (Decay decay : {Decay::None, Decay::Strong})
+  for (Decay decay : {Decay::None, Decay::Strong, Decay::Weak})
     for (bool l2norm : {false, true})
       for (const kernels::RecDims& d :
            {kernels::RecDims{2, 130, 2, 32, 48}, kernels::RecDims{1, 65, 1, 60, 33},
-            kernels::RecDims{1, 200, 2, 64, 64}, kernels::RecDims{1, 70, 1, 256, 256}}) {
+            kernels::RecDims{1, 200, 2, 64, 64}, kernels::RecDims{1, 70, 1, 256, 256},
+            kernels::RecDims{1, 130, 1, 160, 96}, kernels::RecDims{1, 70, 1, 512, 512}}) {
+        if (d.K == 512 && decay == Decay::Weak) continue;  // the global instances once a regime
         INFO("decay " << decay_name(decay) << " l2norm " << l2norm << " B,T,H,K,V " << d.B << ","
                       << d.T << "," << d.H << "," << d.K << "," << d.V);
         const Problem p = make_problem(d, DType::f32, decay, l2norm, true, ++seed);
@@ -332,19 +337,22 @@ TEST_CASE("cuda delta rule chunk tier in bf16: the TF32 kernels' results rounded
             *h = x->to(DType::bf16);
             *r = h->to(DType::f32);
           }
-        const std::vector<Tensor> tf32 = run_tier<float>(rounded, Tier::CudaChunkTF32);
+        const std::vector<Tensor> cpu = run(p, Tier::CpuRecurrent);
+        const std::vector<Tensor> cpu_rounded = run(rounded, Tier::CpuRecurrent);
         const std::vector<Tensor> out = run_tier<bf16>(half, Tier::CudaChunk);
-        for (size_t i = 0; i < tf32.size(); ++i) {
-          REQUIRE(tf32[i].defined() == out[i].defined());
-          if (!tf32[i].defined()) continue;
+        for (size_t i = 0; i < cpu.size(); ++i) {
+          REQUIRE(cpu[i].defined() == out[i].defined());
+          if (!cpu[i].defined()) continue;
           REQUIRE(out[i].dtype() == DType::bf16);
-          const std::vector<double> want = vals(tf32[i].to(DType::bf16)), got = vals(out[i]);
-          size_t differ = 0;
-          for (size_t e = 0; e < want.size(); ++e) differ += want[e] != got[e];
-          INFO(kNames[i] << ": " << differ << " of " << want.size() << " elements differ");
-          REQUIRE(differ <= want.size() / 100);
-          REQUIRE_CLOSE(std::string("bf16 chunk vs tf32: ") + kNames[i], want, got, 1e-3);
+          const double sensitivity =
+              hla::test::close_report(vals(cpu[i]), vals(cpu_rounded[i])).rel_rms;
+          INFO("sensitivity to bf16 inputs " << sensitivity);
+          REQUIRE_CLOSE(std::string("bf16 chunk vs cpu: ") + kNames[i], vals(cpu_rounded[i]),
+                        vals(out[i]), std::max(i < 2 ? 1e-2 : 2e-2, 4 * sensitivity));
         }
+        const std::vector<Tensor> tf32 = run_tier<float>(rounded, Tier::CudaChunkTF32);
+        REQUIRE(hla::test::close_report(vals(tf32[0].to(DType::bf16)), vals(out[0])).rel_rms >
+                1e-4);
       }
 }
 
