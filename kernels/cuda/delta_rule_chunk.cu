@@ -69,8 +69,10 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
         L[r * lc + l] = r > l ? f.beta[r] * (L[r * lc + l] * m) : S(0);
         p[u] = P[r * lc + l] * m;
       }
-      S* out = ws.p + e * C * C + x;  // 16-byte aligned: whole C x C blocks from an aligned base
-      if constexpr (std::is_same_v<S, float>) {
+      auto* out = ws.p + e * C * C + x;  // aligned: whole C x C blocks from an aligned base
+      if constexpr (std::is_same_v<decltype(out), bf16_dev*>) {
+        *reinterpret_cast<uint2*>(out) = make_uint2(pack_bf16(p[0], p[1]), pack_bf16(p[2], p[3]));
+      } else if constexpr (std::is_same_v<S, float>) {
         *reinterpret_cast<float4*>(out) = make_float4(p[0], p[1], p[2], p[3]);
       } else {
 #pragma unroll
@@ -114,21 +116,24 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
 
 // ---- walk: the states and Vn = U - W S, chunks in order, 64 value columns per block
 
-// The walk's state slice St [K][lw] and `buffers` sets of a chunk's tiles: W [C][lk] (read
-// along its rows), diag(lam) K [C][lkt] (after W, read down its columns), U / Vn [C][lv] (after
-// both). Two sets when they fit in shared memory: the next chunk's tiles then load under this
-// chunk's products. W and diag(lam) K in bf16 (half) take half_stride and half the space.
+// The walk's state slice St [K][lw], `buffers` sets of a chunk's W [C][lk] (read along its
+// rows) and U / Vn [C][lv] (after W), and one diag(lam) K [C][lkt] (read down its columns).
+// Two sets when they fit in shared memory: the next chunk's W and U then load under this
+// chunk's products, and its diag(lam) K, which only the second product reads, under the
+// first. W and diag(lam) K in bf16 (half) take half_stride and half the space.
 struct WalkLayout {
-  int64_t S_, sets, set_size, total;
+  int64_t S_, sets, set_size, kl, total;
   int buffers, cols, lk, lkt;
   WalkLayout(Arena ar, int K, bool tc, bool half, int buffers_, int cols_)
       : buffers(buffers_),
         cols(cols_),
         lk(half ? half_stride(K) : row_stride(K, tc)),
         lkt(half ? half_stride(K) : col_stride(K, tc)) {
+    const int per = half ? 2 : 1;
     S_ = ar.take(int64_t(K) * walk_stride(cols, tc));
-    set_size = int64_t(C) * (lk + lkt) / (half ? 2 : 1) + int64_t(C) * col_stride(cols, tc);
+    set_size = int64_t(C) * lk / per + int64_t(C) * col_stride(cols, tc);
     sets = ar.take(buffers * set_size);
+    kl = ar.take(int64_t(C) * lkt / per);
     total = ar.at;
   }
 };
@@ -141,6 +146,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   constexpr int per = sizeof(S) / sizeof(Op);
   S* base = block_base<S, Shared>(scratch, lay.total);
   S* St = base + lay.S_;
+  Op* Kl = reinterpret_cast<Op*>(base + lay.kl);
   const bool async = Shared, ahead = lay.buffers == 2;
   const int K = g.K, V = g.V, cols = lay.cols, lk = lay.lk, lkt = lay.lkt;
   const int lv = col_stride(cols, TC), lw = walk_stride(cols, TC), n_slices = (V + cols - 1) / cols;
@@ -149,53 +155,54 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     const int j0 = static_cast<int>(item - bh * n_slices) * cols;
     const int nv = min(cols, V - j0);
     const int64_t state = bh * K * V;
-    // Chunk c's tiles into set b, two commit groups: W and U, then diag(lam) K.
-    auto fetch = [&](int64_t c, int b) {
+    // Chunk c's W and U into set b, and its diag(lam) K: a commit group each.
+    auto fetch_wu = [&](int64_t c, int b) {
       const int64_t e = bh * g.NC + c;
       S* set = base + lay.sets + b * lay.set_size;
-      Op* w = reinterpret_cast<Op*>(set);
-      copy_rows(w, lk, ws.w + e * C * K, K, C, K, async);
-      copy_rows(set + C * (lk + lkt) / per, lv, ws.u + e * C * V + j0, V, C, nv, async);
+      copy_rows(reinterpret_cast<Op*>(set), lk, ws.w + e * C * K, K, C, K, async);
+      copy_rows(set + C * lk / per, lv, ws.u + e * C * V + j0, V, C, nv, async);
       cp_async_commit();
-      copy_rows(w + C * lk, lkt, ws.kl + e * C * K, K, C, K, async);
+    };
+    auto fetch_kl = [&](int64_t c) {
+      copy_rows(Kl, lkt, ws.kl + (bh * g.NC + c) * C * K, K, C, K, async);
       cp_async_commit();
     };
     stage_rows(St, lw, K, nv,
                [&](int i, int j) { return h0 ? value_cast<S>(h0[state + i * V + j0 + j]) : S(0); });
-    if (ahead) fetch(0, 0);
+    if (ahead) fetch_wu(0, 0);
     for (int64_t c = 0; c < g.NC; ++c) {
       const int64_t e = bh * g.NC + c;
       const int b = ahead ? static_cast<int>(c & 1) : 0;
       S* set = base + lay.sets + b * lay.set_size;
-      const Op* X = reinterpret_cast<const Op*>(set);  // W, then diag(lam) K at X + C lk
-      S* vn = set + C * (lk + lkt) / per;
-      __syncthreads();  // the previous chunk's products are done: St final, their set free
-      if (!ahead)
-        fetch(c, 0);
-      else if (c + 1 < g.NC)
-        fetch(c + 1, b ^ 1);
-      else {  // empty groups, so that the waits below count alike on the last chunk
-        cp_async_commit();
-        cp_async_commit();
+      const Op* X = reinterpret_cast<const Op*>(set);  // W
+      S* vn = set + C * lk / per;
+      __syncthreads();  // the previous chunk's products are done: St final, its buffers free
+      // The groups in flight, oldest first: ahead, W U (c), diag(lam) K (c), W U (c + 1) (an
+      // empty group on the last chunk, so that the waits count alike); else W U, diag(lam) K.
+      if (!ahead) fetch_wu(c, 0);
+      fetch_kl(c);
+      if (ahead) {
+        if (c + 1 < g.NC) fetch_wu(c + 1, b ^ 1);
+        else cp_async_commit();
       }
       store_rows(ws.states + e * K * V + j0, V, St, lw, K, nv);
-      if (ahead)  // chunk c's first group has landed; its second and the next chunk's may not
-        cp_async_wait<3>();
+      if (ahead)
+        cp_async_wait<2>();
       else
         cp_async_wait<1>();
       __syncthreads();
       product<S, IO, TC, wide_threads(TC) / 32>(
           C, nv, K, operand_a<Op, TC, Shared>(X, lk), [&](int i, int j) { return St[i * lw + j]; },
           [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
-      if (ahead)  // and its second: diag(lam) K
-        cp_async_wait<2>();
+      if (ahead)  // and diag(lam) K
+        cp_async_wait<1>();
       else
         cp_async_wait<0>();
       __syncthreads();
       store_rows(ws.u + e * C * V + j0, V, vn, lv, C, nv);
       const S gn = ws.gn[e];
       product<S, IO, TC, wide_threads(TC) / 32>(
-          K, nv, C, operand_t<Op, TC, Shared>(X + C * lk, lkt),
+          K, nv, C, operand_t<Op, TC, Shared>(Kl, lkt),
           [&](int r, int j) { return vn[r * lv + j]; },
           [&](int i, int j, S kv) { St[i * lw + j] = gn * St[i * lw + j] + kv; });
     }
@@ -209,14 +216,18 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
 
 // ---- output: O = s [diag(gam) Q S + P Vn], 64 value columns per block
 
-// diag(gam) Q and P are read along their rows (row_stride); S, Vn and qs down their columns.
+// diag(gam) Q and P are read along their rows (row_stride; in bf16 (half) half_stride and half
+// the space); S, Vn and qs down their columns.
 struct OutputLayout {
   int64_t qg, St, P, vn, qs, total;
-  OutputLayout(Arena ar, int K, bool tc) {
-    const int lo = col_stride(kOutputColumns, tc);
-    qg = ar.take(int64_t(C) * row_stride(K, tc));
+  int lk, lc;  // the row strides of diag(gam) Q and P
+  OutputLayout(Arena ar, int K, bool tc, bool half)
+      : lk(half ? half_stride(K) : row_stride(K, tc)),
+        lc(half ? half_stride(C) : row_stride(C, tc)) {
+    const int lo = col_stride(kOutputColumns, tc), per = half ? 2 : 1;
+    qg = ar.take(int64_t(C) * lk / per);
     St = ar.take(int64_t(K) * lo);
-    P = ar.take(int64_t(C) * row_stride(C, tc));
+    P = ar.take(int64_t(C) * lc / per);
     vn = ar.take(int64_t(C) * lo);
     qs = ar.take(int64_t(C) * lo);
     total = ar.at;
@@ -227,12 +238,14 @@ template <class S, class IO, bool TC, bool Shared>
 __global__ void __launch_bounds__(kNt)
     delta_output_kernel(Geo g, ChunksOf<S, IO> ws, S scale, IO* __restrict__ o, OutputLayout lay,
                         S* scratch) {
+  using Op = OperandOf<S, IO>;
   S* base = block_base<S, Shared>(scratch, lay.total);
-  S *qg = base + lay.qg, *St = base + lay.St, *P = base + lay.P, *vn = base + lay.vn;
+  Op *qg = reinterpret_cast<Op*>(base + lay.qg), *P = reinterpret_cast<Op*>(base + lay.P);
+  S *St = base + lay.St, *vn = base + lay.vn;
   S* qs = base + lay.qs;  // diag(gam) Q S
   const bool async = Shared;
-  constexpr int lo = col_stride(kOutputColumns, TC), lc = row_stride(C, TC);
-  const int K = g.K, V = g.V, lk = row_stride(K, TC);
+  constexpr int lo = col_stride(kOutputColumns, TC);
+  const int K = g.K, V = g.V, lk = lay.lk, lc = lay.lc;
   const int n_slices = (V + kOutputColumns - 1) / kOutputColumns;
   for (int64_t item = blockIdx.x; item < g.B * g.H * g.NC * n_slices; item += gridDim.x) {
     const int64_t e = item / n_slices, bh = e / g.NC, c = e - bh * g.NC;
@@ -247,10 +260,10 @@ __global__ void __launch_bounds__(kNt)
     cp_async_wait<0>();
     __syncthreads();
     product<S, IO, TC>(
-        C, nv, K, operand_a<S, TC, Shared>(qg, lk), [&](int i, int j) { return St[i * lo + j]; },
+        C, nv, K, operand_a<Op, TC, Shared>(qg, lk), [&](int i, int j) { return St[i * lo + j]; },
         [&](int r, int j, S x) { qs[r * lo + j] = x; });
     product<S, IO, TC>(  // same shape: each thread reads back only its own qs entries
-        C, nv, C, operand_a<S, TC, Shared>(P, lc), [&](int l, int j) { return vn[l * lo + j]; },
+        C, nv, C, operand_a<Op, TC, Shared>(P, lc), [&](int l, int j) { return vn[l * lo + j]; },
         [&](int r, int j, S x) {
           if (r < n)
             o[(row0 + r * g.H) * V + j0 + j] = value_cast<IO>(scale * (qs[r * lo + j] + x));
@@ -289,7 +302,7 @@ void chunk_forward(const DeltaRuleArgs<IO>& a, const DeltaRuleOut<IO>& out, cons
   Workspace<S, IO> ws(g, false);
   forward_states<S, IO, TC>(a, g, ws.ptrs, out.hT, op);
   const int64_t slices = (g.V + kOutputColumns - 1) / kOutputColumns;
-  const OutputLayout lay(Arena{}, g.K, TC);
+  const OutputLayout lay(Arena{}, g.K, TC, !std::is_same_v<OperandOf<S, IO>, S>);
   launch_items<S>(delta_output_kernel<S, IO, TC, true>, delta_output_kernel<S, IO, TC, false>, kNt,
                   g.B * g.H * g.NC * slices, lay.total, op, g, ws.ptrs, static_cast<S>(a.scale),
                   out.o, lay);

@@ -177,20 +177,21 @@ struct Geo {
   __device__ int rows(int64_t c) const { return static_cast<int>(min(int64_t(C), T - c * C)); }
 };
 
-// The storage of W and diag(lam) K, which enter products only: bf16 with bf16 storage (the
-// products round them to bf16 anyway), else the compute type.
+// The storage of the workspace matrices that enter products only (Ti, P, W, diag(lam) K,
+// diag(gam) Q): bf16 with bf16 storage (the products round them to bf16 anyway), else the
+// compute type.
 template <class S, class IO>
 using OperandOf = std::conditional_t<std::is_same_v<IO, bf16_dev>, bf16_dev, S>;
 
 // The global workspace; item e = head * NC + chunk indexes each per-chunk matrix.
 template <class S, class Op = S>
 struct Chunks {
-  S* ti;      // [BH, NC, C, C]  (I + L)^{-1}
-  S* p;       // [BH, NC, C, C]  (Q K^T) o M
+  Op* ti;     // [BH, NC, C, C]  (I + L)^{-1}
+  Op* p;      // [BH, NC, C, C]  (Q K^T) o M
   S* u;       // [BH, NC, C, V]  Ti diag(beta) V; the walk overwrites it with Vn
   Op* w;      // [BH, NC, C, K]  Ti diag(beta gam) K
   Op* kl;     // [BH, NC, C, K]  diag(lam) K
-  S* qg;      // [BH, NC, C, K]  diag(gam) Q
+  Op* qg;     // [BH, NC, C, K]  diag(gam) Q
   S* gn;      // [BH, NC]        gam_n
   S* states;  // [BH, NC, K, V]  each chunk's incoming state
   S* dy;      // [BH, NC, C, V]  backward: dY
@@ -788,20 +789,21 @@ struct Workspace {
     const int64_t items = g.B * g.H * g.NC, K = g.K, V = g.V;
     constexpr int64_t per = sizeof(S) / sizeof(Op);  // Op entries an S entry holds (C K is even)
     Arena ar;
-    const int64_t ti = ar.take(items * C * C), p = ar.take(items * C * C);
+    const int64_t ti = ar.take(items * C * C / per), p = ar.take(items * C * C / per);
     const int64_t u = ar.take(items * C * V), w = ar.take(items * C * K / per);
-    const int64_t kl = ar.take(items * C * K / per), qg = ar.take(items * C * K);
+    const int64_t kl = ar.take(items * C * K / per), qg = ar.take(items * C * K / per);
     const int64_t gn = ar.take(items), st = ar.take(items * K * V);
     const int64_t dy = backward ? ar.take(items * C * V) : 0;
     const int64_t dso = backward ? ar.take(items * K * V) : 0;
     buf = scratch_of<S>(ar.at);
     S* b = static_cast<S*>(buf.raw_data());
-    ptrs = {b + ti,
-            b + p,
+    auto op = [&](int64_t at) { return reinterpret_cast<Op*>(b + at); };
+    ptrs = {op(ti),
+            op(p),
             b + u,
-            reinterpret_cast<Op*>(b + w),
-            reinterpret_cast<Op*>(b + kl),
-            b + qg,
+            op(w),
+            op(kl),
+            op(qg),
             b + gn,
             b + st,
             backward ? b + dy : nullptr,

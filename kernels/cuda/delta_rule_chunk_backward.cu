@@ -17,27 +17,28 @@ namespace {
 // groups share two buffers (CT = CC, XQ = XW = X) and each is waited for as it is copied.
 // Every buffer but diag(lam) K (X) is read down its columns (col_stride); X along its rows
 // (row_stride), unless it also serves as XQ and XW: two products read it down its columns then,
-// one along its rows, and it takes col_stride. W and diag(lam) K in bf16 (half) take
-// half_stride (lw, lx) and half the space; a shared X keeps room for diag(gam) Q.
+// one along its rows, and it takes col_stride. The matrices P, Ti, diag(lam) K, diag(gam) Q
+// and W in bf16 (half) take half_stride (read either way) and half the space.
 struct WalkBackLayout {
   int64_t dS, X, CC, dO, dVn, CT, XQ, XW, total;
-  int cols, lx, lxw;  // the row strides of diag(lam) K in X and of W in XW
+  int cols, lx, lk, lc;  // row strides: diag(lam) K in X; diag(gam) Q and W; P and Ti
   bool ahead;
   WalkBackLayout(Arena ar, int K, bool tc, bool half, int cols_, bool ahead_)
       : cols(cols_),
         lx(half ? half_stride(K) : ahead_ ? row_stride(K, tc) : col_stride(K, tc)),
-        lxw(half ? half_stride(K) : col_stride(K, tc)),
+        lk(half ? half_stride(K) : col_stride(K, tc)),
+        lc(half ? half_stride(C) : col_stride(C, tc)),
         ahead(ahead_) {
-    const int64_t keys = int64_t(C) * col_stride(K, tc), cc = int64_t(C) * col_stride(C, tc);
     const int per = half ? 2 : 1;
+    const int64_t keys = int64_t(C) * lk / per, cc = int64_t(C) * lc / per;
     dS = ar.take(int64_t(K) * walk_stride(cols, tc));
-    X = ar.take(ahead ? int64_t(C) * lx / per : std::max(keys, int64_t(C) * lx / per));
+    X = ar.take(int64_t(C) * lx / per);  // lx = lk when X also holds diag(gam) Q and W
     CC = ar.take(cc);
     dO = ar.take(int64_t(C) * col_stride(cols, tc));
     dVn = ar.take(int64_t(C) * col_stride(cols, tc));
     CT = ahead ? ar.take(cc) : CC;
     XQ = ahead ? ar.take(keys) : X;
-    XW = ahead ? ar.take(int64_t(C) * lxw / per) : X;
+    XW = ahead ? ar.take(keys) : X;
     total = ar.at;
   }
 };
@@ -48,11 +49,10 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
                            WalkBackLayout lay, S* scratch) {
   using Op = OperandOf<S, IO>;
   S* base = block_base<S, Shared>(scratch, lay.total);
-  S *dS = base + lay.dS, *CC = base + lay.CC, *dO = base + lay.dO;
-  S *dVn = base + lay.dVn, *CT = base + lay.CT, *XQ = base + lay.XQ;
-  Op *X = reinterpret_cast<Op*>(base + lay.X), *XW = reinterpret_cast<Op*>(base + lay.XW);
-  const int K = g.K, V = g.V, lx = lay.lx, lxw = lay.lxw, lkt = col_stride(K, TC);
-  const int lc = col_stride(C, TC);
+  auto op = [&](int64_t at) { return reinterpret_cast<Op*>(base + at); };
+  S *dS = base + lay.dS, *dO = base + lay.dO, *dVn = base + lay.dVn;
+  Op *X = op(lay.X), *CC = op(lay.CC), *CT = op(lay.CT), *XQ = op(lay.XQ), *XW = op(lay.XW);
+  const int K = g.K, V = g.V, lx = lay.lx, lk = lay.lk, lc = lay.lc;
   const int cols = lay.cols, lv = col_stride(cols, TC), lw = walk_stride(cols, TC);
   const int n_slices = (V + cols - 1) / cols;
   const bool async = Shared, ahead = lay.ahead;
@@ -73,12 +73,12 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     auto fetch_ti = [&](int64_t c) {
       if (c >= 0) {
         copy_rows(CT, lc, ws.ti + (bh * g.NC + c) * C * C, C, C, C, async);
-        copy_rows(XQ, lkt, ws.qg + (bh * g.NC + c) * C * K, K, C, K, async);
+        copy_rows(XQ, lk, ws.qg + (bh * g.NC + c) * C * K, K, C, K, async);
       }
       cp_async_commit();
     };
     auto fetch_w = [&](int64_t c) {
-      copy_rows(XW, lxw, ws.w + (bh * g.NC + c) * C * K, K, C, K, async);
+      copy_rows(XW, lk, ws.w + (bh * g.NC + c) * C * K, K, C, K, async);
       cp_async_commit();
     };
     // Ahead: two groups in flight after each wait (the loads for later products); else none.
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       __syncthreads();
       // dVn = s P^T dO + diag(lam) K dS (the same shape twice)
       product<S, IO, TC, wide_threads(TC) / 32>(
-          C, nv, C, [&](int l, int r) { return CC[r * lc + l]; },
+          C, nv, C, operand_t<Op, TC, Shared>(CC, lc),
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
       product<S, IO, TC, wide_threads(TC) / 32>(
@@ -125,11 +125,11 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       __syncthreads();
       const S gn = ws.gn[e];
       product<S, IO, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
-          C, nv, C, [&](int l, int r) { return CT[r * lc + l]; },
+          C, nv, C, operand_t<Op, TC, Shared>(CT, lc),
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
       product<S, IO, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
-          K, nv, C, [&](int i, int r) { return XQ[r * lkt + i]; },
+          K, nv, C, operand_t<Op, TC, Shared>(XQ, lk),
           [&](int r, int j) { return dO[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] = gn * dS[i * lw + j] + scale * x; });
       __syncthreads();
@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       wait();  // W
       __syncthreads();
       product<S, IO, TC, wide_threads(TC) / 32>(
-          K, nv, C, operand_t<Op, TC, Shared>(XW, lxw),
+          K, nv, C, operand_t<Op, TC, Shared>(XW, lk),
           [&](int r, int j) { return dVn[r * lv + j]; },
           [&](int i, int j, S x) { dS[i * lw + j] -= x; });
     }
