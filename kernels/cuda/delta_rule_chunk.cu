@@ -120,10 +120,12 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
 // rows) and U / Vn [C][lv] (after W), and one diag(lam) K [C][lkt] (read down its columns).
 // Two sets when they fit in shared memory: the next chunk's W and U then load under this
 // chunk's products, and its diag(lam) K, which only the second product reads, under the
-// first. W and diag(lam) K in bf16 (half) take half_stride and half the space.
+// first. W and diag(lam) K in bf16 (half) take half_stride and half the space, and the products
+// then read St and Vn from bf16 copies (S16 [K][lh], vn16 [C][lh]) by ldmatrix.trans instead of
+// an element a load (what they round them to anyway).
 struct WalkLayout {
-  int64_t S_, sets, set_size, kl, total;
-  int buffers, cols, lk, lkt;
+  int64_t S_, sets, set_size, kl, S16, vn16, total;
+  int buffers, cols, lk, lkt, lh = half_stride(kWalkColumns);
   WalkLayout(Arena ar, int K, bool tc, bool half, int buffers_, int cols_)
       : buffers(buffers_),
         cols(cols_),
@@ -134,6 +136,8 @@ struct WalkLayout {
     set_size = int64_t(C) * lk / per + int64_t(C) * col_stride(cols, tc);
     sets = ar.take(buffers * set_size);
     kl = ar.take(int64_t(C) * lkt / per);
+    S16 = half ? ar.take(int64_t(K) * lh / per) : 0;
+    vn16 = half ? ar.take(int64_t(C) * lh / per) : 0;
     total = ar.at;
   }
 };
@@ -147,9 +151,23 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   S* base = block_base<S, Shared>(scratch, lay.total);
   S* St = base + lay.S_;
   Op* Kl = reinterpret_cast<Op*>(base + lay.kl);
+  // The bf16 copies of St and Vn that the shared instance's products read.
+  constexpr bool copies = Shared && per == 2;
+  bf16_dev *S16 = reinterpret_cast<bf16_dev*>(base + lay.S16),
+           *vn16 = reinterpret_cast<bf16_dev*>(base + lay.vn16);
+  const int lh = lay.lh;
   const bool async = Shared, ahead = lay.buffers == 2;
   const int K = g.K, V = g.V, cols = lay.cols, lk = lay.lk, lkt = lay.lkt;
-  const int lv = col_stride(cols, TC), lw = walk_stride(cols, TC), n_slices = (V + cols - 1) / cols;
+  const int lv = col_stride(cols, TC), lw = walk_stride(cols, TC);
+  const int n_slices = (V + cols - 1) / cols;
+  auto state_b = [&] {  // B(i, j) = St[i][j]
+    if constexpr (copies) return Cols16{S16, lh};
+    else return [=](int i, int j) { return St[i * lw + j]; };
+  };
+  auto vn_b = [&](const S* vn) {  // B(r, j) = Vn[r][j]
+    if constexpr (copies) return Cols16{vn16, lh};
+    else return [=](int r, int j) { return vn[r * lv + j]; };
+  };
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * cols;
@@ -169,6 +187,10 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
     };
     stage_rows(St, lw, K, nv,
                [&](int i, int j) { return h0 ? value_cast<S>(h0[state + i * V + j0 + j]) : S(0); });
+    if constexpr (copies)
+      stage_rows(S16, lh, K, nv, [&](int i, int j) {
+        return value_cast<bf16_dev>(h0 ? value_cast<S>(h0[state + i * V + j0 + j]) : S(0));
+      });
     if (ahead) fetch_wu(0, 0);
     for (int64_t c = 0; c < g.NC; ++c) {
       const int64_t e = bh * g.NC + c;
@@ -192,8 +214,11 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
         cp_async_wait<1>();
       __syncthreads();
       product<S, IO, TC, wide_threads(TC) / 32>(
-          C, nv, K, operand_a<Op, TC, Shared>(X, lk), [&](int i, int j) { return St[i * lw + j]; },
-          [&](int r, int j, S ws_) { vn[r * lv + j] -= ws_; });
+          C, nv, K, operand_a<Op, TC, Shared>(X, lk), state_b(), [&](int r, int j, S ws_) {
+            const S x = vn[r * lv + j] - ws_;
+            vn[r * lv + j] = x;
+            if constexpr (copies) vn16[r * lh + j] = value_cast<bf16_dev>(x);
+          });
       if (ahead)  // and diag(lam) K
         cp_async_wait<1>();
       else
@@ -202,9 +227,11 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       store_rows(ws.u + e * C * V + j0, V, vn, lv, C, nv);
       const S gn = ws.gn[e];
       product<S, IO, TC, wide_threads(TC) / 32>(
-          K, nv, C, operand_t<Op, TC, Shared>(Kl, lkt),
-          [&](int r, int j) { return vn[r * lv + j]; },
-          [&](int i, int j, S kv) { St[i * lw + j] = gn * St[i * lw + j] + kv; });
+          K, nv, C, operand_t<Op, TC, Shared>(Kl, lkt), vn_b(vn), [&](int i, int j, S kv) {
+            const S x = gn * St[i * lw + j] + kv;
+            St[i * lw + j] = x;
+            if constexpr (copies) S16[i * lh + j] = value_cast<bf16_dev>(x);
+          });
     }
     __syncthreads();
     if (hT)
