@@ -22,7 +22,7 @@
 // both; default both). bf16 means every input, do, o and gradient in bf16, as fla's benchmark
 // feeds its kernels; the op picks its kernels (tensor cores for attention and the chunked GLA
 // family at these head sizes, bf16 loads and stores for HGRN, bf16 reads and writes around f32
-// workspaces and TF32 tensor-core products for the delta rules: docs/cuda.md). Names:
+// states and bf16 tensor-core products for the delta rules: docs/cuda.md). Names:
 // <op>/<dtype>/<shape>/<pass>, e.g. gla/bf16/B8_T2048_H16_K64_V64/fwd_bwd.
 //
 // Timing: as triton.testing.do_bench times fla's ops (cuda::flushed_gpu_ms): before every

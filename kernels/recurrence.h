@@ -164,7 +164,8 @@ struct DeltaRuleArgs {
   // are then with respect to the un-normalised inputs.
   bool l2norm_qk = false;
   // CUDA chunk tier, f32: every product on the TF32 tensor cores (operands rounded to a 10-bit
-  // mantissa, f32 accumulation), as for bf16 inputs; otherwise f32 FMAs.
+  // mantissa, f32 accumulation); otherwise f32 FMAs. bf16 storage always multiplies on the bf16
+  // tensor cores.
   bool tensor_cores = false;
 };
 template <class S>

@@ -6,8 +6,8 @@
 // The device of q picks the kernels: on CUDA, Auto / Recurrent / Chunk run the CUDA recurrent
 // and chunk tiers (Auto: chunk for T > kChunk); the f64 reference tier is CPU-only. bf16 inputs
 // (CUDA) of the chunk tier with whole heads run its bf16 kernels (bf16 reads and writes, f32
-// workspaces, products on the TF32 tensor cores as f32 inputs under cuda::set_tf32(true)); other
-// bf16 inputs run the f32 kernels on f32 copies (recurrence_common.h). Each head may run as several
+// states, products on the bf16 tensor cores); other bf16 inputs run the f32 kernels on f32
+// copies (recurrence_common.h), with TF32 products. Each head may run as several
 // slices of its values (value_split.h): the kernels then see H*s heads of V/s values.
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/functions/value_split.h"
@@ -29,7 +29,7 @@ struct DeltaCall {
   kernels::RecDims d;         // of the inputs
   Device device;              // of every input: picks the CPU or the CUDA kernels
   int64_t split = 1;          // value slices per head
-  bool tensor_cores = false;  // CUDA chunk products on TF32 (bf16 inputs, or f32 with TF32 on)
+  bool tensor_cores = false;  // CUDA chunk products on tensor cores (bf16 inputs, f32 with TF32)
 
   // What the kernels see: H*s heads of V/s values.
   kernels::RecDims kernel_dims() const { return {d.B, d.T, d.H * split, d.K, d.V / split}; }

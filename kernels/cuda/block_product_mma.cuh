@@ -27,7 +27,10 @@
 // A(m, r) = p[m ld + r] or B(r, n) = p[n ld + r] (B stored as its transpose). Its fragments then
 // load by ldmatrix, which hands lane 4 g + t the 32-bit entry (g, t) of each of four 8 x 4
 // blocks: one A fragment, or the B fragments of two n-tiles, an instruction (8 shared loads
-// and their addresses before). The entries and their rounding are the same.
+// and their addresses before). The entries and their rounding are the same. With bf16 rounding
+// an operand may also be bf16 shared memory, Rows16 or Cols16 (below): fragments by ldmatrix or
+// ldmatrix.trans, in the k16 fragments' own column order (the other operand then gathers its
+// pairs (k, k + 1) to match).
 #pragma once
 
 #include <cstdint>

@@ -48,8 +48,11 @@
 // along their rows, row_stride, and 8 mod 32 when read only down their columns, col_stride).
 // Rows past a partial chunk are zero in every workspace matrix, so the walks need no row count.
 // dtypes: f32 (products on FMAs, or on TF32 tensor cores with DeltaRuleArgs::tensor_cores), f64,
-// and bf16 storage (f32 workspaces, bf16 tensor-core products: every global read and write
-// through value_cast); any K, V (sizes < 2^31).
+// and bf16 storage (every global read and write through value_cast; products on bf16 tensor
+// cores; the states, U / Vn, dY and the dS's in f32, the matrices that only enter products (Ti,
+// P, W, diag(lam) K, diag(gam) Q: OperandOf) in bf16, in shared memory at half_stride and read
+// by ldmatrix / ldmatrix.trans; the walks keep bf16 copies of their f32 product operands);
+// any K, V (sizes < 2^31).
 // Outputs are overwritten.
 //
 // This header holds what the kernels share: the geometry, the workspaces, the tile movers, the
