@@ -125,17 +125,16 @@ __device__ __forceinline__ void block_product_mma(int M, int N, int R, FA a, FB 
         else return b(r, n);
       };
       // ldmatrix rows: lane l gives row l % 8 of block l / 8. A: blocks (rows 0-7, 8-15) x
-      // (columns r0 .. +3, r0 + 4 .. +7); B: n-tiles 2p, 2p + 1 x the same two column halves.
+      // (the step's first 16 bytes, its next 16); B: n-tiles 2p, 2p + 1 x the same two halves.
+      // The same rows serve SharedRows (4 floats a half) and Rows16 (8 bf16).
+      const int a_lrow = min(m0 + 16 * (warp & 3) + lane % 8 + 8 * (lane / 8 % 2), M - 1);
+      auto b_lrow = [&](int p) { return min(col - g + 8 * (2 * p + lane / 16) + lane % 8, N - 1); };
       const float* a_row = nullptr;
       const float* b_row[NT / 2] = {};
-      if constexpr (is_shared_rows<FA>)
-        a_row = a.p + min(m0 + 16 * (warp & 3) + lane % 8 + 8 * (lane / 8 % 2), M - 1) * a.ld +
-                4 * (lane / 16);
+      if constexpr (is_shared_rows<FA>) a_row = a.p + a_lrow * a.ld + 4 * (lane / 16);
       if constexpr (is_shared_rows<FB>)
 #pragma unroll
-        for (int p = 0; p < NT / 2; ++p)
-          b_row[p] = b.p + min(col - g + 8 * (2 * p + lane / 16) + lane % 8, N - 1) * b.ld +
-                     4 * (lane / 8 % 2);
+        for (int p = 0; p < NT / 2; ++p) b_row[p] = b.p + b_lrow(p) * b.ld + 4 * (lane / 8 % 2);
       // One MMA step along R from r0: the raw entries of kSub steps of 8 (fa[s] = a0..a3 and
       // fb[s][j] = b0, b1 of step s, in the TF32 fragments' order), then rounded and multiplied;
       // `tail` zeroes the entries at r >= R.
@@ -203,16 +202,12 @@ __device__ __forceinline__ void block_product_mma(int M, int N, int R, FA a, FB 
       // block l / 8, the blocks in the fragments' order), element pairs (k, k + 1) otherwise.
       const bf16_dev* a16 = nullptr;
       const bf16_dev* b16[NT / 2] = {};
-      if constexpr (is_rows16<FA>)
-        a16 = a.p + min(m0 + 16 * (warp & 3) + lane % 8 + 8 * (lane / 8 % 2), M - 1) * a.ld +
-              8 * (lane / 16);
+      if constexpr (is_rows16<FA>) a16 = a.p + a_lrow * a.ld + 8 * (lane / 16);
       if constexpr (is_cols16<FA>)
         a16 = a.p + (lane % 8 + 8 * (lane / 16)) * a.ld + m0 + 16 * (warp & 3) + 8 * (lane / 8 % 2);
       if constexpr (is_rows16<FB>)
 #pragma unroll
-        for (int p = 0; p < NT / 2; ++p)
-          b16[p] = b.p + min(col - g + 8 * (2 * p + lane / 16) + lane % 8, N - 1) * b.ld +
-                   8 * (lane / 8 % 2);
+        for (int p = 0; p < NT / 2; ++p) b16[p] = b.p + b_lrow(p) * b.ld + 8 * (lane / 8 % 2);
       if constexpr (is_cols16<FB>)
 #pragma unroll
         for (int p = 0; p < NT / 2; ++p)
