@@ -120,12 +120,11 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
 // rows) and U / Vn [C][lv] (after W), and one diag(lam) K [C][lkt] (read down its columns).
 // Two sets when they fit in shared memory: the next chunk's W and U then load under this
 // chunk's products, and its diag(lam) K, which only the second product reads, under the
-// first. W and diag(lam) K in bf16 (half) take half_stride and half the space, and the products
-// then read St and Vn from bf16 copies (S16 [K][lh], vn16 [C][lh]) by ldmatrix.trans instead of
-// an element a load (what they round them to anyway).
+// first. W and diag(lam) K in bf16 (half) take half_stride and half the space, and St and Vn
+// are kept in bf16 as well (Kept: S16, vn16) for the products.
 struct WalkLayout {
   int64_t S_, sets, set_size, kl, S16, vn16, total;
-  int buffers, cols, lk, lkt, lh = half_stride(kWalkColumns);
+  int buffers, cols, lk, lkt;
   WalkLayout(Arena ar, int K, bool tc, bool half, int buffers_, int cols_)
       : buffers(buffers_),
         cols(cols_),
@@ -136,8 +135,8 @@ struct WalkLayout {
     set_size = int64_t(C) * lk / per + int64_t(C) * col_stride(cols, tc);
     sets = ar.take(buffers * set_size);
     kl = ar.take(int64_t(C) * lkt / per);
-    S16 = half ? ar.take(int64_t(K) * lh / per) : 0;
-    vn16 = half ? ar.take(int64_t(C) * lh / per) : 0;
+    S16 = half ? ar.take(int64_t(K) * kCopyStride / per) : 0;
+    vn16 = half ? ar.take(int64_t(C) * kCopyStride / per) : 0;
     total = ar.at;
   }
 };
@@ -149,25 +148,15 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   using Op = OperandOf<S, IO>;
   constexpr int per = sizeof(S) / sizeof(Op);
   S* base = block_base<S, Shared>(scratch, lay.total);
-  S* St = base + lay.S_;
   Op* Kl = reinterpret_cast<Op*>(base + lay.kl);
-  // The bf16 copies of St and Vn that the shared instance's products read.
-  constexpr bool copies = Shared && per == 2;
-  bf16_dev *S16 = reinterpret_cast<bf16_dev*>(base + lay.S16),
-           *vn16 = reinterpret_cast<bf16_dev*>(base + lay.vn16);
-  const int lh = lay.lh;
   const bool async = Shared, ahead = lay.buffers == 2;
   const int K = g.K, V = g.V, cols = lay.cols, lk = lay.lk, lkt = lay.lkt;
   const int lv = col_stride(cols, TC), lw = walk_stride(cols, TC);
   const int n_slices = (V + cols - 1) / cols;
-  auto state_b = [&] {  // B(i, j) = St[i][j]
-    if constexpr (copies) return Cols16{S16, lh};
-    else return [=](int i, int j) { return St[i * lw + j]; };
-  };
-  auto vn_b = [&](const S* vn) {  // B(r, j) = Vn[r][j]
-    if constexpr (copies) return Cols16{vn16, lh};
-    else return [=](int r, int j) { return vn[r * lv + j]; };
-  };
+  // The state, and its bf16 copy for the products in the shared instance of the bf16 path.
+  using KeptS = Kept<S, Shared && per == 2>;
+  const KeptS St{base + lay.S_, lw, reinterpret_cast<bf16_dev*>(base + lay.S16)};
+  bf16_dev* vn16 = reinterpret_cast<bf16_dev*>(base + lay.vn16);
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * cols;
@@ -185,19 +174,15 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       copy_rows(Kl, lkt, ws.kl + (bh * g.NC + c) * C * K, K, C, K, async);
       cp_async_commit();
     };
-    stage_rows(St, lw, K, nv,
-               [&](int i, int j) { return h0 ? value_cast<S>(h0[state + i * V + j0 + j]) : S(0); });
-    if constexpr (copies)
-      stage_rows(S16, lh, K, nv, [&](int i, int j) {
-        return value_cast<bf16_dev>(h0 ? value_cast<S>(h0[state + i * V + j0 + j]) : S(0));
-      });
+    St.stage(K, nv,
+             [&](int i, int j) { return h0 ? value_cast<S>(h0[state + i * V + j0 + j]) : S(0); });
     if (ahead) fetch_wu(0, 0);
     for (int64_t c = 0; c < g.NC; ++c) {
       const int64_t e = bh * g.NC + c;
       const int b = ahead ? static_cast<int>(c & 1) : 0;
       S* set = base + lay.sets + b * lay.set_size;
       const Op* X = reinterpret_cast<const Op*>(set);  // W
-      S* vn = set + C * lk / per;
+      const KeptS vn{set + C * lk / per, lv, vn16};
       __syncthreads();  // the previous chunk's products are done: St final, its buffers free
       // The groups in flight, oldest first: ahead, W U (c), diag(lam) K (c), W U (c + 1) (an
       // empty group on the last chunk, so that the waits count alike); else W U, diag(lam) K.
@@ -207,35 +192,29 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
         if (c + 1 < g.NC) fetch_wu(c + 1, b ^ 1);
         else cp_async_commit();
       }
-      store_rows(ws.states + e * K * V + j0, V, St, lw, K, nv);
+      store_rows(ws.states + e * K * V + j0, V, St.x, lw, K, nv);
       if (ahead)
         cp_async_wait<2>();
       else
         cp_async_wait<1>();
       __syncthreads();
       product<S, IO, TC, wide_threads(TC) / 32>(
-          C, nv, K, operand_a<Op, TC, Shared>(X, lk), state_b(), [&](int r, int j, S ws_) {
-            const S x = vn[r * lv + j] - ws_;
-            vn[r * lv + j] = x;
-            if constexpr (copies) vn16[r * lh + j] = value_cast<bf16_dev>(x);
-          });
+          C, nv, K, operand_a<Op, TC, Shared>(X, lk), St.operand(),
+          [&](int r, int j, S ws_) { vn.set(r, j, vn.at(r, j) - ws_); });
       if (ahead)  // and diag(lam) K
         cp_async_wait<1>();
       else
         cp_async_wait<0>();
       __syncthreads();
-      store_rows(ws.u + e * C * V + j0, V, vn, lv, C, nv);
+      store_rows(ws.u + e * C * V + j0, V, vn.x, lv, C, nv);
       const S gn = ws.gn[e];
       product<S, IO, TC, wide_threads(TC) / 32>(
-          K, nv, C, operand_t<Op, TC, Shared>(Kl, lkt), vn_b(vn), [&](int i, int j, S kv) {
-            const S x = gn * St[i * lw + j] + kv;
-            St[i * lw + j] = x;
-            if constexpr (copies) S16[i * lh + j] = value_cast<bf16_dev>(x);
-          });
+          K, nv, C, operand_t<Op, TC, Shared>(Kl, lkt), vn.operand(),
+          [&](int i, int j, S kv) { St.set(i, j, gn * St.at(i, j) + kv); });
     }
     __syncthreads();
     if (hT)
-      unstage_rows(St, lw, K, nv,
+      unstage_rows(St.x, lw, K, nv,
                    [&](int i, int j, S x) { hT[state + i * V + j0 + j] = value_cast<IO>(x); });
     __syncthreads();  // St is read before the next item rewrites it
   }

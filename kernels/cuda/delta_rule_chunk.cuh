@@ -106,16 +106,11 @@ constexpr int kSolve = 16;          // diagonal blocks of Ti solved by substitut
 // A bf16 buffer (OperandOf) gives Rows16 in shared memory, else an accessor that widens its
 // entries to float. operand_t: A(m, r) = p[r ld + m], the reduction down the buffer's columns
 // (Cols16 for bf16 in shared memory, else an accessor).
-template <class S>
-__device__ __forceinline__ auto widened(S x) {
-  if constexpr (std::is_same_v<S, bf16_dev>) return __bfloat162float(x);
-  else return x;
-}
 template <class S, bool TC, bool InShared>
 __device__ __forceinline__ auto operand_a(const S* p, int ld) {
   if constexpr (TC && InShared && std::is_same_v<S, bf16_dev>) return Rows16{p, ld};
   else if constexpr (TC && InShared) return SharedRows{p, ld};
-  else return [=](int m, int r) { return widened(p[m * ld + r]); };
+  else return [=](int m, int r) { return value_cast<compute_t<S>>(p[m * ld + r]); };
 }
 template <class S, bool TC, bool InShared>
 __device__ __forceinline__ auto operand_b(const S* p, int ld) {
@@ -125,7 +120,7 @@ __device__ __forceinline__ auto operand_b(const S* p, int ld) {
 template <class S, bool TC, bool InShared>
 __device__ __forceinline__ auto operand_t(const S* p, int ld) {
   if constexpr (TC && InShared && std::is_same_v<S, bf16_dev>) return Cols16{p, ld};
-  else return [=](int m, int r) { return widened(p[r * ld + m]); };
+  else return [=](int m, int r) { return value_cast<compute_t<S>>(p[r * ld + m]); };
 }
 
 // Row stride of a shared [rows][n] buffer. FMA products: n + 1 (odd: distinct banks read either
@@ -153,6 +148,35 @@ __host__ __device__ constexpr int half_stride(int n) {
 __host__ __device__ constexpr int walk_stride(int cols, bool tc) {
   return tc ? col_stride(cols, true) : cols;
 }
+
+// A walk's f32 matrix [rows][ld] that its products read as B(r, j) = x[r][j] (the state or dS,
+// Vn, dVn, dO: sums that must stay f32). With Copy (bf16 products in shared memory) it is kept
+// in bf16 as well, x16 [rows][kCopyStride], written with it, and the products read the copy by
+// ldmatrix.trans (Cols16: the rounding they apply anyway) instead of an element a load.
+constexpr int kCopyStride = half_stride(kWalkColumns);
+template <class S, bool Copy>
+struct Kept {
+  S* x;
+  int ld;
+  bf16_dev* x16;
+  __device__ S at(int r, int j) const { return x[r * ld + j]; }
+  __device__ void set(int r, int j, S v) const {
+    x[r * ld + j] = v;
+    if constexpr (Copy) x16[r * kCopyStride + j] = value_cast<bf16_dev>(v);
+  }
+  __device__ auto operand() const {
+    if constexpr (Copy) return Cols16{x16, kCopyStride};
+    else return [x = x, ld = ld](int r, int j) { return x[r * ld + j]; };
+  }
+  // x[r][j] = f(r, j) for r < rows, j < cols (and the copy).
+  template <class F>
+  __device__ void stage(int rows, int cols, F f) const {
+    stage_rows(x, ld, rows, cols, f);
+    if constexpr (Copy)
+      stage_rows(x16, kCopyStride, rows, cols,
+                 [&](int r, int j) { return value_cast<bf16_dev>(f(r, j)); });
+  }
+};
 
 // Every product of the kernels: f32 / f64 FMAs (block_product), or with TC the tensor cores
 // (block_product_mma; f32 only): TF32 operands for f32 storage, bf16 operands for bf16 storage

@@ -18,13 +18,12 @@ namespace {
 // Every buffer but diag(lam) K (X) is read down its columns (col_stride); X along its rows
 // (row_stride), unless it also serves as XQ and XW: two products read it down its columns then,
 // one along its rows, and it takes col_stride. The matrices P, Ti, diag(lam) K, diag(gam) Q
-// and W in bf16 (half) take half_stride (read either way) and half the space, and the products
-// then read dS, dO and dVn from bf16 copies (dS16 [K][lh], dO16 [C][lh] in dO's place, dVn16
-// [C][lh]) by ldmatrix.trans instead of an element a load.
+// and W in bf16 (half) take half_stride (read either way) and half the space, and dS and dVn
+// are kept in bf16 as well (Kept: dS16, dVn16) for the products; dO, bf16 already, is then
+// staged in bf16 only, in dO's place.
 struct WalkBackLayout {
   int64_t dS, X, CC, dO, dVn, CT, XQ, XW, dS16, dVn16, total;
   int cols, lx, lk, lc;  // row strides: diag(lam) K in X; diag(gam) Q and W; P and Ti
-  int lh = half_stride(kWalkColumns);
   bool ahead;
   WalkBackLayout(Arena ar, int K, bool tc, bool half, int cols_, bool ahead_)
       : cols(cols_),
@@ -42,8 +41,8 @@ struct WalkBackLayout {
     CT = ahead ? ar.take(cc) : CC;
     XQ = ahead ? ar.take(keys) : X;
     XW = ahead ? ar.take(keys) : X;
-    dS16 = half ? ar.take(int64_t(K) * lh / per) : 0;
-    dVn16 = half ? ar.take(int64_t(C) * lh / per) : 0;
+    dS16 = half ? ar.take(int64_t(K) * kCopyStride / per) : 0;
+    dVn16 = half ? ar.take(int64_t(C) * kCopyStride / per) : 0;
     total = ar.at;
   }
 };
@@ -55,21 +54,18 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   using Op = OperandOf<S, IO>;
   S* base = block_base<S, Shared>(scratch, lay.total);
   auto op = [&](int64_t at) { return reinterpret_cast<Op*>(base + at); };
-  S *dS = base + lay.dS, *dO = base + lay.dO, *dVn = base + lay.dVn;
   Op *X = op(lay.X), *CC = op(lay.CC), *CT = op(lay.CT), *XQ = op(lay.XQ), *XW = op(lay.XW);
   const int K = g.K, V = g.V, lx = lay.lx, lk = lay.lk, lc = lay.lc;
   const int cols = lay.cols, lv = col_stride(cols, TC), lw = walk_stride(cols, TC);
   const int n_slices = (V + cols - 1) / cols;
   const bool async = Shared, ahead = lay.ahead;
-  // The bf16 copies of dS, dO and dVn that the shared instance's products read.
+  // dS, dVn and dO with their bf16 copies for the products in the shared instance of the bf16
+  // path (dO then in bf16 only, in the f32 buffer's place).
   constexpr bool copies = Shared && sizeof(Op) < sizeof(S);
-  const int lh = lay.lh;
+  using KeptS = Kept<S, copies>;
   auto as_bf16 = [&](int64_t at) { return reinterpret_cast<bf16_dev*>(base + at); };
-  bf16_dev *dS16 = as_bf16(lay.dS16), *dO16 = as_bf16(lay.dO), *dVn16 = as_bf16(lay.dVn16);
-  auto b_of = [&](const S* x, const bf16_dev* x16, int ld) {  // B(r, j) = x[r][j]
-    if constexpr (copies) return Cols16{x16, lh};
-    else return [=](int r, int j) { return x[r * ld + j]; };
-  };
+  const KeptS dS{base + lay.dS, lw, as_bf16(lay.dS16)};
+  const KeptS dVn{base + lay.dVn, lv, as_bf16(lay.dVn16)}, dO{base + lay.dO, lv, as_bf16(lay.dO)};
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * cols;
@@ -102,12 +98,9 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       else
         cp_async_wait<0>();
     };
-    auto dhT = [&](int i, int j) {
+    dS.stage(K, nv, [&](int i, int j) {
       return gr.dhT ? value_cast<S>(gr.dhT[state + i * V + j0 + j]) : S(0);
-    };
-    stage_rows(dS, lw, K, nv, dhT);
-    if constexpr (copies)
-      stage_rows(dS16, lh, K, nv, [&](int i, int j) { return value_cast<bf16_dev>(dhT(i, j)); });
+    });
     if (ahead) {
       fetch_p(g.NC - 1);
       fetch_ti(g.NC - 1);
@@ -116,30 +109,27 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       const int64_t e = bh * g.NC + c;
       const int n = g.rows(c);
       __syncthreads();  // dS is final, the buffers of the groups about to load free
-      store_rows(ws.dso + e * K * V + j0, V, dS, lw, K, nv);
+      store_rows(ws.dso + e * K * V + j0, V, dS.x, lw, K, nv);
       if (ahead)
         fetch_w(c);
       else
         fetch_p(c);  // under the staging of dO
       const int64_t row0 = g.row(bh, c * C);
       if constexpr (copies)  // dO is bf16 already
-        stage_rows(dO16, lh, C, nv, [&](int r, int j) {
+        stage_rows(dO.x16, kCopyStride, C, nv, [&](int r, int j) {
           return r < n ? gr.dout[(row0 + r * g.H) * V + j0 + j] : value_cast<IO>(0.f);
         });
       else
-        stage_scaled(dO, lv, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
+        stage_scaled(dO.x, lv, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
       wait();  // P and diag(lam) K
       __syncthreads();
       // dVn = s P^T dO + diag(lam) K dS (the same shape twice)
       product<S, IO, TC, wide_threads(TC) / 32>(
-          C, nv, C, operand_t<Op, TC, Shared>(CC, lc), b_of(dO, dO16, lv),
-          [&](int l, int j, S x) { dVn[l * lv + j] = scale * x; });
+          C, nv, C, operand_t<Op, TC, Shared>(CC, lc), dO.operand(),
+          [&](int l, int j, S x) { dVn.x[l * lv + j] = scale * x; });
       product<S, IO, TC, wide_threads(TC) / 32>(
-          C, nv, K, operand_a<Op, TC, Shared>(X, lx), b_of(dS, dS16, lw), [&](int l, int j, S x) {
-            const S y = dVn[l * lv + j] + x;
-            dVn[l * lv + j] = y;
-            if constexpr (copies) dVn16[l * lh + j] = value_cast<bf16_dev>(y);
-          });
+          C, nv, K, operand_a<Op, TC, Shared>(X, lx), dS.operand(),
+          [&](int l, int j, S x) { dVn.set(l, j, dVn.at(l, j) + x); });
       __syncthreads();
       if (ahead)
         fetch_p(c - 1);
@@ -149,11 +139,11 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       __syncthreads();
       const S gn = ws.gn[e];
       product<S, IO, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
-          C, nv, C, operand_t<Op, TC, Shared>(CT, lc), b_of(dVn, dVn16, lv),
+          C, nv, C, operand_t<Op, TC, Shared>(CT, lc), dVn.operand(),
           [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
       product<S, IO, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
-          K, nv, C, operand_t<Op, TC, Shared>(XQ, lk), b_of(dO, dO16, lv),
-          [&](int i, int j, S x) { dS[i * lw + j] = gn * dS[i * lw + j] + scale * x; });
+          K, nv, C, operand_t<Op, TC, Shared>(XQ, lk), dO.operand(),
+          [&](int i, int j, S x) { dS.x[i * lw + j] = gn * dS.at(i, j) + scale * x; });
       __syncthreads();
       if (ahead)
         fetch_ti(c - 1);
@@ -162,16 +152,12 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       wait();  // W
       __syncthreads();
       product<S, IO, TC, wide_threads(TC) / 32>(
-          K, nv, C, operand_t<Op, TC, Shared>(XW, lk), b_of(dVn, dVn16, lv),
-          [&](int i, int j, S x) {
-            const S y = dS[i * lw + j] - x;
-            dS[i * lw + j] = y;
-            if constexpr (copies) dS16[i * lh + j] = value_cast<bf16_dev>(y);
-          });
+          K, nv, C, operand_t<Op, TC, Shared>(XW, lk), dVn.operand(),
+          [&](int i, int j, S x) { dS.set(i, j, dS.at(i, j) - x); });
     }
     __syncthreads();
     if (gr.dh0)
-      unstage_rows(dS, lw, K, nv,
+      unstage_rows(dS.x, lw, K, nv,
                    [&](int i, int j, S x) { gr.dh0[state + i * V + j0 + j] = value_cast<IO>(x); });
     __syncthreads();  // dS is read before the next item rewrites it
   }

@@ -179,6 +179,13 @@ Problem rounded_to_tf32(Problem p) {
   return p;
 }
 
+// Every input and upstream gradient of p rounded to bf16, then held as dt.
+Problem through_bf16(Problem p, DType dt) {
+  for (Tensor* t : {&p.q, &p.k, &p.v, &p.beta, &p.g, &p.h0, &p.dout, &p.dhT})
+    if (t->defined()) *t = t->to(DType::bf16).to(dt);
+  return p;
+}
+
 void require_all_close(const std::string& what, const std::vector<Tensor>& ref,
                        const std::vector<Tensor>& out, DType dt) {
   for (size_t i = 0; i < ref.size(); ++i) {
@@ -306,7 +313,7 @@ TEST_CASE("cuda delta rule chunk tier on the TF32 tensor cores", "[cuda]") {
 // The chunk tier's bf16 kernels (bf16 reads and writes; the states, U / Vn and the gradients'
 // sums in f32; P, Ti, W, diag(lam) K and diag(gam) Q stored in bf16; products on bf16 tensor
 // cores, every operand rounded to an 8-bit significand, 2^-9 relative, as fla's bf16 w, u,
-// states and v_new) against the f32 CPU recurrent tier on the same bf16 inputs. Tolerances
+// states and v_new) against the CPU recurrent tier in f64 on the same bf16 inputs. Tolerances
 // (relative RMS): outputs 1e-2, gradients 2e-2 (the GLA family's bf16 tolerances; the largest
 // errors measured on an H200 are 4.9e-3 for o and 9.1e-3 for dbeta), each at least 4x the
 // problem's own sensitivity (the CPU tier's change when only its inputs are rounded to bf16, as
@@ -326,18 +333,8 @@ TEST_CASE("cuda delta rule chunk tier in bf16 on bf16 tensor cores against the C
         if (d.K == 512 && decay == Decay::Weak) continue;  // the global instances once a regime
         INFO("decay " << decay_name(decay) << " l2norm " << l2norm << " B,T,H,K,V " << d.B << ","
                       << d.T << "," << d.H << "," << d.K << "," << d.V);
-        const Problem p = make_problem(d, DType::f32, decay, l2norm, true, ++seed);
-        Problem rounded = p, half = p;
-        for (auto [r, h, x] :
-             {std::tuple{&rounded.q, &half.q, &p.q}, std::tuple{&rounded.k, &half.k, &p.k},
-              std::tuple{&rounded.v, &half.v, &p.v}, std::tuple{&rounded.beta, &half.beta, &p.beta},
-              std::tuple{&rounded.g, &half.g, &p.g}, std::tuple{&rounded.h0, &half.h0, &p.h0},
-              std::tuple{&rounded.dout, &half.dout, &p.dout},
-              std::tuple{&rounded.dhT, &half.dhT, &p.dhT}})
-          if (x->defined()) {
-            *h = x->to(DType::bf16);
-            *r = h->to(DType::f32);
-          }
+        const Problem p = make_problem(d, DType::f64, decay, l2norm, true, ++seed);
+        const Problem half = through_bf16(p, DType::bf16), rounded = through_bf16(p, DType::f64);
         const std::vector<Tensor> cpu = run(p, Tier::CpuRecurrent);
         const std::vector<Tensor> cpu_rounded = run(rounded, Tier::CpuRecurrent);
         const std::vector<Tensor> out = run_tier<bf16>(half, Tier::CudaChunk);
@@ -351,7 +348,8 @@ TEST_CASE("cuda delta rule chunk tier in bf16 on bf16 tensor cores against the C
           REQUIRE_CLOSE(std::string("bf16 chunk vs cpu: ") + kNames[i], vals(cpu_rounded[i]),
                         vals(out[i]), std::max(i < 2 ? 1e-2 : 2e-2, 4 * sensitivity));
         }
-        const std::vector<Tensor> tf32 = run_tier<float>(rounded, Tier::CudaChunkTF32);
+        const std::vector<Tensor> tf32 =
+            run_tier<float>(through_bf16(p, DType::f32), Tier::CudaChunkTF32);
         REQUIRE(hla::test::close_report(vals(tf32[0].to(DType::bf16)), vals(out[0])).rel_rms >
                 1e-4);
       }
