@@ -117,26 +117,26 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
 // ---- walk: the states and Vn = U - W S, chunks in order, 64 value columns per block
 
 // The walk's state slice St [K][lw], `buffers` sets of a chunk's W [C][lk] (read along its
-// rows) and U / Vn [C][lv] (after W), and one diag(lam) K [C][lkt] (read down its columns).
+// rows) and U / Vn [C][lu] (after W), and one diag(lam) K [C][lkt] (read down its columns).
 // Two sets when they fit in shared memory: the next chunk's W and U then load under this
 // chunk's products, and its diag(lam) K, which only the second product reads, under the
-// first. W and diag(lam) K in bf16 (half) take half_stride and half the space, and St and Vn
-// are kept in bf16 as well (Kept: S16, vn16) for the products.
+// first. In bf16 (half) W, U / Vn and diag(lam) K take half_stride and half the space, and St
+// is kept in bf16 as well (Kept: S16) for the products.
 struct WalkLayout {
-  int64_t S_, sets, set_size, kl, S16, vn16, total;
-  int buffers, cols, lk, lkt;
+  int64_t S_, sets, set_size, kl, S16, total;
+  int buffers, cols, lk, lkt, lu;
   WalkLayout(Arena ar, int K, bool tc, bool half, int buffers_, int cols_)
       : buffers(buffers_),
         cols(cols_),
         lk(half ? half_stride(K) : row_stride(K, tc)),
-        lkt(half ? half_stride(K) : col_stride(K, tc)) {
+        lkt(half ? half_stride(K) : col_stride(K, tc)),
+        lu(half ? kCopyStride : col_stride(cols_, tc)) {
     const int per = half ? 2 : 1;
     S_ = ar.take(int64_t(K) * walk_stride(cols, tc));
-    set_size = int64_t(C) * lk / per + int64_t(C) * col_stride(cols, tc);
+    set_size = (int64_t(C) * lk + int64_t(C) * lu) / per;
     sets = ar.take(buffers * set_size);
     kl = ar.take(int64_t(C) * lkt / per);
     S16 = half ? ar.take(int64_t(K) * kCopyStride / per) : 0;
-    vn16 = half ? ar.take(int64_t(C) * kCopyStride / per) : 0;
     total = ar.at;
   }
 };
@@ -150,13 +150,14 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   S* base = block_base<S, Shared>(scratch, lay.total);
   Op* Kl = reinterpret_cast<Op*>(base + lay.kl);
   const bool async = Shared, ahead = lay.buffers == 2;
-  const int K = g.K, V = g.V, cols = lay.cols, lk = lay.lk, lkt = lay.lkt;
-  const int lv = col_stride(cols, TC), lw = walk_stride(cols, TC);
+  const int K = g.K, V = g.V, cols = lay.cols, lk = lay.lk, lkt = lay.lkt, lu = lay.lu;
+  const int lw = walk_stride(cols, TC);
   const int n_slices = (V + cols - 1) / cols;
-  // The state, and its bf16 copy for the products in the shared instance of the bf16 path.
-  using KeptS = Kept<S, Shared && per == 2>;
-  const KeptS St{base + lay.S_, lw, reinterpret_cast<bf16_dev*>(base + lay.S16)};
-  bf16_dev* vn16 = reinterpret_cast<bf16_dev*>(base + lay.vn16);
+  // The state, and its bf16 copy for the products in the shared instance of the bf16 path;
+  // U / Vn in the workspace's type, read by ldmatrix there.
+  const Kept<S, Shared && per == 2> St{base + lay.S_, lw,
+                                       reinterpret_cast<bf16_dev*>(base + lay.S16)};
+  using KeptVn = Kept<Op, false, Shared && per == 2>;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * cols;
@@ -167,7 +168,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       const int64_t e = bh * g.NC + c;
       S* set = base + lay.sets + b * lay.set_size;
       copy_rows(reinterpret_cast<Op*>(set), lk, ws.w + e * C * K, K, C, K, async);
-      copy_rows(set + C * lk / per, lv, ws.u + e * C * V + j0, V, C, nv, async);
+      copy_rows(reinterpret_cast<Op*>(set) + C * lk, lu, ws.u + e * C * V + j0, V, C, nv, async);
       cp_async_commit();
     };
     auto fetch_kl = [&](int64_t c) {
@@ -182,7 +183,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       const int b = ahead ? static_cast<int>(c & 1) : 0;
       S* set = base + lay.sets + b * lay.set_size;
       const Op* X = reinterpret_cast<const Op*>(set);  // W
-      const KeptS vn{set + C * lk / per, lv, vn16};
+      const KeptVn vn{reinterpret_cast<Op*>(set) + C * lk, lu, nullptr};
       __syncthreads();  // the previous chunk's products are done: St final, its buffers free
       // The groups in flight, oldest first: ahead, W U (c), diag(lam) K (c), W U (c + 1) (an
       // empty group on the last chunk, so that the waits count alike); else W U, diag(lam) K.
@@ -206,7 +207,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       else
         cp_async_wait<0>();
       __syncthreads();
-      store_rows(ws.u + e * C * V + j0, V, vn.x, lv, C, nv);
+      store_rows(ws.u + e * C * V + j0, V, vn.x, lu, C, nv);
       const S gn = ws.gn[e];
       product<S, IO, TC, wide_threads(TC) / 32>(
           K, nv, C, operand_t<Op, TC, Shared>(Kl, lkt), vn.operand(),
@@ -222,20 +223,21 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
 
 // ---- output: O = s [diag(gam) Q S + P Vn], 64 value columns per block
 
-// diag(gam) Q and P are read along their rows (row_stride; in bf16 (half) half_stride and half
-// the space); S, Vn and qs down their columns.
+// diag(gam) Q and P are read along their rows (row_stride), S, Vn and qs down their columns
+// (col_stride); in bf16 (half) all but qs take half_stride and half the space.
 struct OutputLayout {
   int64_t qg, St, P, vn, qs, total;
-  int lk, lc;  // the row strides of diag(gam) Q and P
+  int lk, lc, ls;  // the row strides of diag(gam) Q, P, and S and Vn
   OutputLayout(Arena ar, int K, bool tc, bool half)
       : lk(half ? half_stride(K) : row_stride(K, tc)),
-        lc(half ? half_stride(C) : row_stride(C, tc)) {
-    const int lo = col_stride(kOutputColumns, tc), per = half ? 2 : 1;
+        lc(half ? half_stride(C) : row_stride(C, tc)),
+        ls(half ? half_stride(kOutputColumns) : col_stride(kOutputColumns, tc)) {
+    const int per = half ? 2 : 1;
     qg = ar.take(int64_t(C) * lk / per);
-    St = ar.take(int64_t(K) * lo);
+    St = ar.take(int64_t(K) * ls / per);
     P = ar.take(int64_t(C) * lc / per);
-    vn = ar.take(int64_t(C) * lo);
-    qs = ar.take(int64_t(C) * lo);
+    vn = ar.take(int64_t(C) * ls / per);
+    qs = ar.take(int64_t(C) * col_stride(kOutputColumns, tc));
     total = ar.at;
   }
 };
@@ -246,12 +248,12 @@ __global__ void __launch_bounds__(kNt)
                         S* scratch) {
   using Op = OperandOf<S, IO>;
   S* base = block_base<S, Shared>(scratch, lay.total);
-  Op *qg = reinterpret_cast<Op*>(base + lay.qg), *P = reinterpret_cast<Op*>(base + lay.P);
-  S *St = base + lay.St, *vn = base + lay.vn;
+  auto op = [&](int64_t at) { return reinterpret_cast<Op*>(base + at); };
+  Op *qg = op(lay.qg), *P = op(lay.P), *St = op(lay.St), *vn = op(lay.vn);
   S* qs = base + lay.qs;  // diag(gam) Q S
   const bool async = Shared;
   constexpr int lo = col_stride(kOutputColumns, TC);
-  const int K = g.K, V = g.V, lk = lay.lk, lc = lay.lc;
+  const int K = g.K, V = g.V, lk = lay.lk, lc = lay.lc, ls = lay.ls;
   const int n_slices = (V + kOutputColumns - 1) / kOutputColumns;
   for (int64_t item = blockIdx.x; item < g.B * g.H * g.NC * n_slices; item += gridDim.x) {
     const int64_t e = item / n_slices, bh = e / g.NC, c = e - bh * g.NC;
@@ -259,17 +261,17 @@ __global__ void __launch_bounds__(kNt)
     const int nv = min(kOutputColumns, V - j0), n = g.rows(c);
     const int64_t row0 = g.row(bh, c * C);
     copy_rows(qg, lk, ws.qg + e * C * K, K, C, K, async);  // the four tiles in one round trip
-    copy_rows(St, lo, ws.states + e * K * V + j0, V, K, nv, async);
+    copy_rows(St, ls, ws.states + e * K * V + j0, V, K, nv, async);
     copy_rows(P, lc, ws.p + e * C * C, C, C, C, async);
-    copy_rows(vn, lo, ws.u + e * C * V + j0, V, C, nv, async);
+    copy_rows(vn, ls, ws.u + e * C * V + j0, V, C, nv, async);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
     product<S, IO, TC>(
-        C, nv, K, operand_a<Op, TC, Shared>(qg, lk), [&](int i, int j) { return St[i * lo + j]; },
+        C, nv, K, operand_a<Op, TC, Shared>(qg, lk), operand_c<Op, TC, Shared>(St, ls),
         [&](int r, int j, S x) { qs[r * lo + j] = x; });
     product<S, IO, TC>(  // same shape: each thread reads back only its own qs entries
-        C, nv, C, operand_a<Op, TC, Shared>(P, lc), [&](int l, int j) { return vn[l * lo + j]; },
+        C, nv, C, operand_a<Op, TC, Shared>(P, lc), operand_c<Op, TC, Shared>(vn, ls),
         [&](int r, int j, S x) {
           if (r < n)
             o[(row0 + r * g.H) * V + j0 + j] = value_cast<IO>(scale * (qs[r * lo + j] + x));

@@ -49,10 +49,10 @@
 // Rows past a partial chunk are zero in every workspace matrix, so the walks need no row count.
 // dtypes: f32 (products on FMAs, or on TF32 tensor cores with DeltaRuleArgs::tensor_cores), f64,
 // and bf16 storage (every global read and write through value_cast; products on bf16 tensor
-// cores; the states, U / Vn, dY and the dS's in f32, the matrices that only enter products (Ti,
-// P, W, diag(lam) K, diag(gam) Q: OperandOf) in bf16, in shared memory at half_stride and read
-// by ldmatrix / ldmatrix.trans; the walks keep bf16 copies of their f32 product operands);
-// any K, V (sizes < 2^31).
+// cores; every workspace matrix in bf16 (OperandOf), in shared memory at half_stride and read
+// by ldmatrix / ldmatrix.trans, or widened to f32 where sums read it; the walks' state and dS,
+// and the backward's sums, in f32, with bf16 copies of the walks' f32 product operands); any
+// K, V (sizes < 2^31).
 // Outputs are overwritten.
 //
 // This header holds what the kernels share: the geometry, the workspaces, the tile movers, the
@@ -104,8 +104,8 @@ constexpr int kSolve = 16;          // diagonal blocks of Ti solved by substitut
 // (InShared: the kernel's Shared, or Staged for a staged state) it is SharedRows, whose
 // fragments load by ldmatrix; otherwise an accessor.
 // A bf16 buffer (OperandOf) gives Rows16 in shared memory, else an accessor that widens its
-// entries to float. operand_t: A(m, r) = p[r ld + m], the reduction down the buffer's columns
-// (Cols16 for bf16 in shared memory, else an accessor).
+// entries to float. Down the buffer's columns (Cols16 for bf16 in shared memory, else an
+// accessor): operand_t, A(m, r) = p[r ld + m]; operand_c, B(r, n) = p[r ld + n].
 template <class S, bool TC, bool InShared>
 __device__ __forceinline__ auto operand_a(const S* p, int ld) {
   if constexpr (TC && InShared && std::is_same_v<S, bf16_dev>) return Rows16{p, ld};
@@ -114,13 +114,19 @@ __device__ __forceinline__ auto operand_a(const S* p, int ld) {
 }
 template <class S, bool TC, bool InShared>
 __device__ __forceinline__ auto operand_b(const S* p, int ld) {
-  if constexpr (TC && InShared) return SharedRows{p, ld};
-  else return [=](int r, int n) { return p[n * ld + r]; };
+  if constexpr (TC && InShared && std::is_same_v<S, bf16_dev>) return Rows16{p, ld};
+  else if constexpr (TC && InShared) return SharedRows{p, ld};
+  else return [=](int r, int n) { return value_cast<compute_t<S>>(p[n * ld + r]); };
 }
 template <class S, bool TC, bool InShared>
 __device__ __forceinline__ auto operand_t(const S* p, int ld) {
   if constexpr (TC && InShared && std::is_same_v<S, bf16_dev>) return Cols16{p, ld};
   else return [=](int m, int r) { return value_cast<compute_t<S>>(p[r * ld + m]); };
+}
+template <class S, bool TC, bool InShared>
+__device__ __forceinline__ auto operand_c(const S* p, int ld) {
+  if constexpr (TC && InShared && std::is_same_v<S, bf16_dev>) return Cols16{p, ld};
+  else return [=](int r, int n) { return value_cast<compute_t<S>>(p[r * ld + n]); };
 }
 
 // Row stride of a shared [rows][n] buffer. FMA products: n + 1 (odd: distinct banks read either
@@ -149,29 +155,33 @@ __host__ __device__ constexpr int walk_stride(int cols, bool tc) {
   return tc ? col_stride(cols, true) : cols;
 }
 
-// A walk's f32 matrix [rows][ld] that its products read as B(r, j) = x[r][j] (the state or dS,
-// Vn, dVn, dO: sums that must stay f32). With Copy (bf16 products in shared memory) it is kept
-// in bf16 as well, x16 [rows][kCopyStride], written with it, and the products read the copy by
-// ldmatrix.trans (Cols16: the rounding they apply anyway) instead of an element a load.
+// A walk's matrix [rows][ld] that its products read as B(r, j) = x[r][j]: the state or dS,
+// dVn, dO (sums that must stay f32), Vn (f32, or bf16 in the bf16 path: Vn = U - W S rounded
+// once, as the workspace stores it). With Copy (bf16 products in shared memory) an f32 x is
+// kept in bf16 as well, x16 [rows][kCopyStride], written with it; with Copy or a bf16 x in
+// shared memory (Direct) the products read bf16 by ldmatrix.trans (Cols16: the rounding they
+// apply anyway) instead of an element a load.
 constexpr int kCopyStride = half_stride(kWalkColumns);
-template <class S, bool Copy>
+template <class T, bool Copy, bool Direct = false>
 struct Kept {
-  S* x;
+  static_assert(!(Copy && Direct), "a bf16 matrix needs no copy");
+  T* x;
   int ld;
   bf16_dev* x16;
-  __device__ S at(int r, int j) const { return x[r * ld + j]; }
-  __device__ void set(int r, int j, S v) const {
-    x[r * ld + j] = v;
+  __device__ compute_t<T> at(int r, int j) const { return value_cast<compute_t<T>>(x[r * ld + j]); }
+  __device__ void set(int r, int j, compute_t<T> v) const {
+    x[r * ld + j] = value_cast<T>(v);
     if constexpr (Copy) x16[r * kCopyStride + j] = value_cast<bf16_dev>(v);
   }
   __device__ auto operand() const {
     if constexpr (Copy) return Cols16{x16, kCopyStride};
-    else return [x = x, ld = ld](int r, int j) { return x[r * ld + j]; };
+    else if constexpr (Direct) return Cols16{x, ld};
+    else return [x = x, ld = ld](int r, int j) { return value_cast<compute_t<T>>(x[r * ld + j]); };
   }
   // x[r][j] = f(r, j) for r < rows, j < cols (and the copy).
   template <class F>
   __device__ void stage(int rows, int cols, F f) const {
-    stage_rows(x, ld, rows, cols, f);
+    stage_rows(x, ld, rows, cols, [&](int r, int j) { return value_cast<T>(f(r, j)); });
     if constexpr (Copy)
       stage_rows(x16, kCopyStride, rows, cols,
                  [&](int r, int j) { return value_cast<bf16_dev>(f(r, j)); });
@@ -204,25 +214,27 @@ struct Geo {
   __device__ int rows(int64_t c) const { return static_cast<int>(min(int64_t(C), T - c * C)); }
 };
 
-// The storage of the workspace matrices that enter products only (Ti, P, W, diag(lam) K,
-// diag(gam) Q): bf16 with bf16 storage (the products round them to bf16 anyway), else the
-// compute type.
+// The storage of the workspace matrices (all but gam_n): bf16 with bf16 storage, else the
+// compute type. Outside the walks, where the state and Vn accumulate in f32 shared memory,
+// every use of them but a few row sums (<S, dS>, rowsum(dY o V), rowsum(dY o Rs)) is a product
+// operand, which bf16 products round to bf16 anyway; U enters Vn = U - W S rounded (fla's u is
+// a bf16 tensor too).
 template <class S, class IO>
 using OperandOf = std::conditional_t<std::is_same_v<IO, bf16_dev>, bf16_dev, S>;
 
 // The global workspace; item e = head * NC + chunk indexes each per-chunk matrix.
 template <class S, class Op = S>
 struct Chunks {
-  Op* ti;     // [BH, NC, C, C]  (I + L)^{-1}
-  Op* p;      // [BH, NC, C, C]  (Q K^T) o M
-  S* u;       // [BH, NC, C, V]  Ti diag(beta) V; the walk overwrites it with Vn
-  Op* w;      // [BH, NC, C, K]  Ti diag(beta gam) K
-  Op* kl;     // [BH, NC, C, K]  diag(lam) K
-  Op* qg;     // [BH, NC, C, K]  diag(gam) Q
-  S* gn;      // [BH, NC]        gam_n
-  S* states;  // [BH, NC, K, V]  each chunk's incoming state
-  S* dy;      // [BH, NC, C, V]  backward: dY
-  S* dso;     // [BH, NC, K, V]  backward: the gradient of each chunk's outgoing state
+  Op* ti;      // [BH, NC, C, C]  (I + L)^{-1}
+  Op* p;       // [BH, NC, C, C]  (Q K^T) o M
+  Op* u;       // [BH, NC, C, V]  Ti diag(beta) V; the walk overwrites it with Vn
+  Op* w;       // [BH, NC, C, K]  Ti diag(beta gam) K
+  Op* kl;      // [BH, NC, C, K]  diag(lam) K
+  Op* qg;      // [BH, NC, C, K]  diag(gam) Q
+  S* gn;       // [BH, NC]        gam_n
+  Op* states;  // [BH, NC, K, V]  each chunk's incoming state
+  Op* dy;      // [BH, NC, C, V]  backward: dY
+  Op* dso;     // [BH, NC, K, V]  backward: the gradient of each chunk's outgoing state
 };
 template <class S, class IO>
 using ChunksOf = Chunks<S, OperandOf<S, IO>>;
@@ -653,14 +665,14 @@ __device__ void stage_keys(S* tq, S* tk, int lt, const DeltaRuleArgs<IO>& a, con
 }
 
 // acc = A B^T on the first tile of a sum, acc += A B^T after it: A [C][R] and B [N][R] one tile
-// of R columns (row stride lab; in shared memory when InShared), acc [C][N] (row stride lacc).
-// Each entry has one owner thread for a given (C, N), so the sum over tiles needs no barrier of
-// its own.
-template <class S, class IO, bool TC, bool InShared, int W = kNt / 32>
-__device__ __forceinline__ void accumulate_abt(S* acc, int lacc, const S* A, const S* B, int lab,
+// of R columns (row stride lab; in shared memory when InShared; f32, f64 or bf16 entries T),
+// acc [C][N] (row stride lacc). Each entry has one owner thread for a given (C, N), so the sum
+// over tiles needs no barrier of its own.
+template <class S, class IO, bool TC, bool InShared, int W = kNt / 32, class T>
+__device__ __forceinline__ void accumulate_abt(S* acc, int lacc, const T* A, const T* B, int lab,
                                                int N, int R, bool first) {
   product<S, IO, TC, W>(
-      C, N, R, operand_a<S, TC, InShared>(A, lab), operand_b<S, TC, InShared>(B, lab),
+      C, N, R, operand_a<T, TC, InShared>(A, lab), operand_b<T, TC, InShared>(B, lab),
       [&](int r, int l, S x) { acc[r * lacc + l] = first ? x : acc[r * lacc + l] + x; });
 }
 
@@ -706,6 +718,60 @@ __device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows
     }
 }
 
+// A workspace matrix (Op entries) into an S buffer [rows][ld], dst[r * ld + c] = src[r * src_ld
+// + c] for r < rows, c < cols, in two steps around the caller's commit, wait and barrier:
+// fetch_rows issues the copies (copy_rows when the types agree), widen_rows finishes them. bf16
+// into f32: fetch_rows copies the bf16 entries into the upper half of dst's rows x ld floats at
+// the same stride (cp.async 8 bytes a copy when the rows allow, else loads and stores), and
+// widen_rows turns them into floats in place, in increasing order, a batch of kStageBatch a
+// thread: entry x's float overwrites only the halves of entries <= x (at 2 x - rows ld and
+// after), which the batch or an earlier one has read before its barrier.
+template <class S, class Op>
+__device__ void fetch_rows(S* dst, int ld, const Op* src, int64_t src_ld, int rows, int cols,
+                           bool async) {
+  if constexpr (std::is_same_v<S, Op>) {
+    copy_rows(dst, ld, src, src_ld, rows, cols, async);
+  } else {
+    static_assert(std::is_same_v<S, float> && std::is_same_v<Op, bf16_dev>, "bf16 into f32");
+    Op* half = reinterpret_cast<Op*>(dst + int64_t(rows) * ld / 2);
+    const bool words = async && cols % 4 == 0 && src_ld % 4 == 0 && ld % 4 == 0 &&
+                       (reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(half)) % 8 == 0;
+    if (!words) {
+      stage_rows(half, ld, rows, cols, [&](int r, int c) { return src[r * src_ld + c]; });
+      return;
+    }
+    const int quads = cols / 4, items = rows * quads;
+    const TileRows tile(quads);
+    for (int it = threadIdx.x; it < items; it += blockDim.x) {
+      const int r = tile.row(it), c = (it - r * quads) * 4;
+      cp_async_8(half + r * ld + c, src + (r * src_ld + c), true);
+    }
+  }
+}
+template <class S, class Op>
+__device__ void widen_rows(S* dst, int ld, int rows, int cols) {
+  if constexpr (!std::is_same_v<S, Op>) {
+    const Op* half = reinterpret_cast<const Op*>(dst + int64_t(rows) * ld / 2);
+    const int items = rows * cols, nt = blockDim.x;
+    const TileRows tile(cols);
+    for (int i0 = threadIdx.x; i0 - threadIdx.x < items; i0 += nt * kStageBatch) {
+      float x[kStageBatch];
+#pragma unroll
+      for (int u = 0; u < kStageBatch; ++u) {
+        const int it = i0 + nt * u, r = tile.row(it);
+        x[u] = it < items ? value_cast<float>(half[r * ld + it - r * cols]) : 0.f;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int u = 0; u < kStageBatch; ++u) {
+        const int it = i0 + nt * u, r = tile.row(it);
+        if (it < items) dst[r * ld + it - r * cols] = x[u];
+      }
+    }
+    __syncthreads();
+  }
+}
+
 // dst[r * dst_ld + c] = scale[r] * src[r * ld + c] (no scale: the value itself) for r < rows,
 // c < cols, rounded to dst's type: a shared tile out to a global workspace (or into another
 // shared tile), a float4 a load and a store when word_rows holds (f32; for a bf16 dst four
@@ -740,6 +806,18 @@ __device__ void store_rows(D* dst, int64_t dst_ld, const S* src, int ld, int row
           x = make_float4(f * x.x, f * x.y, f * x.z, f * x.w);
         }
         *reinterpret_cast<float4*>(dst + (r * dld + c)) = x;
+      }
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<D, S> && std::is_same_v<S, bf16_dev>) {  // unscaled: 8 a word
+    if (!scale && word_rows(dst, src, dst_ld, ld, cols)) {
+      const int words = cols / 8, items = rows * words, dld = static_cast<int>(dst_ld);
+      const TileRows tile(words);
+      for (int it = threadIdx.x; it < items; it += blockDim.x) {
+        const int r = tile.row(it), c = (it - r * words) * 8;
+        *reinterpret_cast<uint4*>(dst + (r * dld + c)) =
+            *reinterpret_cast<const uint4*>(src + r * ld + c);
       }
       return;
     }
@@ -814,27 +892,29 @@ struct Workspace {
   ChunksOf<S, IO> ptrs{};
   Workspace(const Geo& g, bool backward) {
     const int64_t items = g.B * g.H * g.NC, K = g.K, V = g.V;
-    constexpr int64_t per = sizeof(S) / sizeof(Op);  // Op entries an S entry holds (C K is even)
+    constexpr int64_t per = sizeof(S) / sizeof(Op);  // Op entries an S entry holds
     Arena ar;
-    const int64_t ti = ar.take(items * C * C / per), p = ar.take(items * C * C / per);
-    const int64_t u = ar.take(items * C * V), w = ar.take(items * C * K / per);
-    const int64_t kl = ar.take(items * C * K / per), qg = ar.take(items * C * K / per);
-    const int64_t gn = ar.take(items), st = ar.take(items * K * V);
-    const int64_t dy = backward ? ar.take(items * C * V) : 0;
-    const int64_t dso = backward ? ar.take(items * K * V) : 0;
+    // n Op entries in whole 16-byte words of S entries, so that every matrix starts aligned
+    auto take = [&](int64_t n) { return ar.take(((n + per - 1) / per + 3) / 4 * 4); };
+    const int64_t ti = take(items * C * C), p = take(items * C * C), u = take(items * C * V);
+    const int64_t w = take(items * C * K), kl = take(items * C * K), qg = take(items * C * K);
+    const int64_t st = take(items * K * V);
+    const int64_t dy = backward ? take(items * C * V) : 0;
+    const int64_t dso = backward ? take(items * K * V) : 0;
+    const int64_t gn = ar.take(items);
     buf = scratch_of<S>(ar.at);
     S* b = static_cast<S*>(buf.raw_data());
     auto op = [&](int64_t at) { return reinterpret_cast<Op*>(b + at); };
     ptrs = {op(ti),
             op(p),
-            b + u,
+            op(u),
             op(w),
             op(kl),
             op(qg),
             b + gn,
-            b + st,
-            backward ? b + dy : nullptr,
-            backward ? b + dso : nullptr};
+            op(st),
+            backward ? op(dy) : nullptr,
+            backward ? op(dso) : nullptr};
   }
 };
 

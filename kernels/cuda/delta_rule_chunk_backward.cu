@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       const S gn = ws.gn[e];
       product<S, IO, TC, wide_threads(TC) / 32>(  // dY = Ti^T dVn
           C, nv, C, operand_t<Op, TC, Shared>(CT, lc), dVn.operand(),
-          [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = x; });
+          [&](int l, int j, S x) { ws.dy[e * C * V + l * V + j0 + j] = value_cast<Op>(x); });
       product<S, IO, TC, wide_threads(TC) / 32>(  // dS <- gam_n dS + s (diag(gam) Q)^T dO - W^T dVn
           K, nv, C, operand_t<Op, TC, Shared>(XQ, lk), dO.operand(),
           [&](int i, int j, S x) { dS.x[i * lw + j] = gn * dS.at(i, j) + scale * x; });
@@ -203,20 +203,25 @@ __global__ void __launch_bounds__(wide_threads(TC))
   S *dPE = base + lay.dPE, *D = base + lay.D, *e0 = base + lay.e0, *dlam = base + lay.dlam;
   S *dbeta = base + lay.dbeta, *red = base + lay.red;
   static_assert(Shared || !Staged, "the states are staged in shared memory only");
+  using Op = OperandOf<S, IO>;
   S* X = Staged ? base + lay.X : nullptr;
   const int K = g.K, V = g.V, lk = row_stride(K, TC), lv = row_stride(V, TC);
   const int lc = row_stride(C, TC), ls = Staged ? lv : V;
-  // A state [K,V] (S or the outgoing dS) for the products: staged in X (row stride ls), or read
-  // from global memory where X does not fit.
-  // (as cp.async copies, committed and waited for by the caller)
+  // A state [K,V] (S or the outgoing dS) for the products: staged in X (row stride ls; fetched
+  // by the caller's commit and wait, then widened, widen_state), or read from global memory
+  // where X does not fit.
   const bool async = Shared;
-  auto state_view = [&](const S* src) -> const S* {
+  using State = std::conditional_t<Staged, S, Op>;
+  auto state_view = [&](const Op* src) -> const State* {
     if constexpr (Staged) {
-      copy_rows(X, ls, src, V, K, V, async);
+      fetch_rows(X, ls, src, V, K, V, async);
       return X;
     } else {
       return src;
     }
+  };
+  auto widen_state = [&] {
+    if constexpr (Staged) widen_rows<S, Op>(X, ls, K, V);
   };
   constexpr int nt = wide_threads(TC), nw = nt / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -226,16 +231,19 @@ __global__ void __launch_bounds__(wide_threads(TC))
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
     const int64_t bh = e / g.NC, c = e - bh * g.NC;
     const int n = g.rows(c);
-    const S *Sc = ws.states + e * K * V, *dSo = ws.dso + e * K * V;
+    const Op *Sc = ws.states + e * K * V, *dSo = ws.dso + e * K * V;
     // Vn, dY and S load (cp.async) under load_rows, which stages dO with q and k.
-    copy_rows(vn, lv, ws.u + e * C * V, V, C, V, async);
-    copy_rows(dy, lv, ws.dy + e * C * V, V, C, V, async);
-    const S* St = state_view(Sc);
+    fetch_rows(vn, lv, ws.u + e * C * V, V, C, V, async);
+    fetch_rows(dy, lv, ws.dy + e * C * V, V, C, V, async);
+    const State* St = state_view(Sc);
     cp_async_commit();
     const int64_t row0 = g.row(bh, c * C);
     load_rows(a, g, bh, c, n, w, StageTile<S, IO>{dO, lv, V, gr.dout + row0 * V, g.H * V, nullptr});
     cp_async_wait<0>();
     __syncthreads();
+    widen_rows<S, Op>(vn, lv, C, V);
+    widen_rows<S, Op>(dy, lv, C, V);
+    widen_state();
 
     // Products of the loaded rows, S, then the outgoing dS (no two write the same buffer).
     product<S, IO, TC, nw>(
@@ -246,10 +254,10 @@ __global__ void __launch_bounds__(wide_threads(TC))
           C, C, K, operand_a<S, TC, Shared>(q, lk), operand_b<S, TC, Shared>(k, lk),
           [&](int r, int l, S x) { QK[r * lc + l] = x; });
     product<S, IO, TC, nw>(  // K S
-        C, V, K, operand_a<S, TC, Shared>(k, lk), [&](int i, int j) { return St[i * ls + j]; },
+        C, V, K, operand_a<S, TC, Shared>(k, lk), operand_c<State, false, false>(St, ls),
         [&](int r, int j, S x) { ks[r * lv + j] = x; });
     product<S, IO, TC, nw>(  // dq = s diag(gam) dO S^T
-        C, K, V, operand_a<S, TC, Shared>(dO, lv), operand_b<S, TC, Staged>(St, ls),
+        C, K, V, operand_a<S, TC, Shared>(dO, lv), operand_b<State, TC, Staged>(St, ls),
         [&](int r, int i, S x) { dq[r * lk + i] = (s * w.gam[r]) * x; });
     product<S, IO, TC, nw>(  // dP = s (dO Vn^T) o M
         C, C, V, operand_a<S, TC, Shared>(dO, lv), operand_b<S, TC, Shared>(vn, lv),
@@ -260,14 +268,15 @@ __global__ void __launch_bounds__(wide_threads(TC))
     __syncthreads();
     // dO is done with: the chunk's v rows take its place for the row sums below (staged with
     // their loads batched, not read a row at a time there), under the copy of dS.
-    const S* dSt = state_view(dSo);
+    const State* dSt = state_view(dSo);
     cp_async_commit();
     S* vr = dO;
     stage_scaled(vr, lv, C, n, V, a.v + row0 * V, g.H * V, nullptr);
     cp_async_wait<0>();
     __syncthreads();
+    widen_state();
     product<S, IO, TC, nw>(  // dk = diag(lam) Vn dS^T
-        C, K, V, operand_a<S, TC, Shared>(vn, lv), operand_b<S, TC, Staged>(dSt, ls),
+        C, K, V, operand_a<S, TC, Shared>(vn, lv), operand_b<State, TC, Staged>(dSt, ls),
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
     S sds = S(0);  // <S, dS> for the gate of the state carry
     if (gated) {   // S from global memory: kStageBatch loads in flight a thread
@@ -276,12 +285,12 @@ __global__ void __launch_bounds__(wide_threads(TC))
 #pragma unroll
         for (int u = 0; u < kStageBatch; ++u) {
           const int x = x0 + nt * u;
-          sv[u] = x < K * V ? Sc[x] : S(0);
+          sv[u] = x < K * V ? value_cast<S>(Sc[x]) : S(0);
         }
 #pragma unroll
         for (int u = 0; u < kStageBatch; ++u) {
           const int x = x0 + nt * u, i = x / V;
-          if (x < K * V) sds += sv[u] * dSt[i * ls + x - i * V];
+          if (x < K * V) sds += sv[u] * value_cast<S>(dSt[i * ls + x - i * V]);
         }
       }
       sds = block_reduce(sds, SumOp{}, S(0), red);
@@ -319,6 +328,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
     }
     cp_async_wait<0>();
     __syncthreads();
+    widen_state();
 
     // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
     product<S, IO, TC, nw>(
@@ -335,7 +345,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
         [&](int r, int i, S x) { dk[r * lk + i] += x; });
     product<S, IO, TC, nw>(
         C, K, V, [&](int r, int j) { return w.beta[r] * dy[r * lv + j]; },
-        [&](int j, int i) { return St[i * ls + j]; },
+        [&](int j, int i) { return value_cast<S>(St[i * ls + j]); },
         [&](int r, int i, S x) { dk[r * lk + i] -= w.gam[r] * x; });
     __syncthreads();
 

@@ -55,6 +55,7 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
   const Factors<S> f(base + lay.f);
   S *T0 = base + lay.T0, *T1 = base + lay.T1, *T2 = base + lay.T2, *M0 = base + lay.M0;
   S* M1 = base + lay.M1;
+  using Op = OperandOf<S, IO>;
   constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC);
   const int K = g.K, V = g.V, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool async = Shared, gated = a.g != nullptr;
@@ -86,12 +87,14 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     for (int j0 = 0; j0 < V; j0 += kTile) {  // dO Vn^T in M0, dY Vn^T in M1; rowsum(dY o V), dv
       const int nv = min(kTile, V - j0);
       const bool first = j0 == 0;
-      copy_rows(T1, lt, ws.u + e * C * V + j0, V, C, nv, async);
-      copy_rows(T2, lt, ws.dy + e * C * V + j0, V, C, nv, async);
+      fetch_rows(T1, lt, ws.u + e * C * V + j0, V, C, nv, async);
+      fetch_rows(T2, lt, ws.dy + e * C * V + j0, V, C, nv, async);
       cp_async_commit();
       stage_scaled(T0, lt, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
       cp_async_wait<0>();
       __syncthreads();
+      widen_rows<S, Op>(T1, lt, C, nv);
+      widen_rows<S, Op>(T2, lt, C, nv);
       accumulate_abt<S, IO, TC, Shared, nw>(M0, lt, T0, T1, lt, C, nv, first);
       accumulate_abt<S, IO, TC, Shared, nw>(M1, lt, T2, T1, lt, C, nv, first);
       for (int r = warp; r < n; r += nw) {  // one warp per row
@@ -119,73 +122,93 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
   }
 }
 
-// Three operand tiles, three accumulators and the factors (about 106 KiB in f32 with TF32
-// padding: two blocks an SM). The value tiles in two passes: dO, dY with S, then Vn with dS.
+// The V loop's operand tiles in the workspace's type, `buffers` sets of three (dO, dY, S, then
+// Vn, dS, S; row stride l16: half_stride in bf16), three f32 accumulators and the factors. Two
+// sets when two blocks an SM still fit (bf16: about 107 KiB): the next value tile then loads
+// under this one's products. After the V loop the sets' space holds q, k and dP in f32.
 struct KeysLayout {
-  int64_t f, T0, T1, T2, dq, dk, X, red, total;
-  KeysLayout(Arena ar, bool tc) {
-    const int lt = row_stride(kTile, tc);
+  int64_t f, sets, set_size, dq, dk, X, red, total;
+  int l16, buffers;
+  KeysLayout(Arena ar, bool tc, bool half, int buffers_)
+      : l16(half ? half_stride(kTile) : row_stride(kTile, tc)), buffers(buffers_) {
+    const int64_t tile = int64_t(C) * row_stride(kTile, tc);
     f = ar.take(kFactors);
-    for (int64_t* t : {&T0, &T1, &T2, &dq, &dk, &X}) *t = ar.take(int64_t(C) * lt);
+    set_size = 3 * int64_t(C) * l16 / (half ? 2 : 1);
+    sets = ar.take(std::max(buffers * set_size, 3 * tile));
+    for (int64_t* t : {&dq, &dk, &X}) *t = ar.take(tile);
     red = ar.take(32);
     total = ar.at;
   }
 };
 
 template <class S, class IO, bool TC, bool Shared>
-__global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
+__global__ void __launch_bounds__(kNt, TC ? 2 : 1)
     delta_grad_keys_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, ChunksOf<S, IO> ws,
                            GradScratch<S> gs, KeysLayout lay, S* scratch) {
   static_assert(kTile == C, "a C x C matrix takes a tile's place");
+  using Op = OperandOf<S, IO>;
+  static_assert(std::is_same_v<Op, IO>, "dO joins the workspace's tiles as it is");
   S* base = block_base<S, Shared>(scratch, lay.total);
   const Factors<S> f(base + lay.f);
-  S *T0 = base + lay.T0, *T1 = base + lay.T1, *T2 = base + lay.T2, *dq = base + lay.dq;
+  constexpr int nw = kNt / 32, lt = row_stride(kTile, TC);
+  S *T0 = base + lay.sets, *T1 = T0 + C * lt, *T2 = T1 + C * lt, *dq = base + lay.dq;
   S *dk = base + lay.dk, *X = base + lay.X, *red = base + lay.red;
-  constexpr int nw = wide_threads(TC) / 32, lt = row_stride(kTile, TC);
-  const int K = g.K, V = g.V, KT = (K + kTile - 1) / kTile;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const bool async = Shared, gated = a.g != nullptr;
+  const int K = g.K, V = g.V, KT = (K + kTile - 1) / kTile, VT = (V + kTile - 1) / kTile;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, l16 = lay.l16;
+  const bool async = Shared, gated = a.g != nullptr, ahead = lay.buffers == 2;
   const S s = static_cast<S>(a.scale);
+  auto tile = [&](int b, int i) {
+    return reinterpret_cast<Op*>(base + lay.sets + b * lay.set_size) + i * C * l16;
+  };
   for (int64_t item = blockIdx.x; item < g.B * g.H * g.NC * KT; item += gridDim.x) {
     const int64_t e = item / KT, bh = e / g.NC, c = e - bh * g.NC, row0 = g.row(bh, c * C);
     const int kti = static_cast<int>(item - e * KT), k0 = kti * kTile, nk = min(kTile, K - k0);
     const int n = g.rows(c);
     copy_rows(f.beta, kFactors, gs.factors + e * kFactors, kFactors, 1, kFactors, async);
     cp_async_commit();
-    const S *Sg = ws.states + e * K * V + k0 * V, *dSg = ws.dso + e * K * V + k0 * V;
-    // Pass 1: dq_S = dO S^T and X = dY S^T over this tile's keys (dO in T0, dY in T1, S in T2).
-    for (int j0 = 0; j0 < V; j0 += kTile) {
-      const int nv = min(kTile, V - j0);
-      const bool first = j0 == 0;
-      copy_rows(T1, lt, ws.dy + e * C * V + j0, V, C, nv, async);
-      copy_rows(T2, lt, Sg + j0, V, nk, nv, async);
+    const Op *Sg = ws.states + e * K * V + k0 * V, *dSg = ws.dso + e * K * V + k0 * V;
+    // Stage t of the V loop, a commit group: t < VT, value tile t's dO (rows past n zero), dY
+    // and S; t >= VT, value tile t - VT's Vn, dS and, with a gate, S.
+    auto fetch = [&](int t, int b) {
+      const int j0 = (t % VT) * kTile, nv = min(kTile, V - j0);
+      if (t < VT) {
+        copy_rows(tile(b, 0), l16, gr.dout + row0 * V + j0, g.H * V, n, nv, async);
+        stage_rows(tile(b, 0) + n * l16, l16, C - n, nv, [](int, int) { return value_cast<Op>(0.f); });
+        copy_rows(tile(b, 1), l16, ws.dy + e * C * V + j0, V, C, nv, async);
+      } else {
+        copy_rows(tile(b, 0), l16, ws.u + e * C * V + j0, V, C, nv, async);
+        copy_rows(tile(b, 1), l16, dSg + j0, V, nk, nv, async);
+      }
+      if (t < VT || gated) copy_rows(tile(b, 2), l16, Sg + j0, V, nk, nv, async);
       cp_async_commit();
-      stage_scaled(T0, lt, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
-      cp_async_wait<0>();
-      __syncthreads();
-      accumulate_abt<S, IO, TC, Shared, nw>(dq, lt, T0, T2, lt, nk, nv, first);
-      accumulate_abt<S, IO, TC, Shared, nw>(X, lt, T1, T2, lt, nk, nv, first);
-      __syncthreads();
-    }
-    // Pass 2: dk_lam = Vn dS^T (Vn in T0, dS in T1) and, with a gate, <S, dS> (S in T2 again,
-    // copied with the others rather than read element by element from global memory).
+    };
+    // dq_S = dO S^T and X = dY S^T, then dk_lam = Vn dS^T and, with a gate, <S, dS>, over
+    // this tile's keys.
     S sds = S(0);
-    for (int j0 = 0; j0 < V; j0 += kTile) {
-      const int nv = min(kTile, V - j0);
-      const bool first = j0 == 0;
-      copy_rows(T0, lt, ws.u + e * C * V + j0, V, C, nv, async);
-      copy_rows(T1, lt, dSg + j0, V, nk, nv, async);
-      if (gated) copy_rows(T2, lt, Sg + j0, V, nk, nv, async);
-      cp_async_commit();
-      cp_async_wait<0>();
+    if (ahead) fetch(0, 0);
+    for (int t = 0; t < 2 * VT; ++t) {
+      const int b = ahead ? t & 1 : 0, nv = min(kTile, V - (t % VT) * kTile);
+      if (!ahead) fetch(t, 0);
+      else if (t + 1 < 2 * VT) fetch(t + 1, b ^ 1);
+      else cp_async_commit();  // an empty group: the wait below counts alike
+      if (ahead)
+        cp_async_wait<1>();
+      else
+        cp_async_wait<0>();
       __syncthreads();
-      accumulate_abt<S, IO, TC, Shared, nw>(dk, lt, T0, T1, lt, nk, nv, first);
-      if (gated)
-        for (int x = threadIdx.x; x < nk * nv; x += blockDim.x) {
-          const int i = x / nv, j = x - i * nv;
-          sds += T2[i * lt + j] * T1[i * lt + j];
-        }
-      __syncthreads();
+      const Op *A = tile(b, 0), *B = tile(b, 1), *St = tile(b, 2);
+      if (t < VT) {
+        accumulate_abt<S, IO, TC, Shared, nw>(dq, lt, A, St, l16, nk, nv, t == 0);
+        accumulate_abt<S, IO, TC, Shared, nw>(X, lt, B, St, l16, nk, nv, t == 0);
+      } else {
+        accumulate_abt<S, IO, TC, Shared, nw>(dk, lt, A, B, l16, nk, nv, t == VT);
+        if (gated)
+          for (int x = threadIdx.x; x < nk * nv; x += blockDim.x) {
+            const int i = x / nv, j = x - i * nv;
+            sds += value_cast<S>(St[i * l16 + j]) * value_cast<S>(B[i * l16 + j]);
+          }
+      }
+      __syncthreads();  // the set is free for the stage after next
     }
     if (gated) sds = block_reduce(sds, SumOp{}, S(0), red);
     copy_rows(T2, lt, gs.cc + (e * 4 + 2) * C * C, C, C, C, async);  // dP, under the rest
@@ -352,9 +375,12 @@ void tiled_gradients(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, co
   launch_items<S>(delta_grad_scores_kernel<S, IO, TC, true>,
                   delta_grad_scores_kernel<S, IO, TC, false>, wide_threads(TC), items, scores.total,
                   op, a, gr, g, ws, gs, scores);
-  const KeysLayout keys(Arena{}, TC);
+  constexpr bool half = !std::is_same_v<OperandOf<S, IO>, S>;
+  const KeysLayout two(Arena{}, TC, half, 2), one(Arena{}, TC, half, 1);
+  const size_t limit = shared_memory_limit();  // two blocks an SM: each under half of it
+  const KeysLayout& keys = TC && 2 * size_t(two.total) * sizeof(S) + 1024 <= limit ? two : one;
   launch_items<S>(delta_grad_keys_kernel<S, IO, TC, true>, delta_grad_keys_kernel<S, IO, TC, false>,
-                  wide_threads(TC), items * KT, keys.total, op, a, gr, g, ws, gs, keys);
+                  kNt, items * KT, keys.total, op, a, gr, g, ws, gs, keys);
   const RowsSumLayout rows(Arena{}, TC);
   launch_items<S>(delta_grad_rows_kernel<S, IO, TC, true>, delta_grad_rows_kernel<S, IO, TC, false>,
                   kNt, items, rows.total, op, a, gr, g, gs, rows);
