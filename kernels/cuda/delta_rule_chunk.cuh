@@ -325,12 +325,12 @@ struct StageTile {
 
 // N tiles of the same rows at once. bf16 rows that start 16-byte aligned (into 16-byte aligned
 // f32 rows) are read 8 elements a load, and every tile's loads of a round are issued before any
-// store (4 loads in flight a thread over the tiles: one round trip to memory for tiles a block
-// covers in one round, not one a tile); the rows go out as two float4. Other sources go through
-// stage_rows a tile at a time, with the same values.
+// store (4 loads in flight a thread over the tiles, or one a tile past 4: one round trip to
+// memory for tiles a block covers in one round, not one a tile); the rows go out as two float4.
+// Other sources go through stage_rows a tile at a time, with the same values.
 template <class S, class IO, int N>
 __device__ void stage_tiles(const StageTile<S, IO> (&t)[N], int rows, int n) {
-  static_assert(N >= 1 && N <= 4, "up to 4 tiles at once");
+  static_assert(N >= 1 && N <= 5, "up to 5 tiles at once");
   bool packed = std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>;
 #pragma unroll
   for (int i = 0; i < N; ++i)
@@ -338,7 +338,7 @@ __device__ void stage_tiles(const StageTile<S, IO> (&t)[N], int rows, int n) {
              (reinterpret_cast<uintptr_t>(t[i].src) | reinterpret_cast<uintptr_t>(t[i].dst)) % 16 == 0;
   if constexpr (std::is_same_v<IO, bf16_dev> && std::is_same_v<S, float>) {
     if (packed) {
-      constexpr int kBatch = 4 / N;  // rounds of loads a tile
+      constexpr int kBatch = N < 4 ? 4 / N : 1;  // rounds of loads a tile
       const int nt = blockDim.x;
       TileRows tile[N];  // tile i: t[i].cols / 8 groups of 8 a row
       int items = 0;
@@ -410,11 +410,11 @@ __device__ __forceinline__ S inverse_norm(S sum_sq, bool l2norm) {
 }
 
 // Loads chunk c of head bh into w: q, k (L2-normalised when asked, rq / rk the factors), beta,
-// Gam, gam, lam; rows n..C-1 zero; and the caller's `also` tile of the chunk's rows, staged with
+// Gam, gam, lam; rows n..C-1 zero; and the caller's `also` tiles of the chunk's rows, staged with
 // q and k. Ends with a barrier.
-template <class S, class IO>
+template <class S, class IO, int M>
 __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, int64_t c, int n,
-                          const Rows<S>& w, const StageTile<S, IO>& also) {
+                          const Rows<S>& w, const StageTile<S, IO> (&also)[M]) {
   const int K = g.K, lk = w.lk, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;  // row r of the chunk: row0 + r H
   if (tid < C) {  // beta and the log decays of every row at once (rows past n: 0)
@@ -423,9 +423,10 @@ __device__ void load_rows(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t bh, 
     w.beta[tid] = in ? value_cast<S>(a.beta[row]) : S(0);
     w.Gam[tid] = in && a.g ? value_cast<S>(a.g[row]) : S(0);
   }
-  const StageTile<S, IO> tiles[3] = {{w.q, lk, K, a.q + row0 * K, H * K, nullptr},
-                                     {w.k, lk, K, a.k + row0 * K, H * K, nullptr},
-                                     also};
+  StageTile<S, IO> tiles[2 + M] = {{w.q, lk, K, a.q + row0 * K, H * K, nullptr},
+                                   {w.k, lk, K, a.k + row0 * K, H * K, nullptr}};
+#pragma unroll
+  for (int i = 0; i < M; ++i) tiles[2 + i] = also[i];
   stage_tiles(tiles, C, n);
   __syncthreads();
   if (warp == 0) scan_decays(w.Gam);
@@ -716,60 +717,6 @@ __device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows
       else if constexpr (sizeof(S) == 8)
         cp_async_8(dst + r * ld + c, src + r * src_ld + c, true);
     }
-}
-
-// A workspace matrix (Op entries) into an S buffer [rows][ld], dst[r * ld + c] = src[r * src_ld
-// + c] for r < rows, c < cols, in two steps around the caller's commit, wait and barrier:
-// fetch_rows issues the copies (copy_rows when the types agree), widen_rows finishes them. bf16
-// into f32: fetch_rows copies the bf16 entries into the upper half of dst's rows x ld floats at
-// the same stride (cp.async 8 bytes a copy when the rows allow, else loads and stores), and
-// widen_rows turns them into floats in place, in increasing order, a batch of kStageBatch a
-// thread: entry x's float overwrites only the halves of entries <= x (at 2 x - rows ld and
-// after), which the batch or an earlier one has read before its barrier.
-template <class S, class Op>
-__device__ void fetch_rows(S* dst, int ld, const Op* src, int64_t src_ld, int rows, int cols,
-                           bool async) {
-  if constexpr (std::is_same_v<S, Op>) {
-    copy_rows(dst, ld, src, src_ld, rows, cols, async);
-  } else {
-    static_assert(std::is_same_v<S, float> && std::is_same_v<Op, bf16_dev>, "bf16 into f32");
-    Op* half = reinterpret_cast<Op*>(dst + int64_t(rows) * ld / 2);
-    const bool words = async && cols % 4 == 0 && src_ld % 4 == 0 && ld % 4 == 0 &&
-                       (reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(half)) % 8 == 0;
-    if (!words) {
-      stage_rows(half, ld, rows, cols, [&](int r, int c) { return src[r * src_ld + c]; });
-      return;
-    }
-    const int quads = cols / 4, items = rows * quads;
-    const TileRows tile(quads);
-    for (int it = threadIdx.x; it < items; it += blockDim.x) {
-      const int r = tile.row(it), c = (it - r * quads) * 4;
-      cp_async_8(half + r * ld + c, src + (r * src_ld + c), true);
-    }
-  }
-}
-template <class S, class Op>
-__device__ void widen_rows(S* dst, int ld, int rows, int cols) {
-  if constexpr (!std::is_same_v<S, Op>) {
-    const Op* half = reinterpret_cast<const Op*>(dst + int64_t(rows) * ld / 2);
-    const int items = rows * cols, nt = blockDim.x;
-    const TileRows tile(cols);
-    for (int i0 = threadIdx.x; i0 - threadIdx.x < items; i0 += nt * kStageBatch) {
-      float x[kStageBatch];
-#pragma unroll
-      for (int u = 0; u < kStageBatch; ++u) {
-        const int it = i0 + nt * u, r = tile.row(it);
-        x[u] = it < items ? value_cast<float>(half[r * ld + it - r * cols]) : 0.f;
-      }
-      __syncthreads();
-#pragma unroll
-      for (int u = 0; u < kStageBatch; ++u) {
-        const int it = i0 + nt * u, r = tile.row(it);
-        if (it < items) dst[r * ld + it - r * cols] = x[u];
-      }
-    }
-    __syncthreads();
-  }
 }
 
 // dst[r * dst_ld + c] = scale[r] * src[r * ld + c] (no scale: the value itself) for r < rows,

@@ -168,8 +168,9 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
 struct GradLayout {
   RowsLayout rows;
   int64_t dq, dk, vn, dy, ks, dO, A, QK, dPE, D, e0, dlam, dbeta, red, X, total;
-  bool stage_states;  // X [K][V+1] holds S or dS for the products (else they read global memory)
-  GradLayout(Arena ar, int K, int V, bool stage, bool tc) : rows(ar, K, tc), stage_states(stage) {
+  bool stage_states;  // X holds S and dS for the products (else they read global memory)
+  GradLayout(Arena ar, int K, int V, bool stage, bool tc, bool half)
+      : rows(ar, K, tc), stage_states(stage) {
     const int lk = row_stride(K, tc), lv = row_stride(V, tc), lc = row_stride(C, tc);
     dq = ar.take(int64_t(C) * lk);
     dk = ar.take(int64_t(C) * lk);
@@ -185,13 +186,15 @@ struct GradLayout {
     dlam = ar.take(C);
     dbeta = ar.take(C);
     red = ar.take(32);
-    X = stage ? ar.take(int64_t(K) * lv) : 0;
+    // f32 / f64: S or dS [K][lv]; bf16 (half): both at once, [2][K][half_stride(V)]
+    X = stage ? ar.take(int64_t(K) * (half ? half_stride(V) : lv)) : 0;
     total = ar.at;
   }
 };
 
 // Staged (with Shared only): S and dS staged in X, as the layout's stage_states; a compile-time
-// choice, so that the products read the state from a known memory.
+// choice, so that the products read the state from a known memory. f32 and f64 stage one at a
+// time (S, dS, then S again), bf16 both at once in half the space.
 template <class S, class IO, bool TC, bool Shared, bool Staged = false>
 __global__ void __launch_bounds__(wide_threads(TC))
     delta_grad_kernel(DeltaRuleArgs<IO> a, DeltaRuleGrad<IO> gr, Geo g, ChunksOf<S, IO> ws,
@@ -204,25 +207,25 @@ __global__ void __launch_bounds__(wide_threads(TC))
   S *dbeta = base + lay.dbeta, *red = base + lay.red;
   static_assert(Shared || !Staged, "the states are staged in shared memory only");
   using Op = OperandOf<S, IO>;
-  S* X = Staged ? base + lay.X : nullptr;
+  constexpr bool both = Staged && !std::is_same_v<S, Op>;  // S and dS in X at once
+  Op* X = Staged ? reinterpret_cast<Op*>(base + lay.X) : nullptr;
   const int K = g.K, V = g.V, lk = row_stride(K, TC), lv = row_stride(V, TC);
-  const int lc = row_stride(C, TC), ls = Staged ? lv : V;
-  // A state [K,V] (S or the outgoing dS) for the products: staged in X (row stride ls; fetched
-  // by the caller's commit and wait, then widened, widen_state), or read from global memory
-  // where X does not fit.
+  const int lc = row_stride(C, TC), ls = Staged ? (both ? half_stride(V) : lv) : V;
+  // A state [K,V] (S or the outgoing dS) for the products: staged in X, slot 1 for dS when both
+  // fit (as cp.async copies, committed and waited for by the caller), or read from global
+  // memory where X does not fit. The products read staged f32 by ldmatrix, bf16 an element a
+  // load (their other operands are f32).
   const bool async = Shared;
-  using State = std::conditional_t<Staged, S, Op>;
-  auto state_view = [&](const Op* src) -> const State* {
+  auto state_view = [&](const Op* src, int slot) -> const Op* {
     if constexpr (Staged) {
-      fetch_rows(X, ls, src, V, K, V, async);
-      return X;
+      Op* dst = X + (both ? slot : 0) * K * ls;
+      copy_rows(dst, ls, src, V, K, V, async);
+      return dst;
     } else {
       return src;
     }
   };
-  auto widen_state = [&] {
-    if constexpr (Staged) widen_rows<S, Op>(X, ls, K, V);
-  };
+  constexpr bool kLdmatrix = Staged && !both;
   constexpr int nt = wide_threads(TC), nw = nt / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const S s = static_cast<S>(a.scale);
@@ -232,18 +235,26 @@ __global__ void __launch_bounds__(wide_threads(TC))
     const int64_t bh = e / g.NC, c = e - bh * g.NC;
     const int n = g.rows(c);
     const Op *Sc = ws.states + e * K * V, *dSo = ws.dso + e * K * V;
-    // Vn, dY and S load (cp.async) under load_rows, which stages dO with q and k.
-    fetch_rows(vn, lv, ws.u + e * C * V, V, C, V, async);
-    fetch_rows(dy, lv, ws.dy + e * C * V, V, C, V, async);
-    const State* St = state_view(Sc);
-    cp_async_commit();
+    // S (and in f32 Vn and dY) load (cp.async) under load_rows, which stages dO with q and k
+    // (and bf16 Vn and dY, widened as they load).
+    const Op* St = state_view(Sc, 0);
     const int64_t row0 = g.row(bh, c * C);
-    load_rows(a, g, bh, c, n, w, StageTile<S, IO>{dO, lv, V, gr.dout + row0 * V, g.H * V, nullptr});
+    const StageTile<S, IO> dO_tile{dO, lv, V, gr.dout + row0 * V, g.H * V, nullptr};
+    if constexpr (std::is_same_v<S, Op>) {
+      copy_rows(vn, lv, ws.u + e * C * V, V, C, V, async);
+      copy_rows(dy, lv, ws.dy + e * C * V, V, C, V, async);
+      cp_async_commit();
+      const StageTile<S, IO> also[1] = {dO_tile};
+      load_rows(a, g, bh, c, n, w, also);
+    } else {
+      cp_async_commit();
+      const StageTile<S, IO> also[3] = {dO_tile,
+                                        {vn, lv, V, ws.u + e * C * V, V, nullptr},
+                                        {dy, lv, V, ws.dy + e * C * V, V, nullptr}};
+      load_rows(a, g, bh, c, n, w, also);
+    }
     cp_async_wait<0>();
     __syncthreads();
-    widen_rows<S, Op>(vn, lv, C, V);
-    widen_rows<S, Op>(dy, lv, C, V);
-    widen_state();
 
     // Products of the loaded rows, S, then the outgoing dS (no two write the same buffer).
     product<S, IO, TC, nw>(
@@ -254,10 +265,10 @@ __global__ void __launch_bounds__(wide_threads(TC))
           C, C, K, operand_a<S, TC, Shared>(q, lk), operand_b<S, TC, Shared>(k, lk),
           [&](int r, int l, S x) { QK[r * lc + l] = x; });
     product<S, IO, TC, nw>(  // K S
-        C, V, K, operand_a<S, TC, Shared>(k, lk), operand_c<State, false, false>(St, ls),
+        C, V, K, operand_a<S, TC, Shared>(k, lk), operand_c<Op, false, false>(St, ls),
         [&](int r, int j, S x) { ks[r * lv + j] = x; });
     product<S, IO, TC, nw>(  // dq = s diag(gam) dO S^T
-        C, K, V, operand_a<S, TC, Shared>(dO, lv), operand_b<State, TC, Staged>(St, ls),
+        C, K, V, operand_a<S, TC, Shared>(dO, lv), operand_b<Op, TC, kLdmatrix>(St, ls),
         [&](int r, int i, S x) { dq[r * lk + i] = (s * w.gam[r]) * x; });
     product<S, IO, TC, nw>(  // dP = s (dO Vn^T) o M
         C, C, V, operand_a<S, TC, Shared>(dO, lv), operand_b<S, TC, Shared>(vn, lv),
@@ -268,15 +279,14 @@ __global__ void __launch_bounds__(wide_threads(TC))
     __syncthreads();
     // dO is done with: the chunk's v rows take its place for the row sums below (staged with
     // their loads batched, not read a row at a time there), under the copy of dS.
-    const State* dSt = state_view(dSo);
+    const Op* dSt = state_view(dSo, 1);
     cp_async_commit();
     S* vr = dO;
     stage_scaled(vr, lv, C, n, V, a.v + row0 * V, g.H * V, nullptr);
     cp_async_wait<0>();
     __syncthreads();
-    widen_state();
     product<S, IO, TC, nw>(  // dk = diag(lam) Vn dS^T
-        C, K, V, operand_a<S, TC, Shared>(vn, lv), operand_b<State, TC, Staged>(dSt, ls),
+        C, K, V, operand_a<S, TC, Shared>(vn, lv), operand_b<Op, TC, kLdmatrix>(dSt, ls),
         [&](int r, int i, S x) { dk[r * lk + i] = w.lam[r] * x; });
     S sds = S(0);  // <S, dS> for the gate of the state carry
     if (gated) {   // S from global memory: kStageBatch loads in flight a thread
@@ -296,7 +306,7 @@ __global__ void __launch_bounds__(wide_threads(TC))
       sds = block_reduce(sds, SumOp{}, S(0), red);
     }
     __syncthreads();
-    St = state_view(Sc);  // S again, in place of dS, under the row sums
+    if (!both) St = state_view(Sc, 0);  // S again, in place of dS, under the row sums
     cp_async_commit();
 
     // Per row, one warp each: e0 = rowsum(Q o dQ_S) (+ gam_n <S, dS> on the last row)
@@ -328,7 +338,6 @@ __global__ void __launch_bounds__(wide_threads(TC))
     }
     cp_async_wait<0>();
     __syncthreads();
-    widen_state();
 
     // dq += dP K;  dk += dP^T Q + (diag(beta) D + (diag(beta) D)^T) K - diag(gam) dRs S^T.
     product<S, IO, TC, nw>(
@@ -390,7 +399,7 @@ void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, con
                   g, ws.ptrs, back);
   // One grad kernel when its buffers fit in shared memory (S and dS staged too when they still
   // fit), else the three kernels on 64-wide tiles.
-  const GradLayout staged(Arena{}, g.K, g.V, true, TC), plain(Arena{}, g.K, g.V, false, TC);
+  const GradLayout staged(Arena{}, g.K, g.V, true, TC, half), plain(Arena{}, g.K, g.V, false, TC, half);
   const size_t limit = shared_memory_limit();
   if (size_t(plain.total) * sizeof(S) <= limit) {
     const GradLayout& lay = size_t(staged.total) * sizeof(S) <= limit ? staged : plain;

@@ -87,14 +87,19 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
     for (int j0 = 0; j0 < V; j0 += kTile) {  // dO Vn^T in M0, dY Vn^T in M1; rowsum(dY o V), dv
       const int nv = min(kTile, V - j0);
       const bool first = j0 == 0;
-      fetch_rows(T1, lt, ws.u + e * C * V + j0, V, C, nv, async);
-      fetch_rows(T2, lt, ws.dy + e * C * V + j0, V, C, nv, async);
-      cp_async_commit();
-      stage_scaled(T0, lt, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
-      cp_async_wait<0>();
+      if constexpr (std::is_same_v<S, Op>) {  // Vn, dY (cp.async) under dO
+        copy_rows(T1, lt, ws.u + e * C * V + j0, V, C, nv, async);
+        copy_rows(T2, lt, ws.dy + e * C * V + j0, V, C, nv, async);
+        cp_async_commit();
+        stage_scaled(T0, lt, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
+        cp_async_wait<0>();
+      } else {  // bf16 Vn, dY widened as they load, with dO
+        const StageTile<S, IO> tiles[3] = {{T0, lt, nv, gr.dout + row0 * V + j0, g.H * V, nullptr},
+                                           {T1, lt, nv, ws.u + e * C * V + j0, V, nullptr},
+                                           {T2, lt, nv, ws.dy + e * C * V + j0, V, nullptr}};
+        stage_tiles(tiles, C, n);
+      }
       __syncthreads();
-      widen_rows<S, Op>(T1, lt, C, nv);
-      widen_rows<S, Op>(T2, lt, C, nv);
       accumulate_abt<S, IO, TC, Shared, nw>(M0, lt, T0, T1, lt, C, nv, first);
       accumulate_abt<S, IO, TC, Shared, nw>(M1, lt, T2, T1, lt, C, nv, first);
       for (int r = warp; r < n; r += nw) {  // one warp per row
