@@ -130,7 +130,9 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
 // The V loop's operand tiles in the workspace's type, `buffers` sets of three (dO, dY, S, then
 // Vn, dS, S; row stride l16: half_stride in bf16), three f32 accumulators and the factors. Two
 // sets when two blocks an SM still fit (bf16: about 107 KiB): the next value tile then loads
-// under this one's products. After the V loop the sets' space holds q, k and dP in f32.
+// under this one's products. After the V loop the sets' space holds q, k and dP in f32. The
+// kernel runs 256 threads with any products: at 512 the 64 registers a thread that two blocks
+// an SM leave spill.
 struct KeysLayout {
   int64_t f, sets, set_size, dq, dk, X, red, total;
   int l16, buffers;
@@ -207,11 +209,10 @@ __global__ void __launch_bounds__(kNt, TC ? 2 : 1)
         accumulate_abt<S, IO, TC, Shared, nw>(X, lt, B, St, l16, nk, nv, t == 0);
       } else {
         accumulate_abt<S, IO, TC, Shared, nw>(dk, lt, A, B, l16, nk, nv, t == VT);
-        if (gated)
-          for (int x = threadIdx.x; x < nk * nv; x += blockDim.x) {
-            const int i = x / nv, j = x - i * nv;
-            sds += value_cast<S>(St[i * l16 + j]) * value_cast<S>(B[i * l16 + j]);
-          }
+        if (gated)  // a warp a row
+          for (int i = warp; i < nk; i += nw)
+            for (int j = lane; j < nv; j += 32)
+              sds += value_cast<S>(St[i * l16 + j]) * value_cast<S>(B[i * l16 + j]);
       }
       __syncthreads();  // the set is free for the stage after next
     }
@@ -221,14 +222,20 @@ __global__ void __launch_bounds__(kNt, TC ? 2 : 1)
     stage_keys(T0, T1, lt, a, f.rq, f.rk, g, bh, c, n, k0, nk);  // q and k of the tile's keys
     __syncthreads();
     // The tile's row sums of the V products: eq = rowsum(Q o s gam dO S^T), el = rowsum(K o
-    // lam Vn dS^T), ek = rowsum(K o X).
+    // lam Vn dS^T), ek = rowsum(K o X). With them (the same thread an entry) the products'
+    // first terms of dq = s diag(gam) dO S^T + dP K and dk = diag(lam) Vn dS^T
+    // - diag(gam beta) X + dP^T Q + (diag(beta) D + (diag(beta) D)^T) K (this tile's columns;
+    // X folds into dk, then holds D).
     S* sums = gs.sums + (e * KT + kti) * kRowSums * C;
     for (int r = warp; r < C; r += nw) {
       S eq = S(0), el = S(0), ek = S(0);
       for (int i = lane; i < nk; i += 32) {
-        eq += T0[r * lt + i] * dq[r * lt + i];
-        el += T1[r * lt + i] * dk[r * lt + i];
-        ek += T1[r * lt + i] * X[r * lt + i];
+        const S q = dq[r * lt + i], k = dk[r * lt + i], x = X[r * lt + i];
+        eq += T0[r * lt + i] * q;
+        el += T1[r * lt + i] * k;
+        ek += T1[r * lt + i] * x;
+        dq[r * lt + i] = (s * f.gam[r]) * q;
+        dk[r * lt + i] = f.lam[r] * k - (f.gam[r] * f.beta[r]) * x;
       }
       eq = warp_reduce(eq, SumOp{});
       el = warp_reduce(el, SumOp{});
@@ -240,15 +247,6 @@ __global__ void __launch_bounds__(kNt, TC ? 2 : 1)
       }
     }
     if (threadIdx.x == 0) gs.sds[e * KT + kti] = sds;
-    __syncthreads();
-    // dq = s diag(gam) dO S^T + dP K;  dk = diag(lam) Vn dS^T - diag(gam beta) X + dP^T Q
-    // + (diag(beta) D + (diag(beta) D)^T) K  (this tile's columns). X folds into dk, then
-    // holds D.
-    for (int x = threadIdx.x; x < C * nk; x += blockDim.x) {
-      const int r = x / nk, i = x - r * nk;
-      dq[r * lt + i] = (s * f.gam[r]) * dq[r * lt + i];
-      dk[r * lt + i] = f.lam[r] * dk[r * lt + i] - (f.gam[r] * f.beta[r]) * X[r * lt + i];
-    }
     cp_async_wait<0>();
     __syncthreads();
     copy_rows(X, lt, gs.cc + (e * 4 + 3) * C * C, C, C, C, async);
