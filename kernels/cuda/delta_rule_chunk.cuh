@@ -24,8 +24,8 @@
 //   (Q o dQ_S) + (K o dK_Rs) (+ gam_n <S, dS> on row n-1); then the L2-norm backward.
 // Every decay factor is exp of a difference of chunk-local log sums (<= 0 exponents).
 //
-// Kernels (256 threads each; with tensor-core products the walks and grad 512; products by
-// block_product.cuh or block_product_mma.cuh):
+// Kernels (256 threads each; with tensor-core products the walks, grad and the tiled scores
+// kernel 512; products by block_product.cuh or block_product_mma.cuh):
 //   prep      one block per (head, chunk), over 64-key and 64-value tiles: Ti (diagonal 16 x 16
 //             blocks by substitution, then block rows), U, W, P, diag(lam) K, diag(gam) Q,
 //             gam_n into a global workspace
