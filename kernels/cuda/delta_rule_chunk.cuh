@@ -204,6 +204,33 @@ __device__ __forceinline__ void product(int M, int N, int R, FA a, FB b, FOut ou
   }
 }
 
+// A C x N sum of products over several calls, acc (+)= A B^T, N <= 64: with tensor-core
+// products in registers (one 64 x 64 MmaTile; `out` writes it to buf once), with FMA products
+// in buf itself ([C][ld], each entry one thread's; `first` starts the sum). Same values either
+// way as product() into buf over the same calls.
+template <class S, class IO, bool TC, int W>
+struct TileSum {
+  S* buf;
+  int ld;
+  MmaTile<W> tile;  // (unused with FMA products)
+  template <class FA, class FB>
+  __device__ __forceinline__ void add(int N, int R, FA a, FB b, bool first) {
+    if constexpr (TC) {
+      static_assert(std::is_same_v<S, float>, "tensor-core products: f32");
+      constexpr Rounding rnd = std::is_same_v<IO, bf16_dev> ? Rounding::Bf16 : Rounding::Tf32;
+      mma_tile_accumulate<W, rnd>(tile, 0, 0, C, N, R, a, b);
+    } else {
+      product<S, IO, TC, W>(C, N, R, a, b, [&](int r, int l, S x) {
+        buf[r * ld + l] = first ? x : buf[r * ld + l] + x;
+      });
+    }
+  }
+  __device__ __forceinline__ void out(int N) {
+    if constexpr (TC)
+      mma_tile_out(tile, 0, 0, C, N, [&](int r, int l, float x) { buf[r * ld + l] = x; });
+  }
+};
+
 // Sizes of one problem and the indexing shared by every kernel.
 struct Geo {
   int64_t B, T, H, NC;  // NC chunks per head

@@ -128,7 +128,8 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 2 : 1)
 }
 
 // The V loop's operand tiles in the workspace's type, `buffers` sets of three (dO, dY, S, then
-// Vn, dS, S; row stride l16: half_stride in bf16), three f32 accumulators and the factors. Two
+// Vn, dS, S; row stride l16: half_stride in bf16), three f32 sums (TileSum: summed there with
+// FMA products, written once from registers with tensor-core products) and the factors. Two
 // sets when two blocks an SM still fit (bf16: about 107 KiB): the next value tile then loads
 // under this one's products. After the V loop the sets' space holds q, k and dP in f32. The
 // kernel runs 256 threads with any products: at 512 the 64 registers a thread that two blocks
@@ -189,12 +190,9 @@ __global__ void __launch_bounds__(kNt, TC ? 2 : 1)
       if (t < VT || gated) copy_rows(tile(b, 2), l16, Sg + j0, V, nk, nv, async);
       cp_async_commit();
     };
-    // dq_S = dO S^T and X = dY S^T, then dk_lam = Vn dS^T and, with a gate, <S, dS>, over
-    // this tile's keys.
-    S sds = S(0);
-    if (ahead) fetch(0, 0);
-    for (int t = 0; t < 2 * VT; ++t) {
-      const int b = ahead ? t & 1 : 0, nv = min(kTile, V - (t % VT) * kTile);
+    // Stage t's set, once the next stage is fetched (ahead) or this one (in turn).
+    auto begin = [&](int t) {
+      const int b = ahead ? t & 1 : 0;
       if (!ahead) fetch(t, 0);
       else if (t + 1 < 2 * VT) fetch(t + 1, b ^ 1);
       else cp_async_commit();  // an empty group: the wait below counts alike
@@ -203,18 +201,41 @@ __global__ void __launch_bounds__(kNt, TC ? 2 : 1)
       else
         cp_async_wait<0>();
       __syncthreads();
-      const Op *A = tile(b, 0), *B = tile(b, 1), *St = tile(b, 2);
-      if (t < VT) {
-        accumulate_abt<S, IO, TC, Shared, nw>(dq, lt, A, St, l16, nk, nv, t == 0);
-        accumulate_abt<S, IO, TC, Shared, nw>(X, lt, B, St, l16, nk, nv, t == 0);
-      } else {
-        accumulate_abt<S, IO, TC, Shared, nw>(dk, lt, A, B, l16, nk, nv, t == VT);
+      return b;
+    };
+    auto cols = [&](int t) { return min(kTile, V - (t % VT) * kTile); };
+    if (ahead) fetch(0, 0);
+    // dq_S = dO S^T and X = dY S^T, then dk_lam = Vn dS^T and, with a gate, <S, dS>, over this
+    // tile's keys (the sums in registers with tensor-core products).
+    {
+      TileSum<S, IO, TC, nw> sq{dq, lt}, sx{X, lt};
+      for (int t = 0; t < VT; ++t) {
+        const int b = begin(t), nv = cols(t);
+        const Op* St = tile(b, 2);
+        sq.add(nk, nv, operand_a<Op, TC, Shared>(tile(b, 0), l16), operand_b<Op, TC, Shared>(St, l16),
+               t == 0);
+        sx.add(nk, nv, operand_a<Op, TC, Shared>(tile(b, 1), l16), operand_b<Op, TC, Shared>(St, l16),
+               t == 0);
+        __syncthreads();  // the set is free for the stage after next
+      }
+      sq.out(nk);
+      sx.out(nk);
+    }
+    S sds = S(0);
+    {
+      TileSum<S, IO, TC, nw> sk{dk, lt};
+      for (int t = VT; t < 2 * VT; ++t) {
+        const int b = begin(t), nv = cols(t);
+        const Op *dS = tile(b, 1), *St = tile(b, 2);
+        sk.add(nk, nv, operand_a<Op, TC, Shared>(tile(b, 0), l16), operand_b<Op, TC, Shared>(dS, l16),
+               t == VT);
         if (gated)  // a warp a row
           for (int i = warp; i < nk; i += nw)
             for (int j = lane; j < nv; j += 32)
-              sds += value_cast<S>(St[i * l16 + j]) * value_cast<S>(B[i * l16 + j]);
+              sds += value_cast<S>(St[i * l16 + j]) * value_cast<S>(dS[i * l16 + j]);
+        __syncthreads();
       }
-      __syncthreads();  // the set is free for the stage after next
+      sk.out(nk);
     }
     if (gated) sds = block_reduce(sds, SumOp{}, S(0), red);
     copy_rows(T2, lt, gs.cc + (e * 4 + 2) * C * C, C, C, C, async);  // dP, under the rest
