@@ -188,6 +188,10 @@ struct Kept {
   }
 };
 
+// The tensor cores' rounding of the operands for storage IO: bf16 for bf16, else TF32.
+template <class IO>
+constexpr Rounding kRoundingOf = std::is_same_v<IO, bf16_dev> ? Rounding::Bf16 : Rounding::Tf32;
+
 // Every product of the kernels: f32 / f64 FMAs (block_product), or with TC the tensor cores
 // (block_product_mma; f32 only): TF32 operands for f32 storage, bf16 operands for bf16 storage
 // (fla's roundings: its w, u, states and v_new are bf16 tensors; the sums stay f32). All give a
@@ -196,8 +200,7 @@ template <class S, class IO, bool TC, int W = kNt / 32, class FA, class FB, clas
 __device__ __forceinline__ void product(int M, int N, int R, FA a, FB b, FOut out) {
   if constexpr (TC) {
     static_assert(std::is_same_v<S, float>, "tensor-core products: f32");
-    constexpr Rounding rnd = std::is_same_v<IO, bf16_dev> ? Rounding::Bf16 : Rounding::Tf32;
-    block_product_mma<W, rnd>(M, N, R, a, b, out);
+    block_product_mma<W, kRoundingOf<IO>>(M, N, R, a, b, out);
   } else {
     static_assert(W == kNt / 32, "FMA products: 256 threads");
     block_product<S>(M, N, R, a, b, out);
@@ -217,8 +220,7 @@ struct TileSum {
   __device__ __forceinline__ void add(int N, int R, FA a, FB b, bool first) {
     if constexpr (TC) {
       static_assert(std::is_same_v<S, float>, "tensor-core products: f32");
-      constexpr Rounding rnd = std::is_same_v<IO, bf16_dev> ? Rounding::Bf16 : Rounding::Tf32;
-      mma_tile_accumulate<W, rnd>(tile, 0, 0, C, N, R, a, b);
+      mma_tile_accumulate<W, kRoundingOf<IO>>(tile, 0, 0, C, N, R, a, b);
     } else {
       product<S, IO, TC, W>(C, N, R, a, b, [&](int r, int l, S x) {
         buf[r * ld + l] = first ? x : buf[r * ld + l] + x;
