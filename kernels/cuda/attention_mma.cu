@@ -11,7 +11,9 @@
 //
 // Threads: 4 warps (128 threads); warp w owns the 16 rows 16 w .. 16 w + 15 of a 64-row tile:
 //   forward   one CTA per (b, h, 64 queries); loops over tiles of 64 keys
-//             S = Q K^T (16 x 64 per warp), online softmax, O += P V (16 x D per warp)
+//             S = Q K^T (16 x 64 per warp), online softmax, O += P V (16 x D per warp); a
+//             row's running max m moves only when the row's scores pass it by more than
+//             kStaleMax (log2 units), so most tiles skip rescaling O (exponents stay < 2^8)
 //   dK, dV    one CTA per (b, kv head, 64 keys); loops over the group's query heads and tiles of
 //             QT = 32 queries (fewer accumulator registers, so more blocks an SM)
 //             S^T = K Q^T, dP^T = V dO^T (16 x QT per warp), P^T, dS^T = P^T o (dP^T - D),
@@ -19,6 +21,8 @@
 //   dQ        one CTA per (b, h, 64 queries); loops over tiles of 64 keys
 //             S = Q K^T, dP = dO V^T, P, dS = P o (dP - D), dQ += dS K; dQ scaled at the end
 // where P = exp(scale S - lse) (masked: 0). Every output element has one owner: no atomics.
+// At D = 64 the backward's warps hold the A fragments of their rows of the fixed tile (K and V
+// in dK/dV, Q and dO in dQ) in registers over the loop.
 //
 // mma.sync m16n8k16 fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16), lane =
 // 4 g + t (g = lane / 4 in 0..7, t = lane % 4 in 0..3); a .b32 register holds two bf16, the
@@ -43,15 +47,19 @@
 // Shared memory (bf16 rows padded by 8 elements: ld = D + 8, so the 8 rows of an 8 x 8 block
 // start 4 banks apart and an ldmatrix phase touches 32 distinct banks; rows stay 16-byte
 // aligned). The tiles a loop walks over are double-buffered: the next one is copied with
-// cp.async while the products run on this one (one commit group per tile, a wait for all but
-// the newest group, a barrier before a buffer is refilled):
+// cp.async while the products run on this one. A step waits for its own tile (the only copy in
+// flight), then one barrier both publishes it and certifies that every warp is done with the
+// other buffer (the previous step), which the next tile's copy then refills. Each thread
+// copies fixed 16-byte pieces of a tile (TilePieces: its first address formed once, one add
+// a further piece, no tests when the tile lies inside T):
 //   forward  Q [64][D+8], K, V [2][64][D+8]                      D = 64 / 128: 45 / 85 KiB
 //   dK, dV   K, V [64][D+8], Q, dO [2][QT][D+8], lse, D [2][QT]  D = 64 / 128: 37 / 68.5 KiB
 //   dQ       Q, dO [64][D+8], K, V [2][64][D+8], lse, D [64]     D = 64 / 128: 54.5 / 102.5 KiB
 // A key (or query) tile that every query (key) of the block sees whole skips the mask
 // (MaskRule::covers): under causality all tiles but the diagonal one.
-// Registers (ptxas, sm_90, no spills): forward 127 / 174, dK/dV 164 / 251, dQ 168 / 238 for
-// D = 64 / 128 (resident blocks an SM: min_blocks below).
+// Registers (ptxas, sm_90): forward 128 / 235, dK/dV 164 / 252, dQ 168 / 240 for D = 64 / 128
+// (resident blocks an SM: min_blocks below); no spills, but for 16 bytes of the D = 64
+// forward's block indices kept on the stack outside its loop.
 // Rows past T (and keys past T) are stored as zeros, so masked products never meet NaN bits.
 #include <cuda_bf16.h>
 
@@ -87,13 +95,16 @@ __device__ __forceinline__ float fast_exp2(float x) {
 }
 constexpr float kLog2e = 1.4426950408889634f;  // log2(e)
 constexpr float kLn2 = 0.6931471805599453f;    // ln(2) = 1 / log2(e)
+// How far (log2 units) a row's running maximum may lag its scores in the forward: exponents up
+// to 2^8, far inside f32 and bf16 range.
+constexpr float kStaleMax = 8.f;
 
 constexpr int kWarps = 4;
 constexpr int kMmaThreads = 32 * kWarps;
 // Resident blocks an SM each kernel is compiled for (__launch_bounds__' second argument). At
-// D = 64 the kernels wait on their loads with few warps: the forward fits 4 blocks in 127
-// registers, dQ 3 in 168 and dK/dV 3 in 164 (ptxas, no spills; unbounded they take 138, 206 and
-// 218 with 64-query steps, so 3, 2 and 2). At
+// D = 64 the kernels wait on their loads with few warps: the forward fits 4 blocks in 128
+// registers, dQ 3 in 168 and dK/dV 3 in 164 (ptxas; unbounded they would take more, so 3, 2
+// and 2 blocks). At
 // D = 128 shared memory allows 2 anyway, and one block is all they promise, so ptxas may use up
 // to 255 registers a thread (the forward spills at the default budget).
 enum class Pass { Forward, DQ, DKDV };
@@ -117,19 +128,42 @@ __device__ inline int64_t row_offset(int64_t b, int64_t t, int64_t T, int64_t he
 
 // ---- shared-memory tiles
 
-// dst[r][x] (row stride ld) = row t0 + r of head hd of a [B,T,heads,D] bf16 tensor for r < n,
-// zero for n <= r < rows. Each thread moves 8 elements (16 bytes) at a time.
+// The rows of one head of a [B,T,heads,D] bf16 tensor: row t starts at p + t * stride.
+struct HeadRows {
+  const bf16_dev* p;
+  int64_t stride;
+};
 template <int D>
-__device__ inline void load_tile(bf16_dev* dst, int ld, int rows, const bf16_dev* __restrict__ src,
-                                 int64_t b, int64_t t0, int n, int64_t T, int64_t heads,
-                                 int64_t hd) {
-  constexpr int kChunks = D / kVec;
-  for (int e = threadIdx.x; e < rows * kChunks; e += blockDim.x) {
-    const int r = e / kChunks, x = (e - r * kChunks) * kVec;
+__device__ inline HeadRows head_rows(const bf16_dev* __restrict__ src, int64_t b, int64_t T,
+                                     int64_t heads, int64_t hd) {
+  return {src + (b * T * heads + hd) * D, heads * D};
+}
+
+// A [ROWS][D] tile moves in 16-byte pieces, kPieces a thread: thread x takes columns
+// col = 8 (x % (D / 8)) .. col + 7 of rows row = x / (D / 8) + kRowStep i, i < kPieces. The
+// thread's first addresses are formed once; each further piece is one add.
+template <int D, int ROWS>
+struct TilePieces {
+  static constexpr int kChunks = D / kVec, kRowStep = kMmaThreads / kChunks,
+                       kPieces = ROWS / kRowStep;
+  static_assert(ROWS % kRowStep == 0, "a tile is a whole number of thread rows");
+  int row = static_cast<int>(threadIdx.x) / kChunks, col = static_cast<int>(threadIdx.x) % kChunks * kVec;
+};
+
+// dst[r][x] (row stride D + kPad) = row t0 + r of `src` for r < n, zero for n <= r < ROWS.
+template <int D, int ROWS>
+__device__ inline void load_tile(bf16_dev* dst, const HeadRows& src, int64_t t0, int n) {
+  constexpr int ld = D + kPad;
+  using P = TilePieces<D, ROWS>;
+  const P at;
+  const int64_t step = P::kRowStep * src.stride;
+  const bf16_dev* from = src.p + (t0 + at.row) * src.stride + at.col;
+  bf16_dev* to = dst + at.row * ld + at.col;
+#pragma unroll
+  for (int i = 0; i < P::kPieces; ++i, from += step, to += P::kRowStep * ld) {
     uint4 chunk = make_uint4(0u, 0u, 0u, 0u);
-    if (r < n)
-      chunk = *reinterpret_cast<const uint4*>(src + row_offset(b, t0 + r, T, heads, hd, D) + x);
-    *reinterpret_cast<uint4*>(dst + r * ld + x) = chunk;
+    if (at.row + i * P::kRowStep < n) chunk = *reinterpret_cast<const uint4*>(from);
+    *reinterpret_cast<uint4*>(to) = chunk;
   }
 }
 
@@ -139,16 +173,24 @@ __device__ inline void load_vec(float* dst, int rows, const float* __restrict__ 
 }
 
 // load_tile and load_vec as asynchronous copies.
-template <int D>
-__device__ inline void load_tile_async(bf16_dev* dst, int ld, int rows,
-                                       const bf16_dev* __restrict__ src, int64_t b, int64_t t0,
-                                       int n, int64_t T, int64_t heads, int64_t hd) {
-  constexpr int kChunks = D / kVec;
-  for (int e = threadIdx.x; e < rows * kChunks; e += blockDim.x) {
-    const int r = e / kChunks, x = (e - r * kChunks) * kVec;
-    const bool valid = r < n;
-    cp_async_16(dst + r * ld + x, valid ? src + row_offset(b, t0 + r, T, heads, hd, D) + x : src,
-                valid);
+template <int D, int ROWS>
+__device__ inline void load_tile_async(bf16_dev* dst, const HeadRows& src, int64_t t0, int n) {
+  constexpr int ld = D + kPad;
+  using P = TilePieces<D, ROWS>;
+  const P at;
+  const int64_t step = P::kRowStep * src.stride;
+  const bf16_dev* from = src.p + (t0 + at.row) * src.stride + at.col;
+  bf16_dev* to = dst + at.row * ld + at.col;
+  if (n >= ROWS) {  // every row inside T: no tests
+#pragma unroll
+    for (int i = 0; i < P::kPieces; ++i, from += step, to += P::kRowStep * ld)
+      cp_async_16(to, from, true);
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < P::kPieces; ++i, from += step, to += P::kRowStep * ld) {
+    const bool valid = at.row + i * P::kRowStep < n;
+    cp_async_16(to, valid ? from : src.p, valid);
   }
 }
 __device__ inline void load_vec_async(float* dst, int rows, const float* __restrict__ src, int n) {
@@ -185,12 +227,11 @@ __device__ inline QueryTile query_tile(const AttnDims& d, const MaskRule& mask, 
 // asynchronously.
 template <int D>
 __device__ inline void fetch_kv(bf16_dev* Ks, bf16_dev* Vs, int buf, int64_t j0,
-                                const QueryTile& qt, const bf16_dev* __restrict__ k,
-                                const bf16_dev* __restrict__ v, const AttnDims& d) {
+                                const HeadRows& k, const HeadRows& v, int64_t T) {
   constexpr int ld = D + kPad;
-  const int nk = static_cast<int>(d.T - j0 < kKeyTile ? d.T - j0 : kKeyTile);
-  load_tile_async<D>(Ks + buf * kKeyTile * ld, ld, kKeyTile, k, qt.b, j0, nk, d.T, d.Hkv, qt.c);
-  load_tile_async<D>(Vs + buf * kKeyTile * ld, ld, kKeyTile, v, qt.b, j0, nk, d.T, d.Hkv, qt.c);
+  const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
+  load_tile_async<D, kKeyTile>(Ks + buf * kKeyTile * ld, k, j0, nk);
+  load_tile_async<D, kKeyTile>(Vs + buf * kKeyTile * ld, v, j0, nk);
 }
 
 // ---- mma fragments
@@ -271,6 +312,23 @@ __device__ inline void mma_tile(float (&c)[N][4], const bf16_dev* am, int lda, i
   }
 }
 
+// The same with A's fragments already in registers (a[k-step], from load_a).
+template <int N, int DEPTH>
+__device__ inline void mma_tile(float (&c)[N][4], const uint32_t (&a)[DEPTH / 16][4],
+                                const bf16_dev* bt, int ldb, int lane) {
+  static_assert(N % 2 == 0, "n-tiles are read in pairs");
+#pragma unroll
+  for (int k0 = 0; k0 < DEPTH; k0 += 16) {
+#pragma unroll
+    for (int n = 0; n < N; n += 2) {
+      uint32_t b0[2], b1[2];
+      load_b_pair(b0, b1, bt, ldb, 8 * n, k0, lane);
+      mma_bf16(c[n], a[k0 / 16], b0);
+      mma_bf16(c[n + 1], a[k0 / 16], b1);
+    }
+  }
+}
+
 // acc[n-tile][..] += L R over a depth of 8 NL: L = the fp32 accumulators l (16 x 8 NL, rounded
 // to bf16), R the row-major [8 NL][8 NACC] tile `r` (read transposed).
 template <int NACC, int NL>
@@ -342,61 +400,88 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
   const int nq = qt.nq;
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
-  if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, qt, k, v, d);
+  const HeadRows k_rows = head_rows<D>(k, b, T, d.Hkv, qt.c),
+                 v_rows = head_rows<D>(v, b, T, d.Hkv, qt.c);
+  if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, k_rows, v_rows, T);
   cp_async_commit();
-  load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
+  load_tile<D, kTile>(Qs, head_rows<D>(q, b, T, d.H, h), i0, nq);
   // Rows g and g + 8 of the warp (index half): running max m of the scores in log2 units
   // (scale log2(e) q.k), this thread's share of the row sum l (its 16 columns of each key
   // tile), and the output accumulator.
   const float scale2 = scale * kLog2e;
+  const float masked = scale2 >= 0.f ? neg_inf : -neg_inf;  // a raw score that scales to -inf
   float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
   zero(acc);
   int buf = 0;
   for (int64_t j0 = qt.j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
-    __syncthreads();  // the reads of the other buffer (the previous tile) are done
-    if (j0 + kKeyTile <= last) fetch_kv<D>(Ks, Vs, buf ^ 1, j0 + kKeyTile, qt, k, v, d);
+    cp_async_wait<0>();  // this thread's copies of this tile have landed
+    __syncthreads();     // every thread's, and the reads of the other buffer (the previous
+                         // tile) are done
+    if (j0 + kKeyTile <= last) fetch_kv<D>(Ks, Vs, buf ^ 1, j0 + kKeyTile, k_rows, v_rows, T);
     cp_async_commit();
-    cp_async_wait<1>();  // this thread's copies of this tile have landed
-    __syncthreads();     // and every thread's
     const bf16_dev *Kt = Ks + buf * kKeyTile * ld, *Vt = Vs + buf * kKeyTile * ld;
     const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
     float s[NS][4];
     zero(s);
     mma_tile<NS, D>(s, Qs, ld, row0, Kt, ld, lane);
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int64_t i = i0 + row0 + g + 8 * half;
-      float mx = neg_inf;
+    // Masked scores become -inf once scaled: -inf in the scale's direction.
+    if (!whole)
 #pragma unroll
       for (int nt = 0; nt < NS; ++nt)
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[nt][2 * half + e];
-          x = whole || mask.allowed(i, j0 + 8 * nt + 2 * t + e) ? scale2 * x : neg_inf;
-          mx = fmaxf(mx, x);
-        }
-      mx = quad_max(mx);
-      const float m_new = fmaxf(m[half], mx);
+        for (int e = 0; e < 4; ++e)
+          if (!mask.allowed(i0 + row0 + g + 8 * (e / 2), j0 + 8 * nt + 2 * t + e % 2))
+            s[nt][e] = masked;
+    // The rows' largest scaled scores, from the raw scores' extreme in the scale's direction
+    // (a warp-uniform branch): no multiply an element before the exponent's FFMA.
+    float top[2] = {neg_inf, neg_inf};
+    if (scale2 >= 0.f) {
+#pragma unroll
+      for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) top[e / 2] = fmaxf(top[e / 2], s[nt][e]);
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) top[e / 2] = fmaxf(top[e / 2], -s[nt][e]);
+    }
+    // m moves only when a row's maximum passes it by more than kStaleMax (log2 units), so the
+    // exponents stay below 2^kStaleMax and most tiles skip rescaling O; m = -inf (no allowed key
+    // yet) always moves. A row without allowed keys gives top = -inf (or NaN at scale 0): no move.
+    float correction[2] = {1.f, 1.f};
+    bool moved = false;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float mx = fabsf(scale2) * quad_max(top[half]);
+      if (mx > m[half] + kStaleMax) {
+        correction[half] = fast_exp2(m[half] - mx);
+        m[half] = mx;
+        moved = true;
+      }
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
       // a row with no allowed key yet keeps m = -inf: shift it by 0 instead (no inf - inf)
-      const float shift = m_new == neg_inf ? 0.f : m_new;
-      const float correction = fast_exp2(m[half] - shift);
+      const float shift = m[half] == neg_inf ? 0.f : m[half];
       float row_sum = 0.f;
 #pragma unroll
       for (int nt = 0; nt < NS; ++nt)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& x = s[nt][2 * half + e];
-          x = fast_exp2(x - shift);
+          const float raw = x;
+          x = fast_exp2(fmaf(raw, scale2, -shift));
+          if (!whole && raw == masked) x = 0.f;  // exactly, whatever the scale (0 * inf is NaN)
           row_sum += x;
         }
-      l[half] = correction * l[half] + row_sum;
-#pragma unroll
-      for (int nt = 0; nt < NO; ++nt) {
-        acc[nt][2 * half] *= correction;
-        acc[nt][2 * half + 1] *= correction;
-      }
-      m[half] = m_new;
+      l[half] = correction[half] * l[half] + row_sum;
     }
+    if (__any_sync(0xffffffffu, moved))
+#pragma unroll
+      for (int nt = 0; nt < NO; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[nt][e] *= correction[e / 2];
     mma_from_acc<NO, NS>(acc, s, Vt, ld, lane);  // O += P V, P in bf16
   }
 #pragma unroll
@@ -460,8 +545,8 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
   const MaskRule mask{T, causal, window};
   const float scale2 = scale * kLog2e;  // the exponents in log2 units (fast_exp2)
 
-  load_tile<D>(Ks, ld, kTile, k, b, j0, nk, T, d.Hkv, c);
-  load_tile<D>(Vs, ld, kTile, v, b, j0, nk, T, d.Hkv, c);
+  load_tile<D, kTile>(Ks, head_rows<D>(k, b, T, d.Hkv, c), j0, nk);
+  load_tile<D, kTile>(Vs, head_rows<D>(v, b, T, d.Hkv, c), j0, nk);
   float dk_acc[NO][4], dv_acc[NO][4];  // rows: the warp's keys
   zero(dk_acc);
   zero(dv_acc);
@@ -475,31 +560,48 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
   // Q, dO, lse, D of query tile (hh, ii) into buffer buf, asynchronously
   auto fetch = [&](int64_t hh, int64_t ii, int buf) {
     const int nq = static_cast<int>(T - ii < QT ? T - ii : QT);
-    load_tile_async<D>(Qs + buf * QT * ld, ld, QT, q, b, ii, nq, T, d.H, hh);
-    load_tile_async<D>(dOs + buf * QT * ld, ld, QT, dout, b, ii, nq, T, d.H, hh);
+    load_tile_async<D, QT>(Qs + buf * QT * ld, head_rows<D>(q, b, T, d.H, hh), ii, nq);
+    load_tile_async<D, QT>(dOs + buf * QT * ld, head_rows<D>(dout, b, T, d.H, hh), ii, nq);
     load_vec_async(lse_s + buf * QT, QT, lse + (b * d.H + hh) * T + ii, nq);
     load_vec_async(D_s + buf * QT, QT, Dsum + (b * d.H + hh) * T + ii, nq);
   };
   const bool any = i_begin <= last;
   if (any) fetch(c * group, i_begin, 0);
   cp_async_commit();
+  // At D = 64 the warp's rows of K and V are held as A fragments over the whole loop (32
+  // registers; at D = 128 the 64 they would take spill), read from shared memory otherwise.
+  constexpr bool kHeld = D == 64;
+  uint32_t k_frag[kHeld ? D / 16 : 1][4], v_frag[kHeld ? D / 16 : 1][4];
+  if constexpr (kHeld) {
+    __syncthreads();  // K and V stored
+#pragma unroll
+    for (int k0 = 0; k0 < D; k0 += 16) {
+      load_a(k_frag[k0 / 16], Ks, ld, row0, k0, lane);
+      load_a(v_frag[k0 / 16], Vs, ld, row0, k0, lane);
+    }
+  }
   int buf = 0;
   for (int64_t h = c * group, i0 = i_begin; any && h < h_end; buf ^= 1) {
     int64_t h_next = h, i_next = i0;
     next(h_next, i_next);
-    __syncthreads();  // the reads of the other buffer (the previous tile) are done
+    cp_async_wait<0>();  // this thread's copies of this tile have landed
+    __syncthreads();     // every thread's, and the reads of the other buffer (the previous
+                         // tile) are done
     if (h_next < h_end) fetch(h_next, i_next, buf ^ 1);
     cp_async_commit();
-    cp_async_wait<1>();  // this thread's copies of this tile have landed
-    __syncthreads();     // and every thread's
     const bf16_dev *Qt = Qs + buf * QT * ld, *dOt = dOs + buf * QT * ld;
     const float *lse_t = lse_s + buf * QT, *D_t = D_s + buf * QT;
     float pt[NQ][4], dst[NQ][4];  // P^T, then dS^T: rows keys, columns queries
     zero(pt);
     zero(dst);
     const bool whole = mask.covers(i0, i0 + QT, j0, j0 + kTile);
-    mma_tile<NQ, D>(pt, Ks, ld, row0, Qt, ld, lane);    // S^T = K Q^T
-    mma_tile<NQ, D>(dst, Vs, ld, row0, dOt, ld, lane);  // dP^T = V dO^T
+    if constexpr (kHeld) {
+      mma_tile<NQ, D>(pt, k_frag, Qt, ld, lane);    // S^T = K Q^T
+      mma_tile<NQ, D>(dst, v_frag, dOt, ld, lane);  // dP^T = V dO^T
+    } else {
+      mma_tile<NQ, D>(pt, Ks, ld, row0, Qt, ld, lane);
+      mma_tile<NQ, D>(dst, Vs, ld, row0, dOt, ld, lane);
+    }
 #pragma unroll
     for (int nt = 0; nt < NQ; ++nt)
 #pragma unroll
@@ -547,13 +649,25 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DQ, D>())
   const int64_t T = d.T, bh = qt.bh, b = qt.b, h = qt.h, i0 = qt.i0, last = qt.last;
   const int nq = qt.nq;
 
-  if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, qt, k, v, d);
+  const HeadRows k_rows = head_rows<D>(k, b, T, d.Hkv, qt.c),
+                 v_rows = head_rows<D>(v, b, T, d.Hkv, qt.c);
+  if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, k_rows, v_rows, T);
   cp_async_commit();
-  load_tile<D>(Qs, ld, kTile, q, b, i0, nq, T, d.H, h);
-  load_tile<D>(dOs, ld, kTile, dout, b, i0, nq, T, d.H, h);
+  load_tile<D, kTile>(Qs, head_rows<D>(q, b, T, d.H, h), i0, nq);
+  load_tile<D, kTile>(dOs, head_rows<D>(dout, b, T, d.H, h), i0, nq);
   load_vec(lse_s, kTile, lse + bh * T + i0, nq);
   load_vec(D_s, kTile, Dsum + bh * T + i0, nq);
   __syncthreads();         // lse_s, D_s complete (read into registers below)
+  // At D = 64 the warp's rows of Q and dO are held as A fragments over the whole loop (as in
+  // the dK/dV kernel).
+  constexpr bool kHeld = D == 64;
+  uint32_t q_frag[kHeld ? D / 16 : 1][4], do_frag[kHeld ? D / 16 : 1][4];
+  if constexpr (kHeld)
+#pragma unroll
+    for (int k0 = 0; k0 < D; k0 += 16) {
+      load_a(q_frag[k0 / 16], Qs, ld, row0, k0, lane);
+      load_a(do_frag[k0 / 16], dOs, ld, row0, k0, lane);
+    }
   float lse_r[2], D_r[2];  // rows g and g + 8 of the warp
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -564,18 +678,23 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DQ, D>())
   zero(dq_acc);
   int buf = 0;
   for (int64_t j0 = qt.j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
-    __syncthreads();  // the reads of the other buffer (the previous tile) are done
-    if (j0 + kKeyTile <= last) fetch_kv<D>(Ks, Vs, buf ^ 1, j0 + kKeyTile, qt, k, v, d);
+    cp_async_wait<0>();  // this thread's copies of this tile have landed
+    __syncthreads();     // every thread's, and the reads of the other buffer (the previous
+                         // tile) are done
+    if (j0 + kKeyTile <= last) fetch_kv<D>(Ks, Vs, buf ^ 1, j0 + kKeyTile, k_rows, v_rows, T);
     cp_async_commit();
-    cp_async_wait<1>();  // this thread's copies of this tile have landed
-    __syncthreads();     // and every thread's
     const bf16_dev *Kt = Ks + buf * kKeyTile * ld, *Vt = Vs + buf * kKeyTile * ld;
     float s[NS][4], ds[NS][4];  // P, then dS: rows queries, columns keys
     zero(s);
     zero(ds);
     const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
-    mma_tile<NS, D>(s, Qs, ld, row0, Kt, ld, lane);    // S = Q K^T
-    mma_tile<NS, D>(ds, dOs, ld, row0, Vt, ld, lane);  // dP = dO V^T
+    if constexpr (kHeld) {
+      mma_tile<NS, D>(s, q_frag, Kt, ld, lane);    // S = Q K^T
+      mma_tile<NS, D>(ds, do_frag, Vt, ld, lane);  // dP = dO V^T
+    } else {
+      mma_tile<NS, D>(s, Qs, ld, row0, Kt, ld, lane);
+      mma_tile<NS, D>(ds, dOs, ld, row0, Vt, ld, lane);
+    }
 #pragma unroll
     for (int nt = 0; nt < NS; ++nt)
 #pragma unroll
