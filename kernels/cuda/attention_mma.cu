@@ -21,8 +21,8 @@
 //   dQ        one CTA per (b, h, 64 queries); loops over tiles of 64 keys
 //             S = Q K^T, dP = dO V^T, P, dS = P o (dP - D), dQ += dS K; dQ scaled at the end
 // where P = exp(scale S - lse) (masked: 0). Every output element has one owner: no atomics.
-// At D = 64 the backward's warps hold the A fragments of their rows of the fixed tile (K and V
-// in dK/dV, Q and dO in dQ) in registers over the loop.
+// Each warp holds the A fragments of its rows of the block's fixed tile in registers over the
+// loop: Q in the forward; at D = 64 also K and V in dK/dV, Q and dO in dQ.
 //
 // mma.sync m16n8k16 fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16), lane =
 // 4 g + t (g = lane / 4 in 0..7, t = lane % 4 in 0..3); a .b32 register holds two bf16, the
@@ -57,9 +57,8 @@
 //   dQ       Q, dO [64][D+8], K, V [2][64][D+8], lse, D [64]     D = 64 / 128: 54.5 / 102.5 KiB
 // A key (or query) tile that every query (key) of the block sees whole skips the mask
 // (MaskRule::covers): under causality all tiles but the diagonal one.
-// Registers (ptxas, sm_90): forward 128 / 235, dK/dV 164 / 252, dQ 168 / 240 for D = 64 / 128
-// (resident blocks an SM: min_blocks below); no spills, but for 16 bytes of the D = 64
-// forward's block indices kept on the stack outside its loop.
+// Registers (ptxas, sm_90, no spills): forward 128 / 255, dK/dV 164 / 252, dQ 168 / 240 for
+// D = 64 / 128 (resident blocks an SM: min_blocks below).
 // Rows past T (and keys past T) are stored as zeros, so masked products never meet NaN bits.
 #include <cuda_bf16.h>
 
@@ -412,6 +411,10 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
   const float masked = scale2 >= 0.f ? neg_inf : -neg_inf;  // a raw score that scales to -inf
   float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
   zero(acc);
+  __syncthreads();  // Q stored; the warp's rows of it as A fragments, held over the loop
+  uint32_t q_frag[D / 16][4];
+#pragma unroll
+  for (int k0 = 0; k0 < D; k0 += 16) load_a(q_frag[k0 / 16], Qs, ld, row0, k0, lane);
   int buf = 0;
   for (int64_t j0 = qt.j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
     cp_async_wait<0>();  // this thread's copies of this tile have landed
@@ -423,7 +426,7 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
     const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
     float s[NS][4];
     zero(s);
-    mma_tile<NS, D>(s, Qs, ld, row0, Kt, ld, lane);
+    mma_tile<NS, D>(s, q_frag, Kt, ld, lane);
     // Masked scores become -inf once scaled: -inf in the scale's direction.
     if (!whole)
 #pragma unroll
