@@ -146,11 +146,25 @@ struct TilePieces {
   static constexpr int kChunks = D / kVec, kRowStep = kMmaThreads / kChunks,
                        kPieces = ROWS / kRowStep;
   static_assert(ROWS % kRowStep == 0, "a tile is a whole number of thread rows");
-  int row = static_cast<int>(threadIdx.x) / kChunks, col = static_cast<int>(threadIdx.x) % kChunks * kVec;
+  int row = static_cast<int>(threadIdx.x) / kChunks;
+  int col = static_cast<int>(threadIdx.x) % kChunks * kVec;
 };
 
-// dst[r][x] (row stride D + kPad) = row t0 + r of `src` for r < n, zero for n <= r < ROWS.
-template <int D, int ROWS>
+// One 16-byte piece of a tile: to = from, or zeros when !valid (from is then not read); any is
+// a readable address for a cp.async that reads nothing.
+template <bool Async>
+__device__ inline void copy_piece(bf16_dev* to, const bf16_dev* from, bool valid,
+                                  const bf16_dev* any) {
+  if constexpr (Async)
+    cp_async_16(to, valid ? from : any, valid);
+  else
+    *reinterpret_cast<uint4*>(to) =
+        valid ? *reinterpret_cast<const uint4*>(from) : make_uint4(0u, 0u, 0u, 0u);
+}
+
+// dst[r][x] (row stride D + kPad) = row t0 + r of `src` for r < n, zero for n <= r < ROWS, by
+// cp.async when Async (the caller commits and waits), else by loads and stores.
+template <int D, int ROWS, bool Async>
 __device__ inline void load_tile(bf16_dev* dst, const HeadRows& src, int64_t t0, int n) {
   constexpr int ld = D + kPad;
   using P = TilePieces<D, ROWS>;
@@ -158,39 +172,20 @@ __device__ inline void load_tile(bf16_dev* dst, const HeadRows& src, int64_t t0,
   const int64_t step = P::kRowStep * src.stride;
   const bf16_dev* from = src.p + (t0 + at.row) * src.stride + at.col;
   bf16_dev* to = dst + at.row * ld + at.col;
-#pragma unroll
-  for (int i = 0; i < P::kPieces; ++i, from += step, to += P::kRowStep * ld) {
-    uint4 chunk = make_uint4(0u, 0u, 0u, 0u);
-    if (at.row + i * P::kRowStep < n) chunk = *reinterpret_cast<const uint4*>(from);
-    *reinterpret_cast<uint4*>(to) = chunk;
-  }
-}
-
-// dst[r] = src[r] for r < n, zero for n <= r < rows.
-__device__ inline void load_vec(float* dst, int rows, const float* __restrict__ src, int n) {
-  for (int r = threadIdx.x; r < rows; r += blockDim.x) dst[r] = r < n ? src[r] : 0.f;
-}
-
-// load_tile and load_vec as asynchronous copies.
-template <int D, int ROWS>
-__device__ inline void load_tile_async(bf16_dev* dst, const HeadRows& src, int64_t t0, int n) {
-  constexpr int ld = D + kPad;
-  using P = TilePieces<D, ROWS>;
-  const P at;
-  const int64_t step = P::kRowStep * src.stride;
-  const bf16_dev* from = src.p + (t0 + at.row) * src.stride + at.col;
-  bf16_dev* to = dst + at.row * ld + at.col;
-  if (n >= ROWS) {  // every row inside T: no tests
+  if (Async && n >= ROWS) {  // every row inside T: no tests (the loops' copies)
 #pragma unroll
     for (int i = 0; i < P::kPieces; ++i, from += step, to += P::kRowStep * ld)
-      cp_async_16(to, from, true);
+      copy_piece<Async>(to, from, true, src.p);
     return;
   }
 #pragma unroll
-  for (int i = 0; i < P::kPieces; ++i, from += step, to += P::kRowStep * ld) {
-    const bool valid = at.row + i * P::kRowStep < n;
-    cp_async_16(to, valid ? from : src.p, valid);
-  }
+  for (int i = 0; i < P::kPieces; ++i, from += step, to += P::kRowStep * ld)
+    copy_piece<Async>(to, from, at.row + i * P::kRowStep < n, src.p);
+}
+
+// dst[r] = src[r] for r < n, zero for n <= r < rows; load_vec_async by cp.async.
+__device__ inline void load_vec(float* dst, int rows, const float* __restrict__ src, int n) {
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) dst[r] = r < n ? src[r] : 0.f;
 }
 __device__ inline void load_vec_async(float* dst, int rows, const float* __restrict__ src, int n) {
   for (int r = threadIdx.x; r < rows; r += blockDim.x)
@@ -229,8 +224,8 @@ __device__ inline void fetch_kv(bf16_dev* Ks, bf16_dev* Vs, int buf, int64_t j0,
                                 const HeadRows& k, const HeadRows& v, int64_t T) {
   constexpr int ld = D + kPad;
   const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
-  load_tile_async<D, kKeyTile>(Ks + buf * kKeyTile * ld, k, j0, nk);
-  load_tile_async<D, kKeyTile>(Vs + buf * kKeyTile * ld, v, j0, nk);
+  load_tile<D, kKeyTile, true>(Ks + buf * kKeyTile * ld, k, j0, nk);
+  load_tile<D, kKeyTile, true>(Vs + buf * kKeyTile * ld, v, j0, nk);
 }
 
 // ---- mma fragments
@@ -403,7 +398,7 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
                  v_rows = head_rows<D>(v, b, T, d.Hkv, qt.c);
   if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, k_rows, v_rows, T);
   cp_async_commit();
-  load_tile<D, kTile>(Qs, head_rows<D>(q, b, T, d.H, h), i0, nq);
+  load_tile<D, kTile, false>(Qs, head_rows<D>(q, b, T, d.H, h), i0, nq);
   // Rows g and g + 8 of the warp (index half): running max m of the scores in log2 units
   // (scale log2(e) q.k), this thread's share of the row sum l (its 16 columns of each key
   // tile), and the output accumulator.
@@ -548,8 +543,8 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
   const MaskRule mask{T, causal, window};
   const float scale2 = scale * kLog2e;  // the exponents in log2 units (fast_exp2)
 
-  load_tile<D, kTile>(Ks, head_rows<D>(k, b, T, d.Hkv, c), j0, nk);
-  load_tile<D, kTile>(Vs, head_rows<D>(v, b, T, d.Hkv, c), j0, nk);
+  load_tile<D, kTile, false>(Ks, head_rows<D>(k, b, T, d.Hkv, c), j0, nk);
+  load_tile<D, kTile, false>(Vs, head_rows<D>(v, b, T, d.Hkv, c), j0, nk);
   float dk_acc[NO][4], dv_acc[NO][4];  // rows: the warp's keys
   zero(dk_acc);
   zero(dv_acc);
@@ -563,8 +558,8 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
   // Q, dO, lse, D of query tile (hh, ii) into buffer buf, asynchronously
   auto fetch = [&](int64_t hh, int64_t ii, int buf) {
     const int nq = static_cast<int>(T - ii < QT ? T - ii : QT);
-    load_tile_async<D, QT>(Qs + buf * QT * ld, head_rows<D>(q, b, T, d.H, hh), ii, nq);
-    load_tile_async<D, QT>(dOs + buf * QT * ld, head_rows<D>(dout, b, T, d.H, hh), ii, nq);
+    load_tile<D, QT, true>(Qs + buf * QT * ld, head_rows<D>(q, b, T, d.H, hh), ii, nq);
+    load_tile<D, QT, true>(dOs + buf * QT * ld, head_rows<D>(dout, b, T, d.H, hh), ii, nq);
     load_vec_async(lse_s + buf * QT, QT, lse + (b * d.H + hh) * T + ii, nq);
     load_vec_async(D_s + buf * QT, QT, Dsum + (b * d.H + hh) * T + ii, nq);
   };
@@ -656,8 +651,8 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DQ, D>())
                  v_rows = head_rows<D>(v, b, T, d.Hkv, qt.c);
   if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, k_rows, v_rows, T);
   cp_async_commit();
-  load_tile<D, kTile>(Qs, head_rows<D>(q, b, T, d.H, h), i0, nq);
-  load_tile<D, kTile>(dOs, head_rows<D>(dout, b, T, d.H, h), i0, nq);
+  load_tile<D, kTile, false>(Qs, head_rows<D>(q, b, T, d.H, h), i0, nq);
+  load_tile<D, kTile, false>(dOs, head_rows<D>(dout, b, T, d.H, h), i0, nq);
   load_vec(lse_s, kTile, lse + bh * T + i0, nq);
   load_vec(D_s, kTile, Dsum + bh * T + i0, nq);
   __syncthreads();         // lse_s, D_s complete (read into registers below)
