@@ -131,6 +131,24 @@ TEST_CASE("cuda bf16 mma attention matches the CPU f32 kernel: masks, lengths, G
           }
 }
 
+// The forward takes its row maxima from the raw scores, in the scale's direction, and zeroes
+// masked entries whatever the scale: a negative scale and scale 0 take their own paths.
+TEST_CASE("cuda bf16 mma attention matches the CPU at negative and zero scales", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(73);
+  for (double scale : {-0.3, 0.0})
+    for (int64_t D : {64, 128})
+      for (bool causal : {true, false})
+        for (int64_t window : {0, 17})
+          for (int64_t T : {65, 130}) {
+            INFO("scale " << scale << " D " << D << " causal " << causal << " window " << window
+                          << " T " << T);
+            Problem p = make_problem(gen, {2, T, 2, 1, D, D}, causal, window);
+            p.scale = scale;
+            check_problem(p);
+          }
+}
+
 TEST_CASE("cuda bf16 mma attention: long sequences, error flat in T", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(72);
