@@ -286,39 +286,46 @@ __device__ inline void zero(float (&c)[N][4]) {
     for (int e = 0; e < 4; ++e) c[i][e] = 0.f;
 }
 
-// c[n-tile][..] += A Bt^T over a depth of DEPTH (multiple of 16): A = rows row0.. of the
-// row-major [m][DEPTH] tile `am`, Bt = rows 0 .. 8 N of the row-major [n][DEPTH] tile `bt`.
-template <int N, int DEPTH>
-__device__ inline void mma_tile(float (&c)[N][4], const bf16_dev* am, int lda, int row0,
+// A warp's 16 rows row0.. of a fixed row-major [64][D + kPad] shared tile as the A operand of
+// products over D: with Held, its fragments (one a k-step) are loaded once into registers and
+// kept over a loop; else each use reads them by ldmatrix.
+template <int D, bool Held>
+struct RowsA {
+  const bf16_dev* tile;
+  int row0, lane;
+  uint32_t frag[Held ? D / 16 : 1][4];
+  __device__ RowsA(const bf16_dev* tile_, int row0_, int lane_)
+      : tile(tile_), row0(row0_), lane(lane_) {
+    if constexpr (Held)
+#pragma unroll
+      for (int k0 = 0; k0 < D; k0 += 16) load_a(frag[k0 / 16], tile, D + kPad, row0, k0, lane);
+  }
+  // a = the fragment of k-step k0 / 16
+  __device__ void at(uint32_t (&a)[4], int k0) const {
+    if constexpr (Held)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) a[e] = frag[k0 / 16][e];
+    else
+      load_a(a, tile, D + kPad, row0, k0, lane);
+  }
+};
+
+// c[n-tile][..] += A Bt^T over a depth of D (multiple of 16): A = the warp's rows a_rows, Bt =
+// rows 0 .. 8 N of the row-major [n][D] tile `bt`.
+template <int N, int D, bool Held>
+__device__ inline void mma_tile(float (&c)[N][4], const RowsA<D, Held>& a_rows,
                                 const bf16_dev* bt, int ldb, int lane) {
   static_assert(N % 2 == 0, "n-tiles are read in pairs");
 #pragma unroll
-  for (int k0 = 0; k0 < DEPTH; k0 += 16) {
+  for (int k0 = 0; k0 < D; k0 += 16) {
     uint32_t a[4];
-    load_a(a, am, lda, row0, k0, lane);
+    a_rows.at(a, k0);
 #pragma unroll
     for (int n = 0; n < N; n += 2) {
       uint32_t b0[2], b1[2];
       load_b_pair(b0, b1, bt, ldb, 8 * n, k0, lane);
       mma_bf16(c[n], a, b0);
       mma_bf16(c[n + 1], a, b1);
-    }
-  }
-}
-
-// The same with A's fragments already in registers (a[k-step], from load_a).
-template <int N, int DEPTH>
-__device__ inline void mma_tile(float (&c)[N][4], const uint32_t (&a)[DEPTH / 16][4],
-                                const bf16_dev* bt, int ldb, int lane) {
-  static_assert(N % 2 == 0, "n-tiles are read in pairs");
-#pragma unroll
-  for (int k0 = 0; k0 < DEPTH; k0 += 16) {
-#pragma unroll
-    for (int n = 0; n < N; n += 2) {
-      uint32_t b0[2], b1[2];
-      load_b_pair(b0, b1, bt, ldb, 8 * n, k0, lane);
-      mma_bf16(c[n], a[k0 / 16], b0);
-      mma_bf16(c[n + 1], a[k0 / 16], b1);
     }
   }
 }
@@ -406,10 +413,8 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
   const float masked = scale2 >= 0.f ? neg_inf : -neg_inf;  // a raw score that scales to -inf
   float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
   zero(acc);
-  __syncthreads();  // Q stored; the warp's rows of it as A fragments, held over the loop
-  uint32_t q_frag[D / 16][4];
-#pragma unroll
-  for (int k0 = 0; k0 < D; k0 += 16) load_a(q_frag[k0 / 16], Qs, ld, row0, k0, lane);
+  __syncthreads();  // Q stored; the warp's rows of it held over the loop
+  const RowsA<D, true> q_rows(Qs, row0, lane);
   int buf = 0;
   for (int64_t j0 = qt.j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
     cp_async_wait<0>();  // this thread's copies of this tile have landed
@@ -421,7 +426,7 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
     const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
     float s[NS][4];
     zero(s);
-    mma_tile<NS, D>(s, q_frag, Kt, ld, lane);
+    mma_tile(s, q_rows, Kt, ld, lane);
     // Masked scores become -inf once scaled: -inf in the scale's direction.
     if (!whole)
 #pragma unroll
@@ -566,18 +571,11 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
   const bool any = i_begin <= last;
   if (any) fetch(c * group, i_begin, 0);
   cp_async_commit();
-  // At D = 64 the warp's rows of K and V are held as A fragments over the whole loop (32
-  // registers; at D = 128 the 64 they would take spill), read from shared memory otherwise.
+  // At D = 64 the warp's rows of K and V are held over the whole loop (32 registers; at D = 128
+  // the 64 they would take spill), read from shared memory at each use otherwise.
   constexpr bool kHeld = D == 64;
-  uint32_t k_frag[kHeld ? D / 16 : 1][4], v_frag[kHeld ? D / 16 : 1][4];
-  if constexpr (kHeld) {
-    __syncthreads();  // K and V stored
-#pragma unroll
-    for (int k0 = 0; k0 < D; k0 += 16) {
-      load_a(k_frag[k0 / 16], Ks, ld, row0, k0, lane);
-      load_a(v_frag[k0 / 16], Vs, ld, row0, k0, lane);
-    }
-  }
+  if constexpr (kHeld) __syncthreads();  // K and V stored
+  const RowsA<D, kHeld> k_rows(Ks, row0, lane), v_rows(Vs, row0, lane);
   int buf = 0;
   for (int64_t h = c * group, i0 = i_begin; any && h < h_end; buf ^= 1) {
     int64_t h_next = h, i_next = i0;
@@ -593,13 +591,8 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
     zero(pt);
     zero(dst);
     const bool whole = mask.covers(i0, i0 + QT, j0, j0 + kTile);
-    if constexpr (kHeld) {
-      mma_tile<NQ, D>(pt, k_frag, Qt, ld, lane);    // S^T = K Q^T
-      mma_tile<NQ, D>(dst, v_frag, dOt, ld, lane);  // dP^T = V dO^T
-    } else {
-      mma_tile<NQ, D>(pt, Ks, ld, row0, Qt, ld, lane);
-      mma_tile<NQ, D>(dst, Vs, ld, row0, dOt, ld, lane);
-    }
+    mma_tile(pt, k_rows, Qt, ld, lane);    // S^T = K Q^T
+    mma_tile(dst, v_rows, dOt, ld, lane);  // dP^T = V dO^T
 #pragma unroll
     for (int nt = 0; nt < NQ; ++nt)
 #pragma unroll
@@ -656,16 +649,9 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DQ, D>())
   load_vec(lse_s, kTile, lse + bh * T + i0, nq);
   load_vec(D_s, kTile, Dsum + bh * T + i0, nq);
   __syncthreads();         // lse_s, D_s complete (read into registers below)
-  // At D = 64 the warp's rows of Q and dO are held as A fragments over the whole loop (as in
-  // the dK/dV kernel).
+  // At D = 64 the warp's rows of Q and dO are held over the whole loop (as in the dK/dV kernel).
   constexpr bool kHeld = D == 64;
-  uint32_t q_frag[kHeld ? D / 16 : 1][4], do_frag[kHeld ? D / 16 : 1][4];
-  if constexpr (kHeld)
-#pragma unroll
-    for (int k0 = 0; k0 < D; k0 += 16) {
-      load_a(q_frag[k0 / 16], Qs, ld, row0, k0, lane);
-      load_a(do_frag[k0 / 16], dOs, ld, row0, k0, lane);
-    }
+  const RowsA<D, kHeld> q_rows(Qs, row0, lane), do_rows(dOs, row0, lane);
   float lse_r[2], D_r[2];  // rows g and g + 8 of the warp
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -686,13 +672,8 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DQ, D>())
     zero(s);
     zero(ds);
     const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
-    if constexpr (kHeld) {
-      mma_tile<NS, D>(s, q_frag, Kt, ld, lane);    // S = Q K^T
-      mma_tile<NS, D>(ds, do_frag, Vt, ld, lane);  // dP = dO V^T
-    } else {
-      mma_tile<NS, D>(s, Qs, ld, row0, Kt, ld, lane);
-      mma_tile<NS, D>(ds, dOs, ld, row0, Vt, ld, lane);
-    }
+    mma_tile(s, q_rows, Kt, ld, lane);    // S = Q K^T
+    mma_tile(ds, do_rows, Vt, ld, lane);  // dP = dO V^T
 #pragma unroll
     for (int nt = 0; nt < NS; ++nt)
 #pragma unroll
