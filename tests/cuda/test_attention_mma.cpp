@@ -1,17 +1,17 @@
 // The bf16 tensor-core softmax attention kernels (kernels/cuda/attention_mma.cu) against the CPU
-// f32 tiled kernel run on the same bf16-rounded q, k, v, dout: o, lse, dq, dk, dv compared
-// separately by name (relative RMS), over causal and not, windows 0 / 17 / 300, GQA (H=4 with
-// Hkv=2 and 1) and H=1, B=2, ragged T (1, 63, 64, 65, 130 around the 64-row tiles; 1000 and 2048
-// for length), K = V = 64 and 128; the error at T = 2048 against T = 130 (fp32 accumulators and
-// statistics: the error stays flat in T); the unsupported head sizes; the backward's
-// determinism; and the autograd op on bf16 CUDA Vars (the tensor-core path for K = V = 64, the
-// f32 fallback for K = V = 32) against f32 CPU Vars.
+// tiled kernel in double precision run on the same bf16-rounded q, k, v, dout: o, lse, dq, dk, dv
+// compared separately by name (relative RMS), over causal and not, windows 0 / 17 / 300, negative
+// and zero scales, GQA (H=4 with Hkv=2 and 1) and H=1, B=2, ragged T (1, 63, 64, 65, 130 around
+// the 64-row tiles; 1000 and 2048 for length), K = V = 64 and 128; the error at T = 2048
+// against T = 130 (fp32 accumulators and statistics: the error stays flat in T); the unsupported
+// head sizes; the backward's determinism; and the autograd op on bf16 CUDA Vars (the
+// tensor-core path for K = V = 64, the f32 fallback for K = V = 32) against f32 CPU Vars.
 // Tolerances:
 //   o, dq, dk, dv: relative RMS 1e-2. The kernels round P and dS to bf16 before their second
 //     product and o, dq, dk, dv on the way out (2^-9 relative per element, a few 1e-3 RMS), and
 //     D = rowsum(dO o O) reads the bf16 o.
-//   lse: 1e-4. S = Q K^T of bf16-exact inputs is exact products summed in fp32 on both sides;
-//     only the summation order and expf/logf differ (~1e-7).
+//   lse: 1e-4. S = Q K^T of bf16-exact inputs is exact products, summed in fp32 on the GPU
+//     (~1e-7 relative against the double sums, as are its exp2 / log).
 //   T = 1 (one key per query): dq and dk vanish in exact arithmetic, dS = P (dP - D) is then the
 //     noise of D from the bf16 o (~|dO| |o| 2^-9 sqrt(V)): an absolute floor of 5e-2 applies.
 //   growth: every rel RMS at T = 2048 at most 3x its value at T = 130 (plus 1e-3): an
@@ -62,19 +62,22 @@ Problem make_problem(Generator& gen, kernels::AttnDims d, bool causal, int64_t w
   return p;
 }
 
-// The CPU f32 tiled kernel: o, lse, dq, dk, dv.
+// The CPU tiled kernel in double precision (the reference), on the same bf16-exact inputs:
+// o, lse, dq, dk, dv.
 std::vector<Tensor> run_cpu(const Problem& p) {
   const kernels::AttnDims& d = p.d;
-  Tensor o = Tensor::empty({d.B, d.T, d.H, d.V}, DType::f32);
-  Tensor lse = Tensor::empty({d.B, d.H, d.T}, DType::f32);
-  Tensor dq = Tensor::empty(p.q.shape(), DType::f32), dk = Tensor::empty(p.k.shape(), DType::f32);
-  Tensor dv = Tensor::empty(p.v.shape(), DType::f32);
-  const kernels::AttentionArgs<float> a{
-      d, p.q.data<float>(), p.k.data<float>(), p.v.data<float>(), p.causal, p.window, p.scale};
-  kernels::softmax_attention_tiled_forward<float>(a, {o.data<float>(), lse.data<float>()});
-  kernels::softmax_attention_tiled_backward<float>(
-      a, {p.dout.data<float>(), o.data<float>(), lse.data<float>(), dq.data<float>(),
-          dk.data<float>(), dv.data<float>()});
+  const Tensor q = p.q.to(DType::f64), k = p.k.to(DType::f64), v = p.v.to(DType::f64);
+  const Tensor dout = p.dout.to(DType::f64);
+  Tensor o = Tensor::empty({d.B, d.T, d.H, d.V}, DType::f64);
+  Tensor lse = Tensor::empty({d.B, d.H, d.T}, DType::f64);
+  Tensor dq = Tensor::empty(q.shape(), DType::f64), dk = Tensor::empty(k.shape(), DType::f64);
+  Tensor dv = Tensor::empty(v.shape(), DType::f64);
+  const kernels::AttentionArgs<double> a{
+      d, q.data<double>(), k.data<double>(), v.data<double>(), p.causal, p.window, p.scale};
+  kernels::softmax_attention_tiled_forward<double>(a, {o.data<double>(), lse.data<double>()});
+  kernels::softmax_attention_tiled_backward<double>(
+      a, {dout.data<double>(), o.data<double>(), lse.data<double>(), dq.data<double>(),
+          dk.data<double>(), dv.data<double>()});
   return {o, lse, dq, dk, dv};
 }
 
@@ -116,7 +119,7 @@ std::vector<test::CloseReport> check_problem(const Problem& p) {
 
 }  // namespace
 
-TEST_CASE("cuda bf16 mma attention matches the CPU f32 kernel: masks, lengths, GQA", "[cuda]") {
+TEST_CASE("cuda bf16 mma attention matches the CPU f64 kernel: masks, lengths, GQA", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(71);
   const int64_t heads[][2] = {{4, 2}, {4, 1}, {1, 1}};
