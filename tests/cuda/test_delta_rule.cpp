@@ -11,7 +11,7 @@
 // slices), the CPU-only reference tier's error, and the state carry: T tokens equal T1 then T2
 // tokens from the carried state, forward and backward, on both CUDA tiers. The chunk tier's TF32
 // products against the CPU with TF32 tolerances, and its bf16 kernels (bf16 products) against
-// the CPU with bf16 ones. Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with
+// the CPU with bf16 ones, whole and split with the state carried in bf16. Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with
 // l2norm_qk) so that the recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64
 // 1e-10 (same algorithm or an exact reformulation, double rounding); f32 2e-5 for outputs and
 // 5e-5 for gradients (other summation orders over K, V and up to 200 steps; the CPU tiers agree
@@ -23,7 +23,6 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -33,6 +32,7 @@
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/recurrence_cuda.h"
 #include "kernels/recurrence.h"
+#include "tests/helpers/sequences.h"
 
 using namespace hla;
 using namespace hla::cuda_test;
@@ -356,6 +356,51 @@ TEST_CASE("cuda delta rule chunk tier in bf16 on bf16 tensor cores against the C
       }
 }
 
+namespace {
+
+// Steps [t0, t0 + n) of p as a problem of their own (h0 and dhT kept for the caller to replace).
+Problem steps_of(const Problem& p, int64_t t0, int64_t n) {
+  Problem part = p;
+  part.d.T = n;
+  for (auto [dst, src] : {std::pair{&part.q, &p.q}, std::pair{&part.k, &p.k},
+                          std::pair{&part.v, &p.v}, std::pair{&part.beta, &p.beta},
+                          std::pair{&part.g, &p.g}, std::pair{&part.dout, &p.dout}})
+    if (src->defined()) *dst = src->narrow(1, t0, n).contiguous();
+  return part;
+}
+
+// Forward and backward of p's steps [0, T1) and [T1, T) in turn: the first part's hT is the
+// second part's h0, and the second part's dh0 the first part's dhT. Returns the two parts'
+// results (o, hT, dq, dk, dv, dbeta, dg, dh0 each).
+template <class Run>
+std::pair<std::vector<Tensor>, std::vector<Tensor>> run_split(const Problem& p, int64_t T1,
+                                                              Run run_part) {
+  Problem first = steps_of(p, 0, T1), second = steps_of(p, T1, p.d.T - T1);
+  second.h0 = run_part(first)[1];
+  std::vector<Tensor> r2 = run_part(second);
+  first.dhT = r2[7];
+  return {run_part(first), std::move(r2)};
+}
+
+// Each result of the split run joined over time (o and the token gradients) or taken from the
+// part that owns it (hT from the second, dh0 from the first), checked against the whole run
+// with tolerance tol(i) for result i.
+template <class Tol>
+void require_split_close(const std::vector<Tensor>& whole, const std::vector<Tensor>& first,
+                         const std::vector<Tensor>& second, int64_t B, Tol tol) {
+  for (size_t i = 0; i < whole.size(); ++i) {
+    REQUIRE(whole[i].defined() == first[i].defined());
+    if (!whole[i].defined()) continue;
+    const std::vector<double> split =
+        i == 1   ? vals(second[i])
+        : i == 7 ? vals(first[i])
+                 : hla::test::time_concat(vals(first[i]), vals(second[i]), B);
+    REQUIRE_CLOSE(std::string("split vs whole: ") + kNames[i], vals(whole[i]), split, tol(i));
+  }
+}
+
+}  // namespace
+
 TEST_CASE("cuda delta rule: T tokens equal T1 then T2 from the carried state", "[cuda]") {
   HLA_REQUIRE_GPU();
   const int64_t T1 = 70, T2 = 60;
@@ -363,40 +408,44 @@ TEST_CASE("cuda delta rule: T tokens equal T1 then T2 from the carried state", "
     for (Tier tier : {Tier::CudaRecurrent, Tier::CudaChunk}) {
       INFO(dtype_name(dt) << (tier == Tier::CudaChunk ? " chunk" : " recurrent"));
       const Problem all = make_problem({2, T1 + T2, 2, 32, 48}, dt, Decay::Strong, true, true, 7);
-      auto part = [&](const Tensor& t, int64_t t0, int64_t n) {
-        return t.narrow(1, t0, n).contiguous();
-      };
-      Problem p1 = all, p2 = all;
-      p1.d.T = T1;
-      p2.d.T = T2;
-      for (auto [x1, x2, x] :
-           {std::tuple{&p1.q, &p2.q, &all.q}, std::tuple{&p1.k, &p2.k, &all.k},
-            std::tuple{&p1.v, &p2.v, &all.v}, std::tuple{&p1.beta, &p2.beta, &all.beta},
-            std::tuple{&p1.g, &p2.g, &all.g}, std::tuple{&p1.dout, &p2.dout, &all.dout}}) {
-        *x1 = part(*x, 0, T1);
-        *x2 = part(*x, T1, T2);
-      }
-      const std::vector<Tensor> whole = run(all, tier);
-      const std::vector<Tensor> second_fwd =
-          [&] {  // forward of the first part gives h0 of the second
-            std::vector<Tensor> r1 = run(p1, tier);
-            p2.h0 = r1[1];
-            return run(p2, tier);
-          }();
-      // the second part's dh0 is the gradient of the first part's final state
-      p1.dhT = second_fwd[7];
-      const std::vector<Tensor> first = run(p1, tier);
-      const double to = out_tol(dt), tg = grad_tol(dt);
-      REQUIRE_CLOSE("o[0,T1)", vals(part(whole[0], 0, T1)), vals(first[0]), to);
-      REQUIRE_CLOSE("o[T1,T)", vals(part(whole[0], T1, T2)), vals(second_fwd[0]), to);
-      REQUIRE_CLOSE("hT", vals(whole[1]), vals(second_fwd[1]), to);
-      for (size_t i = 2; i < 7; ++i) {
-        REQUIRE_CLOSE(std::string(kNames[i]) + "[0,T1)", vals(part(whole[i], 0, T1)),
-                      vals(first[i]), tg);
-        REQUIRE_CLOSE(std::string(kNames[i]) + "[T1,T)", vals(part(whole[i], T1, T2)),
-                      vals(second_fwd[i]), tg);
-      }
-      REQUIRE_CLOSE("dh0", vals(whole[7]), vals(first[7]), tg);
+      const auto [first, second] =
+          run_split(all, T1, [&](const Problem& part) { return run(part, tier); });
+      require_split_close(run(all, tier), first, second, all.d.B,
+                          [&](size_t i) { return i < 2 ? out_tol(dt) : grad_tol(dt); });
+    }
+}
+
+// The bf16 chunk kernels with the state carried in bf16 (hT and dh0 are bf16 outputs): the two
+// parts against the CPU recurrent tier in f64 over all T steps on the same bf16 inputs, at the
+// bf16 tolerances of the test above (and at least 4x the problem's sensitivity to its inputs'
+// bf16 rounding). The split at 70 moves the chunk boundaries, and the carried
+// state adds one bf16 rounding; a state dropped at the split gives errors of order one in the
+// second part's o and the first part's gradients (no decay, and weak decay, keep h0 alive).
+TEST_CASE("cuda delta rule bf16 chunk tier: T1 then T2 steps from the carried bf16 state",
+          "[cuda]") {
+  HLA_REQUIRE_GPU();
+  const int64_t T1 = 70;
+  uint64_t seed = 900;
+  for (Decay decay : {Decay::None, Decay::Weak, Decay::Strong})
+    for (const kernels::RecDims& d :
+         {kernels::RecDims{2, 130, 2, 32, 48}, kernels::RecDims{1, 200, 2, 64, 64},
+          kernels::RecDims{1, 140, 1, 256, 256}}) {
+      INFO("decay " << decay_name(decay) << " B,T,H,K,V " << d.B << "," << d.T << "," << d.H
+                    << "," << d.K << "," << d.V);
+      const Problem p = make_problem(d, DType::f64, decay, false, true, ++seed);
+      const Problem half = through_bf16(p, DType::bf16), rounded = through_bf16(p, DType::f64);
+      const std::vector<Tensor> cpu = run(p, Tier::CpuRecurrent);
+      const std::vector<Tensor> cpu_rounded = run(rounded, Tier::CpuRecurrent);
+      const auto [first, second] = run_split(half, T1, [](const Problem& part) {
+        return run_tier<bf16>(part, Tier::CudaChunk);
+      });
+      REQUIRE(second[1].dtype() == DType::bf16);
+      REQUIRE(first[7].dtype() == DType::bf16);
+      require_split_close(cpu_rounded, first, second, d.B, [&](size_t i) {
+        const double sensitivity =
+            hla::test::close_report(vals(cpu[i]), vals(cpu_rounded[i])).rel_rms;
+        return std::max(i < 2 ? 1e-2 : 2e-2, 4 * sensitivity);
+      });
     }
 }
 
