@@ -6,6 +6,9 @@
 // softmax statistics (m, l, lse, D = rowsum(dO o O)) and every accumulator stay fp32; only the
 // operands of the products are bf16: q, k, v, dO as given, and P (forward, dV) and dS (dK, dQ)
 // rounded from fp32 registers.
+// On compute capability 9.0 devices the forward runs on Hopper's warpgroup products instead
+// (attention_wgmma_sm90a.cu, the same function), unless AttentionMma::Sync or
+// HLA_ATTENTION_MMA=sync asks for this one; the pieces both share are in attention_mma.cuh.
 // Layouts (device pointers, row-major, contiguous, 16-byte aligned), D = K = V in {64, 128}:
 //   q [B,T,H,D]   k, v [B,T,Hkv,D]   o, dout [B,T,H,D] (bf16)   lse [B,H,T] (f32)
 //
@@ -63,11 +66,13 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
-#include <limits>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
 #include "kernels/cuda/attention_mask.cuh"
+#include "kernels/cuda/attention_mma.cuh"
+#include "kernels/cuda/attention_wgmma.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/ldmatrix.cuh"
@@ -80,23 +85,7 @@ using kernels::AttnDims;
 
 namespace {
 
-// 2^x on the multifunction unit, one MUFU.EX2 (ex2.approx.ftz: relative error about 2^-22).
-// The exponentials run in log2 units: scores scaled by scale log2(e), the running max and the
-// lse shifted to match, so each element takes one FFMA or FADD and one MUFU. (__expf(x) is
-// ex2.approx of x log2(e) without ftz: a multiply, a range test and two predicated multiplies
-// around the MUFU, 6 instructions an element where this takes 2.) Results below 2^-126 flush to
-// 0: P is at most 1 in every row (the max, or the lse, is subtracted), so they are invisible in
-// its f32 sums and its bf16 rounding.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-constexpr float kLog2e = 1.4426950408889634f;  // log2(e)
-constexpr float kLn2 = 0.6931471805599453f;    // ln(2) = 1 / log2(e)
-// How far (log2 units) a row's running maximum may lag its scores in the forward: exponents up
-// to 2^8, far inside f32 and bf16 range.
-constexpr float kStaleMax = 8.f;
+using namespace attention;
 
 constexpr int kWarps = 4;
 constexpr int kMmaThreads = 32 * kWarps;
@@ -114,29 +103,11 @@ constexpr int min_blocks() {
 }
 constexpr int kWarpRows = 16;              // rows of a tile owned by one warp (mma m)
 constexpr int kTile = kWarpRows * kWarps;  // queries (forward, dQ) or keys (dK/dV) per CTA
-constexpr int kKeyTile = 64;               // keys per step of the forward and dQ loops
 constexpr int kPad = 8;                    // bf16 elements of row padding (16 bytes)
-constexpr int kVec = 8;                    // bf16 per 16-byte load
 
 constexpr int kBwdQueries = 32;  // queries per step of the dK/dV loop (QT in the header)
 
-__device__ inline int64_t row_offset(int64_t b, int64_t t, int64_t T, int64_t heads, int64_t hd,
-                                     int64_t D) {
-  return ((b * T + t) * heads + hd) * D;
-}
-
 // ---- shared-memory tiles
-
-// The rows of one head of a [B,T,heads,D] bf16 tensor: row t starts at p + t * stride.
-struct HeadRows {
-  const bf16_dev* p;
-  int64_t stride;
-};
-template <int D>
-__device__ inline HeadRows head_rows(const bf16_dev* __restrict__ src, int64_t b, int64_t T,
-                                     int64_t heads, int64_t hd) {
-  return {src + (b * T * heads + hd) * D, heads * D};
-}
 
 // A [ROWS][D] tile moves in 16-byte pieces, kPieces a thread: thread x takes columns
 // col = 8 (x % (D / 8)) .. col + 7 of rows row = x / (D / 8) + kRowStep i, i < kPieces. The
@@ -192,31 +163,6 @@ __device__ inline void load_vec_async(float* dst, int rows, const float* __restr
     cp_async_4(dst + r, src + (r < n ? r : 0), r < n);
 }
 
-// The query tile of a forward or dQ block (the last tiles, which see the most keys under
-// causality, run first) and the keys it walks: tiles of kKeyTile from j_begin to the one
-// holding `last`.
-struct QueryTile {
-  int64_t bh, b, h, c;  // (b, h) as one index, batch, head, the head's kv head
-  int64_t i0;           // first query
-  int nq;               // queries in the tile (fewer at the end of T)
-  int64_t j_begin, last;
-};
-__device__ inline QueryTile query_tile(const AttnDims& d, const MaskRule& mask, int n_tiles,
-                                       int rows) {
-  QueryTile qt;
-  const int tile = n_tiles - 1 - static_cast<int>(blockIdx.x % n_tiles);
-  qt.bh = blockIdx.x / n_tiles;
-  qt.b = qt.bh / d.H;
-  qt.h = qt.bh % d.H;
-  qt.c = qt.h / (d.H / d.Hkv);
-  qt.i0 = static_cast<int64_t>(tile) * rows;
-  qt.nq = static_cast<int>(d.T - qt.i0 < rows ? d.T - qt.i0 : rows);
-  const int64_t first = mask.first_key(qt.i0);
-  qt.j_begin = first - first % kKeyTile;
-  qt.last = mask.last_key(qt.i0 + qt.nq);
-  return qt;
-}
-
 // K and V of the key tile at j0 into buffer buf of Ks, Vs ([2][kKeyTile][D + kPad] each),
 // asynchronously.
 template <int D>
@@ -229,12 +175,6 @@ __device__ inline void fetch_kv(bf16_dev* Ks, bf16_dev* Vs, int buf, int64_t j0,
 }
 
 // ---- mma fragments
-
-// (lo, hi) rounded to bf16 and packed, lo in the low 16 bits.
-__device__ inline uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo: the low half
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 // A fragment of the 16 x 16 block at rows row0.., columns col0.. of a row-major [m][k] tile:
 // blocks (row0, col0), (row0 + 8, col0), (row0, col0 + 8), (row0 + 8, col0 + 8) = a0..a3.
@@ -261,29 +201,12 @@ __device__ inline void load_b_pair_trans(uint32_t (&b0)[2], uint32_t (&b1)[2], c
   b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
 }
 
-// A fragment of k-step j from fp32 accumulators c[n-tile][4] (see the header).
-template <int N>
-__device__ inline void a_from_acc(uint32_t (&a)[4], const float (&c)[N][4], int j) {
-  a[0] = pack_bf16(c[2 * j][0], c[2 * j][1]);
-  a[1] = pack_bf16(c[2 * j][2], c[2 * j][3]);
-  a[2] = pack_bf16(c[2 * j + 1][0], c[2 * j + 1][1]);
-  a[3] = pack_bf16(c[2 * j + 1][2], c[2 * j + 1][3]);
-}
-
 // d += A B on one m16n8k16 tile, fp32 accumulation.
 __device__ inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-template <int N>
-__device__ inline void zero(float (&c)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) c[i][e] = 0.f;
 }
 
 // A warp's 16 rows row0.. of a fixed row-major [64][D + kPad] shared tile as the A operand of
@@ -350,34 +273,6 @@ __device__ inline void mma_from_acc(float (&acc)[NACC][4], const float (&l)[NL][
   }
 }
 
-// Sum / max over the 4 lanes of a quad (one accumulator row is spread over lanes 4 g .. 4 g + 3).
-__device__ inline float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-__device__ inline float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-
-// Stores rows r0.. of a warp's 16 x D accumulator (times mul, as bf16) to head hd of a
-// [B,T,heads,D] tensor, rows below n only.
-template <int D>
-__device__ inline void store_rows(const float (&c)[D / 8][4], float mul, bf16_dev* __restrict__ dst,
-                                  int64_t b, int64_t t0, int row0, int n, int64_t T, int64_t heads,
-                                  int64_t hd, int g, int t) {
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int r = row0 + g + 8 * half;
-    if (r >= n) continue;
-    bf16_dev* row = dst + row_offset(b, t0 + r, T, heads, hd, D);
-#pragma unroll
-    for (int nt = 0; nt < D / 8; ++nt)
-      *reinterpret_cast<uint32_t*>(row + 8 * nt + 2 * t) =
-          pack_bf16(mul * c[nt][2 * half], mul * c[nt][2 * half + 1]);
-  }
-}
-
 // ---- kernels
 
 template <int D>
@@ -399,19 +294,15 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
   const QueryTile qt = query_tile(d, mask, n_tiles, kTile);
   const int64_t T = d.T, bh = qt.bh, b = qt.b, h = qt.h, i0 = qt.i0, last = qt.last;
   const int nq = qt.nq;
-  const float neg_inf = -std::numeric_limits<float>::infinity();
 
   const HeadRows k_rows = head_rows<D>(k, b, T, d.Hkv, qt.c),
                  v_rows = head_rows<D>(v, b, T, d.Hkv, qt.c);
   if (qt.j_begin <= last) fetch_kv<D>(Ks, Vs, 0, qt.j_begin, k_rows, v_rows, T);
   cp_async_commit();
   load_tile<D, kTile, false>(Qs, head_rows<D>(q, b, T, d.H, h), i0, nq);
-  // Rows g and g + 8 of the warp (index half): running max m of the scores in log2 units
-  // (scale log2(e) q.k), this thread's share of the row sum l (its 16 columns of each key
-  // tile), and the output accumulator.
-  const float scale2 = scale * kLog2e;
-  const float masked = scale2 >= 0.f ? neg_inf : -neg_inf;  // a raw score that scales to -inf
-  float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f}, acc[NO][4];
+  // Rows g and g + 8 of the warp: the softmax state and the output accumulator.
+  OnlineSoftmax softmax(scale);
+  float acc[NO][4];
   zero(acc);
   __syncthreads();  // Q stored; the warp's rows of it held over the loop
   const RowsA<D, true> q_rows(Qs, row0, lane);
@@ -427,59 +318,9 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
     float s[NS][4];
     zero(s);
     mma_tile(s, q_rows, Kt, ld, lane);
-    // Masked scores become -inf once scaled: -inf in the scale's direction.
-    if (!whole)
-#pragma unroll
-      for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (!mask.allowed(i0 + row0 + g + 8 * (e / 2), j0 + 8 * nt + 2 * t + e % 2))
-            s[nt][e] = masked;
-    // The rows' largest scaled scores, from the raw scores' extreme in the scale's direction
-    // (a warp-uniform branch): no multiply an element before the exponent's FFMA.
-    float top[2] = {neg_inf, neg_inf};
-    if (scale2 >= 0.f) {
-#pragma unroll
-      for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) top[e / 2] = fmaxf(top[e / 2], s[nt][e]);
-    } else {
-#pragma unroll
-      for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) top[e / 2] = fmaxf(top[e / 2], -s[nt][e]);
-    }
-    // m moves only when a row's maximum passes it by more than kStaleMax (log2 units), so the
-    // exponents stay below 2^kStaleMax and most tiles skip rescaling O; m = -inf (no allowed key
-    // yet) always moves. A row without allowed keys gives top = -inf (or NaN at scale 0): no move.
-    float correction[2] = {1.f, 1.f};
-    bool moved = false;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const float mx = fabsf(scale2) * quad_max(top[half]);
-      if (mx > m[half] + kStaleMax) {
-        correction[half] = fast_exp2(m[half] - mx);
-        m[half] = mx;
-        moved = true;
-      }
-    }
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      // a row with no allowed key yet keeps m = -inf: shift it by 0 instead (no inf - inf)
-      const float shift = m[half] == neg_inf ? 0.f : m[half];
-      float row_sum = 0.f;
-#pragma unroll
-      for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[nt][2 * half + e];
-          const float raw = x;
-          x = fast_exp2(fmaf(raw, scale2, -shift));
-          if (!whole && raw == masked) x = 0.f;  // exactly, whatever the scale (0 * inf is NaN)
-          row_sum += x;
-        }
-      l[half] = correction[half] * l[half] + row_sum;
-    }
+    if (!whole) softmax.mask(s, mask, i0 + row0 + g, j0, t);
+    float correction[2];
+    const bool moved = softmax.step(s, whole, correction);
     if (__any_sync(0xffffffffu, moved))
 #pragma unroll
       for (int nt = 0; nt < NO; ++nt)
@@ -487,19 +328,7 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::Forward, D>())
         for (int e = 0; e < 4; ++e) acc[nt][e] *= correction[e / 2];
     mma_from_acc<NO, NS>(acc, s, Vt, ld, lane);  // O += P V, P in bf16
   }
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const float l_row = quad_sum(l[half]);
-    const float inv = l_row > 0.f ? 1.f / l_row : 0.f;
-#pragma unroll
-    for (int nt = 0; nt < NO; ++nt) {
-      acc[nt][2 * half] *= inv;
-      acc[nt][2 * half + 1] *= inv;
-    }
-    const int r = row0 + g + 8 * half;
-    if (lse && t == 0 && r < nq)
-      lse[bh * T + i0 + r] = l_row > 0.f ? m[half] * kLn2 + logf(l_row) : neg_inf;
-  }
+  softmax.finish(acc, lse ? lse + bh * T + i0 : nullptr, row0 + g, nq, t);
   store_rows<D>(acc, 1.f, o, b, i0, row0, nq, T, d.H, h, g, t);
 }
 
@@ -729,13 +558,34 @@ int tiles_of(int64_t T, int tile) {
 
 constexpr size_t kBf16Bytes = sizeof(bf16_dev);
 
+#ifdef HLA_WITH_SM90A
+// Auto's choice: the warpgroup products where the device runs them, unless
+// HLA_ATTENTION_MMA=sync (read once).
+bool wgmma_chosen() {
+  static const bool forced_sync = [] {
+    const char* e = std::getenv("HLA_ATTENTION_MMA");
+    return e && std::string(e) == "sync";
+  }();
+  return !forced_sync && attention_wgmma_runs();
+}
+#endif
+
 }  // namespace
+
+bool softmax_attention_wgmma_available() {
+#ifdef HLA_WITH_SM90A
+  return attention_wgmma_runs();
+#else
+  return false;
+#endif
+}
 
 bool softmax_attention_mma_supports(const AttnDims& d) {
   return d.K == d.V && (d.K == 64 || d.K == 128);
 }
 
-void softmax_attention_mma_forward(const AttentionArgs<bf16>& a, const AttentionBf16Out& out) {
+void softmax_attention_mma_forward(const AttentionArgs<bf16>& a, const AttentionBf16Out& out,
+                                   AttentionMma mma) {
   const char* op = "softmax_attention_mma_forward (cuda)";
   check_args(a, op);
   HLA_CHECK(out.o, op << ": o is required");
@@ -743,6 +593,11 @@ void softmax_attention_mma_forward(const AttentionArgs<bf16>& a, const Attention
   check_aligned(a.k, op, "k");
   check_aligned(a.v, op, "v");
   check_aligned(out.o, op, "o");
+#ifdef HLA_WITH_SM90A
+  if (mma == AttentionMma::Auto && wgmma_chosen()) return attention_wgmma_forward(a, out);
+#else
+  (void)mma;
+#endif
   const AttnDims& d = a.d;
   visit_head_size(d.K, [&](auto dc) {
     constexpr int D = decltype(dc)::value;

@@ -89,8 +89,16 @@ struct AttentionBf16Grad {
 };
 // Whether the tensor-core kernels take these head sizes (K == V in {64, 128}).
 bool softmax_attention_mma_supports(const kernels::AttnDims& d);
+// The forward's products: Auto takes Hopper's warpgroup products (wgmma, attention_wgmma.h)
+// where the build and the device have them, unless the environment sets
+// HLA_ATTENTION_MMA=sync; Sync always takes mma.sync. Both compute the same function.
+enum class AttentionMma { Auto, Sync };
+// Whether Auto takes the warpgroup products here: the build has them (its CUDA architectures
+// include 90) and the device in use has compute capability 9.0.
+bool softmax_attention_wgmma_available();
 void softmax_attention_mma_forward(const kernels::AttentionArgs<bf16>& a,
-                                   const AttentionBf16Out& out);
+                                   const AttentionBf16Out& out,
+                                   AttentionMma mma = AttentionMma::Auto);
 void softmax_attention_mma_backward(const kernels::AttentionArgs<bf16>& a,
                                     const AttentionBf16Grad& grad);
 

@@ -5,7 +5,9 @@
 // the 64-row tiles; 1000 and 2048 for length), K = V = 64 and 128; the error at T = 2048
 // against T = 130 (fp32 accumulators and statistics: the error stays flat in T); the unsupported
 // head sizes; the backward's determinism; and the autograd op on bf16 CUDA Vars (the
-// tensor-core path for K = V = 64, the f32 fallback for K = V = 32) against f32 CPU Vars.
+// tensor-core path for K = V = 64, the f32 fallback for K = V = 32) against f32 CPU Vars. The
+// forward runs twice, on its two kinds of products: wgmma (sm_90a, compute capability 9.0) and
+// mma.sync.
 // Tolerances:
 //   o, dq, dk, dv: relative RMS 1e-2. The kernels round P and dS to bf16 before their second
 //     product and o, dq, dk, dv on the way out (2^-9 relative per element, a few 1e-3 RMS), and
@@ -18,6 +20,8 @@
 //     accumulation or a running sum kept in bf16 would grow with the number of keys.
 #include "tests/cuda/cuda_test_helpers.h"
 #ifdef HLA_WITH_CUDA
+#include <cuda_runtime.h>
+
 #include <cmath>
 #include <string>
 #include <vector>
@@ -81,8 +85,9 @@ std::vector<Tensor> run_cpu(const Problem& p) {
   return {o, lse, dq, dk, dv};
 }
 
-// The tensor-core kernels on bf16 copies on the GPU: o, lse, dq, dk, dv as f32 CPU tensors.
-std::vector<Tensor> run_mma(const Problem& p) {
+// The tensor-core kernels on bf16 copies on the GPU, the forward on the products `mma` picks:
+// o, lse, dq, dk, dv as f32 CPU tensors.
+std::vector<Tensor> run_mma(const Problem& p, cuda::AttentionMma mma = cuda::AttentionMma::Auto) {
   const kernels::AttnDims& d = p.d;
   const Tensor q = gpu(p.q).to(DType::bf16), k = gpu(p.k).to(DType::bf16);
   const Tensor v = gpu(p.v).to(DType::bf16), dout = gpu(p.dout).to(DType::bf16);
@@ -93,7 +98,7 @@ std::vector<Tensor> run_mma(const Problem& p) {
   Tensor dv = Tensor::empty(v.shape(), DType::bf16, Device::CUDA);
   const kernels::AttentionArgs<bf16> a{d,        q.data<bf16>(), k.data<bf16>(), v.data<bf16>(),
                                        p.causal, p.window,       p.scale};
-  cuda::softmax_attention_mma_forward(a, {o.data<bf16>(), lse.data<float>()});
+  cuda::softmax_attention_mma_forward(a, {o.data<bf16>(), lse.data<float>()}, mma);
   cuda::softmax_attention_mma_backward(a, {dout.data<bf16>(), o.data<bf16>(), lse.data<float>(),
                                            dq.data<bf16>(), dk.data<bf16>(), dv.data<bf16>()});
   std::vector<Tensor> res{o, lse, dq, dk, dv};
@@ -101,18 +106,31 @@ std::vector<Tensor> run_mma(const Problem& p) {
   return res;
 }
 
-// Runs both sides, checks every output by name, returns the reports (in kNames order).
-std::vector<test::CloseReport> check_problem(const Problem& p) {
-  const std::vector<Tensor> gpu_res = run_mma(p), cpu_res = run_cpu(p);
-  std::vector<test::CloseReport> reports;
-  for (size_t i = 0; i < gpu_res.size(); ++i) {
-    const std::string name = kNames[i];
-    const auto rep = test::close_report(vals(cpu_res[i]), vals(gpu_res[i]));
-    const double tol = name == "lse" ? kLseTol : kBf16Tol;
-    const double floor = p.d.T == 1 && (name == "dq" || name == "dk") ? kSingleKeyFloor : 0.0;
-    INFO(rep.describe(name) << " tol=" << tol << " floor=" << floor);
-    REQUIRE(test::close_ok(rep, tol, floor));
-    reports.push_back(rep);
+// The forward's two kinds of products: Auto (wgmma where softmax_attention_wgmma_available())
+// and mma.sync.
+const cuda::AttentionMma kMmas[] = {cuda::AttentionMma::Auto, cuda::AttentionMma::Sync};
+const char* mma_name(cuda::AttentionMma m) {
+  return m == cuda::AttentionMma::Sync ? "mma.sync" : "auto";
+}
+
+// Runs the CPU reference and the GPU with each kind of forward products, checks every output
+// by name; returns the reports [kind][output] (kMmas, kNames order).
+std::vector<std::vector<test::CloseReport>> check_problem(const Problem& p) {
+  const std::vector<Tensor> cpu_res = run_cpu(p);
+  std::vector<std::vector<test::CloseReport>> reports;
+  for (cuda::AttentionMma mma : kMmas) {
+    INFO("forward products " << mma_name(mma));
+    const std::vector<Tensor> gpu_res = run_mma(p, mma);
+    reports.emplace_back();
+    for (size_t i = 0; i < gpu_res.size(); ++i) {
+      const std::string name = kNames[i];
+      const auto rep = test::close_report(vals(cpu_res[i]), vals(gpu_res[i]));
+      const double tol = name == "lse" ? kLseTol : kBf16Tol;
+      const double floor = p.d.T == 1 && (name == "dq" || name == "dk") ? kSingleKeyFloor : 0.0;
+      INFO(rep.describe(name) << " tol=" << tol << " floor=" << floor);
+      REQUIRE(test::close_ok(rep, tol, floor));
+      reports.back().push_back(rep);
+    }
   }
   return reports;
 }
@@ -168,14 +186,33 @@ TEST_CASE("cuda bf16 mma attention: long sequences, error flat in T", "[cuda]") 
         INFO("T 2048");
         const auto long_rep =
             check_problem(make_problem(gen, {2, 2048, 1, 1, D, D}, causal, window));
-        for (size_t i = 0; i < long_rep.size(); ++i) {
-          INFO(kNames[i] << ": rel_rms T=130 " << short_rep[i].rel_rms << ", T=2048 "
-                         << long_rep[i].rel_rms);
-          CHECK(long_rep[i].rel_rms <= kGrowth * short_rep[i].rel_rms + kGrowthSlack);
-        }
+        for (size_t m = 0; m < long_rep.size(); ++m)
+          for (size_t i = 0; i < long_rep[m].size(); ++i) {
+            INFO(mma_name(kMmas[m]) << " " << kNames[i] << ": rel_rms T=130 "
+                                    << short_rep[m][i].rel_rms << ", T=2048 "
+                                    << long_rep[m][i].rel_rms);
+            CHECK(long_rep[m][i].rel_rms <= kGrowth * short_rep[m][i].rel_rms + kGrowthSlack);
+          }
       }
   // GQA over a long sequence: the dK/dV kernel sums four query heads
   check_problem(make_problem(gen, {2, 1000, 4, 1, 128, 128}, true, 0));
+}
+
+// The project's default build (CUDA architectures 90) has the sm_90a forward: a compute
+// capability 9.0 device must take it, any other must not.
+TEST_CASE("cuda bf16 mma attention forward takes wgmma exactly on compute capability 9.0",
+          "[cuda]") {
+  HLA_REQUIRE_GPU();
+  int device = 0, major = 0, minor = 0;
+  REQUIRE(cudaGetDevice(&device) == cudaSuccess);
+  REQUIRE(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
+          cudaSuccess);
+  REQUIRE(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) ==
+          cudaSuccess);
+  INFO("compute capability " << major << "." << minor);
+  WARN("bf16 attention forward products: "
+       << (cuda::softmax_attention_wgmma_available() ? "wgmma and mma.sync" : "mma.sync"));
+  REQUIRE(cuda::softmax_attention_wgmma_available() == (major == 9 && minor == 0));
 }
 
 TEST_CASE("cuda bf16 mma attention rejects head sizes other than 64 and 128", "[cuda]") {

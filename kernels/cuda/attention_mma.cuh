@@ -1,0 +1,238 @@
+// What the bf16 attention kernels share (attention_mma.cu on mma.sync, attention_wgmma_sm90a.cu
+// on wgmma): the exponentials in log2 units, the rows of a head, the query tile of a block, the
+// accumulator fragments as product operands, the forward's online softmax over one key tile,
+// and the output rows' store. Fragments are mma.sync m16n8 C tiles (attention_mma.cu's header):
+// lane 4 g + t holds c[n][e] = C[g + 8 (e / 2)][8 n + 2 t + e % 2], the rows g and g + 8 of a
+// warp's 16 ("half" 0 and 1 below); wgmma's accumulators have the same layout per warp.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <limits>
+
+#include "kernels/cuda/attention_mask.cuh"
+#include "kernels/cuda/common.cuh"
+#include "kernels/recurrence.h"
+
+namespace hla::cuda::attention {
+
+using kernels::AttnDims;
+
+// 2^x on the multifunction unit, one MUFU.EX2 (ex2.approx.ftz: relative error about 2^-22).
+// The exponentials run in log2 units: scores scaled by scale log2(e), the running max and the
+// lse shifted to match, so each element takes one FFMA or FADD and one MUFU. (__expf(x) is
+// ex2.approx of x log2(e) without ftz: a multiply, a range test and two predicated multiplies
+// around the MUFU, 6 instructions an element where this takes 2.) Results below 2^-126 flush to
+// 0: P is at most 1 in every row (the max, or the lse, is subtracted), so they are invisible in
+// its f32 sums and its bf16 rounding.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+constexpr float kLog2e = 1.4426950408889634f;  // log2(e)
+constexpr float kLn2 = 0.6931471805599453f;    // ln(2) = 1 / log2(e)
+// How far (log2 units) a row's running maximum may lag its scores in the forward: exponents up
+// to 2^8, far inside f32 and bf16 range.
+constexpr float kStaleMax = 8.f;
+
+constexpr int kKeyTile = 64;  // keys per step of the forward and dQ loops
+constexpr int kVec = 8;       // bf16 per 16-byte load
+
+__device__ inline int64_t row_offset(int64_t b, int64_t t, int64_t T, int64_t heads, int64_t hd,
+                                     int64_t D) {
+  return ((b * T + t) * heads + hd) * D;
+}
+
+// The rows of one head of a [B,T,heads,D] bf16 tensor: row t starts at p + t * stride.
+struct HeadRows {
+  const bf16_dev* p;
+  int64_t stride;
+};
+template <int D>
+__device__ inline HeadRows head_rows(const bf16_dev* __restrict__ src, int64_t b, int64_t T,
+                                     int64_t heads, int64_t hd) {
+  return {src + (b * T * heads + hd) * D, heads * D};
+}
+
+// The query tile of a forward or dQ block (the last tiles, which see the most keys under
+// causality, run first) and the keys it walks: tiles of kKeyTile from j_begin to the one
+// holding `last`.
+struct QueryTile {
+  int64_t bh, b, h, c;  // (b, h) as one index, batch, head, the head's kv head
+  int64_t i0;           // first query
+  int nq;               // queries in the tile (fewer at the end of T)
+  int64_t j_begin, last;
+};
+__device__ inline QueryTile query_tile(const AttnDims& d, const MaskRule& mask, int n_tiles,
+                                       int rows) {
+  QueryTile qt;
+  const int tile = n_tiles - 1 - static_cast<int>(blockIdx.x % n_tiles);
+  qt.bh = blockIdx.x / n_tiles;
+  qt.b = qt.bh / d.H;
+  qt.h = qt.bh % d.H;
+  qt.c = qt.h / (d.H / d.Hkv);
+  qt.i0 = static_cast<int64_t>(tile) * rows;
+  qt.nq = static_cast<int>(d.T - qt.i0 < rows ? d.T - qt.i0 : rows);
+  const int64_t first = mask.first_key(qt.i0);
+  qt.j_begin = first - first % kKeyTile;
+  qt.last = mask.last_key(qt.i0 + qt.nq);
+  return qt;
+}
+
+// (lo, hi) rounded to bf16 and packed, lo in the low 16 bits.
+__device__ inline uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo: the low half
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// The A fragment of k-step j (columns 16 j .. 16 j + 15) from fp32 accumulators c[n-tile][4]:
+// the C tiles 2 j and 2 j + 1, rounded to bf16.
+template <int N>
+__device__ inline void a_from_acc(uint32_t (&a)[4], const float (&c)[N][4], int j) {
+  a[0] = pack_bf16(c[2 * j][0], c[2 * j][1]);
+  a[1] = pack_bf16(c[2 * j][2], c[2 * j][3]);
+  a[2] = pack_bf16(c[2 * j + 1][0], c[2 * j + 1][1]);
+  a[3] = pack_bf16(c[2 * j + 1][2], c[2 * j + 1][3]);
+}
+
+template <int N>
+__device__ inline void zero(float (&c)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) c[i][e] = 0.f;
+}
+
+// Sum / max over the 4 lanes of a quad (one accumulator row is spread over lanes 4 g .. 4 g + 3).
+__device__ inline float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ inline float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+// The forward's running softmax state of a thread's two rows: the running max m of the scores
+// in log2 units (scale log2(e) q.k), this thread's share l of the row sums (its columns of each
+// key tile), and scale2 = scale log2(e).
+struct OnlineSoftmax {
+  float scale2;
+  float masked;  // a raw score that scales to -inf: -inf in the scale's direction
+  float m[2], l[2];
+  __device__ explicit OnlineSoftmax(float scale)
+      : scale2(scale * kLog2e),
+        masked(scale2 >= 0.f ? -std::numeric_limits<float>::infinity()
+                             : std::numeric_limits<float>::infinity()),
+        m{-std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()},
+        l{0.f, 0.f} {}
+
+  // Raw scores s of keys j0.. (columns 8 n + 2 t + e % 2) for the thread's rows i_g (g) and
+  // i_g + 8: the disallowed ones become `masked`.
+  template <int NS>
+  __device__ void mask(float (&s)[NS][4], const MaskRule& rule, int64_t i_g, int64_t j0,
+                       int t) const {
+#pragma unroll
+    for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (!rule.allowed(i_g + 8 * (e / 2), j0 + 8 * nt + 2 * t + e % 2)) s[nt][e] = masked;
+  }
+
+  // One key tile: the raw scores s become P = 2^(scale2 s - m) in place (masked entries exactly
+  // 0 unless `whole`), m and l move on, and correction[half] is the factor by which the row's
+  // output accumulator must be scaled (1 when m stayed). Returns whether some m moved.
+  template <int NS>
+  __device__ bool step(float (&s)[NS][4], bool whole, float (&correction)[2]) {
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    // The rows' largest scaled scores, from the raw scores' extreme in the scale's direction
+    // (a warp-uniform branch): no multiply an element before the exponent's FFMA.
+    float top[2] = {neg_inf, neg_inf};
+    if (scale2 >= 0.f) {
+#pragma unroll
+      for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) top[e / 2] = fmaxf(top[e / 2], s[nt][e]);
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) top[e / 2] = fmaxf(top[e / 2], -s[nt][e]);
+    }
+    // m moves only when a row's maximum passes it by more than kStaleMax (log2 units), so the
+    // exponents stay below 2^kStaleMax and most tiles skip rescaling O; m = -inf (no allowed key
+    // yet) always moves. A row without allowed keys gives top = -inf (or NaN at scale 0): no move.
+    bool moved = false;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      correction[half] = 1.f;
+      const float mx = fabsf(scale2) * quad_max(top[half]);
+      if (mx > m[half] + kStaleMax) {
+        correction[half] = fast_exp2(m[half] - mx);
+        m[half] = mx;
+        moved = true;
+      }
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      // a row with no allowed key yet keeps m = -inf: shift it by 0 instead (no inf - inf)
+      const float shift = m[half] == neg_inf ? 0.f : m[half];
+      float row_sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nt][2 * half + e];
+          const float raw = x;
+          x = fast_exp2(fmaf(raw, scale2, -shift));
+          if (!whole && raw == masked) x = 0.f;  // exactly, whatever the scale (0 * inf is NaN)
+          row_sum += x;
+        }
+      l[half] = correction[half] * l[half] + row_sum;
+    }
+    return moved;
+  }
+
+  // After the last tile: the output rows divided by their sums (rows without allowed keys stay
+  // 0), and lse = ln(sum of e^(scale q.k)) of the rows (-inf without allowed keys) into lse_row
+  // [half] for the quad's first lane of each row below n_rows (r_g: the row of half 0).
+  template <int NO>
+  __device__ void finish(float (&acc)[NO][4], float* lse_row0, int r_g, int n_rows, int t) const {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float l_row = quad_sum(l[half]);
+      const float inv = l_row > 0.f ? 1.f / l_row : 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NO; ++nt) {
+        acc[nt][2 * half] *= inv;
+        acc[nt][2 * half + 1] *= inv;
+      }
+      const int r = r_g + 8 * half;
+      if (lse_row0 && t == 0 && r < n_rows)
+        lse_row0[r] =
+            l_row > 0.f ? m[half] * kLn2 + logf(l_row) : -std::numeric_limits<float>::infinity();
+    }
+  }
+};
+
+// Stores rows r0.. of a warp's 16 x D accumulator (times mul, as bf16) to head hd of a
+// [B,T,heads,D] tensor, rows below n only.
+template <int D>
+__device__ inline void store_rows(const float (&c)[D / 8][4], float mul, bf16_dev* __restrict__ dst,
+                                  int64_t b, int64_t t0, int row0, int n, int64_t T, int64_t heads,
+                                  int64_t hd, int g, int t) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = row0 + g + 8 * half;
+    if (r >= n) continue;
+    bf16_dev* row = dst + row_offset(b, t0 + r, T, heads, hd, D);
+#pragma unroll
+    for (int nt = 0; nt < D / 8; ++nt)
+      *reinterpret_cast<uint32_t*>(row + 8 * nt + 2 * t) =
+          pack_bf16(mul * c[nt][2 * half], mul * c[nt][2 * half + 1]);
+  }
+}
+
+}  // namespace hla::cuda::attention
