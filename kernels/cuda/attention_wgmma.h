@@ -1,7 +1,7 @@
-// The bf16 attention forward on Hopper's warpgroup products (attention_wgmma_sm90a.cu), built
-// when the CUDA architectures include 90 (HLA_WITH_SM90A); softmax_attention_mma_forward takes
-// it on compute capability 9.0 devices. Arguments as softmax_attention_mma_forward, which
-// checks them.
+// The bf16 attention forward (D = K = V in {64, 128}) and dQ (D = 128) on Hopper's warpgroup
+// products (attention_wgmma_sm90a.cu), built when the CUDA architectures include 90
+// (HLA_WITH_SM90A); softmax_attention_mma_forward and _backward take them on compute capability
+// 9.0 devices. Arguments as theirs, which they check; Dsum [B,H,T] = rowsum(dO o O).
 #pragma once
 
 #include "kernels/cuda/recurrence_cuda.h"
@@ -11,5 +11,7 @@ namespace hla::cuda {
 // Whether the device in use runs sm_90a code (compute capability 9.0: H100, H200).
 bool attention_wgmma_runs();
 void attention_wgmma_forward(const kernels::AttentionArgs<bf16>& a, const AttentionBf16Out& out);
+void attention_wgmma_dq(const kernels::AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
+                        const float* Dsum);
 
 }  // namespace hla::cuda

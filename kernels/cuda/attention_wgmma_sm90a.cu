@@ -84,6 +84,57 @@ struct Pieces {
   }
 };
 
+// The start of the block's dynamic shared memory as a shared address, rounded up to the
+// swizzle's alignment (the launch asks for kSwizzleAlign bytes more).
+__device__ inline uint32_t aligned_shared_base() {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  return (raw + wgmma::kSwizzleAlign - 1) / wgmma::kSwizzleAlign * wgmma::kSwizzleAlign;
+}
+
+// A block of 128 queries (forward, dQ): its place in the grid and the keys it walks, this
+// thread's warpgroup, rows and quad, and the copies of its query rows and key tiles.
+template <int D>
+struct QueryBlock {
+  QueryTile qt;
+  int group, g, t;
+  int row0;        // the thread's warp's first row in the block
+  int64_t g0;      // the warpgroup's first query
+  int64_t g_last;  // the last key its queries see (-1: it has no query below T)
+  Pieces<D, kKeyTile> kv;
+  int64_t kv_stride;
+  const bf16_dev *k, *v, *k_first, *v_first;  // this thread's first piece of the tile at key 0
+
+  __device__ QueryBlock(const AttnDims& d, const MaskRule& mask, int n_tiles, const bf16_dev* k_,
+                        const bf16_dev* v_)
+      : qt(query_tile(d, mask, n_tiles, kRows)),
+        group(threadIdx.x / kGroupThreads),
+        g(threadIdx.x % 32 / 4),
+        t(threadIdx.x % 4),
+        row0(kGroupRows * group + 16 * (threadIdx.x % kGroupThreads / 32)),
+        g0(qt.i0 + kGroupRows * group),
+        kv_stride(d.Hkv * D),
+        k(k_),
+        v(v_) {
+    const int g_rows = qt.nq - kGroupRows * group;
+    g_last = g_rows > 0 ? mask.last_key(g0 + (g_rows < kGroupRows ? g_rows : kGroupRows)) : -1;
+    k_first = head_rows<D>(k, qt.b, d.T, d.Hkv, qt.c).p + kv.row * kv_stride + kv.col;
+    v_first = head_rows<D>(v, qt.b, d.T, d.Hkv, qt.c).p + kv.row * kv_stride + kv.col;
+  }
+  // The block's rows of head qt.h of a [B,T,H,D] tensor (q, dO) into the tile at k_dst.
+  __device__ void load_rows(uint32_t dst, const bf16_dev* src, const AttnDims& d) const {
+    const Pieces<D, kRows> qp;
+    const HeadRows rows = head_rows<D>(src, qt.b, d.T, d.H, qt.h);
+    qp.load(dst, rows.p + (qt.i0 + qp.row) * rows.stride + qp.col, rows.stride, qt.nq, src);
+  }
+  // The key tile at j0: K into the tile at k_dst, V into the one at v_dst.
+  __device__ void fetch_kv(uint32_t k_dst, uint32_t v_dst, int64_t j0, int64_t T) const {
+    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
+    kv.load(k_dst, k_first + j0 * kv_stride, kv_stride, nk, k);
+    kv.load(v_dst, v_first + j0 * kv_stride, kv_stride, nk, v);
+  }
+};
+
 template <int D>
 __global__ void __launch_bounds__(kWgThreads, kOverlapped<D> ? 1 : 2)
     attention_wgmma_fwd_kernel(AttnDims d, const bf16_dev* __restrict__ q,
@@ -95,38 +146,18 @@ __global__ void __launch_bounds__(kWgThreads, kOverlapped<D> ? 1 : 2)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int NS = kKeyTile / 8, NO = D / 8, F = kAhead<D>, kBuffers = 2 * F;
   constexpr uint32_t kTileBytes = kKeyTile * D * 2;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  const uint32_t q_s =
-      (raw + wgmma::kSwizzleAlign - 1) / wgmma::kSwizzleAlign * wgmma::kSwizzleAlign;  // Q [128][D]
+  const uint32_t q_s = aligned_shared_base();        // Q [128][D]
   const uint32_t k_s = q_s + kRows * D * 2;          // K [kBuffers][64][D]
   const uint32_t v_s = k_s + kBuffers * kTileBytes;  // V [kBuffers][64][D]
-  const int group = threadIdx.x / kGroupThreads, lane = threadIdx.x % 32, g = lane / 4,
-            t = lane % 4;
-  const int row0 = kGroupRows * group + 16 * (threadIdx.x % kGroupThreads / 32);
   const MaskRule mask{d.T, causal, window};
-  const QueryTile qt = query_tile(d, mask, n_tiles, kRows);
-  const int64_t T = d.T, bh = qt.bh, b = qt.b, h = qt.h, i0 = qt.i0, last = qt.last;
-  const int nq = qt.nq;
-  // The warpgroup's queries [g0, g0 + g_rows) and the last key they see.
-  const int64_t g0 = i0 + kGroupRows * group;
-  const int g_rows = nq - kGroupRows * group < kGroupRows ? nq - kGroupRows * group : kGroupRows;
-  const int64_t g_last = g_rows > 0 ? mask.last_key(g0 + g_rows) : -1;
-
-  const Pieces<D, kKeyTile> kv;
-  const int64_t kv_stride = d.Hkv * D;
-  const bf16_dev* k_first = head_rows<D>(k, b, T, d.Hkv, qt.c).p + kv.row * kv_stride + kv.col;
-  const bf16_dev* v_first = head_rows<D>(v, b, T, d.Hkv, qt.c).p + kv.row * kv_stride + kv.col;
-  auto fetch_kv = [&](int buf, int64_t j0) {  // the key tile at j0 into buffer buf
-    const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
-    kv.load(k_s + buf * kTileBytes, k_first + j0 * kv_stride, kv_stride, nk, k);
-    kv.load(v_s + buf * kTileBytes, v_first + j0 * kv_stride, kv_stride, nk, v);
+  const QueryBlock<D> blk(d, mask, n_tiles, k, v);
+  const QueryTile& qt = blk.qt;
+  const int64_t T = d.T, i0 = qt.i0, last = qt.last, g0 = blk.g0, g_last = blk.g_last;
+  const int group = blk.group, g = blk.g, t = blk.t, row0 = blk.row0;
+  auto fetch_kv = [&](int buf, int64_t j0) {
+    blk.fetch_kv(k_s + buf * kTileBytes, v_s + buf * kTileBytes, j0, T);
   };
-  {
-    const Pieces<D, kRows> qp;
-    const HeadRows q_rows = head_rows<D>(q, b, T, d.H, h);
-    qp.load(q_s, q_rows.p + (i0 + qp.row) * q_rows.stride + qp.col, q_rows.stride, nq, q);
-  }
+  blk.load_rows(q_s, q, d);
   // the first F key tiles, a commit group each (empty past the last)
 #pragma unroll
   for (int i = 0; i < F; ++i) {
@@ -213,8 +244,109 @@ __global__ void __launch_bounds__(kWgThreads, kOverlapped<D> ? 1 : 2)
       wgmma::fence_operands(acc);
     }
   }
-  softmax.finish(acc, lse ? lse + bh * T + i0 : nullptr, row0 + g, nq, t);
-  store_rows<D>(acc, 1.f, o, b, i0, row0, nq, T, d.H, h, g, t);
+  softmax.finish(acc, lse ? lse + qt.bh * T + i0 : nullptr, row0 + g, qt.nq, t);
+  store_rows<D>(acc, 1.f, o, qt.b, i0, row0, qt.nq, T, d.H, qt.h, g, t);
+#endif
+}
+
+// dQ of a block of 128 queries (attention_mma.cu's dQ kernel on warpgroup products), the key
+// tiles in turn, double-buffered; run at D = 128 only (attention_mma.cu says why). Per tile of
+// 64 keys, a warpgroup:
+//   S = Q K^T, dP = dO V^T   2 D / 16 products m64n64k16, Q, dO, K, V from shared memory
+//   P = 2^(scale2 S - lse) (masked: 0), dS = P o (dP - D) in registers
+//   dQ += dS K               4 products m64nDk16, dS from registers (bf16), K MN-major
+// then dQ is scaled once and stored.
+template <int D>
+__global__ void __launch_bounds__(kWgThreads, 1)
+    attention_wgmma_dq_kernel(AttnDims d, const bf16_dev* __restrict__ q,
+                              const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
+                              bool causal, int64_t window, float scale,
+                              const bf16_dev* __restrict__ dout, const float* __restrict__ lse,
+                              const float* __restrict__ Dsum,  // [B,H,T] dO . O
+                              bf16_dev* __restrict__ dq,       // [B,T,H,D] overwritten
+                              int n_tiles) {                   // query tiles per (b, h)
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int NS = kKeyTile / 8, NO = D / 8;
+  constexpr uint32_t kTileBytes = kKeyTile * D * 2;
+  const uint32_t q_s = aligned_shared_base();  // Q [128][D]
+  const uint32_t do_s = q_s + kRows * D * 2;   // dO [128][D]
+  const uint32_t k_s = do_s + kRows * D * 2;   // K [2][64][D]
+  const uint32_t v_s = k_s + 2 * kTileBytes;   // V [2][64][D]
+  const MaskRule mask{d.T, causal, window};
+  const QueryBlock<D> blk(d, mask, n_tiles, k, v);
+  const QueryTile& qt = blk.qt;
+  const int64_t T = d.T, i0 = qt.i0, last = qt.last, g0 = blk.g0, g_last = blk.g_last;
+  const int g = blk.g, t = blk.t, row0 = blk.row0;
+  blk.load_rows(q_s, q, d);
+  blk.load_rows(do_s, dout, d);
+  if (qt.j_begin <= last) blk.fetch_kv(k_s, v_s, qt.j_begin, T);
+  cp_async_commit();
+  const float scale2 = scale * kLog2e;  // the exponents in log2 units (fast_exp2)
+  float lse_r[2], D_r[2];               // the thread's rows g and g + 8
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = row0 + g + 8 * half;
+    lse_r[half] = r < qt.nq ? kLog2e * lse[qt.bh * T + i0 + r] : 0.f;
+    D_r[half] = r < qt.nq ? Dsum[qt.bh * T + i0 + r] : 0.f;
+  }
+  const uint32_t rows_bytes = kGroupRows * blk.group * 128;  // the warpgroup's rows
+  const wgmma::Desc q_desc = wgmma::k_major(q_s + rows_bytes),
+                    do_desc = wgmma::k_major(do_s + rows_bytes), k_desc = wgmma::k_major(k_s),
+                    v_desc = wgmma::k_major(v_s), k_mn = wgmma::mn_major(k_s, kKeyTile);
+  float dq_acc[NO][4];
+  zero(dq_acc);
+  int buf = 0;
+  for (int64_t j0 = qt.j_begin; j0 <= last; j0 += kKeyTile, buf ^= 1) {
+    cp_async_wait<0>();  // this tile (and Q, dO) has landed
+    wgmma::fence_shared_for_async();
+    __syncthreads();  // for every thread; and every product has finished with the other buffer
+    if (j0 + kKeyTile <= last)
+      blk.fetch_kv(k_s + (buf ^ 1) * kTileBytes, v_s + (buf ^ 1) * kTileBytes, j0 + kKeyTile, T);
+    cp_async_commit();
+    if (j0 > g_last) continue;  // warpgroup-uniform: past it every key is masked for its rows
+    const uint32_t tile = buf * kTileBytes;
+    float s[NS][4], ds[NS][4];  // S, then P; dP, then dS: rows queries, columns keys
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      wgmma::mma_ss_n64(s, wgmma::advance(q_desc, wgmma::k_major_step(kRows, kk)),
+                        wgmma::advance(k_desc, tile + wgmma::k_major_step(kKeyTile, kk)), kk > 0);
+      wgmma::mma_ss_n64(ds, wgmma::advance(do_desc, wgmma::k_major_step(kRows, kk)),
+                        wgmma::advance(v_desc, tile + wgmma::k_major_step(kKeyTile, kk)), kk > 0);
+    }
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::fence_operands(s);
+    wgmma::fence_operands(ds);
+    const bool whole = mask.covers(g0, g0 + kGroupRows, j0, j0 + kKeyTile);
+#pragma unroll
+    for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        // accumulator e: query row row0 + g + 8 (e / 2), key column 8 nt + 2 t + e % 2
+        const int half = e / 2;
+        const int64_t i = i0 + row0 + g + 8 * half, j = j0 + 8 * nt + 2 * t + e % 2;
+        const float p =
+            whole || mask.allowed(i, j) ? fast_exp2(scale2 * s[nt][e] - lse_r[half]) : 0.f;
+        ds[nt][e] = p * (ds[nt][e] - D_r[half]);
+      }
+    uint32_t a[kKeyTile / 16][4];  // dS in bf16: every A fragment formed before the products
+#pragma unroll
+    for (int j = 0; j < kKeyTile / 16; ++j) a_from_acc(a[j], ds, j);
+    wgmma::fence();
+#pragma unroll
+    for (int j = 0; j < kKeyTile / 16; ++j) {  // dQ += dS K
+      const wgmma::Desc b = wgmma::advance(k_mn, tile + wgmma::mn_major_step(j));
+      if constexpr (D == 64)
+        wgmma::mma_rs_n64(dq_acc, a[j], b);
+      else
+        wgmma::mma_rs_n128(dq_acc, a[j], b);
+    }
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::fence_operands(dq_acc);
+  }
+  store_rows<D>(dq_acc, scale, dq, qt.b, i0, row0, qt.nq, T, d.H, qt.h, g, t);
 #endif
 }
 
@@ -237,6 +369,21 @@ void launch_forward(const AttentionArgs<bf16>& a, const AttentionBf16Out& out, c
   CUDA_CHECK(cudaGetLastError());
 }
 
+template <int D>
+void launch_dq(const AttentionArgs<bf16>& a, const AttentionBf16Grad& gr, const float* Dsum,
+               const char* op) {
+  const AttnDims& d = a.d;
+  const size_t smem =
+      static_cast<size_t>(2 * kRows + 4 * kKeyTile) * D * sizeof(bf16_dev) + wgmma::kSwizzleAlign;
+  const int n_tiles = static_cast<int>((d.T + kRows - 1) / kRows);
+  auto* kernel = attention_wgmma_dq_kernel<D>;
+  allow_shared_memory(kernel, smem, op);
+  kernel<<<static_cast<unsigned>(d.B * d.H * n_tiles), kWgThreads, smem, stream()>>>(
+      d, dev_ptr(a.q), dev_ptr(a.k), dev_ptr(a.v), a.causal, a.window, static_cast<float>(a.scale),
+      dev_ptr(gr.dout), gr.lse, Dsum, reinterpret_cast<bf16_dev*>(gr.dq), n_tiles);
+  CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
 
 bool attention_wgmma_runs() {
@@ -252,6 +399,14 @@ void attention_wgmma_forward(const AttentionArgs<bf16>& a, const AttentionBf16Ou
     launch_forward<64>(a, out, op);
   else
     launch_forward<128>(a, out, op);
+}
+
+void attention_wgmma_dq(const AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
+                        const float* Dsum) {
+  const char* op = "softmax_attention_mma_backward (cuda, wgmma)";
+  HLA_CHECK(attention_wgmma_runs(), op << ": needs a compute capability 9.0 device");
+  HLA_CHECK(a.d.K == 128 && a.d.V == 128, op << ": K=V=128");
+  launch_dq<128>(a, g, Dsum, op);
 }
 
 }  // namespace hla::cuda

@@ -89,9 +89,10 @@ struct AttentionBf16Grad {
 };
 // Whether the tensor-core kernels take these head sizes (K == V in {64, 128}).
 bool softmax_attention_mma_supports(const kernels::AttnDims& d);
-// The forward's products: Auto takes Hopper's warpgroup products (wgmma, attention_wgmma.h)
-// where the build and the device have them, unless the environment sets
-// HLA_ATTENTION_MMA=sync; Sync always takes mma.sync. Both compute the same function.
+// The products of the forward and of the backward's dQ: Auto takes Hopper's warpgroup products
+// (wgmma, attention_wgmma.h; dQ at D = 128) where the build and the device have them, unless
+// the environment sets HLA_ATTENTION_MMA=sync; Sync always takes mma.sync. Both compute the
+// same function.
 enum class AttentionMma { Auto, Sync };
 // Whether Auto takes the warpgroup products here: the build has them (its CUDA architectures
 // include 90) and the device in use has compute capability 9.0.
@@ -100,7 +101,8 @@ void softmax_attention_mma_forward(const kernels::AttentionArgs<bf16>& a,
                                    const AttentionBf16Out& out,
                                    AttentionMma mma = AttentionMma::Auto);
 void softmax_attention_mma_backward(const kernels::AttentionArgs<bf16>& a,
-                                    const AttentionBf16Grad& grad);
+                                    const AttentionBf16Grad& grad,
+                                    AttentionMma mma = AttentionMma::Auto);
 
 // ---- gated linear family on tensor cores (gated_linear_mma.cu)
 // The chunked tier (chunk 64) of gated_linear_chunk_* on bf16 mma.sync with fp32 accumulation,

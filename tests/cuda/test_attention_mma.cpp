@@ -6,8 +6,8 @@
 // against T = 130 (fp32 accumulators and statistics: the error stays flat in T); the unsupported
 // head sizes; the backward's determinism; and the autograd op on bf16 CUDA Vars (the
 // tensor-core path for K = V = 64, the f32 fallback for K = V = 32) against f32 CPU Vars. The
-// forward runs twice, on its two kinds of products: wgmma (sm_90a, compute capability 9.0) and
-// mma.sync.
+// forward (and at K = V = 128 dQ) runs twice, on its two kinds of products: wgmma (sm_90a,
+// compute capability 9.0) and mma.sync.
 // Tolerances:
 //   o, dq, dk, dv: relative RMS 1e-2. The kernels round P and dS to bf16 before their second
 //     product and o, dq, dk, dv on the way out (2^-9 relative per element, a few 1e-3 RMS), and
@@ -85,8 +85,8 @@ std::vector<Tensor> run_cpu(const Problem& p) {
   return {o, lse, dq, dk, dv};
 }
 
-// The tensor-core kernels on bf16 copies on the GPU, the forward on the products `mma` picks:
-// o, lse, dq, dk, dv as f32 CPU tensors.
+// The tensor-core kernels on bf16 copies on the GPU, the forward and dQ on the products `mma`
+// picks: o, lse, dq, dk, dv as f32 CPU tensors.
 std::vector<Tensor> run_mma(const Problem& p, cuda::AttentionMma mma = cuda::AttentionMma::Auto) {
   const kernels::AttnDims& d = p.d;
   const Tensor q = gpu(p.q).to(DType::bf16), k = gpu(p.k).to(DType::bf16);
@@ -99,15 +99,17 @@ std::vector<Tensor> run_mma(const Problem& p, cuda::AttentionMma mma = cuda::Att
   const kernels::AttentionArgs<bf16> a{d,        q.data<bf16>(), k.data<bf16>(), v.data<bf16>(),
                                        p.causal, p.window,       p.scale};
   cuda::softmax_attention_mma_forward(a, {o.data<bf16>(), lse.data<float>()}, mma);
-  cuda::softmax_attention_mma_backward(a, {dout.data<bf16>(), o.data<bf16>(), lse.data<float>(),
-                                           dq.data<bf16>(), dk.data<bf16>(), dv.data<bf16>()});
+  cuda::softmax_attention_mma_backward(a,
+                                       {dout.data<bf16>(), o.data<bf16>(), lse.data<float>(),
+                                        dq.data<bf16>(), dk.data<bf16>(), dv.data<bf16>()},
+                                       mma);
   std::vector<Tensor> res{o, lse, dq, dk, dv};
   for (Tensor& t : res) t = t.to(DType::f32).to(Device::CPU);
   return res;
 }
 
-// The forward's two kinds of products: Auto (wgmma where softmax_attention_wgmma_available())
-// and mma.sync.
+// The two kinds of products of the forward and dQ: Auto (wgmma where
+// softmax_attention_wgmma_available()) and mma.sync.
 const cuda::AttentionMma kMmas[] = {cuda::AttentionMma::Auto, cuda::AttentionMma::Sync};
 const char* mma_name(cuda::AttentionMma m) {
   return m == cuda::AttentionMma::Sync ? "mma.sync" : "auto";
@@ -198,9 +200,9 @@ TEST_CASE("cuda bf16 mma attention: long sequences, error flat in T", "[cuda]") 
   check_problem(make_problem(gen, {2, 1000, 4, 1, 128, 128}, true, 0));
 }
 
-// The project's default build (CUDA architectures 90) has the sm_90a forward: a compute
+// The project's default build (CUDA architectures 90) has the sm_90a kernels: a compute
 // capability 9.0 device must take it, any other must not.
-TEST_CASE("cuda bf16 mma attention forward takes wgmma exactly on compute capability 9.0",
+TEST_CASE("cuda bf16 mma attention takes wgmma exactly on compute capability 9.0",
           "[cuda]") {
   HLA_REQUIRE_GPU();
   int device = 0, major = 0, minor = 0;
@@ -210,7 +212,7 @@ TEST_CASE("cuda bf16 mma attention forward takes wgmma exactly on compute capabi
   REQUIRE(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) ==
           cudaSuccess);
   INFO("compute capability " << major << "." << minor);
-  WARN("bf16 attention forward products: "
+  WARN("bf16 attention forward and dQ products: "
        << (cuda::softmax_attention_wgmma_available() ? "wgmma and mma.sync" : "mma.sync"));
   REQUIRE(cuda::softmax_attention_wgmma_available() == (major == 9 && minor == 0));
 }
@@ -235,11 +237,13 @@ TEST_CASE("cuda bf16 mma attention rejects head sizes other than 64 and 128", "[
 TEST_CASE("cuda bf16 mma attention backward is deterministic", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(74);
-  const Problem p = make_problem(gen, {2, 300, 4, 1, 64, 64}, true, 100);
-  const std::vector<Tensor> first = run_mma(p), second = run_mma(p);
-  for (size_t i = 0; i < first.size(); ++i) {
-    INFO(kNames[i]);
-    REQUIRE(vals(first[i]) == vals(second[i]));
+  for (int64_t D : {64, 128}) {
+    const Problem p = make_problem(gen, {2, 300, 4, 1, D, D}, true, 100);
+    const std::vector<Tensor> first = run_mma(p), second = run_mma(p);
+    for (size_t i = 0; i < first.size(); ++i) {
+      INFO("D " << D << " " << kNames[i]);
+      REQUIRE(vals(first[i]) == vals(second[i]));
+    }
   }
 }
 

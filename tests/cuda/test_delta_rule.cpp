@@ -11,8 +11,9 @@
 // slices), the CPU-only reference tier's error, and the state carry: T tokens equal T1 then T2
 // tokens from the carried state, forward and backward, on both CUDA tiers. The chunk tier's TF32
 // products against the CPU with TF32 tolerances, and its bf16 kernels (bf16 products) against
-// the CPU with bf16 ones, whole and split with the state carried in bf16. Inputs: beta = sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with
-// l2norm_qk) so that the recurrence is contractive (spec 5.x). Tolerances (relative RMS): f64
+// the CPU with bf16 ones, whole and split with the state carried in bf16. Inputs: beta =
+// sigmoid(N(0,1)) in (0,1); k rows unit-norm (or raw with l2norm_qk) so that the recurrence is
+// contractive (spec 5.x). Tolerances (relative RMS): f64
 // 1e-10 (same algorithm or an exact reformulation, double rounding); f32 2e-5 for outputs and
 // 5e-5 for gradients (other summation orders over K, V and up to 200 steps; the CPU tiers agree
 // with the f64 reference to 1e-5 / 5e-5 on the same problems).
