@@ -503,17 +503,7 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DQ, D>())
     const bool whole = mask.covers(i0, i0 + kTile, j0, j0 + kKeyTile);
     mma_tile(s, q_rows, Kt, ld, lane);    // S = Q K^T
     mma_tile(ds, do_rows, Vt, ld, lane);  // dP = dO V^T
-#pragma unroll
-    for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        // c-register e: query row row0 + g + 8 (e / 2), key column 8 nt + 2 t + e % 2
-        const int half = e / 2;
-        const int64_t i = i0 + row0 + g + 8 * half, j = j0 + 8 * nt + 2 * t + e % 2;
-        const float p =
-            whole || mask.allowed(i, j) ? fast_exp2(scale2 * s[nt][e] - lse_r[half]) : 0.f;
-        ds[nt][e] = p * (ds[nt][e] - D_r[half]);
-      }
+    ds_from_scores(s, ds, mask, whole, i0 + row0 + g, j0, t, scale2, lse_r, D_r);
     mma_from_acc<NO, NS>(dq_acc, ds, Kt, ld, lane);  // dQ += dS K
   }
   store_rows<D>(dq_acc, scale, dq, b, i0, row0, nq, T, d.H, h, g, t);

@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/attention_mask.cuh"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/mma_fragments.cuh"
 #include "kernels/recurrence.h"
 
 namespace hla::cuda::attention {
@@ -81,28 +82,14 @@ __device__ inline QueryTile query_tile(const AttnDims& d, const MaskRule& mask, 
   return qt;
 }
 
-// (lo, hi) rounded to bf16 and packed, lo in the low 16 bits.
-__device__ inline uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo: the low half
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
 // The A fragment of k-step j (columns 16 j .. 16 j + 15) from fp32 accumulators c[n-tile][4]:
-// the C tiles 2 j and 2 j + 1, rounded to bf16.
+// the C tiles 2 j and 2 j + 1, rounded to bf16 (pack_bf16, zero: mma_fragments.cuh).
 template <int N>
 __device__ inline void a_from_acc(uint32_t (&a)[4], const float (&c)[N][4], int j) {
   a[0] = pack_bf16(c[2 * j][0], c[2 * j][1]);
   a[1] = pack_bf16(c[2 * j][2], c[2 * j][3]);
   a[2] = pack_bf16(c[2 * j + 1][0], c[2 * j + 1][1]);
   a[3] = pack_bf16(c[2 * j + 1][2], c[2 * j + 1][3]);
-}
-
-template <int N>
-__device__ inline void zero(float (&c)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) c[i][e] = 0.f;
 }
 
 // Sum / max over the 4 lanes of a quad (one accumulator row is spread over lanes 4 g .. 4 g + 3).
@@ -216,6 +203,26 @@ struct OnlineSoftmax {
     }
   }
 };
+
+// The backward's dS = P o (dP - D) in place of dP, for the thread's rows i_g (its row g) and
+// i_g + 8 and the keys j0 + 8 nt + 2 t + e % 2: P = 2^(scale2 S - lse2) with lse2 the rows' lse
+// in log2 units, 0 where the mask forbids the pair (unless `whole`), D = rowsum(dO o O).
+template <int NS>
+__device__ inline void ds_from_scores(const float (&s)[NS][4], float (&dp)[NS][4],
+                                      const MaskRule& mask, bool whole, int64_t i_g, int64_t j0,
+                                      int t, float scale2, const float (&lse2)[2],
+                                      const float (&D_r)[2]) {
+#pragma unroll
+  for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int half = e / 2;  // accumulator e: row g + 8 (e / 2), column 8 nt + 2 t + e % 2
+      const int64_t i = i_g + 8 * half, j = j0 + 8 * nt + 2 * t + e % 2;
+      const float p =
+          whole || mask.allowed(i, j) ? fast_exp2(scale2 * s[nt][e] - lse2[half]) : 0.f;
+      dp[nt][e] = p * (dp[nt][e] - D_r[half]);
+    }
+}
 
 // Stores rows r0.. of a warp's 16 x D accumulator (times mul, as bf16) to head hd of a
 // [B,T,heads,D] tensor, rows below n only.

@@ -319,17 +319,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     wgmma::fence_operands(s);
     wgmma::fence_operands(ds);
     const bool whole = mask.covers(g0, g0 + kGroupRows, j0, j0 + kKeyTile);
-#pragma unroll
-    for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        // accumulator e: query row row0 + g + 8 (e / 2), key column 8 nt + 2 t + e % 2
-        const int half = e / 2;
-        const int64_t i = i0 + row0 + g + 8 * half, j = j0 + 8 * nt + 2 * t + e % 2;
-        const float p =
-            whole || mask.allowed(i, j) ? fast_exp2(scale2 * s[nt][e] - lse_r[half]) : 0.f;
-        ds[nt][e] = p * (ds[nt][e] - D_r[half]);
-      }
+    ds_from_scores(s, ds, mask, whole, i0 + row0 + g, j0, t, scale2, lse_r, D_r);
     uint32_t a[kKeyTile / 16][4];  // dS in bf16: every A fragment formed before the products
 #pragma unroll
     for (int j = 0; j < kKeyTile / 16; ++j) a_from_acc(a[j], ds, j);
