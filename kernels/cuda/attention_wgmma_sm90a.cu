@@ -1,9 +1,10 @@
-// defines: hla::cuda::attention_wgmma_runs, attention_wgmma_forward (bf16, sm_90a)
+// defines: hla::cuda::attention_wgmma_runs, attention_wgmma_forward, attention_wgmma_dq (bf16,
+// sm_90a)
 //
 // The forward of softmax attention (attention_mma.cu: the same function, masks, GQA mapping,
-// online softmax with its stale running max, lse) on Hopper's warpgroup products (wgmma.cuh),
-// which read their shared-memory operands without ldmatrix and run at the tensor cores' full
-// rate. Layouts as attention_mma.cu, D = K = V in {64, 128}.
+// online softmax with its stale running max, lse) and the backward's dQ on Hopper's warpgroup
+// products (wgmma.cuh), which read their shared-memory operands without ldmatrix and run at the
+// tensor cores' full rate. Layouts as attention_mma.cu, D = K = V in {64, 128}.
 //
 // One block of 2 warpgroups per (b, h, 128 queries); warpgroup w owns queries 64 w .. 64 w + 63
 // (its warp u the rows 16 u .. of those, as in attention_mma.cu). Per tile of 64 keys:
@@ -23,7 +24,6 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels/cuda/attention_mma.cuh"
 #include "kernels/cuda/attention_wgmma.h"
@@ -121,7 +121,7 @@ struct QueryBlock {
     k_first = head_rows<D>(k, qt.b, d.T, d.Hkv, qt.c).p + kv.row * kv_stride + kv.col;
     v_first = head_rows<D>(v, qt.b, d.T, d.Hkv, qt.c).p + kv.row * kv_stride + kv.col;
   }
-  // The block's rows of head qt.h of a [B,T,H,D] tensor (q, dO) into the tile at k_dst.
+  // The block's rows of head qt.h of a [B,T,H,D] tensor (q, dO) into the tile at dst.
   __device__ void load_rows(uint32_t dst, const bf16_dev* src, const AttnDims& d) const {
     const Pieces<D, kRows> qp;
     const HeadRows rows = head_rows<D>(src, qt.b, d.T, d.H, qt.h);

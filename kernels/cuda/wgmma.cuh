@@ -3,7 +3,7 @@
 // A warpgroup (4 consecutive warps, the first a multiple of 4) computes D (+)= A B for A 64 x 16
 // and B 16 x N (bf16, f32 accumulators): B from shared memory through a descriptor, A from
 // shared memory too or from registers. The 128 threads issue the product together; it runs
-// asynchronously until wgmma_wait, and wgmma_fence orders register writes before it.
+// asynchronously until wgmma::wait, and wgmma::fence orders register writes before it.
 //
 // Accumulators: warp w of the warpgroup holds rows 16 w .. 16 w + 15 as mma.sync m16n8 C tiles,
 // one for each 8 columns: d[j][e] = D[16 w + g + 8 (e / 2)][8 j + 2 t + e % 2] (lane 4 g + t).
