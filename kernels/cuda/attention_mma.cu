@@ -109,18 +109,6 @@ constexpr int kBwdQueries = 32;  // queries per step of the dK/dV loop (QT in th
 
 // ---- shared-memory tiles
 
-// A [ROWS][D] tile moves in 16-byte pieces, kPieces a thread: thread x takes columns
-// col = 8 (x % (D / 8)) .. col + 7 of rows row = x / (D / 8) + kRowStep i, i < kPieces. The
-// thread's first addresses are formed once; each further piece is one add.
-template <int D, int ROWS>
-struct TilePieces {
-  static constexpr int kChunks = D / kVec, kRowStep = kMmaThreads / kChunks,
-                       kPieces = ROWS / kRowStep;
-  static_assert(ROWS % kRowStep == 0, "a tile is a whole number of thread rows");
-  int row = static_cast<int>(threadIdx.x) / kChunks;
-  int col = static_cast<int>(threadIdx.x) % kChunks * kVec;
-};
-
 // One 16-byte piece of a tile: to = from, or zeros when !valid (from is then not read); any is
 // a readable address for a cp.async that reads nothing.
 template <bool Async>
@@ -138,7 +126,7 @@ __device__ inline void copy_piece(bf16_dev* to, const bf16_dev* from, bool valid
 template <int D, int ROWS, bool Async>
 __device__ inline void load_tile(bf16_dev* dst, const HeadRows& src, int64_t t0, int n) {
   constexpr int ld = D + kPad;
-  using P = TilePieces<D, ROWS>;
+  using P = TilePieces<D, ROWS, kMmaThreads>;
   const P at;
   const int64_t step = P::kRowStep * src.stride;
   const bf16_dev* from = src.p + (t0 + at.row) * src.stride + at.col;

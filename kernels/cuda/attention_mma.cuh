@@ -57,6 +57,18 @@ __device__ inline HeadRows head_rows(const bf16_dev* __restrict__ src, int64_t b
   return {src + (b * T * heads + hd) * D, heads * D};
 }
 
+// A [ROWS][D] tile moved by THREADS threads in 16-byte pieces, kPieces a thread: thread x takes
+// columns col = 8 (x % (D / 8)) .. col + 7 of rows row = x / (D / 8) + kRowStep i, i < kPieces.
+// The thread's first addresses are formed once; each further piece is one add.
+template <int D, int ROWS, int THREADS>
+struct TilePieces {
+  static constexpr int kChunks = D / kVec, kRowStep = THREADS / kChunks,
+                       kPieces = ROWS / kRowStep;
+  static_assert(ROWS % kRowStep == 0, "a tile is a whole number of thread rows");
+  int row = static_cast<int>(threadIdx.x) / kChunks;
+  int col = static_cast<int>(threadIdx.x) % kChunks * kVec;
+};
+
 // The query tile of a forward or dQ block (the last tiles, which see the most keys under
 // causality, run first) and the keys it walks: tiles of kKeyTile from j_begin to the one
 // holding `last`.

@@ -51,17 +51,14 @@ constexpr bool kOverlapped = D == 128;
 template <int D>
 constexpr int kAhead = kOverlapped<D> ? 2 : 1;
 
-// A thread's 16-byte pieces of a swizzled [ROWS][D] tile (wgmma.cuh): the 8 columns col = 8
-// (x % (D / 8)).. of rows row = x / (D / 8) + kRowStep i for thread x. kRowStep is a multiple of
-// 8, so each further piece lies kRowStep rows on in the swizzled tile too: the addresses are
-// formed once, then one add a piece.
+// A thread's 16-byte pieces (attention::TilePieces) of a swizzled [ROWS][D] tile (wgmma.cuh).
+// kRowStep is a multiple of 8, so each further piece lies kRowStep rows on in the swizzled tile
+// too: one add a piece there as well.
 template <int D, int ROWS>
-struct Pieces {
-  static constexpr int kChunks = D / kVec, kRowStep = kWgThreads / kChunks,
-                       kCount = ROWS / kRowStep;
-  static_assert(ROWS % kRowStep == 0 && kRowStep % 8 == 0, "whole swizzle periods a pass");
-  int row = static_cast<int>(threadIdx.x) / kChunks;
-  int col = static_cast<int>(threadIdx.x) % kChunks * kVec;
+struct Pieces : TilePieces<D, ROWS, kWgThreads> {
+  using Base = TilePieces<D, ROWS, kWgThreads>;
+  using Base::col, Base::kPieces, Base::kRowStep, Base::row;
+  static_assert(kRowStep % 8 == 0, "whole swizzle periods a pass");
   uint32_t to = 2 * wgmma::swizzled(row, col, ROWS);  // bytes into the tile
 
   // The tile at shared address dst = rows of a head whose row `row` (this thread's first),
@@ -72,12 +69,12 @@ struct Pieces {
     const int64_t step = kRowStep * stride;
     if (n >= ROWS) {  // every row inside T: no tests (the loop's tiles)
 #pragma unroll
-      for (int i = 0; i < kCount; ++i, from += step)
+      for (int i = 0; i < kPieces; ++i, from += step)
         cp_async_16(dst + to + i * kRowStep * 128, from, true);
       return;
     }
 #pragma unroll
-    for (int i = 0; i < kCount; ++i, from += step) {
+    for (int i = 0; i < kPieces; ++i, from += step) {
       const bool valid = row + i * kRowStep < n;
       cp_async_16(dst + to + i * kRowStep * 128, valid ? from : any, valid);
     }
@@ -199,11 +196,7 @@ __global__ void __launch_bounds__(kWgThreads, kOverlapped<D> ? 1 : 2)
     wgmma::fence();
 #pragma unroll
     for (int j = 0; j < kKeyTile / 16; ++j) {
-      const wgmma::Desc b = wgmma::advance(v_desc, vbuf * kTileBytes + wgmma::mn_major_step(j));
-      if constexpr (D == 64)
-        wgmma::mma_rs_n64(acc, p[j], b);
-      else
-        wgmma::mma_rs_n128(acc, p[j], b);
+      wgmma::mma_rs(acc, p[j], wgmma::advance(v_desc, vbuf * kTileBytes + wgmma::mn_major_step(j)));
     }
     wgmma::commit();
   };
@@ -326,11 +319,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     wgmma::fence();
 #pragma unroll
     for (int j = 0; j < kKeyTile / 16; ++j) {  // dQ += dS K
-      const wgmma::Desc b = wgmma::advance(k_mn, tile + wgmma::mn_major_step(j));
-      if constexpr (D == 64)
-        wgmma::mma_rs_n64(dq_acc, a[j], b);
-      else
-        wgmma::mma_rs_n128(dq_acc, a[j], b);
+      wgmma::mma_rs(dq_acc, a[j], wgmma::advance(k_mn, tile + wgmma::mn_major_step(j)));
     }
     wgmma::commit();
     wgmma::wait<0>();

@@ -8,17 +8,15 @@
 
 namespace hla::cuda {
 
-// 16 bytes (4, 8 for cp_async_4, cp_async_8) from src to shared dst, or zeros when !valid (src
-// is then not read).
-__device__ inline void cp_async_16(void* dst, const void* src, bool valid) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-// The same to a shared-memory byte address.
+// 16 bytes (4, 8 for cp_async_4, cp_async_8) from src to shared dst (a shared-memory byte
+// address, or a generic pointer into shared memory), or zeros when !valid (src is then not
+// read).
 __device__ inline void cp_async_16(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0));
+}
+__device__ inline void cp_async_16(void* dst, const void* src, bool valid) {
+  cp_async_16(static_cast<uint32_t>(__cvta_generic_to_shared(dst)), src, valid);
 }
 __device__ inline void cp_async_4(void* dst, const void* src, bool valid) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));

@@ -138,6 +138,16 @@ __device__ inline void mma_rs_n128(float (&d)[16][4], const uint32_t (&a)[4], De
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.lo), "r"(b.hi), "r"(1));
 }
 
+// d += A B, 64 x N x 16 for N in {64, 128} (the width of d): mma_rs_n64 or mma_rs_n128.
+template <int NT>
+__device__ inline void mma_rs(float (&d)[NT][4], const uint32_t (&a)[4], Desc b) {
+  static_assert(NT == 8 || NT == 16, "N = 64 or 128");
+  if constexpr (NT == 8)
+    mma_rs_n64(d, a, b);
+  else
+    mma_rs_n128(d, a, b);
+}
+
 #undef HLA_WG_ACC4
 #undef HLA_WG_ACC32
 #undef HLA_WG_ACC64
