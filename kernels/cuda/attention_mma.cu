@@ -6,9 +6,10 @@
 // softmax statistics (m, l, lse, D = rowsum(dO o O)) and every accumulator stay fp32; only the
 // operands of the products are bf16: q, k, v, dO as given, and P (forward, dV) and dS (dK, dQ)
 // rounded from fp32 registers.
-// On compute capability 9.0 devices the forward (and at D = 128 dQ) run on Hopper's warpgroup
-// products instead (attention_wgmma_sm90a.cu, the same function), unless AttentionMma::Sync or
-// HLA_ATTENTION_MMA=sync asks for these; the pieces both share are in attention_mma.cuh.
+// On compute capability 9.0 devices the forward and the backward's dQ and dK/dV run on Hopper's
+// warpgroup products instead (attention_wgmma_sm90a.cu, the same function), unless
+// AttentionMma::Sync or HLA_ATTENTION_MMA=sync asks for these; the pieces both share are in
+// attention_mma.cuh.
 // Layouts (device pointers, row-major, contiguous, 16-byte aligned), D = K = V in {64, 128}:
 //   q [B,T,H,D]   k, v [B,T,Hkv,D]   o, dout [B,T,H,D] (bf16)   lse [B,H,T] (f32)
 //
@@ -410,20 +411,7 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
     const bool whole = mask.covers(i0, i0 + QT, j0, j0 + kTile);
     mma_tile(pt, k_rows, Qt, ld, lane);    // S^T = K Q^T
     mma_tile(dst, v_rows, dOt, ld, lane);  // dP^T = V dO^T
-#pragma unroll
-    for (int nt = 0; nt < NQ; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        // c-register e: key row row0 + g + 8 (e / 2), query column 8 nt + 2 t + e % 2
-        const int qc = 8 * nt + 2 * t + e % 2;
-        const int64_t j = j0 + row0 + g + 8 * (e / 2);
-        const float p =
-            whole || mask.allowed(i0 + qc, j)
-                ? fast_exp2(scale2 * pt[nt][e] - kLog2e * lse_t[qc])
-                : 0.f;
-        pt[nt][e] = p;
-        dst[nt][e] = p * (dst[nt][e] - D_t[qc]);
-      }
+    ds_t_from_scores(pt, dst, mask, whole, i0, j0 + row0 + g, t, scale2, lse_t, D_t);
     mma_from_acc<NO, NQ>(dv_acc, pt, dOt, ld, lane);  // dV += P^T dO
     mma_from_acc<NO, NQ>(dk_acc, dst, Qt, ld, lane);  // dK += dS^T Q
     h = h_next, i0 = i_next;
@@ -610,6 +598,14 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
   attention_mma_delta_kernel<<<grid_for(d.B * d.H * d.T * 32), kThreads, 0, stream()>>>(
       d, dev_ptr(g.dout), dev_ptr(g.o), D_ptr);
   CUDA_CHECK(cudaGetLastError());
+#ifdef HLA_WITH_SM90A
+  if (mma == AttentionMma::Auto && wgmma_chosen()) {
+    attention_wgmma_dkdv(a, g, D_ptr);
+    return attention_wgmma_dq(a, g, D_ptr);
+  }
+#else
+  (void)mma;
+#endif
   visit_head_size(d.K, [&](auto dc) {
     constexpr int D = decltype(dc)::value, QT = kBwdQueries;
     const int n_tiles = tiles_of(d.T, kTile);
@@ -623,14 +619,6 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
         g.lse, D_ptr, dev_ptr(g.dk), dev_ptr(g.dv), n_tiles);
     CUDA_CHECK(cudaGetLastError());
 
-#ifdef HLA_WITH_SM90A
-    // The warpgroup dQ at D = 128 only: at D = 64 its 158 registers leave one block an SM, and
-    // this kernel's three blocks were faster (H200: forward+backward 3% slower with it).
-    if (D == 128 && mma == AttentionMma::Auto && wgmma_chosen())
-      return attention_wgmma_dq(a, g, D_ptr);
-#else
-    (void)mma;
-#endif
     const size_t smem_dq = static_cast<size_t>(2 * kTile + 4 * kKeyTile) * (D + kPad) * kBf16Bytes +
                            2 * kTile * sizeof(float);
     auto* dq = attention_mma_dq_kernel<D>;

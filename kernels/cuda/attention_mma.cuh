@@ -145,6 +145,11 @@ struct OnlineSoftmax {
   // output accumulator must be scaled (1 when m stayed). Returns whether some m moved.
   template <int NS>
   __device__ bool step(float (&s)[NS][4], bool whole, float (&correction)[2]) {
+    return whole ? step_tile<true>(s, correction) : step_tile<false>(s, correction);
+  }
+  // The same with `whole` known at compile time: the whole tiles' loop has no test an element.
+  template <bool Whole, int NS>
+  __device__ bool step_tile(float (&s)[NS][4], float (&correction)[2]) {
     const float neg_inf = -std::numeric_limits<float>::infinity();
     // The rows' largest scaled scores, from the raw scores' extreme in the scale's direction
     // (a warp-uniform branch): no multiply an element before the exponent's FFMA.
@@ -186,7 +191,7 @@ struct OnlineSoftmax {
           float& x = s[nt][2 * half + e];
           const float raw = x;
           x = fast_exp2(fmaf(raw, scale2, -shift));
-          if (!whole && raw == masked) x = 0.f;  // exactly, whatever the scale (0 * inf is NaN)
+          if (!Whole && raw == masked) x = 0.f;  // exactly, whatever the scale (0 * inf is NaN)
           row_sum += x;
         }
       l[half] = correction[half] * l[half] + row_sum;
@@ -218,11 +223,13 @@ struct OnlineSoftmax {
 
 // The backward's dS = P o (dP - D) in place of dP, for the thread's rows i_g (its row g) and
 // i_g + 8 and the keys j0 + 8 nt + 2 t + e % 2: P = 2^(scale2 S - lse2) with lse2 the rows' lse
-// in log2 units, 0 where the mask forbids the pair (unless `whole`), D = rowsum(dO o O).
-template <int NS>
+// in log2 units, 0 where the mask forbids the pair (unless Whole), D = rowsum(dO o O). Whole is
+// a template argument so that the loop of a whole tile has no test an element (a run-time flag
+// there cost a branch an element around each exponential).
+template <bool Whole, int NS>
 __device__ inline void ds_from_scores(const float (&s)[NS][4], float (&dp)[NS][4],
-                                      const MaskRule& mask, bool whole, int64_t i_g, int64_t j0,
-                                      int t, float scale2, const float (&lse2)[2],
+                                      const MaskRule& mask, int64_t i_g, int64_t j0, int t,
+                                      float scale2, const float (&lse2)[2],
                                       const float (&D_r)[2]) {
 #pragma unroll
   for (int nt = 0; nt < NS; ++nt)
@@ -231,9 +238,49 @@ __device__ inline void ds_from_scores(const float (&s)[NS][4], float (&dp)[NS][4
       const int half = e / 2;  // accumulator e: row g + 8 (e / 2), column 8 nt + 2 t + e % 2
       const int64_t i = i_g + 8 * half, j = j0 + 8 * nt + 2 * t + e % 2;
       const float p =
-          whole || mask.allowed(i, j) ? fast_exp2(scale2 * s[nt][e] - lse2[half]) : 0.f;
+          Whole || mask.allowed(i, j) ? fast_exp2(scale2 * s[nt][e] - lse2[half]) : 0.f;
       dp[nt][e] = p * (dp[nt][e] - D_r[half]);
     }
+}
+template <int NS>
+__device__ inline void ds_from_scores(const float (&s)[NS][4], float (&dp)[NS][4],
+                                      const MaskRule& mask, bool whole, int64_t i_g, int64_t j0,
+                                      int t, float scale2, const float (&lse2)[2],
+                                      const float (&D_r)[2]) {
+  if (whole)
+    ds_from_scores<true>(s, dp, mask, i_g, j0, t, scale2, lse2, D_r);
+  else
+    ds_from_scores<false>(s, dp, mask, i_g, j0, t, scale2, lse2, D_r);
+}
+
+// The dK/dV kernels' transposed form: S^T and dP^T with rows the keys j_g (the thread's row g)
+// and j_g + 8, columns the queries i0 + 8 nt + 2 t + e % 2 whose lse (natural log) and D are
+// lse_t[column], D_t[column]. S^T becomes P^T and dP^T becomes dS^T = P^T o (dP^T - D).
+template <bool Whole, int NQ>
+__device__ inline void ds_t_from_scores(float (&st)[NQ][4], float (&dpt)[NQ][4],
+                                        const MaskRule& mask, int64_t i0, int64_t j_g, int t,
+                                        float scale2, const float* lse_t, const float* D_t) {
+#pragma unroll
+  for (int nt = 0; nt < NQ; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int qc = 8 * nt + 2 * t + e % 2;
+      const float p = Whole || mask.allowed(i0 + qc, j_g + 8 * (e / 2))
+                          ? fast_exp2(scale2 * st[nt][e] - kLog2e * lse_t[qc])
+                          : 0.f;
+      st[nt][e] = p;
+      dpt[nt][e] = p * (dpt[nt][e] - D_t[qc]);
+    }
+}
+template <int NQ>
+__device__ inline void ds_t_from_scores(float (&st)[NQ][4], float (&dpt)[NQ][4],
+                                        const MaskRule& mask, bool whole, int64_t i0, int64_t j_g,
+                                        int t, float scale2, const float* lse_t,
+                                        const float* D_t) {
+  if (whole)
+    ds_t_from_scores<true>(st, dpt, mask, i0, j_g, t, scale2, lse_t, D_t);
+  else
+    ds_t_from_scores<false>(st, dpt, mask, i0, j_g, t, scale2, lse_t, D_t);
 }
 
 // Stores rows r0.. of a warp's 16 x D accumulator (times mul, as bf16) to head hd of a

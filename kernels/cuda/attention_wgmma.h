@@ -1,7 +1,7 @@
-// The bf16 attention forward (D = K = V in {64, 128}) and dQ (D = 128) on Hopper's warpgroup
-// products (attention_wgmma_sm90a.cu), built when the CUDA architectures include 90
-// (HLA_WITH_SM90A); softmax_attention_mma_forward and _backward take them on compute capability
-// 9.0 devices. Arguments as theirs, which they check; Dsum [B,H,T] = rowsum(dO o O).
+// The bf16 attention forward and the backward's dQ and dK/dV (D = K = V in {64, 128}) on
+// Hopper's warpgroup products (attention_wgmma_sm90a.cu), built when the CUDA architectures
+// include 90 (HLA_WITH_SM90A); softmax_attention_mma_forward and _backward take them on compute
+// capability 9.0 devices. Arguments as theirs, which they check; Dsum [B,H,T] = rowsum(dO o O).
 #pragma once
 
 #include "kernels/cuda/recurrence_cuda.h"
@@ -13,5 +13,7 @@ bool attention_wgmma_runs();
 void attention_wgmma_forward(const kernels::AttentionArgs<bf16>& a, const AttentionBf16Out& out);
 void attention_wgmma_dq(const kernels::AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
                         const float* Dsum);
+void attention_wgmma_dkdv(const kernels::AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
+                          const float* Dsum);
 
 }  // namespace hla::cuda

@@ -1,13 +1,14 @@
-// defines: hla::cuda::attention_wgmma_runs, attention_wgmma_forward, attention_wgmma_dq (bf16,
-// sm_90a)
+// defines: hla::cuda::attention_wgmma_runs, attention_wgmma_forward, attention_wgmma_dq,
+// attention_wgmma_dkdv (bf16, sm_90a)
 //
 // The forward of softmax attention (attention_mma.cu: the same function, masks, GQA mapping,
-// online softmax with its stale running max, lse) and the backward's dQ on Hopper's warpgroup
-// products (wgmma.cuh), which read their shared-memory operands without ldmatrix and run at the
-// tensor cores' full rate. Layouts as attention_mma.cu, D = K = V in {64, 128}.
+// online softmax with its stale running max, lse) and the backward's dQ and dK/dV on Hopper's
+// warpgroup products (wgmma.cuh), which read their shared-memory operands without ldmatrix and
+// run at the tensor cores' full rate. Layouts as attention_mma.cu, D = K = V in {64, 128}.
 //
-// One block of 2 warpgroups per (b, h, 128 queries); warpgroup w owns queries 64 w .. 64 w + 63
-// (its warp u the rows 16 u .. of those, as in attention_mma.cu). Per tile of 64 keys:
+// Forward: one block of 2 warpgroups per (b, h, 128 queries); warpgroup w owns queries
+// 64 w .. 64 w + 63 (its warp u the rows 16 u .. of those, as in attention_mma.cu). Per tile of
+// 64 keys:
 //   S = Q K^T     D / 16 products m64n64k16, Q and K from shared memory (K-major)
 //   mask, online softmax on S in registers (attention::OnlineSoftmax), O rescaled if m moved
 //   O += P V      4 products m64nDk16, P from registers (bf16), V from shared memory (MN-major)
@@ -50,13 +51,17 @@ template <int D>
 constexpr bool kOverlapped = D == 128;
 template <int D>
 constexpr int kAhead = kOverlapped<D> ? 2 : 1;
+// Blocks an SM of the dK/dV kernel (one warpgroup each): at D = 64, 3 (168 registers a thread;
+// on an H200 3% faster than 2), at D = 128 2 (255 registers).
+template <int D>
+constexpr int kDkdvBlocks = D == 64 ? 3 : 2;
 
 // A thread's 16-byte pieces (attention::TilePieces) of a swizzled [ROWS][D] tile (wgmma.cuh).
 // kRowStep is a multiple of 8, so each further piece lies kRowStep rows on in the swizzled tile
 // too: one add a piece there as well.
-template <int D, int ROWS>
-struct Pieces : TilePieces<D, ROWS, kWgThreads> {
-  using Base = TilePieces<D, ROWS, kWgThreads>;
+template <int D, int ROWS, int THREADS = kWgThreads>
+struct Pieces : TilePieces<D, ROWS, THREADS> {
+  using Base = TilePieces<D, ROWS, THREADS>;
   using Base::col, Base::kPieces, Base::kRowStep, Base::row;
   static_assert(kRowStep % 8 == 0, "whole swizzle periods a pass");
   uint32_t to = 2 * wgmma::swizzled(row, col, ROWS);  // bytes into the tile
@@ -243,14 +248,14 @@ __global__ void __launch_bounds__(kWgThreads, kOverlapped<D> ? 1 : 2)
 }
 
 // dQ of a block of 128 queries (attention_mma.cu's dQ kernel on warpgroup products), the key
-// tiles in turn, double-buffered; run at D = 128 only (attention_mma.cu says why). Per tile of
-// 64 keys, a warpgroup:
+// tiles in turn, double-buffered; two blocks an SM at D = 64 (128 registers), one at D = 128.
+// Per tile of 64 keys, a warpgroup:
 //   S = Q K^T, dP = dO V^T   2 D / 16 products m64n64k16, Q, dO, K, V from shared memory
 //   P = 2^(scale2 S - lse) (masked: 0), dS = P o (dP - D) in registers
 //   dQ += dS K               4 products m64nDk16, dS from registers (bf16), K MN-major
 // then dQ is scaled once and stored.
 template <int D>
-__global__ void __launch_bounds__(kWgThreads, 1)
+__global__ void __launch_bounds__(kWgThreads, D == 64 ? 2 : 1)
     attention_wgmma_dq_kernel(AttnDims d, const bf16_dev* __restrict__ q,
                               const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
                               bool causal, int64_t window, float scale,
@@ -329,6 +334,132 @@ __global__ void __launch_bounds__(kWgThreads, 1)
 #endif
 }
 
+// dK, dV of a block of one warpgroup and 64 keys (attention_mma.cu's dK/dV kernel on warpgroup
+// products). The block walks the query tiles (64 queries) of every query head of its kv head's
+// group that see its keys, in turn, double-buffered. Per query tile:
+//   S^T = K Q^T, dP^T = V dO^T   2 D / 16 products m64n64k16 from shared memory (K-major)
+//   P^T = 2^(scale2 S^T - lse) (masked: 0), dS^T = P^T o (dP^T - D) in registers (lse and D
+//     of each column, a query, from shared memory)
+//   dV += P^T dO, dK += dS^T Q   4 + 4 products m64nDk16, P^T and dS^T from registers (bf16),
+//     dO and Q MN-major
+// then dK is scaled once and both are stored. Each product is waited for before the code that
+// reads it; the overlap comes from the other blocks on the SM (kDkdvBlocks), whose barriers are
+// their own. Shared memory: K, V [64][D] and two buffers of Q, dO [64][D], lse, D [64].
+template <int D>
+__global__ void __launch_bounds__(kGroupThreads, kDkdvBlocks<D>)
+    attention_wgmma_dkdv_kernel(AttnDims d, const bf16_dev* __restrict__ q,
+                                const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
+                                bool causal, int64_t window, float scale,
+                                const bf16_dev* __restrict__ dout, const float* __restrict__ lse,
+                                const float* __restrict__ Dsum,  // [B,H,T] dO . O
+                                bf16_dev* __restrict__ dk, bf16_dev* __restrict__ dv,
+                                int n_tiles) {  // key tiles per (b, kv head)
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int QT = kKeyTile, NQ = QT / 8, NO = D / 8;  // queries a step: the products' n
+  constexpr uint32_t kTileBytes = kKeyTile * D * 2;
+  const uint32_t k_s = aligned_shared_base();   // K [64][D]
+  const uint32_t v_s = k_s + kTileBytes;        // V [64][D]
+  const uint32_t q_s = v_s + kTileBytes;        // Q [2][64][D]
+  const uint32_t do_s = q_s + 2 * kTileBytes;   // dO [2][64][D]
+  float* const vec_s =                          // lse, D [2][2][64]
+      static_cast<float*>(__cvta_shared_to_generic(do_s + 2 * kTileBytes));
+  const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+  const int row0 = 16 * (threadIdx.x / 32);  // the warp's first key in the block
+  const int tile = static_cast<int>(blockIdx.x % n_tiles);
+  const int64_t bc = blockIdx.x / n_tiles, b = bc / d.Hkv, c = bc % d.Hkv, heads = d.H / d.Hkv;
+  const int64_t T = d.T, j0 = static_cast<int64_t>(tile) * kKeyTile;
+  const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
+  const MaskRule mask{T, causal, window};
+  const float scale2 = scale * kLog2e;  // the exponents in log2 units (fast_exp2)
+  {
+    const Pieces<D, kKeyTile, kGroupThreads> kp;
+    const int64_t stride = d.Hkv * D;
+    const bf16_dev* k0 = head_rows<D>(k, b, T, d.Hkv, c).p + (j0 + kp.row) * stride + kp.col;
+    const bf16_dev* v0 = head_rows<D>(v, b, T, d.Hkv, c).p + (j0 + kp.row) * stride + kp.col;
+    kp.load(k_s, k0, stride, nk, k);
+    kp.load(v_s, v0, stride, nk, v);
+  }
+  // The queries that see the block's keys, by tiles, for every head of the group in turn:
+  // (h, i0) and its successor.
+  const int64_t first = mask.first_query(j0), last = mask.last_query(j0 + nk);
+  const int64_t i_begin = first - first % QT, h_end = (c + 1) * heads;
+  auto next = [&](int64_t& hh, int64_t& ii) {
+    ii += QT;
+    if (ii > last) ii = i_begin, ++hh;
+  };
+  const Pieces<D, QT, kGroupThreads> qp;
+  const int64_t q_stride = d.H * D;
+  // Q, dO, lse, D of query tile (hh, ii) into buffer buf, asynchronously
+  auto fetch = [&](int64_t hh, int64_t ii, int buf) {
+    const int nq = static_cast<int>(T - ii < QT ? T - ii : QT);
+    const int64_t at = (ii + qp.row) * q_stride + qp.col;
+    qp.load(q_s + buf * kTileBytes, head_rows<D>(q, b, T, d.H, hh).p + at, q_stride, nq, q);
+    qp.load(do_s + buf * kTileBytes, head_rows<D>(dout, b, T, d.H, hh).p + at, q_stride, nq,
+            dout);
+    static_assert(2 * QT == kGroupThreads, "a thread a value of lse and D");
+    const int x = static_cast<int>(threadIdx.x), r = x % QT;  // lse (x < QT) or D of query r
+    const float* src = (x < QT ? lse : Dsum) + (b * d.H + hh) * T + ii;
+    cp_async_4(vec_s + (buf * 2 + x / QT) * QT + r, src + (r < nq ? r : 0), r < nq);
+  };
+  const bool any = i_begin <= last;
+  if (any) fetch(c * heads, i_begin, 0);
+  cp_async_commit();
+  const wgmma::Desc k_desc = wgmma::k_major(k_s), v_desc = wgmma::k_major(v_s),
+                    q_desc = wgmma::k_major(q_s), do_desc = wgmma::k_major(do_s),
+                    q_mn = wgmma::mn_major(q_s, QT), do_mn = wgmma::mn_major(do_s, QT);
+  float dk_acc[NO][4], dv_acc[NO][4];  // rows: the block's keys
+  zero(dk_acc);
+  zero(dv_acc);
+  int buf = 0;
+  for (int64_t h = c * heads, i0 = i_begin; any && h < h_end; buf ^= 1) {
+    int64_t h_next = h, i_next = i0;
+    next(h_next, i_next);
+    cp_async_wait<0>();  // this tile (and K, V) has landed
+    wgmma::fence_shared_for_async();
+    __syncthreads();  // for every thread; and every product has finished with the other buffer
+    if (h_next < h_end) fetch(h_next, i_next, buf ^ 1);
+    cp_async_commit();
+    const uint32_t at = buf * kTileBytes;
+    const float *lse_t = vec_s + buf * 2 * QT, *D_t = lse_t + QT;
+    float pt[NQ][4], dst[NQ][4];  // S^T, then P^T; dP^T, then dS^T: rows keys, columns queries
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t step = wgmma::k_major_step(kKeyTile, kk);
+      wgmma::mma_ss_n64(pt, wgmma::advance(k_desc, step), wgmma::advance(q_desc, at + step),
+                        kk > 0);
+      wgmma::mma_ss_n64(dst, wgmma::advance(v_desc, step), wgmma::advance(do_desc, at + step),
+                        kk > 0);
+    }
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::fence_operands(pt);
+    wgmma::fence_operands(dst);
+    const bool whole = mask.covers(i0, i0 + QT, j0, j0 + kKeyTile);
+    ds_t_from_scores(pt, dst, mask, whole, i0, j0 + row0 + g, t, scale2, lse_t, D_t);
+    uint32_t pa[QT / 16][4], da[QT / 16][4];  // every A fragment before the products
+#pragma unroll
+    for (int j = 0; j < QT / 16; ++j) {
+      a_from_acc(pa[j], pt, j);
+      a_from_acc(da[j], dst, j);
+    }
+    wgmma::fence();
+#pragma unroll
+    for (int j = 0; j < QT / 16; ++j) {  // dV += P^T dO, dK += dS^T Q
+      wgmma::mma_rs(dv_acc, pa[j], wgmma::advance(do_mn, at + wgmma::mn_major_step(j)));
+      wgmma::mma_rs(dk_acc, da[j], wgmma::advance(q_mn, at + wgmma::mn_major_step(j)));
+    }
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::fence_operands(dv_acc);
+    wgmma::fence_operands(dk_acc);
+    h = h_next, i0 = i_next;
+  }
+  store_rows<D>(dk_acc, scale, dk, b, j0, row0, nk, T, d.Hkv, c, g, t);
+  store_rows<D>(dv_acc, 1.f, dv, b, j0, row0, nk, T, d.Hkv, c, g, t);
+#endif
+}
+
 const bf16_dev* dev_ptr(const bf16* p) {
   return reinterpret_cast<const bf16_dev*>(p);
 }
@@ -363,6 +494,22 @@ void launch_dq(const AttentionArgs<bf16>& a, const AttentionBf16Grad& gr, const 
   CUDA_CHECK(cudaGetLastError());
 }
 
+template <int D>
+void launch_dkdv(const AttentionArgs<bf16>& a, const AttentionBf16Grad& gr, const float* Dsum,
+                 const char* op) {
+  const AttnDims& d = a.d;
+  const size_t smem = static_cast<size_t>(6 * kKeyTile) * D * sizeof(bf16_dev) +
+                      4 * kKeyTile * sizeof(float) + wgmma::kSwizzleAlign;
+  const int n_tiles = static_cast<int>((d.T + kKeyTile - 1) / kKeyTile);
+  auto* kernel = attention_wgmma_dkdv_kernel<D>;
+  allow_shared_memory(kernel, smem, op);
+  kernel<<<static_cast<unsigned>(d.B * d.Hkv * n_tiles), kGroupThreads, smem, stream()>>>(
+      d, dev_ptr(a.q), dev_ptr(a.k), dev_ptr(a.v), a.causal, a.window, static_cast<float>(a.scale),
+      dev_ptr(gr.dout), gr.lse, Dsum, reinterpret_cast<bf16_dev*>(gr.dk),
+      reinterpret_cast<bf16_dev*>(gr.dv), n_tiles);
+  CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
 
 bool attention_wgmma_runs() {
@@ -384,8 +531,22 @@ void attention_wgmma_dq(const AttentionArgs<bf16>& a, const AttentionBf16Grad& g
                         const float* Dsum) {
   const char* op = "softmax_attention_mma_backward (cuda, wgmma)";
   HLA_CHECK(attention_wgmma_runs(), op << ": needs a compute capability 9.0 device");
-  HLA_CHECK(a.d.K == 128 && a.d.V == 128, op << ": K=V=128");
-  launch_dq<128>(a, g, Dsum, op);
+  HLA_CHECK(a.d.K == a.d.V && (a.d.K == 64 || a.d.K == 128), op << ": K=V in {64, 128}");
+  if (a.d.K == 64)
+    launch_dq<64>(a, g, Dsum, op);
+  else
+    launch_dq<128>(a, g, Dsum, op);
+}
+
+void attention_wgmma_dkdv(const AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
+                          const float* Dsum) {
+  const char* op = "softmax_attention_mma_backward (cuda, wgmma)";
+  HLA_CHECK(attention_wgmma_runs(), op << ": needs a compute capability 9.0 device");
+  HLA_CHECK(a.d.K == a.d.V && (a.d.K == 64 || a.d.K == 128), op << ": K=V in {64, 128}");
+  if (a.d.K == 64)
+    launch_dkdv<64>(a, g, Dsum, op);
+  else
+    launch_dkdv<128>(a, g, Dsum, op);
 }
 
 }  // namespace hla::cuda

@@ -89,8 +89,8 @@ struct AttentionBf16Grad {
 };
 // Whether the tensor-core kernels take these head sizes (K == V in {64, 128}).
 bool softmax_attention_mma_supports(const kernels::AttnDims& d);
-// The products of the forward and of the backward's dQ: Auto takes Hopper's warpgroup products
-// (wgmma, attention_wgmma.h; dQ at D = 128) where the build and the device have them, unless
+// The products of the forward and the backward: Auto takes Hopper's warpgroup products (wgmma,
+// attention_wgmma.h) where the build and the device have them, unless
 // the environment sets HLA_ATTENTION_MMA=sync; Sync always takes mma.sync. Both compute the
 // same function.
 enum class AttentionMma { Auto, Sync };

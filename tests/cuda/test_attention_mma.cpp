@@ -6,8 +6,8 @@
 // against T = 130 (fp32 accumulators and statistics: the error stays flat in T); the unsupported
 // head sizes; the backward's determinism; and the autograd op on bf16 CUDA Vars (the
 // tensor-core path for K = V = 64, the f32 fallback for K = V = 32) against f32 CPU Vars. The
-// forward (and at K = V = 128 dQ) runs twice, on its two kinds of products: wgmma (sm_90a,
-// compute capability 9.0) and mma.sync.
+// forward and backward run twice, on their two kinds of products: wgmma (sm_90a, compute
+// capability 9.0) and mma.sync.
 // Tolerances:
 //   o, dq, dk, dv: relative RMS 1e-2. The kernels round P and dS to bf16 before their second
 //     product and o, dq, dk, dv on the way out (2^-9 relative per element, a few 1e-3 RMS), and
@@ -85,8 +85,8 @@ std::vector<Tensor> run_cpu(const Problem& p) {
   return {o, lse, dq, dk, dv};
 }
 
-// The tensor-core kernels on bf16 copies on the GPU, the forward and dQ on the products `mma`
-// picks: o, lse, dq, dk, dv as f32 CPU tensors.
+// The tensor-core kernels on bf16 copies on the GPU, on the products `mma` picks: o, lse, dq,
+// dk, dv as f32 CPU tensors.
 std::vector<Tensor> run_mma(const Problem& p, cuda::AttentionMma mma = cuda::AttentionMma::Auto) {
   const kernels::AttnDims& d = p.d;
   const Tensor q = gpu(p.q).to(DType::bf16), k = gpu(p.k).to(DType::bf16);
@@ -108,7 +108,7 @@ std::vector<Tensor> run_mma(const Problem& p, cuda::AttentionMma mma = cuda::Att
   return res;
 }
 
-// The two kinds of products of the forward and dQ: Auto (wgmma where
+// The two kinds of products of the kernels: Auto (wgmma where
 // softmax_attention_wgmma_available()) and mma.sync.
 const cuda::AttentionMma kMmas[] = {cuda::AttentionMma::Auto, cuda::AttentionMma::Sync};
 const char* mma_name(cuda::AttentionMma m) {
@@ -121,7 +121,7 @@ std::vector<std::vector<test::CloseReport>> check_problem(const Problem& p) {
   const std::vector<Tensor> cpu_res = run_cpu(p);
   std::vector<std::vector<test::CloseReport>> reports;
   for (cuda::AttentionMma mma : kMmas) {
-    INFO("forward products " << mma_name(mma));
+    INFO("products " << mma_name(mma));
     const std::vector<Tensor> gpu_res = run_mma(p, mma);
     reports.emplace_back();
     for (size_t i = 0; i < gpu_res.size(); ++i) {
@@ -216,7 +216,7 @@ TEST_CASE("cuda bf16 mma attention takes wgmma exactly where it is built and run
   const bool built = false;
 #endif
   INFO("compute capability " << major << "." << minor << ", sm_90a kernels built: " << built);
-  WARN("bf16 attention forward and dQ products: "
+  WARN("bf16 attention products: "
        << (cuda::softmax_attention_wgmma_available() ? "wgmma and mma.sync" : "mma.sync"));
   REQUIRE(cuda::softmax_attention_wgmma_available() == (built && major == 9 && minor == 0));
 }
