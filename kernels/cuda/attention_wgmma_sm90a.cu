@@ -22,6 +22,8 @@
 // Shared memory (128-byte swizzled tiles, wgmma.cuh): Q [128][D] and 2 F key tiles (K and V)
 // loaded F tiles ahead by cp.async (F = 1 in turn, 2 overlapped), one barrier a step and a
 // proxy fence that makes the copies visible to the products: D = 64 / 128: 48 / 160 KiB.
+// Backward: dQ and dK/dV each in their own kernel as in attention_mma.cu (deterministic), on
+// blocks of one warpgroup, several an SM (kDqBlocks, kDkdvBlocks).
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -51,8 +53,14 @@ template <int D>
 constexpr bool kOverlapped = D == 128;
 template <int D>
 constexpr int kAhead = kOverlapped<D> ? 2 : 1;
-// Blocks an SM of the dK/dV kernel (one warpgroup each): at D = 64, 3 (168 registers a thread;
-// on an H200 3% faster than 2), at D = 128 2 (255 registers).
+// The backward's kernels run blocks of one warpgroup, several an SM: each block's barriers are
+// its own, so one block's softmax runs under another's products. On an H200 this beat blocks
+// of two warpgroups sharing their tiles by 1.5-4% forward+backward. Blocks an SM: dQ 3 at
+// D = 64 (153 registers a thread), 2 at D = 128 (196); dK/dV 3 (168; 3% faster than 2) and 2
+// (245).
+constexpr int kDqGroups = 1;
+template <int D>
+constexpr int kDqBlocks = D == 64 ? 3 : 2;
 template <int D>
 constexpr int kDkdvBlocks = D == 64 ? 3 : 2;
 
@@ -94,22 +102,24 @@ __device__ inline uint32_t aligned_shared_base() {
   return (raw + wgmma::kSwizzleAlign - 1) / wgmma::kSwizzleAlign * wgmma::kSwizzleAlign;
 }
 
-// A block of 128 queries (forward, dQ): its place in the grid and the keys it walks, this
-// thread's warpgroup, rows and quad, and the copies of its query rows and key tiles.
-template <int D>
+// A block of GROUPS warpgroups, 64 GROUPS queries (forward, dQ): its place in the grid and the
+// keys it walks, this thread's warpgroup, rows and quad, and the copies of its query rows and
+// key tiles.
+template <int D, int GROUPS = kGroups>
 struct QueryBlock {
+  static constexpr int kBlockRows = GROUPS * kGroupRows, kThreads = GROUPS * kGroupThreads;
   QueryTile qt;
   int group, g, t;
   int row0;        // the thread's warp's first row in the block
   int64_t g0;      // the warpgroup's first query
   int64_t g_last;  // the last key its queries see (-1: it has no query below T)
-  Pieces<D, kKeyTile> kv;
+  Pieces<D, kKeyTile, kThreads> kv;
   int64_t kv_stride;
   const bf16_dev *k, *v, *k_first, *v_first;  // this thread's first piece of the tile at key 0
 
   __device__ QueryBlock(const AttnDims& d, const MaskRule& mask, int n_tiles, const bf16_dev* k_,
                         const bf16_dev* v_)
-      : qt(query_tile(d, mask, n_tiles, kRows)),
+      : qt(query_tile(d, mask, n_tiles, kBlockRows)),
         group(threadIdx.x / kGroupThreads),
         g(threadIdx.x % 32 / 4),
         t(threadIdx.x % 4),
@@ -125,7 +135,7 @@ struct QueryBlock {
   }
   // The block's rows of head qt.h of a [B,T,H,D] tensor (q, dO) into the tile at dst.
   __device__ void load_rows(uint32_t dst, const bf16_dev* src, const AttnDims& d) const {
-    const Pieces<D, kRows> qp;
+    const Pieces<D, kBlockRows, kThreads> qp;
     const HeadRows rows = head_rows<D>(src, qt.b, d.T, d.H, qt.h);
     qp.load(dst, rows.p + (qt.i0 + qp.row) * rows.stride + qp.col, rows.stride, qt.nq, src);
   }
@@ -247,15 +257,14 @@ __global__ void __launch_bounds__(kWgThreads, kOverlapped<D> ? 1 : 2)
 #endif
 }
 
-// dQ of a block of 128 queries (attention_mma.cu's dQ kernel on warpgroup products), the key
-// tiles in turn, double-buffered; two blocks an SM at D = 64 (128 registers), one at D = 128.
-// Per tile of 64 keys, a warpgroup:
+// dQ of a block of kDqGroups warpgroups, 64 queries each (attention_mma.cu's dQ kernel on
+// warpgroup products), the key tiles in turn, double-buffered. Per tile of 64 keys, a warpgroup:
 //   S = Q K^T, dP = dO V^T   2 D / 16 products m64n64k16, Q, dO, K, V from shared memory
 //   P = 2^(scale2 S - lse) (masked: 0), dS = P o (dP - D) in registers
 //   dQ += dS K               4 products m64nDk16, dS from registers (bf16), K MN-major
 // then dQ is scaled once and stored.
 template <int D>
-__global__ void __launch_bounds__(kWgThreads, D == 64 ? 2 : 1)
+__global__ void __launch_bounds__(kDqGroups * kGroupThreads, kDqBlocks<D>)
     attention_wgmma_dq_kernel(AttnDims d, const bf16_dev* __restrict__ q,
                               const bf16_dev* __restrict__ k, const bf16_dev* __restrict__ v,
                               bool causal, int64_t window, float scale,
@@ -266,12 +275,13 @@ __global__ void __launch_bounds__(kWgThreads, D == 64 ? 2 : 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int NS = kKeyTile / 8, NO = D / 8;
   constexpr uint32_t kTileBytes = kKeyTile * D * 2;
-  const uint32_t q_s = aligned_shared_base();  // Q [128][D]
-  const uint32_t do_s = q_s + kRows * D * 2;   // dO [128][D]
-  const uint32_t k_s = do_s + kRows * D * 2;   // K [2][64][D]
+  constexpr int kBlockRows = kDqGroups * kGroupRows;
+  const uint32_t q_s = aligned_shared_base();      // Q [kBlockRows][D]
+  const uint32_t do_s = q_s + kBlockRows * D * 2;  // dO [kBlockRows][D]
+  const uint32_t k_s = do_s + kBlockRows * D * 2;  // K [2][64][D]
   const uint32_t v_s = k_s + 2 * kTileBytes;   // V [2][64][D]
   const MaskRule mask{d.T, causal, window};
-  const QueryBlock<D> blk(d, mask, n_tiles, k, v);
+  const QueryBlock<D, kDqGroups> blk(d, mask, n_tiles, k, v);
   const QueryTile& qt = blk.qt;
   const int64_t T = d.T, i0 = qt.i0, last = qt.last, g0 = blk.g0, g_last = blk.g_last;
   const int g = blk.g, t = blk.t, row0 = blk.row0;
@@ -307,9 +317,9 @@ __global__ void __launch_bounds__(kWgThreads, D == 64 ? 2 : 1)
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      wgmma::mma_ss_n64(s, wgmma::advance(q_desc, wgmma::k_major_step(kRows, kk)),
+      wgmma::mma_ss_n64(s, wgmma::advance(q_desc, wgmma::k_major_step(kBlockRows, kk)),
                         wgmma::advance(k_desc, tile + wgmma::k_major_step(kKeyTile, kk)), kk > 0);
-      wgmma::mma_ss_n64(ds, wgmma::advance(do_desc, wgmma::k_major_step(kRows, kk)),
+      wgmma::mma_ss_n64(ds, wgmma::advance(do_desc, wgmma::k_major_step(kBlockRows, kk)),
                         wgmma::advance(v_desc, tile + wgmma::k_major_step(kKeyTile, kk)), kk > 0);
     }
     wgmma::commit();
@@ -483,12 +493,14 @@ template <int D>
 void launch_dq(const AttentionArgs<bf16>& a, const AttentionBf16Grad& gr, const float* Dsum,
                const char* op) {
   const AttnDims& d = a.d;
-  const size_t smem =
-      static_cast<size_t>(2 * kRows + 4 * kKeyTile) * D * sizeof(bf16_dev) + wgmma::kSwizzleAlign;
-  const int n_tiles = static_cast<int>((d.T + kRows - 1) / kRows);
+  constexpr int kBlockRows = kDqGroups * kGroupRows;
+  const size_t smem = static_cast<size_t>(2 * kBlockRows + 4 * kKeyTile) * D * sizeof(bf16_dev) +
+                      wgmma::kSwizzleAlign;
+  const int n_tiles = static_cast<int>((d.T + kBlockRows - 1) / kBlockRows);
   auto* kernel = attention_wgmma_dq_kernel<D>;
   allow_shared_memory(kernel, smem, op);
-  kernel<<<static_cast<unsigned>(d.B * d.H * n_tiles), kWgThreads, smem, stream()>>>(
+  kernel<<<static_cast<unsigned>(d.B * d.H * n_tiles), kDqGroups * kGroupThreads, smem,
+           stream()>>>(
       d, dev_ptr(a.q), dev_ptr(a.k), dev_ptr(a.v), a.causal, a.window, static_cast<float>(a.scale),
       dev_ptr(gr.dout), gr.lse, Dsum, reinterpret_cast<bf16_dev*>(gr.dq), n_tiles);
   CUDA_CHECK(cudaGetLastError());
