@@ -599,10 +599,7 @@ void softmax_attention_mma_backward(const AttentionArgs<bf16>& a, const Attentio
       d, dev_ptr(g.dout), dev_ptr(g.o), D_ptr);
   CUDA_CHECK(cudaGetLastError());
 #ifdef HLA_WITH_SM90A
-  if (mma == AttentionMma::Auto && wgmma_chosen()) {
-    attention_wgmma_dkdv(a, g, D_ptr);
-    return attention_wgmma_dq(a, g, D_ptr);
-  }
+  if (mma == AttentionMma::Auto && wgmma_chosen()) return attention_wgmma_backward(a, g, D_ptr);
 #else
   (void)mma;
 #endif

@@ -11,9 +11,8 @@ namespace hla::cuda {
 // Whether the device in use runs sm_90a code (compute capability 9.0: H100, H200).
 bool attention_wgmma_runs();
 void attention_wgmma_forward(const kernels::AttentionArgs<bf16>& a, const AttentionBf16Out& out);
-void attention_wgmma_dq(const kernels::AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
-                        const float* Dsum);
-void attention_wgmma_dkdv(const kernels::AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
-                          const float* Dsum);
+// dK, dV, then dQ into g.dk, g.dv, g.dq.
+void attention_wgmma_backward(const kernels::AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
+                              const float* Dsum);
 
 }  // namespace hla::cuda

@@ -1,5 +1,5 @@
-// defines: hla::cuda::attention_wgmma_runs, attention_wgmma_forward, attention_wgmma_dq,
-// attention_wgmma_dkdv (bf16, sm_90a)
+// defines: hla::cuda::attention_wgmma_runs, attention_wgmma_forward, attention_wgmma_backward
+// (bf16, sm_90a)
 //
 // The forward of softmax attention (attention_mma.cu: the same function, masks, GQA mapping,
 // online softmax with its stale running max, lse) and the backward's dQ and dK/dV on Hopper's
@@ -539,26 +539,18 @@ void attention_wgmma_forward(const AttentionArgs<bf16>& a, const AttentionBf16Ou
     launch_forward<128>(a, out, op);
 }
 
-void attention_wgmma_dq(const AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
-                        const float* Dsum) {
+void attention_wgmma_backward(const AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
+                              const float* Dsum) {
   const char* op = "softmax_attention_mma_backward (cuda, wgmma)";
   HLA_CHECK(attention_wgmma_runs(), op << ": needs a compute capability 9.0 device");
   HLA_CHECK(a.d.K == a.d.V && (a.d.K == 64 || a.d.K == 128), op << ": K=V in {64, 128}");
-  if (a.d.K == 64)
-    launch_dq<64>(a, g, Dsum, op);
-  else
-    launch_dq<128>(a, g, Dsum, op);
-}
-
-void attention_wgmma_dkdv(const AttentionArgs<bf16>& a, const AttentionBf16Grad& g,
-                          const float* Dsum) {
-  const char* op = "softmax_attention_mma_backward (cuda, wgmma)";
-  HLA_CHECK(attention_wgmma_runs(), op << ": needs a compute capability 9.0 device");
-  HLA_CHECK(a.d.K == a.d.V && (a.d.K == 64 || a.d.K == 128), op << ": K=V in {64, 128}");
-  if (a.d.K == 64)
+  if (a.d.K == 64) {
     launch_dkdv<64>(a, g, Dsum, op);
-  else
+    launch_dq<64>(a, g, Dsum, op);
+  } else {
     launch_dkdv<128>(a, g, Dsum, op);
+    launch_dq<128>(a, g, Dsum, op);
+  }
 }
 
 }  // namespace hla::cuda
