@@ -38,7 +38,7 @@ constexpr float kLn2 = 0.6931471805599453f;    // ln(2) = 1 / log2(e)
 // to 2^8, far inside f32 and bf16 range.
 constexpr float kStaleMax = 8.f;
 
-constexpr int kKeyTile = 64;  // keys per step of the forward and dQ loops
+constexpr int kKeyTile = 64;  // keys a step of the forward and dQ loops; wgmma dK/dV: keys a block
 constexpr int kVec = 8;       // bf16 per 16-byte load
 
 __device__ inline int64_t row_offset(int64_t b, int64_t t, int64_t T, int64_t heads, int64_t hd,
