@@ -61,7 +61,7 @@
 //   dQ       Q, dO [64][D+8], K, V [2][64][D+8], lse, D [64]     D = 64 / 128: 54.5 / 102.5 KiB
 // A key (or query) tile that every query (key) of the block sees whole skips the mask
 // (MaskRule::covers): under causality all tiles but the diagonal one.
-// Registers (ptxas, sm_90, no spills): forward 128 / 255, dK/dV 164 / 252, dQ 168 / 240 for
+// Registers (ptxas, sm_90, no spills): forward 128 / 255, dK/dV 166 / 254, dQ 168 / 240 for
 // D = 64 / 128 (resident blocks an SM: min_blocks below).
 // Rows past T (and keys past T) are stored as zeros, so masked products never meet NaN bits.
 #include <cuda_bf16.h>
@@ -92,7 +92,7 @@ constexpr int kWarps = 4;
 constexpr int kMmaThreads = 32 * kWarps;
 // Resident blocks an SM each kernel is compiled for (__launch_bounds__' second argument). At
 // D = 64 the kernels wait on their loads with few warps: the forward fits 4 blocks in 128
-// registers, dQ 3 in 168 and dK/dV 3 in 164 (ptxas; unbounded they would take more, so 3, 2
+// registers, dQ 3 in 168 and dK/dV 3 in 166 (ptxas; unbounded they would take more, so 3, 2
 // and 2 blocks). At
 // D = 128 shared memory allows 2 anyway, and one block is all they promise, so ptxas may use up
 // to 255 registers a thread (the forward spills at the default budget).
