@@ -11,7 +11,8 @@
 //   short_conv        x [B,T,D], w [D,4]                  silu; the layers' q/k/v convolution
 //   softmax_attention q, k, v                             causal
 // The delta rules also run at Gated DeltaNet's 340M head layout, B=8, T=2048, H=4,
-// K=V=256 (few wide heads: the op splits each into value slices, autograd/recurrences.h), and
+// K=V=256 (few wide heads: the op splits each into value slices, autograd/recurrences.h), gla at
+// GLA's (H=4, K=128, V=256), and
 // every op over heads (not hgrn or short_conv) at fla_bench.py's second shape, B=4, T=4096,
 // H=8, K=V=128 (HGRN2's layout).
 // Each with Impl::Auto (what the layers run: the chunked tier at this T) and inputs that require
@@ -513,6 +514,11 @@ int main(int argc, char** argv) {
   for (const OpCase& op : op_cases())
     if (op.name == std::string("delta_rule") || op.name == std::string("gated_delta_rule"))
       register_at(op, wide);
+  // gla at GLA's 340M head layout: 4 heads of K = 128, V = 256 (expand_k 0.5, expand_v 1), the
+  // recurrence of every GLA layer of the model benchmark.
+  const Dims gla_340m{d.B, d.T, 4, 128, 256};
+  for (const OpCase& op : op_cases())
+    if (op.name == std::string("gla")) register_at(op, gla_340m);
   // fla_bench.py's second op shape, B=4, T=4096, H=8, K=V=128 (half the batch, twice the
   // length of the first: HLA_BENCH_B / _T scale it too): HGRN2's 340M head layout (its
   // recurrence is gla at H=8, K=V=128) and wide heads for the other ops.

@@ -47,7 +47,8 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // then summed in f32 and never rounded to bf16 (an f32 weight's gradient under bf16 compute).
 Tensor matmul(const Tensor& a, const Tensor& b, DType out);
 // c += a @ b for 2-D a [M, K], b [K, N] and a contiguous c [M, N] in f32 (a, b f32, or bf16 on
-// CUDA: the products summed in f32 straight into c) or f64 (a, b f64).
+// CUDA: the products summed in f32 straight into c), f64 (a, b f64) or bf16 (CUDA, a, b bf16:
+// a @ b + c summed in f32 and rounded once).
 void matmul_acc(Tensor& c, const Tensor& a, const Tensor& b);
 // matmul_acc's shape checks on either device (c [M, N] += a [M, K] @ b [K, N], c contiguous).
 inline void check_matmul_acc(const Tensor& c, const Tensor& a, const Tensor& b, const char* op) {

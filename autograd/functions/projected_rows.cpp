@@ -27,8 +27,10 @@ std::vector<Tensor> ProjectedRowsNode::backward(const std::vector<Tensor>& gy) {
       const Tensor dW = ops::matmul(dy.transpose(0, 1), R, dW_type);
       grads[i] = dW.dtype() == Wp.dtype() ? dW : dW.to(Wp.dtype());
     }
-    const Tensor dR_i = ops::matmul(dy, W);
-    dR = dR.defined() ? ops::binary(ops::Binary::Add, dR, dR_i) : dR_i;
+    if (dR.defined())
+      ops::matmul_acc(dR, dy, W);  // summed into dR by the product, not by a pass of its own
+    else
+      dR = ops::matmul(dy, W);
   }
   bool rows_grads = false;
   for (size_t i = 0; i < first_w; ++i) rows_grads = rows_grads || needs_input_grad(i);

@@ -278,6 +278,18 @@ template <class T>
 __device__ inline T sigmoid_dev(T x) {
   return x >= T(0) ? T(1) / (T(1) + exp(-x)) : exp(x) / (T(1) + exp(x));
 }
+// sigmoid_dev for the computations of storage type S: for bf16 (whose results are rounded to
+// 8 significant bits) e^-x on the multifunction unit and one reciprocal, branch-free (~4
+// instructions against sigmoid_dev's ~25: exp and an IEEE division, in either branch); relative
+// error ~1e-6 (2^-20) against bf16's 2^-9; e^-x = inf gives 0, as it should. f32 and f64 keep
+// sigmoid_dev.
+template <class S, class T>
+__device__ inline T sigmoid_of(T x) {
+  if constexpr (std::is_same_v<S, bf16_dev>)
+    return __frcp_rn(1.f + __expf(-x));
+  else
+    return sigmoid_dev(x);
+}
 // logsigmoid(x) = min(x, 0) - log1p(e^-|x|), without overflow.
 template <class T>
 __device__ inline T log_sigmoid_dev(T x) {

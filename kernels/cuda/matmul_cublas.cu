@@ -147,8 +147,8 @@ void matmul_acc(Tensor& c, const Tensor& a_in, const Tensor& b_in) {
   ops::check_matmul_acc(c, a_in, b_in, op);
   const int64_t M = a_in.size(0), K = a_in.size(1), N = b_in.size(1);
   const DType in = a_in.dtype(), out = c.dtype();
-  if (!(in == out && in != DType::bf16) && !(in == DType::bf16 && out == DType::f32))
-    throw Error(op, "a, b of c's dtype (f32, f64), or bf16 with an f32 c",
+  if (!(in == out) && !(in == DType::bf16 && out == DType::f32))
+    throw Error(op, "a, b of c's dtype, or bf16 with an f32 c",
                 std::string(dtype_name(in)) + " into " + dtype_name(out));
   if (M == 0 || N == 0 || K == 0) return;
   const Operand a = prepare(a_in, a_in.shape()), b = prepare(b_in, b_in.shape());

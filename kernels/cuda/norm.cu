@@ -5,9 +5,9 @@
 // Layout: x, g, dy [..., D] made contiguous as [rows, D]; w [D]; rstd [rows].
 // Rows of at most 4 x 32 16-byte packs (D <= 1024 in bf16, 512 in f32, 256 in f64; D a whole
 // number of packs) take one warp a row, a lane holding its packs of the row in registers, no
-// block barrier; the backward's warps each accumulate their rows' dw terms in registers and
-// write one partial row [warps, D]. Other rows take one block a row, dw as per-row partials
-// [rows, D]. Either way the partials are summed by the column reduction of reduce.cu, in a
+// block barrier (two rows in flight a warp when a lane holds one pack); the backward's warps
+// each accumulate their rows' dw terms in registers and write one partial row [warps, D].
+// Other rows take one block a row, dw as per-row partials [rows, D]. Either way the partials are summed by the column reduction of reduce.cu, in a
 // fixed order for given shapes (deterministic).
 // All outputs are fresh (overwritten). dtypes: f32, f64, bf16. For bf16 x (g, dy alike) the
 // weight w is bf16 or f32 (fp32 master weights read in place); everything is computed in float,
@@ -47,7 +47,7 @@ __global__ void rms_norm_fwd_kernel(S* __restrict__ y,                // [rows, 
     C v = value_cast<C>(x[off + i]) * rs * value_cast<C>(w[i]);
     if (g) {
       const C gi = value_cast<C>(g[off + i]);
-      v *= gi * sigmoid_dev(gi);
+      v *= gi * sigmoid_of<S>(gi);
     }
     y[off + i] = value_cast<S>(v);
   }
@@ -72,7 +72,7 @@ __global__ void rms_norm_bwd_kernel(S* __restrict__ dx,  // [rows, D] overwritte
     const C xhat = value_cast<C>(x[off + i]) * rs, wi = value_cast<C>(w[i]);
     C d = value_cast<C>(dy[off + i]);
     if (g) {
-      const C gi = value_cast<C>(g[off + i]), s = sigmoid_dev(gi);
+      const C gi = value_cast<C>(g[off + i]), s = sigmoid_of<S>(gi);
       dg[off + i] = value_cast<S>(d * xhat * wi * s * (C(1) + gi * (C(1) - s)));
       d *= gi * s;
     }
@@ -86,7 +86,7 @@ __global__ void rms_norm_bwd_kernel(S* __restrict__ dx,  // [rows, D] overwritte
     C d = value_cast<C>(dy[off + i]);
     if (g) {
       const C gi = value_cast<C>(g[off + i]);
-      d *= gi * sigmoid_dev(gi);
+      d *= gi * sigmoid_of<S>(gi);
     }
     dx[off + i] = value_cast<S>(rs * (d * value_cast<C>(w[i]) - xhat * mean_dot));
   }
@@ -140,43 +140,62 @@ __device__ inline void load_weight(compute_t<S> (&out)[NV][pack_of<S>()], const 
   }
 }
 
+// Rows a warp has in flight: two when a lane holds one pack of a row (D <= 256 in bf16), whose
+// loads alone are too few to hide their latency; one otherwise (registers).
+template <int NV>
+constexpr int rows_in_flight() {
+  return NV == 1 ? 2 : 1;
+}
+
+// Warp w walks rows w, w + stride, ...: R at a time (rows_in_flight), their loads (x and g) all
+// issued before the first sum.
 template <class S, class W, int NV>
 __global__ void __launch_bounds__(32 * kRowWarps)
     rms_norm_rows_fwd_kernel(S* __restrict__ y, compute_t<S>* __restrict__ rstd,
                              const S* __restrict__ x, const S* __restrict__ g,
                              const W* __restrict__ w, int64_t rows, int64_t D, double eps) {
   using C = compute_t<S>;
-  constexpr int P = pack_of<S>();
+  constexpr int P = pack_of<S>(), R = rows_in_flight<NV>();
   const int lane = threadIdx.x & 31;
   const int64_t first = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
   const int64_t stride = (int64_t(gridDim.x) * blockDim.x) >> 5;
   C wv[NV][P];
   load_weight<S, W, NV>(wv, w, D, lane);
-  for (int64_t row = first; row < rows; row += stride) {
-    C xv[NV][P];
-    load_row<S, NV>(xv, x + row * D, D, lane);
-    double ss = 0;
+  for (int64_t row0 = first; row0 < rows; row0 += R * stride) {
+    C xv[R][NV][P], gv[R][NV][P];
 #pragma unroll
-    for (int v = 0; v < NV; ++v)
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = row0 + r * stride;
+      if (row >= rows) continue;
+      load_row<S, NV>(xv[r], x + row * D, D, lane);
+      if (g) load_row<S, NV>(gv[r], g + row * D, D, lane);
+    }
 #pragma unroll
-      for (int e = 0; e < P; ++e) ss += static_cast<double>(xv[v][e]) * xv[v][e];
-    ss = warp_reduce(ss, SumOp{});
-    const C rs = static_cast<C>(1.0 / sqrt(ss / static_cast<double>(D) + eps));
-    if (lane == 0) rstd[row] = rs;
-    C gv[NV][P];
-    if (g) load_row<S, NV>(gv, g + row * D, D, lane);
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = row0 + r * stride;
+      if (row >= rows) continue;
+      double ss = 0;
 #pragma unroll
-    for (int v = 0; v < NV; ++v)
+      for (int v = 0; v < NV; ++v)
 #pragma unroll
-      for (int e = 0; e < P; ++e) {
-        xv[v][e] *= rs * wv[v][e];
-        if (g) xv[v][e] *= gv[v][e] * sigmoid_dev(gv[v][e]);
-      }
-    store_row<S, NV>(y + row * D, xv, D, lane);
+        for (int e = 0; e < P; ++e) ss += static_cast<double>(xv[r][v][e]) * xv[r][v][e];
+      ss = warp_reduce(ss, SumOp{});
+      const C rs = static_cast<C>(1.0 / sqrt(ss / static_cast<double>(D) + eps));
+      if (lane == 0) rstd[row] = rs;
+#pragma unroll
+      for (int v = 0; v < NV; ++v)
+#pragma unroll
+        for (int e = 0; e < P; ++e) {
+          xv[r][v][e] *= rs * wv[v][e];
+          if (g) xv[r][v][e] *= gv[r][v][e] * sigmoid_of<S>(gv[r][v][e]);
+        }
+      store_row<S, NV>(y + row * D, xv[r], D, lane);
+    }
   }
 }
 
-// dw_part [total warps, D]: warp k's sum of d xhat over its rows.
+// dw_part [total warps, D]: warp k's sum of d xhat over its rows, in row order. Rows R at a time
+// as in the forward.
 template <class S, class W, int NV>
 __global__ void __launch_bounds__(32 * kRowWarps)
     rms_norm_rows_bwd_kernel(S* __restrict__ dx, S* __restrict__ dg,
@@ -185,7 +204,7 @@ __global__ void __launch_bounds__(32 * kRowWarps)
                              const compute_t<S>* __restrict__ rstd, const S* __restrict__ dy,
                              int64_t rows, int64_t D) {
   using C = compute_t<S>;
-  constexpr int P = pack_of<S>();
+  constexpr int P = pack_of<S>(), R = rows_in_flight<NV>();
   const int lane = threadIdx.x & 31;
   const int64_t first = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
   const int64_t stride = (int64_t(gridDim.x) * blockDim.x) >> 5;
@@ -195,40 +214,52 @@ __global__ void __launch_bounds__(32 * kRowWarps)
   for (int v = 0; v < NV; ++v)
 #pragma unroll
     for (int e = 0; e < P; ++e) dw[v][e] = C(0);
-  for (int64_t row = first; row < rows; row += stride) {
-    const C rs = rstd[row];
-    C xh[NV][P], d[NV][P];  // xhat, then d = dy [* silu(g)]
-    load_row<S, NV>(xh, x + row * D, D, lane);
-    load_row<S, NV>(d, dy + row * D, D, lane);
-    if (g) {
-      C gv[NV][P];
-      load_row<S, NV>(gv, g + row * D, D, lane);
+  for (int64_t row0 = first; row0 < rows; row0 += R * stride) {
+    C xh[R][NV][P], d[R][NV][P], gv[R][NV][P];  // xhat, then d = dy [* silu(g)]; g, then dg
+    C rs[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = row0 + r * stride;
+      if (row >= rows) continue;
+      rs[r] = rstd[row];
+      load_row<S, NV>(xh[r], x + row * D, D, lane);
+      load_row<S, NV>(d[r], dy + row * D, D, lane);
+      if (g) load_row<S, NV>(gv[r], g + row * D, D, lane);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = row0 + r * stride;
+      if (row >= rows) continue;
+      if (g) {
+#pragma unroll
+        for (int v = 0; v < NV; ++v)
+#pragma unroll
+          for (int e = 0; e < P; ++e) {
+            const C gi = gv[r][v][e], s = sigmoid_of<S>(gi);
+            gv[r][v][e] = d[r][v][e] * xh[r][v][e] * rs[r] * wv[v][e] * s *
+                          (C(1) + gi * (C(1) - s));  // dg
+            d[r][v][e] *= gi * s;
+          }
+        store_row<S, NV>(dg + row * D, gv[r], D, lane);
+      }
+      double dot = 0;
 #pragma unroll
       for (int v = 0; v < NV; ++v)
 #pragma unroll
         for (int e = 0; e < P; ++e) {
-          const C gi = gv[v][e], s = sigmoid_dev(gi);
-          gv[v][e] = d[v][e] * xh[v][e] * rs * wv[v][e] * s * (C(1) + gi * (C(1) - s));  // dg
-          d[v][e] *= gi * s;
+          xh[r][v][e] *= rs[r];
+          dw[v][e] += d[r][v][e] * xh[r][v][e];
+          dot += static_cast<double>(d[r][v][e] * wv[v][e]) * xh[r][v][e];
         }
-      store_row<S, NV>(dg + row * D, gv, D, lane);
+      dot = warp_reduce(dot, SumOp{});
+      const C mean_dot = static_cast<C>(dot / static_cast<double>(D));
+#pragma unroll
+      for (int v = 0; v < NV; ++v)
+#pragma unroll
+        for (int e = 0; e < P; ++e)
+          d[r][v][e] = rs[r] * (d[r][v][e] * wv[v][e] - xh[r][v][e] * mean_dot);
+      store_row<S, NV>(dx + row * D, d[r], D, lane);
     }
-    double dot = 0;
-#pragma unroll
-    for (int v = 0; v < NV; ++v)
-#pragma unroll
-      for (int e = 0; e < P; ++e) {
-        xh[v][e] *= rs;
-        dw[v][e] += d[v][e] * xh[v][e];
-        dot += static_cast<double>(d[v][e] * wv[v][e]) * xh[v][e];
-      }
-    dot = warp_reduce(dot, SumOp{});
-    const C mean_dot = static_cast<C>(dot / static_cast<double>(D));
-#pragma unroll
-    for (int v = 0; v < NV; ++v)
-#pragma unroll
-      for (int e = 0; e < P; ++e) d[v][e] = rs * (d[v][e] * wv[v][e] - xh[v][e] * mean_dot);
-    store_row<S, NV>(dx + row * D, d, D, lane);
   }
 #pragma unroll
   for (int v = 0; v < NV; ++v) {

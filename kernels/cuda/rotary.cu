@@ -1,10 +1,12 @@
 // Rotary position embedding on CUDA (kernels/ops.h, ops::rotary): for x [B,T,H,d], half = d / 2,
 //   y[..., i] = x1 cos - x2 sin,  y[..., half + i] = x2 cos + x1 sin,  angle (offset + t)
 //   base^(-2i/d)
-// and the inverse rotation (the backward) with sin negated. One thread per (row, i) pair; the
-// inverse frequencies come from the caller (ops::rotary_inverse_frequency, float), the angle and
-// its cos / sin are computed in float as on the CPU. dtypes f32, f64, bf16 (computed in
-// compute_t, each output rounded once).
+// and the inverse rotation (the backward) with sin negated. One thread per (b, t, i): the angle
+// depends on t and i only, so its cos / sin are computed once and applied to the pair (i, half + i)
+// of every head of that row (sincosf takes ~40 instructions: computed per (row, i) they bounded
+// the kernel at ~6x its bytes' time). The inverse frequencies come from the caller
+// (ops::rotary_inverse_frequency, float), the angle and its cos / sin are computed in float as on
+// the CPU. dtypes f32, f64, bf16 (computed in compute_t, each output rounded once).
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
@@ -28,18 +30,23 @@ struct RotaryDims {
 template <class S, class I>
 __global__ void rotary_kernel(S* __restrict__ y, const S* __restrict__ x, RotaryDims d) {
   using C = compute_t<S>;
-  const I n = static_cast<I>(d.rows * d.half), half = static_cast<I>(d.half);
-  const I H = static_cast<I>(d.H), T = static_cast<I>(d.T);
+  const I half = static_cast<I>(d.half), T = static_cast<I>(d.T), H = static_cast<I>(d.H);
+  const I n = static_cast<I>(d.rows / d.H * d.half);  // (b, t, i) triples
   for (I p = blockIdx.x * I(blockDim.x) + threadIdx.x; p < n; p += I(gridDim.x) * blockDim.x) {
-    const I row = p / half, i = p - row * half, t = row / H % T;
+    const I bt = p / half, i = p - bt * half, t = bt % T;
     const float theta = static_cast<float>(d.offset + static_cast<int64_t>(t)) * d.inv_freq[i];
     float sin_theta, cos_theta;
     sincosf(theta, &sin_theta, &cos_theta);
     const C c = cos_theta, s = d.sign * sin_theta;
-    const int64_t at = static_cast<int64_t>(row) * 2 * d.half + static_cast<int64_t>(i);
-    const C x1 = value_cast<C>(x[at]), x2 = value_cast<C>(x[at + d.half]);
-    y[at] = value_cast<S>(x1 * c - x2 * s);
-    y[at + d.half] = value_cast<S>(x2 * c + x1 * s);
+    const int64_t head_stride = 2 * d.half;
+    const int64_t first = static_cast<int64_t>(bt) * H * head_stride + static_cast<int64_t>(i);
+#pragma unroll 4
+    for (I h = 0; h < H; ++h) {
+      const int64_t at = first + static_cast<int64_t>(h) * head_stride;
+      const C x1 = value_cast<C>(x[at]), x2 = value_cast<C>(x[at + d.half]);
+      y[at] = value_cast<S>(x1 * c - x2 * s);
+      y[at + d.half] = value_cast<S>(x2 * c + x1 * s);
+    }
   }
 }
 
@@ -66,9 +73,9 @@ Tensor rotary(const Tensor& x_in, int64_t offset, const std::vector<float>& inv_
   return visit_cuda_storage(x.dtype(), op, [&](auto tag_) {
     using S = typename decltype(tag_)::type;
     Tensor y = cuda_empty(x.shape(), x.dtype());
-    const int64_t n = d.rows * d.half;
-    if (n == 0) return y;
-    if (n < (int64_t(1) << 31))
+    if (d.rows == 0 || d.half == 0) return y;
+    const int64_t n = d.rows / d.H * d.half;  // threads: one per (b, t, i)
+    if (d.rows * d.half < (int64_t(1) << 31))
       rotary_kernel<S, uint32_t>
           <<<grid_for(n), kThreads, 0, stream()>>>(y.data<S>(), x.data<S>(), d);
     else

@@ -1,8 +1,9 @@
 // SwiGLU on CUDA: y = silu(a) * b;  da = dy * b * silu'(a),  db = dy * silu(a),
 //   silu(a) = a s,  silu'(a) = s (1 + a (1 - s)),  s = sigmoid(a).
 // Layout: a, b, dy of one shape (made contiguous); outputs fresh contiguous. dtypes: f32, f64,
-// bf16 (computed in float, each output rounded to bf16 once). 16-byte aligned operands take
-// 16 bytes a load and store (Pack<S>), the scalar kernels the tail past the last whole pack.
+// bf16 (computed in float, each output rounded to bf16 once; bf16's sigmoid is common.cuh's
+// sigmoid_of). 16-byte aligned operands take 16 bytes a load and store
+// (Pack<S>), the scalar kernels the tail past the last whole pack.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -21,7 +22,7 @@ __global__ void swiglu_fwd_kernel(S* __restrict__ y,        // [n]
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const C ai = value_cast<C>(a[i]);
-    y[i] = value_cast<S>(ai * sigmoid_dev(ai) * value_cast<C>(b[i]));
+    y[i] = value_cast<S>(ai * sigmoid_of<S>(ai) * value_cast<C>(b[i]));
   }
 }
 
@@ -35,7 +36,7 @@ __global__ void swiglu_bwd_kernel(S* __restrict__ da,       // [n] overwritten
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const C ai = value_cast<C>(a[i]), bi = value_cast<C>(b[i]), dyi = value_cast<C>(dy[i]);
-    const C s = sigmoid_dev(ai);
+    const C s = sigmoid_of<S>(ai);
     da[i] = value_cast<S>(dyi * bi * s * (C(1) + ai * (C(1) - s)));
     db[i] = value_cast<S>(dyi * ai * s);
   }
@@ -52,7 +53,7 @@ __global__ void swiglu_fwd_pack_kernel(Pack<S>* __restrict__ y, const Pack<S>* _
 #pragma unroll
     for (int k = 0; k < Pack<S>::kSize; ++k) {
       const C ak = value_cast<C>(pa.v[k]);
-      py.v[k] = value_cast<S>(ak * sigmoid_dev(ak) * value_cast<C>(pb.v[k]));
+      py.v[k] = value_cast<S>(ak * sigmoid_of<S>(ak) * value_cast<C>(pb.v[k]));
     }
     y[i] = py;
   }
@@ -71,7 +72,7 @@ __global__ void swiglu_bwd_pack_kernel(Pack<S>* __restrict__ da, Pack<S>* __rest
 #pragma unroll
     for (int k = 0; k < Pack<S>::kSize; ++k) {
       const C ak = value_cast<C>(pa.v[k]), bk = value_cast<C>(pb.v[k]);
-      const C dyk = value_cast<C>(pd.v[k]), s = sigmoid_dev(ak);
+      const C dyk = value_cast<C>(pd.v[k]), s = sigmoid_of<S>(ak);
       pda.v[k] = value_cast<S>(dyk * bk * s * (C(1) + ak * (C(1) - s)));
       pdb.v[k] = value_cast<S>(dyk * ak * s);
     }

@@ -140,7 +140,8 @@ TEST_CASE("cuda rotary and its backward match the CPU (f32, f64, bf16)", "[cuda]
     int64_t B, T, H, d, offset;
   };
   for (const Shape4& sh :
-       {Shape4{2, 37, 3, 64, 0}, Shape4{1, 2048, 1, 128, 0}, Shape4{1, 5, 2, 2, 900}})
+       {Shape4{2, 37, 3, 64, 0}, Shape4{1, 2048, 1, 128, 0}, Shape4{1, 5, 2, 2, 900},
+        Shape4{2, 130, 16, 64, 7}})
     for (DType dt : {DType::f32, DType::f64}) {
       INFO("B,T,H,d " << sh.B << "," << sh.T << "," << sh.H << "," << sh.d << " offset "
                       << sh.offset << " " << dtype_name(dt));

@@ -78,26 +78,27 @@ TEST_CASE("cuda matmul matches the CPU (batched, broadcast, transposed, sliced, 
 
 // matmul_acc on CUDA: f32 and f64 into their own dtype, bf16 operands summed in f32 into an f32
 // c (against the CPU in f32 on the same bf16 values: 1e-5, the products are exact in f32 and
-// only their sums round).
-TEST_CASE("cuda matmul_acc adds the product into c (f32, f64, bf16 into f32)", "[cuda]") {
+// only their sums round), and bf16 into a bf16 c (a b + c rounded once to bf16: 8e-3, twice
+// bf16's half ulp).
+TEST_CASE("cuda matmul_acc adds the product into c (f32, f64, bf16 into f32 and bf16)", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(23);
-  for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
-    INFO(dtype_name(dt));
-    const DType cdt = dt == DType::bf16 ? DType::f32 : dt, ref_dt = dt == DType::f64 ? DType::f64 : DType::f32;
-    const Tensor a = Tensor::randn({70, 33}, gen, ref_dt).to(dt).to(ref_dt);  // a^T [33, 70] below
-    const Tensor b = Tensor::randn({70, 21}, gen, ref_dt).to(dt).to(ref_dt);
-    const Tensor c0 = Tensor::randn({33, 21}, gen, ref_dt);
-    Tensor want = c0.clone(), got = gpu(c0.to(cdt));
+  struct Case { DType in, c; double tol; };
+  for (const Case& k : {Case{DType::f32, DType::f32, kF32}, Case{DType::f64, DType::f64, kF64},
+                        Case{DType::bf16, DType::f32, kF32}, Case{DType::bf16, DType::bf16, 8e-3}}) {
+    INFO(dtype_name(k.in) << " into " << dtype_name(k.c));
+    const DType ref_dt = k.in == DType::f64 ? DType::f64 : DType::f32;
+    const Tensor a = Tensor::randn({70, 33}, gen, ref_dt).to(k.in).to(ref_dt);  // a^T [33, 70]
+    const Tensor b = Tensor::randn({70, 21}, gen, ref_dt).to(k.in).to(ref_dt);
+    const Tensor c0 = Tensor::randn({33, 21}, gen, ref_dt).to(k.c).to(ref_dt);
+    Tensor want = c0.clone(), got = gpu(c0.to(k.c));
     matmul_acc(want, a.transpose(0, 1), b);
-    matmul_acc(got, gpu(a.to(dt)).transpose(0, 1), gpu(b.to(dt)));
-    REQUIRE(got.dtype() == cdt);
-    REQUIRE_CLOSE("matmul_acc", vals(want), vals(got), dt == DType::f64 ? kF64 : kF32);
+    matmul_acc(got, gpu(a.to(k.in)).transpose(0, 1), gpu(b.to(k.in)));
+    REQUIRE(got.dtype() == k.c);
+    REQUIRE_CLOSE("matmul_acc", vals(want), vals(got), k.tol);
   }
   Tensor c16 = gpu(Tensor::zeros({2, 2}).to(DType::bf16));
-  REQUIRE_THROWS_AS(matmul_acc(c16, gpu(Tensor::ones({2, 3}).to(DType::bf16)),
-                               gpu(Tensor::ones({3, 2}).to(DType::bf16))),
-                    Error);
+  REQUIRE_THROWS_AS(matmul_acc(c16, gpu(Tensor::ones({2, 3})), gpu(Tensor::ones({3, 2}))), Error);
 }
 
 #ifdef HLA_WITH_CUDA
