@@ -92,11 +92,9 @@ std::vector<Tensor> PrimitiveNode::backward(const std::vector<Tensor>& grad_outp
     case OpKind::Abs: gi[0] = mul(g, unary(Unary::Sign, x(0))); break;
     case OpKind::Relu: gi[0] = mul(g, unary(Unary::Step, x(0))); break;
     case OpKind::Log1p: gi[0] = div(g, add_scalar(x(0), 1.0)); break;
-    case OpKind::Silu: {  // s (1 + x (1 - s)), s = sigmoid(x)
-      const Tensor s = unary(Unary::Sigmoid, x(0));
-      gi[0] = mul(g, mul(s, add_scalar(mul(x(0), add_scalar(neg(s), 1.0)), 1.0)));
+    case OpKind::Silu:  // g s (1 + x (1 - s)), s = sigmoid(x): one elementwise pass
+      gi[0] = binary(Binary::SiluBackward, x(0), g);
       break;
-    }
     case OpKind::Softplus:
       gi[0] = mul(g, unary(Unary::Sigmoid, x(0)));
       break;

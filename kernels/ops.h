@@ -26,7 +26,10 @@ Tensor add_scalar(const Tensor& x, double s);
 Tensor mul_scalar(const Tensor& x, double s);
 
 // ---- elementwise, binary (broadcasting)
-enum class Binary { Add, Sub, Mul, Div, Maximum, Minimum, Eq /* 1 where equal */, Gt, Ge };
+enum class Binary {
+  Add, Sub, Mul, Div, Maximum, Minimum, Eq /* 1 where equal */, Gt, Ge,
+  SiluBackward /* b silu'(a) = b s (1 + a (1 - s)), s = sigmoid(a): silu's backward, g = b */
+};
 Tensor binary(Binary op, const Tensor& a, const Tensor& b);
 // out = cond != 0 ? a : b (all three broadcast).
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);

@@ -22,7 +22,8 @@ namespace {
 // Scalar maps share the unary kernel under codes past the last Unary.
 constexpr int kPowScalar = 100, kAddScalar = 101, kMulScalar = 102;
 
-template <class T>
+// S: the storage type (bf16's sigmoid is sigmoid_of's, common.cuh), T its compute type.
+template <class S, class T = compute_t<S>>
 __device__ inline T unary_value(int op, T x, T c) {
   switch (op) {
     case int(Unary::Neg): return -x;
@@ -30,7 +31,7 @@ __device__ inline T unary_value(int op, T x, T c) {
     case int(Unary::Log): return log(x);
     case int(Unary::Sqrt): return sqrt(x);
     case int(Unary::Rsqrt): return T(1) / sqrt(x);
-    case int(Unary::Sigmoid): return sigmoid_dev(x);
+    case int(Unary::Sigmoid): return sigmoid_of<S>(x);
     case int(Unary::Tanh): return tanh(x);
     case int(Unary::Abs): return fabs(x);
     case int(Unary::Relu): return x > T(0) ? x : T(0);
@@ -42,7 +43,7 @@ __device__ inline T unary_value(int op, T x, T c) {
     case int(Unary::Sin): return sin(x);
     case int(Unary::Cos): return cos(x);
     case int(Unary::Silu):
-      return x * sigmoid_dev(x);
+      return x * sigmoid_of<S>(x);
     case int(Unary::Softplus):
       return (x > T(0) ? x : T(0)) + log1p(exp(-fabs(x)));
     case int(Unary::LogSigmoid):
@@ -54,7 +55,7 @@ __device__ inline T unary_value(int op, T x, T c) {
   return x;
 }
 
-template <class T>
+template <class S, class T = compute_t<S>>
 __device__ inline T binary_value(int op, T a, T b) {
   switch (op) {
     case int(Binary::Add): return a + b;
@@ -66,6 +67,10 @@ __device__ inline T binary_value(int op, T a, T b) {
     case int(Binary::Eq): return a == b ? T(1) : T(0);
     case int(Binary::Gt): return a > b ? T(1) : T(0);
     case int(Binary::Ge): return a >= b ? T(1) : T(0);
+    case int(Binary::SiluBackward): {
+      const T sg = sigmoid_of<S>(a);
+      return b * sg * (T(1) + a * (T(1) - sg));
+    }
   }
   return a;
 }
@@ -91,7 +96,7 @@ __global__ void unary_kernel(int op, compute_t<S> c,
   using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = value_cast<S>(unary_value<C>(op, value_cast<C>(x[xi.offset(i)]), c));
+    out[i] = value_cast<S>(unary_value<S>(op, value_cast<C>(x[xi.offset(i)]), c));
 }
 
 template <class S>
@@ -104,7 +109,7 @@ __global__ void binary_kernel(int op,
   using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = value_cast<S>(binary_value<C>(op, value_cast<C>(a[ai.offset(i)]),
+    out[i] = value_cast<S>(binary_value<S>(op, value_cast<C>(a[ai.offset(i)]),
                                            value_cast<C>(b[bi.offset(i)])));
 }
 
@@ -144,7 +149,7 @@ __global__ void unary_pack_kernel(int op, compute_t<S> c, Pack<S>* __restrict__ 
     Pack<S> po;
 #pragma unroll
     for (int k = 0; k < Pack<S>::kSize; ++k)
-      po.v[k] = value_cast<S>(unary_value<C>(op, value_cast<C>(px.v[k]), c));
+      po.v[k] = value_cast<S>(unary_value<S>(op, value_cast<C>(px.v[k]), c));
     out[i] = po;
   }
 }
@@ -159,7 +164,7 @@ __global__ void binary_pack_kernel(int op, Pack<S>* __restrict__ out, const Pack
     Pack<S> po;
 #pragma unroll
     for (int k = 0; k < Pack<S>::kSize; ++k)
-      po.v[k] = value_cast<S>(binary_value<C>(op, value_cast<C>(pa.v[k]), value_cast<C>(pb.v[k])));
+      po.v[k] = value_cast<S>(binary_value<S>(op, value_cast<C>(pa.v[k]), value_cast<C>(pb.v[k])));
     out[i] = po;
   }
 }
@@ -178,7 +183,7 @@ __global__ void binary_rows_pack_kernel(int op, Pack<S>* __restrict__ out,
     Pack<S> po;
 #pragma unroll
     for (int k = 0; k < Pack<S>::kSize; ++k)
-      po.v[k] = value_cast<S>(binary_value<C>(op, value_cast<C>(pa.v[k]), value_cast<C>(pb.v[k])));
+      po.v[k] = value_cast<S>(binary_value<S>(op, value_cast<C>(pa.v[k]), value_cast<C>(pb.v[k])));
     out[i] = po;
   }
 }

@@ -7,10 +7,11 @@
 // One elementwise kernel each way, on 16-byte packs where the rows are whole packs (contiguous
 // x, D a multiple of the pack), else an element a thread; both compute an element through
 // GateForward / GateBackward, where s and 1 - s = sigmoid(-x) come from one e = e^{-|x|} (the
-// values of sigmoid_dev and log_sigmoid_dev). dlb's terms go to a compute-type buffer that
-// cuda::sum reduces. dtypes: x f32, f64, bf16 (computed in compute_t, each output rounded once);
+// values of sigmoid_dev and log_sigmoid_dev in f32 and f64; bf16's from e^{-|x|} on the
+// multifunction unit). dlb's terms go to a compute-type buffer that cuda::sum reduces. dtypes: x f32, f64, bf16 (computed in compute_t, each output rounded once);
 // lb any floating dtype (read in compute_t; dlb returned in lb's dtype).
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
@@ -21,12 +22,24 @@ namespace hla::cuda {
 namespace {
 
 // sigmoid(x) and sigmoid(-x) from one exponential e = e^{-|x|}: the values of sigmoid_dev(x)
-// and sigmoid_dev(-x), operation for operation.
-template <class C>
+// and sigmoid_dev(-x), operation for operation, for f32 and f64; for bf16 storage (results
+// rounded to 8 significant bits) e on the multifunction unit and one reciprocal, as
+// sigmoid_of (common.cuh).
+template <class S>
 struct Sigmoids {
+  using C = compute_t<S>;
   C e, s, s_neg;
-  __device__ explicit Sigmoids(C x) : e(exp(-fabs(x))) {
-    const C one_over = C(1) / (C(1) + e), e_over = e / (C(1) + e);
+  __device__ explicit Sigmoids(C x) {
+    C one_over, e_over;
+    if constexpr (std::is_same_v<S, bf16_dev>) {
+      e = __expf(-fabsf(x));
+      one_over = __frcp_rn(1.f + e);
+      e_over = e * one_over;
+    } else {
+      e = exp(-fabs(x));
+      one_over = C(1) / (C(1) + e);
+      e_over = e / (C(1) + e);
+    }
     s = x >= C(0) ? one_over : e_over;
     s_neg = x >= C(0) ? e_over : one_over;
   }
@@ -35,25 +48,33 @@ struct Sigmoids {
 // One element of the forward, from x and its bound b (0: none); log_f is logsigmoid(x) (the
 // expression of log_sigmoid_dev) where b = 0. Both kernels of each direction compute through
 // these, so the element and pack paths agree bit for bit.
-template <class C>
+template <class S>
 struct GateForward {
+  using C = compute_t<S>;
   C log_f, one_minus_f;
   __device__ GateForward(C x, C b) {
-    const Sigmoids<C> sg(x);
+    const Sigmoids<S> sg(x);
     log_f = b != C(0) ? log(b + (C(1) - b) * sg.s) : (x < C(0) ? x : C(0)) - log1p(sg.e);
     one_minus_f = (C(1) - b) * sg.s_neg;
   }
 };
 // One element of the backward, from x, b and the outputs' gradients gl, go: dx, and the term
-// of dlb (read only when there is a bound).
-template <class C>
+// of dlb (read only when there is a bound). 1 / f once (a reciprocal for bf16).
+template <class S>
 struct GateBackward {
+  using C = compute_t<S>;
   C dx, dlb_term;
   __device__ GateBackward(C x, C b, C gl, C go) {
-    const C s = Sigmoids<C>(x).s, f = b + (C(1) - b) * s;
-    const C ratio = b != C(0) ? b / f : C(0);
-    dx = gl * (C(1) - s) * (C(1) - ratio) - go * (C(1) - b) * s * (C(1) - s);
-    dlb_term = (gl / f - go) * (C(1) - s);
+    const Sigmoids<S> sg(x);
+    const C s = sg.s, one_minus_s = sg.s_neg, f = b + (C(1) - b) * s;
+    C inv_f;
+    if constexpr (std::is_same_v<S, bf16_dev>)
+      inv_f = __frcp_rn(f);
+    else
+      inv_f = C(1) / f;
+    const C ratio = b != C(0) ? b * inv_f : C(0);
+    dx = gl * one_minus_s * (C(1) - ratio) - go * (C(1) - b) * s * one_minus_s;
+    dlb_term = (gl * inv_f - go) * one_minus_s;
   }
 };
 
@@ -65,7 +86,7 @@ __global__ void forget_gate_fwd_kernel(S* __restrict__ log_f, S* __restrict__ on
                                        I n, I D) {
   using C = compute_t<S>;
   for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(gridDim.x) * blockDim.x) {
-    const GateForward<C> y(value_cast<C>(x[i]), lb ? lb[i % D] : C(0));
+    const GateForward<S> y(value_cast<C>(x[i]), lb ? lb[i % D] : C(0));
     log_f[i] = value_cast<S>(y.log_f);
     one_minus_f[i] = value_cast<S>(y.one_minus_f);
   }
@@ -87,7 +108,7 @@ __global__ void forget_gate_fwd_pack_kernel(Pack<S>* __restrict__ log_f,
     Pack<S> lf, om;
 #pragma unroll
     for (int k = 0; k < P; ++k) {
-      const GateForward<C> y(value_cast<C>(px.v[k]), lb ? lb[col + k] : C(0));
+      const GateForward<S> y(value_cast<C>(px.v[k]), lb ? lb[col + k] : C(0));
       lf.v[k] = value_cast<S>(y.log_f);
       om.v[k] = value_cast<S>(y.one_minus_f);
     }
@@ -106,13 +127,19 @@ __global__ void forget_gate_bwd_kernel(S* __restrict__ dx,                    //
                                        I n, I D) {
   using C = compute_t<S>;
   for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(gridDim.x) * blockDim.x) {
-    const GateBackward<C> g(value_cast<C>(x[i]), lb ? lb[i % D] : C(0),
+    const GateBackward<S> g(value_cast<C>(x[i]), lb ? lb[i % D] : C(0),
                             dlog_f ? value_cast<C>(dlog_f[i]) : C(0),
                             d_one_minus_f ? value_cast<C>(d_one_minus_f[i]) : C(0));
     dx[i] = value_cast<S>(g.dx);
     if (dlb_terms) dlb_terms[i] = g.dlb_term;
   }
 }
+
+// A pack's P terms of dlb, stored together (16-byte stores, not P scalar ones).
+template <class C, int P>
+struct alignas(16) Terms {
+  C v[P];
+};
 
 // The backward on packs (as the forward's); dlb_terms stays one compute value an element.
 template <class S, class I>
@@ -132,15 +159,17 @@ __global__ void forget_gate_bwd_pack_kernel(Pack<S>* __restrict__ dx,
     if (dlog_f) pl = dlog_f[i];
     if (d_one_minus_f) po = d_one_minus_f[i];
     const I col = i * P % D;
+    Terms<C, P> terms;
 #pragma unroll
     for (int k = 0; k < P; ++k) {
-      const GateBackward<C> g(value_cast<C>(px.v[k]), lb ? lb[col + k] : C(0),
+      const GateBackward<S> g(value_cast<C>(px.v[k]), lb ? lb[col + k] : C(0),
                               dlog_f ? value_cast<C>(pl.v[k]) : C(0),
                               d_one_minus_f ? value_cast<C>(po.v[k]) : C(0));
       pd.v[k] = value_cast<S>(g.dx);
-      if (dlb_terms) dlb_terms[i * P + k] = g.dlb_term;
+      terms.v[k] = g.dlb_term;
     }
     dx[i] = pd;
+    if (dlb_terms) reinterpret_cast<Terms<C, P>*>(dlb_terms)[i] = terms;
   }
 }
 

@@ -1,8 +1,11 @@
 // GLA's log decay on CUDA (kernels/ops.h, ops::gla_gate): g = max(logsigmoid(x) / normalizer,
 // floor), and from g alone dx = dg (-expm1(normalizer g)) / normalizer (= dg sigmoid(-x) /
 // normalizer) where g is above the floor as g's dtype stores it, 0 where clamped. One
-// elementwise kernel each way; dtypes f32, f64, bf16 (computed in compute_t, each output rounded
-// once).
+// elementwise kernel each way, on 16-byte packs when aligned (the tail an element a thread);
+// dtypes f32, f64, bf16 (computed in compute_t, each output rounded once).
+#include <initializer_list>
+#include <type_traits>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -10,15 +13,33 @@ namespace hla::cuda {
 
 namespace {
 
+// One element each way (the scalar and pack kernels compute through these, bit for bit alike).
+// bf16's e^-|x| on the multifunction unit (its g is rounded to 8 significant bits).
+template <class S>
+__device__ inline compute_t<S> gate_value(compute_t<S> x, compute_t<S> normalizer,
+                                          compute_t<S> floor) {
+  using C = compute_t<S>;
+  C v;
+  if constexpr (std::is_same_v<S, bf16_dev>)
+    v = ((x < 0.f ? x : 0.f) - log1pf(__expf(-fabsf(x)))) / normalizer;
+  else
+    v = log_sigmoid_dev(x) / normalizer;
+  return v > floor ? v : floor;
+}
+template <class S>
+__device__ inline compute_t<S> gate_grad(compute_t<S> g, compute_t<S> dg, compute_t<S> normalizer,
+                                         compute_t<S> stored_floor) {
+  using C = compute_t<S>;
+  return g > stored_floor ? dg * -expm1(normalizer * g) / normalizer : C(0);
+}
+
 template <class S>
 __global__ void gla_gate_fwd_kernel(S* __restrict__ g, const S* __restrict__ x, int64_t n,
                                     compute_t<S> normalizer, compute_t<S> floor) {
   using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const C v = log_sigmoid_dev(value_cast<C>(x[i])) / normalizer;
-    g[i] = value_cast<S>(v > floor ? v : floor);
-  }
+       i += int64_t(gridDim.x) * blockDim.x)
+    g[i] = value_cast<S>(gate_value<S>(value_cast<C>(x[i]), normalizer, floor));
 }
 
 // stored_floor: the floor rounded to S, as a clamped g holds it.
@@ -28,11 +49,48 @@ __global__ void gla_gate_bwd_kernel(S* __restrict__ dx, const S* __restrict__ g,
                                     compute_t<S> stored_floor) {
   using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dx[i] = value_cast<S>(
+        gate_grad<S>(value_cast<C>(g[i]), value_cast<C>(dg[i]), normalizer, stored_floor));
+}
+
+// The same over n_packs 16-byte packs (Pack<S>); the scalar kernels take the tail.
+template <class S>
+__global__ void gla_gate_fwd_pack_kernel(Pack<S>* __restrict__ g, const Pack<S>* __restrict__ x,
+                                         int64_t n_packs, compute_t<S> normalizer,
+                                         compute_t<S> floor) {
+  using C = compute_t<S>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_packs;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const C gi = value_cast<C>(g[i]);
-    dx[i] = value_cast<S>(gi > stored_floor ? value_cast<C>(dg[i]) * -expm1(normalizer * gi) / normalizer
-                                            : C(0));
+    const Pack<S> px = x[i];
+    Pack<S> pg;
+#pragma unroll
+    for (int k = 0; k < Pack<S>::kSize; ++k)
+      pg.v[k] = value_cast<S>(gate_value<S>(value_cast<C>(px.v[k]), normalizer, floor));
+    g[i] = pg;
   }
+}
+template <class S>
+__global__ void gla_gate_bwd_pack_kernel(Pack<S>* __restrict__ dx, const Pack<S>* __restrict__ g,
+                                         const Pack<S>* __restrict__ dg, int64_t n_packs,
+                                         compute_t<S> normalizer, compute_t<S> stored_floor) {
+  using C = compute_t<S>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_packs;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const Pack<S> pg = g[i], pd = dg[i];
+    Pack<S> px;
+#pragma unroll
+    for (int k = 0; k < Pack<S>::kSize; ++k)
+      px.v[k] = value_cast<S>(gate_grad<S>(value_cast<C>(pg.v[k]), value_cast<C>(pd.v[k]),
+                                           normalizer, stored_floor));
+    dx[i] = px;
+  }
+}
+
+// Elements taken by the pack kernels: all whole packs when every operand is 16-byte aligned.
+template <class S>
+int64_t packed_elements(int64_t n, std::initializer_list<const Tensor*> ts) {
+  return packable(ts) ? n / Pack<S>::kSize * Pack<S>::kSize : 0;
 }
 
 }  // namespace
@@ -44,10 +102,17 @@ Tensor gla_gate(const Tensor& x_in, double normalizer, double floor) {
     using S = typename decltype(tag_)::type;
     using C = compute_t<S>;
     Tensor g = cuda_empty(x.shape(), x.dtype());
-    const int64_t n = x.numel();
+    const int64_t n = x.numel(), done = packed_elements<S>(n, {&x, &g});
     if (n == 0) return g;
-    gla_gate_fwd_kernel<S><<<grid_for(n), kThreads, 0, stream()>>>(
-        g.data<S>(), x.data<S>(), n, static_cast<C>(normalizer), static_cast<C>(floor));
+    constexpr int P = Pack<S>::kSize;
+    if (done > 0)
+      gla_gate_fwd_pack_kernel<S><<<grid_for(done / P), kThreads, 0, stream()>>>(
+          reinterpret_cast<Pack<S>*>(g.data<S>()), reinterpret_cast<const Pack<S>*>(x.data<S>()),
+          done / P, static_cast<C>(normalizer), static_cast<C>(floor));
+    if (done < n)
+      gla_gate_fwd_kernel<S><<<grid_for(n - done), kThreads, 0, stream()>>>(
+          g.data<S>() + done, x.data<S>() + done, n - done, static_cast<C>(normalizer),
+          static_cast<C>(floor));
     CUDA_CHECK(cudaGetLastError());
     return g;
   });
@@ -63,12 +128,19 @@ Tensor gla_gate_backward(const Tensor& g_in, const Tensor& dg_in, double normali
     using S = typename decltype(tag_)::type;
     using C = compute_t<S>;
     Tensor dx = cuda_empty(g.shape(), g.dtype());
-    const int64_t n = g.numel();
+    const int64_t n = g.numel(), done = packed_elements<S>(n, {&g, &dg, &dx});
     if (n == 0) return dx;
     const C stored_floor = value_cast<C>(value_cast<S>(static_cast<C>(floor)));
-    gla_gate_bwd_kernel<S>
-        <<<grid_for(n), kThreads, 0, stream()>>>(dx.data<S>(), g.data<S>(), dg.data<S>(), n,
-                                                 static_cast<C>(normalizer), stored_floor);
+    constexpr int P = Pack<S>::kSize;
+    if (done > 0)
+      gla_gate_bwd_pack_kernel<S><<<grid_for(done / P), kThreads, 0, stream()>>>(
+          reinterpret_cast<Pack<S>*>(dx.data<S>()), reinterpret_cast<const Pack<S>*>(g.data<S>()),
+          reinterpret_cast<const Pack<S>*>(dg.data<S>()), done / P, static_cast<C>(normalizer),
+          stored_floor);
+    if (done < n)
+      gla_gate_bwd_kernel<S><<<grid_for(n - done), kThreads, 0, stream()>>>(
+          dx.data<S>() + done, g.data<S>() + done, dg.data<S>() + done, n - done,
+          static_cast<C>(normalizer), stored_floor);
     CUDA_CHECK(cudaGetLastError());
     return dx;
   });

@@ -220,7 +220,8 @@ TEST_CASE("cuda bf16 unary, scalar and binary maps, where and add_ match the CPU
   const std::vector<std::pair<const char*, Binary>> binaries = {
       {"add", Binary::Add}, {"sub", Binary::Sub},         {"mul", Binary::Mul},
       {"div", Binary::Div}, {"maximum", Binary::Maximum}, {"minimum", Binary::Minimum},
-      {"eq", Binary::Eq},   {"gt", Binary::Gt},           {"ge", Binary::Ge}};
+      {"eq", Binary::Eq},   {"gt", Binary::Gt},           {"ge", Binary::Ge},
+      {"silu_backward", Binary::SiluBackward}};
   for (const auto& [name, op] : binaries) {
     const Tensor& b = op == Binary::Div ? pos.slice(0, 0, 1) : row;
     const Tensor& gb = op == Binary::Div ? gpos.slice(0, 0, 1) : grow;

@@ -52,7 +52,8 @@ TEST_CASE("cuda binary ops broadcast like the CPU", "[cuda]") {
   const std::vector<std::pair<Binary, const char*>> ops_list = {
       {Binary::Add, "add"}, {Binary::Sub, "sub"},         {Binary::Mul, "mul"},
       {Binary::Div, "div"}, {Binary::Maximum, "maximum"}, {Binary::Minimum, "minimum"},
-      {Binary::Eq, "eq"},   {Binary::Gt, "gt"},           {Binary::Ge, "ge"}};
+      {Binary::Eq, "eq"},   {Binary::Gt, "gt"},           {Binary::Ge, "ge"},
+      {Binary::SiluBackward, "silu_backward"}};
   for (DType dt : {DType::f32, DType::f64}) {
     const Tensor a = Tensor::randn({3, 1, 5}, gen, dt);
     const Tensor b = Tensor::rand({4, 1}, gen, dt, 0.5, 2.0);

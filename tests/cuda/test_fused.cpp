@@ -226,16 +226,18 @@ TEST_CASE("cuda forget_gate and its backward match the CPU (bounds, missing grad
 TEST_CASE("cuda gla_gate and its backward match the CPU (clamped and not, bf16)", "[cuda]") {
   HLA_REQUIRE_GPU();
   Generator gen(39);
-  for (DType dt : {DType::f32, DType::f64})
-    for (double floor : {-1.5, -std::numeric_limits<double>::infinity()}) {
-      INFO(dtype_name(dt) << " floor " << floor);
-      const Tensor x = Tensor::randn({4, 77, 32}, gen, dt, 0.0, 30.0),
-                   dg = Tensor::randn({4, 77, 32}, gen, dt);
-      const Tensor g = gla_gate(x, 16.0, floor), gg = gla_gate(gpu(x), 16.0, floor);
-      REQUIRE_CLOSE("g", vals(g), vals(gg), tol(dt));
-      REQUIRE_CLOSE("dx", vals(gla_gate_backward(g, dg, 16.0, floor)),
-                    vals(gla_gate_backward(gg, gpu(dg), 16.0, floor)), tol(dt));
-    }
+  // [4, 77, 32]: whole 16-byte packs; [3, 7, 5]: packs and a tail an element a thread
+  for (const Shape& shape : {Shape{4, 77, 32}, Shape{3, 7, 5}})
+    for (DType dt : {DType::f32, DType::f64})
+      for (double floor : {-1.5, -std::numeric_limits<double>::infinity()}) {
+        INFO(to_string(shape) << " " << dtype_name(dt) << " floor " << floor);
+        const Tensor x = Tensor::randn(shape, gen, dt, 0.0, 30.0),
+                     dg = Tensor::randn(shape, gen, dt);
+        const Tensor g = gla_gate(x, 16.0, floor), gg = gla_gate(gpu(x), 16.0, floor);
+        REQUIRE_CLOSE("g", vals(g), vals(gg), tol(dt));
+        REQUIRE_CLOSE("dx", vals(gla_gate_backward(g, dg, 16.0, floor)),
+                      vals(gla_gate_backward(gg, gpu(dg), 16.0, floor)), tol(dt));
+      }
   // bf16: g rounded to bf16 (2^-9 relative); the backward from it against the f32 one from x
   // with a floor nothing reaches (-5: x < -80), then, where the clamp binds, against the CPU's
   // f32 backward on the same rounded g with the floor as bf16 stores it (-0.3 -> -0.30078125).

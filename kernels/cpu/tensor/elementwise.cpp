@@ -84,6 +84,10 @@ T binary_value(Binary op, T a, T b) {
     case Binary::Eq: return a == b ? T(1) : T(0);
     case Binary::Gt: return a > b ? T(1) : T(0);
     case Binary::Ge: return a >= b ? T(1) : T(0);
+    case Binary::SiluBackward: {
+      const T s = unary_value(Unary::Sigmoid, a);
+      return b * s * (T(1) + a * (T(1) - s));
+    }
   }
   return a;
 }
@@ -167,7 +171,7 @@ Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
     return out;
         HLA_BINARY_CASE(Add) HLA_BINARY_CASE(Sub) HLA_BINARY_CASE(Mul) HLA_BINARY_CASE(Div)
         HLA_BINARY_CASE(Maximum) HLA_BINARY_CASE(Minimum) HLA_BINARY_CASE(Eq)
-        HLA_BINARY_CASE(Gt) HLA_BINARY_CASE(Ge)
+        HLA_BINARY_CASE(Gt) HLA_BINARY_CASE(Ge) HLA_BINARY_CASE(SiluBackward)
 #undef HLA_BINARY_CASE
       }
     }
