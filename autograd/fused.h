@@ -58,9 +58,13 @@ Var rotary(const Var& x, int64_t offset, double base);
 // f = lb + (1 - lb) sigmoid(x), lb [D] or undefined (0). The node keeps x and lb only.
 std::vector<Var> forget_gate(const Var& x, const Var& lb);
 
-// GLA's log decay max(logsigmoid(x) / normalizer, floor) (kernels/ops.h: ops::gla_gate). The
-// node keeps the output's values only (its backward reads g, not x).
-Var gla_gate(const Var& x, double normalizer, double floor);
+// GLA's log decay max(logsigmoid(x) / normalizer, floor) (kernels/ops.h: ops::gla_gate), in
+// `out`: x's dtype, or f32 for bf16 x (the mixed-precision models' gates). The node keeps the
+// output's values only (its backward reads g, not x).
+Var gla_gate(const Var& x, double normalizer, double floor, DType out);
+inline Var gla_gate(const Var& x, double normalizer, double floor) {
+  return gla_gate(x, normalizer, floor, x.dtype());
+}
 
 // SwiGLU: silu(a) * b.
 Var swiglu(const Var& a, const Var& b);

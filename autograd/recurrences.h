@@ -4,9 +4,11 @@
 // Layouts: q, k [B,T,H,K]; v [B,T,H,V]; per-key gate gk [B,T,H,K]; per-head gate g and beta
 // [B,T,H]; states h0 / hT [B,H,K,V]; hgrn: x, g [B,T,D], states [B,D]. Gates are natural-log
 // decays (g <= 0). The read-out scale multiplies q; 0 means the default K^-1/2.
-// dtypes: f32 and f64 on both devices; bf16 on CUDA, where the f32 kernels run on f32 copies
-// (the state and every accumulation in f32) and o, hT and the input gradients return in bf16.
-// Kernels that read bf16 directly on tensor cores are a later step.
+// dtypes: f32 and f64 on both devices; bf16 on CUDA (states and accumulations in f32; the
+// gated linear family at K, V in {64, 128} and the delta rules read bf16 on tensor cores, the
+// rest run the f32 kernels on f32 copies), o, hT and each input's gradient returned in its
+// input's dtype. The gates of gla and simple_gla may be f32 beside bf16 q, k, v (the
+// mixed-precision models' gates), the rest take q's dtype.
 //
 //   auto [o, hT] = gla(q, k, v, gk);                       // chunked for T > 64
 //   auto r = gla(q, k, v, gk, h0, {.impl = Impl::Recurrent});

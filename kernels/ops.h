@@ -131,9 +131,18 @@ void forget_gate_backward(const Tensor& x, const Tensor& lb, const Tensor& dlog_
 // clamp). The backward reads the output g, not x: sigmoid(-x) = 1 - exp(logsigmoid(x)), so
 // dx = dg (-expm1(normalizer g)) / normalizer where g is above the floor (as stored in g's
 // dtype), 0 where clamped; expm1 keeps g's relative precision where g is near 0. Computed in
-// float for bf16.
-Tensor gla_gate(const Tensor& x, double normalizer, double floor);
-Tensor gla_gate_backward(const Tensor& g, const Tensor& dg, double normalizer, double floor);
+// float for bf16. g takes `out` (x's dtype, or f32 for bf16 x: the gates' dtype under mixed
+// precision, nn::gate_dtype) and dx `dx_dtype` (g's, or bf16 for an f32 g); dg has g's dtype.
+Tensor gla_gate(const Tensor& x, double normalizer, double floor, DType out);
+Tensor gla_gate_backward(const Tensor& g, const Tensor& dg, double normalizer, double floor,
+                         DType dx_dtype);
+inline Tensor gla_gate(const Tensor& x, double normalizer, double floor) {
+  return gla_gate(x, normalizer, floor, x.dtype());
+}
+inline Tensor gla_gate_backward(const Tensor& g, const Tensor& dg, double normalizer,
+                                double floor) {
+  return gla_gate_backward(g, dg, normalizer, floor, g.dtype());
+}
 
 // SwiGLU: y = silu(a) * b.
 Tensor swiglu(const Tensor& a, const Tensor& b);

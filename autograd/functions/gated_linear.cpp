@@ -2,8 +2,9 @@
 // tiers of kernels/recurrence.h (reference, recurrent, chunk) on the CPU and of
 // kernels/cuda/recurrence_cuda.h (recurrent, chunk) on CUDA, picked by the inputs' device.
 //   S_t = diag(alpha_t) S_{t-1} + k_t v_t^T,  o_t = S_t^T (scale q_t)
-// Inputs in order: q, k, v, [g], [h0]; outputs: o, hT. bf16 inputs (CUDA) of the chunked tier
-// with T > 64 and head sizes K, V in {64, 128} run the tensor-core kernels
+// Inputs in order: q, k, v, [g], [h0]; outputs: o, hT. The gate may be f32 beside bf16 q, k, v
+// (the mixed-precision models' gates); its gradient keeps its dtype. bf16 inputs (CUDA) of the
+// chunked tier with T > 64 and head sizes K, V in {64, 128} run the tensor-core kernels
 // (cuda::gated_linear_mma_*: bf16 q, k, v, o and their gradients, f32 gates and states); other
 // bf16 inputs run the f32 kernels on f32 copies (recurrence_common.h).
 #include "autograd/functions/recurrence_common.h"
@@ -140,7 +141,7 @@ std::vector<Tensor> mma_backward(const GatedLinearCall& c, const std::vector<Var
   if (c.has_gate) g.dg = grads[3].data<float>();
   if (c.has_h0) g.dh0 = grads.back().data<float>();
   cuda::gated_linear_mma_backward(mma_args(c, in), g);
-  return detail::grads_as(std::move(grads), DType::bf16);
+  return detail::grads_like(std::move(grads), inputs);
 }
 #endif
 
@@ -173,7 +174,7 @@ struct GatedLinearNode : Node {
       if (call.has_h0) g.dh0 = st.grads.back().data<S>();
       backward_tier<S>(call, make_args<S>(call, st.in), g);
     });
-    return detail::grads_as(std::move(st.grads), in_dt);
+    return detail::grads_like(std::move(st.grads), inputs);
   }
 };
 
@@ -189,10 +190,11 @@ RecurrenceResult run(GateKind gate, const char* op, const Var& q, const Var& k, 
   const int64_t V = v.size(3);
   detail::check_input(k, {B, T, H, K}, op, "k", "[B,T,H,K]", in_dt, dev);
   detail::check_input(v, {B, T, H, V}, op, "v", "[B,T,H,V]", in_dt, dev);
+  const DType g_dt = detail::gate_dtype_for(g, in_dt);
   if (gate == GateKind::PerKey)
-    detail::check_input(g, {B, T, H, K}, op, "gk", "[B,T,H,K]", in_dt, dev);
+    detail::check_input(g, {B, T, H, K}, op, "gk", "[B,T,H,K]", g_dt, dev);
   if (gate == GateKind::ScalarPerHead)
-    detail::check_input(g, {B, T, H}, op, "g", "[B,T,H]", in_dt, dev);
+    detail::check_input(g, {B, T, H}, op, "g", "[B,T,H]", g_dt, dev);
   if (h0.defined()) detail::check_input(h0, {B, H, K, V}, op, "h0", "[B,H,K,V]", in_dt, dev);
   if (dev == Device::CUDA && opt.impl == Impl::Reference)
     throw Error(op, "Impl::Auto, Impl::Recurrent or Impl::Chunk for cuda tensors",

@@ -92,6 +92,16 @@ inline std::vector<Tensor> grads_as(std::vector<Tensor> grads, DType dt) {
   for (Tensor& t : grads) t = t.to(dt);
   return grads;
 }
+// The gradients each in its input's dtype (a gate may be f32 beside bf16 q, k, v).
+inline std::vector<Tensor> grads_like(std::vector<Tensor> grads, const std::vector<Var>& inputs) {
+  for (size_t i = 0; i < grads.size(); ++i) grads[i] = grads[i].to(inputs[i].dtype());
+  return grads;
+}
+// The dtype a gate g may take beside q of dtype `in`: in, or f32 for bf16 q (the
+// mixed-precision models' gates, nn::gate_dtype).
+inline DType gate_dtype_for(const Var& g, DType in) {
+  return in == DType::bf16 && g.defined() && g.dtype() == DType::f32 ? DType::f32 : in;
+}
 
 inline double resolve_scale(double scale, int64_t K) {
   return scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(K));

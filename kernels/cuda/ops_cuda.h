@@ -101,8 +101,9 @@ void forget_gate_backward(const Tensor& x, const Tensor& lb, const Tensor& dlog_
                           const Tensor& d_one_minus_f, Tensor* dx, Tensor* dlb);
 
 // ---- gla_gate.cu
-Tensor gla_gate(const Tensor& x, double normalizer, double floor);
-Tensor gla_gate_backward(const Tensor& g, const Tensor& dg, double normalizer, double floor);
+Tensor gla_gate(const Tensor& x, double normalizer, double floor, DType out);
+Tensor gla_gate_backward(const Tensor& g, const Tensor& dg, double normalizer, double floor,
+                         DType dx_dtype);
 
 // ---- swiglu.cu
 Tensor swiglu(const Tensor& a, const Tensor& b);

@@ -93,8 +93,10 @@ Var GatedLinearAttention::mix(const MixerInput& in, MixerState* state, const Var
     v = run_conv(*v_conv1d, v, state, 2);
   }
   // The gate reads x, not the conv output; /16 biases the decay towards 1 (long memory). One
-  // fused op (computed in float for bf16): only the projection stays alive for the backward.
-  const Var g = gla_gate(gk_proj->up->forward(p[3]), opt.gate_logit_normalizer, opt.clamp_min);
+  // fused op (computed in float for bf16, g in gate_dtype: f32 under bf16, which the recurrence
+  // reads as is): only the projection stays alive for the backward.
+  const Var g = gla_gate(gk_proj->up->forward(p[3]), opt.gate_logit_normalizer, opt.clamp_min,
+                         gate_dtype(in.x.dtype()));
   // The feature map comes after the gate (fla's order); GQA repeats each kv head G times.
   const Var qh = apply_feature_map(opt.feature_map, split_heads(q, H));
   const Var kh = repeat_heads(apply_feature_map(opt.feature_map, split_heads(k, num_kv_heads)), groups);

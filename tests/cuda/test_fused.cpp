@@ -249,6 +249,18 @@ TEST_CASE("cuda gla_gate and its backward match the CPU (clamped and not, bf16)"
   REQUIRE_CLOSE("dx bf16", vals(gla_gate_backward(g, dg, 16.0, -5.0)),
                 vals(gla_gate_backward(gg, gpu(dg).to(DType::bf16), 16.0, -5.0).to(DType::f32)),
                 8e-3);
+  // bf16 x with an f32 g (the mixed-precision models' gates): g computed in float and kept
+  // unrounded (against the CPU's f32 on the same values), dx from the f32 g and dg, rounded once
+  // to bf16; other pairs are refused.
+  const Tensor g32 = gla_gate(gpu(x).to(DType::bf16), 16.0, -5.0, DType::f32);
+  REQUIRE(g32.dtype() == DType::f32);
+  REQUIRE_CLOSE("g f32 of bf16 x", vals(g), vals(g32), kF32);
+  const Tensor dx16 = gla_gate_backward(g32, gpu(dg), 16.0, -5.0, DType::bf16);
+  REQUIRE(dx16.dtype() == DType::bf16);
+  REQUIRE_CLOSE("dx bf16 of f32 g", vals(gla_gate_backward(g, dg, 16.0, -5.0)),
+                vals(dx16.to(DType::f32)), 8e-3);
+  REQUIRE_THROWS_WITH(gla_gate(gpu(x), 16.0, -5.0, DType::bf16),
+                      Catch::Contains("or f32 for bf16 x"));
   const double floor = -0.3, stored_floor = double(float(bf16(float(floor))));
   const Tensor gc = gla_gate(gpu(x).to(DType::bf16), 16.0, floor);
   const Tensor dx = gla_gate_backward(gc, gpu(dg).to(DType::bf16), 16.0, floor);

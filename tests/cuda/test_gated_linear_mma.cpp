@@ -312,4 +312,49 @@ TEST_CASE("cuda gla / simple_gla / retention on bf16 Vars take the mma kernels",
   const RecurrenceResult r = retention(q, q, v, Var(), RecurrenceOptions{});
   REQUIRE(r.o.dtype() == DType::bf16);
 }
+
+// The mixed-precision models' gates: gla and simple_gla take an f32 gate beside bf16 q, k, v
+// (the mma kernels at T = 130, K = V = 64; the f32 kernels on copies at T = 64 and at K = 32),
+// read it unrounded and return its gradient in f32; against the CPU f32 op on the same values.
+TEST_CASE("cuda gla / simple_gla on bf16 Vars with an f32 gate keep the gate in f32", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(75);
+  struct Dims { int64_t T, K; };
+  for (const Dims& dims : {Dims{130, 64}, Dims{64, 64}, Dims{130, 32}})
+    for (int which = 0; which < 2; ++which) {
+      INFO("T " << dims.T << " K " << dims.K << (which == 0 ? " gla" : " simple_gla"));
+      const int64_t B = 2, T = dims.T, H = 2, K = dims.K, V = 64;
+      const std::vector<Tensor> x{
+          bf16_randn({B, T, H, K}, gen), bf16_randn({B, T, H, K}, gen),
+          bf16_randn({B, T, H, V}, gen),
+          which == 0 ? log_gates({B, T, H, K}, gen, DType::f32, Decay::Weak)
+                     : log_gates({B, T, H}, gen, DType::f32, Decay::Weak)};
+      const Tensor dout = bf16_randn({B, T, H, V}, gen);
+      std::vector<std::vector<Tensor>> res;
+      for (bool on_gpu : {false, true}) {
+        std::vector<Var> in;
+        for (size_t i = 0; i < x.size(); ++i)  // the gate stays f32 on both sides
+          in.emplace_back(on_gpu ? (i < 3 ? x[i].to(DType::bf16) : x[i]).to(Device::CUDA) : x[i],
+                          true);
+        const RecurrenceResult r = which == 0 ? gla(in[0], in[1], in[2], in[3])
+                                              : simple_gla(in[0], in[1], in[2], in[3]);
+        REQUIRE(r.o.dtype() == (on_gpu ? DType::bf16 : DType::f32));
+        r.o.backward(on_gpu ? dout.to(DType::bf16).to(Device::CUDA) : dout);
+        REQUIRE(in[3].grad().dtype() == DType::f32);
+        REQUIRE(in[0].grad().dtype() == in[0].dtype());
+        std::vector<Tensor> row{r.o.data()};
+        for (const Var& v : in) row.push_back(v.grad());
+        for (Tensor& t : row) t = t.to(Device::CPU).to(DType::f32);
+        res.push_back(row);
+      }
+      const char* names[] = {"o", "dq", "dk", "dv", "dg"};
+      for (size_t i = 0; i < res[0].size(); ++i)
+        REQUIRE_CLOSE(names[i], vals(res[0][i]), vals(res[1][i]),
+                      i == 0 ? kOutTol : i == 4 ? kGateTol : kGradTol);
+    }
+  // other gate dtypes beside bf16 q are refused
+  const Var q(Tensor::randn({1, 130, 1, 64}, gen).to(DType::bf16).to(Device::CUDA));
+  const Var g64(Tensor::zeros({1, 130, 1, 64}, DType::f64, Device::CUDA));
+  REQUIRE_THROWS_WITH(gla(q, q, q, g64), Catch::Contains("gk of dtype bf16 like q"));
+}
 #endif

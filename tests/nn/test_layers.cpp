@@ -356,6 +356,9 @@ TEST_CASE("gla_gate: the fused op equals max(logsigmoid(x) / normalizer, floor),
   }
   REQUIRE_THROWS_WITH(gla_gate(Var(Tensor::zeros({2}, DType::f64)), 0.0, -1.0),
                       Catch::Contains("normalizer"));
+  // g takes x's dtype (or f32 for bf16 x, the GPU's mixed precision): f32 x, f64 g is refused
+  REQUIRE_THROWS_WITH(gla_gate(Var(Tensor::zeros({2})), 16.0, -1.0, DType::f64),
+                      Catch::Contains("g of x's dtype f32"));
 }
 
 TEST_CASE("HGRN lower-bound schedule: lb_l = l/L at init, 0 for layer 0", "[nn]") {
