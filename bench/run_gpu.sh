@@ -22,8 +22,10 @@
 #             tuning starts first, one process per op and model (FLA_PHASE=tune, log
 #             $OUT/fla_tune.log), beside the build and the tests; the timed runs (hla's, then
 #             fla's) wait for it. Autotuning results persist in TRITON_CACHE_DIR (default
-#             $BUILD_DIR/triton) and are packed into $OUT/fla_autotune.tgz; carried back as
-#             $HLA_DEPS/fla_autotune.tgz they are unpacked first, and fla then only compiles.
+#             $BUILD_DIR/triton; TRITON_CACHE_AUTOTUNING=1 is set, without which Triton keeps
+#             them in memory only) and are packed into $OUT/fla_autotune.tgz; carried back as
+#             $HLA_DEPS/fla_autotune.tgz they are unpacked first, and fla then only compiles
+#             the chosen configurations (same Triton, same GPU: the results are keyed by both).
 # Dependencies the GPU machine lacks (Catch2, Google Benchmark, toml++, PCRE2, pkgconf) come from
 # a prefix directory carried with the working tree: HLA_DEPS (default .carry), used through
 # CMAKE_PREFIX_PATH, PKG_CONFIG_PATH and LD_LIBRARY_PATH. Build directory: BUILD_DIR (build-gpu).
@@ -54,6 +56,8 @@ if [ "$FLA" = 1 ]; then
   FLA_SRC=$(cd "${FLA_SRC:-$DEPS/fla_src}" && pwd) || { echo "no fla source tree (FLA_SRC)"; exit 1; }
   export FLA_SRC PYTHONUNBUFFERED=1
   export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/$BUILD/triton}
+  # Triton writes its autotuning timings to disk (*.autotune.json) only when asked
+  export TRITON_CACHE_AUTOTUNING=${TRITON_CACHE_AUTOTUNING:-1}
   mkdir -p "$TRITON_CACHE_DIR"
   [ -f "$DEPS/fla_autotune.tgz" ] && tar xzf "$DEPS/fla_autotune.tgz" -C "$TRITON_CACHE_DIR" \
     && echo "fla: autotuning results from $DEPS/fla_autotune.tgz"
