@@ -14,8 +14,8 @@ CSV to --out (default kernel_split.csv). --csv reads such a CSV instead; --steps
 steps it holds (4 for --run's). The table: ms per step and launches per step, by kind (products,
 recurrence, attention, norms, elementwise, ...), then the --top kernels.
 
-ncu serialises the kernels, so the sum is the step's GPU time without overlap; its figures run
-a little above a timed step's (each launch alone, no queue).
+ncu serialises the kernels, so the sum is the step's GPU time without overlap or host gaps;
+it is not a timed step (bench_cuda_model times those).
 """
 import argparse
 import collections
