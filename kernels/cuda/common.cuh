@@ -221,6 +221,22 @@ inline bool packable(std::initializer_list<const Tensor*> ts) {
   return true;
 }
 
+// Elements the pack kernels take: n rounded down to whole packs when every tensor is packable,
+// else none (the scalar kernels take the rest).
+template <class S>
+int64_t packed_elements(int64_t n, std::initializer_list<const Tensor*> ts) {
+  return packable(ts) ? n / Pack<S>::kSize * Pack<S>::kSize : 0;
+}
+// A tensor's data as packs of S.
+template <class S>
+Pack<S>* packs(Tensor& t) {
+  return reinterpret_cast<Pack<S>*>(t.data<S>());
+}
+template <class S>
+const Pack<S>* packs(const Tensor& t) {
+  return reinterpret_cast<const Pack<S>*>(t.data<S>());
+}
+
 // Grid for a grid-stride loop over n elements.
 inline unsigned grid_for(int64_t n, int threads = kThreads) {
   const int64_t b = (n + threads - 1) / threads;
@@ -294,6 +310,15 @@ __device__ inline T sigmoid_of(T x) {
 template <class T>
 __device__ inline T log_sigmoid_dev(T x) {
   return (x < T(0) ? x : T(0)) - log1p(exp(-fabs(x)));
+}
+// log_sigmoid_dev for the computations of storage type S: e^-|x| on the multifunction unit for
+// bf16 (as sigmoid_of), log1p exact; f32 and f64 keep log_sigmoid_dev.
+template <class S, class T>
+__device__ inline T log_sigmoid_of(T x) {
+  if constexpr (std::is_same_v<S, bf16_dev>)
+    return (x < 0.f ? x : 0.f) - log1pf(__expf(-fabsf(x)));
+  else
+    return log_sigmoid_dev(x);
 }
 
 }  // namespace hla::cuda

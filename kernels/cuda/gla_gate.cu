@@ -4,9 +4,6 @@
 // elementwise kernel each way, on 16-byte packs when aligned (the tail an element a thread);
 // dtypes f32, f64, bf16 (computed in compute_t, each output rounded once), and bf16 x with an
 // f32 g (the mixed-precision models' gates: computed in float, g never rounded to bf16).
-#include <initializer_list>
-#include <type_traits>
-
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -20,12 +17,7 @@ namespace {
 template <class S>
 __device__ inline compute_t<S> gate_value(compute_t<S> x, compute_t<S> normalizer,
                                           compute_t<S> floor) {
-  using C = compute_t<S>;
-  C v;
-  if constexpr (std::is_same_v<S, bf16_dev>)
-    v = ((x < 0.f ? x : 0.f) - log1pf(__expf(-fabsf(x)))) / normalizer;
-  else
-    v = log_sigmoid_dev(x) / normalizer;
+  const compute_t<S> v = log_sigmoid_of<S>(x) / normalizer;
   return v > floor ? v : floor;
 }
 template <class S>
@@ -91,12 +83,6 @@ __global__ void gla_gate_bwd_pack_kernel(Pack<S>* __restrict__ dx, const Pack<S>
   }
 }
 
-// Elements taken by the pack kernels: all whole packs when every operand is 16-byte aligned.
-template <class S>
-int64_t packed_elements(int64_t n, std::initializer_list<const Tensor*> ts) {
-  return packable(ts) ? n / Pack<S>::kSize * Pack<S>::kSize : 0;
-}
-
 }  // namespace
 
 Tensor gla_gate(const Tensor& x_in, double normalizer, double floor, DType out) {
@@ -121,8 +107,7 @@ Tensor gla_gate(const Tensor& x_in, double normalizer, double floor, DType out) 
     constexpr int P = Pack<S>::kSize;
     if (done > 0)
       gla_gate_fwd_pack_kernel<S><<<grid_for(done / P), kThreads, 0, stream()>>>(
-          reinterpret_cast<Pack<S>*>(g.data<S>()), reinterpret_cast<const Pack<S>*>(x.data<S>()),
-          done / P, static_cast<C>(normalizer), static_cast<C>(floor));
+          packs<S>(g), packs<S>(x), done / P, static_cast<C>(normalizer), static_cast<C>(floor));
     if (done < n)
       gla_gate_fwd_kernel<S, S><<<grid_for(n - done), kThreads, 0, stream()>>>(
           g.data<S>() + done, x.data<S>() + done, n - done, static_cast<C>(normalizer),
@@ -159,8 +144,7 @@ Tensor gla_gate_backward(const Tensor& g_in, const Tensor& dg_in, double normali
     constexpr int P = Pack<S>::kSize;
     if (done > 0)
       gla_gate_bwd_pack_kernel<S><<<grid_for(done / P), kThreads, 0, stream()>>>(
-          reinterpret_cast<Pack<S>*>(dx.data<S>()), reinterpret_cast<const Pack<S>*>(g.data<S>()),
-          reinterpret_cast<const Pack<S>*>(dg.data<S>()), done / P, static_cast<C>(normalizer),
+          packs<S>(dx), packs<S>(g), packs<S>(dg), done / P, static_cast<C>(normalizer),
           stored_floor);
     if (done < n)
       gla_gate_bwd_kernel<S, S><<<grid_for(n - done), kThreads, 0, stream()>>>(

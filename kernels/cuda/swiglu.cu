@@ -81,20 +81,6 @@ __global__ void swiglu_bwd_pack_kernel(Pack<S>* __restrict__ da, Pack<S>* __rest
   }
 }
 
-// Elements taken by the pack kernels: whole packs when every tensor is aligned, else none.
-template <class S>
-int64_t packed_elements(int64_t n, std::initializer_list<const Tensor*> ts) {
-  return packable(ts) ? n / Pack<S>::kSize * Pack<S>::kSize : 0;
-}
-template <class S>
-Pack<S>* packs(Tensor& t) {
-  return reinterpret_cast<Pack<S>*>(t.data<S>());
-}
-template <class S>
-const Pack<S>* packs(const Tensor& t) {
-  return reinterpret_cast<const Pack<S>*>(t.data<S>());
-}
-
 }  // namespace
 
 // ---- launchers
