@@ -359,10 +359,9 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
   float* D_s = lse_s + 2 * QT;                                 // [2][QT]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row0 = kWarpRows * warp;  // the warp's keys, local to the tile
-  const int tile = static_cast<int>(blockIdx.x % n_tiles);
-  const int64_t bc = blockIdx.x / n_tiles, b = bc / d.Hkv, c = bc % d.Hkv, group = d.H / d.Hkv;
-  const int64_t T = d.T, j0 = static_cast<int64_t>(tile) * kTile;
-  const int nk = static_cast<int>(T - j0 < kTile ? T - j0 : kTile);
+  const KeyTile kt = key_tile(d, n_tiles, kTile);
+  const int64_t b = kt.b, c = kt.c, T = d.T, j0 = kt.j0;
+  const int nk = kt.nk;
   const MaskRule mask{T, causal, window};
   const float scale2 = scale * kLog2e;  // the exponents in log2 units (fast_exp2)
 
@@ -371,13 +370,7 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
   float dk_acc[NO][4], dv_acc[NO][4];  // rows: the warp's keys
   zero(dk_acc);
   zero(dv_acc);
-  const int64_t first = mask.first_query(j0), last = mask.last_query(j0 + nk);
-  // The query tiles of every head of the group, in order: (h, i0) and its successor.
-  const int64_t i_begin = first - first % QT, h_end = (c + 1) * group;
-  auto next = [&](int64_t& hh, int64_t& ii) {
-    ii += QT;
-    if (ii > last) ii = i_begin, ++hh;
-  };
+  const QueryWalk qw(kt, mask, QT);
   // Q, dO, lse, D of query tile (hh, ii) into buffer buf, asynchronously
   auto fetch = [&](int64_t hh, int64_t ii, int buf) {
     const int nq = static_cast<int>(T - ii < QT ? T - ii : QT);
@@ -386,8 +379,8 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
     load_vec_async(lse_s + buf * QT, QT, lse + (b * d.H + hh) * T + ii, nq);
     load_vec_async(D_s + buf * QT, QT, Dsum + (b * d.H + hh) * T + ii, nq);
   };
-  const bool any = i_begin <= last;
-  if (any) fetch(c * group, i_begin, 0);
+  const bool any = qw.any();
+  if (any) fetch(qw.h_begin, qw.i_begin, 0);
   cp_async_commit();
   // At D = 64 the warp's rows of K and V are held over the whole loop (32 registers; at D = 128
   // the 64 they would take spill), read from shared memory at each use otherwise.
@@ -395,13 +388,13 @@ __global__ void __launch_bounds__(kMmaThreads, min_blocks<Pass::DKDV, D>())
   if constexpr (kHeld) __syncthreads();  // K and V stored
   const RowsA<D, kHeld> k_rows(Ks, row0, lane), v_rows(Vs, row0, lane);
   int buf = 0;
-  for (int64_t h = c * group, i0 = i_begin; any && h < h_end; buf ^= 1) {
+  for (int64_t h = qw.h_begin, i0 = qw.i_begin; any && h < qw.h_end; buf ^= 1) {
     int64_t h_next = h, i_next = i0;
-    next(h_next, i_next);
+    qw.next(h_next, i_next);
     cp_async_wait<0>();  // this thread's copies of this tile have landed
     __syncthreads();     // every thread's, and the reads of the other buffer (the previous
                          // tile) are done
-    if (h_next < h_end) fetch(h_next, i_next, buf ^ 1);
+    if (h_next < qw.h_end) fetch(h_next, i_next, buf ^ 1);
     cp_async_commit();
     const bf16_dev *Qt = Qs + buf * QT * ld, *dOt = dOs + buf * QT * ld;
     const float *lse_t = lse_s + buf * QT, *D_t = D_s + buf * QT;

@@ -94,6 +94,46 @@ __device__ inline QueryTile query_tile(const AttnDims& d, const MaskRule& mask, 
   return qt;
 }
 
+// The key tile of a dK/dV block: its place in the grid.
+struct KeyTile {
+  int64_t b, c, heads;  // batch, kv head, query heads a kv head
+  int64_t j0;           // first key
+  int nk;               // keys in the tile (fewer at the end of T)
+};
+__device__ inline KeyTile key_tile(const AttnDims& d, int n_tiles, int rows) {
+  KeyTile kt;
+  const int tile = static_cast<int>(blockIdx.x % n_tiles);
+  const int64_t bc = blockIdx.x / n_tiles;
+  kt.b = bc / d.Hkv;
+  kt.c = bc % d.Hkv;
+  kt.heads = d.H / d.Hkv;
+  kt.j0 = static_cast<int64_t>(tile) * rows;
+  kt.nk = static_cast<int>(d.T - kt.j0 < rows ? d.T - kt.j0 : rows);
+  return kt;
+}
+// The queries that see a key tile's keys: their tiles of `step` queries from i_begin to the one
+// holding `last`, walked for every query head of the tile's kv head in turn (from
+// (h_begin, i_begin) by next()).
+struct QueryWalk {
+  int64_t i_begin, last;   // the first query tile's start, the last query that sees a key
+  int64_t h_begin, h_end;  // the kv head's query heads
+  int step;                // queries a tile
+  __device__ QueryWalk(const KeyTile& kt, const MaskRule& mask, int step_) : step(step_) {
+    const int64_t first = mask.first_query(kt.j0);
+    i_begin = first - first % step;
+    last = mask.last_query(kt.j0 + kt.nk);
+    h_begin = kt.c * kt.heads;
+    h_end = (kt.c + 1) * kt.heads;
+  }
+  // Whether some query sees the tile's keys.
+  __device__ bool any() const { return i_begin <= last; }
+  // The query tile after (h, i0): the head's next, else the next head's first.
+  __device__ void next(int64_t& h, int64_t& i0) const {
+    i0 += step;
+    if (i0 > last) i0 = i_begin, ++h;
+  }
+};
+
 // The A fragment of k-step j (columns 16 j .. 16 j + 15) from fp32 accumulators c[n-tile][4]:
 // the C tiles 2 j and 2 j + 1, rounded to bf16 (pack_bf16, zero: mma_fragments.cuh).
 template <int N>

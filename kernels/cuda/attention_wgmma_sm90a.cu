@@ -375,10 +375,9 @@ __global__ void __launch_bounds__(kGroupThreads, kDkdvBlocks<D>)
       static_cast<float*>(__cvta_shared_to_generic(do_s + 2 * kTileBytes));
   const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
   const int row0 = 16 * (threadIdx.x / 32);  // the warp's first key in the block
-  const int tile = static_cast<int>(blockIdx.x % n_tiles);
-  const int64_t bc = blockIdx.x / n_tiles, b = bc / d.Hkv, c = bc % d.Hkv, heads = d.H / d.Hkv;
-  const int64_t T = d.T, j0 = static_cast<int64_t>(tile) * kKeyTile;
-  const int nk = static_cast<int>(T - j0 < kKeyTile ? T - j0 : kKeyTile);
+  const KeyTile kt = key_tile(d, n_tiles, kKeyTile);
+  const int64_t b = kt.b, c = kt.c, T = d.T, j0 = kt.j0;
+  const int nk = kt.nk;
   const MaskRule mask{T, causal, window};
   const float scale2 = scale * kLog2e;  // the exponents in log2 units (fast_exp2)
   {
@@ -389,14 +388,7 @@ __global__ void __launch_bounds__(kGroupThreads, kDkdvBlocks<D>)
     kp.load(k_s, k0, stride, nk, k);
     kp.load(v_s, v0, stride, nk, v);
   }
-  // The queries that see the block's keys, by tiles, for every head of the group in turn:
-  // (h, i0) and its successor.
-  const int64_t first = mask.first_query(j0), last = mask.last_query(j0 + nk);
-  const int64_t i_begin = first - first % QT, h_end = (c + 1) * heads;
-  auto next = [&](int64_t& hh, int64_t& ii) {
-    ii += QT;
-    if (ii > last) ii = i_begin, ++hh;
-  };
+  const QueryWalk qw(kt, mask, QT);
   const Pieces<D, QT, kGroupThreads> qp;
   const int64_t q_stride = d.H * D;
   // Q, dO, lse, D of query tile (hh, ii) into buffer buf, asynchronously
@@ -411,8 +403,8 @@ __global__ void __launch_bounds__(kGroupThreads, kDkdvBlocks<D>)
     const float* src = (x < QT ? lse : Dsum) + (b * d.H + hh) * T + ii;
     cp_async_4(vec_s + (buf * 2 + x / QT) * QT + r, src + (r < nq ? r : 0), r < nq);
   };
-  const bool any = i_begin <= last;
-  if (any) fetch(c * heads, i_begin, 0);
+  const bool any = qw.any();
+  if (any) fetch(qw.h_begin, qw.i_begin, 0);
   cp_async_commit();
   const wgmma::Desc k_desc = wgmma::k_major(k_s), v_desc = wgmma::k_major(v_s),
                     q_desc = wgmma::k_major(q_s), do_desc = wgmma::k_major(do_s),
@@ -421,13 +413,13 @@ __global__ void __launch_bounds__(kGroupThreads, kDkdvBlocks<D>)
   zero(dk_acc);
   zero(dv_acc);
   int buf = 0;
-  for (int64_t h = c * heads, i0 = i_begin; any && h < h_end; buf ^= 1) {
+  for (int64_t h = qw.h_begin, i0 = qw.i_begin; any && h < qw.h_end; buf ^= 1) {
     int64_t h_next = h, i_next = i0;
-    next(h_next, i_next);
+    qw.next(h_next, i_next);
     cp_async_wait<0>();  // this tile (and K, V) has landed
     wgmma::fence_shared_for_async();
     __syncthreads();  // for every thread; and every product has finished with the other buffer
-    if (h_next < h_end) fetch(h_next, i_next, buf ^ 1);
+    if (h_next < qw.h_end) fetch(h_next, i_next, buf ^ 1);
     cp_async_commit();
     const uint32_t at = buf * kTileBytes;
     const float *lse_t = vec_s + buf * 2 * QT, *D_t = lse_t + QT;
