@@ -55,8 +55,12 @@ std::vector<Var> rms_norm_linears(const Var& x, const Var& w, double eps,
 Var rotary(const Var& x, int64_t offset, double base);
 
 // The HGRN / HGRN2 forget gate (kernels/ops.h: ops::forget_gate): {log f, 1 - f} with
-// f = lb + (1 - lb) sigmoid(x), lb [D] or undefined (0). The node keeps x and lb only.
-std::vector<Var> forget_gate(const Var& x, const Var& lb);
+// f = lb + (1 - lb) sigmoid(x), lb [D] or undefined (0); 1 - f in x's dtype, log f in
+// `log_f_dtype` (x's, or f32 for bf16 x). The node keeps x and lb only.
+std::vector<Var> forget_gate(const Var& x, const Var& lb, DType log_f_dtype);
+inline std::vector<Var> forget_gate(const Var& x, const Var& lb) {
+  return forget_gate(x, lb, x.dtype());
+}
 
 // GLA's log decay max(logsigmoid(x) / normalizer, floor) (kernels/ops.h: ops::gla_gate), in
 // `out`: x's dtype, or f32 for bf16 x (the mixed-precision models' gates). The node keeps the

@@ -120,10 +120,16 @@ float rotary_inverse_frequency(int64_t i, int64_t d, double base);
 
 // The HGRN / HGRN2 forget gate of logits x [..., D] with a lower bound lb [D] (undefined: 0):
 //   f = lb + (1 - lb) sigmoid(x),  log_f = log f (logsigmoid(x) where lb = 0),
-//   one_minus_f = (1 - lb) sigmoid(-x);  outputs in x's dtype (computed in float for bf16).
-// The backward takes the gradients of log_f and one_minus_f (either may be undefined) and gives dx
-// and dlb (summed over the leading dims, in lb's dtype; left alone when lb is undefined).
-void forget_gate(const Tensor& x, const Tensor& lb, Tensor* log_f, Tensor* one_minus_f);
+//   one_minus_f = (1 - lb) sigmoid(-x);  one_minus_f in x's dtype, log_f in `log_f_dtype` (x's, or
+// f32 for bf16 x: the gates' dtype under mixed precision); computed in float for bf16.
+// The backward takes the gradients of log_f and one_minus_f (either may be undefined; each in
+// its output's dtype) and gives dx and dlb (summed over the leading dims, in lb's dtype; left
+// alone when lb is undefined).
+void forget_gate(const Tensor& x, const Tensor& lb, Tensor* log_f, Tensor* one_minus_f,
+                 DType log_f_dtype);
+inline void forget_gate(const Tensor& x, const Tensor& lb, Tensor* log_f, Tensor* one_minus_f) {
+  forget_gate(x, lb, log_f, one_minus_f, x.dtype());
+}
 void forget_gate_backward(const Tensor& x, const Tensor& lb, const Tensor& dlog_f,
                           const Tensor& d_one_minus_f, Tensor* dx, Tensor* dlb);
 

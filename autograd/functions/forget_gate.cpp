@@ -19,9 +19,10 @@ struct ForgetGateNode : Node {
 };
 }  // namespace
 
-std::vector<Var> forget_gate(const Var& x, const Var& lb) {
+std::vector<Var> forget_gate(const Var& x, const Var& lb, DType log_f_dtype) {
   Tensor log_f, one_minus_f;
-  ops::forget_gate(x.data(), lb.defined() ? lb.data() : Tensor(), &log_f, &one_minus_f);
+  ops::forget_gate(x.data(), lb.defined() ? lb.data() : Tensor(), &log_f, &one_minus_f,
+                   log_f_dtype);
   return record(std::make_shared<ForgetGateNode>(), {x, lb}, {log_f, one_minus_f});
 }
 

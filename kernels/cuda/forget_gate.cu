@@ -78,24 +78,32 @@ struct GateBackward {
   }
 };
 
+// P values of type T stored together (16-byte loads and stores, not P scalar ones): a pack's
+// log_f (L: S, or float for bf16 S), its dlog_f, its terms of dlb.
+template <class T, int P>
+struct alignas(16) Lanes {
+  T v[P];
+};
+
 // I: the index type, uint32_t when every index fits (a 32-bit i % D is several times cheaper).
-template <class S, class I>
-__global__ void forget_gate_fwd_kernel(S* __restrict__ log_f, S* __restrict__ one_minus_f,
+// L: log_f's storage (and dlog_f's), S or float for bf16 S.
+template <class S, class L, class I>
+__global__ void forget_gate_fwd_kernel(L* __restrict__ log_f, S* __restrict__ one_minus_f,
                                        const S* __restrict__ x,              // [n]
                                        const compute_t<S>* __restrict__ lb,  // [D] or null
                                        I n, I D) {
   using C = compute_t<S>;
   for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(gridDim.x) * blockDim.x) {
     const GateForward<S> y(value_cast<C>(x[i]), lb ? lb[i % D] : C(0));
-    log_f[i] = value_cast<S>(y.log_f);
+    log_f[i] = value_cast<L>(y.log_f);
     one_minus_f[i] = value_cast<S>(y.one_minus_f);
   }
 }
 
 // The forward on packs: x, log_f, one_minus_f as n_packs packs, the pack at i covering columns
 // (i * kSize) % D .. + kSize - 1 of lb.
-template <class S, class I>
-__global__ void forget_gate_fwd_pack_kernel(Pack<S>* __restrict__ log_f,
+template <class S, class L, class I>
+__global__ void forget_gate_fwd_pack_kernel(Lanes<L, Pack<S>::kSize>* __restrict__ log_f,
                                             Pack<S>* __restrict__ one_minus_f,
                                             const Pack<S>* __restrict__ x,
                                             const compute_t<S>* __restrict__ lb, I n_packs, I D) {
@@ -105,11 +113,12 @@ __global__ void forget_gate_fwd_pack_kernel(Pack<S>* __restrict__ log_f,
        i += I(gridDim.x) * blockDim.x) {
     const Pack<S> px = x[i];
     const I col = i * P % D;
-    Pack<S> lf, om;
+    Lanes<L, P> lf;
+    Pack<S> om;
 #pragma unroll
     for (int k = 0; k < P; ++k) {
       const GateForward<S> y(value_cast<C>(px.v[k]), lb ? lb[col + k] : C(0));
-      lf.v[k] = value_cast<S>(y.log_f);
+      lf.v[k] = value_cast<L>(y.log_f);
       om.v[k] = value_cast<S>(y.one_minus_f);
     }
     log_f[i] = lf;
@@ -117,12 +126,12 @@ __global__ void forget_gate_fwd_pack_kernel(Pack<S>* __restrict__ log_f,
   }
 }
 
-template <class S, class I>
+template <class S, class L, class I>
 __global__ void forget_gate_bwd_kernel(S* __restrict__ dx,                    // [n]
                                        compute_t<S>* __restrict__ dlb_terms,  // [n] or null
                                        const S* __restrict__ x,               // [n]
                                        const compute_t<S>* __restrict__ lb,   // [D] or null
-                                       const S* __restrict__ dlog_f,          // [n] or null
+                                       const L* __restrict__ dlog_f,          // [n] or null
                                        const S* __restrict__ d_one_minus_f,   // [n] or null
                                        I n, I D) {
   using C = compute_t<S>;
@@ -135,19 +144,13 @@ __global__ void forget_gate_bwd_kernel(S* __restrict__ dx,                    //
   }
 }
 
-// A pack's P terms of dlb, stored together (16-byte stores, not P scalar ones).
-template <class C, int P>
-struct alignas(16) Terms {
-  C v[P];
-};
-
 // The backward on packs (as the forward's); dlb_terms stays one compute value an element.
-template <class S, class I>
+template <class S, class L, class I>
 __global__ void forget_gate_bwd_pack_kernel(Pack<S>* __restrict__ dx,
                                             compute_t<S>* __restrict__ dlb_terms,  // [n] or null
                                             const Pack<S>* __restrict__ x,
                                             const compute_t<S>* __restrict__ lb,
-                                            const Pack<S>* __restrict__ dlog_f,
+                                            const Lanes<L, Pack<S>::kSize>* __restrict__ dlog_f,
                                             const Pack<S>* __restrict__ d_one_minus_f, I n_packs,
                                             I D) {
   using C = compute_t<S>;
@@ -155,11 +158,12 @@ __global__ void forget_gate_bwd_pack_kernel(Pack<S>* __restrict__ dx,
   for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n_packs;
        i += I(gridDim.x) * blockDim.x) {
     const Pack<S> px = x[i];
-    Pack<S> pl, po, pd;
+    Lanes<L, P> pl;
+    Pack<S> po, pd;
     if (dlog_f) pl = dlog_f[i];
     if (d_one_minus_f) po = d_one_minus_f[i];
     const I col = i * P % D;
-    Terms<C, P> terms;
+    Lanes<C, P> terms;
 #pragma unroll
     for (int k = 0; k < P; ++k) {
       const GateBackward<S> g(value_cast<C>(px.v[k]), lb ? lb[col + k] : C(0),
@@ -169,7 +173,7 @@ __global__ void forget_gate_bwd_pack_kernel(Pack<S>* __restrict__ dx,
       terms.v[k] = g.dlb_term;
     }
     dx[i] = pd;
-    if (dlb_terms) reinterpret_cast<Terms<C, P>*>(dlb_terms)[i] = terms;
+    if (dlb_terms) reinterpret_cast<Lanes<C, P>*>(dlb_terms)[i] = terms;
   }
 }
 
@@ -191,12 +195,14 @@ Tensor bound_of(const Tensor& x, const Tensor& lb, DType compute, const char* op
   return contiguous(lb.to(compute));
 }
 
-// A gradient of one output: contiguous in x's dtype and shape, or undefined.
-Tensor grad_of(const Tensor& g, const Tensor& x, const char* op) {
+// A gradient of one output: contiguous in its output's dtype and x's shape, or undefined.
+Tensor grad_of(const Tensor& g, const Tensor& x, DType dtype, const char* op) {
   if (!g.defined()) return Tensor();
   require_cuda(g, op, "gradient");
   check_shape(g, x.shape(), op, "gradient");
-  check_same_dtype(x, g, op);
+  if (g.dtype() != dtype)
+    throw Error(op, std::string("a gradient of dtype ") + dtype_name(dtype) + " like its output",
+                dtype_name(g.dtype()));
   return contiguous(g);
 }
 
@@ -204,9 +210,22 @@ DType compute_dtype_of(DType d) {
   return d == DType::f64 ? DType::f64 : DType::f32;
 }
 
+// Calls f(TypeTag<L>{}) for log_f's storage: S itself, or float for bf16 S.
+template <class S, class F>
+void with_log_f_type(DType log_f_dtype, DType x_dtype, F&& f) {
+  if (log_f_dtype == x_dtype) return f(TypeTag<S>{});
+  if constexpr (std::is_same_v<S, bf16_dev>) {
+    if (log_f_dtype == DType::f32) return f(TypeTag<float>{});
+  }
+  throw Error("forget_gate", std::string("log_f of x's dtype ") + dtype_name(x_dtype) +
+                                 " (or f32 for bf16 x)",
+              dtype_name(log_f_dtype));
+}
+
 }  // namespace
 
-void forget_gate(const Tensor& x_in, const Tensor& lb_in, Tensor* log_f, Tensor* one_minus_f) {
+void forget_gate(const Tensor& x_in, const Tensor& lb_in, Tensor* log_f, Tensor* one_minus_f,
+                 DType log_f_dtype) {
   const char* op = "forget_gate";
   require_cuda(x_in, op, "x");
   if (x_in.dim() < 1) throw Error(op, "gate logits x [..., D]", to_string(x_in.shape()));
@@ -215,25 +234,29 @@ void forget_gate(const Tensor& x_in, const Tensor& lb_in, Tensor* log_f, Tensor*
   visit_cuda_storage(x.dtype(), op, [&](auto tag_) {
     using S = typename decltype(tag_)::type;
     using C = compute_t<S>;
-    Tensor lf = cuda_empty(x.shape(), x.dtype()), om = cuda_empty(x.shape(), x.dtype());
-    const int64_t n = x.numel(), D = x.size(x.dim() - 1);
-    constexpr int P = Pack<S>::kSize;
-    if (n > 0) {
-      const C* bound = lb.defined() ? lb.data<C>() : nullptr;
-      with_index_type(n, [&](auto index) {
-        using I = decltype(index);
-        if (D % P == 0 && packable({&x, &lf, &om}))
-          forget_gate_fwd_pack_kernel<S, I><<<grid_for(n / P), kThreads, 0, stream()>>>(
-              reinterpret_cast<Pack<S>*>(lf.data<S>()), reinterpret_cast<Pack<S>*>(om.data<S>()),
-              reinterpret_cast<const Pack<S>*>(x.data<S>()), bound, I(n / P), I(D));
-        else
-          forget_gate_fwd_kernel<S, I><<<grid_for(n), kThreads, 0, stream()>>>(
-              lf.data<S>(), om.data<S>(), x.data<S>(), bound, I(n), I(D));
-      });
-      CUDA_CHECK(cudaGetLastError());
-    }
-    *log_f = lf;
-    *one_minus_f = om;
+    with_log_f_type<S>(log_f_dtype, x.dtype(), [&](auto ltag) {
+      using L = typename decltype(ltag)::type;
+      Tensor lf = cuda_empty(x.shape(), log_f_dtype), om = cuda_empty(x.shape(), x.dtype());
+      const int64_t n = x.numel(), D = x.size(x.dim() - 1);
+      constexpr int P = Pack<S>::kSize;
+      if (n > 0) {
+        const C* bound = lb.defined() ? lb.data<C>() : nullptr;
+        with_index_type(n, [&](auto index) {
+          using I = decltype(index);
+          if (D % P == 0 && packable({&x, &lf, &om}))
+            forget_gate_fwd_pack_kernel<S, L, I><<<grid_for(n / P), kThreads, 0, stream()>>>(
+                reinterpret_cast<Lanes<L, P>*>(lf.data<L>()),
+                reinterpret_cast<Pack<S>*>(om.data<S>()),
+                reinterpret_cast<const Pack<S>*>(x.data<S>()), bound, I(n / P), I(D));
+          else
+            forget_gate_fwd_kernel<S, L, I><<<grid_for(n), kThreads, 0, stream()>>>(
+                lf.data<L>(), om.data<S>(), x.data<S>(), bound, I(n), I(D));
+        });
+        CUDA_CHECK(cudaGetLastError());
+      }
+      *log_f = lf;
+      *one_minus_f = om;
+    });
   });
 }
 
@@ -245,40 +268,46 @@ void forget_gate_backward(const Tensor& x_in, const Tensor& lb_in, const Tensor&
   const Tensor x = contiguous(x_in);
   const DType compute = compute_dtype_of(x.dtype());
   const Tensor lb = bound_of(x, lb_in, compute, op);
-  const Tensor gl = grad_of(dlog_f_in, x, op), go = grad_of(d_one_minus_f_in, x, op);
+  // dlog_f in log_f's dtype (x's, or f32 for bf16 x), d_one_minus_f in x's
+  const DType log_f_dtype = dlog_f_in.defined() ? dlog_f_in.dtype() : x.dtype();
+  const Tensor gl = grad_of(dlog_f_in, x, log_f_dtype, op);
+  const Tensor go = grad_of(d_one_minus_f_in, x, x.dtype(), op);
   visit_cuda_storage(x.dtype(), op, [&](auto tag_) {
     using S = typename decltype(tag_)::type;
     using C = compute_t<S>;
-    Tensor dxt = cuda_empty(x.shape(), x.dtype());
-    const bool want_dlb = dlb && lb.defined();
-    Tensor terms = want_dlb ? cuda_empty(x.shape(), compute) : Tensor();
-    const int64_t n = x.numel(), D = x.size(x.dim() - 1);
-    if (n > 0) {
-      C* term_out = want_dlb ? terms.data<C>() : nullptr;
-      const C* bound = lb.defined() ? lb.data<C>() : nullptr;
-      const S* g_log = gl.defined() ? gl.data<S>() : nullptr;
-      const S* g_omf = go.defined() ? go.data<S>() : nullptr;
-      constexpr int P = Pack<S>::kSize;
-      with_index_type(n, [&](auto index) {
-        using I = decltype(index);
-        if (D % P == 0 && packable({&x, &dxt, &gl, &go}))
-          forget_gate_bwd_pack_kernel<S, I><<<grid_for(n / P), kThreads, 0, stream()>>>(
-              reinterpret_cast<Pack<S>*>(dxt.data<S>()), term_out,
-              reinterpret_cast<const Pack<S>*>(x.data<S>()), bound,
-              reinterpret_cast<const Pack<S>*>(g_log), reinterpret_cast<const Pack<S>*>(g_omf),
-              I(n / P), I(D));
-        else
-          forget_gate_bwd_kernel<S, I><<<grid_for(n), kThreads, 0, stream()>>>(
-              dxt.data<S>(), term_out, x.data<S>(), bound, g_log, g_omf, I(n), I(D));
-      });
-      CUDA_CHECK(cudaGetLastError());
-    }
-    if (dx) *dx = dxt;
-    if (!want_dlb) return;
-    std::vector<int64_t> leading(x.dim() - 1);
-    std::iota(leading.begin(), leading.end(), int64_t(0));
-    const Tensor summed = leading.empty() ? terms : sum(terms, leading, false);
-    *dlb = summed.to(lb_in.dtype());
+    with_log_f_type<S>(log_f_dtype, x.dtype(), [&](auto ltag) {
+      using L = typename decltype(ltag)::type;
+      Tensor dxt = cuda_empty(x.shape(), x.dtype());
+      const bool want_dlb = dlb && lb.defined();
+      Tensor terms = want_dlb ? cuda_empty(x.shape(), compute) : Tensor();
+      const int64_t n = x.numel(), D = x.size(x.dim() - 1);
+      if (n > 0) {
+        C* term_out = want_dlb ? terms.data<C>() : nullptr;
+        const C* bound = lb.defined() ? lb.data<C>() : nullptr;
+        const L* g_log = gl.defined() ? gl.data<L>() : nullptr;
+        const S* g_omf = go.defined() ? go.data<S>() : nullptr;
+        constexpr int P = Pack<S>::kSize;
+        with_index_type(n, [&](auto index) {
+          using I = decltype(index);
+          if (D % P == 0 && packable({&x, &dxt, &gl, &go}))
+            forget_gate_bwd_pack_kernel<S, L, I><<<grid_for(n / P), kThreads, 0, stream()>>>(
+                reinterpret_cast<Pack<S>*>(dxt.data<S>()), term_out,
+                reinterpret_cast<const Pack<S>*>(x.data<S>()), bound,
+                reinterpret_cast<const Lanes<L, P>*>(g_log),
+                reinterpret_cast<const Pack<S>*>(g_omf), I(n / P), I(D));
+          else
+            forget_gate_bwd_kernel<S, L, I><<<grid_for(n), kThreads, 0, stream()>>>(
+                dxt.data<S>(), term_out, x.data<S>(), bound, g_log, g_omf, I(n), I(D));
+        });
+        CUDA_CHECK(cudaGetLastError());
+      }
+      if (dx) *dx = dxt;
+      if (!want_dlb) return;
+      std::vector<int64_t> leading(x.dim() - 1);
+      std::iota(leading.begin(), leading.end(), int64_t(0));
+      const Tensor summed = leading.empty() ? terms : sum(terms, leading, false);
+      *dlb = summed.to(lb_in.dtype());
+    });
   });
 }
 

@@ -96,7 +96,8 @@ void rms_norm_backward(const Tensor& x, const Tensor& g, const Tensor& w, const 
 Tensor rotary(const Tensor& x, int64_t offset, const std::vector<float>& inv_freq, bool inverse);
 
 // ---- forget_gate.cu
-void forget_gate(const Tensor& x, const Tensor& lb, Tensor* log_f, Tensor* one_minus_f);
+void forget_gate(const Tensor& x, const Tensor& lb, Tensor* log_f, Tensor* one_minus_f,
+                 DType log_f_dtype);
 void forget_gate_backward(const Tensor& x, const Tensor& lb, const Tensor& dlog_f,
                           const Tensor& d_one_minus_f, Tensor* dx, Tensor* dlb);
 

@@ -46,8 +46,8 @@ Var apply_lower_bound(const Var& log_f, const Var& lb) {
   return log(lb + one_minus(lb) * exp(log_f));
 }
 
-Gates forget_gates(const Var& f_raw, const Var& lower_bound, DType out) {
-  const std::vector<Var> g = forget_gate(to_dtype(f_raw, out), lower_bound);
+Gates forget_gates(const Var& f_raw, const Var& lower_bound, DType out, DType log_f_dtype) {
+  const std::vector<Var> g = forget_gate(to_dtype(f_raw, out), lower_bound, log_f_dtype);
   return {g[0], g[1]};
 }
 
@@ -72,7 +72,8 @@ Var HGRNAttention::mix(const MixerInput& in, MixerState* state, const Var& lower
     i = run_conv(*i_conv1d, i, state, 0);
     f = run_conv(*f_conv1d, f, state, 1);
   }
-  const auto [log_f, one_minus_f] = forget_gates(f, lower_bound, in.x.dtype());
+  // HGRN's scan reads its gate in x's dtype
+  const auto [log_f, one_minus_f] = forget_gates(f, lower_bound, in.x.dtype(), in.x.dtype());
   const Var u = swiglu(i, one_minus_f);  // silu(i) * (1 - f)
   const Var h0 = state ? state->recurrent : Var();
   auto r = hgrn(u, log_f, h0);

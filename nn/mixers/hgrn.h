@@ -40,12 +40,13 @@ Var apply_lower_bound(const Var& log_f, const Var& lb);
 
 // The gates of HGRN and HGRN2 from the raw forget-gate projection f_raw [..., D]: log f with
 // f = sigmoid(f_raw) floored at lb [D] when given (apply_lower_bound's f = lb + (1 - lb) f), and
-// the input gate 1 - f, returned in `out`. One fused op (autograd/fused.h: forget_gate, computed
-// in float for bf16): only f_raw and lb stay alive for the backward.
+// the input gate 1 - f, returned in `out` (log f in `log_f_dtype`: out, or gate_dtype(out) where
+// the recurrence reads an f32 gate, HGRN2's gla). One fused op (autograd/fused.h: forget_gate,
+// computed in float for bf16): only f_raw and lb stay alive for the backward.
 struct Gates {
   Var log_f, one_minus_f;
 };
-Gates forget_gates(const Var& f_raw, const Var& lower_bound, DType out);
+Gates forget_gates(const Var& f_raw, const Var& lower_bound, DType out, DType log_f_dtype);
 
 class HGRNAttention : public Mixer {
  public:

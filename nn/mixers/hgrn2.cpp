@@ -59,7 +59,9 @@ Var HGRN2Attention::mix(const MixerInput& in, MixerState* state, const Var& lowe
     v = run_conv(*i_conv1d, v, state, 2);
   }
   q = silu(q);
-  const auto [log_f, k] = forget_gates(f, lower_bound, in.x.dtype());  // k = 1 - f
+  // k = 1 - f; log f in gate_dtype, which gla reads as is (f32 under bf16)
+  const DType dt = in.x.dtype();
+  const auto [log_f, k] = forget_gates(f, lower_bound, dt, gate_dtype(dt));
   const int64_t H = num_heads;
   const Var qh = split_heads(q, H), kh = split_heads(k, H), vh = split_heads(v, H);
   const Var gh = split_heads(log_f, H), h0 = state ? state->recurrent : Var();

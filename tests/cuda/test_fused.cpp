@@ -219,8 +219,30 @@ TEST_CASE("cuda forget_gate and its backward match the CPU (bounds, missing grad
   REQUIRE(gdlb.dtype() == DType::f32);
   REQUIRE_CLOSE("dx bf16", vals(dx), vals(gdx.to(DType::f32)), 8e-3);
   REQUIRE_CLOSE("dlb bf16", vals(dlb), vals(gdlb), 1e-4);  // float sums of the same terms
+  // log_f in f32 beside bf16 x (HGRN2's gate under mixed precision): not rounded to bf16, and its
+  // f32 gradient read as is; on packs (D = 48) and element by element (D = 36: not whole packs)
+  for (int64_t Dm : {int64_t(48), int64_t(36)}) {
+    INFO("D " << Dm);
+    const Tensor xm =
+        Tensor::randn({B, T, Dm}, gen, DType::f32, 0.0, 4.0).to(DType::bf16).to(DType::f32);
+    const Tensor g1m = Tensor::randn({B, T, Dm}, gen), lbm = bound_of(DType::f32, Dm);
+    const Tensor g2m = Tensor::randn({B, T, Dm}, gen).to(DType::bf16).to(DType::f32);
+    forget_gate(xm, lbm, &lf, &om);
+    forget_gate(gpu(xm).to(DType::bf16), gpu(lbm), &glf, &gom, DType::f32);
+    REQUIRE(glf.dtype() == DType::f32);
+    REQUIRE(gom.dtype() == DType::bf16);
+    REQUIRE_CLOSE("log_f f32 of bf16 x", vals(lf), vals(glf), 1e-5);
+    REQUIRE_CLOSE("1 - f bf16", vals(om), vals(gom.to(DType::f32)), 8e-3);
+    forget_gate_backward(xm, lbm, g1m, g2m, &dx, &dlb);
+    forget_gate_backward(gpu(xm).to(DType::bf16), gpu(lbm), gpu(g1m), gpu(g2m).to(DType::bf16),
+                         &gdx, &gdlb);
+    REQUIRE_CLOSE("dx bf16, f32 dlog_f", vals(dx), vals(gdx.to(DType::f32)), 8e-3);
+    REQUIRE_CLOSE("dlb, f32 dlog_f", vals(dlb), vals(gdlb), 1e-4);
+  }
   REQUIRE_THROWS_WITH(forget_gate(gpu(x), gpu(Tensor::zeros({5})), &glf, &gom),
                       Catch::Contains("lower bound [48]"));
+  REQUIRE_THROWS_WITH(forget_gate(gpu(x), gpu(bound(DType::f32)), &glf, &gom, DType::bf16),
+                      Catch::Contains("or f32 for bf16 x"));
 }
 
 TEST_CASE("cuda gla_gate and its backward match the CPU (clamped and not, bf16)", "[cuda]") {

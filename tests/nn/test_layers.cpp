@@ -305,7 +305,7 @@ TEST_CASE("forget gates: the fused op equals logsigmoid / lower bound / 1 - exp,
             : Var();
     const Tensor g1 = Tensor::randn({B, T, D}, gen, DType::f64);
     const Tensor g2 = Tensor::randn({B, T, D}, gen, DType::f64);
-    const auto [log_f, one_minus_f] = forget_gates(x, lb, DType::f64);
+    const auto [log_f, one_minus_f] = forget_gates(x, lb, DType::f64, DType::f64);
     Var ref_log_f = logsigmoid(x);
     if (with_bound) ref_log_f = apply_lower_bound(ref_log_f, lb);
     const Var ref_omf = one_minus(exp(ref_log_f));
@@ -321,14 +321,14 @@ TEST_CASE("forget gates: the fused op equals logsigmoid / lower bound / 1 - exp,
     if (with_bound) REQUIRE_CLOSE("dlb", values(Var(lb.grad())), dlb, 1e-12);
     // only one output used
     auto only_log = gradcheck(
-        [&](const std::vector<Var>& in) { return forget_gates(in[0], in[1], DType::f64).log_f; },
+        [&](const std::vector<Var>& in) { return forget_gates(in[0], in[1], DType::f64, DType::f64).log_f; },
         {Tensor::randn({2, 3, 2}, gen, DType::f64),
          Tensor::from_values({0.3, 0.0}, {2}, DType::f64)});
     INFO(only_log.report);
     CHECK(only_log.ok);
   }
   REQUIRE_THROWS_WITH(forget_gates(Var(Tensor::zeros({2, 3}, DType::f64)),
-                                   Var(Tensor::zeros({4}, DType::f64)), DType::f64),
+                                   Var(Tensor::zeros({4}, DType::f64)), DType::f64, DType::f64),
                       Catch::Contains("lower bound [3]"));
 }
 

@@ -6,6 +6,7 @@
 //   dx  = dlog_f (1 - s)(1 - lb / f) - d_one_minus_f (1 - lb) s (1 - s)
 //   dlb = sum over the leading dims of (dlog_f / f - d_one_minus_f)(1 - s).
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/tensor/stable_math.h"
@@ -32,14 +33,19 @@ Tensor bound_of(const Tensor& x, const Tensor& lb, const char* op) {
 
 }  // namespace
 
-void forget_gate(const Tensor& x_in, const Tensor& lb_in, Tensor* log_f, Tensor* one_minus_f) {
+void forget_gate(const Tensor& x_in, const Tensor& lb_in, Tensor* log_f, Tensor* one_minus_f,
+                 DType log_f_dtype) {
 #ifdef HLA_WITH_CUDA
   if (x_in.device() == Device::CUDA) {
-    cuda::forget_gate(x_in, lb_in, log_f, one_minus_f);
+    cuda::forget_gate(x_in, lb_in, log_f, one_minus_f, log_f_dtype);
     return;
   }
 #endif
   require_cpu(x_in, "forget_gate");
+  if (log_f_dtype != x_in.dtype())
+    throw Error("forget_gate", std::string("log_f of x's dtype ") + dtype_name(x_in.dtype()) +
+                                   " (or f32 for bf16 x, on cuda)",
+                dtype_name(log_f_dtype));
   if (x_in.dim() < 1) throw Error("forget_gate", "gate logits x [..., D]", to_string(x_in.shape()));
   const Tensor x = x_in.contiguous(), lb = bound_of(x, lb_in, "forget_gate");
   visit_floating(x.dtype(), "forget_gate", [&]<class T>() {
