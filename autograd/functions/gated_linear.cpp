@@ -6,7 +6,8 @@
 // (the mixed-precision models' gates); its gradient keeps its dtype. bf16 inputs (CUDA) of the
 // chunked tier with T > 64 and head sizes K, V in {64, 128} run the tensor-core kernels
 // (cuda::gated_linear_mma_*: bf16 q, k, v, o and their gradients, f32 gates and states); other
-// bf16 inputs run the f32 kernels on f32 copies (recurrence_common.h).
+// bf16 inputs run the f32 kernels on f32 copies (recurrence_common.h). GLA's tensor-core forward
+// keeps its chunks' scores A (bf16, 8 KiB a chunk of 64 steps) in the node for the backward.
 #include "autograd/functions/recurrence_common.h"
 #include "autograd/node.h"
 #include "tensor/dtype_dispatch.h"
@@ -119,9 +120,10 @@ cuda::GatedLinearBf16Args mma_args(const GatedLinearCall& c, const std::vector<T
   return a;
 }
 
-// Gradients of q, k, v, [g], [h0] from the tensor-core backward, in bf16 like the inputs.
+// Gradients of q, k, v, [g], [h0] from the tensor-core backward, in bf16 like the inputs;
+// `scores` the forward's, or undefined.
 std::vector<Tensor> mma_backward(const GatedLinearCall& c, const std::vector<Var>& inputs,
-                                 const std::vector<Tensor>& gout) {
+                                 const std::vector<Tensor>& gout, const Tensor& scores) {
   const auto& d = c.d;
   const std::vector<Tensor> in = mma_inputs(inputs);
   const Tensor dout = gout[0].defined()
@@ -140,6 +142,7 @@ std::vector<Tensor> mma_backward(const GatedLinearCall& c, const std::vector<Var
   g.dv = grads[2].data<bf16>();
   if (c.has_gate) g.dg = grads[3].data<float>();
   if (c.has_h0) g.dh0 = grads.back().data<float>();
+  g.scores = detail::ptr<bf16>(scores);
   cuda::gated_linear_mma_backward(mma_args(c, in), g);
   return detail::grads_like(std::move(grads), inputs);
 }
@@ -147,6 +150,7 @@ std::vector<Tensor> mma_backward(const GatedLinearCall& c, const std::vector<Var
 
 struct GatedLinearNode : Node {
   GatedLinearCall call;
+  Tensor scores;  // the tensor-core forward's A (PerKey), or undefined
   const char* name() const override {
     switch (call.gate) {
       case GateKind::PerKey: return "gla";
@@ -158,7 +162,7 @@ struct GatedLinearNode : Node {
   }
   std::vector<Tensor> backward(const std::vector<Tensor>& gout) override {
 #ifdef HLA_WITH_CUDA
-    if (call.mma) return mma_backward(call, inputs, gout);
+    if (call.mma) return mma_backward(call, inputs, gout, scores);
 #endif
     const DType in_dt = inputs[0].dtype(), dt = compute_dtype(call, in_dt);
     const auto& d = call.d;
@@ -215,7 +219,10 @@ RecurrenceResult run(GateKind gate, const char* op, const Var& q, const Var& k, 
     const std::vector<Tensor> in = mma_inputs(vars);
     Tensor o = Tensor::empty({B, T, H, V}, DType::bf16, dev);
     Tensor hT = Tensor::empty({B, H, K, V}, DType::f32, dev);
-    cuda::gated_linear_mma_forward(mma_args(c, in), {o.data<bf16>(), hT.data<float>()});
+    if (gate == GateKind::PerKey && should_record(vars))  // kept only for a backward
+      node->scores = Tensor::empty({cuda::gated_linear_mma_scores_numel(c.d)}, DType::bf16, dev);
+    cuda::gated_linear_mma_forward(mma_args(c, in), {o.data<bf16>(), hT.data<float>(),
+                                                     detail::mut_ptr<bf16>(node->scores)});
     auto out = record(node, vars, {o, hT.to(in_dt)});
     return {out[0], out[1]};
   }

@@ -17,6 +17,10 @@
 //                               for PerKey, else 1; zeros for None)
 //   states   [B*H, NT, K, V] bf16  the state entering each chunk (an mma operand)
 //   dstates  [B*H, NT, K, V] bf16  C = dL/dS at the end of each chunk (backward only)
+//   A        [B*H*NT, 64, 64] bf16  the per-key decay's scores (an mma operand of dv): written by
+//                               chunk_output when the caller keeps them for the backward
+//                               (GatedLinearBf16Out::scores), else by chunk_scores
+//   dA       [B*H*NT, 64, 64] f32   dA_rj = do_r . v_j (backward only)
 //
 // Secondary chunking (fla's; kernels/cpu/recurrence/gated_linear_chunk.cpp): a chunk is 4
 // sub-chunks of 16 rows, one per warp. A pair factor e^{G_r - G_j} (per key) between sub-chunks
@@ -38,8 +42,9 @@
 //   chunk_output        one block per (b*h, chunk, 128 value columns); warp a: rows 16a..16a+15.
 //                       A rows [16 x 64] as 8 C tiles, then o = A V + s (Q e^G) S_in; v and S_in
 //                       (by 64-key slices) staged, read through ldmatrix.trans
-//   chunk_scores        one block per (b*h, chunk); warp a: rows 16a..16a+15. A and dA rows
-//                       into an f32 scratch [B*H*NT, 2, 64, 64]
+//   chunk_scores        one block per (b*h, chunk); warp a: rows 16a..16a+15. A rows (bf16) and
+//                       dA rows (f32) into their scratch; chunk_dA the dA rows alone, when the
+//                       forward kept A
 //   chunk_dv            one block per (b*h, chunk, 64 value columns): the decayed keys, C, A and
 //                       do staged as bf16, dv on mma through ldmatrix
 //   chunk_dqk           one block per (b*h, chunk, 32 keys), only those keys' q, k, G staged, dA
@@ -78,6 +83,7 @@ constexpr int kKeyTile = 32;            // keys of a chunk_dqk block: 4 C tiles 
 constexpr int kDvTile = 64;             // value columns of a chunk_dv block: 8 C tiles of 8
 constexpr int kScorePad = kN + 1;       // row stride of dA in shared memory
 constexpr int kTermPad = kKeyTile + 1;  // row stride of the dg term tiles
+constexpr int kScoreElems = kN * kN;    // one chunk's A (or dA) in its scratch
 static_assert(kN == kWarps * kSub && kN % 16 == 0, "a chunk is whole sub-chunks of 16 rows");
 static_assert(kBlock >= kKeyTile, "one thread per key column of a tile in the dg scan");
 
@@ -307,12 +313,14 @@ constexpr size_t output_smem_bytes() {
 
 // o_r = s (q_r e^{G_r})^T S_in + sum_{j<=r} A_rj v_j for the rows of warp w and the value columns
 // v0 = VT blockIdx.y .. v0 + VT - 1. v and S_in (by 64-key slices) are staged in shared memory and
-// read as B fragments through ldmatrix.trans.
+// read as B fragments through ldmatrix.trans. With `scores` the first column block also stores
+// the chunk's A as the product read it (bf16, zeros where masked), for the backward.
 template <int K, int V>
 __global__ void __launch_bounds__(kBlock)
     chunk_output_kernel(Operands op, Geometry g,
                         const bf16_dev* __restrict__ states,  // [B*H, NT, K, V]
-                        bf16_dev* __restrict__ o) {           // [B,T,H,V] overwritten
+                        bf16_dev* __restrict__ o,             // [B,T,H,V] overwritten
+                        bf16_dev* __restrict__ scores) {      // [B*H*NT, 64, 64] or null
   constexpr int VT = output_columns<V>();
   constexpr int kLd = VT + 8;
   constexpr int kVecs = VT / 8;  // 16-byte vectors per row
@@ -337,10 +345,13 @@ __global__ void __launch_bounds__(kBlock)
   float O[VT / 8][4];
   zero(O);
   // intra-chunk: the A tiles of sub-chunk b are the A operand, v rows 16b.. the B operand
-  if (active) {
+  {
     float A[kN / 8][4];
-    score_rows<K, K / 16>(cv, w, L, s, A);
-    mma_causal_rows(O, A, v_s, kLd, w, lane);
+    zero(A);
+    if (active) score_rows<K, K / 16>(cv, w, L, s, A);
+    if (scores && blockIdx.y == 0)
+      store_rows(A, scores + kScoreElems * int64_t(blockIdx.x), kN, R0, kN, L);
+    if (active) mma_causal_rows(O, A, v_s, kLd, w, lane);
   }
   // inter-chunk: s (Q e^G) [16 x K] times the entering state [K x V], by 64-key slices
   const bf16_dev* S_in = states + g.chunk_state(bh, c);
@@ -371,73 +382,86 @@ __global__ void __launch_bounds__(kBlock)
 
 // The backward of one chunk in three kernels, so that each holds what it reads in shared memory
 // and more warps fit a multiprocessor (equations in gated_linear_chunk.cu's header):
-//   chunk_scores   A_rj = s sum_i q_ri k_ji e^{G_ri - G_ji} and dA_rj = do_r . v_j (j <= r) of
-//                  every chunk into an f32 scratch [B*H*NT, 2, 64, 64]
-//   chunk_dv       per 64 value columns: dv_j = C^T (k_j e^{G_last - G_j}) + sum_{r>=j} A_rj do_r
+//   chunk_scores   A_rj = s sum_i q_ri k_ji e^{G_ri - G_ji} (bf16) and dA_rj = do_r . v_j (f32,
+//                  j <= r) of every chunk; chunk_dA dA alone when the forward kept A
+//   chunk_dv       per 64 value columns: dv_j = C^T (k_j e^{G_last - G_j}) + sum_{r>=j} A_rj do_r,
+//                  the decayed keys as the backward's forward state walk wrote them
 //   chunk_dqk      per 32 keys, C = dstates[c]:
 //     dq_r = s e^{G_r} (S do_r) + s sum_{j<=r} dA_rj k_j e^{G_r - G_j}
 //     dk_j = e^{G_last - G_j} (C v_j) + s sum_{r>=j} dA_rj q_r e^{G_r - G_j}
 //     dg_r = sum_{u>=r} (q_u dq_u^off - k_u dk_u^intra) + e^{G_last} sum_v (S C)
 //            + sum_{j<r} k_j dk_j^inter       (per key)
 //                  with the gate factors applied through the reference rows.
-constexpr int kScoreElems = kN * kN;  // one chunk's A (or dA) in the scratch
-
+// dA_rj = do_r . v_j (j <= r < n, zeros elsewhere) for warp w's rows R0 = 16 w .. R0 + 15 of a
+// chunk, do and v read from global memory, into the chunk's dA [64, 64].
 template <int K, int V>
-__global__ void __launch_bounds__(kBlock)
-    chunk_scores_kernel(Operands op, Geometry g, float* __restrict__ scores) {
-  extern __shared__ __align__(16) unsigned char gla_mma_smem[];
-  const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
-  const StagedChunk<K> cv = stage_chunk<K>(op, g, bh, c, gla_mma_smem);
-  float* A = scores + 2 * kScoreElems * int64_t(blockIdx.x);
-  float* dA = A + kScoreElems;
-  const int w = threadIdx.x / 32, R0 = kSub * w;
-  const bool active = R0 < cv.n;
-  const Lane L = lane_of();
-  const float s = op.scale;
-  __syncthreads();  // staged rows complete
-  // A, then dA, rows of this sub-chunk (zeros where masked or inactive); one set of C tiles
-  // serves both
-  {
-    float P[kN / 8][4];
-    zero(P);
-    if (active) score_rows<K, 2>(cv, w, L, s, P);
-#pragma unroll
-    for (int nt = 0; nt < kN / 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        A[(R0 + acc_row(L, e)) * kN + 8 * nt + acc_col(L, e)] = P[nt][e];
-    zero(P);
-    if (active) {
+__device__ void dA_rows(const StagedChunk<K>& cv, int w, const Lane& L, float* dA) {
+  const int R0 = kSub * w;
+  float P[kN / 8][4];
+  zero(P);
+  if (R0 < cv.n) {
 #pragma unroll 2
-      for (int vs = 0; vs < V / 16; ++vs) {
-        uint32_t a[4];
-        a_fragment_bits(a, L, [&](int m, int kk) {
-          const int r = R0 + m;
-          return r < cv.n ? cv.do_bits(r, 16 * vs + kk) : 0u;
-        });
+    for (int vs = 0; vs < V / 16; ++vs) {
+      uint32_t a[4];
+      a_fragment_bits(a, L, [&](int m, int kk) {
+        const int r = R0 + m;
+        return r < cv.n ? cv.do_bits(r, 16 * vs + kk) : 0u;
+      });
 #pragma unroll
-        for (int b = 0; b < kWarps; ++b) {
-          if (b > w) continue;
+      for (int b = 0; b < kWarps; ++b) {
+        if (b > w) continue;
 #pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            uint32_t bf[2];
-            b_fragment_bits(bf, L, [&](int kk, int nn) {  // v^T: B[col][j] = v_j[col]
-              const int j = 16 * b + 8 * half + nn;
-              return j < cv.n ? cv.v_bits(j, 16 * vs + kk) : 0u;
-            });
-            mma_bf16(P[2 * b + half], a, bf);
-          }
+        for (int half = 0; half < 2; ++half) {
+          uint32_t bf[2];
+          b_fragment_bits(bf, L, [&](int kk, int nn) {  // v^T: B[col][j] = v_j[col]
+            const int j = 16 * b + 8 * half + nn;
+            return j < cv.n ? cv.v_bits(j, 16 * vs + kk) : 0u;
+          });
+          mma_bf16(P[2 * b + half], a, bf);
         }
       }
     }
-#pragma unroll
-    for (int nt = 0; nt < kN / 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = R0 + acc_row(L, e), j = 8 * nt + acc_col(L, e);
-        dA[r * kN + j] = j <= r && r < cv.n ? P[nt][e] : 0.f;
-      }
   }
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = R0 + acc_row(L, e), j = 8 * nt + acc_col(L, e);
+      dA[r * kN + j] = j <= r && r < cv.n ? P[nt][e] : 0.f;
+    }
+}
+
+// A (bf16, zeros where masked) and dA (f32) of every chunk.
+template <int K, int V>
+__global__ void __launch_bounds__(kBlock)
+    chunk_scores_kernel(Operands op, Geometry g, bf16_dev* __restrict__ scores,
+                        float* __restrict__ dscores) {
+  extern __shared__ __align__(16) unsigned char gla_mma_smem[];
+  const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
+  const StagedChunk<K> cv = stage_chunk<K>(op, g, bh, c, gla_mma_smem);
+  const int w = threadIdx.x / 32, R0 = kSub * w;
+  const Lane L = lane_of();
+  __syncthreads();  // staged rows complete
+  {
+    float P[kN / 8][4];
+    zero(P);
+    if (R0 < cv.n) score_rows<K, 2>(cv, w, L, op.scale, P);
+    store_rows(P, scores + kScoreElems * int64_t(blockIdx.x), kN, R0, kN, L);
+  }
+  dA_rows<K, V>(cv, w, L, dscores + kScoreElems * int64_t(blockIdx.x));
+}
+
+// dA of every chunk, its A kept by the forward: do and v alone, from global memory.
+template <int K, int V>
+__global__ void __launch_bounds__(kBlock)
+    chunk_dA_kernel(Operands op, Geometry g, float* __restrict__ dscores) {
+  const int64_t bh = blockIdx.x / g.NT, t0 = blockIdx.x % g.NT * kN;
+  StagedChunk<K> cv{};
+  cv.v = op.v + g.vrow(bh, t0);
+  cv.dout = op.dout + g.vrow(bh, t0);
+  cv.v_stride = g.H * g.V;
+  cv.n = rows_in_chunk(g, blockIdx.x % g.NT);
+  dA_rows<K, V>(cv, threadIdx.x / 32, lane_of(), dscores + kScoreElems * int64_t(blockIdx.x));
 }
 
 // Shared memory of chunk_dv_kernel: k_j e^{G_last - G_j} [kN][K + 8], the block's columns of C
@@ -447,12 +471,14 @@ constexpr size_t dv_smem_bytes() {
   return sizeof(bf16_dev) * (kN * (K + 8) + K * (kDvTile + 8) + 2 * kN * (kDvTile + 8));
 }
 
-// dv of one chunk's 64 value columns v0 = 64 blockIdx.y: the decayed keys staged with the
-// factor applied and rounded to bf16, the rest copied as they are; both products through
+// dv of one chunk's 64 value columns v0 = 64 blockIdx.y: the decayed keys k_j e^{G_last - G_j}
+// as the state walk wrote them, C, A and do, all bf16, staged as they are; both products through
 // ldmatrix, summed in the order of the single-kernel form (the keys, then A's blocks).
 template <int K, int V>
 __global__ void __launch_bounds__(kBlock)
-    chunk_dv_kernel(Operands op, GradPointers gp, Geometry g, const float* __restrict__ scores,
+    chunk_dv_kernel(Operands op, GradPointers gp, Geometry g,
+                    const bf16_dev* __restrict__ decayed,    // [B*H, T, K]
+                    const bf16_dev* __restrict__ scores,     // [B*H*NT, 64, 64] A
                     const bf16_dev* __restrict__ dstates) {  // [B*H, NT, K, V] leaving
   extern __shared__ __align__(16) unsigned char gla_mma_smem[];
   constexpr int kKd = K + 8, kLd = kDvTile + 8;
@@ -462,31 +488,25 @@ __global__ void __launch_bounds__(kBlock)
   bf16_dev* do_s = A_s + kN * kLd;                              // [kN][kLd]
   const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT, t0 = c * kN;
   const int v0 = kDvTile * blockIdx.y, n = rows_in_chunk(g, c);
-  const bf16_dev* k = op.k + g.qk(bh, t0);
-  const float* G = op.G + g.g_row(bh, t0);
-  const float* A = scores + 2 * kScoreElems * int64_t(blockIdx.x);
+  const bf16_dev* kd = decayed + (bh * g.T + t0) * K;
+  const bf16_dev* A = scores + kScoreElems * int64_t(blockIdx.x);
   const bf16_dev* C = dstates + g.chunk_state(bh, c) + v0;
   const bf16_dev* dout = op.dout + g.vrow(bh, t0) + v0;
-  for (int x = threadIdx.x; x < kN * K / 2; x += kBlock) {  // pairs of keys
-    const int j = x / (K / 2), i = x % (K / 2) * 2;
-    float2 kd = make_float2(0.f, 0.f);
-    if (j < n) {
-      const float2 kv = pair_of(k + j * g.H * K + i);
-      const float2 Gj = *reinterpret_cast<const float2*>(G + j * K + i);
-      const float2 Gl = *reinterpret_cast<const float2*>(G + (n - 1) * K + i);
-      kd = make_float2(kv.x * fast_exp(Gl.x - Gj.x), kv.y * fast_exp(Gl.y - Gj.y));
-    }
-    *reinterpret_cast<uint32_t*>(kd_s + j * kKd + i) = pack_bf16(kd.x, kd.y);
+  for (int x = threadIdx.x; x < kN * K / 8; x += kBlock) {
+    const int j = x / (K / 8), i = x % (K / 8) * 8;
+    *reinterpret_cast<uint4*>(kd_s + j * kKd + i) =
+        j < n ? *reinterpret_cast<const uint4*>(kd + j * K + i) : make_uint4(0, 0, 0, 0);
   }
   for (int x = threadIdx.x; x < K * kDvTile / 8; x += kBlock) {
     const int i = x / (kDvTile / 8), col = x % (kDvTile / 8) * 8;
     *reinterpret_cast<uint4*>(C_s + i * kLd + col) =
         *reinterpret_cast<const uint4*>(C + i * V + col);
   }
-  for (int x = threadIdx.x; x < kN * kDvTile / 2; x += kBlock) {
-    const int r = x / (kDvTile / 2), col = x % (kDvTile / 2) * 2;
-    *reinterpret_cast<uint32_t*>(A_s + r * kLd + col) =
-        pack_bf16(A[r * kN + col], A[r * kN + col + 1]);
+  static_assert(kDvTile == kN, "A_s holds A's rows whole");
+  for (int x = threadIdx.x; x < kScoreElems / 8; x += kBlock) {
+    const int r = x / (kN / 8), col = x % (kN / 8) * 8;
+    *reinterpret_cast<uint4*>(A_s + r * kLd + col) =
+        *reinterpret_cast<const uint4*>(A + r * kN + col);
   }
   for (int x = threadIdx.x; x < kN * kDvTile / 8; x += kBlock) {
     const int r = x / (kDvTile / 8), col = x % (kDvTile / 8) * 8;
@@ -529,7 +549,7 @@ constexpr size_t dqk_smem_bytes() {
 // 4 x 52 KiB of shared memory.
 template <int V>
 __global__ void __launch_bounds__(kBlock, 4)
-    chunk_dqk_kernel(Operands op, GradPointers gp, Geometry g, const float* __restrict__ scores,
+    chunk_dqk_kernel(Operands op, GradPointers gp, Geometry g, const float* __restrict__ dscores,
                      const bf16_dev* __restrict__ states,     // [B*H, NT, K, V] entering
                      const bf16_dev* __restrict__ dstates) {  // [B*H, NT, K, V] leaving
   extern __shared__ __align__(16) unsigned char gla_mma_smem[];
@@ -540,7 +560,7 @@ __global__ void __launch_bounds__(kBlock, 4)
   float* x_s = dA_s + kN * kScorePad;  // [kN, kTermPad] q dq^off - k dk^intra
   float* y_s = x_s + kN * kTermPad;    // [kN, kTermPad] k dk^inter
   float* sc_s = y_s + kN * kTermPad;   // [kKeyTile] sum_v S * C per key
-  const float* dA = scores + 2 * kScoreElems * int64_t(blockIdx.x) + kScoreElems;
+  const float* dA = dscores + kScoreElems * int64_t(blockIdx.x);
 #pragma unroll
   for (int x = threadIdx.x; x < kScoreElems / 4; x += kBlock) {  // 16 bytes a load
     const float4 a = reinterpret_cast<const float4*>(dA)[x];
@@ -828,8 +848,9 @@ void gated_linear_mma_forward(const GatedLinearBf16Args& a, const GatedLinearBf1
     constexpr size_t smem = output_smem_bytes<K, V>();
     allow_shared_memory(chunk_output_kernel<K, V>, smem, op);
     const dim3 grid(static_cast<unsigned>(g.B * g.H * g.NT), V / output_columns<V>());
-    chunk_output_kernel<K, V><<<grid, kBlock, smem, stream()>>>(ops, g, states.data<bf16_dev>(),
-                                                                reinterpret_cast<bf16_dev*>(out.o));
+    chunk_output_kernel<K, V><<<grid, kBlock, smem, stream()>>>(
+        ops, g, states.data<bf16_dev>(), reinterpret_cast<bf16_dev*>(out.o),
+        reinterpret_cast<bf16_dev*>(out.scores));
     CUDA_CHECK(cudaGetLastError());
   });
 }
@@ -847,7 +868,10 @@ void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf
     const Tensor G = cumulative_decay(a, g);
     const Operands ops = operands_of(a, grad.dout, G);
     Tensor states = chunk_states(g), dstates = chunk_states(g);
-    chunk_states(ops, g, ops.v, a.h0, states.data<bf16_dev>(), nullptr, false);
+    Tensor decayed;  // k_r e^{G_last - G_r}, the per-key decay's dv operand
+    if (g.Kg != 1) decayed = Tensor::empty({g.B * g.H * g.T * g.K}, DType::bf16, Device::CUDA);
+    chunk_states(ops, g, ops.v, a.h0, states.data<bf16_dev>(), nullptr, false,
+                 g.Kg != 1 ? decayed.data<bf16_dev>() : nullptr);
     chunk_states(ops, g, ops.dout, grad.dhT, dstates.data<bf16_dev>(), grad.dh0, true);
     const GradPointers gp{reinterpret_cast<bf16_dev*>(grad.dq),
                           reinterpret_cast<bf16_dev*>(grad.dk),
@@ -855,21 +879,29 @@ void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf
     if (g.Kg == 1)
       return scalar_decay_gradients(ops, gp, g, states.data<bf16_dev>(), dstates.data<bf16_dev>());
     const unsigned chunks = static_cast<unsigned>(g.B * g.H * g.NT);
-    Tensor scores = Tensor::empty({int64_t(chunks) * 2 * kScoreElems}, DType::f32, Device::CUDA);
-    constexpr size_t scores_smem = StagedChunk<K>::kBytes;
-    allow_shared_memory(chunk_scores_kernel<K, V>, scores_smem, op);
-    chunk_scores_kernel<K, V><<<chunks, kBlock, scores_smem, stream()>>>(ops, g,
-                                                                        scores.data<float>());
+    Tensor dscores = Tensor::empty({int64_t(chunks) * kScoreElems}, DType::f32, Device::CUDA);
+    Tensor own_scores;  // A when the forward did not keep it
+    const bf16_dev* scores = reinterpret_cast<const bf16_dev*>(grad.scores);
+    if (scores) {
+      chunk_dA_kernel<K, V><<<chunks, kBlock, 0, stream()>>>(ops, g, dscores.data<float>());
+    } else {
+      own_scores = Tensor::empty({int64_t(chunks) * kScoreElems}, DType::bf16, Device::CUDA);
+      constexpr size_t scores_smem = StagedChunk<K>::kBytes;
+      allow_shared_memory(chunk_scores_kernel<K, V>, scores_smem, op);
+      chunk_scores_kernel<K, V><<<chunks, kBlock, scores_smem, stream()>>>(
+          ops, g, own_scores.data<bf16_dev>(), dscores.data<float>());
+      scores = own_scores.data<bf16_dev>();
+    }
     CUDA_CHECK(cudaGetLastError());
     constexpr size_t dv_smem = dv_smem_bytes<K>();
     allow_shared_memory(chunk_dv_kernel<K, V>, dv_smem, op);
     chunk_dv_kernel<K, V><<<dim3(chunks, V / kDvTile), kBlock, dv_smem, stream()>>>(
-        ops, gp, g, scores.data<float>(), dstates.data<bf16_dev>());
+        ops, gp, g, decayed.data<bf16_dev>(), scores, dstates.data<bf16_dev>());
     CUDA_CHECK(cudaGetLastError());
     constexpr size_t dqk_smem = dqk_smem_bytes();
     allow_shared_memory(chunk_dqk_kernel<V>, dqk_smem, op);
     chunk_dqk_kernel<V><<<dim3(chunks, K / kKeyTile), kBlock, dqk_smem, stream()>>>(
-        ops, gp, g, scores.data<float>(), states.data<bf16_dev>(), dstates.data<bf16_dev>());
+        ops, gp, g, dscores.data<float>(), states.data<bf16_dev>(), dstates.data<bf16_dev>());
     CUDA_CHECK(cudaGetLastError());
   });
 }

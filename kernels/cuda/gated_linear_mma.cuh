@@ -75,9 +75,12 @@ void with_head_sizes(int64_t K, int64_t V, const char* op, F&& f) {
 }
 
 // The states entering every chunk of the forward (cols = v, init = h0) or reverse (cols = do,
-// init = dhT) recurrence, and the state after the last chunk (gated_linear_states.cu).
+// init = dhT) recurrence, and the state after the last chunk (gated_linear_states.cu). With
+// `decayed` ([B*H, T, K] bf16) the forward walk also writes the rows it decays,
+// k_r e^{G_last - G_r} (chunk_dv's operand).
 void chunk_states(const Operands& op, const Geometry& g, const bf16_dev* cols, const float* init,
-                  bf16_dev* per_chunk, float* final_state, bool reverse);
+                  bf16_dev* per_chunk, float* final_state, bool reverse,
+                  bf16_dev* decayed = nullptr);
 
 // The scalar-decay kernels (gated_linear_scalar_mma.cu) for Kg = 1 (ScalarPerHead, FixedPerHead,
 // None), given the states entering each chunk (and, backward, C = dL/dS leaving each chunk):

@@ -4,8 +4,9 @@
 //   forward:  X <- diag(e^{G_last}) X + sum_r (k_r e^{G_last - G_r}) v_r^T      X_0 = h0 (or 0)
 //   reverse:  X <- diag(e^{G_last}) X + s sum_r (q_r e^{G_r}) do_r^T             X_0 = dhT (or 0)
 // per_chunk[c] = X as it enters chunk c's update (rounded to bf16); final_state = X after the
-// last update (f32). G is the chunk-local cumulative log decay [B*H, T, Kg] (per key for
-// Kg = K, one per row for Kg = 1), G_last its last row in the chunk.
+// last update (f32); decayed (optional) = the forward's rows k_r e^{G_last - G_r} as staged
+// (bf16). G is the chunk-local cumulative log decay [B*H, T, Kg] (per key for Kg = K, one per
+// row for Kg = 1), G_last its last row in the chunk.
 //
 // One block of 8 warps per (b*h, 64-key tile, 64-column tile) holds its tile of X in registers
 // (warp w: keys 16 (w % 4) .. + 15, columns 32 (w / 4) .. + 31 as 4 C tiles of mma.sync
@@ -91,7 +92,8 @@ __global__ void __launch_bounds__(kWalkThreads)
     state_walk_kernel(Operands op, Geometry g, const bf16_dev* __restrict__ cols, bool reverse,
                       const float* __restrict__ init,    // [B,H,K,V] or null
                       bf16_dev* __restrict__ per_chunk,  // [B*H, NT, K, V]
-                      float* __restrict__ final_state) { // [B,H,K,V] or null
+                      float* __restrict__ final_state,   // [B,H,K,V] or null
+                      bf16_dev* __restrict__ decayed) {  // [B*H, T, K] or null
   __shared__ __align__(16) bf16_dev walk_smem[2 * kN * kLd];
   bf16_dev* a_s = walk_smem;             // decayed rows [row][key]
   bf16_dev* c_s = walk_smem + kN * kLd;  // column rows [row][column]
@@ -149,6 +151,8 @@ __global__ void __launch_bounds__(kWalkThreads)
       packed.z = pack_bf16(row[4], row[5]);
       packed.w = pack_bf16(row[6], row[7]);
       *reinterpret_cast<uint4*>(a_s + r * kLd + i) = packed;
+      if (decayed && blockIdx.z == 0 && r < n)  // the key tile's first column block writes them
+        *reinterpret_cast<uint4*>(decayed + (bh * g.T + c * kN + r) * g.K + i0 + i) = packed;
       *reinterpret_cast<uint4*>(c_s + r * kLd + i) = next.cols[j];
     }
     __syncthreads();
@@ -180,13 +184,13 @@ __global__ void __launch_bounds__(kWalkThreads)
 }  // namespace
 
 void chunk_states(const Operands& op, const Geometry& g, const bf16_dev* cols, const float* init,
-                  bf16_dev* per_chunk, float* final_state, bool reverse) {
+                  bf16_dev* per_chunk, float* final_state, bool reverse, bf16_dev* decayed) {
   HLA_CHECK(g.K % kTile == 0 && g.V % kTile == 0,
             "chunk_states: K and V multiples of " << kTile << ", got " << g.K << ", " << g.V);
   const dim3 grid(static_cast<unsigned>(g.B * g.H), static_cast<unsigned>(g.K / kTile),
                   static_cast<unsigned>(g.V / kTile));
   state_walk_kernel<<<grid, kWalkThreads, 0, stream()>>>(op, g, cols, reverse, init, per_chunk,
-                                                   final_state);
+                                                         final_state, reverse ? nullptr : decayed);
   CUDA_CHECK(cudaGetLastError());
 }
 

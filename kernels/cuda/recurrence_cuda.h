@@ -124,6 +124,9 @@ struct GatedLinearBf16Args {
 struct GatedLinearBf16Out {
   bf16* o = nullptr;    // [B,T,H,V]
   float* hT = nullptr;  // [B,H,K,V] or null
+  // PerKey gates: the chunks' scores A (gated_linear_mma_scores_numel bf16), kept for the
+  // backward so that it need not compute them again; or null. Other gates leave it untouched.
+  bf16* scores = nullptr;
 };
 struct GatedLinearBf16Grad {
   const bf16* dout = nullptr;  // [B,T,H,V]
@@ -133,7 +136,13 @@ struct GatedLinearBf16Grad {
   bf16* dv = nullptr;          // [B,T,H,V]
   float* dg = nullptr;         // layout of g; null for None / FixedPerHead
   float* dh0 = nullptr;        // [B,H,K,V] or null
+  const bf16* scores = nullptr;  // PerKey: the forward's GatedLinearBf16Out::scores, or null
 };
+// The elements of GatedLinearBf16Out::scores: a 64 x 64 score matrix a chunk of 64 steps.
+inline int64_t gated_linear_mma_scores_numel(const kernels::RecDims& d) {
+  return d.B * d.H * ((d.T + kernels::kChunk - 1) / kernels::kChunk) * kernels::kChunk *
+         kernels::kChunk;
+}
 // Whether the tensor-core kernels take these head sizes (K 64 or 128, V 64, 128 or 256).
 inline bool gated_linear_mma_supports(int64_t K, int64_t V) {
   return (K == 64 || K == 128) && (V == 64 || V == 128 || V == 256);

@@ -85,7 +85,9 @@ Results run_cpu_chunk(const Case& c, GateKind gate) {
   return {o, hT, dq, dk, dv, dg, dh0};
 }
 
-Results run_mma(const Case& c_cpu, GateKind gate) {
+// keep_scores: the forward keeps the chunks' scores for the backward (PerKey), as autograd does;
+// otherwise the backward computes them.
+Results run_mma(const Case& c_cpu, GateKind gate, bool keep_scores = false) {
   auto bf = [](const Tensor& t) { return t.to(DType::bf16).to(Device::CUDA); };
   auto f32 = [](const Tensor& t) { return t.defined() ? t.to(Device::CUDA) : Tensor(); };
   const Tensor q = bf(c_cpu.q), k = bf(c_cpu.k), v = bf(c_cpu.v), dout = bf(c_cpu.dout);
@@ -117,7 +119,12 @@ Results run_mma(const Case& c_cpu, GateKind gate) {
   gr.dv = dv.data<bf16>();
   gr.dg = mut_or_null<float>(dg);
   gr.dh0 = mut_or_null<float>(dh0);
-  cuda::gated_linear_mma_forward(a, {o.data<bf16>(), mut_or_null<float>(hT)});
+  Tensor scores = keep_scores ? Tensor::full({cuda::gated_linear_mma_scores_numel(a.d)}, 7.0,
+                                             DType::bf16, dev)  // stale values must be overwritten
+                              : Tensor();
+  cuda::gated_linear_mma_forward(a, {o.data<bf16>(), mut_or_null<float>(hT),
+                                     mut_or_null<bf16>(scores)});
+  gr.scores = ptr_or_null<bf16>(scores);
   cuda::gated_linear_mma_backward(a, gr);
   Results res{o, hT, dq, dk, dv, dg, dh0};
   for (Tensor& t : res)
@@ -158,13 +165,14 @@ TEST_CASE("cuda gated linear mma kernels match the CPU f32 chunk tier on bf16 in
       for (bool with_states : {true, false}) {
         std::vector<double> first;  // the errors at the shortest T
         for (int64_t T : {65, 130, 1000, 2048}) {
+          const bool keep_scores = T >= 1000;  // both ways of the backward's scores
           INFO(gate_name(gc.gate) << " " << gc.decay_name << " B,T,H,K,V " << hd.B << "," << T
                                   << "," << hd.H << "," << hd.K << "," << hd.V << " h0/dhT "
-                                  << with_states);
+                                  << with_states << " scores kept " << keep_scores);
           const Case c =
               make_case({hd.B, T, hd.H, hd.K, hd.V}, gc.gate, gc.decay, with_states, gen);
-          const std::vector<double> errors =
-              require_close_all(run_cpu_chunk(c, gc.gate), run_mma(c, gc.gate));
+          const std::vector<double> errors = require_close_all(
+              run_cpu_chunk(c, gc.gate), run_mma(c, gc.gate, keep_scores));
           if (first.empty()) {
             first = errors;
             continue;
