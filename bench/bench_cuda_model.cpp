@@ -8,11 +8,13 @@
 // cross-entropy, backward, global-norm clipping (optim.grad_clip), AdamW (optim.lr, betas, weight
 // decay).
 //
-// Precision (environment HLA_BENCH_PRECISION = fp32, bf16 or both; default both), as
-// train.precision sets it for `hla train` (run::resolve_precision): fp32 computes in the f32
-// parameters; bf16 is mixed precision (HybridLM::set_compute_dtype(bf16): f32 master weights and
-// AdamW state, bf16 activations and matmuls on tensor cores, f32 loss). Names:
-// model/<precision>/<config>, e.g. model/bf16/gla_pure.
+// Precision (environment HLA_BENCH_PRECISION: fp32, bf16, pure_bf16, a comma list of them, both
+// = fp32,bf16 (the default) or all = fp32,bf16,pure_bf16), as train.precision sets it for `hla
+// train` (run::resolve_precision): fp32 computes in the f32 parameters; bf16 is mixed precision
+// (HybridLM::set_compute_dtype(bf16): f32 master weights and AdamW state, bf16 activations and
+// matmuls on tensor cores, f32 loss); pure_bf16 converts the parameters to bf16 as well
+// (Module::to), so gradients and AdamW state are bf16 and no weight is cast. Names:
+// model/<precision>/<config>, e.g. model/bf16/gla_pure, model/pure_bf16/gla_pure.
 //
 // Timing: 3 warm-up steps, then HLA_BENCH_STEPS (8) steps, each bracketed by
 // cuda::synchronize() on the host clock (manual time); counters from the median step:
@@ -27,8 +29,8 @@
 //               each softmax-attention layer adds 6 B T^2 d (causal: half of the 12 B T^2 d of
 //               PaLM's count, d = hidden size); the linear recurrences' own FLOPs are not counted
 //   MFU_%       TFLOP/s over peak_TFLOP/s: HLA_PEAK_TFLOPS, else the H200 SXM datasheet's dense
-//               rate of the precision: bf16 tensor cores (989.5) for bf16; FP32 (67) for fp32,
-//               or with HLA_TF32=1 the TF32 tensor-core rate (494.7)
+//               rate of the precision: bf16 tensor cores (989.5) for bf16 and pure_bf16; FP32
+//               (67) for fp32, or with HLA_TF32=1 the TF32 tensor-core rate (494.7)
 //   loss_first, loss_last   the loss of the first warm-up step and of the last timed step
 // Before timing, the first step must give a finite loss within 1 of ln(32000) = 10.37 (the
 // uniform prediction of a freshly initialised model) and a finite gradient norm; otherwise, or if
@@ -83,13 +85,24 @@ double env_double(const char* name, double fallback) {
   return s && *s ? std::atof(s) : fallback;
 }
 
-// The train.precision values HLA_BENCH_PRECISION asks for: fp32, bf16 or both (the default).
+// The train.precision values HLA_BENCH_PRECISION asks for: one, a comma list, both (fp32 and
+// bf16: the default) or all (fp32, bf16 and pure_bf16).
 std::vector<std::string> bench_precisions() {
   const char* s = std::getenv("HLA_BENCH_PRECISION");
   const std::string v = s && *s ? s : "both";
-  if (v == "fp32" || v == "bf16") return {v};
   if (v == "both") return {"fp32", "bf16"};
-  throw Error("HLA_BENCH_PRECISION", "fp32, bf16 or both", "'" + v + "'");
+  if (v == "all") return {"fp32", "bf16", "pure_bf16"};
+  std::vector<std::string> out;
+  for (size_t begin = 0; begin <= v.size();) {
+    const size_t end = std::min(v.find(',', begin), v.size());
+    const std::string p = v.substr(begin, end - begin);
+    if (p != "fp32" && p != "bf16" && p != "pure_bf16")
+      throw Error("HLA_BENCH_PRECISION", "fp32, bf16, pure_bf16, a comma list of them, both or all",
+                  "'" + v + "'", "e.g. HLA_BENCH_PRECISION=bf16,pure_bf16");
+    out.push_back(p);
+    begin = end + 1;
+  }
+  return out;
 }
 
 // Batch, sequence length and layer count of the run.
@@ -138,15 +151,17 @@ void bm_train_step(benchmark::State& state, const std::string& name, const std::
         std::string(HLA_SOURCE_DIR) + "/experiments/configs/paper_340m/" + name + ".toml",
         {"model.vocab_size=" + std::to_string(kVocab),
          "model.num_layers=" + std::to_string(s.layers), "train.precision=" + precision});
-    const DType compute_dtype = run::resolve_precision(config.train.precision, Device::CUDA);
+    const run::Precision dtypes = run::resolve_precision(config.train.precision, Device::CUDA);
     cuda::release_cached_memory();
     cuda::reset_peak_memory_stats();
 
     Generator gen(0);
     nn::HybridLM model(config.model, gen);
-    for (auto& [param_name, p] : model.named_parameters())
-      p.mutable_data() = p.data().to(Device::CUDA);
-    model.set_compute_dtype(compute_dtype);  // the parameters stay f32 (master weights)
+    // pure_bf16: bf16 parameters (hence gradients and AdamW state), converted before the move
+    // so that no f32 copy reaches the GPU's peak
+    model.to(dtypes.parameters);
+    model.to(Device::CUDA);
+    model.set_compute_dtype(dtypes.compute);
     model.set_block_checkpointing(env_int("HLA_BENCH_CHECKPOINT", 0) != 0);
     const std::vector<Var> params = model.parameters();
     const run::OptimConfig& o = config.optim;
@@ -239,9 +254,9 @@ int main(int argc, char** argv) {
                                                "_L" + std::to_string(s.layers));
   // names: model/<precision>/<config>, e.g. model/bf16/gla_pure
   for (const std::string& precision : precisions) {
-    const double peak = env_double("HLA_PEAK_TFLOPS", precision == "bf16" ? kPeakBf16
-                                                      : tf32              ? kPeakTf32
-                                                                          : kPeakFp32);
+    const double peak = env_double("HLA_PEAK_TFLOPS", precision != "fp32" ? kPeakBf16
+                                                      : tf32                ? kPeakTf32
+                                                                            : kPeakFp32);
     for (const char* name : {"transformer", "gla_pure", "hgrn2_pure", "gated_deltanet_pure",
                              "gla_3-1", "hgrn2_3-1", "gated_deltanet_3-1", "retnet_pure"})
       benchmark::RegisterBenchmark(("model/" + precision + "/" + name).c_str(), bm_train_step,

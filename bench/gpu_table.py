@@ -9,7 +9,8 @@ missing or cut short (a run stopped by its time limit writes it only at the end)
 logs bench.log / bench_model.log beside it, and, when present,
 OUT_DIR/anchors.json (bench/baselines/fla_bench.py: fla and torch on the same card). Op names are
 <op>/<dtype>/<shape>/<pass> (dtype f32 or bf16), model names model/<precision>/<config>
-(precision fp32 or bf16); names without the dtype segment (older runs) count as f32 / fp32.
+(precision fp32, bf16 or pure_bf16); names without the dtype segment (older runs) count as
+f32 / fp32.
 Times are medians in ms; ratio = hla time / fla time (below 1: hla is faster), for hla in each
 dtype against fla in bf16. Missing files and failed cases show as '-', with the first line of
 each error listed under the table.
@@ -81,7 +82,7 @@ def runs(doc):
 
 
 OP_DTYPES = ("f32", "bf16")
-MODEL_PRECISIONS = ("fp32", "bf16")
+MODEL_PRECISIONS = ("fp32", "bf16", "pure_bf16")
 
 
 def op_key(parts):
@@ -174,7 +175,7 @@ def main():
 
     # ---- models: one row per (config, precision), fla's bf16 step beside each
     mctx = (model_doc or {}).get("context", {})
-    print(f"\n{'model ' + mctx.get('hla_shape', ''):<26}{'prec':>5}{'ms/step':>9}{'tok/s':>9}"
+    print(f"\n{'model ' + mctx.get('hla_shape', ''):<26}{'prec':>10}{'ms/step':>9}{'tok/s':>9}"
           f"{'peak GiB':>9}{'params M':>9}{'MFU %':>7} | {'fla ms':>8}{'tok/s':>9}{'peak GiB':>9}"
           f"{'ratio':>7}")
     peaks = {}
@@ -186,7 +187,7 @@ def main():
             peaks[precision] = b["peak_TFLOP/s"]
         ref = fla_models.get(FLA_MODELS.get(name, ""))
         ref = ref if isinstance(ref, dict) else {}
-        print(f"{name:<26}{precision:>5}{num(b.get('ms'), 9, 1)}{num(b.get('tok/s'), 9, 0)}"
+        print(f"{name:<26}{precision:>10}{num(b.get('ms'), 9, 1)}{num(b.get('tok/s'), 9, 0)}"
               f"{num(b.get('peak_GiB'), 9, 1)}{num(b.get('params_M'), 9, 1)}"
               f"{num(b.get('MFU_%'), 7, 1)} | {num(ref.get('step_ms'), 8, 1)}"
               f"{num(ref.get('tok_per_s'), 9, 0)}{num(ref.get('peak_GiB'), 9, 1)}"

@@ -12,7 +12,8 @@
 #   SAN=0     the same suite under compute-sanitizer memcheck ($OUT/san.log)
 #   BENCH=1   bench_cuda_ops and bench_cuda_model ($OUT/bench_cuda_*.json, console $OUT/bench.log);
 #             they read HLA_BENCH_DTYPE (ops: f32, bf16 or both; default both),
-#             HLA_BENCH_PRECISION (models' train.precision: fp32, bf16 or both; default both),
+#             HLA_BENCH_PRECISION (models' train.precision: fp32, bf16, pure_bf16, a comma
+#             list, both = fp32,bf16 or all; default both),
 #             HLA_BENCH_B, HLA_BENCH_T, HLA_BENCH_LAYERS, HLA_BENCH_STEPS, HLA_TF32,
 #             HLA_PEAK_TFLOPS (see their header comments); BENCH_ARGS go to both programs
 #   FLA=0     bench/baselines/fla_bench.py (torch + Triton + fla from $FLA_SRC) with STAGES

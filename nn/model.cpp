@@ -266,7 +266,8 @@ struct Backbone : Module {
   std::vector<Var> layer_lower_bounds() const {
     std::vector<Var> out(layers->blocks.size());
     if (!lower_bounds.defined()) return out;
-    const Var lb = lower_bound_schedule(lower_bounds);  // [L,d]
+    // [L,d]; bf16 lower bounds (pure bf16 training) scheduled in f32, like the gates they floor
+    const Var lb = lower_bound_schedule(to_dtype(lower_bounds, gate_dtype(lower_bounds.dtype())));
     for (size_t l = 1; l < out.size(); ++l) out[l] = select(lb, 0, static_cast<int64_t>(l));
     return out;
   }

@@ -14,6 +14,12 @@
 // (autograd to_dtype: the gradients arrive in f32). Gates and decays run in f32
 // (nn::gate_dtype), the norms and the recurrences accumulate in f32 inside their kernels, and
 // the logits come back in the parameters' dtype, so the cross-entropy and the loss are f32.
+//
+// Pure bf16 (Module::to(DType::bf16) on CUDA, train.precision = "pure_bf16"): the parameters
+// themselves are bf16, the compute dtype follows them and no weight is cast; every gradient
+// arrives in bf16, each product's and norm's sum formed in f32 and rounded once. The gates
+// still run in f32: Gated DeltaNet's A_log and dt_bias and the HGRN lower bounds' schedule are
+// cast to f32 where used. The logits are bf16; loss() is f32.
 #pragma once
 
 #include <limits>

@@ -1,7 +1,10 @@
 #include "optim/adamw.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <map>
+#include <type_traits>
 
 #include "autograd/grad_mode.h"
 #include "kernels/ops.h"
@@ -11,6 +14,33 @@
 #endif
 
 namespace hla::optim {
+
+namespace {
+
+// x rounded to bf16 once, to nearest with ties to even (CUDA's __double2bfloat16): narrowing to
+// float rounds to odd (toward zero, the last bit set when inexact), so that float's rounding to
+// the nearest bf16 gives x's correctly rounded value; bf16(float(x)) would round twice.
+bf16 bf16_of(double x) {
+  float f = static_cast<float>(x);
+  const double d = f;
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((x > 0.0 && d > x) || (x < 0.0 && d < x)) --u;  // toward zero (sign-magnitude bits)
+  if (d != x && !std::isnan(x)) u |= 1u;               // inexact: round to odd
+  std::memcpy(&f, &u, sizeof f);
+  return bf16(f);
+}
+
+// A double result stored as T: one rounding (f32, f64 as the conversion does; bf16 by bf16_of).
+template <class T>
+T stored(double x) {
+  if constexpr (std::is_same_v<T, bf16>)
+    return bf16_of(x);
+  else
+    return static_cast<T>(x);
+}
+
+}  // namespace
 
 AdamW::AdamW(std::vector<OptimParam> params, const AdamWOptions& options)
     : Optimizer(std::move(params)), options_(options) {
@@ -62,22 +92,26 @@ void AdamW::step(double lr) {
     ops::require_cpu(w, "adamw");
     const Tensor g = p.var.grad().to(w.dtype()).contiguous();
     const double decay = p.decay ? 1.0 - lr * options_.weight_decay : 1.0;
-    visit_floating(w.dtype(), "adamw", [&]<class T>() {
+    const auto update = [&]<class T>() {
       T* pw = w.data<T>();
       T* pm = exp_avg_[i].data<T>();
       T* pv = exp_avg_sq_[i].data<T>();
       const T* pg = g.data<T>();
       const int64_t n = w.numel();
       for (int64_t j = 0; j < n; ++j) {
-        const double gj = pg[j];
-        const double m = b1 * pm[j] + (1.0 - b1) * gj;
-        const double v = b2 * pv[j] + (1.0 - b2) * gj * gj;
-        pm[j] = static_cast<T>(m);
-        pv[j] = static_cast<T>(v);
+        const double gj = convert<double>(pg[j]);
+        const double m = b1 * convert<double>(pm[j]) + (1.0 - b1) * gj;
+        const double v = b2 * convert<double>(pv[j]) + (1.0 - b2) * gj * gj;
+        pm[j] = stored<T>(m);
+        pv[j] = stored<T>(v);
         const double m_hat = m / bias1, v_hat = v / bias2;
-        pw[j] = static_cast<T>(decay * pw[j] - lr * m_hat / (std::sqrt(v_hat) + eps));
+        pw[j] = stored<T>(decay * convert<double>(pw[j]) - lr * m_hat / (std::sqrt(v_hat) + eps));
       }
-    });
+    };
+    if (w.dtype() == DType::bf16)  // a storage type on the CPU, updated in double here too
+      update.template operator()<bf16>();
+    else
+      visit_floating(w.dtype(), "adamw", update);
   }
 }
 

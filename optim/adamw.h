@@ -11,9 +11,12 @@
 //   p   <- p - lr * m^ / (sqrt(v^) + eps)
 //
 // m and v start at zero and have the parameter's shape and dtype; arithmetic is in double per
-// element, stored back in the parameter's dtype (f32 or f64): a loop on the CPU, and for CUDA
-// parameters one multi-tensor kernel launch per dtype (kernels/cuda/optim_cuda.h) that evaluates
-// the same double expressions in the same order.
+// element, stored back in the parameter's dtype (f32, f64 or bf16), each stored value rounded
+// once (bf16: from the double straight to the nearest bf16, ties to even, as CUDA's
+// __double2bfloat16; not through float). A loop on the CPU, and for CUDA parameters one
+// multi-tensor kernel launch per dtype (kernels/cuda/optim_cuda.h) that evaluates the same
+// double expressions in the same order. bf16 parameters (train.precision = "pure_bf16") thus
+// have bf16 moments, as torch.optim.AdamW(fused=True) keeps them on bf16 parameters.
 //
 //   AdamW opt(optim_params(model.named_parameters()), {.beta2 = 0.95, .weight_decay = 0.1});
 #pragma once

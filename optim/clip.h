@@ -12,7 +12,9 @@
 //
 // CUDA parameters: the sum of squares runs on the GPU (kernels/cuda/optim_cuda.h: deterministic,
 // double accumulation) and only the total comes back to the host; the scaling is a GPU
-// mul_scalar. All parameters must live on one device (hla::Error otherwise).
+// mul_scalar. All parameters must live on one device (hla::Error otherwise). Gradients may be
+// f32, f64 or bf16 (pure bf16 training): each square is formed and summed in double on either
+// device; the scaling runs in the gradient's dtype (bf16: on CUDA, rounded once per element).
 //
 //   double norm = clip_grad_norm(model.parameters(), 1.0);
 #pragma once

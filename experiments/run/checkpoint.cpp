@@ -17,15 +17,18 @@ namespace {
 constexpr const char* kFormat = "hla-checkpoint";
 constexpr int64_t kFormatVersion = 1;
 
+// The dtype a tensor is stored in: its own, or f32 for bf16 (exact; HDF5 has no bf16 type).
+DType stored_dtype(DType dtype) { return dtype == DType::bf16 ? DType::f32 : dtype; }
+
 hid_t hdf5_type(DType dtype, const std::string& name) {
   if (dtype == DType::f32) return H5T_NATIVE_FLOAT;
   if (dtype == DType::f64) return H5T_NATIVE_DOUBLE;
-  throw Error("checkpoint", "f32 or f64 tensors",
+  throw Error("checkpoint", "f32, f64 or bf16 tensors",
               std::string(dtype_name(dtype)) + " for '" + name + "'");
 }
 
 void write_tensor(hid_t file, const std::string& path, const Tensor& tensor) {
-  const Tensor t = tensor.to(Device::CPU).contiguous();
+  const Tensor t = tensor.to(Device::CPU).contiguous().to(stored_dtype(tensor.dtype()));
   std::vector<hsize_t> dims(t.shape().begin(), t.shape().end());
   Handle space(H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)),
                H5Sclose);
@@ -39,7 +42,8 @@ void write_tensor(hid_t file, const std::string& path, const Tensor& tensor) {
     H5_CHECK(H5Dwrite(dset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw_data()));
 }
 
-// Reads dataset `path` into `dst` (same shape; HDF5 converts the element type).
+// Reads dataset `path` into `dst` (same shape): HDF5 converts the element type to dst's stored
+// dtype, and a bf16 dst takes those values rounded to bf16 (exact for a bf16 tensor's dataset).
 void read_tensor(hid_t file, const std::string& file_name, const std::string& path, Tensor dst) {
   if (!data::h5::exists(file, path))
     throw Error("checkpoint " + file_name, "a dataset '" + path + "'", "none",
@@ -53,9 +57,9 @@ void read_tensor(hid_t file, const std::string& file_name, const std::string& pa
   if (shape != dst.shape())
     throw Error("checkpoint " + file_name, "'" + path + "' of shape " + to_string(dst.shape()),
                 to_string(shape));
-  Tensor buffer = Tensor::empty(dst.shape(), dst.dtype());
+  Tensor buffer = Tensor::empty(dst.shape(), stored_dtype(dst.dtype()));
   if (buffer.numel() > 0)
-    H5_CHECK(H5Dread(dset.get(), hdf5_type(dst.dtype(), path), H5S_ALL, H5S_ALL, H5P_DEFAULT,
+    H5_CHECK(H5Dread(dset.get(), hdf5_type(buffer.dtype(), path), H5S_ALL, H5S_ALL, H5P_DEFAULT,
                      buffer.raw_data()));
   dst.copy_(buffer);
 }

@@ -10,6 +10,9 @@
 //   /model/<fla name>              one dataset per parameter, its shape and dtype
 //                                  (/model/model.layers.0.attn.q_proj.weight ...)
 //   /optimizer/<kind>/<fla name>   optimizer state (exp_avg, exp_avg_sq | momentum_buffer)
+// bf16 tensors (train.precision = "pure_bf16") are stored as f32 datasets, which hold them
+// exactly; loading converts each dataset to the dtype of the tensor it fills (rounding to bf16
+// once where that is bf16), so bf16 tensors round-trip bit for bit.
 //
 //   h5py: {k: f["model"][k][()] for k in f["model"]}; f.attrs["config"]
 //

@@ -402,8 +402,12 @@ void validate(const RunConfig& c) {
         "each micro-batch has batch_size / grad_accum sequences");
   if (c.train.device != "auto" && c.train.device != "cpu" && c.train.device != "cuda")
     throw Error("config", "train.device to be auto, cpu or cuda", "'" + c.train.device + "'");
-  if (c.train.precision != "fp32" && c.train.precision != "bf16")
-    throw Error("config", "train.precision to be fp32 or bf16", "'" + c.train.precision + "'");
+  if (c.train.precision != "fp32" && c.train.precision != "bf16" &&
+      c.train.precision != "pure_bf16")
+    throw Error("config", "train.precision to be fp32, bf16 or pure_bf16",
+                "'" + c.train.precision + "'",
+                "fp32 runs on either device; bf16 (mixed) and pure_bf16 (bf16 parameters and "
+                "optimizer state) on CUDA");
   if (c.train.out.empty())
     throw Error("config", "train.out (the run directory)", "an empty string");
   if (c.data.task.empty() == c.data.path.empty())

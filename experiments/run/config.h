@@ -19,7 +19,8 @@
 //            beta2, eps, weight_decay, momentum, nesterov, grad_clip (0: off)
 //   [train]  steps, batch_size (sequences per optimizer step), grad_accum (micro-batches per
 //            step), seq_len, seed, device (auto | cpu | cuda), precision (fp32 | bf16: bf16
-//            activations and matrix products over f32 master weights, CUDA only), out,
+//            activations and matrix products over f32 master weights | pure_bf16: bf16
+//            parameters, gradients and optimizer moments as well; both CUDA only), out,
 //            log_interval, eval_interval, eval_batches, checkpoint_interval (0: at each eval and
 //            at the end), threads
 //
@@ -67,7 +68,7 @@ struct TrainConfig {
   int64_t seq_len = 256;
   int64_t seed = 0;
   std::string device = "auto";
-  std::string precision = "fp32";  // fp32 | bf16 (mixed precision on CUDA; nn/model.h)
+  std::string precision = "fp32";  // fp32 | bf16 | pure_bf16 (the bf16 ones on CUDA; trainer.h)
   bool activation_checkpointing = false;  // recompute each block in the backward (nn/model.h)
   std::string out = "runs/default";
   int64_t log_interval = 10;

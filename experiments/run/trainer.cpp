@@ -101,15 +101,19 @@ Device resolve_device(const std::string& name) {
   throw Error("train.device", "auto, cpu or cuda", "'" + name + "'");
 }
 
-DType resolve_precision(const std::string& precision, Device device) {
-  if (precision == "fp32") return DType::f32;
-  if (precision != "bf16") throw Error("train.precision", "fp32 or bf16", "'" + precision + "'");
+Precision resolve_precision(const std::string& precision, Device device) {
+  if (precision == "fp32") return {DType::f32, DType::f32};
+  if (precision != "bf16" && precision != "pure_bf16")
+    throw Error("train.precision", "fp32, bf16 or pure_bf16", "'" + precision + "'",
+                "fp32 runs on either device; bf16 (mixed) and pure_bf16 (bf16 parameters and "
+                "optimizer state) on CUDA");
   if (device != Device::CUDA)
-    throw Error("train.precision", "\"fp32\" on the CPU (bf16 mixed precision runs on CUDA only)",
-                std::string("\"bf16\" on ") + device_name(device),
+    throw Error("train.precision",
+                "\"fp32\" on the CPU (bf16 mixed precision and pure_bf16 run on CUDA only)",
+                "\"" + precision + "\" on " + device_name(device),
                 "train with --device cuda on a machine with a GPU, or set train.precision = "
                 "\"fp32\"");
-  return DType::bf16;
+  return {DType::bf16, precision == "pure_bf16" ? DType::bf16 : DType::f32};
 }
 
 std::unique_ptr<nn::HybridLM> build_model(RunConfig& config, const RunData& data) {
@@ -149,7 +153,9 @@ EvalResult evaluate(nn::HybridLM& model, const RunData& data, Device device) {
       for (size_t r = 0; r < batch.targets.size(); ++r)
         if (batch.targets[r] != data::kIgnoreIndex) scored.push_back(static_cast<int64_t>(r));
       const Tensor rows = Tensor::from_vector<int64_t>(scored, {int64_t(scored.size())}).to(device);
-      const Tensor c = ops::index_select(flat, 0, rows).to(Device::CPU).contiguous();
+      // bf16 logits (pure_bf16 parameters) are read as f32 on the host
+      Tensor c = ops::index_select(flat, 0, rows).to(Device::CPU).contiguous();
+      if (c.dtype() == DType::bf16) c = c.to(DType::f32);
       std::vector<int32_t> predicted(static_cast<size_t>(batch.B * batch.T), -1);
       visit_floating(c.dtype(), "evaluate", [&]<class T>() {
         const T* p = c.data<T>();
@@ -169,7 +175,7 @@ EvalResult evaluate(nn::HybridLM& model, const RunData& data, Device device) {
 
 TrainSummary train(RunConfig config, const TrainOptions& options) {
   const Device device = resolve_device(config.train.device);
-  const DType compute_dtype = resolve_precision(config.train.precision, device);
+  const Precision precision = resolve_precision(config.train.precision, device);
   set_cpu_threads(config.train.threads);
   const TrainConfig& t = config.train;
   const fs::path run_dir = t.out;
@@ -184,8 +190,11 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
                   resumed.optimizer);
   }
   std::unique_ptr<nn::HybridLM> model = build_model(config, data);
-  model->to(device);  // before the optimizer: its moments are created on the parameters' device
-  model->set_compute_dtype(compute_dtype);  // the parameters stay f32 (master weights)
+  // Both before the optimizer: its moments take the parameters' device and dtype (pure_bf16:
+  // bf16 parameters, gradients and moments; otherwise the f32 parameters stay as built).
+  model->to(device);
+  model->to(precision.parameters);
+  model->set_compute_dtype(precision.compute);
   model->set_block_checkpointing(t.activation_checkpointing);
   std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(config.optim, *model);
   const optim::LrSchedule schedule = make_schedule(config);
@@ -203,7 +212,10 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
   MetricsLog metrics((run_dir / "metrics.jsonl").string(), options.resume ? state.step : -1);
   Progress progress(stdout, t.steps);
   const std::string precision_note =
-      std::string(compute_dtype == DType::bf16 ? ", bf16 mixed precision" : "") +
+      std::string(precision.parameters == DType::bf16
+                      ? ", pure bf16 (bf16 parameters, gradients and optimizer state)"
+                  : precision.compute == DType::bf16 ? ", bf16 mixed precision"
+                                                     : "") +
       (t.activation_checkpointing ? ", activation checkpointing" : "");
   progress.message("hla train: " + config.model.variant + " " + config.layout + ", " +
                    std::to_string(model->num_parameters()) + " parameters, data " +

@@ -15,9 +15,21 @@
 // come back to the host. Checkpoints hold host copies, so a run may resume on either device.
 //
 // Precision (train.precision, resolve_precision): "fp32" computes in the parameters' f32; "bf16"
-// (CUDA only) keeps f32 parameters, gradients and optimizer moments and computes activations and
-// matrix products in bf16 (nn::HybridLM::set_compute_dtype); the loss stays f32. A bf16 run
-// resumes on the CPU only with train.precision set back to "fp32".
+// (CUDA only) is mixed precision: f32 parameters, gradients and optimizer moments, activations
+// and matrix products in bf16 (nn::HybridLM::set_compute_dtype); "pure_bf16" (CUDA only)
+// converts the parameters themselves to bf16 (nn::Module::to) before the optimizer is built, so
+// the gradients and AdamW's moments are bf16 as well and no weight is cast where it is used;
+// AdamW computes each element in double and rounds every stored value to bf16 once (the
+// semantics of torch.optim.AdamW(fused=True) on bf16 parameters, which computes in f32; SGD
+// composes bf16 tensor ops). Under every precision the gates run in f32 (nn::gate_dtype) and
+// the loss is f32.
+//
+// Checkpoints store bf16 tensors as f32 datasets, exactly (experiments/run/checkpoint.h), and
+// loading converts each tensor to the dtype of the run's parameters and moments, so a run
+// resumes under any precision: bit for bit under the one that wrote the checkpoint; a pure_bf16
+// checkpoint resumed as fp32 or bf16 continues from its bf16 values in f32; an fp32 or bf16
+// checkpoint resumed as pure_bf16 has its parameters and moments rounded to bf16 once. On the
+// CPU a bf16 or pure_bf16 run resumes with train.precision set back to "fp32".
 //
 // The run directory (train.out): config.toml (resolved), metrics.jsonl, checkpoints/latest.h5.
 // A resumed run loads weights, optimizer moments, step and data-generator state from
@@ -63,9 +75,16 @@ void set_cpu_threads(int64_t threads);
 // "cuda" (throws hla::Error without a visible GPU); anything else throws.
 Device resolve_device(const std::string& name);
 
-// "fp32" -> f32; "bf16" -> bf16, which needs `device` to be CUDA (throws hla::Error naming
-// train.precision otherwise); anything else throws.
-DType resolve_precision(const std::string& precision, Device device);
+// The dtypes a train.precision value trains in.
+struct Precision {
+  DType compute;     // activations and matrix products (nn::HybridLM::set_compute_dtype)
+  DType parameters;  // the parameters, hence their gradients and the optimizer's moments
+};
+
+// "fp32" -> {f32, f32}; "bf16" -> {bf16, f32} (mixed); "pure_bf16" -> {bf16, bf16}. bf16 and
+// pure_bf16 need `device` to be CUDA (throws hla::Error naming train.precision otherwise);
+// anything else throws.
+Precision resolve_precision(const std::string& precision, Device device);
 
 // The model of `config` with its vocabulary taken from the data when model.vocab_size is 0
 // (config is updated so the resolved config records it).

@@ -1,17 +1,24 @@
 // Optimizer kernels on CUDA: the multi-tensor AdamW update and the deterministic sum of squares
 // behind the global gradient norm (contracts and equations: kernels/cuda/optim_cuda.h).
 //
+// Both take f32, f64 and bf16 tensors. bf16 elements are read as double and every result stored
+// in bf16 is rounded from the double once (__double2bfloat16: to nearest, ties to even, not
+// through float), so pure bf16 training updates its bf16 parameters and moments as the CPU loop
+// of optim/adamw.cpp does; their squares are summed in double like the others.
+//
 // Both walk a list of tensors cut into chunks of kOptimChunk elements. The host uploads one
 // descriptor per (non-empty) tensor, holding its pointers, numel and the index of its first chunk
 // (ascending); block b of a grid of G blocks takes chunks b, b + G, b + 2G, ... and finds each
 // chunk's tensor by binary search over the first-chunk indices. Threads of a block stride over
 // the chunk's elements (blockDim = kThreads, no shared memory beyond the block reduction); AdamW
-// takes 16-byte packs of them where its four tensors are aligned, with the same arithmetic.
+// takes 16-byte packs of them (4 f32, 2 f64 or 8 bf16) where its four tensors are aligned, with
+// the same arithmetic, and the rest of a tensor's last chunk element by element.
 //
 // sum_of_squares is two-stage: stage 1 writes one double partial per block (each thread sums its
 // elements in order, then a fixed-shape block reduction), stage 2 (one block) sums the G partials
 // the same way. G depends only on the number of chunks, so the result is bitwise reproducible.
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/optim_cuda.h"
@@ -35,11 +42,14 @@ struct AdamWDesc {
   int64_t packed;  // all four pointers 16-byte aligned: the chunks move whole Pack<T>s
 };
 
+// The element type of a SquaresDesc's data.
+enum SquaresElement : int64_t { kSquaresF32, kSquaresF64, kSquaresBf16 };
+
 struct SquaresDesc {
   const void* data;
   int64_t numel;
   int64_t first_chunk;
-  int64_t is_f64;  // else f32
+  int64_t element;  // a SquaresElement
 };
 
 int64_t chunks_of(int64_t numel) { return (numel + kOptimChunk - 1) / kOptimChunk; }
@@ -64,22 +74,33 @@ struct AdamWStep {
   double lr, beta1, beta2, eps, bias1, bias2, one_minus_b1, one_minus_b2;
 };
 
+// A double result stored as T with one rounding: a conversion for f32 and f64, the double
+// rounded straight to the nearest bf16 for bf16 (value_cast goes through float: two roundings).
+template <class T>
+__device__ __forceinline__ T stored_as(double x) {
+  return static_cast<T>(x);
+}
+template <>
+__device__ __forceinline__ bf16_dev stored_as<bf16_dev>(double x) {
+  return __double2bfloat16(x);
+}
+
 // One element: the double arithmetic of optim/adamw.cpp in the same order, every operation
 // rounded separately (no fused multiply-add): the CPU's result up to the host compiler's own
 // fusions.
 template <class T>
 __device__ inline void adamw_update(T& param, T grad, T& exp_avg, T& exp_avg_sq, double decay,
                                     const AdamWStep& k) {
-  const double g = static_cast<double>(grad);
-  const double m = __dadd_rn(__dmul_rn(k.beta1, static_cast<double>(exp_avg)),
+  const double g = value_cast<double>(grad);
+  const double m = __dadd_rn(__dmul_rn(k.beta1, value_cast<double>(exp_avg)),
                              __dmul_rn(k.one_minus_b1, g));
-  const double v = __dadd_rn(__dmul_rn(k.beta2, static_cast<double>(exp_avg_sq)),
+  const double v = __dadd_rn(__dmul_rn(k.beta2, value_cast<double>(exp_avg_sq)),
                              __dmul_rn(__dmul_rn(k.one_minus_b2, g), g));
-  exp_avg = static_cast<T>(m);
-  exp_avg_sq = static_cast<T>(v);
+  exp_avg = stored_as<T>(m);
+  exp_avg_sq = stored_as<T>(v);
   const double m_hat = __ddiv_rn(m, k.bias1), v_hat = __ddiv_rn(v, k.bias2);
   const double step = __ddiv_rn(__dmul_rn(k.lr, m_hat), __dadd_rn(__dsqrt_rn(v_hat), k.eps));
-  param = static_cast<T>(__dadd_rn(__dmul_rn(decay, static_cast<double>(param)), -step));
+  param = stored_as<T>(__dadd_rn(__dmul_rn(decay, value_cast<double>(param)), -step));
 }
 
 // A chunk's elements a thread at a time, or, for packed tensors, a Pack<T> (16 bytes of each of
@@ -116,6 +137,16 @@ __global__ void adamw_kernel(const AdamWDesc<T>* __restrict__ descs, int num_des
   }
 }
 
+// acc += the squares of this thread's elements of x[begin, end), each formed in double.
+template <class S>
+__device__ inline void add_squares(const void* data, int64_t begin, int64_t end, double& acc) {
+  const S* x = static_cast<const S*>(data);
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+    const double xj = value_cast<double>(x[j]);
+    acc += xj * xj;
+  }
+}
+
 // Stage 1: partials[blockIdx.x] = sum of squares of this block's chunks.
 __global__ void squares_partial_kernel(const SquaresDesc* __restrict__ descs, int num_descs,
                                        int64_t num_chunks, double* __restrict__ partials) {
@@ -125,16 +156,12 @@ __global__ void squares_partial_kernel(const SquaresDesc* __restrict__ descs, in
     const SquaresDesc d = descs[find_desc(descs, num_descs, c)];
     const int64_t begin = (c - d.first_chunk) * kOptimChunk;
     const int64_t end = begin + kOptimChunk < d.numel ? begin + kOptimChunk : d.numel;
-    if (d.is_f64) {
-      const double* x = static_cast<const double*>(d.data);
-      for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) acc += x[j] * x[j];
-    } else {
-      const float* x = static_cast<const float*>(d.data);
-      for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-        const double xj = static_cast<double>(x[j]);
-        acc += xj * xj;
-      }
-    }
+    if (d.element == kSquaresF64)
+      add_squares<double>(d.data, begin, end, acc);
+    else if (d.element == kSquaresBf16)
+      add_squares<bf16_dev>(d.data, begin, end, acc);
+    else
+      add_squares<float>(d.data, begin, end, acc);
   }
   acc = block_reduce(acc, SumOp{}, 0.0, shm);
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;
@@ -183,7 +210,7 @@ unsigned grid_for_chunks(int64_t num_chunks) {
 void adamw_step(const std::vector<AdamWSlot>& slots, const AdamWScalars& s) {
   if (slots.empty()) return;
   const DType dtype = slots.front().param.dtype();
-  visit_cuda_float(dtype, "adamw", [&](auto tag_) {
+  visit_cuda_storage(dtype, "adamw", [&](auto tag_) {
     using T = typename decltype(tag_)::type;
     std::vector<AdamWDesc<T>> descs;
     int64_t num_chunks = 0;
@@ -221,11 +248,14 @@ double sum_of_squares(const std::vector<Tensor>& tensors) {
   for (const Tensor& t : tensors) {
     require_cuda(t, "sum_of_squares", "tensor");
     if (!t.is_contiguous()) throw Error("sum_of_squares", "contiguous tensors", "a strided view");
-    const bool is_f64 = visit_cuda_float(t.dtype(), "sum_of_squares", [](auto tag_) {
-      return sizeof(typename decltype(tag_)::type) == 8;
+    const SquaresElement element = visit_cuda_storage(t.dtype(), "sum_of_squares", [](auto tag_) {
+      using S = typename decltype(tag_)::type;
+      return std::is_same_v<S, double>  ? kSquaresF64
+             : std::is_same_v<S, float> ? kSquaresF32
+                                        : kSquaresBf16;
     });
     if (t.numel() == 0) continue;
-    descs.push_back({t.raw_data(), t.numel(), num_chunks, is_f64 ? 1 : 0});
+    descs.push_back({t.raw_data(), t.numel(), num_chunks, element});
     num_chunks += chunks_of(t.numel());
   }
   if (descs.empty()) return 0.0;

@@ -12,8 +12,10 @@
 // bias1 = 1 - beta1^t, bias2 = 1 - beta2^t computed on the host in double.
 //
 // Layout: every tensor contiguous, on CUDA, param/exp_avg/exp_avg_sq/grad of one slot the same
-// shape; all slots of one call share a dtype (f32 or f64). The slots are cut into chunks of
-// kOptimChunk elements; one launch walks all chunks of all slots with a grid-stride loop.
+// shape; all slots of one call share a dtype (f32, f64 or bf16). bf16 elements are read as double
+// and each stored value is the double result rounded to bf16 once (to nearest, ties to even),
+// as the CPU loop does. The slots are cut into chunks of kOptimChunk elements; one launch walks
+// all chunks of all slots with a grid-stride loop.
 //
 // Plain C++ (no CUDA headers), so optim/ sources can include it.
 #pragma once
@@ -41,9 +43,9 @@ struct AdamWScalars {
 // One AdamW update of every slot (one dtype): one descriptor upload and one kernel launch.
 void adamw_step(const std::vector<AdamWSlot>& slots, const AdamWScalars& s);
 
-// sum_i sum_j tensors[i]_j^2, accumulated in double in a fixed order (deterministic), returned to
-// the host with one device-to-host copy. Tensors: contiguous, on CUDA, f32 or f64 (mixed dtypes
-// are fine).
+// sum_i sum_j tensors[i]_j^2, each square formed and accumulated in double in a fixed order
+// (deterministic), returned to the host with one device-to-host copy. Tensors: contiguous, on
+// CUDA, f32, f64 or bf16 (mixed dtypes are fine).
 double sum_of_squares(const std::vector<Tensor>& tensors);
 
 }  // namespace hla::cuda

@@ -1,10 +1,13 @@
 // Tests: the run config (experiments/run/config.h): defaults and variant defaults, --set
 // overrides, the attention layout, errors that name the key, the TOML round trip and
 // train.precision (with the trainer's resolve_precision); and the
-// checkpoint file (experiments/run/checkpoint.h): round trip, atomic replacement, clear errors.
+// checkpoint file (experiments/run/checkpoint.h): round trip (bf16 parameters and moments of pure
+// bf16 training exactly, into a bf16 or an f32 model), atomic replacement, clear errors.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
+#include <vector>
 
 #include "experiments/run/checkpoint.h"
 #include "experiments/run/config.h"
@@ -119,18 +122,29 @@ TEST_CASE("run config: errors name the key", "[cli][config]") {
                     Contains("/nonexistent/config.toml"));
 }
 
-TEST_CASE("run config: train.precision, fp32 by default, bf16 on CUDA only", "[cli][config]") {
+TEST_CASE("run config: train.precision, fp32 by default, bf16 and pure_bf16 on CUDA only",
+          "[cli][config]") {
   using Catch::Contains;
   CHECK(run::parse_run_config(kTiny, "t").train.precision == "fp32");
-  const run::RunConfig bf16 = run::parse_run_config(kTiny, "t", {"train.precision=bf16"});
-  CHECK(bf16.train.precision == "bf16");
-  CHECK(run::parse_run_config(run::to_toml(bf16), "resolved").train.precision == "bf16");
+  for (const std::string p : {"bf16", "pure_bf16"}) {
+    INFO(p);
+    const run::RunConfig c = run::parse_run_config(kTiny, "t", {"train.precision=" + p});
+    CHECK(c.train.precision == p);
+    CHECK(run::parse_run_config(run::to_toml(c), "resolved").train.precision == p);
+    CHECK_THROWS_WITH(run::resolve_precision(p, Device::CPU),
+                      Contains("train.precision") && Contains("\"" + p + "\" on cpu") &&
+                          Contains("--device cuda"));
+  }
   CHECK_THROWS_WITH(run::parse_run_config(kTiny, "t", {"train.precision=fp16"}),
-                    Contains("train.precision") && Contains("fp16"));
-  CHECK(run::resolve_precision("fp32", Device::CPU) == DType::f32);
-  CHECK_THROWS_WITH(run::resolve_precision("bf16", Device::CPU),
-                    Contains("train.precision") && Contains("cuda") && Contains("cpu"));
-  CHECK(run::resolve_precision("bf16", Device::CUDA) == DType::bf16);
+                    Contains("train.precision") && Contains("fp16") && Contains("pure_bf16"));
+  CHECK_THROWS_WITH(run::resolve_precision("fp16", Device::CUDA),
+                    Contains("train.precision") && Contains("fp16") && Contains("pure_bf16"));
+  const run::Precision fp32 = run::resolve_precision("fp32", Device::CPU);
+  CHECK((fp32.compute == DType::f32 && fp32.parameters == DType::f32));
+  const run::Precision mixed = run::resolve_precision("bf16", Device::CUDA);
+  CHECK((mixed.compute == DType::bf16 && mixed.parameters == DType::f32));
+  const run::Precision pure = run::resolve_precision("pure_bf16", Device::CUDA);
+  CHECK((pure.compute == DType::bf16 && pure.parameters == DType::bf16));
 }
 
 TEST_CASE("checkpoint: weights, optimizer state and train state round trip", "[cli][checkpoint]") {
@@ -169,6 +183,65 @@ TEST_CASE("checkpoint: weights, optimizer state and train state round trip", "[c
   const auto sa = opt.state(), sb = copy_opt.state();
   for (size_t i = 0; i < sa.size(); ++i)
     CHECK(sa[i].second.to_vector<float>() == sb[i].second.to_vector<float>());
+}
+
+// A pure_bf16 run's checkpoint: bf16 tensors stored as f32 datasets, read back into bf16 bit for
+// bit (a pure_bf16 resume) and into f32 with the same values (an fp32 resume, `hla eval`).
+TEST_CASE("checkpoint: bf16 parameters and moments round trip exactly, into bf16 or f32",
+          "[cli][checkpoint]") {
+  TempDir dir("checkpoint_bf16");
+  run::RunConfig c = run::parse_run_config(kTiny, "tiny.toml", {"train.precision=pure_bf16"});
+  c.model.vocab_size = 32;
+  Generator gen(1), grads(3);
+  nn::HybridLM model(c.model, gen);
+  model.to(DType::bf16);
+  optim::AdamW opt(optim::optim_params(model.named_parameters()));
+  for (auto& [name, p] : model.named_parameters())
+    p.set_grad(Tensor::randn(p.shape(), grads).to(DType::bf16));
+  opt.step(1e-2);
+  const std::string path = dir.file("bf16.h5");
+  run::save_checkpoint(path, run::to_toml(c), model, "adamw", opt, {});
+
+  const auto bits = [](const Tensor& t) {
+    std::vector<uint16_t> out;
+    for (const bf16 b : t.to_vector<bf16>()) out.push_back(b.bits);
+    return out;
+  };
+  Generator other(2);
+  nn::HybridLM copy(c.model, other);
+  copy.to(DType::bf16);
+  optim::AdamW copy_opt(optim::optim_params(copy.named_parameters()));
+  run::load_model_weights(path, copy);
+  run::load_optimizer_state(path, copy_opt);
+  const auto a = model.state_dict(), b = copy.state_dict();
+  for (const auto& [name, t] : a) {
+    INFO(name);
+    REQUIRE(b.at(name).dtype() == DType::bf16);
+    CHECK(bits(t) == bits(b.at(name)));
+  }
+  const auto sa = opt.state(), sb = copy_opt.state();
+  REQUIRE(sa.size() == sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    INFO(sa[i].first);
+    REQUIRE(sb[i].second.dtype() == DType::bf16);
+    CHECK(bits(sa[i].second) == bits(sb[i].second));
+  }
+  CHECK(bits(sa.back().second) != std::vector<uint16_t>(sa.back().second.numel(), 0));
+
+  Generator third(2);
+  nn::HybridLM wide(c.model, third);
+  optim::AdamW wide_opt(optim::optim_params(wide.named_parameters()));
+  run::load_model_weights(path, wide);
+  run::load_optimizer_state(path, wide_opt);
+  const auto w = wide.state_dict();
+  for (const auto& [name, t] : a) {
+    INFO(name);
+    REQUIRE(w.at(name).dtype() == DType::f32);
+    CHECK(t.to_vector<float>() == w.at(name).to_vector<float>());
+  }
+  const auto sw = wide_opt.state();
+  for (size_t i = 0; i < sa.size(); ++i)
+    CHECK(sa[i].second.to_vector<float>() == sw[i].second.to_vector<float>());
 }
 
 TEST_CASE("checkpoint: missing, corrupted and mismatched files give clear errors",

@@ -4,18 +4,27 @@
 // gradient, one stored 4 bytes into its buffer: AdamW's element path, the others its packs), SGD with momentum / Nesterov / weight decay, grad_norm (more chunks than blocks, so
 // the grid-stride loop wraps; mixed f32/f64 gradients; bitwise reproducible) and clip_grad_norm.
 //
+// bf16 parameters (pure bf16 training): one launch over bf16 tensors of ragged sizes (1, 7, 8,
+// 4097, 12165; one 2 bytes into its buffer, one 16), several steps, against the CPU loop; the
+// double result rounded once to bf16 on the GPU too (a value just above a bf16 midpoint); and
+// the gradient norm of bf16 gradients against a double sum on the host.
+//
 // Tolerances (relative RMS):
 //   AdamW: the kernel evaluates optim/adamw.cpp's double expressions in the same order, each
 //     operation rounded; the host compiler may fuse multiply-adds (GCC's default for C++), so
 //     a double differs by an ulp at most and f32 storage shows rare last-bit differences:
-//     1e-12 (f64) and 1e-6 (f32).
+//     1e-12 (f64) and 1e-6 (f32). bf16: every value within one bf16 step of the CPU's (a
+//     double ulp moves a bf16 result only where it lies that close to a bf16 midpoint).
 //   SGD on CUDA composes tensor ops in the parameter's dtype (the CPU loop works in double):
 //     kF32 / kF64 from cuda_test_helpers.h.
 //   grad_norm: both sides accumulate squares in double, in different orders: 1e-12.
 #ifdef HLA_WITH_CUDA
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -94,6 +103,43 @@ void require_same_state(const optim::Optimizer& cpu, const optim::Optimizer& gpu
 
 double tol_ops(DType dt) { return tol(dt); }
 
+// bf16 steps between a and b (adjacent bit patterns of one sign are adjacent values).
+int bf16_steps(bf16 a, bf16 b) {
+  if ((a.bits ^ b.bits) & 0x8000u) return a.bits == b.bits ? 0 : 1 << 16;  // signs differ
+  return std::abs(int(a.bits) - int(b.bits));
+}
+
+// Every element of a and b (bf16, any device) within one bf16 step, or within 1e-12 of the
+// tensor's largest magnitude: a moment that cancels to near zero (beta m + (1 - beta) g with
+// g ~ -beta m / (1 - beta)) keeps only the double arithmetic's rounding, which the host
+// compiler may contract into FMAs where the kernel does not. `inputs` (CPU tensors shaped like
+// a) are reported beside a failing element. Returns how many elements differ.
+int64_t require_bf16_close(const std::string& name, const Tensor& a, const Tensor& b,
+                           const std::vector<Tensor>& inputs) {
+  INFO(name);
+  REQUIRE(a.dtype() == DType::bf16);
+  REQUIRE(b.dtype() == DType::bf16);
+  const std::vector<bf16> x = a.to_vector<bf16>(), y = b.to_vector<bf16>();
+  REQUIRE(x.size() == y.size());
+  std::vector<std::vector<double>> in;
+  for (const Tensor& t : inputs) in.push_back(vals(t));
+  double scale = 0;
+  for (const bf16 v : x) scale = std::max(scale, std::abs(double(float(v))));
+  int64_t differ = 0;
+  for (size_t j = 0; j < x.size(); ++j) {
+    const double gap = std::abs(double(float(x[j])) - double(float(y[j])));
+    if (bf16_steps(x[j], y[j]) <= 1 || gap <= 1e-12 * scale) {
+      differ += x[j].bits != y[j].bits;
+      continue;
+    }
+    std::ostringstream from;
+    for (const std::vector<double>& v : in) from << ' ' << v[j];
+    FAIL("element " << j << ": " << float(x[j]) << " vs " << float(y[j]) << " from (p m v g)"
+                    << from.str());
+  }
+  return differ;
+}
+
 }  // namespace
 
 TEST_CASE("cuda AdamW (multi-tensor kernel) matches the CPU step for step", "[cuda]") {
@@ -141,6 +187,90 @@ TEST_CASE("cuda AdamW: state round-trips through the CPU (checkpoints)", "[cuda]
   c.step(1e-3);
   for (size_t i = 0; i < a_params.size(); ++i)
     REQUIRE(vals(a_params[i].var.data()) == vals(c_params[i].var.data()));
+}
+
+TEST_CASE("cuda AdamW on bf16 parameters matches the CPU's bf16 loop", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  const std::vector<ParamSpec> specs = {
+      {"a.weight", {1}, DType::bf16},
+      {"b.norm.weight", {7}, DType::bf16},            // no decay; under one pack
+      {"c.weight", {8}, DType::bf16},                 // one pack
+      {"d.bias", {4097}, DType::bf16},                // one chunk and one element
+      {"e.weight", {3, 5, 811}, DType::bf16},         // 12165: three chunks, ragged tail
+      {"f.weight", {2, 50}, DType::bf16, 1},          // 2 bytes in: the element path
+      {"g.weight", {61}, DType::bf16, 8},             // 16 bytes in: packs, then a tail of 5
+  };
+  const auto make = [&](Generator& gen, Device device) {
+    std::vector<optim::OptimParam> out;
+    for (const ParamSpec& s : specs) {
+      const int64_t n = numel(s.shape);
+      const Tensor buffer = Tensor::randn({s.offset + n}, gen).to(DType::bf16).to(device);
+      out.push_back({s.name, Var(buffer.slice(0, s.offset, s.offset + n).reshape(s.shape), true),
+                     optim::takes_weight_decay(s.name)});
+    }
+    return out;
+  };
+  Generator init_cpu(31), init_gpu(31), grads(32);
+  auto cpu_params = make(init_cpu, Device::CPU);
+  auto gpu_params = make(init_gpu, Device::CUDA);
+  const optim::AdamWOptions o{.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
+  optim::AdamW cpu(cpu_params, o), gpu_opt(gpu_params, o);
+  int64_t values = 0, differ = 0;
+  for (int step = 0; step < 5; ++step) {
+    INFO("step " << step + 1);
+    // Each step from the CPU's parameters and moments, so that a value one step apart (allowed)
+    // cannot grow through later steps' cancellations.
+    std::map<std::string, Tensor> state;
+    for (const auto& [name, t] : cpu.state()) state[name] = t;
+    gpu_opt.load_state(state, cpu.steps());
+    std::vector<std::vector<Tensor>> inputs(cpu_params.size());  // p, m, v, g before the step
+    for (size_t i = 0; i < cpu_params.size(); ++i) {
+      gpu_params[i].var.mutable_data().copy_(gpu(cpu_params[i].var.data()));
+      const Tensor g =
+          Tensor::randn(cpu_params[i].var.shape(), grads, DType::f32, 0.0, 0.5).to(DType::bf16);
+      cpu_params[i].var.set_grad(g);
+      gpu_params[i].var.set_grad(gpu(g));
+      inputs[i] = {cpu_params[i].var.data().clone(), state["exp_avg/" + cpu_params[i].name].clone(),
+                   state["exp_avg_sq/" + cpu_params[i].name].clone(), g};
+    }
+    const double lr = 1e-2 * (step + 1);
+    cpu.step(lr);
+    gpu_opt.step(lr);
+    for (size_t i = 0; i < cpu_params.size(); ++i) {
+      REQUIRE(gpu_params[i].var.data().device() == Device::CUDA);
+      differ += require_bf16_close(cpu_params[i].name, cpu_params[i].var.data(),
+                                   gpu_params[i].var.data(), inputs[i]);
+      values += cpu_params[i].var.numel();
+    }
+    const auto cpu_state = cpu.state(), gpu_state = gpu_opt.state();
+    REQUIRE(cpu_state.size() == 2 * cpu_params.size());
+    for (size_t i = 0; i < cpu_state.size(); ++i) {
+      REQUIRE(gpu_state[i].first == cpu_state[i].first);
+      REQUIRE(gpu_state[i].second.device() == Device::CUDA);
+      differ += require_bf16_close(cpu_state[i].first, cpu_state[i].second, gpu_state[i].second,
+                                   inputs[i % cpu_params.size()]);
+      values += cpu_state[i].second.numel();
+    }
+  }
+  INFO(differ << " of " << values << " values one bf16 step apart");
+  CHECK(differ * 1000 <= values);  // a double ulp rarely decides a bf16 rounding
+}
+
+// One step from p = 1 with g = -1 and no decay gives p = 1 + 2^-8 + 1.96e-9 in double (see
+// tests/optim/test_optim.cpp): rounded once, 1 + 2^-7; through float, the midpoint 1 + 2^-8,
+// which ties to the even 1. 4096 copies: the kernel's packs, as well as a 3-element tail.
+TEST_CASE("cuda AdamW on bf16 parameters rounds the double once, not through float", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  for (const int64_t n : {int64_t{4096}, int64_t{3}}) {
+    INFO(n << " elements");
+    Var w(gpu(Tensor::ones({n}, DType::bf16)), true);
+    optim::AdamW opt({{"w", w, true}},
+                     {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.0});
+    w.set_grad(gpu(Tensor::full({n}, -1.0, DType::bf16)));
+    opt.step(std::ldexp(1.0, -8) + 2e-9);
+    REQUIRE(w.dtype() == DType::bf16);
+    CHECK(vals(w.data()) == std::vector<double>(size_t(n), 1.0078125));
+  }
 }
 
 TEST_CASE("cuda SGD (momentum, Nesterov, weight decay) matches the CPU", "[cuda]") {
@@ -218,6 +348,39 @@ TEST_CASE("cuda grad_norm / clip_grad_norm match the CPU", "[cuda]") {
   }
   REQUIRE(std::abs(optim::grad_norm(gpu_vars) - max_norm) <= 1e-5 * max_norm);
   REQUIRE_FALSE(gpu_vars.back().grad().defined());
+}
+
+// Squares of bf16 gradients formed and summed in double: against a double sum over the same
+// bf16 values on the host, 1e-12 (far below a float accumulator's 2^-24 per addition); 4097
+// ones among them, whose squares summed in bf16 would stall at 256. With f32 gradients in the
+// same call. Then clipping keeps each gradient's dtype and brings the norm to max_norm up to
+// bf16 rounding (2^-9 relative per element).
+TEST_CASE("cuda grad_norm / clip_grad_norm on bf16 gradients", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(15);
+  std::vector<Var> vars;
+  double sum_sq = 0.0;
+  for (const auto& [shape, dt] : std::vector<std::pair<Shape, DType>>{
+           {{4097}, DType::bf16}, {{7}, DType::bf16}, {{3, 811}, DType::bf16},
+           {{100003}, DType::bf16}, {{5}, DType::f32}}) {
+    const Tensor g = numel(shape) == 4097 ? Tensor::ones(shape, DType::bf16)
+                                          : Tensor::randn(shape, gen, DType::f32, 0.0, 0.01).to(dt);
+    for (const double x : vals(g)) sum_sq += x * x;
+    vars.emplace_back(gpu(Tensor::zeros(shape, dt)), true);
+    vars.back().set_grad(gpu(g));
+  }
+  const double want = std::sqrt(sum_sq), n = optim::grad_norm(vars);
+  INFO("grad_norm " << n << ", double sum on the host " << want);
+  REQUIRE(std::abs(n - want) <= 1e-12 * want);
+  REQUIRE(optim::grad_norm(vars) == n);  // deterministic
+
+  const double max_norm = 0.5 * want;
+  REQUIRE(std::abs(optim::clip_grad_norm(vars, max_norm) - want) <= 1e-12 * want);
+  for (const Var& v : vars) {
+    REQUIRE(v.grad().device() == Device::CUDA);
+    REQUIRE(v.grad().dtype() == v.dtype());
+  }
+  CHECK(std::abs(optim::grad_norm(vars) - max_norm) <= 4e-3 * max_norm);
 }
 
 #endif  // HLA_WITH_CUDA
