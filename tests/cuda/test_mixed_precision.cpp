@@ -332,47 +332,32 @@ TEST_CASE("cuda recurrence and attention nodes on bf16 inputs match f32 on the C
   }
 }
 
-TEST_CASE("cuda bf16 training follows fp32: every variant, chunked kernels (T = 128)",
+// Mixed precision (bf16) and pure bf16 against fp32 from the same initialisation.
+TEST_CASE("cuda bf16 and pure bf16 training follow fp32: every variant, chunked kernels (T = 128)",
           "[cuda]") {
   HLA_REQUIRE_GPU();
   cuda::set_tf32(false);
   for (const char* variant :
        {"gla", "hgrn", "hgrn2", "retnet", "delta_net", "gated_deltanet", "transformer"}) {
-    SECTION(variant) { train_fp32_and_bf16({variant, "pure", 2, 128}); }
+    SECTION(variant) {
+      train_fp32_and_bf16({variant, "pure", 2, 128});
+      train_fp32_and_pure_bf16({variant, "pure", 2, 128});
+    }
   }
 }
 
-TEST_CASE("cuda bf16 training follows fp32: GLA 3:1 hybrid (T = 128)", "[cuda]") {
+TEST_CASE("cuda bf16 and pure bf16 training follow fp32: GLA 3:1 hybrid (T = 128)", "[cuda]") {
   HLA_REQUIRE_GPU();
   cuda::set_tf32(false);
   train_fp32_and_bf16({"gla", "3:1", 4, 128});
+  train_fp32_and_pure_bf16({"gla", "3:1", 4, 128});
 }
 
-TEST_CASE("cuda bf16 training follows fp32: recurrent kernels (gated_deltanet, T = 32)",
+TEST_CASE("cuda bf16 and pure bf16 training follow fp32: recurrent kernels (gated_deltanet, T=32)",
           "[cuda]") {
   HLA_REQUIRE_GPU();
   cuda::set_tf32(false);
   train_fp32_and_bf16({"gated_deltanet", "pure", 2, 32});
-}
-
-TEST_CASE("cuda pure bf16 training: every variant, chunked kernels (T = 128)", "[cuda]") {
-  HLA_REQUIRE_GPU();
-  cuda::set_tf32(false);
-  for (const char* variant :
-       {"gla", "hgrn", "hgrn2", "retnet", "delta_net", "gated_deltanet", "transformer"}) {
-    SECTION(variant) { train_fp32_and_pure_bf16({variant, "pure", 2, 128}); }
-  }
-}
-
-TEST_CASE("cuda pure bf16 training: GLA 3:1 hybrid (T = 128)", "[cuda]") {
-  HLA_REQUIRE_GPU();
-  cuda::set_tf32(false);
-  train_fp32_and_pure_bf16({"gla", "3:1", 4, 128});
-}
-
-TEST_CASE("cuda pure bf16 training: recurrent kernels (gated_deltanet, T = 32)", "[cuda]") {
-  HLA_REQUIRE_GPU();
-  cuda::set_tf32(false);
   train_fp32_and_pure_bf16({"gated_deltanet", "pure", 2, 32});
 }
 
