@@ -86,8 +86,8 @@ __device__ __forceinline__ bf16_dev stored_as<bf16_dev>(double x) {
 }
 
 // One element: the double arithmetic of optim/adamw.cpp in the same order, every operation
-// rounded separately (no fused multiply-add): the CPU's result up to the host compiler's own
-// fusions.
+// rounded separately (no fused multiply-add; adamw.cpp is compiled with -ffp-contract=off): the
+// CPU loop's result bit for bit.
 template <class T>
 __device__ inline void adamw_update(T& param, T grad, T& exp_avg, T& exp_avg_sq, double decay,
                                     const AdamWStep& k) {
