@@ -393,19 +393,20 @@ __global__ void __launch_bounds__(kBlock)
 //            + sum_{j<r} k_j dk_j^inter       (per key)
 //                  with the gate factors applied through the reference rows.
 // dA_rj = do_r . v_j (j <= r < n, zeros elsewhere) for warp w's rows R0 = 16 w .. R0 + 15 of a
-// chunk, do and v read from global memory, into the chunk's dA [64, 64].
-template <int K, int V>
-__device__ void dA_rows(const StagedChunk<K>& cv, int w, const Lane& L, float* dA) {
+// chunk, its do and v rows (row stride `stride`) read from global memory, into its dA [64, 64].
+template <int V>
+__device__ void dA_rows(const bf16_dev* v, const bf16_dev* dout, int64_t stride, int n, int w,
+                        const Lane& L, float* dA) {
   const int R0 = kSub * w;
   float P[kN / 8][4];
   zero(P);
-  if (R0 < cv.n) {
+  if (R0 < n) {
 #pragma unroll 2
     for (int vs = 0; vs < V / 16; ++vs) {
       uint32_t a[4];
       a_fragment_bits(a, L, [&](int m, int kk) {
         const int r = R0 + m;
-        return r < cv.n ? cv.do_bits(r, 16 * vs + kk) : 0u;
+        return r < n ? bits_of(dout + r * stride + 16 * vs + kk) : 0u;
       });
 #pragma unroll
       for (int b = 0; b < kWarps; ++b) {
@@ -415,7 +416,7 @@ __device__ void dA_rows(const StagedChunk<K>& cv, int w, const Lane& L, float* d
           uint32_t bf[2];
           b_fragment_bits(bf, L, [&](int kk, int nn) {  // v^T: B[col][j] = v_j[col]
             const int j = 16 * b + 8 * half + nn;
-            return j < cv.n ? cv.v_bits(j, 16 * vs + kk) : 0u;
+            return j < n ? bits_of(v + j * stride + 16 * vs + kk) : 0u;
           });
           mma_bf16(P[2 * b + half], a, bf);
         }
@@ -427,7 +428,7 @@ __device__ void dA_rows(const StagedChunk<K>& cv, int w, const Lane& L, float* d
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int r = R0 + acc_row(L, e), j = 8 * nt + acc_col(L, e);
-      dA[r * kN + j] = j <= r && r < cv.n ? P[nt][e] : 0.f;
+      dA[r * kN + j] = j <= r && r < n ? P[nt][e] : 0.f;
     }
 }
 
@@ -448,20 +449,18 @@ __global__ void __launch_bounds__(kBlock)
     if (R0 < cv.n) score_rows<K, 2>(cv, w, L, op.scale, P);
     store_rows(P, scores + kScoreElems * int64_t(blockIdx.x), kN, R0, kN, L);
   }
-  dA_rows<K, V>(cv, w, L, dscores + kScoreElems * int64_t(blockIdx.x));
+  dA_rows<V>(cv.v, cv.dout, cv.v_stride, cv.n, w, L,
+             dscores + kScoreElems * int64_t(blockIdx.x));
 }
 
 // dA of every chunk, its A kept by the forward: do and v alone, from global memory.
-template <int K, int V>
+template <int V>
 __global__ void __launch_bounds__(kBlock)
     chunk_dA_kernel(Operands op, Geometry g, float* __restrict__ dscores) {
-  const int64_t bh = blockIdx.x / g.NT, t0 = blockIdx.x % g.NT * kN;
-  StagedChunk<K> cv{};
-  cv.v = op.v + g.vrow(bh, t0);
-  cv.dout = op.dout + g.vrow(bh, t0);
-  cv.v_stride = g.H * g.V;
-  cv.n = rows_in_chunk(g, blockIdx.x % g.NT);
-  dA_rows<K, V>(cv, threadIdx.x / 32, lane_of(), dscores + kScoreElems * int64_t(blockIdx.x));
+  const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
+  dA_rows<V>(op.v + g.vrow(bh, c * kN), op.dout + g.vrow(bh, c * kN), g.H * g.V,
+             rows_in_chunk(g, c), threadIdx.x / 32, lane_of(),
+             dscores + kScoreElems * int64_t(blockIdx.x));
 }
 
 // Shared memory of chunk_dv_kernel: k_j e^{G_last - G_j} [kN][K + 8], the block's columns of C
@@ -883,7 +882,7 @@ void gated_linear_mma_backward(const GatedLinearBf16Args& a, const GatedLinearBf
     Tensor own_scores;  // A when the forward did not keep it
     const bf16_dev* scores = reinterpret_cast<const bf16_dev*>(grad.scores);
     if (scores) {
-      chunk_dA_kernel<K, V><<<chunks, kBlock, 0, stream()>>>(ops, g, dscores.data<float>());
+      chunk_dA_kernel<V><<<chunks, kBlock, 0, stream()>>>(ops, g, dscores.data<float>());
     } else {
       own_scores = Tensor::empty({int64_t(chunks) * kScoreElems}, DType::bf16, Device::CUDA);
       constexpr size_t scores_smem = StagedChunk<K>::kBytes;
