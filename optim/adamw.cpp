@@ -2,9 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <map>
-#include <type_traits>
 
 #include "autograd/grad_mode.h"
 #include "kernels/ops.h"
@@ -14,33 +12,6 @@
 #endif
 
 namespace hla::optim {
-
-namespace {
-
-// x rounded to bf16 once, to nearest with ties to even (CUDA's __double2bfloat16): narrowing to
-// float rounds to odd (toward zero, the last bit set when inexact), so that float's rounding to
-// the nearest bf16 gives x's correctly rounded value; bf16(float(x)) would round twice.
-bf16 bf16_of(double x) {
-  float f = static_cast<float>(x);
-  const double d = f;
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((x > 0.0 && d > x) || (x < 0.0 && d < x)) --u;  // toward zero (sign-magnitude bits)
-  if (d != x && !std::isnan(x)) u |= 1u;               // inexact: round to odd
-  std::memcpy(&f, &u, sizeof f);
-  return bf16(f);
-}
-
-// A double result stored as T: one rounding (f32, f64 as the conversion does; bf16 by bf16_of).
-template <class T>
-T stored(double x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return bf16_of(x);
-  else
-    return static_cast<T>(x);
-}
-
-}  // namespace
 
 AdamW::AdamW(std::vector<OptimParam> params, const AdamWOptions& options)
     : Optimizer(std::move(params)), options_(options) {
@@ -102,10 +73,10 @@ void AdamW::step(double lr) {
         const double gj = convert<double>(pg[j]);
         const double m = b1 * convert<double>(pm[j]) + (1.0 - b1) * gj;
         const double v = b2 * convert<double>(pv[j]) + (1.0 - b2) * gj * gj;
-        pm[j] = stored<T>(m);
-        pv[j] = stored<T>(v);
+        pm[j] = convert<T>(m);
+        pv[j] = convert<T>(v);
         const double m_hat = m / bias1, v_hat = v / bias2;
-        pw[j] = stored<T>(decay * convert<double>(pw[j]) - lr * m_hat / (std::sqrt(v_hat) + eps));
+        pw[j] = convert<T>(decay * convert<double>(pw[j]) - lr * m_hat / (std::sqrt(v_hat) + eps));
       }
     };
     if (w.dtype() == DType::bf16)  // a storage type on the CPU, updated in double here too

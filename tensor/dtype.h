@@ -3,7 +3,8 @@
 //   f32, f64     compute types on CPU (f64 exists so gradients can be checked by finite
 //                differences); f32 and bf16 on CUDA
 //   bf16         brain float: the top 16 bits of an f32 (8-bit exponent, 7-bit mantissa);
-//                converted with round-to-nearest-even
+//                converted with round-to-nearest-even, from f64 too in one rounding (not
+//                through f32, whose rounding could land on a bf16 midpoint)
 //   i32, i64     indices and token ids
 #pragma once
 
@@ -52,9 +53,25 @@ struct bf16 {
     u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
     bits = static_cast<uint16_t>(u >> 16);
   }
+  // x rounded once to the nearest bf16 (ties to even), as CUDA's __double2bfloat16: x narrowed
+  // to float rounding to odd (toward zero, the last bit set when inexact), then rounded to bf16;
+  // rounding to odd keeps the sticky information that a plain float rounding would lose.
+  explicit bf16(double x) : bf16(to_odd_float(x)) {}
   explicit operator float() const {
     const uint32_t u = static_cast<uint32_t>(bits) << 16;
     float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+
+ private:
+  static float to_odd_float(double x) {
+    float f = static_cast<float>(x);
+    const double d = f;
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((x > 0.0 && d > x) || (x < 0.0 && d < x)) --u;  // toward zero (sign-magnitude bits)
+    if (d != x && x == x) u |= 1u;                       // inexact (not NaN): round to odd
     std::memcpy(&f, &u, 4);
     return f;
   }

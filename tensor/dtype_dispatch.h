@@ -3,7 +3,8 @@
 //   visit_dtype(t.dtype(), [&]<class T>() { fill(t.data<T>(), ...); });
 //   visit_floating(t.dtype(), "exp", [&]<class T>() { ... });   // f32 / f64 only
 //
-// convert<To>(from) converts between any two element types (bf16 goes through float).
+// convert<To>(from) converts between any two element types: to bf16 rounded to nearest (from f64
+// in one rounding, bf16(double); integers through float), from bf16 through float (exact).
 #pragma once
 
 #include <string>
@@ -18,7 +19,10 @@ inline To convert(From x) {
   if constexpr (std::is_same_v<To, From>) {
     return x;
   } else if constexpr (std::is_same_v<To, bf16>) {
-    return bf16(static_cast<float>(x));
+    if constexpr (std::is_same_v<From, double>)
+      return bf16(x);
+    else
+      return bf16(static_cast<float>(x));
   } else if constexpr (std::is_same_v<From, bf16>) {
     return static_cast<To>(static_cast<float>(x));
   } else {

@@ -66,9 +66,9 @@ struct ComputeType<bf16_dev> {
 template <class S>
 using compute_t = typename ComputeType<S>::type;
 
-// value_cast<To>(v): the value of v as To. bf16 goes through float both ways, as the host's
-// hla::convert does (tensor/dtype_dispatch.h): float -> bf16 rounds to nearest, ties to even
-// (__float2bfloat16_rn); f64 and integers are first converted to float.
+// value_cast<To>(v): the value of v as To, as the host's hla::convert (tensor/dtype_dispatch.h):
+// to bf16 rounded to nearest, ties to even (__float2bfloat16_rn; from f64 __double2bfloat16, one
+// rounding, not through float's; integers through float); from bf16 through float (exact).
 template <class To>
 struct ValueCast {
   template <class From>
@@ -81,6 +81,7 @@ struct ValueCast<bf16_dev> {
   __host__ __device__ static bf16_dev from(From v) {
     return __float2bfloat16_rn(static_cast<float>(v));
   }
+  __host__ __device__ static bf16_dev from(double v) { return __double2bfloat16(v); }
   __host__ __device__ static bf16_dev from(bf16_dev v) { return v; }
 };
 template <class To, class From>

@@ -2,7 +2,8 @@
 // on the GPU, any strides on both sides (dst may be a view; src may be broadcast).
 //   Values convert as the host's hla::convert does (tensor/dtype_dispatch.h), through value_cast
 //   (common.cuh): bf16 through float, float -> bf16 rounded to nearest, ties to even
-//   (__float2bfloat16_rn), f64 -> bf16 via f32, floats -> integers truncate toward zero.
+//   (__float2bfloat16_rn), f64 -> bf16 in one rounding (__double2bfloat16), floats -> integers
+//   truncate toward zero.
 //   Every pair of f32, f64, bf16, i32, i64 is one instantiation of one elementwise kernel, and
 //   of a packed one for contiguous, 16-byte-aligned tensors (8 elements a thread in 16-byte
 //   loads and stores: the casts of the weights and their gradients under mixed precision).

@@ -2,9 +2,9 @@
 // behind the global gradient norm (contracts and equations: kernels/cuda/optim_cuda.h).
 //
 // Both take f32, f64 and bf16 tensors. bf16 elements are read as double and every result stored
-// in bf16 is rounded from the double once (__double2bfloat16: to nearest, ties to even, not
-// through float), so pure bf16 training updates its bf16 parameters and moments as the CPU loop
-// of optim/adamw.cpp does; their squares are summed in double like the others.
+// in bf16 is rounded from the double once (value_cast: __double2bfloat16, not through float), so
+// pure bf16 training updates its bf16 parameters and moments as the CPU loop of
+// optim/adamw.cpp does; their squares are summed in double like the others.
 //
 // Both walk a list of tensors cut into chunks of kOptimChunk elements. The host uploads one
 // descriptor per (non-empty) tensor, holding its pointers, numel and the index of its first chunk
@@ -74,17 +74,6 @@ struct AdamWStep {
   double lr, beta1, beta2, eps, bias1, bias2, one_minus_b1, one_minus_b2;
 };
 
-// A double result stored as T with one rounding: a conversion for f32 and f64, the double
-// rounded straight to the nearest bf16 for bf16 (value_cast goes through float: two roundings).
-template <class T>
-__device__ __forceinline__ T stored_as(double x) {
-  return static_cast<T>(x);
-}
-template <>
-__device__ __forceinline__ bf16_dev stored_as<bf16_dev>(double x) {
-  return __double2bfloat16(x);
-}
-
 // One element: the double arithmetic of optim/adamw.cpp in the same order, every operation
 // rounded separately (no fused multiply-add; adamw.cpp is compiled with -ffp-contract=off): the
 // CPU loop's result bit for bit.
@@ -96,11 +85,11 @@ __device__ inline void adamw_update(T& param, T grad, T& exp_avg, T& exp_avg_sq,
                              __dmul_rn(k.one_minus_b1, g));
   const double v = __dadd_rn(__dmul_rn(k.beta2, value_cast<double>(exp_avg_sq)),
                              __dmul_rn(__dmul_rn(k.one_minus_b2, g), g));
-  exp_avg = stored_as<T>(m);
-  exp_avg_sq = stored_as<T>(v);
+  exp_avg = value_cast<T>(m);
+  exp_avg_sq = value_cast<T>(v);
   const double m_hat = __ddiv_rn(m, k.bias1), v_hat = __ddiv_rn(v, k.bias2);
   const double step = __ddiv_rn(__dmul_rn(k.lr, m_hat), __dadd_rn(__dsqrt_rn(v_hat), k.eps));
-  param = stored_as<T>(__dadd_rn(__dmul_rn(decay, value_cast<double>(param)), -step));
+  param = value_cast<T>(__dadd_rn(__dmul_rn(decay, value_cast<double>(param)), -step));
 }
 
 // A chunk's elements a thread at a time, or, for packed tensors, a Pack<T> (16 bytes of each of

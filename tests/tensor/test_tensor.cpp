@@ -110,6 +110,14 @@ TEST_CASE("contiguous, clone, copy_ and dtype conversion", "[tensor]") {
   CHECK(back[1] == 1.0f);           // halfway, rounds to even (1.0)
   CHECK(back[2] == 1.015625f);      // halfway, rounds to even (1.015625)
   CHECK(back[3] == Approx(3.140625f));
+  // From f64 in one rounding: 1 + 2^-8 + 2^-40 lies just above the tie 1 + 2^-8 (its f32
+  // rounding is the tie itself, which would round to the even 1), so 1 + 2^-7; the exact tie
+  // still goes to the even 1; negatives mirror.
+  const Tensor d =
+      Tensor::from_values({1.0 + 0x1p-8 + 0x1p-40, 1.0 + 0x1p-8, -(1.0 + 0x1p-8 + 0x1p-40)}, {3},
+                          DType::f64)
+          .to(DType::bf16);
+  CHECK(d.to_vector<double>() == std::vector<double>{1.0078125, 1.0, -1.0078125});
   CHECK(x.to(Device::CPU).storage() == x.storage());
 }
 
