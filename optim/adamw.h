@@ -12,8 +12,8 @@
 //
 // m and v start at zero and have the parameter's shape and dtype; arithmetic is in double per
 // element, stored back in the parameter's dtype (f32, f64 or bf16), each stored value rounded
-// once (bf16: from the double straight to the nearest bf16, ties to even, as CUDA's
-// __double2bfloat16; not through float). A loop on the CPU, and for CUDA parameters one
+// once (bf16: from the double straight to the nearest bf16, ties to even: hla::convert, as
+// CUDA's __double2bfloat16; not through float). A loop on the CPU, and for CUDA parameters one
 // multi-tensor kernel launch per dtype (kernels/cuda/optim_cuda.h) that evaluates the same
 // double expressions in the same order. bf16 parameters (train.precision = "pure_bf16") thus
 // have bf16 moments, as torch.optim.AdamW(fused=True) keeps them on bf16 parameters.

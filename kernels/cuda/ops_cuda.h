@@ -44,8 +44,8 @@ double flushed_gpu_ms(const std::function<void()>& body);
 
 // ---- convert.cu
 // dst = src converted to dst's dtype (same shape, any dtypes and strides on both sides): the
-// storage backend's convert, behind Tensor::to(DType) of a GPU tensor. bf16 through float,
-// rounded to nearest even, as on the host.
+// storage backend's convert, behind Tensor::to(DType) of a GPU tensor. To bf16 rounded to
+// nearest even (from f64 in one rounding), from bf16 through float, as on the host.
 void convert_dtype(Tensor& dst, const Tensor& src);
 
 // ---- elementwise.cu
