@@ -175,9 +175,8 @@ void bm_train_step(benchmark::State& state, const std::string& name, const std::
       opt.zero_grad();
       const Var loss = model.loss(inputs, targets);
       loss.backward();
-      const double norm =
-          o.grad_clip > 0 ? optim::clip_grad_norm(params, o.grad_clip) : optim::grad_norm(params);
-      opt.step(o.lr);
+      const double norm = optim::grad_norm(params);
+      opt.step(o.lr, o.grad_clip > 0 ? optim::clip_coefficient(norm, o.grad_clip) : 1.0);
       return {loss.item(), norm};
     };
 

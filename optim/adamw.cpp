@@ -30,7 +30,7 @@ AdamW::AdamW(std::vector<OptimParam> params, const AdamWOptions& options)
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::update(double lr, double grad_scale) {
   NoGradGuard no_grad;
   ++steps_;
   const double b1 = options_.beta1, b2 = options_.beta2, eps = options_.eps;
@@ -51,7 +51,7 @@ void AdamW::step(double lr) {
     }
     const cuda::AdamWScalars scalars{.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps,
                                      .weight_decay = options_.weight_decay,
-                                     .bias1 = bias1, .bias2 = bias2};
+                                     .bias1 = bias1, .bias2 = bias2, .grad_scale = grad_scale};
     for (const auto& [dtype, slots] : slots_by_dtype) cuda::adamw_step(slots, scalars);
     return;
   }
@@ -70,7 +70,7 @@ void AdamW::step(double lr) {
       const T* pg = g.data<T>();
       const int64_t n = w.numel();
       for (int64_t j = 0; j < n; ++j) {
-        const double gj = convert<double>(pg[j]);
+        const double gj = convert<double>(pg[j]) * grad_scale;
         const double m = b1 * convert<double>(pm[j]) + (1.0 - b1) * gj;
         const double v = b2 * convert<double>(pv[j]) + (1.0 - b2) * gj * gj;
         pm[j] = convert<T>(m);

@@ -3,6 +3,8 @@
 //
 // For each parameter p with gradient g, at step t = 1, 2, ... and learning rate lr:
 //
+// (g is the gradient times step()'s grad_scale, formed in double.)
+//
 //   p   <- p - lr * wd * p                      (decoupled decay; only if the parameter decays)
 //   m   <- beta1 * m + (1 - beta1) * g          (first moment,  "exp_avg")
 //   v   <- beta2 * v + (1 - beta2) * g^2        (second moment, "exp_avg_sq")
@@ -37,11 +39,12 @@ class AdamW final : public Optimizer {
   // Throws hla::Error unless 0 <= beta < 1, eps > 0 and weight_decay >= 0.
   AdamW(std::vector<OptimParam> params, const AdamWOptions& options = {});
 
-  void step(double lr) override;
   std::vector<std::pair<std::string, Tensor>> state() const override;
   const AdamWOptions& options() const { return options_; }
 
  private:
+  void update(double lr, double grad_scale) override;
+
   AdamWOptions options_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;  // m, v: one per parameter
 };

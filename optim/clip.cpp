@@ -42,12 +42,16 @@ double grad_norm(const std::vector<Var>& params) {
   return std::sqrt(sum_sq);
 }
 
-double clip_grad_norm(const std::vector<Var>& params, double max_norm) {
+double clip_coefficient(double norm, double max_norm) {
   if (!(max_norm > 0.0)) throw Error("clip_grad_norm", "max_norm > 0", std::to_string(max_norm));
+  return std::isfinite(norm) && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+}
+
+double clip_grad_norm(const std::vector<Var>& params, double max_norm) {
   const double norm = grad_norm(params);
-  if (!std::isfinite(norm) || norm <= max_norm) return norm;
+  const double scale = clip_coefficient(norm, max_norm);
+  if (scale == 1.0) return norm;
   NoGradGuard no_grad;
-  const double scale = max_norm / (norm + 1e-6);
   for (Var p : params)  // a Var is a handle: the copy shares the parameter
     if (p.grad().defined()) p.set_grad(ops::mul_scalar(p.grad(), scale));
   return norm;

@@ -1,10 +1,14 @@
-// defines: clip_grad_norm, global-norm gradient clipping (Pascanu et al. 2013; PyTorch's
-// torch.nn.utils.clip_grad_norm_).
+// defines: grad_norm, clip_coefficient and clip_grad_norm, global-norm gradient clipping
+// (Pascanu et al. 2013; PyTorch's torch.nn.utils.clip_grad_norm_).
 //
 // Over every parameter gradient g_i (undefined gradients count as zero):
 //
 //   n = sqrt( sum_i ||g_i||^2 )                 (accumulated in double)
-//   if n > max_norm:  g_i <- g_i * max_norm / (n + 1e-6)
+//   c = max_norm / (n + 1e-6) if n > max_norm, else 1   (clip_coefficient; 1 for a non-finite n)
+//   g_i <- c g_i                                (clip_grad_norm)
+//
+// The trainer hands c to the optimizer instead (Optimizer::step(lr, c): each gradient is read
+// times c inside the update), which spares a pass that reads and writes every gradient.
 //
 // Gradients are values (autograd/var.h): clipping replaces each with a scaled copy through
 // set_grad, never writing into the old tensor. The norm before clipping is returned, so a
@@ -27,6 +31,8 @@ namespace hla::optim {
 
 // The global L2 norm of the gradients of `params`.
 double grad_norm(const std::vector<Var>& params);
+// c above for a norm n and max_norm (> 0; hla::Error otherwise).
+double clip_coefficient(double norm, double max_norm);
 // Scales the gradients so their global norm is at most max_norm (> 0); returns the norm before.
 double clip_grad_norm(const std::vector<Var>& params, double max_norm);
 

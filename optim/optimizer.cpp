@@ -1,5 +1,8 @@
 #include "optim/optimizer.h"
 
+#include <cmath>
+#include <string>
+
 #include "optim/device.h"
 #include "tensor/error.h"
 
@@ -49,6 +52,13 @@ Device Optimizer::device(const char* op) const {
   vars.reserve(params_.size());
   for (const OptimParam& p : params_) vars.push_back(p.var);
   return parameters_device(vars, op);
+}
+
+void Optimizer::step(double lr, double grad_scale) {
+  if (!(std::isfinite(grad_scale) && grad_scale > 0.0))
+    throw Error("optimizer step", "a finite grad_scale > 0", std::to_string(grad_scale),
+                "pass optim::clip_coefficient(norm, max_norm), which is 1 for a non-finite norm");
+  update(lr, grad_scale);
 }
 
 void Optimizer::zero_grad() {

@@ -22,9 +22,15 @@
 // (e.g. "exp_avg/model.layers.0.attn.q_proj.weight"), sharing storage with the optimizer;
 // load_state() copies values back in by name, so a resumed run continues bit for bit.
 //
+// Clipping: step(lr, grad_scale) reads every gradient times grad_scale inside the update (the
+// clipping coefficient of optim/clip.h), with no pass that rewrites the gradients first.
+//
 //   auto params = optim::optim_params(model.named_parameters());
 //   optim::AdamW opt(params, {.weight_decay = 0.1});
-//   loss.backward(); opt.step(schedule.lr(step)); opt.zero_grad();
+//   loss.backward();
+//   const double norm = optim::grad_norm(model.parameters());
+//   opt.step(schedule.lr(step), optim::clip_coefficient(norm, 1.0));
+//   opt.zero_grad();
 #pragma once
 
 #include <cstdint>
@@ -55,8 +61,9 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // One update with learning rate lr, from the current gradients.
-  virtual void step(double lr) = 0;
+  // One update with learning rate lr from the current gradients, each taken times grad_scale
+  // (finite, > 0; hla::Error otherwise).
+  void step(double lr, double grad_scale = 1.0);
   // Drops every parameter's gradient (the next backward starts from zero).
   void zero_grad();
 
@@ -73,6 +80,9 @@ class Optimizer {
   void load_state(const std::map<std::string, Tensor>& state, int64_t steps);
 
  protected:
+  // The update of step(), grad_scale checked.
+  virtual void update(double lr, double grad_scale) = 0;
+
   std::vector<OptimParam> params_;
   int64_t steps_ = 0;
 };

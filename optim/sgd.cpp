@@ -17,7 +17,7 @@ Sgd::Sgd(std::vector<OptimParam> params, const SgdOptions& options)
       momentum_buffer_.push_back(Tensor::zeros(p.var.shape(), p.var.dtype(), p.var.device()));
 }
 
-void Sgd::step(double lr) {
+void Sgd::update(double lr, double grad_scale) {
   NoGradGuard no_grad;
   const bool first_step = steps_ == 0;
   ++steps_;
@@ -25,7 +25,7 @@ void Sgd::step(double lr) {
   [[maybe_unused]] const Device device = this->device("sgd");  // throws on mixed devices
 #ifdef HLA_WITH_CUDA
   if (device == Device::CUDA) {
-    step_with_tensor_ops(lr, first_step);
+    step_with_tensor_ops(lr, grad_scale, first_step);
     return;
   }
 #endif
@@ -42,7 +42,7 @@ void Sgd::step(double lr) {
       T* pb = mu > 0.0 ? momentum_buffer_[i].data<T>() : nullptr;
       const int64_t n = w.numel();
       for (int64_t j = 0; j < n; ++j) {
-        const double gj = pg[j] + wd * pw[j];
+        const double gj = pg[j] * grad_scale + wd * pw[j];
         double d = gj;
         if (pb) {
           const double b = first_step ? gj : mu * pb[j] + gj;
@@ -57,7 +57,7 @@ void Sgd::step(double lr) {
 
 // The same update composed of tensor ops (any device; used for CUDA parameters), computed in the
 // parameter's dtype rather than in double per element.
-void Sgd::step_with_tensor_ops(double lr, bool first_step) {
+void Sgd::step_with_tensor_ops(double lr, double grad_scale, bool first_step) {
   using ops::Binary;
   const double mu = options_.momentum;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -65,6 +65,7 @@ void Sgd::step_with_tensor_ops(double lr, bool first_step) {
     if (!p.var.grad().defined()) continue;
     Tensor& w = p.var.mutable_data();
     Tensor g = p.var.grad().to(w.dtype());
+    if (grad_scale != 1.0) g = ops::mul_scalar(g, grad_scale);
     const double wd = p.decay ? options_.weight_decay : 0.0;
     if (wd > 0.0) g = ops::binary(Binary::Add, g, ops::mul_scalar(w, wd));
     Tensor d = g;

@@ -8,8 +8,9 @@
 //   d   =  nesterov ? g + mu * b : b
 //   p   <- p - lr * d
 //
-// With mu = 0 this is plain SGD (no buffer is kept). Arithmetic is in double per element on the
-// CPU; CUDA parameters take the same steps as tensor ops in the parameter's dtype.
+// With mu = 0 this is plain SGD (no buffer is kept); g is the gradient times step()'s grad_scale.
+// Arithmetic is in double per element on the CPU; CUDA parameters take the same steps as tensor
+// ops in the parameter's dtype.
 //
 //   Sgd opt(optim_params(model.named_parameters()), {.momentum = 0.9});
 #pragma once
@@ -29,12 +30,12 @@ class Sgd final : public Optimizer {
   // Throws hla::Error unless 0 <= momentum < 1 and weight_decay >= 0.
   Sgd(std::vector<OptimParam> params, const SgdOptions& options = {});
 
-  void step(double lr) override;
   std::vector<std::pair<std::string, Tensor>> state() const override;
   const SgdOptions& options() const { return options_; }
 
  private:
-  void step_with_tensor_ops(double lr, bool first_step);
+  void update(double lr, double grad_scale) override;
+  void step_with_tensor_ops(double lr, double grad_scale, bool first_step);
 
   SgdOptions options_;
   std::vector<Tensor> momentum_buffer_;  // b: one per parameter (none when momentum is 0)

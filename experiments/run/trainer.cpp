@@ -249,11 +249,12 @@ TrainSummary train(RunConfig config, const TrainOptions& options) {
       loss += micro_loss.item() / double(t.grad_accum);
     }
     require_finite(loss, "loss", step + 1, checkpoint);
-    const double grad_norm = config.optim.grad_clip > 0
-                                 ? optim::clip_grad_norm(params, config.optim.grad_clip)
-                                 : optim::grad_norm(params);
+    const double grad_norm = optim::grad_norm(params);
     require_finite(grad_norm, "gradient norm", step + 1, checkpoint);
-    optimizer->step(lr);
+    // clipping inside the update: each gradient read times the coefficient
+    optimizer->step(lr, config.optim.grad_clip > 0
+                            ? optim::clip_coefficient(grad_norm, config.optim.grad_clip)
+                            : 1.0);
 
     state.step = step + 1;
     state.tokens_seen += tokens_per_step;

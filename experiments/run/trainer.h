@@ -6,7 +6,8 @@
 //   for k < grad_accum:  backward(loss(micro-batch k) / grad_accum)   (optim/accumulate.h)
 //   loss  = mean of the micro-batch losses; a NaN/Inf loss or gradient norm stops the run with
 //           the step (the last good checkpoint stays in place)
-//   clip the global gradient norm to optim.grad_clip (if > 0), then optimizer.step(lr)
+//   optimizer.step(lr, c): every gradient times c = the clipping coefficient of the global
+//           gradient norm for optim.grad_clip (optim/clip.h; 1 if grad_clip is 0)
 // and after it: a metrics record every log_interval steps, evaluation every eval_interval
 // steps, a checkpoint every checkpoint_interval steps (0: with each evaluation) and at the end.
 //

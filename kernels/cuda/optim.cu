@@ -71,7 +71,7 @@ __device__ int find_desc(const Desc* descs, int num_descs, int64_t chunk) {
 
 // The scalars of one step, in double.
 struct AdamWStep {
-  double lr, beta1, beta2, eps, bias1, bias2, one_minus_b1, one_minus_b2;
+  double lr, beta1, beta2, eps, bias1, bias2, one_minus_b1, one_minus_b2, grad_scale;
 };
 
 // One element: the double arithmetic of optim/adamw.cpp in the same order, every operation
@@ -80,7 +80,7 @@ struct AdamWStep {
 template <class T>
 __device__ inline void adamw_update(T& param, T grad, T& exp_avg, T& exp_avg_sq, double decay,
                                     const AdamWStep& k) {
-  const double g = value_cast<double>(grad);
+  const double g = __dmul_rn(value_cast<double>(grad), k.grad_scale);
   const double m = __dadd_rn(__dmul_rn(k.beta1, value_cast<double>(exp_avg)),
                              __dmul_rn(k.one_minus_b1, g));
   const double v = __dadd_rn(__dmul_rn(k.beta2, value_cast<double>(exp_avg_sq)),
@@ -222,8 +222,8 @@ void adamw_step(const std::vector<AdamWSlot>& slots, const AdamWScalars& s) {
     HLA_CHECK(descs.size() < (size_t(1) << 31), "adamw: too many tensors for one launch");
     const Tensor device_descs = upload(descs);
     // 1 - beta rounded as on the CPU (one double subtraction)
-    const AdamWStep k{s.lr,    s.beta1, s.beta2,          s.eps,
-                      s.bias1, s.bias2, 1.0 - s.beta1, 1.0 - s.beta2};
+    const AdamWStep k{s.lr,    s.beta1,       s.beta2,       s.eps,       s.bias1,
+                      s.bias2, 1.0 - s.beta1, 1.0 - s.beta2, s.grad_scale};
     adamw_kernel<T><<<grid_for_chunks(num_chunks), kThreads, 0, stream()>>>(
         static_cast<const AdamWDesc<T>*>(device_descs.raw_data()), static_cast<int>(descs.size()),
         num_chunks, k);

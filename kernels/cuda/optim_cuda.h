@@ -38,6 +38,7 @@ struct AdamWSlot {
 struct AdamWScalars {
   double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
   double bias1 = 1, bias2 = 1;  // 1 - beta1^t, 1 - beta2^t
+  double grad_scale = 1;        // every gradient is read times it (clipping)
 };
 
 // One AdamW update of every slot (one dtype): one descriptor upload and one kernel launch.

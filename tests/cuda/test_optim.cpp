@@ -1,8 +1,10 @@
 // The optimizers and gradient clipping on CUDA parameters against the CPU implementation, by
 // name: the multi-tensor AdamW kernel (decay and no-decay parameters, several steps, tensors of
-// odd sizes around and beyond one 4096-element chunk, f32 and f64, a parameter without a
-// gradient, one stored 4 bytes into its buffer: AdamW's element path, the others its packs), SGD with momentum / Nesterov / weight decay, grad_norm (more chunks than blocks, so
-// the grid-stride loop wraps; mixed f32/f64 gradients; bitwise reproducible) and clip_grad_norm.
+// odd sizes around and beyond one 4096-element chunk, f32 and f64, gradients read times a
+// clipping coefficient every other step, a parameter without a gradient, one stored 4 bytes
+// into its buffer: AdamW's element path, the others its packs), SGD with momentum / Nesterov /
+// weight decay, grad_norm (more chunks than blocks, so the grid-stride loop wraps; mixed f32/f64
+// gradients; bitwise reproducible) and clip_grad_norm.
 //
 // bf16 parameters (pure bf16 training): one launch over bf16 tensors of ragged sizes (1, 7, 8,
 // 4097, 12165; one 2 bytes into its buffer, one 16), several steps, against the CPU loop; the
@@ -133,8 +135,9 @@ TEST_CASE("cuda AdamW (multi-tensor kernel) matches the CPU step for step", "[cu
     INFO("step " << step + 1);
     set_grads(cpu_params, gpu_params, grads);
     const double lr = 1e-2 * (step + 1);
-    cpu.step(lr);
-    gpu_opt.step(lr);
+    const double clip = step % 2 ? 0.37 : 1.0;  // every other step a clipping coefficient
+    cpu.step(lr, clip);
+    gpu_opt.step(lr, clip);
     require_same_state(cpu, gpu_opt, tol_exact);
   }
   // The parameter without a gradient neither moved nor advanced its moments.
@@ -209,8 +212,9 @@ TEST_CASE("cuda AdamW on bf16 parameters matches the CPU's bf16 loop", "[cuda]")
                    before[P + i].second.clone(), g};
     }
     const double lr = 1e-2 * (step + 1);
-    cpu.step(lr);
-    gpu_opt.step(lr);
+    const double clip = step % 2 ? 0.37 : 1.0;  // every other step a clipping coefficient
+    cpu.step(lr, clip);
+    gpu_opt.step(lr, clip);
     for (size_t i = 0; i < P; ++i) {
       REQUIRE(gpu_params[i].var.data().device() == Device::CUDA);
       require_bf16_equal(cpu_params[i].name, cpu_params[i].var.data(), gpu_params[i].var.data(),

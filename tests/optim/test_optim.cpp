@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+#include <utility>
 
 #include "autograd/primitives.h"
 #include "optim/accumulate.h"
@@ -263,6 +264,52 @@ TEST_CASE("clip_grad_norm: scales to max_norm, leaves small gradients and old te
   set_grad(b, {std::nan("")});
   CHECK(std::isnan(clip_grad_norm({a, b}, 1.0)));
   CHECK_THROWS_WITH(clip_grad_norm({a}, 0.0), Catch::Contains("max_norm"));
+}
+
+TEST_CASE("clip_coefficient: max_norm / (n + 1e-6) above max_norm, else 1", "[optim]") {
+  CHECK(clip_coefficient(5.0, 1.0) == 1.0 / (5.0 + 1e-6));
+  CHECK(clip_coefficient(5.0, 10.0) == 1.0);
+  CHECK(clip_coefficient(1.0, 1.0) == 1.0);
+  CHECK(clip_coefficient(std::nan(""), 1.0) == 1.0);  // a bad step is the caller's to refuse
+  CHECK(clip_coefficient(INFINITY, 1.0) == 1.0);
+  CHECK_THROWS_WITH(clip_coefficient(5.0, 0.0), Catch::Contains("max_norm"));
+}
+
+// step(lr, c) reads every gradient times c: the same update as step(lr) on gradients scaled
+// beforehand (f64 gradients, so the scaled copies are the same doubles). AdamW's loop (compiled
+// without fused multiply-adds, like this file) gives the same bits; SGD's the same values up to
+// a fused rounding.
+TEST_CASE("optimizer step with a gradient scale equals the step on scaled gradients", "[optim]") {
+  const double c = 0.37;
+  const std::vector<double> w0 = {1.0, -2.0, 0.5}, g0 = {0.3, -1.1, 2.0};
+  std::vector<double> scaled;
+  for (const double g : g0) scaled.push_back(g * c);
+  const auto pair_run = [&](auto make) {
+    Var a = param(w0), b = param(w0);
+    auto folded = make(a), reference = make(b);
+    for (int step = 0; step < 3; ++step) {
+      set_grad(a, g0);
+      set_grad(b, scaled);
+      folded.step(0.1, c);
+      reference.step(0.1);
+    }
+    return std::make_pair(a.data().to_vector<double>(), b.data().to_vector<double>());
+  };
+  const auto [adam_a, adam_b] = pair_run([](Var& w) {
+    return AdamW({{"w", w, true}}, {.beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1});
+  });
+  CHECK(adam_a == adam_b);
+  CHECK(adam_a != w0);
+  const auto [sgd_a, sgd_b] = pair_run([](Var& w) {
+    return Sgd({{"w", w, true}}, {.momentum = 0.9, .weight_decay = 0.05});
+  });
+  for (size_t i = 0; i < w0.size(); ++i) CHECK(sgd_a[i] == Approx(sgd_b[i]).epsilon(1e-14));
+  Var w = param(w0);
+  AdamW opt({{"w", w, true}});
+  set_grad(w, g0);
+  CHECK_THROWS_WITH(opt.step(0.1, 0.0), Catch::Contains("grad_scale"));
+  CHECK_THROWS_WITH(opt.step(0.1, std::nan("")), Catch::Contains("grad_scale"));
+  CHECK(opt.steps() == 0);  // refused before any update
 }
 
 // 4097 gradients of 1 in bf16: the squares summed in double give 4097 exactly; summed in bf16
