@@ -35,13 +35,15 @@
 //
 // The mma.sync m16n8k16 fragments and their helpers: kernels/cuda/mma_fragments.cuh.
 //
-// Kernels, kBlock = 128 threads (4 warps) each:
+// Kernels, kBlock = 128 threads (4 warps) each (chunk_output at V = 256: 8 warps):
 //   cumulative_decay    one thread per (b*h, chunk, column of G): the chunk-local cumsum into G
 //   states, dstates     gated_linear_states.cu: one block per (b*h, 64-key tile, 64-column tile)
 //                       walking the chunks with its state tile in registers
-//   chunk_output        one block per (b*h, chunk, 128 value columns); warp a: rows 16a..16a+15.
-//                       A rows [16 x 64] as 8 C tiles, then o = A V + s (Q e^G) S_in; v and S_in
-//                       (by 64-key slices) staged, read through ldmatrix.trans
+//   chunk_output        one block per (b*h, chunk); warp a: rows 16a..16a+15 (at V = 256 warps
+//                       a and a + 4, each 128 value columns, split the scores' keys and add
+//                       their halves through shared memory). A rows [16 x 64] as 8 C tiles, then
+//                       o = A V + s (Q e^G) S_in; v and S_in (by 64-key slices) staged, read
+//                       through ldmatrix.trans
 //   chunk_scores        one block per (b*h, chunk); warp a: rows 16a..16a+15. A rows (bf16) and
 //                       dA rows (f32) into their scratch; chunk_dA the dA rows alone, when the
 //                       forward kept A
@@ -55,9 +57,9 @@
 // shared memory first (stage_chunk: 16-byte loads, padded rows); the diagonal blocks read 8 keys
 // at a time from there; v and do are read from global memory, and dqk stages its keys' rows
 // of the chunk states S and C by 64-column slices in the place of its dg tiles. Shared
-// memory per block (K = 64 / 128, V = K): output 54 / 103 KiB, scores 36 / 67 KiB, dv 36 /
-// 54 KiB, dqk 52 KiB. Registers (ptxas, sm_90, no spills): output 67-128, scores 80, dv 58,
-// dqk 128 (bounded for 4 blocks an SM: the kernel waits on loads, and 16 warps hide more).
+// memory per block (K = 64 / 128, V = K): output 54 / 103 KiB (136 at V = 256), scores 36 /
+// 67 KiB, dv 36 / 54 KiB, dqk 52 KiB. Registers (ptxas, sm_90, no spills): output 67-128,
+// scores 80, dv 58, dqk 128 (bounded for 4 blocks an SM: the kernel waits on loads, and 16 warps hide more).
 // Gradients are overwritten, never accumulated.
 #include <cstdint>
 #include <cstring>
@@ -120,9 +122,9 @@ struct StagedChunk {
 };
 
 // Copies keys i0 .. i0 + K - 1 of chunk c of head bh's q, k and G rows into shared memory at
-// `smem` (StagedChunk<K>::kBytes, 16-byte aligned) with the whole block; the caller meets a
-// barrier before reading them.
-template <int K>
+// `smem` (StagedChunk<K>::kBytes, 16-byte aligned) with the whole block of kThreads; the caller
+// meets a barrier before reading them.
+template <int K, int kThreads = kBlock>
 __device__ StagedChunk<K> stage_chunk(const Operands& op, const Geometry& g, int64_t bh, int64_t c,
                                       unsigned char* smem, int i0 = 0) {
   using S = StagedChunk<K>;
@@ -135,7 +137,7 @@ __device__ StagedChunk<K> stage_chunk(const Operands& op, const Geometry& g, int
   const bf16_dev* k = op.k + g.qk(bh, t0) + i0;
   const int64_t stride = g.H * g.K;
   constexpr int kVecs = K / 8;  // 16-byte vectors of 8 bf16 per row
-  for (int x = threadIdx.x; x < kN * kVecs; x += kBlock) {
+  for (int x = threadIdx.x; x < kN * kVecs; x += kThreads) {
     const int r = x / kVecs, col = x % kVecs * 8;
     uint4 qv = make_uint4(0, 0, 0, 0), kv = qv;
     if (r < n) {
@@ -146,7 +148,7 @@ __device__ StagedChunk<K> stage_chunk(const Operands& op, const Geometry& g, int
     *reinterpret_cast<uint4*>(k_s + r * S::kQK + col) = kv;
   }
   const float* G = op.G + g.g_row(bh, t0) + i0;
-  for (int x = threadIdx.x; x < kN * K / 4; x += kBlock) {
+  for (int x = threadIdx.x; x < kN * K / 4; x += kThreads) {
     const int r = x / (K / 4), col = x % (K / 4) * 4;
     *reinterpret_cast<float4*>(G_s + r * S::kG + col) =
         r < n ? *reinterpret_cast<const float4*>(G + r * g.K + col)
@@ -190,14 +192,15 @@ __global__ void cumulative_decay_kernel(const float* __restrict__ gate,  // g, o
 // upper-left quarter (a = 0: C tile 2w, entries 0, 1) and entry 2 + x of the lower-right one
 // (a = 1: C tile 2w + 1). Entries with j > r are garbage (possibly inf) and must be masked by
 // the caller; keys are read 8 at a time from the staged rows. The lower-left quarter (r >= m > j)
-// factors through m and runs on mma (score_rows).
-template <int K>
-__device__ void diagonal_scores(const StagedChunk<K>& cv, int R0, const Lane& L, float (&D)[2][2]) {
+// factors through m and runs on mma (score_rows). The sums run over the kKeys keys from key0.
+template <int K, int kKeys = K>
+__device__ void diagonal_scores(const StagedChunk<K>& cv, int R0, const Lane& L, float (&D)[2][2],
+                                int key0 = 0) {
   using S = StagedChunk<K>;
 #pragma unroll
   for (int a = 0; a < 2; ++a) D[a][0] = D[a][1] = 0.f;
 #pragma unroll 1
-  for (int i0 = 0; i0 < K; i0 += 8) {
+  for (int i0 = key0; i0 < key0 + kKeys; i0 += 8) {
 #pragma unroll
     for (int a = 0; a < 2; ++a) {
       const int r = R0 + L.g + 8 * a;
@@ -222,17 +225,19 @@ __device__ void diagonal_scores(const StagedChunk<K>& cv, int R0, const Lane& L,
 // Sub-chunks b < w on mma against the reference row R0; the diagonal sub-chunk's lower-left
 // quarter on mma against its middle row, the rest of it in fp32.
 // kKeyUnroll: unroll factor of the key steps (the gradients kernel keeps more tiles live).
-template <int K, int kKeyUnroll>
+// The sums over i run over the kKeys keys from key0 (all K by default): the scores of a key
+// range, whose masked and scaled parts add up to A.
+template <int K, int kKeyUnroll, int kKeys = K>
 __device__ void score_rows(const StagedChunk<K>& cv, int w, const Lane& L, float s,
-                           float (&A)[kN / 8][4]) {
+                           float (&A)[kN / 8][4], int key0 = 0) {
   const int R0 = kSub * w;
   zero(A);
   if (w > 0) {
 #pragma unroll kKeyUnroll
-    for (int ks = 0; ks < K / 16; ++ks) {
+    for (int ks = 0; ks < kKeys / 16; ++ks) {
       uint32_t a[4];
       a_fragment2(a, L, [&](int m, int kk) {  // q_r e^{G_r - G_ref}
-        const int r = R0 + m, i = 16 * ks + kk;
+        const int r = R0 + m, i = key0 + 16 * ks + kk;
         if (r >= cv.n) return make_float2(0.f, 0.f);
         const float2 q = cv.q2(r, i), G = cv.G2(r, i), G0 = cv.G2(R0, i);
         return make_float2(q.x * fast_exp(G.x - G0.x), q.y * fast_exp(G.y - G0.y));
@@ -244,7 +249,7 @@ __device__ void score_rows(const StagedChunk<K>& cv, int w, const Lane& L, float
         for (int half = 0; half < 2; ++half) {
           uint32_t bf[2];
           b_fragment2(bf, L, [&](int kk, int nn) {  // (k_j e^{G_ref - G_j})^T, j < R0 < n
-            const int j = 16 * b + 8 * half + nn, i = 16 * ks + kk;
+            const int j = 16 * b + 8 * half + nn, i = key0 + 16 * ks + kk;
             const float2 k = cv.k2(j, i), G = cv.G2(j, i), G0 = cv.G2(R0, i);
             return make_float2(k.x * fast_exp(G0.x - G.x), k.y * fast_exp(G0.y - G.y));
           });
@@ -261,17 +266,17 @@ __device__ void score_rows(const StagedChunk<K>& cv, int w, const Lane& L, float
   float lower_left[4] = {0.f, 0.f, 0.f, 0.f};
   if (m < cv.n) {
 #pragma unroll kKeyUnroll
-    for (int ks = 0; ks < K / 16; ++ks) {
+    for (int ks = 0; ks < kKeys / 16; ++ks) {
       uint32_t a[4];
       a_fragment2(a, L, [&](int mm, int kk) {  // rows R0 + mm, mm >= 8 only
-        const int r = R0 + mm, i = 16 * ks + kk;
+        const int r = R0 + mm, i = key0 + 16 * ks + kk;
         if (mm < 8 || r >= cv.n) return make_float2(0.f, 0.f);
         const float2 q = cv.q2(r, i), G = cv.G2(r, i), Gm = cv.G2(m, i);
         return make_float2(q.x * fast_exp(G.x - Gm.x), q.y * fast_exp(G.y - Gm.y));
       });
       uint32_t bf[2];
       b_fragment2(bf, L, [&](int kk, int nn) {  // columns j = R0 + nn < m < n
-        const int j = R0 + nn, i = 16 * ks + kk;
+        const int j = R0 + nn, i = key0 + 16 * ks + kk;
         const float2 k = cv.k2(j, i), G = cv.G2(j, i), Gm = cv.G2(m, i);
         return make_float2(k.x * fast_exp(Gm.x - G.x), k.y * fast_exp(Gm.y - G.y));
       });
@@ -279,7 +284,7 @@ __device__ void score_rows(const StagedChunk<K>& cv, int w, const Lane& L, float
     }
   }
   float D[2][2];
-  diagonal_scores(cv, R0, L, D);
+  diagonal_scores<K, kKeys>(cv, R0, L, D, key0);
 #pragma unroll
   for (int nt = 0; nt < kN / 8; ++nt) {
     if (nt / 2 != w) continue;
@@ -298,46 +303,52 @@ __device__ void score_rows(const StagedChunk<K>& cv, int w, const Lane& L, float
     }
 }
 
-// Value columns of one chunk_output block: all of V up to 128 (V = 256 takes two blocks, each
-// computing the scores again, to keep the output tiles within the registers).
+// chunk_output's blocks hold 128 output columns a warp at most: V = 256 takes 8 warps, two a
+// sub-chunk (column halves h = 0, 1), and each pair splits the scores' keys (half h sums keys
+// h K / 2 .. + K / 2 - 1) and adds the halves through shared memory, so a chunk's scores are
+// computed once.
 template <int V>
-constexpr int output_columns() {
-  return V > 128 ? 128 : V;
+constexpr int output_halves() {
+  return V > 128 ? 2 : 1;
 }
-// Shared memory of chunk_output_kernel: the staged rows, the block's columns of v [kN, VT + 8]
-// and a 64-key slice of the entering state [64, VT + 8] (bf16).
+// Shared memory of chunk_output_kernel: the staged rows, v [kN, V + 8] and a 64-key slice of the
+// entering state [64, V + 8] (bf16); the halves' partial scores pass through the slice's space.
 template <int K, int V>
 constexpr size_t output_smem_bytes() {
-  return StagedChunk<K>::kBytes + sizeof(bf16_dev) * (kN + kStateTile) * (output_columns<V>() + 8);
+  return StagedChunk<K>::kBytes + sizeof(bf16_dev) * (kN + kStateTile) * (V + 8);
 }
 
-// o_r = s (q_r e^{G_r})^T S_in + sum_{j<=r} A_rj v_j for the rows of warp w and the value columns
-// v0 = VT blockIdx.y .. v0 + VT - 1. v and S_in (by 64-key slices) are staged in shared memory and
-// read as B fragments through ldmatrix.trans. With `scores` the first column block also stores
-// the chunk's A as the product read it (bf16, zeros where masked), for the backward.
+// o_r = s (q_r e^{G_r})^T S_in + sum_{j<=r} A_rj v_j for the rows of sub-chunk w % 4 and the
+// value columns V / halves (w / 4) .. + V / halves - 1. v and S_in (by 64-key slices) are staged
+// in shared memory and read as B fragments through ldmatrix.trans. With `scores` the warps of
+// the first half also store the chunk's A as the product read it (bf16, zeros where masked), for
+// the backward.
 template <int K, int V>
-__global__ void __launch_bounds__(kBlock)
+__global__ void __launch_bounds__(kBlock * output_halves<V>())
     chunk_output_kernel(Operands op, Geometry g,
                         const bf16_dev* __restrict__ states,  // [B*H, NT, K, V]
                         bf16_dev* __restrict__ o,             // [B,T,H,V] overwritten
                         bf16_dev* __restrict__ scores) {      // [B*H*NT, 64, 64] or null
-  constexpr int VT = output_columns<V>();
-  constexpr int kLd = VT + 8;
-  constexpr int kVecs = VT / 8;  // 16-byte vectors per row
+  constexpr int kHalves = output_halves<V>(), kThreads = kBlock * kHalves;
+  constexpr int VT = V / kHalves;  // output columns of a warp
+  constexpr int kLd = V + 8;
+  constexpr int kVecs = V / 8;  // 16-byte vectors per row
+  constexpr int kKeys = K / kHalves;  // keys of a warp's scores
   extern __shared__ __align__(16) unsigned char gla_mma_smem[];
   const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
-  const int v0 = VT * blockIdx.y;
-  const StagedChunk<K> cv = stage_chunk<K>(op, g, bh, c, gla_mma_smem);
+  const StagedChunk<K> cv = stage_chunk<K, kThreads>(op, g, bh, c, gla_mma_smem);
   bf16_dev* v_s = reinterpret_cast<bf16_dev*>(gla_mma_smem + StagedChunk<K>::kBytes);
   bf16_dev* S_s = v_s + kN * kLd;
-  for (int x = threadIdx.x; x < kN * kVecs; x += kBlock) {
+  for (int x = threadIdx.x; x < kN * kVecs; x += kThreads) {
     const int r = x / kVecs, col = x % kVecs * 8;
     *reinterpret_cast<uint4*>(v_s + r * kLd + col) =
-        r < cv.n ? *reinterpret_cast<const uint4*>(cv.v + r * cv.v_stride + v0 + col)
+        r < cv.n ? *reinterpret_cast<const uint4*>(cv.v + r * cv.v_stride + col)
                  : make_uint4(0, 0, 0, 0);
   }
   __syncthreads();  // staged rows complete
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, R0 = kSub * w;
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int sub = kHalves == 1 ? w : w % kWarps, h = kHalves == 1 ? 0 : w / kWarps;
+  const int R0 = kSub * sub;
   const bool active = R0 < cv.n;  // inactive warps still meet every barrier
   const Lane L = lane_of();
   const float s = op.scale;
@@ -348,19 +359,41 @@ __global__ void __launch_bounds__(kBlock)
   {
     float A[kN / 8][4];
     zero(A);
-    if (active) score_rows<K, K / 16>(cv, w, L, s, A);
-    if (scores && blockIdx.y == 0)
+    if (active) score_rows<K, kKeys / 16, kKeys>(cv, sub, L, s, A, h * kKeys);
+    if constexpr (kHalves == 2) {
+      // the pair's halves through S_s: [warp][C tile entry][lane], summed low half first
+      float* part = reinterpret_cast<float*>(S_s);
+      static_assert(2 * kWarps * kN / 8 * 4 * 32 * sizeof(float) <=
+                        kStateTile * kLd * sizeof(bf16_dev),
+                    "the partial scores fit the state slice's space");
+#pragma unroll
+      for (int nt = 0; nt < kN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) part[(w * (kN / 2) + 4 * nt + e) * 32 + lane] = A[nt][e];
+      __syncthreads();
+      const float* lo = part + sub * (kN / 2) * 32;
+      const float* hi = part + (kWarps + sub) * (kN / 2) * 32;
+#pragma unroll
+      for (int nt = 0; nt < kN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int at = (4 * nt + e) * 32 + lane;
+          A[nt][e] = lo[at] + hi[at];
+        }
+      __syncthreads();  // every pair done reading before the state slices overwrite S_s
+    }
+    if (scores && h == 0)
       store_rows(A, scores + kScoreElems * int64_t(blockIdx.x), kN, R0, kN, L);
-    if (active) mma_causal_rows(O, A, v_s, kLd, w, lane);
+    if (active) mma_causal_rows(O, A, v_s + h * VT, kLd, sub, lane);
   }
   // inter-chunk: s (Q e^G) [16 x K] times the entering state [K x V], by 64-key slices
   const bf16_dev* S_in = states + g.chunk_state(bh, c);
   for (int k0 = 0; k0 < K; k0 += kStateTile) {
     if (k0 > 0) __syncthreads();  // every warp done with the previous slice
-    for (int x = threadIdx.x; x < kStateTile * kVecs; x += kBlock) {
+    for (int x = threadIdx.x; x < kStateTile * kVecs; x += kThreads) {
       const int i = x / kVecs, col = x % kVecs * 8;
       *reinterpret_cast<uint4*>(S_s + i * kLd + col) =
-          *reinterpret_cast<const uint4*>(S_in + (k0 + i) * V + v0 + col);
+          *reinterpret_cast<const uint4*>(S_in + (k0 + i) * V + col);
     }
     __syncthreads();  // slice staged
     if (!active) continue;
@@ -373,11 +406,11 @@ __global__ void __launch_bounds__(kBlock)
         const float2 q = cv.q2(r, i), G = cv.G2(r, i);
         return make_float2(s * q.x * fast_exp(G.x), s * q.y * fast_exp(G.y));
       });
-      mma_rows_trans(O, a, S_s, kLd, 16 * ks, lane);
+      mma_rows_trans(O, a, S_s + h * VT, kLd, 16 * ks, lane);
     }
   }
   if (!active) return;
-  store_rows(O, o + g.vrow(bh, c * kN) + v0, cv.v_stride, R0, cv.n, L);
+  store_rows(O, o + g.vrow(bh, c * kN) + h * VT, cv.v_stride, R0, cv.n, L);
 }
 
 // The backward of one chunk in three kernels, so that each holds what it reads in shared memory
@@ -846,8 +879,8 @@ void gated_linear_mma_forward(const GatedLinearBf16Args& a, const GatedLinearBf1
                                  reinterpret_cast<bf16_dev*>(out.o));
     constexpr size_t smem = output_smem_bytes<K, V>();
     allow_shared_memory(chunk_output_kernel<K, V>, smem, op);
-    const dim3 grid(static_cast<unsigned>(g.B * g.H * g.NT), V / output_columns<V>());
-    chunk_output_kernel<K, V><<<grid, kBlock, smem, stream()>>>(
+    const unsigned grid = static_cast<unsigned>(g.B * g.H * g.NT);
+    chunk_output_kernel<K, V><<<grid, kBlock * output_halves<V>(), smem, stream()>>>(
         ops, g, states.data<bf16_dev>(), reinterpret_cast<bf16_dev*>(out.o),
         reinterpret_cast<bf16_dev*>(out.scores));
     CUDA_CHECK(cudaGetLastError());
