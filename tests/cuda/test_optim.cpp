@@ -159,7 +159,8 @@ TEST_CASE("cuda AdamW: state round-trips through the CPU (checkpoints)", "[cuda]
   // Load the GPU optimizer's state into a fresh GPU optimizer through host copies.
   Generator init_c(8);
   auto c_params = make_params(init_c, Device::CUDA);
-  for (size_t i = 0; i < c_params.size(); ++i) c_params[i].var.mutable_data().copy_(a_params[i].var.data());
+  for (size_t i = 0; i < c_params.size(); ++i)
+    c_params[i].var.mutable_data().copy_(a_params[i].var.data());
   optim::AdamW c(c_params);
   std::map<std::string, Tensor> saved;
   for (const auto& [name, t] : a.state()) saved[name] = t.to(Device::CPU);
