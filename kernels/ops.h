@@ -98,15 +98,18 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64
                               const Tensor& lse, double dloss, int64_t counted = -1);
 
 // RMSNorm over the last dim D: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); w [D].
+// The backwards (and swiglu_backward's) take an optional y: the forward's output recomputed by
+// the same pass, bit for bit, for a node that recomputes it rather than keeping it (the inputs
+// are read once for both).
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor* rstd);
 void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy,
-                       Tensor* dx, Tensor* dw);
+                       Tensor* dx, Tensor* dw, Tensor* y = nullptr);
 // Gated RMSNorm: y = RMSNorm(x) * w * silu(g); g has x's shape.
 Tensor gated_rms_norm(const Tensor& x, const Tensor& g, const Tensor& w, double eps,
                       Tensor* rstd);
 void gated_rms_norm_backward(const Tensor& x, const Tensor& g, const Tensor& w,
                              const Tensor& rstd, const Tensor& dy, Tensor* dx, Tensor* dg,
-                             Tensor* dw);
+                             Tensor* dw, Tensor* y = nullptr);
 
 // Rotary position embedding of x [B,T,H,d] (d even, half = d / 2) at positions offset + t:
 //   y[..., i] = x1 cos - x2 sin,  y[..., half + i] = x2 cos + x1 sin  (x1 = x[..., i],
@@ -150,9 +153,10 @@ inline Tensor gla_gate_backward(const Tensor& g, const Tensor& dg, double normal
   return gla_gate_backward(g, dg, normalizer, floor, g.dtype());
 }
 
-// SwiGLU: y = silu(a) * b.
+// SwiGLU: y = silu(a) * b (the backward's optional y: as rms_norm_backward's).
 Tensor swiglu(const Tensor& a, const Tensor& b);
-void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);
+void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db,
+                     Tensor* y = nullptr);
 
 // Causal depthwise conv over time: x [B,T,D], w [D,W];
 //   y[b,t,c] = act(sum_j w[c,j] * x[b, t-(W-1)+j, c]), x at negative t read from `cache`

@@ -16,8 +16,9 @@ struct LinearNode : ProjectedRowsNode {
     const Tensor& x = inputs[0].data();
     return x.reshape({x.numel() / x.size(-1), x.size(-1)});
   }
-  void rows_backward(const Tensor& dx, std::vector<Tensor>& grads) const override {
+  void rows_backward(const Tensor& dx, std::vector<Tensor>& grads, Tensor* R) const override {
     grads[0] = dx.reshape(inputs[0].shape());
+    if (R) *R = rows();  // x itself, no pass
   }
 };
 }  // namespace

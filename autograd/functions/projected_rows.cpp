@@ -11,30 +11,37 @@ Tensor operand(const Tensor& W, DType dtype) { return W.dtype() == dtype ? W : W
 
 std::vector<Tensor> ProjectedRowsNode::backward(const std::vector<Tensor>& gy) {
   std::vector<Tensor> grads(inputs.size());
-  Tensor R;   // recomputed once, if a W_i needs its gradient
-  Tensor dR;  // sum_i dy_i W_i
+  bool rows_grads = false;  // some input of f takes its gradient
+  for (size_t i = 0; i < first_w; ++i) rows_grads = rows_grads || needs_input_grad(i);
+  bool needs_R = false;  // some W_i takes its gradient
+  Tensor dR;             // sum_i dy_i W_i
   for (size_t i = first_w; i < inputs.size(); ++i) {
     const Tensor& d = gy[i - first_w];
     if (!d.defined()) continue;
-    const Tensor& Wp = inputs[i].data();
-    const Tensor W = operand(Wp, d.dtype());
+    needs_R = needs_R || needs_input_grad(i);
+    if (!rows_grads) continue;
+    const Tensor W = operand(inputs[i].data(), d.dtype());
     const Tensor dy = d.reshape({d.numel() / W.size(0), W.size(0)});
-    if (needs_input_grad(i)) {
-      if (!R.defined()) R = rows();
-      // dy^T R [out, in], contiguous; an f32 weight under bf16 compute gets it summed in f32
-      const DType dW_type =
-          Wp.dtype() == DType::f32 && dy.dtype() == DType::bf16 ? DType::f32 : dy.dtype();
-      const Tensor dW = ops::matmul(dy.transpose(0, 1), R, dW_type);
-      grads[i] = dW.dtype() == Wp.dtype() ? dW : dW.to(Wp.dtype());
-    }
     if (dR.defined())
       ops::matmul_acc(dR, dy, W);  // summed into dR by the product, not by a pass of its own
     else
       dR = ops::matmul(dy, W);
   }
-  bool rows_grads = false;
-  for (size_t i = 0; i < first_w; ++i) rows_grads = rows_grads || needs_input_grad(i);
-  if (rows_grads && dR.defined()) rows_backward(dR, grads);
+  Tensor R;  // recomputed once: by the rows' backward when it runs, else alone
+  if (dR.defined()) rows_backward(dR, grads, needs_R ? &R : nullptr);
+  dR = Tensor();  // spent before the dW_i are formed
+  if (needs_R && !R.defined()) R = rows();
+  for (size_t i = first_w; i < inputs.size() && needs_R; ++i) {
+    const Tensor& d = gy[i - first_w];
+    if (!d.defined() || !needs_input_grad(i)) continue;
+    const Tensor& Wp = inputs[i].data();
+    const Tensor dy = d.reshape({d.numel() / Wp.size(0), Wp.size(0)});
+    // dy^T R [out, in], contiguous; an f32 weight under bf16 compute gets it summed in f32
+    const DType dW_type =
+        Wp.dtype() == DType::f32 && dy.dtype() == DType::bf16 ? DType::f32 : dy.dtype();
+    const Tensor dW = ops::matmul(dy.transpose(0, 1), R, dW_type);
+    grads[i] = dW.dtype() == Wp.dtype() ? dW : dW.to(Wp.dtype());
+  }
   return grads;
 }
 

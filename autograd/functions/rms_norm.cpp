@@ -47,8 +47,9 @@ Tensor normed(const Tensor& x, const Tensor& g, const Tensor& w, double eps, Ten
   return g.defined() ? ops::gated_rms_norm(x, g, w, eps, rstd) : ops::rms_norm(x, w, eps, rstd);
 }
 
-// y_i = rows(norm(x[, g])) W_i^T keeping x, [g], w, the W_i and rstd: the backward recomputes
-// the normed rows (ProjectedRowsNode) and runs the norm's own backward with the forward's rstd.
+// y_i = rows(norm(x[, g])) W_i^T keeping x, [g], w, the W_i and rstd: the backward runs the
+// norm's own backward with the forward's rstd, which recomputes the normed rows on the way
+// (ProjectedRowsNode).
 // Inputs: x, [g], w, W_1 .. W_k; outputs y_1 .. y_k.
 struct NormLinearNode : ProjectedRowsNode {
   bool gated = false;
@@ -62,14 +63,15 @@ struct NormLinearNode : ProjectedRowsNode {
     return normed(x, gated ? inputs[1].data() : Tensor(), inputs[first_w - 1].data(), eps, &unused)
         .reshape({x.numel() / F, F});
   }
-  void rows_backward(const Tensor& dn, std::vector<Tensor>& grads) const override {
+  void rows_backward(const Tensor& dn, std::vector<Tensor>& grads, Tensor* R) const override {
     const Tensor& x = inputs[0].data();
     const Tensor& w = inputs[first_w - 1].data();
     if (gated)
       ops::gated_rms_norm_backward(x, inputs[1].data(), w, rstd, dn.reshape(x.shape()), &grads[0],
-                                   &grads[1], &grads[2]);
+                                   &grads[1], &grads[2], R);
     else
-      ops::rms_norm_backward(x, w, rstd, dn.reshape(x.shape()), &grads[0], &grads[1]);
+      ops::rms_norm_backward(x, w, rstd, dn.reshape(x.shape()), &grads[0], &grads[1], R);
+    if (R) *R = R->reshape(dn.shape());
   }
   void release() override { rstd = Tensor(); }
 };

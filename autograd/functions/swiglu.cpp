@@ -30,14 +30,16 @@ Tensor swiglu_rows(const Tensor& a, const Tensor& b) {
 }
 
 // y = swiglu(a, b) w^T keeping a, b, w: the backward recomputes the rows h = swiglu(a, b)
-// (ProjectedRowsNode) instead of the node keeping the [N, I] product.
+// (ProjectedRowsNode; in the pass of swiglu's backward) instead of the node keeping the [N, I]
+// product.
 struct SwigluLinearNode : ProjectedRowsNode {
   SwigluLinearNode() { first_w = 2; }
   const char* name() const override { return "swiglu_linear"; }
   Tensor rows() const override { return swiglu_rows(inputs[0].data(), inputs[1].data()); }
-  void rows_backward(const Tensor& dh, std::vector<Tensor>& grads) const override {
+  void rows_backward(const Tensor& dh, std::vector<Tensor>& grads, Tensor* R) const override {
     const Tensor& a = inputs[0].data();
-    ops::swiglu_backward(a, inputs[1].data(), dh.reshape(a.shape()), &grads[0], &grads[1]);
+    ops::swiglu_backward(a, inputs[1].data(), dh.reshape(a.shape()), &grads[0], &grads[1], R);
+    if (R) *R = R->reshape({a.numel() / a.size(-1), a.size(-1)});
   }
 };
 }  // namespace

@@ -2,13 +2,17 @@
 //   rstd = 1 / sqrt(mean(x^2) + eps),  xhat = x rstd,  y = xhat w  [* silu(g) when gated]
 // Backward, d = dy [* silu(g)], u = d w:
 //   dx = rstd (u - xhat mean(u xhat)),  dg = dy xhat w silu'(g),  dw = sum_rows(d xhat)
+// and, when asked, y again: every kernel forms it as x (rstd w) [* g sigmoid(g)], so the
+// backward's y is the forward's bit for bit (a node recomputing the normed rows for a product's
+// gradient then reads x and g once).
 // Layout: x, g, dy [..., D] made contiguous as [rows, D]; w [D]; rstd [rows].
 // Rows of at most 4 x 32 16-byte packs (D <= 1024 in bf16, 512 in f32, 256 in f64; D a whole
 // number of packs) take one warp a row, a lane holding its packs of the row in registers, no
 // block barrier (two rows in flight a warp when a lane holds one pack); the backward's warps
 // each accumulate their rows' dw terms in registers and write one partial row [warps, D].
-// Other rows take one block a row, dw as per-row partials [rows, D]. Either way the partials are summed by the column reduction of reduce.cu, in a
-// fixed order for given shapes (deterministic).
+// Other rows take one block a row, dw as per-row partials [rows, D]. Either way the partials
+// are summed by the column reduction of reduce.cu, in a fixed order for given shapes
+// (deterministic).
 // All outputs are fresh (overwritten). dtypes: f32, f64, bf16. For bf16 x (g, dy alike) the
 // weight w is bf16 or f32 (fp32 master weights read in place); everything is computed in float,
 // sums of squares and dot products in double; y, dx, dg are bf16, rstd is f32 (compute_t: the
@@ -44,7 +48,7 @@ __global__ void rms_norm_fwd_kernel(S* __restrict__ y,                // [rows, 
   const C rs = static_cast<C>(1.0 / sqrt(ss / static_cast<double>(D) + eps));
   if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-    C v = value_cast<C>(x[off + i]) * rs * value_cast<C>(w[i]);
+    C v = value_cast<C>(x[off + i]) * (rs * value_cast<C>(w[i]));
     if (g) {
       const C gi = value_cast<C>(g[off + i]);
       v *= gi * sigmoid_of<S>(gi);
@@ -62,6 +66,7 @@ __global__ void rms_norm_bwd_kernel(S* __restrict__ dx,  // [rows, D] overwritte
                                     const W* __restrict__ w,                // [D]
                                     const compute_t<S>* __restrict__ rstd,  // [rows]
                                     const S* __restrict__ dy,               // [rows, D]
+                                    S* __restrict__ y,  // [rows, D] overwritten, or null
                                     int64_t D) {
   using C = compute_t<S>;
   __shared__ double shm_d[32];
@@ -82,13 +87,15 @@ __global__ void rms_norm_bwd_kernel(S* __restrict__ dx,  // [rows, D] overwritte
   dot = block_reduce(dot, SumOp{}, 0.0, shm_d);
   const C mean_dot = static_cast<C>(dot / static_cast<double>(D));
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-    const C xhat = value_cast<C>(x[off + i]) * rs;
-    C d = value_cast<C>(dy[off + i]);
+    const C xi = value_cast<C>(x[off + i]), xhat = xi * rs, wi = value_cast<C>(w[i]);
+    C d = value_cast<C>(dy[off + i]), yi = xi * (rs * wi);
     if (g) {
-      const C gi = value_cast<C>(g[off + i]);
-      d *= gi * sigmoid_of<S>(gi);
+      const C gi = value_cast<C>(g[off + i]), silu = gi * sigmoid_of<S>(gi);
+      d *= silu;
+      yi *= silu;
     }
-    dx[off + i] = value_cast<S>(rs * (d * value_cast<C>(w[i]) - xhat * mean_dot));
+    dx[off + i] = value_cast<S>(rs * (d * wi - xhat * mean_dot));
+    if (y) y[off + i] = value_cast<S>(yi);
   }
 }
 
@@ -137,6 +144,27 @@ __device__ inline void load_weight(compute_t<S> (&out)[NV][pack_of<S>()], const 
 #pragma unroll
     for (int e = 0; e < pack_of<S>(); ++e)
       out[v][e] = col < D ? value_cast<compute_t<S>>(w[col + e]) : compute_t<S>(0);
+  }
+}
+
+// y = x (rstd w) [* g sigmoid(g) when kGated] of a lane's packs of one row, as the forward
+// kernels form it.
+template <class S, int NV, bool kGated>
+__device__ inline void store_y(S* row, const compute_t<S> (&x)[NV][pack_of<S>()],
+                               const compute_t<S> (&g)[NV][pack_of<S>()], compute_t<S> rs,
+                               const compute_t<S> (&w)[NV][pack_of<S>()], int64_t D, int lane) {
+#pragma unroll
+  for (int v = 0; v < NV; ++v) {
+    const int64_t col = (v * int64_t(32) + lane) * pack_of<S>();
+    if (col >= D) continue;
+    Pack<S> p;
+#pragma unroll
+    for (int e = 0; e < pack_of<S>(); ++e) {
+      compute_t<S> y = x[v][e] * (rs * w[v][e]);
+      if (kGated) y *= g[v][e] * sigmoid_of<S>(g[v][e]);
+      p.v[e] = value_cast<S>(y);
+    }
+    *reinterpret_cast<Pack<S>*>(row + col) = p;
   }
 }
 
@@ -202,7 +230,7 @@ __global__ void __launch_bounds__(32 * kRowWarps)
                              compute_t<S>* __restrict__ dw_part, const S* __restrict__ x,
                              const S* __restrict__ g, const W* __restrict__ w,
                              const compute_t<S>* __restrict__ rstd, const S* __restrict__ dy,
-                             int64_t rows, int64_t D) {
+                             S* __restrict__ y, int64_t rows, int64_t D) {
   using C = compute_t<S>;
   constexpr int P = pack_of<S>(), R = rows_in_flight<NV>();
   const int lane = threadIdx.x & 31;
@@ -230,6 +258,8 @@ __global__ void __launch_bounds__(32 * kRowWarps)
     for (int r = 0; r < R; ++r) {
       const int64_t row = row0 + r * stride;
       if (row >= rows) continue;
+      if (y && g) store_y<S, NV, true>(y + row * D, xh[r], gv[r], rs[r], wv, D, lane);
+      if (y && !g) store_y<S, NV, false>(y + row * D, xh[r], gv[r], rs[r], wv, D, lane);
       if (g) {
 #pragma unroll
         for (int v = 0; v < NV; ++v)
@@ -358,7 +388,7 @@ Tensor rms_norm(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in, doub
 
 void rms_norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in,
                        const Tensor& rstd_in, const Tensor& dy_in, Tensor* dx, Tensor* dg,
-                       Tensor* dw) {
+                       Tensor* dw, Tensor* y) {
   const char* op = g_in.defined() ? "gated_rms_norm_backward" : "rms_norm_backward";
   const int64_t rows = check_norm(x_in, g_in, w_in, op);
   require_cuda(dy_in, op, "dy");
@@ -377,7 +407,9 @@ void rms_norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_i
     check_dtype(rstd, dtype_of<C>(), op, "rstd (from the forward)");
     Tensor dxt = cuda_empty(x.shape(), x.dtype());
     Tensor dgt = g.defined() ? cuda_empty(x.shape(), x.dtype()) : Tensor();
-    const int nv = row_packs<S>(D, {&x, &dy, &dxt, &g, &dgt});
+    Tensor yt = y ? cuda_empty(x.shape(), x.dtype()) : Tensor();
+    S* y_data = y ? yt.data<S>() : nullptr;
+    const int nv = row_packs<S>(D, {&x, &dy, &dxt, &g, &dgt, &yt});
     if (rows > 0 && nv > 0) {
       Tensor dw_part;  // [blocks * kRowWarps, D]: each warp's sum over its rows
       with_row_packs(nv, [&](auto nv_) {
@@ -386,12 +418,13 @@ void rms_norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_i
         dw_part = cuda_empty({int64_t(blocks) * kRowWarps, D}, dtype_of<C>());
         kernel<<<blocks, 32 * kRowWarps, 0, stream()>>>(
             dxt.data<S>(), g.defined() ? dgt.data<S>() : nullptr, dw_part.data<C>(), x.data<S>(),
-            g.defined() ? g.data<S>() : nullptr, w.data<W>(), rstd.data<C>(), dy.data<S>(), rows,
-            D);
+            g.defined() ? g.data<S>() : nullptr, w.data<W>(), rstd.data<C>(), dy.data<S>(), y_data,
+            rows, D);
       });
       CUDA_CHECK(cudaGetLastError());
       if (dx) *dx = dxt;
       if (dg) *dg = dgt;
+      if (y) *y = yt;
       if (dw) *dw = sum(dw_part, {0}, false).to(w.dtype());
       return;
     }
@@ -399,11 +432,13 @@ void rms_norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_i
     if (rows > 0) {
       rms_norm_bwd_kernel<S, W><<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
           dxt.data<S>(), g.defined() ? dgt.data<S>() : nullptr, dw_rows.data<C>(), x.data<S>(),
-          g.defined() ? g.data<S>() : nullptr, w.data<W>(), rstd.data<C>(), dy.data<S>(), D);
+          g.defined() ? g.data<S>() : nullptr, w.data<W>(), rstd.data<C>(), dy.data<S>(), y_data,
+          D);
       CUDA_CHECK(cudaGetLastError());
     }
     if (dx) *dx = dxt;
     if (dg) *dg = dgt;
+    if (y) *y = yt;
     if (dw) *dw = sum(dw_rows, {0}, false).to(w.dtype());  // a no-op unless w is bf16
   });
 }

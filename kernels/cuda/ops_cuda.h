@@ -86,10 +86,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                               const Tensor& lse, double dloss, int64_t counted);
 
-// ---- norm.cu (g undefined: plain RMSNorm)
+// ---- norm.cu (g undefined: plain RMSNorm; y: the forward's output recomputed, or null)
 Tensor rms_norm(const Tensor& x, const Tensor& g, const Tensor& w, double eps, Tensor* rstd);
 void rms_norm_backward(const Tensor& x, const Tensor& g, const Tensor& w, const Tensor& rstd,
-                       const Tensor& dy, Tensor* dx, Tensor* dg, Tensor* dw);
+                       const Tensor& dy, Tensor* dx, Tensor* dg, Tensor* dw, Tensor* y);
 
 // ---- rotary.cu: ops::rotary (inverse = false) and ops::rotary_backward (inverse = true), with
 // the inverse frequencies of ops::rotary_inverse_frequency (d / 2 of them)
@@ -106,9 +106,10 @@ Tensor gla_gate(const Tensor& x, double normalizer, double floor, DType out);
 Tensor gla_gate_backward(const Tensor& g, const Tensor& dg, double normalizer, double floor,
                          DType dx_dtype);
 
-// ---- swiglu.cu
+// ---- swiglu.cu (y: the forward's output recomputed, or null)
 Tensor swiglu(const Tensor& a, const Tensor& b);
-void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);
+void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db,
+                     Tensor* y);
 
 // ---- short_conv.cu
 Tensor short_conv(const Tensor& x, const Tensor& w, bool silu, const Tensor& cache);

@@ -1,6 +1,6 @@
 // Fused CUDA kernels against the CPU path, outputs and gradients by name: softmax / log_softmax,
-// cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU, rotary, the HGRN forget
-// gate, GLA's log decay, short conv.
+// cross-entropy over a 32000 vocabulary, RMSNorm / gated RMSNorm, SwiGLU (and the forward's
+// output their backwards recompute), rotary, the HGRN forget gate, GLA's log decay, short conv.
 #include <algorithm>
 #include <array>
 #include <limits>
@@ -131,6 +131,61 @@ TEST_CASE("cuda swiglu and backward match the CPU", "[cuda]") {
     REQUIRE_CLOSE("da", vals(da), vals(gda), tol(dt));
     REQUIRE_CLOSE("db", vals(db), vals(gdb), tol(dt));
   }
+}
+
+// The backwards' optional y (a node recomputing the forward's output for a product's gradient):
+// the forward's bit for bit whichever kernel either direction takes (a warp a row for rows of
+// up to 4 packs a lane, a block a row past them; an unaligned dy sends the backward to the
+// block kernel while the forward took the warp's), and the gradients as without it.
+TEST_CASE("cuda norm and swiglu backwards recompute the forward's y bit for bit", "[cuda]") {
+  HLA_REQUIRE_GPU();
+  Generator gen(35);
+  const auto rand = [&](const Shape& shape, DType dt, double scale, bool unaligned) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    const Tensor flat = gpu(Tensor::randn({n + 1}, gen, DType::f64, 0.0, scale).to(dt));
+    return flat.narrow(0, unaligned ? 1 : 0, n).reshape(shape);
+  };
+  const auto same = [](const char* name, const Tensor& a, const Tensor& b) {
+    INFO(name);
+    CHECK(vals(a) == vals(b));
+  };
+  for (DType dt : {DType::f32, DType::f64, DType::bf16})
+    for (DType wdt : {dt, DType::f32})
+      for (int64_t D : {40, 256, 1024, 4096})
+        for (bool unaligned : {false, true}) {
+          if (wdt != dt && dt != DType::bf16) continue;
+          INFO(dtype_name(dt) << " weight " << dtype_name(wdt) << " D " << D
+                              << (unaligned ? " unaligned dy" : ""));
+          const Shape shape{3, 37, D};
+          const Tensor x = rand(shape, dt, 1.0, false), g = rand(shape, dt, 2.0, false);
+          const Tensor dy = rand(shape, dt, 1.0, unaligned);
+          const Tensor w = gpu(Tensor::rand({D}, gen, DType::f32, 0.5, 1.5).to(wdt));
+          Tensor rstd, dx, dg, dw, y, dx2, dg2, dw2;
+          const Tensor n = rms_norm(x, w, 1e-6, &rstd);
+          rms_norm_backward(x, w, rstd, dy, &dx, &dw);
+          rms_norm_backward(x, w, rstd, dy, &dx2, &dw2, &y);
+          same("y", y, n);
+          same("dx", dx2, dx);
+          same("dw", dw2, dw);
+          const Tensor gn = gated_rms_norm(x, g, w, 1e-6, &rstd);
+          gated_rms_norm_backward(x, g, w, rstd, dy, &dx, &dg, &dw);
+          gated_rms_norm_backward(x, g, w, rstd, dy, &dx2, &dg2, &dw2, &y);
+          same("gated y", y, gn);
+          same("gated dx", dx2, dx);
+          same("gated dg", dg2, dg);
+          same("gated dw", dw2, dw);
+          if (wdt != dt || D == 4096) continue;
+          const Shape odd{7, D + 3};  // a tail past the last whole pack
+          const Tensor a = rand(odd, dt, 4.0, false), b = rand(odd, dt, 1.0, false);
+          const Tensor dz = rand(odd, dt, 1.0, unaligned);
+          Tensor da, db, da2, db2;
+          swiglu_backward(a, b, dz, &da, &db);
+          swiglu_backward(a, b, dz, &da2, &db2, &y);
+          same("swiglu y", y, swiglu(a, b));
+          same("swiglu da", da2, da);
+          same("swiglu db", db2, db);
+        }
 }
 
 TEST_CASE("cuda rotary and its backward match the CPU (f32, f64, bf16)", "[cuda]") {

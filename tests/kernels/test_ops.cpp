@@ -182,6 +182,42 @@ TEST_CASE("rms_norm, gated_rms_norm, swiglu and short_conv against loops", "[ker
   REQUIRE_CLOSE("short_conv carry", vals(full), vals(concat({first, rest}, 1)), 1e-14);
 }
 
+// A node that recomputes the forward's output for a product's gradient asks the backward for it
+// (autograd/functions/projected_rows.h): it must be the forward's bit for bit, and asking for it
+// must leave the gradients as they were.
+TEST_CASE("rms_norm, gated_rms_norm and swiglu backwards recompute y bit for bit", "[kernels]") {
+  for (DType dt : {DType::f32, DType::f64}) {
+    INFO(dtype_name(dt));
+    const Tensor x = Tensor::randn({4, 3, 20}, gen, dt), g = Tensor::randn({4, 3, 20}, gen, dt);
+    const Tensor w = Tensor::rand({20}, gen, dt, 0.5, 1.5), dy = Tensor::randn({4, 3, 20}, gen, dt);
+    Tensor rstd, dx, dw, dg, y, dx2, dw2, dg2;
+    const Tensor n = rms_norm(x, w, 1e-6, &rstd);
+    rms_norm_backward(x, w, rstd, dy, &dx, &dw);
+    rms_norm_backward(x, w, rstd, dy, &dx2, &dw2, &y);
+    CHECK(vals(y) == vals(n));
+    CHECK(vals(dx2) == vals(dx));
+    CHECK(vals(dw2) == vals(dw));
+    const Tensor gn = gated_rms_norm(x, g, w, 1e-6, &rstd);
+    gated_rms_norm_backward(x, g, w, rstd, dy, &dx, &dg, &dw);
+    gated_rms_norm_backward(x, g, w, rstd, dy, &dx2, &dg2, &dw2, &y);
+    CHECK(vals(y) == vals(gn));
+    CHECK(vals(dx2) == vals(dx));
+    CHECK(vals(dg2) == vals(dg));
+    CHECK(vals(dw2) == vals(dw));
+    const Tensor a = Tensor::randn({4, 3, 20}, gen, dt, 0.0, 4.0);
+    const Tensor s = swiglu(a, g);
+    swiglu_backward(a, g, dy, &dx, &dg);
+    swiglu_backward(a, g, dy, &dx2, &dg2, &y);
+    CHECK(vals(y) == vals(s));
+    CHECK(vals(dx2) == vals(dx));
+    CHECK(vals(dg2) == vals(dg));
+  }
+  Tensor da, db;
+  CHECK_THROWS_WITH(swiglu_backward(Tensor::zeros({2, 3}), Tensor::zeros({3, 2}),
+                                    Tensor::zeros({2, 3}), &da, &db),
+                    Catch::Contains("swiglu_backward"));
+}
+
 TEST_CASE("index ops", "[kernels]") {
   const Tensor x = Tensor::arange(0, 12, 1, DType::f64).reshape({4, 3});
   const Tensor idx = Tensor::from_vector<int32_t>({3, 0, 3}, {3});

@@ -5,6 +5,7 @@
 // Backward with u = dy * w (times silu(g) when gated):
 //   dx = rstd * (u - xhat * mean(u * xhat)),  dw = sum_rows(dy' * xhat),
 //   dg = dy * xhat * w * silu'(g),  silu'(g) = s (1 + g (1 - s)), s = sigmoid(g)
+// and, when asked, y again from the same loop (the forward's operations in its order).
 #include <cmath>
 
 #include "kernels/cpu/tensor/stable_math.h"
@@ -64,7 +65,7 @@ Tensor norm_forward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in, 
 
 void norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in,
                    const Tensor& rstd_in, const Tensor& dy_in, Tensor* dx, Tensor* dg, Tensor* dw,
-                   const char* op) {
+                   Tensor* y, const char* op) {
   check_norm_args(x_in, w_in, op);
   check_shape(dy_in, x_in.shape(), op, "dy");
   const bool gated = g_in.defined();
@@ -75,6 +76,7 @@ void norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in,
   visit_floating(x.dtype(), op, [&]<class T>() {
     Tensor dxt = Tensor::empty(x.shape(), x.dtype());
     Tensor dgt = gated ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+    Tensor yt = y ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
     // Per-row partial dw, summed afterwards in a fixed order (deterministic with threads).
     Tensor dw_rows = Tensor::empty({rows, D}, x.dtype());
     const T* px = x.data<T>();
@@ -85,6 +87,7 @@ void norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in,
     T* pdx = dxt.data<T>();
     T* pdg = gated ? dgt.data<T>() : nullptr;
     T* pdw = dw_rows.data<T>();
+    T* py = y ? yt.data<T>() : nullptr;
 #pragma omp parallel for if (rows * D > (1 << 15))
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = px + r * D;
@@ -96,10 +99,12 @@ void norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in,
       for (int64_t i = 0; i < D; ++i) {
         const T xhat = xr[i] * rs;
         T d = dr[i];
+        if (py) py[r * D + i] = xhat * pw[i];
         if (gated) {
           const T gi = pg[r * D + i], s = stable_sigmoid(gi);
           pdg[r * D + i] = d * xhat * pw[i] * s * (T(1) + gi * (T(1) - s));
           d *= gi * s;
+          if (py) py[r * D + i] *= gi * s;
         }
         dwr[i] = d * xhat;
         const T u = d * pw[i];
@@ -112,6 +117,7 @@ void norm_backward(const Tensor& x_in, const Tensor& g_in, const Tensor& w_in,
     if (dx) *dx = dxt;
     if (dg) *dg = dgt;
     if (dw) *dw = sum(dw_rows, {0}, false);
+    if (y) *y = yt;
   });
 }
 
@@ -124,14 +130,14 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor* rstd) {
   return norm_forward(x, Tensor(), w, eps, rstd, "rms_norm");
 }
 void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy,
-                       Tensor* dx, Tensor* dw) {
+                       Tensor* dx, Tensor* dw, Tensor* y) {
 #ifdef HLA_WITH_CUDA
   if (x.device() == Device::CUDA) {
-    cuda::rms_norm_backward(x, Tensor(), w, rstd, dy, dx, nullptr, dw);
+    cuda::rms_norm_backward(x, Tensor(), w, rstd, dy, dx, nullptr, dw, y);
     return;
   }
 #endif
-  norm_backward(x, Tensor(), w, rstd, dy, dx, nullptr, dw, "rms_norm_backward");
+  norm_backward(x, Tensor(), w, rstd, dy, dx, nullptr, dw, y, "rms_norm_backward");
 }
 Tensor gated_rms_norm(const Tensor& x, const Tensor& g, const Tensor& w, double eps,
                       Tensor* rstd) {
@@ -143,14 +149,14 @@ Tensor gated_rms_norm(const Tensor& x, const Tensor& g, const Tensor& w, double 
 }
 void gated_rms_norm_backward(const Tensor& x, const Tensor& g, const Tensor& w,
                              const Tensor& rstd, const Tensor& dy, Tensor* dx, Tensor* dg,
-                             Tensor* dw) {
+                             Tensor* dw, Tensor* y) {
 #ifdef HLA_WITH_CUDA
   if (x.device() == Device::CUDA) {
-    cuda::rms_norm_backward(x, g, w, rstd, dy, dx, dg, dw);
+    cuda::rms_norm_backward(x, g, w, rstd, dy, dx, dg, dw, y);
     return;
   }
 #endif
-  norm_backward(x, g, w, rstd, dy, dx, dg, dw, "gated_rms_norm_backward");
+  norm_backward(x, g, w, rstd, dy, dx, dg, dw, y, "gated_rms_norm_backward");
 }
 
 }  // namespace hla::ops
