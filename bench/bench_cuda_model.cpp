@@ -257,7 +257,8 @@ int main(int argc, char** argv) {
                                                       : tf32                ? kPeakTf32
                                                                             : kPeakFp32);
     for (const char* name : {"transformer", "gla_pure", "hgrn2_pure", "gated_deltanet_pure",
-                             "gla_3-1", "hgrn2_3-1", "gated_deltanet_3-1", "retnet_pure"})
+                             "gla_3-1", "hgrn2_3-1", "gated_deltanet_3-1", "retnet_pure",
+                             "delta_net_pure", "hgrn_pure"})
       benchmark::RegisterBenchmark(("model/" + precision + "/" + name).c_str(), bm_train_step,
                                    std::string(name), precision, s, peak)
           ->Iterations(env_int("HLA_BENCH_STEPS", 8))

@@ -35,6 +35,9 @@ FLA_MODELS = {
     "hgrn2_pure": "hgrn2",
     "gated_deltanet_pure": "gated_deltanet",
     "gated_deltanet_3-1": "gated_deltanet_3to1",
+    "retnet_pure": "retnet",
+    "delta_net_pure": "delta_net",
+    "hgrn_pure": "hgrn",
 }
 
 
