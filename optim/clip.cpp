@@ -43,7 +43,10 @@ double grad_norm(const std::vector<Var>& params) {
 }
 
 double clip_coefficient(double norm, double max_norm) {
-  if (!(max_norm > 0.0)) throw Error("clip_grad_norm", "max_norm > 0", std::to_string(max_norm));
+  if (!(max_norm > 0.0))
+    throw Error("clip_coefficient", "max_norm > 0", std::to_string(max_norm),
+                "max_norm is the largest global gradient norm let through "
+                "(optim.grad_clip = 0: no clipping)");
   return std::isfinite(norm) && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
 }
 
