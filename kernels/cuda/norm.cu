@@ -121,18 +121,23 @@ __device__ inline void load_row(compute_t<S> (&out)[NV][pack_of<S>()], const S* 
     for (int e = 0; e < pack_of<S>(); ++e) out[v][e] = value_cast<compute_t<S>>(p.v[e]);
   }
 }
-template <class S, int NV>
-__device__ inline void store_row(S* row, const compute_t<S> (&in)[NV][pack_of<S>()], int64_t D,
-                                 int lane) {
+// Writes a lane's packs of one row, entry (v, e) being value(v, e) in compute_t<S>.
+template <class S, int NV, class Value>
+__device__ inline void store_row_of(S* row, int64_t D, int lane, Value&& value) {
 #pragma unroll
   for (int v = 0; v < NV; ++v) {
     const int64_t col = (v * int64_t(32) + lane) * pack_of<S>();
     if (col >= D) continue;
     Pack<S> p;
 #pragma unroll
-    for (int e = 0; e < pack_of<S>(); ++e) p.v[e] = value_cast<S>(in[v][e]);
+    for (int e = 0; e < pack_of<S>(); ++e) p.v[e] = value_cast<S>(value(v, e));
     *reinterpret_cast<Pack<S>*>(row + col) = p;
   }
+}
+template <class S, int NV>
+__device__ inline void store_row(S* row, const compute_t<S> (&in)[NV][pack_of<S>()], int64_t D,
+                                 int lane) {
+  store_row_of<S, NV>(row, D, lane, [&](int v, int e) { return in[v][e]; });
 }
 // The weight at the lane's columns (any W: read element by element, L1-resident across rows).
 template <class S, class W, int NV>
@@ -153,19 +158,11 @@ template <class S, int NV, bool kGated>
 __device__ inline void store_y(S* row, const compute_t<S> (&x)[NV][pack_of<S>()],
                                const compute_t<S> (&g)[NV][pack_of<S>()], compute_t<S> rs,
                                const compute_t<S> (&w)[NV][pack_of<S>()], int64_t D, int lane) {
-#pragma unroll
-  for (int v = 0; v < NV; ++v) {
-    const int64_t col = (v * int64_t(32) + lane) * pack_of<S>();
-    if (col >= D) continue;
-    Pack<S> p;
-#pragma unroll
-    for (int e = 0; e < pack_of<S>(); ++e) {
-      compute_t<S> y = x[v][e] * (rs * w[v][e]);
-      if (kGated) y *= g[v][e] * sigmoid_of<S>(g[v][e]);
-      p.v[e] = value_cast<S>(y);
-    }
-    *reinterpret_cast<Pack<S>*>(row + col) = p;
-  }
+  store_row_of<S, NV>(row, D, lane, [&](int v, int e) {
+    compute_t<S> y = x[v][e] * (rs * w[v][e]);
+    if (kGated) y *= g[v][e] * sigmoid_of<S>(g[v][e]);
+    return y;
+  });
 }
 
 // Rows a warp has in flight: two when a lane holds one pack of a row (D <= 256 in bf16), whose
