@@ -63,7 +63,7 @@ void AdamW::update(double lr, double grad_scale) {
     ops::require_cpu(w, "adamw");
     const Tensor g = p.var.grad().to(w.dtype()).contiguous();
     const double decay = p.decay ? 1.0 - lr * options_.weight_decay : 1.0;
-    const auto update = [&]<class T>() {
+    visit_floating_or_bf16(w.dtype(), "adamw", [&]<class T>() {
       T* pw = w.data<T>();
       T* pm = exp_avg_[i].data<T>();
       T* pv = exp_avg_sq_[i].data<T>();
@@ -78,11 +78,7 @@ void AdamW::update(double lr, double grad_scale) {
         const double m_hat = m / bias1, v_hat = v / bias2;
         pw[j] = convert<T>(decay * convert<double>(pw[j]) - lr * m_hat / (std::sqrt(v_hat) + eps));
       }
-    };
-    if (w.dtype() == DType::bf16)  // a storage type on the CPU, updated in double here too
-      update.template operator()<bf16>();
-    else
-      visit_floating(w.dtype(), "adamw", update);
+    });
   }
 }
 

@@ -27,17 +27,13 @@ double grad_norm(const std::vector<Var>& params) {
     if (!p.grad().defined()) continue;
     const Tensor g = p.grad().contiguous();
     ops::require_cpu(g, "clip_grad_norm");
-    const auto add_squares = [&]<class T>() {
+    visit_floating_or_bf16(g.dtype(), "clip_grad_norm", [&]<class T>() {
       const T* pg = g.data<T>();
       for (int64_t j = 0; j < g.numel(); ++j) {
         const double x = convert<double>(pg[j]);
         sum_sq += x * x;
       }
-    };
-    if (g.dtype() == DType::bf16)  // a storage type on the CPU, read here as double too
-      add_squares.template operator()<bf16>();
-    else
-      visit_floating(g.dtype(), "clip_grad_norm", add_squares);
+    });
   }
   return std::sqrt(sum_sq);
 }

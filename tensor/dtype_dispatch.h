@@ -2,6 +2,7 @@
 //
 //   visit_dtype(t.dtype(), [&]<class T>() { fill(t.data<T>(), ...); });
 //   visit_floating(t.dtype(), "exp", [&]<class T>() { ... });   // f32 / f64 only
+//   visit_floating_or_bf16(t.dtype(), "adamw", [&]<class T>() { ... });   // and bf16
 //
 // convert<To>(from) converts between any two element types: to bf16 rounded to nearest (from f64
 // in one rounding, bf16(double); integers through float), from bf16 through float (exact).
@@ -50,6 +51,14 @@ decltype(auto) visit_floating(DType t, const char* op, F&& f) {
   throw Error(op, "a f32 or f64 tensor on CPU", dtype_name(t),
               t == DType::bf16 ? "bf16 is a storage type on CPU: call .to(DType::f32) first"
                                : "integer tensors hold indices; convert with .to(DType::f32)");
+}
+
+// The floating types with bf16 as well, for loops that read each element through convert
+// (bf16 as storage: a CPU optimizer's double arithmetic, a kernel tier that takes bf16).
+template <class F>
+decltype(auto) visit_floating_or_bf16(DType t, const char* op, F&& f) {
+  if (t == DType::bf16) return f.template operator()<bf16>();
+  return visit_floating(t, op, f);
 }
 
 template <class F>

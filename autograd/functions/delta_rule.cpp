@@ -71,13 +71,6 @@ DType compute_dtype(const DeltaCall& c, DType in) {
   return detail::compute_dtype(in, c.impl == Impl::Reference);
 }
 
-// f(), f.template operator()<S>() for the kernels' dtype: f32, f64, or bf16 (CUDA chunk tier).
-template <class F>
-void visit_kernel_dtype(DType dt, const char* op, F&& f) {
-  if (dt == DType::bf16) return f.template operator()<bf16>();
-  visit_floating(dt, op, f);
-}
-
 template <class S>
 void forward_tier(const DeltaCall& c, const kernels::DeltaRuleArgs<S>& a,
                   const kernels::DeltaRuleOut<S>& out) {
@@ -134,7 +127,7 @@ struct DeltaRuleNode : Node {
     if (s > 1)
       for (size_t i = 0; i < kg.size(); ++i)
         if (i != 2) kg[i] = Tensor::empty(in[i].shape(), dt, call.device);
-    visit_kernel_dtype(dt, name(), [&]<class S>() {
+    visit_floating_or_bf16(dt, name(), [&]<class S>() {
       kernels::DeltaRuleGrad<S> g;
       g.dout = st.dout.data<S>();
       g.dhT = detail::ptr<S>(dhT);
@@ -201,7 +194,7 @@ RecurrenceResult run(const char* op, const Var& q, const Var& k, const Var& v, c
   // o [B,T,H,V] is the kernels' [B,T,H*s,V/s]; the state comes back per slice
   Tensor o = Tensor::empty({B, T, H, V}, dt, dev);
   Tensor hT = Tensor::empty({B, kd.H, K, kd.V}, dt, dev);
-  visit_kernel_dtype(dt, op, [&]<class S>() {
+  visit_floating_or_bf16(dt, op, [&]<class S>() {
     forward_tier<S>(c, make_args<S>(c, kin), {o.data<S>(), hT.data<S>()});
   });
   if (c.split > 1) hT = detail::merge_state(hT, c.split);
