@@ -29,6 +29,17 @@ namespace {
 
 // ---- kernels
 
+// The forward's y entry by entry, which every kernel forms so (the backwards' y too, bit for
+// bit): y = x (rstd w), times silu(g) = g sigmoid(g) when gated.
+template <class S>
+__device__ inline compute_t<S> normed(compute_t<S> x, compute_t<S> rs, compute_t<S> w) {
+  return x * (rs * w);
+}
+template <class S>
+__device__ inline compute_t<S> silu_gate(compute_t<S> g) {
+  return g * sigmoid_of<S>(g);
+}
+
 template <class S, class W>
 __global__ void rms_norm_fwd_kernel(S* __restrict__ y,                // [rows, D]
                                     compute_t<S>* __restrict__ rstd,  // [rows]
@@ -48,11 +59,8 @@ __global__ void rms_norm_fwd_kernel(S* __restrict__ y,                // [rows, 
   const C rs = static_cast<C>(1.0 / sqrt(ss / static_cast<double>(D) + eps));
   if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-    C v = value_cast<C>(x[off + i]) * (rs * value_cast<C>(w[i]));
-    if (g) {
-      const C gi = value_cast<C>(g[off + i]);
-      v *= gi * sigmoid_of<S>(gi);
-    }
+    C v = normed<S>(value_cast<C>(x[off + i]), rs, value_cast<C>(w[i]));
+    if (g) v *= silu_gate<S>(value_cast<C>(g[off + i]));
     y[off + i] = value_cast<S>(v);
   }
 }
@@ -88,9 +96,9 @@ __global__ void rms_norm_bwd_kernel(S* __restrict__ dx,  // [rows, D] overwritte
   const C mean_dot = static_cast<C>(dot / static_cast<double>(D));
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
     const C xi = value_cast<C>(x[off + i]), xhat = xi * rs, wi = value_cast<C>(w[i]);
-    C d = value_cast<C>(dy[off + i]), yi = xi * (rs * wi);
+    C d = value_cast<C>(dy[off + i]), yi = normed<S>(xi, rs, wi);
     if (g) {
-      const C gi = value_cast<C>(g[off + i]), silu = gi * sigmoid_of<S>(gi);
+      const C silu = silu_gate<S>(value_cast<C>(g[off + i]));
       d *= silu;
       yi *= silu;
     }
@@ -152,15 +160,14 @@ __device__ inline void load_weight(compute_t<S> (&out)[NV][pack_of<S>()], const 
   }
 }
 
-// y = x (rstd w) [* g sigmoid(g) when kGated] of a lane's packs of one row, as the forward
-// kernels form it.
+// The forward's y (normed, silu_gate when kGated) of a lane's packs of one row.
 template <class S, int NV, bool kGated>
 __device__ inline void store_y(S* row, const compute_t<S> (&x)[NV][pack_of<S>()],
                                const compute_t<S> (&g)[NV][pack_of<S>()], compute_t<S> rs,
                                const compute_t<S> (&w)[NV][pack_of<S>()], int64_t D, int lane) {
   store_row_of<S, NV>(row, D, lane, [&](int v, int e) {
-    compute_t<S> y = x[v][e] * (rs * w[v][e]);
-    if (kGated) y *= g[v][e] * sigmoid_of<S>(g[v][e]);
+    compute_t<S> y = normed<S>(x[v][e], rs, w[v][e]);
+    if (kGated) y *= silu_gate<S>(g[v][e]);
     return y;
   });
 }
@@ -211,8 +218,8 @@ __global__ void __launch_bounds__(32 * kRowWarps)
       for (int v = 0; v < NV; ++v)
 #pragma unroll
         for (int e = 0; e < P; ++e) {
-          xv[r][v][e] *= rs * wv[v][e];
-          if (g) xv[r][v][e] *= gv[r][v][e] * sigmoid_of<S>(gv[r][v][e]);
+          xv[r][v][e] = normed<S>(xv[r][v][e], rs, wv[v][e]);
+          if (g) xv[r][v][e] *= silu_gate<S>(gv[r][v][e]);
         }
       store_row<S, NV>(y + row * D, xv[r], D, lane);
     }

@@ -16,10 +16,20 @@ namespace {
 
 // ---- kernels
 
-// y = silu(a) b for one element, as both directions compute it.
+// One element, s = sigmoid_of<S>(a): y = silu(a) b as both directions compute it, and the
+// gradients (the scalar and pack kernels compute through these, bit for bit alike).
 template <class S>
 __device__ inline compute_t<S> swiglu_y(compute_t<S> a, compute_t<S> s, compute_t<S> b) {
   return a * s * b;
+}
+template <class S>
+__device__ inline compute_t<S> swiglu_da(compute_t<S> a, compute_t<S> s, compute_t<S> b,
+                                         compute_t<S> dy) {
+  return dy * b * s * (compute_t<S>(1) + a * (compute_t<S>(1) - s));
+}
+template <class S>
+__device__ inline compute_t<S> swiglu_db(compute_t<S> a, compute_t<S> s, compute_t<S> dy) {
+  return dy * a * s;
 }
 
 template <class S>
@@ -48,8 +58,8 @@ __global__ void swiglu_bwd_kernel(S* __restrict__ da,       // [n] overwritten
        i += int64_t(gridDim.x) * blockDim.x) {
     const C ai = value_cast<C>(a[i]), bi = value_cast<C>(b[i]), dyi = value_cast<C>(dy[i]);
     const C s = sigmoid_of<S>(ai);
-    da[i] = value_cast<S>(dyi * bi * s * (C(1) + ai * (C(1) - s)));
-    db[i] = value_cast<S>(dyi * ai * s);
+    da[i] = value_cast<S>(swiglu_da<S>(ai, s, bi, dyi));
+    db[i] = value_cast<S>(swiglu_db<S>(ai, s, dyi));
     if (y) y[i] = value_cast<S>(swiglu_y<S>(ai, s, bi));
   }
 }
@@ -87,8 +97,8 @@ __global__ void swiglu_bwd_pack_kernel(Pack<S>* __restrict__ da, Pack<S>* __rest
     for (int k = 0; k < Pack<S>::kSize; ++k) {
       const C ak = value_cast<C>(pa.v[k]), bk = value_cast<C>(pb.v[k]);
       const C dyk = value_cast<C>(pd.v[k]), s = sigmoid_of<S>(ak);
-      pda.v[k] = value_cast<S>(dyk * bk * s * (C(1) + ak * (C(1) - s)));
-      pdb.v[k] = value_cast<S>(dyk * ak * s);
+      pda.v[k] = value_cast<S>(swiglu_da<S>(ak, s, bk, dyk));
+      pdb.v[k] = value_cast<S>(swiglu_db<S>(ak, s, dyk));
       py.v[k] = value_cast<S>(swiglu_y<S>(ak, s, bk));
     }
     da[i] = pda;
