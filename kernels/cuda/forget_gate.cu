@@ -8,8 +8,9 @@
 // x, D a multiple of the pack), else an element a thread; both compute an element through
 // GateForward / GateBackward, where s and 1 - s = sigmoid(-x) come from one e = e^{-|x|} (the
 // values of sigmoid_dev and log_sigmoid_dev in f32 and f64; bf16's from e^{-|x|} on the
-// multifunction unit). dlb's terms go to a compute-type buffer that cuda::sum reduces. dtypes: x f32, f64, bf16 (computed in compute_t, each output rounded once);
-// lb any floating dtype (read in compute_t; dlb returned in lb's dtype).
+// multifunction unit). dlb's terms go to a compute-type buffer that cuda::sum reduces. dtypes:
+// x f32, f64, bf16 (computed in compute_t, each output rounded once); lb any floating dtype
+// (read in compute_t; dlb returned in lb's dtype).
 #include <numeric>
 #include <type_traits>
 #include <vector>

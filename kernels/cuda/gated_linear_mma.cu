@@ -59,7 +59,8 @@
 // of the chunk states S and C by 64-column slices in the place of its dg tiles. Shared
 // memory per block (K = 64 / 128, V = K): output 54 / 103 KiB (136 at V = 256), scores 36 /
 // 67 KiB, dv 36 / 54 KiB, dqk 52 KiB. Registers (ptxas, sm_90, no spills): output 67-128,
-// scores 80, dv 58, dqk 128 (bounded for 4 blocks an SM: the kernel waits on loads, and 16 warps hide more).
+// scores 80, dv 58, dqk 128 (bounded for 4 blocks an SM: the kernel waits on loads, and 16
+// warps hide more).
 // Gradients are overwritten, never accumulated.
 #include <cstdint>
 #include <cstring>

@@ -84,8 +84,9 @@ TEST_CASE("cuda matmul_acc adds the product into c (f32, f64, bf16 into f32 and 
   HLA_REQUIRE_GPU();
   Generator gen(23);
   struct Case { DType in, c; double tol; };
-  for (const Case& k : {Case{DType::f32, DType::f32, kF32}, Case{DType::f64, DType::f64, kF64},
-                        Case{DType::bf16, DType::f32, kF32}, Case{DType::bf16, DType::bf16, 8e-3}}) {
+  for (const Case& k :
+       {Case{DType::f32, DType::f32, kF32}, Case{DType::f64, DType::f64, kF64},
+        Case{DType::bf16, DType::f32, kF32}, Case{DType::bf16, DType::bf16, 8e-3}}) {
     INFO(dtype_name(k.in) << " into " << dtype_name(k.c));
     const DType ref_dt = k.in == DType::f64 ? DType::f64 : DType::f32;
     const Tensor a = Tensor::randn({70, 33}, gen, ref_dt).to(k.in).to(ref_dt);  // a^T [33, 70]

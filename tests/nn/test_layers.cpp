@@ -321,7 +321,9 @@ TEST_CASE("forget gates: the fused op equals logsigmoid / lower bound / 1 - exp,
     if (with_bound) REQUIRE_CLOSE("dlb", values(Var(lb.grad())), dlb, 1e-12);
     // only one output used
     auto only_log = gradcheck(
-        [&](const std::vector<Var>& in) { return forget_gates(in[0], in[1], DType::f64, DType::f64).log_f; },
+        [&](const std::vector<Var>& in) {
+          return forget_gates(in[0], in[1], DType::f64, DType::f64).log_f;
+        },
         {Tensor::randn({2, 3, 2}, gen, DType::f64),
          Tensor::from_values({0.3, 0.0}, {2}, DType::f64)});
     INFO(only_log.report);
