@@ -46,6 +46,20 @@ __device__ inline int rows_in_chunk(const Geometry& g, int64_t c) {
   return static_cast<int>(g.T - t0 < kN ? g.T - t0 : kN);
 }
 
+// Rows [0, rows) of a row-major bf16 matrix in global memory (row stride `stride`, `cols` a
+// multiple of 8) into shared memory (row stride ld), zeros for rows in [rows, total_rows), by
+// 16-byte copies with the block's kThreads threads.
+template <int kThreads = kBlock>
+__device__ inline void stage(bf16_dev* dst, int ld, const bf16_dev* src, int64_t stride, int rows,
+                             int cols, int total_rows) {
+  const int vecs = cols / 8;
+  for (int x = threadIdx.x; x < total_rows * vecs; x += kThreads) {
+    const int r = x / vecs, col = x % vecs * 8;
+    *reinterpret_cast<uint4*>(dst + r * ld + col) =
+        r < rows ? *reinterpret_cast<const uint4*>(src + r * stride + col) : make_uint4(0, 0, 0, 0);
+  }
+}
+
 struct GradPointers {
   bf16_dev* dq;
   bf16_dev* dk;

@@ -46,18 +46,6 @@ constexpr int output_columns() {
   return V > 128 ? 128 : V;
 }
 
-// Rows [0, rows) of a row-major global matrix (row stride `stride`, `cols` a multiple of 8) into
-// shared memory (row stride ld), zeros for rows in [rows, 64), by 16-byte copies with the block.
-__device__ inline void stage(bf16_dev* dst, int ld, const bf16_dev* src, int64_t stride, int rows,
-                             int cols, int total_rows) {
-  const int vecs = cols / 8;
-  for (int x = threadIdx.x; x < total_rows * vecs; x += kBlock) {
-    const int r = x / vecs, col = x % vecs * 8;
-    *reinterpret_cast<uint4*>(dst + r * ld + col) =
-        r < rows ? *reinterpret_cast<const uint4*>(src + r * stride + col) : make_uint4(0, 0, 0, 0);
-  }
-}
-
 // G of the chunk's rows into shared memory (0 past n).
 __device__ inline void stage_decay(float* G_s, const Operands& op, const Geometry& g, int64_t bh,
                                    int64_t t0, int n) {
