@@ -284,9 +284,13 @@ __global__ void __launch_bounds__(kNt)
 template <class S, class IO, bool TC>
 void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const ChunksOf<S, IO>& ws,
                     IO* hT, const char* op) {
-  const PrepLayout prep(Arena{}, TC);
-  launch_items<S>(delta_prep_kernel<S, IO, TC, true>, delta_prep_kernel<S, IO, TC, false>, kNt,
-                  g.B * g.H * g.NC, prep.total, op, a, g, ws, prep);
+  bool prepped = false;
+  if constexpr (std::is_same_v<IO, bf16_dev>) prepped = prep_bf16(a, g, ws, op);
+  if (!prepped) {
+    const PrepLayout prep(Arena{}, TC);
+    launch_items<S>(delta_prep_kernel<S, IO, TC, true>, delta_prep_kernel<S, IO, TC, false>, kNt,
+                    g.B * g.H * g.NC, prep.total, op, a, g, ws, prep);
+  }
   const int cols = walk_columns(g);
   const int64_t slices = (g.V + cols - 1) / cols;
   constexpr bool half = !std::is_same_v<OperandOf<S, IO>, S>;

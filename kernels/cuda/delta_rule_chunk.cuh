@@ -28,7 +28,9 @@
 // kernel 512; products by block_product.cuh or block_product_mma.cuh):
 //   prep      one block per (head, chunk), over 64-key and 64-value tiles: Ti (diagonal 16 x 16
 //             blocks by substitution, then block rows), U, W, P, diag(lam) K, diag(gam) Q,
-//             gam_n into a global workspace
+//             gam_n into a global workspace; with bf16 storage and K, V <= 128 its one-round-trip
+//             form (delta_rule_prep_bf16.cu: the rows staged whole in bf16, the norms applied
+//             to the products' results)
 //   walk      one block per (head, 64 value columns; 32 when that is still one wave), chunks in
 //             order: S, Vn = U - W S in place of U, every chunk's incoming state kept for the
 //             output and the backward; the next chunk's tiles load (cp.async) under this
@@ -968,6 +970,11 @@ void with_kernel_types(const DeltaRuleArgs<S>& a, const Results& r, Run&& run) {
 template <class S, class IO, bool TC>
 void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const ChunksOf<S, IO>& ws,
                     IO* hT, const char* op);
+
+// prep for bf16 storage with K, V <= 128, multiples of 8 (delta_rule_prep_bf16.cu): false,
+// launching nothing, for other heads or when its buffers exceed shared memory.
+bool prep_bf16(const DeltaRuleArgs<bf16_dev>& a, const Geo& g,
+               const ChunksOf<float, bf16_dev>& ws, const char* op);
 
 // dq, dk, dv, dbeta, dg by the three kernels on 64-wide tiles (delta_rule_chunk_tiled.cu), for
 // heads whose one-kernel grad buffers exceed shared memory; ws holds the forward's matrices,

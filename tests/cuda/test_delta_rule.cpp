@@ -321,7 +321,9 @@ TEST_CASE("cuda delta rule chunk tier on the TF32 tensor cores", "[cuda]") {
 // problem's own sensitivity (the CPU tier's change when only its inputs are rounded to bf16, as
 // for TF32 above). A wrong fragment pairing or a dropped tail of R gives O(1). The output must
 // also differ from the TF32 kernels' (on the same inputs, rounded to bf16) by more than a bf16
-// rounding of a few elements, so that TF32 products in its place fail.
+// rounding of a few elements, so that TF32 products in its place fail. Heads of up to 128 keys
+// and values (multiples of 8: 32/48, 64/64, 128/64, 40/120) run the one-round-trip bf16 prep
+// (delta_rule_prep_bf16.cu), the others (60/33, 256, 160/96, 512) the tiled prep.
 TEST_CASE("cuda delta rule chunk tier in bf16 on bf16 tensor cores against the CPU tier",
           "[cuda]") {
   HLA_REQUIRE_GPU();
@@ -330,7 +332,8 @@ TEST_CASE("cuda delta rule chunk tier in bf16 on bf16 tensor cores against the C
     for (bool l2norm : {false, true})
       for (const kernels::RecDims& d :
            {kernels::RecDims{2, 130, 2, 32, 48}, kernels::RecDims{1, 65, 1, 60, 33},
-            kernels::RecDims{1, 200, 2, 64, 64}, kernels::RecDims{1, 70, 1, 256, 256},
+            kernels::RecDims{1, 200, 2, 64, 64}, kernels::RecDims{1, 130, 2, 128, 64},
+            kernels::RecDims{1, 65, 1, 40, 120}, kernels::RecDims{1, 70, 1, 256, 256},
             kernels::RecDims{1, 130, 1, 160, 96}, kernels::RecDims{1, 70, 1, 512, 512}}) {
         if (d.K == 512 && decay == Decay::Weak) continue;  // the global instances once a regime
         INFO("decay " << decay_name(decay) << " l2norm " << l2norm << " B,T,H,K,V " << d.B << ","
