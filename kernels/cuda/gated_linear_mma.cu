@@ -333,19 +333,13 @@ __global__ void __launch_bounds__(kBlock * output_halves<V>())
   constexpr int kHalves = output_halves<V>(), kThreads = kBlock * kHalves;
   constexpr int VT = V / kHalves;  // output columns of a warp
   constexpr int kLd = V + 8;
-  constexpr int kVecs = V / 8;  // 16-byte vectors per row
   constexpr int kKeys = K / kHalves;  // keys of a warp's scores
   extern __shared__ __align__(16) unsigned char gla_mma_smem[];
   const int64_t bh = blockIdx.x / g.NT, c = blockIdx.x % g.NT;
   const StagedChunk<K> cv = stage_chunk<K, kThreads>(op, g, bh, c, gla_mma_smem);
   bf16_dev* v_s = reinterpret_cast<bf16_dev*>(gla_mma_smem + StagedChunk<K>::kBytes);
   bf16_dev* S_s = v_s + kN * kLd;
-  for (int x = threadIdx.x; x < kN * kVecs; x += kThreads) {
-    const int r = x / kVecs, col = x % kVecs * 8;
-    *reinterpret_cast<uint4*>(v_s + r * kLd + col) =
-        r < cv.n ? *reinterpret_cast<const uint4*>(cv.v + r * cv.v_stride + col)
-                 : make_uint4(0, 0, 0, 0);
-  }
+  stage<kThreads>(v_s, kLd, cv.v, cv.v_stride, cv.n, V, kN);
   __syncthreads();  // staged rows complete
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int sub = kHalves == 1 ? w : w % kWarps, h = kHalves == 1 ? 0 : w / kWarps;
@@ -391,11 +385,7 @@ __global__ void __launch_bounds__(kBlock * output_halves<V>())
   const bf16_dev* S_in = states + g.chunk_state(bh, c);
   for (int k0 = 0; k0 < K; k0 += kStateTile) {
     if (k0 > 0) __syncthreads();  // every warp done with the previous slice
-    for (int x = threadIdx.x; x < kStateTile * kVecs; x += kThreads) {
-      const int i = x / kVecs, col = x % kVecs * 8;
-      *reinterpret_cast<uint4*>(S_s + i * kLd + col) =
-          *reinterpret_cast<const uint4*>(S_in + (k0 + i) * V + col);
-    }
+    stage<kThreads>(S_s, kLd, S_in + k0 * V, V, kStateTile, V, kStateTile);
     __syncthreads();  // slice staged
     if (!active) continue;
 #pragma unroll
@@ -525,27 +515,11 @@ __global__ void __launch_bounds__(kBlock)
   const bf16_dev* A = scores + kScoreElems * int64_t(blockIdx.x);
   const bf16_dev* C = dstates + g.chunk_state(bh, c) + v0;
   const bf16_dev* dout = op.dout + g.vrow(bh, t0) + v0;
-  for (int x = threadIdx.x; x < kN * K / 8; x += kBlock) {
-    const int j = x / (K / 8), i = x % (K / 8) * 8;
-    *reinterpret_cast<uint4*>(kd_s + j * kKd + i) =
-        j < n ? *reinterpret_cast<const uint4*>(kd + j * K + i) : make_uint4(0, 0, 0, 0);
-  }
-  for (int x = threadIdx.x; x < K * kDvTile / 8; x += kBlock) {
-    const int i = x / (kDvTile / 8), col = x % (kDvTile / 8) * 8;
-    *reinterpret_cast<uint4*>(C_s + i * kLd + col) =
-        *reinterpret_cast<const uint4*>(C + i * V + col);
-  }
+  stage(kd_s, kKd, kd, K, n, K, kN);
+  stage(C_s, kLd, C, V, K, kDvTile, K);
   static_assert(kDvTile == kN, "A_s holds A's rows whole");
-  for (int x = threadIdx.x; x < kScoreElems / 8; x += kBlock) {
-    const int r = x / (kN / 8), col = x % (kN / 8) * 8;
-    *reinterpret_cast<uint4*>(A_s + r * kLd + col) =
-        *reinterpret_cast<const uint4*>(A + r * kN + col);
-  }
-  for (int x = threadIdx.x; x < kN * kDvTile / 8; x += kBlock) {
-    const int r = x / (kDvTile / 8), col = x % (kDvTile / 8) * 8;
-    *reinterpret_cast<uint4*>(do_s + r * kLd + col) =
-        r < n ? *reinterpret_cast<const uint4*>(dout + r * g.H * V + col) : make_uint4(0, 0, 0, 0);
-  }
+  stage(A_s, kLd, A, kN, kN, kN, kN);
+  stage(do_s, kLd, dout, g.H * V, n, kDvTile, kN);
   __syncthreads();
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32, R0 = kSub * w;
   if (R0 >= n) return;  // no barrier follows
