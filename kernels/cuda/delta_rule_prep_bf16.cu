@@ -166,7 +166,8 @@ __device__ void invert_unit_lower_tc(const float* L, float* ti, float* tmp) {
   }
 }
 
-// Two blocks an SM at K = V = 128 (three at 64) bound the registers at 85 for three.
+// Three blocks an SM at K = V = 64 (their shared memory's count; two at 128): the bound keeps
+// the registers within 85 a thread, so that the third fits.
 __global__ void __launch_bounds__(kNt, 3)
     delta_prep_bf16_kernel(DeltaRuleArgs<bf16_dev> a, Geo g, ChunksOf<float, bf16_dev> ws,
                            Prep16Layout lay) {
