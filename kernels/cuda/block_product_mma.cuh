@@ -97,6 +97,27 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// acc += a b on the TF32 tensor cores at about f32's precision (3xTF32): each operand split into
+// its TF32 rounding and the TF32 rounding of the rest, the three products that matter summed
+// smallest first. Fragments of mma.m16n8k8 (above), raw f32 entries.
+__device__ __forceinline__ void mma_3xtf32(float (&acc)[4], const float (&a)[4],
+                                           const float (&b)[2]) {
+  uint32_t ah[4], al[4], bh[2], bl[2];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    ah[i] = to_tf32(a[i]);
+    al[i] = to_tf32(a[i] - __uint_as_float(ah[i]));
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    bh[i] = to_tf32(b[i]);
+    bl[i] = to_tf32(b[i] - __uint_as_float(bh[i]));
+  }
+  mma_tf32(acc, al, bh);
+  mma_tf32(acc, ah, bl);
+  mma_tf32(acc, ah, bh);
+}
+
 enum class Rounding { Tf32, Bf16 };
 
 // A warp's accumulators of one 64 x 64 output tile: the m16n8 tiles it owns (32 / W of them,
@@ -303,6 +324,22 @@ __device__ __forceinline__ void mma_tile_out(const MmaTile<W>& tile, int m0, int
       const int m = row + 8 * (e >> 1), n = ocol + 8 * j + (e & 1);
       if (m < M && n < N) out(m, n, tile.acc[j][e]);
     }
+}
+
+// f(m, n, x_n, x_{n+1}) for the pairs of adjacent entries a thread holds of the tile at
+// (m0, n0) (the C fragments' columns 2t, 2t + 1), none dropped: for stores of two entries at
+// once when M and N are whole tiles.
+template <int W, class F>
+__device__ __forceinline__ void mma_tile_pairs(const MmaTile<W>& tile, int m0, int n0, F f) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int row = m0 + 16 * (warp & 3) + g;
+  const int ocol = n0 + MmaTile<W>::span * (warp >> 2) + 2 * t;
+#pragma unroll
+  for (int j = 0; j < MmaTile<W>::NT; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      f(row + 8 * h, ocol + 8 * j, tile.acc[j][2 * h], tile.acc[j][2 * h + 1]);
 }
 
 template <int W = 8, Rounding Rnd = Rounding::Tf32, class FA, class FB, class FOut>

@@ -549,6 +549,68 @@ __device__ void invert_unit_lower(const S* L, S* ti, S* tmp, int lc) {
   }
 }
 
+// invert_unit_lower on the tensor cores (f32, kNt threads, ending with a barrier), for the kernels
+// whose products run there. The diagonal 16 x 16 blocks: warp d < 4 solves block d by forward
+// substitution, a column a lane in registers (x_i = -sum_{m < i} L_im x_m, x_j = 1 for column j;
+// the terms m < j are exact zeros), while the other warps zero the blocks above the diagonal. Then
+// block row I = 16 b from the finished rows above it, Ti_IJ = -Ti_II sum_{J <= m < I} L_Im Ti_mJ,
+// as two products on the tensor cores (tmp = L_{I,<I} Ti_{<I,<I}, then -Ti_II tmp; an 8-column tile
+// a warp): 7 barriers, and ~1,000 shared loads a chunk where FMAs would take ~6,000.
+__device__ inline void invert_unit_lower_tc(const float* L, float* ti, float* tmp, int lc) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  constexpr int kBlocks = C / kSolve, kWarps = kNt / 32;
+  static_assert(kWarps > kBlocks, "warps left to zero the upper blocks");
+  if (warp < kBlocks) {
+    const int b0 = kSolve * warp, j = lane % kSolve;
+    float x[kSolve];
+#pragma unroll
+    for (int i = 0; i < kSolve; ++i) {
+      float s = 0.f;
+#pragma unroll
+      for (int m = 0; m < i; ++m) s = fmaf(L[(b0 + i) * lc + b0 + m], x[m], s);
+      x[i] = i == j ? 1.f : i < j ? 0.f : -s;
+    }
+    if (lane < kSolve)
+#pragma unroll
+      for (int i = 0; i < kSolve; ++i) ti[(b0 + i) * lc + b0 + j] = x[i];
+  } else {
+    for (int e = threadIdx.x - 32 * kBlocks; e < C * C; e += 32 * (kWarps - kBlocks)) {
+      const int r = e / C, col = e - r * C;
+      if (col / kSolve > r / kSolve) ti[r * lc + col] = 0.f;
+    }
+  }
+  __syncthreads();
+  for (int b = 1; b < kBlocks; ++b) {
+    const int r0 = kSolve * b, n0 = 8 * warp;
+    const bool active = n0 < r0;  // r0 / 8 tiles of 8 columns
+    if (active) {  // tmp = L[r0 .. r0 + 16, 0 .. r0) Ti[0 .. r0, 0 .. r0)
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      const float* La = L + (r0 + g) * lc + t;
+      for (int k0 = 0; k0 < r0; k0 += 8) {
+        const float a[4] = {La[k0], La[8 * lc + k0], La[k0 + 4], La[8 * lc + k0 + 4]};
+        const float bb[2] = {ti[(k0 + t) * lc + n0 + g], ti[(k0 + t + 4) * lc + n0 + g]};
+        mma_3xtf32(acc, a, bb);
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) tmp[(g + 8 * (e / 2)) * lc + n0 + 2 * t + e % 2] = acc[e];
+    }
+    __syncthreads();
+    if (active) {  // Ti[r0 .. r0 + 16, 0 .. r0) = -Ti_II tmp
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      const float* Ta = ti + (r0 + g) * lc + r0 + t;
+#pragma unroll
+      for (int k0 = 0; k0 < kSolve; k0 += 8) {
+        const float a[4] = {Ta[k0], Ta[8 * lc + k0], Ta[k0 + 4], Ta[8 * lc + k0 + 4]};
+        const float bb[2] = {tmp[(k0 + t) * lc + n0 + g], tmp[(k0 + t + 4) * lc + n0 + g]};
+        mma_3xtf32(acc, a, bb);
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) ti[(r0 + g + 8 * (e / 2)) * lc + n0 + 2 * t + e % 2] = -acc[e];
+    }
+    __syncthreads();
+  }
+}
+
 // A block's buffers: in shared memory (Shared), or in its slice of a global scratch when they do
 // not fit. A compile-time choice, so that in the Shared kernels every buffer is known to be
 // shared memory: 32-bit shared loads and address arithmetic instead of 64-bit generic ones.

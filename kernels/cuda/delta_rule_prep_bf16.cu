@@ -8,7 +8,7 @@
 //   L_rl = beta_r (rk_r rk_l A_rl M_rl) for r > l;  P_rl = rq_r rk_l (Qr Kr^T)_rl M_rl
 //   diag(lam) K = lam_r (rk_r Kr_r),  diag(gam) Q = gam_r (rq_r Qr_r)
 //   Ti = (I + L)^{-1}                          diagonal blocks by FMAs, block rows by 3xTF32
-//                                              products (invert_unit_lower_tc, f32 accuracy)
+//                                              products (invert_unit_lower_tc, delta_rule_chunk.cuh)
 //   U = bf16(Ti diag(beta)) Vr,  W = bf16(Ti diag(beta gam rk)) Kr
 // The norms scale the products' results (and Ti's columns) instead of the staged rows, so that
 // q, k and v are read once, by cp.async, before any barrier but the decays' scan; the staged
@@ -42,18 +42,6 @@ struct Prep16Layout {
   }
 };
 
-// f(m, n, x_n, x_{n+1}) for a warp's pairs of entries of a 64 x 64 tile at column n0 (the
-// accumulator layout of block_product_mma.cuh, 8 warps).
-template <class F>
-__device__ __forceinline__ void tile_pairs(const MmaTile<8>& t, int n0, F f) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
-  const int row = 16 * (warp & 3) + g, col = n0 + MmaTile<8>::span * (warp >> 2) + 2 * tq;
-#pragma unroll
-  for (int j = 0; j < MmaTile<8>::NT; ++j)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) f(row + 8 * h, col + 8 * j, t.acc[j][2 * h], t.acc[j][2 * h + 1]);
-}
-
 // dst[r][:] = rows r < n of src (a row every ld_src entries), 16 bytes a copy; rows n..C-1 zero.
 __device__ __forceinline__ void fetch_rows(bf16_dev* dst, int ld, const bf16_dev* src,
                                            int64_t ld_src, int width, int n) {
@@ -80,89 +68,6 @@ __device__ __forceinline__ void scaled_rows_out(bf16_dev* dst, const bf16_dev* s
       o[u] = pack_bf16(s * (nr * value_cast<float>(h[2 * u])),
                        s * (nr * value_cast<float>(h[2 * u + 1])));
     *reinterpret_cast<uint4*>(dst + r * width + c) = make_uint4(o[0], o[1], o[2], o[3]);
-  }
-}
-
-// acc += a b on the TF32 tensor cores at about f32's precision (3xTF32): each operand split into
-// its TF32 rounding and the TF32 rounding of the rest, the three products that matter summed
-// smallest first. Fragments of mma.m16n8k8 (block_product_mma.cuh), raw f32 entries.
-__device__ __forceinline__ void mma_3xtf32(float (&acc)[4], const float (&a)[4],
-                                           const float (&b)[2]) {
-  uint32_t ah[4], al[4], bh[2], bl[2];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    ah[i] = to_tf32(a[i]);
-    al[i] = to_tf32(a[i] - __uint_as_float(ah[i]));
-  }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    bh[i] = to_tf32(b[i]);
-    bl[i] = to_tf32(b[i] - __uint_as_float(bh[i]));
-  }
-  mma_tf32(acc, al, bh);
-  mma_tf32(acc, ah, bl);
-  mma_tf32(acc, ah, bh);
-}
-
-// ti = (I + L)^{-1} for strictly lower L (both [C][kLc], f32), by 8 warps, ending with a
-// barrier. The diagonal 16 x 16 blocks: warp d < 4 solves block d by forward substitution, a
-// column a lane in registers (x_i = -sum_{m < i} L_im x_m, x_j = 1 for column j; the terms
-// m < j are exact zeros), while the other warps zero the blocks above the diagonal. Then block
-// row I = 16 b from the finished rows above it, Ti_IJ = -Ti_II sum_{J <= m < I} L_Im Ti_mJ, as
-// two products on the tensor cores (tmp = L_{I,<I} Ti_{<I,<I}, then -Ti_II tmp; an 8-column
-// tile a warp): 7 barriers, and ~1,000 shared loads a chunk where FMAs would take ~6,000.
-__device__ void invert_unit_lower_tc(const float* L, float* ti, float* tmp) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  constexpr int kBlocks = C / kSolve, kWarps = kNt / 32;
-  static_assert(kWarps > kBlocks, "warps left to zero the upper blocks");
-  if (warp < kBlocks) {
-    const int b0 = kSolve * warp, j = lane % kSolve;
-    float x[kSolve];
-#pragma unroll
-    for (int i = 0; i < kSolve; ++i) {
-      float s = 0.f;
-#pragma unroll
-      for (int m = 0; m < i; ++m) s = fmaf(L[(b0 + i) * kLc + b0 + m], x[m], s);
-      x[i] = i == j ? 1.f : i < j ? 0.f : -s;
-    }
-    if (lane < kSolve)
-#pragma unroll
-      for (int i = 0; i < kSolve; ++i) ti[(b0 + i) * kLc + b0 + j] = x[i];
-  } else {
-    for (int e = threadIdx.x - 32 * kBlocks; e < C * C; e += 32 * (kWarps - kBlocks)) {
-      const int r = e / C, col = e - r * C;
-      if (col / kSolve > r / kSolve) ti[r * kLc + col] = 0.f;
-    }
-  }
-  __syncthreads();
-  for (int b = 1; b < kBlocks; ++b) {
-    const int r0 = kSolve * b, n0 = 8 * warp;
-    const bool active = n0 < r0;  // r0 / 8 tiles of 8 columns
-    if (active) {  // tmp = L[r0 .. r0 + 16, 0 .. r0) Ti[0 .. r0, 0 .. r0)
-      float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      const float* La = L + (r0 + g) * kLc + t;
-      for (int k0 = 0; k0 < r0; k0 += 8) {
-        const float a[4] = {La[k0], La[8 * kLc + k0], La[k0 + 4], La[8 * kLc + k0 + 4]};
-        const float bb[2] = {ti[(k0 + t) * kLc + n0 + g], ti[(k0 + t + 4) * kLc + n0 + g]};
-        mma_3xtf32(acc, a, bb);
-      }
-#pragma unroll
-      for (int e = 0; e < 4; ++e) tmp[(g + 8 * (e / 2)) * kLc + n0 + 2 * t + e % 2] = acc[e];
-    }
-    __syncthreads();
-    if (active) {  // Ti[r0 .. r0 + 16, 0 .. r0) = -Ti_II tmp
-      float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      const float* Ta = ti + (r0 + g) * kLc + r0 + t;
-#pragma unroll
-      for (int k0 = 0; k0 < kSolve; k0 += 8) {
-        const float a[4] = {Ta[k0], Ta[8 * kLc + k0], Ta[k0 + 4], Ta[8 * kLc + k0 + 4]};
-        const float bb[2] = {tmp[(k0 + t) * kLc + n0 + g], tmp[(k0 + t + 4) * kLc + n0 + g]};
-        mma_3xtf32(acc, a, bb);
-      }
-#pragma unroll
-      for (int e = 0; e < 4; ++e) ti[(r0 + g + 8 * (e / 2)) * kLc + n0 + 2 * t + e % 2] = -acc[e];
-    }
-    __syncthreads();
   }
 }
 
@@ -221,11 +126,11 @@ __global__ void __launch_bounds__(kNt, 3)
     auto masked = [&](int r, int l, float x, const float* left) {
       return left[r] * f.rk[l] * x * decay(f.Gam, gated, r, l);
     };
-    tile_pairs(kk, 0, [&](int r, int l, float x0, float x1) {
+    mma_tile_pairs(kk, 0, 0, [&](int r, int l, float x0, float x1) {
       L[r * kLc + l] = r > l ? f.beta[r] * masked(r, l, x0, f.rk) : 0.f;
       L[r * kLc + l + 1] = r > l + 1 ? f.beta[r] * masked(r, l + 1, x1, f.rk) : 0.f;
     });
-    tile_pairs(qk, 0, [&](int r, int l, float x0, float x1) {
+    mma_tile_pairs(qk, 0, 0, [&](int r, int l, float x0, float x1) {
       *reinterpret_cast<uint32_t*>(p_out + r * C + l) =
           pack_bf16(masked(r, l, x0, f.rq), masked(r, l + 1, x1, f.rq));
     });
@@ -233,7 +138,7 @@ __global__ void __launch_bounds__(kNt, 3)
     scaled_rows_out(ws.qg + e * C * K, qs, lk, K, f.rq, f.gam);
     if (tid == 0) ws.gn[e] = f.gam[n - 1];
     __syncthreads();  // L whole; q's rows read
-    invert_unit_lower_tc(L, ti, tmp);
+    invert_unit_lower_tc(L, ti, tmp, kLc);
     store_rows(ws.ti + e * C * C, C, ti, kLc, C, C);
     for (int x = 2 * tid; x < C * C; x += 2 * kNt) {  // the product operands from Ti's columns
       const int r = x / C, l = x - r * C;
@@ -248,7 +153,7 @@ __global__ void __launch_bounds__(kNt, 3)
       MmaTile<8> u;
       mma_tile_accumulate<8, Rounding::Bf16>(u, 0, j0, C, V, C, Rows16{tb, kLt}, Cols16{vs, lv});
       bf16_dev* out = ws.u + e * C * V;
-      tile_pairs(u, j0, [&](int r, int j, float x0, float x1) {
+      mma_tile_pairs(u, 0, j0, [&](int r, int j, float x0, float x1) {
         if (j < V) *reinterpret_cast<uint32_t*>(out + r * V + j) = pack_bf16(x0, x1);
       });
     }
@@ -256,7 +161,7 @@ __global__ void __launch_bounds__(kNt, 3)
       MmaTile<8> w;
       mma_tile_accumulate<8, Rounding::Bf16>(w, 0, i0, C, K, C, Rows16{tw, kLt}, Cols16{ks, lk});
       bf16_dev* out = ws.w + e * C * K;
-      tile_pairs(w, i0, [&](int r, int i, float x0, float x1) {
+      mma_tile_pairs(w, 0, i0, [&](int r, int i, float x0, float x1) {
         if (i < K) *reinterpret_cast<uint32_t*>(out + r * K + i) = pack_bf16(x0, x1);
       });
     }
