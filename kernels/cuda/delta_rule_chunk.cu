@@ -81,7 +81,10 @@ __global__ void __launch_bounds__(kNt, Shared ? 2 : 1)
     }
     if (threadIdx.x == 0) ws.gn[e] = f.gam[n - 1];
     __syncthreads();
-    invert_unit_lower(L, ti, tmp, lc);
+    if constexpr (TC)  // products on the tensor cores: the inverse's block rows too
+      invert_unit_lower_tc(L, ti, tmp, lc);
+    else
+      invert_unit_lower(L, ti, tmp, lc);
     store_rows(ws.ti + e * C * C, C, ti, lc, C, C);
     // U and W tile by tile: the operand tile in L (free now), the product into t0 or P (free
     // too), then out a row of 16 bytes a store, not an element a store from the fragments.

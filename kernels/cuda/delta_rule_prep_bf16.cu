@@ -8,7 +8,7 @@
 //   L_rl = beta_r (rk_r rk_l A_rl M_rl) for r > l;  P_rl = rq_r rk_l (Qr Kr^T)_rl M_rl
 //   diag(lam) K = lam_r (rk_r Kr_r),  diag(gam) Q = gam_r (rq_r Qr_r)
 //   Ti = (I + L)^{-1}                          diagonal blocks by FMAs, block rows by 3xTF32
-//                                              products (invert_unit_lower_tc, delta_rule_chunk.cuh)
+//                                              products (invert_unit_lower_tc)
 //   U = bf16(Ti diag(beta)) Vr,  W = bf16(Ti diag(beta gam rk)) Kr
 // The norms scale the products' results (and Ti's columns) instead of the staged rows, so that
 // q, k and v are read once, by cp.async, before any barrier but the decays' scan; the staged
