@@ -18,6 +18,7 @@
 #include "tensor/storage.h"
 #include "tests/data/temp_dir.h"
 #include "tests/helpers/tiny_config.h"
+#include "tests/helpers/require_gpu.h"
 #include "tests/helpers/run_hla.h"
 
 using hla::test::TempDir;
@@ -139,10 +140,7 @@ TEST_CASE("cli train --resume: N/2 + N/2 steps equal N steps exactly", "[cli][tr
 // `hla eval` reads on either device, and a GPU run resumed on the CPU.
 TEST_CASE("cli train --device cuda matches --device cpu; checkpoints cross devices",
           "[cli][train][cuda]") {
-  if (!hla::device_available(hla::Device::CUDA)) {
-    WARN("no CUDA device: skipping");
-    return;
-  }
+  HLA_REQUIRE_GPU();
   TempDir dir("cli_train_cuda");
   write_text(dir.file("tiny.toml"), kTiny);
   const std::string base = "train --config " + dir.file("tiny.toml") + " --out ";
@@ -193,10 +191,7 @@ TEST_CASE("cli train --set train.precision=bf16|pure_bf16 fails on the CPU namin
 // bf16 activations over f32 master weights follow the fp32 run: relative 2e-2 per step (the
 // bound of tests/cuda/test_mixed_precision.cpp); its checkpoint evaluates on the CPU in f32.
 TEST_CASE("cli train --set train.precision=bf16 on cuda follows fp32", "[cli][train][cuda]") {
-  if (!hla::device_available(hla::Device::CUDA)) {
-    WARN("no CUDA device: skipping");
-    return;
-  }
+  HLA_REQUIRE_GPU();
   TempDir dir("cli_bf16_cuda");
   write_text(dir.file("tiny.toml"), kTiny);
   const std::string base = "train --config " + dir.file("tiny.toml") + " --device cuda --out ";
@@ -226,10 +221,7 @@ TEST_CASE("cli train --set train.precision=bf16 on cuda follows fp32", "[cli][tr
 // kernels are deterministic (docs/cuda.md); the checkpoint evaluates on the CPU in f32.
 TEST_CASE("cli train --set train.precision=pure_bf16 on cuda: resume, eval on the CPU",
           "[cli][train][cuda]") {
-  if (!hla::device_available(hla::Device::CUDA)) {
-    WARN("no CUDA device: skipping");
-    return;
-  }
+  HLA_REQUIRE_GPU();
   TempDir dir("cli_pure_bf16_cuda");
   write_text(dir.file("tiny.toml"), kTiny);
   const std::string base = "train --config " + dir.file("tiny.toml") + " --device cuda --out ";

@@ -1,7 +1,7 @@
 // Helpers of the [cuda] tests: skip visibly without a GPU, move tensors, compare by name.
 //
-// Every TEST_CASE starts with HLA_REQUIRE_GPU(); on a machine without a visible GPU (CPU-only CI)
-// it prints "no CUDA device: skipping" as a Catch2 warning and returns, so the test passes.
+// Every TEST_CASE starts with HLA_REQUIRE_GPU() (tests/helpers/require_gpu.h): on a machine
+// without a visible GPU (CPU-only CI) the test passes with a "no CUDA device: skipping" warning.
 // Tolerances (relative RMS, tests/helpers/close.h) used across these files:
 //   kF32 = 1e-5: f32 GPU vs f32 CPU (different summation orders and libm, ~1e-7 observed scale)
 //   kF64 = 1e-12: f64 GPU vs f64 CPU
@@ -14,14 +14,7 @@
 #include "tensor/storage.h"
 #include "tensor/tensor.h"
 #include "tests/helpers/close.h"
-
-#define HLA_REQUIRE_GPU()                                  \
-  do {                                                     \
-    if (!::hla::device_available(::hla::Device::CUDA)) {   \
-      WARN("no CUDA device: skipping");                    \
-      return;                                              \
-    }                                                      \
-  } while (0)
+#include "tests/helpers/require_gpu.h"
 
 namespace hla::cuda_test {
 
