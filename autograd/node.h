@@ -44,4 +44,9 @@ std::vector<Var> record(std::shared_ptr<Node> node, std::vector<Var> inputs,
                         std::vector<Tensor> outputs);
 Var record1(std::shared_ptr<Node> node, std::vector<Var> inputs, Tensor output);
 
+// An input whose values the node's backward never reads: a non-leaf enters as its edge alone
+// (Var::edge_only), so its values are freed as soon as the forward drops them; a leaf (whose
+// gradient accumulates into its Var) or an undefined input enters as it is.
+inline Var without_values(const Var& x) { return x.defined() && !x.is_leaf() ? x.edge_only() : x; }
+
 }  // namespace hla

@@ -18,8 +18,7 @@ std::shared_ptr<PrimitiveNode> node(OpKind op) { return std::make_shared<Primiti
 Var recorded(const std::shared_ptr<PrimitiveNode>& n, std::vector<Var> inputs, Tensor y) {
   Var out = record1(n, std::move(inputs), std::move(y));
   if (!reads_input_values(n->op))
-    for (Var& in : n->inputs)
-      if (in.defined() && !in.is_leaf()) in = in.edge_only();
+    for (Var& in : n->inputs) in = without_values(in);
   return out;
 }
 

@@ -23,6 +23,9 @@
 //   peak_GiB    peak bytes in use in the GPU pool (cuda::memory_stats().used_peak_bytes, reset
 //               before the model is built: weights, gradients, AdamW state, activations; the
 //               analogue of torch.cuda.max_memory_allocated()); reserved_GiB: the pool's peak
+//   state_GiB   bytes in use between steps, gradients dropped: parameters and AdamW moments
+//   kept_GiB    bytes the forward adds (what it keeps for the backward), from one more step
+//               after the timed ones
 //   params_M    parameters (model.num_parameters())
 //   TFLOP/s     model FLOPs per step / step time, model FLOPs = 6 N B T + attention, where N
 //               excludes the input embedding table (a lookup; an untied lm_head counts) and
@@ -206,6 +209,15 @@ void bm_train_step(benchmark::State& state, const std::string& name, const std::
     }
     const double step_ms = median(ms);
     const cuda::MemoryStats mem = cuda::memory_stats();
+    opt.zero_grad();
+    cuda::synchronize();
+    const uint64_t state_bytes = cuda::memory_stats().used_bytes;
+    {
+      const Var loss = model.loss(inputs, targets);
+      cuda::synchronize();
+      state.counters["kept_GiB"] = double(cuda::memory_stats().used_bytes - state_bytes) / kGiB;
+    }
+    state.counters["state_GiB"] = double(state_bytes) / kGiB;
     const double tflops = model_flops(model, s) / (step_ms * 1e-3) / 1e12;
     state.counters["ms"] = step_ms;
     state.counters["tok/s"] = double(s.B * s.T) / (step_ms * 1e-3);

@@ -27,7 +27,7 @@ Var gla_gate(const Var& x, double normalizer, double floor, DType out) {
   auto node = std::make_shared<GlaGateNode>(normalizer, floor, x.dtype());
   node->g = ops::gla_gate(x.data(), normalizer, floor, out);
   const Tensor g = node->g;
-  return record1(node, {x.is_leaf() ? x : x.edge_only()}, g);
+  return record1(node, {without_values(x)}, g);
 }
 
 }  // namespace hla

@@ -116,7 +116,7 @@ Var linear_cross_entropy(const Var& x, const Var& W, const Tensor& targets, int6
     node->dw = dw.defined() ? dw.to(W.dtype()) : Tensor::zeros({V, F}, W.dtype(), W.device());
   // Wd, a cast copy of W, is dropped here: the node keeps only the gradients.
   // x and W enter as edges: the backward reads neither.
-  return record1(node, {x.is_leaf() ? x : x.edge_only(), W.is_leaf() ? W : W.edge_only()}, loss);
+  return record1(node, {without_values(x), without_values(W)}, loss);
 }
 
 }  // namespace hla

@@ -1,5 +1,6 @@
 // Rotary position embedding as a Function node (kernels/cpu/tensor/rotary.cpp): the backward is
-// the rotation by the negative angle, so the node keeps no tensor.
+// the rotation by the negative angle, so the node keeps no tensor, nor the values of x (the
+// attention or retention that reads the rotated rows keeps those).
 #include "autograd/fused.h"
 #include "autograd/node.h"
 #include "kernels/ops.h"
@@ -20,7 +21,7 @@ struct RotaryNode : Node {
 }  // namespace
 
 Var rotary(const Var& x, int64_t offset, double base) {
-  return record1(std::make_shared<RotaryNode>(offset, base), {x},
+  return record1(std::make_shared<RotaryNode>(offset, base), {without_values(x)},
                  ops::rotary(x.data(), offset, base));
 }
 

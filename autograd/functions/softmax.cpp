@@ -22,7 +22,7 @@ Var softmax_impl(const Var& x, bool log) {
   auto n = std::make_shared<SoftmaxNode>();
   n->log = log;
   n->y = y;
-  return record1(n, {x}, y);
+  return record1(n, {without_values(x)}, y);
 }
 }  // namespace
 

@@ -5,6 +5,7 @@
 
 #include "autograd/fused.h"
 #include "autograd/grad_mode.h"
+#include "autograd/gradcheck.h"
 #include "autograd/node.h"
 #include "autograd/primitives.h"
 
@@ -104,6 +105,32 @@ TEST_CASE("shape-only derivatives keep no values of non-leaf inputs", "[autograd
 
 // Linear multiplies by a transposed view of W [out, in]; its gradient must reach W in W's layout
 // (a transposed one would be copied, strided, before every conversion and update).
+// Rotary's backward is the inverse rotation and softmax's reads its output: neither keeps the
+// values of its input (the rotated q and k of attention are kept by the attention node alone).
+TEST_CASE("rotary and softmax keep no values of their non-leaf inputs", "[autograd]") {
+  Generator gen(3);
+  const Tensor a0 = Tensor::randn({1, 3, 2, 4}, gen, DType::f64);
+  Var a(a0, true);
+  std::weak_ptr<Storage> rotary_in, softmax_in;
+  Var y;
+  {
+    const Var r = a * 2.0, s = a * 3.0;
+    rotary_in = r.data().storage();
+    softmax_in = s.data().storage();
+    y = sum(rotary(r, 1, 100.0) * softmax(s));
+  }
+  CHECK(rotary_in.expired());
+  CHECK(softmax_in.expired());
+  // the gradient through both, with their inputs dropped, against finite differences
+  const GradcheckResult r = gradcheck(
+      [](const std::vector<Var>& x) { return rotary(x[0] * 2.0, 1, 100.0) * softmax(x[0] * 3.0); },
+      {a0});
+  INFO(r.report);
+  CHECK(r.ok);
+  y.backward();
+  CHECK(a.grad().defined());
+}
+
 TEST_CASE("a weight read transposed gets a contiguous gradient in its own layout", "[autograd]") {
   Generator gen(3);
   const Var w(Tensor::randn({3, 4}, gen, DType::f64), true);
