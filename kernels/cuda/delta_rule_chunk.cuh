@@ -812,6 +812,18 @@ __device__ void copy_rows(S* dst, int ld, const S* src, int64_t src_ld, int rows
     }
 }
 
+// dst[r][:] = rows r < n of bf16 src (a row every ld_src entries, width a multiple of 8, rows
+// 16-byte aligned) for the C rows of a chunk: cp.async copies of 16 bytes (the caller commits
+// and waits), rows n..C-1 zero-filled.
+__device__ __forceinline__ void fetch_rows(bf16_dev* dst, int ld, const bf16_dev* src,
+                                           int64_t ld_src, int width, int n) {
+  const TileRows tile(width / 8);
+  for (int it = threadIdx.x; it < C * tile.words; it += blockDim.x) {
+    const int r = tile.row(it), c = (it - r * tile.words) * 8;
+    cp_async_16(dst + r * ld + c, r < n ? src + r * ld_src + c : src, r < n);
+  }
+}
+
 // dst[r * dst_ld + c] = scale[r] * src[r * ld + c] (no scale: the value itself) for r < rows,
 // c < cols, rounded to dst's type: a shared tile out to a global workspace (or into another
 // shared tile), a float4 a load and a store when word_rows holds (f32; for a bf16 dst four
@@ -1036,6 +1048,12 @@ void forward_states(const DeltaRuleArgs<IO>& a, const Geo& g, const ChunksOf<S, 
 // prep for bf16 storage with K, V <= 128, multiples of 8 (delta_rule_prep_bf16.cu): false,
 // launching nothing, for other heads or when its buffers exceed shared memory.
 bool prep_bf16(const DeltaRuleArgs<bf16_dev>& a, const Geo& g,
+               const ChunksOf<float, bf16_dev>& ws, const char* op);
+
+// dq, dk, dv, dbeta, dg for bf16 storage with K, V <= 64, multiples of 8, from the backward's
+// workspace (delta_rule_grad_bf16.cu): false, launching nothing, for other heads or unaligned
+// rows.
+bool grad_bf16(const DeltaRuleArgs<bf16_dev>& a, const DeltaRuleGrad<bf16_dev>& gr, const Geo& g,
                const ChunksOf<float, bf16_dev>& ws, const char* op);
 
 // dq, dk, dv, dbeta, dg by the three kernels on 64-wide tiles (delta_rule_chunk_tiled.cu), for

@@ -397,6 +397,8 @@ void chunk_backward(const DeltaRuleArgs<IO>& a, const DeltaRuleGrad<IO>& gr, con
   launch_items<S>(delta_walk_back_kernel<S, IO, TC, true>, delta_walk_back_kernel<S, IO, TC, false>,
                   wide_threads(TC), g.B * g.H * slices, back.total, op, gr, static_cast<S>(a.scale),
                   g, ws.ptrs, back);
+  if constexpr (std::is_same_v<IO, bf16_dev>)
+    if (grad_bf16(a, gr, g, ws.ptrs, op)) return;
   // One grad kernel when its buffers fit in shared memory (S and dS staged too when they still
   // fit), else the three kernels on 64-wide tiles.
   const GradLayout staged(Arena{}, g.K, g.V, true, TC, half), plain(Arena{}, g.K, g.V, false, TC, half);

@@ -42,16 +42,6 @@ struct Prep16Layout {
   }
 };
 
-// dst[r][:] = rows r < n of src (a row every ld_src entries), 16 bytes a copy; rows n..C-1 zero.
-__device__ __forceinline__ void fetch_rows(bf16_dev* dst, int ld, const bf16_dev* src,
-                                           int64_t ld_src, int width, int n) {
-  const TileRows tile(width / 8);
-  for (int it = threadIdx.x; it < C * tile.words; it += blockDim.x) {
-    const int r = tile.row(it), c = (it - r * tile.words) * 8;
-    cp_async_16(dst + r * ld + c, r < n ? src + r * ld_src + c : src, r < n);
-  }
-}
-
 // dst[r][:] (global, row length width) = scale[r] * (norm[r] * src[r][:]) for all C rows.
 __device__ __forceinline__ void scaled_rows_out(bf16_dev* dst, const bf16_dev* src, int ld,
                                                 int width, const float* norm, const float* scale) {

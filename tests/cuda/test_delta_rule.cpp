@@ -322,8 +322,10 @@ TEST_CASE("cuda delta rule chunk tier on the TF32 tensor cores", "[cuda]") {
 // for TF32 above). A wrong fragment pairing or a dropped tail of R gives O(1). The output must
 // also differ from the TF32 kernels' (on the same inputs, rounded to bf16) by more than a bf16
 // rounding of a few elements, so that TF32 products in its place fail. Heads of up to 128 keys
-// and values (multiples of 8: 32/48, 64/64, 128/64, 40/120) run the one-round-trip bf16 prep
-// (delta_rule_prep_bf16.cu), the others (60/33, 256, 160/96, 512) the tiled prep.
+// and values (multiples of 8: 32/48, 64/64, 128/64, 40/120, 56/24) run the one-round-trip bf16
+// prep (delta_rule_prep_bf16.cu), the others (60/33, 256, 160/96, 512) the tiled prep; those
+// of up to 64 (32/48, 64/64, 56/24: whole and partial steps of 16 along every product) the bf16
+// grad (delta_rule_grad_bf16.cu), the others delta_grad_kernel or the tiled grad kernels.
 TEST_CASE("cuda delta rule chunk tier in bf16 on bf16 tensor cores against the CPU tier",
           "[cuda]") {
   HLA_REQUIRE_GPU();
@@ -334,7 +336,8 @@ TEST_CASE("cuda delta rule chunk tier in bf16 on bf16 tensor cores against the C
            {kernels::RecDims{2, 130, 2, 32, 48}, kernels::RecDims{1, 65, 1, 60, 33},
             kernels::RecDims{1, 200, 2, 64, 64}, kernels::RecDims{1, 130, 2, 128, 64},
             kernels::RecDims{1, 65, 1, 40, 120}, kernels::RecDims{1, 70, 1, 256, 256},
-            kernels::RecDims{1, 130, 1, 160, 96}, kernels::RecDims{1, 70, 1, 512, 512}}) {
+            kernels::RecDims{1, 130, 1, 160, 96}, kernels::RecDims{1, 70, 1, 512, 512},
+            kernels::RecDims{1, 77, 1, 56, 24}}) {
         if (d.K == 512 && decay == Decay::Weak) continue;  // the global instances once a regime
         INFO("decay " << decay_name(decay) << " l2norm " << l2norm << " B,T,H,K,V " << d.B << ","
                       << d.T << "," << d.H << "," << d.K << "," << d.V);
