@@ -24,8 +24,9 @@
 //               before the model is built: weights, gradients, AdamW state, activations; the
 //               analogue of torch.cuda.max_memory_allocated()); reserved_GiB: the pool's peak
 //   state_GiB   bytes in use between steps, gradients dropped: parameters and AdamW moments
-//   kept_GiB    bytes the forward adds (what it keeps for the backward), from one more step
-//               after the timed ones
+//   kept_GiB    bytes the forward adds (what it keeps for the backward); forward_peak_GiB and
+//               backward_peak_GiB the peak bytes in use during each pass; all from one more
+//               step after the timed ones
 //   params_M    parameters (model.num_parameters())
 //   TFLOP/s     model FLOPs per step / step time, model FLOPs = 6 N B T + attention, where N
 //               excludes the input embedding table (a lookup; an untied lm_head counts) and
@@ -212,10 +213,17 @@ void bm_train_step(benchmark::State& state, const std::string& name, const std::
     opt.zero_grad();
     cuda::synchronize();
     const uint64_t state_bytes = cuda::memory_stats().used_bytes;
+    cuda::reset_peak_memory_stats();
     {
       const Var loss = model.loss(inputs, targets);
       cuda::synchronize();
-      state.counters["kept_GiB"] = double(cuda::memory_stats().used_bytes - state_bytes) / kGiB;
+      const cuda::MemoryStats forward = cuda::memory_stats();
+      state.counters["kept_GiB"] = double(forward.used_bytes - state_bytes) / kGiB;
+      state.counters["forward_peak_GiB"] = double(forward.used_peak_bytes) / kGiB;
+      cuda::reset_peak_memory_stats();
+      loss.backward();
+      cuda::synchronize();
+      state.counters["backward_peak_GiB"] = double(cuda::memory_stats().used_peak_bytes) / kGiB;
     }
     state.counters["state_GiB"] = double(state_bytes) / kGiB;
     const double tflops = model_flops(model, s) / (step_ms * 1e-3) / 1e12;

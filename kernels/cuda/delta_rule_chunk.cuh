@@ -635,6 +635,18 @@ struct Factors {
         yv(f + 6 * C) {}
 };
 constexpr int kFactors = 7 * C;
+// f.beta and f.Gam (the log decays, before their scan) of the chunk's rows from row0, a row every
+// H (rows n..C-1 zero), by threads 0..C-1; the caller's barrier publishes them.
+template <class S, class IO>
+__device__ __forceinline__ void load_decays(const DeltaRuleArgs<IO>& a, const Factors<S>& f,
+                                            int64_t row0, int64_t H, int n) {
+  const int tid = threadIdx.x;
+  if (tid < C) {
+    const bool in = tid < n;
+    f.beta[tid] = in ? value_cast<S>(a.beta[row0 + tid * H]) : S(0);
+    f.Gam[tid] = in && a.g ? value_cast<S>(a.g[row0 + tid * H]) : S(0);
+  }
+}
 // The factors of chunk c of head bh (rows n..C-1 zero), the norms read from global memory.
 // Ends with a barrier.
 template <class S, class IO>
@@ -642,11 +654,7 @@ __device__ void load_factors(const DeltaRuleArgs<IO>& a, const Geo& g, int64_t b
                              int n, const Factors<S>& f) {
   const int K = g.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = g.row(bh, c * C), H = g.H;
-  if (tid < C) {
-    const bool in = tid < n;
-    f.beta[tid] = in ? value_cast<S>(a.beta[row0 + tid * H]) : S(0);
-    f.Gam[tid] = in && a.g ? value_cast<S>(a.g[row0 + tid * H]) : S(0);
-  }
+  load_decays(a, f, row0, H, n);
   __syncthreads();
   if (warp == 0) scan_decays(f.Gam);
   __syncthreads();

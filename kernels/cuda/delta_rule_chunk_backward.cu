@@ -66,6 +66,10 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
   auto as_bf16 = [&](int64_t at) { return reinterpret_cast<bf16_dev*>(base + at); };
   const KeptS dS{base + lay.dS, lw, as_bf16(lay.dS16)};
   const KeptS dVn{base + lay.dVn, lv, as_bf16(lay.dVn16)}, dO{base + lay.dO, lv, as_bf16(lay.dO)};
+  // dO's rows of a slice are whole 16-byte words (fetch_rows) when V and the slices' starts are
+  // multiples of 8 bf16 and dO is 16-byte aligned.
+  const bool dO_words =
+      async && V % 8 == 0 && cols % 8 == 0 && reinterpret_cast<uintptr_t>(gr.dout) % 16 == 0;
   for (int64_t item = blockIdx.x; item < g.B * g.H * n_slices; item += gridDim.x) {
     const int64_t bh = item / n_slices;
     const int j0 = static_cast<int>(item - bh * n_slices) * cols;
@@ -110,18 +114,31 @@ __global__ void __launch_bounds__(wide_threads(TC), TC ? 1 : kWalkBlocks)
       const int n = g.rows(c);
       __syncthreads();  // dS is final, the buffers of the groups about to load free
       store_rows(ws.dso + e * K * V + j0, V, dS.x, lw, K, nv);
-      if (ahead)
-        fetch_w(c);
-      else
-        fetch_p(c);  // under the staging of dO
+      // dO's rows: bf16 already in the bf16 path, copied by cp.async as a group of their own
+      // (before W's when ahead, after P's otherwise), else staged through registers (and an
+      // empty group, so that the waits count alike).
       const int64_t row0 = g.row(bh, c * C);
-      if constexpr (copies)  // dO is bf16 already
-        stage_rows(dO.x16, kCopyStride, C, nv, [&](int r, int j) {
-          return r < n ? gr.dout[(row0 + r * g.H) * V + j0 + j] : value_cast<IO>(0.f);
-        });
-      else
-        stage_scaled(dO.x, lv, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
-      wait();  // P and diag(lam) K
+      auto fetch_dO = [&] {
+        if constexpr (copies) {
+          if (dO_words) fetch_rows(dO.x16, kCopyStride, gr.dout + row0 * V + j0, g.H * V, nv, n);
+          else
+            stage_rows(dO.x16, kCopyStride, C, nv, [&](int r, int j) {
+              return r < n ? gr.dout[(row0 + r * g.H) * V + j0 + j] : value_cast<IO>(0.f);
+            });
+        } else {
+          stage_scaled(dO.x, lv, C, n, nv, gr.dout + row0 * V + j0, g.H * V, nullptr);
+        }
+        cp_async_commit();
+      };
+      if (ahead) {
+        fetch_dO();
+        fetch_w(c);
+        cp_async_wait<1>();  // P, diag(lam) K and dO (Ti and diag(gam) Q a chunk ago); W may run
+      } else {
+        fetch_p(c);
+        fetch_dO();
+        cp_async_wait<0>();
+      }
       __syncthreads();
       // dVn = s P^T dO + diag(lam) K dS (the same shape twice)
       product<S, IO, TC, wide_threads(TC) / 32>(

@@ -91,10 +91,12 @@ __device__ __forceinline__ float row_sum(const float* red, Part part, int r) {
   return s;
 }
 
-// sum over the thread's entries (r, i < width) of x(r, i) * m[r][i] (bf16 m, row stride kLh).
-template <class X>
-__device__ __forceinline__ void dot_rows(float (&out)[2], const bf16_dev* m, int width,
-                                         const PairSpots& at, X x) {
+// Row sums of x o m over the thread's entries (r, i < width) of tile x, m bf16 rows at kLh, into
+// part's slab (row_partials).
+template <class Tile>
+__device__ __forceinline__ void row_dots(const Tile& x, const bf16_dev* m, int width, float* red,
+                                         Part part, const PairSpots& at) {
+  float out[2] = {0.f, 0.f};
 #pragma unroll
   for (int j = 0; j < kPairs; ++j)
 #pragma unroll
@@ -102,9 +104,10 @@ __device__ __forceinline__ void dot_rows(float (&out)[2], const bf16_dev* m, int
       const int r = at.r0 + 8 * h, i = at.c0 + 8 * j;
       if (i < width) {
         const float2 y = pair_of(m + r * kLh + i);
-        out[h] += x(j, 2 * h) * y.x + x(j, 2 * h + 1) * y.y;
+        out[h] += x.acc[j][2 * h] * y.x + x.acc[j][2 * h + 1] * y.y;
       }
     }
+  row_partials(out, red, part, at);
 }
 
 __global__ void __launch_bounds__(kNt, 2)
@@ -127,11 +130,7 @@ __global__ void __launch_bounds__(kNt, 2)
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
     const int64_t bh = e / g.NC, c = e - bh * g.NC, row0 = g.row(bh, c * C), H = g.H;
     const int n = g.rows(c);
-    if (tid < C) {
-      const bool in = tid < n;
-      f.beta[tid] = in ? value_cast<float>(a.beta[row0 + tid * H]) : 0.f;
-      f.Gam[tid] = in && gated ? value_cast<float>(a.g[row0 + tid * H]) : 0.f;
-    }
+    load_decays(a, f, row0, H, n);
     fetch_rows(qs, kLh, a.q + row0 * K, H * K, K, n);
     fetch_rows(ks, kLh, a.k + row0 * K, H * K, K, n);
     fetch_rows(dOs, kLh, gr.dout + row0 * V, H * V, V, n);
@@ -232,9 +231,7 @@ __global__ void __launch_bounds__(kNt, 2)
     {
       Tile tKS;
       mma_tile_accumulate<kWarps, kBf16>(tKS, 0, 0, C, V, K, Rows16{ks, kLh}, Cols16{Ss, kLh});
-      float yks[2] = {0.f, 0.f};
-      dot_rows(yks, dys, V, at, [&](int j, int x) { return tKS.acc[j][x]; });
-      row_partials(yks, red, kYKS, at);
+      row_dots(tKS, dys, V, red, kYKS, at);
     }
     mma_tile_accumulate<kWarps, kBf16>(tq, 0, 0, C, K, V, Rows16{dOs, kLh}, Rows16{Ss, kLh});
     mma_tile_accumulate<kWarps, kBf16>(tk, 0, 0, C, K, V, Rows16{vns, kLh}, Rows16{dSs, kLh});
@@ -249,11 +246,8 @@ __global__ void __launch_bounds__(kNt, 2)
         tys.acc[j][x] *= -f.gam[r] * f.beta[r];
       }
     if (gated) {
-      float eq[2] = {0.f, 0.f}, el[2] = {0.f, 0.f};
-      dot_rows(eq, qs, K, at, [&](int j, int x) { return tq.acc[j][x]; });
-      dot_rows(el, ks, K, at, [&](int j, int x) { return tk.acc[j][x]; });
-      row_partials(eq, red, kEQ, at);
-      row_partials(el, red, kEL, at);
+      row_dots(tq, qs, K, red, kEQ, at);
+      row_dots(tk, ks, K, red, kEL, at);
     }
     __syncthreads();  // dP, diag(beta) D
 
@@ -266,11 +260,8 @@ __global__ void __launch_bounds__(kNt, 2)
 #pragma unroll
       for (int x = 0; x < 4; ++x) tk.acc[j][x] += tys.acc[j][x];
     if (a.l2norm_qk) {
-      float pq[2] = {0.f, 0.f}, pk[2] = {0.f, 0.f};
-      dot_rows(pq, qs, K, at, [&](int j, int x) { return tq.acc[j][x]; });
-      dot_rows(pk, ks, K, at, [&](int j, int x) { return tk.acc[j][x]; });
-      row_partials(pq, red, kPQ, at);
-      row_partials(pk, red, kPK, at);
+      row_dots(tq, qs, K, red, kPQ, at);
+      row_dots(tk, ks, K, red, kPK, at);
     }
     __syncthreads();  // the row sums
 

@@ -78,11 +78,7 @@ __global__ void __launch_bounds__(kNt, 3)
   for (int64_t e = blockIdx.x; e < g.B * g.H * g.NC; e += gridDim.x) {
     const int64_t bh = e / g.NC, c = e - bh * g.NC, row0 = g.row(bh, c * C), H = g.H;
     const int n = g.rows(c);
-    if (tid < C) {
-      const bool in = tid < n;
-      f.beta[tid] = in ? value_cast<float>(a.beta[row0 + tid * H]) : 0.f;
-      f.Gam[tid] = in && gated ? value_cast<float>(a.g[row0 + tid * H]) : 0.f;
-    }
+    load_decays(a, f, row0, H, n);
     fetch_rows(qs, lk, a.q + row0 * K, H * K, K, n);
     fetch_rows(ks, lk, a.k + row0 * K, H * K, K, n);
     fetch_rows(vs, lv, a.v + row0 * V, H * V, V, n);
