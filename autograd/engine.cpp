@@ -2,6 +2,7 @@
 // algorithm on consumer counts), one backward call per Node, gradients summed per output and
 // accumulated into leaves.
 #include <unordered_map>
+#include <utility>
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
@@ -10,6 +11,8 @@
 namespace hla {
 
 namespace {
+
+thread_local BackwardObserver observer;
 
 // a + b as a new tensor (gradients are values, never modified in place); undefined a is zero.
 Tensor accumulate(const Tensor& a, const Tensor& b) {
@@ -27,6 +30,11 @@ void check_grad(const Tensor& g, const Var& input, const Node& node, size_t i) {
 }
 
 }  // namespace
+
+BackwardObserver set_backward_observer(BackwardObserver f) {
+  std::swap(observer, f);
+  return f;
+}
 
 void Var::backward(const Tensor& grad, bool retain_graph) const {
   hla::backward({*this}, {grad}, retain_graph);
@@ -118,6 +126,7 @@ void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads, b
       n->release();
       n->released = true;
     }
+    if (observer) observer(*n);
   }
 }
 

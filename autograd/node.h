@@ -13,6 +13,7 @@
 //   Only compute what needs_input_grad asks for. Never modify a tensor you were given.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -43,6 +44,12 @@ bool should_record(const std::vector<Var>& inputs);
 std::vector<Var> record(std::shared_ptr<Node> node, std::vector<Var> inputs,
                         std::vector<Tensor> outputs);
 Var record1(std::shared_ptr<Node> node, std::vector<Var> inputs, Tensor output);
+
+// An observer of the backward pass, for tools that watch memory or time: called after each
+// node's backward has run and its saved tensors were released, in the engine's order. One per
+// thread; an empty function removes it. Returns the one it replaces.
+using BackwardObserver = std::function<void(const Node&)>;
+BackwardObserver set_backward_observer(BackwardObserver observer);
 
 // An input whose values the node's backward never reads: a non-leaf enters as its edge alone
 // (Var::edge_only), so its values are freed as soon as the forward drops them; a leaf (whose

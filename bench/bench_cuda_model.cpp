@@ -26,7 +26,8 @@
 //   state_GiB   bytes in use between steps, gradients dropped: parameters and AdamW moments
 //   kept_GiB    bytes the forward adds (what it keeps for the backward); forward_peak_GiB and
 //               backward_peak_GiB the peak bytes in use during each pass; all from one more
-//               step after the timed ones
+//               step after the timed ones, whose backward also names on stderr the node at
+//               whose backward the peak falls (autograd/node.h: set_backward_observer)
 //   params_M    parameters (model.num_parameters())
 //   TFLOP/s     model FLOPs per step / step time, model FLOPs = 6 N B T + attention, where N
 //               excludes the input embedding table (a lookup; an untied lm_head counts) and
@@ -59,6 +60,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/node.h"
 #include "experiments/run/config.h"
 #include "experiments/run/trainer.h"
 #include "kernels/cuda/memory_stats.h"
@@ -220,10 +222,27 @@ void bm_train_step(benchmark::State& state, const std::string& name, const std::
       const cuda::MemoryStats forward = cuda::memory_stats();
       state.counters["kept_GiB"] = double(forward.used_bytes - state_bytes) / kGiB;
       state.counters["forward_peak_GiB"] = double(forward.used_peak_bytes) / kGiB;
+      // The node whose backward reaches the pass's peak: the pool's watermark after each node,
+      // reset for the next.
+      struct {
+        uint64_t peak = 0, in_use_before = 0;
+        std::string node;
+      } worst;
+      uint64_t in_use = forward.used_bytes;
       cuda::reset_peak_memory_stats();
+      const BackwardObserver previous = set_backward_observer([&](const Node& n) {
+        const cuda::MemoryStats m = cuda::memory_stats();
+        if (m.used_peak_bytes > worst.peak) worst = {m.used_peak_bytes, in_use, n.name()};
+        in_use = m.used_bytes;
+        cuda::reset_peak_memory_stats();
+      });
       loss.backward();
+      set_backward_observer(previous);
       cuda::synchronize();
-      state.counters["backward_peak_GiB"] = double(cuda::memory_stats().used_peak_bytes) / kGiB;
+      state.counters["backward_peak_GiB"] = double(worst.peak) / kGiB;
+      std::fprintf(stderr, "%s (%s): backward peak %.2f GiB in %s (%.2f GiB in use before it)\n",
+                   name.c_str(), precision.c_str(), double(worst.peak) / kGiB, worst.node.c_str(),
+                   double(worst.in_use_before) / kGiB);
     }
     state.counters["state_GiB"] = double(state_bytes) / kGiB;
     const double tflops = model_flops(model, s) / (step_ms * 1e-3) / 1e12;

@@ -2,6 +2,8 @@
 // NoGradGuard, leaves vs non-leaves, what nodes keep of their inputs, and errors.
 #include <catch2/catch.hpp>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "autograd/fused.h"
 #include "autograd/grad_mode.h"
@@ -129,6 +131,25 @@ TEST_CASE("rotary and softmax keep no values of their non-leaf inputs", "[autogr
   CHECK(r.ok);
   y.backward();
   CHECK(a.grad().defined());
+}
+
+TEST_CASE("a backward observer sees every node once, after the nodes that consume it",
+          "[autograd]") {
+  Var x = leaf({0.5, -1}), w = leaf({2, 3});
+  const Var y = sum(exp(x * w) + x);  // nodes: sum <- add <- {exp <- mul, x}
+  std::vector<std::string> seen;
+  const BackwardObserver before =
+      set_backward_observer([&](const Node& n) { seen.push_back(n.name()); });
+  CHECK(!before);
+  y.backward();
+  CHECK(set_backward_observer(BackwardObserver()));  // the one set above comes back
+  REQUIRE(seen.size() == 4);
+  CHECK(seen.front() == "sum");
+  CHECK(seen[1] == "add");
+  CHECK(seen[2] == "exp");
+  CHECK(seen[3] == "mul");
+  sum(x).backward();  // no observer now
+  CHECK(seen.size() == 4);
 }
 
 TEST_CASE("a weight read transposed gets a contiguous gradient in its own layout", "[autograd]") {
