@@ -1,6 +1,7 @@
 // The backward pass: topological order over the Nodes reachable from the roots (Kahn's
 // algorithm on consumer counts), one backward call per Node, gradients summed per output and
-// accumulated into leaves.
+// accumulated into leaves. Without retain_graph a node drops what it saved and its inputs'
+// values as soon as it has run, so activations are freed as the pass goes.
 #include <unordered_map>
 #include <utility>
 
@@ -125,6 +126,9 @@ void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads, b
     if (!retain_graph) {
       n->release();
       n->released = true;
+      // Its inputs' values too: nothing reads them again, and the graph, alive while its root
+      // is, would otherwise hold every activation to the end of the pass, under the gradients.
+      for (Var& in : n->inputs) in = without_values(in);
     }
     if (observer) observer(*n);
   }

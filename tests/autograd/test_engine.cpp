@@ -1,6 +1,7 @@
 // The autograd engine: accumulation, shared subgraphs, multi-use, retain_graph, detach,
 // NoGradGuard, leaves vs non-leaves, what nodes keep of their inputs, and errors.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -150,6 +151,36 @@ TEST_CASE("a backward observer sees every node once, after the nodes that consum
   CHECK(seen[3] == "mul");
   sum(x).backward();  // no observer now
   CHECK(seen.size() == 4);
+}
+
+// The graph lives as long as its root; the activations it read are freed during the backward,
+// once the nodes that read them have run (without retain_graph), not when the root goes.
+TEST_CASE("the backward frees the activations its nodes read as it goes", "[autograd]") {
+  Var x = leaf({1, 2, 3}), w = leaf({0.5, -1, 2});
+  std::weak_ptr<Storage> p_data;
+  Var y;
+  {
+    const Var p = x * w;  // read by the mul below (and by nothing after it in the backward)
+    p_data = p.data().storage();
+    y = sum(exp(p) * p);
+  }
+  CHECK(!p_data.expired());  // held by the graph for the backward
+  bool freed_before_end = false;
+  set_backward_observer([&](const Node& n) {
+    if (std::string(n.name()) == "exp") freed_before_end = p_data.expired();
+  });
+  y.backward();
+  set_backward_observer(BackwardObserver());
+  CHECK(freed_before_end);  // exp runs after the mul that read p, before x * w's node
+  CHECK(p_data.expired());
+  // d/dx of sum(e^p p), p = x w: (e^p (1 + p)) w, and likewise for w
+  const std::vector<double> dx = x.grad().to_vector<double>(), dw = w.grad().to_vector<double>();
+  const std::vector<double> xs{1, 2, 3}, ws{0.5, -1, 2};
+  for (size_t i = 0; i < 3; ++i) {
+    const double p = xs[i] * ws[i], d = std::exp(p) * (1 + p);
+    CHECK(dx[i] == Approx(d * ws[i]));
+    CHECK(dw[i] == Approx(d * xs[i]));
+  }
 }
 
 TEST_CASE("a weight read transposed gets a contiguous gradient in its own layout", "[autograd]") {
