@@ -3,10 +3,11 @@
 // The graph model
 //   Every op on Vars computes its result eagerly with the kernels (kernels/ops.h). If grad mode
 //   is on (grad_mode.h) and some input requires grad, it also creates a Node that remembers its
-//   inputs (as Vars, which keeps them alive) and whatever its backward needs. The result's
-//   grad_fn points at that Node. A primitive whose derivative reads only its inputs' shapes
-//   (add, sum, the views, to_dtype, ...) keeps its non-leaf inputs as edges without values
-//   (edge_only), so what only such ops consume is freed when the forward drops it. Leaves are
+//   inputs (as Vars, which keeps them alive until its backward has run) and whatever its
+//   backward needs. The result's grad_fn points at that Node. A node whose derivative reads
+//   only its inputs' shapes (add, sum, the views, to_dtype, rotary, ...) keeps its non-leaf
+//   inputs as edges without values (edge_only), so what only such ops consume is freed when
+//   the forward drops it. Leaves are
 //   Vars made by the user (parameters, inputs); they have no grad_fn, and backward()
 //   accumulates into their grad().
 //

@@ -40,8 +40,10 @@
 //             outgoing dS; the next chunk's matrices load under this chunk's products when
 //             their buffers fit in shared memory
 //   grad      one block per (head, chunk): dq, dk, dv, dbeta, dg, when its buffers fit in shared
-//             memory (f32 up to K = V = 64); wider heads run it as three kernels on 64-wide
-//             tiles (scores, keys, rows: delta_rule_chunk_tiled.cu)
+//             memory (f32 up to K = V = 64; bf16 heads up to 64 wide in its bf16 form,
+//             delta_rule_grad_bf16.cu: every matrix in bf16 shared memory, dq and dk in
+//             registers); wider heads run it as three kernels on 64-wide tiles (scores, keys,
+//             rows: delta_rule_chunk_tiled.cu)
 // A block's matrices live in shared memory when they fit the device's opt-in limit (227 KiB on
 // H100 / H200), otherwise in a per-block global scratch with the same layout and a grid of at
 // most 2 blocks per SM walking the items; each kernel is compiled for both (its Shared
@@ -59,9 +61,10 @@
 //
 // This header holds what the kernels share: the geometry, the workspaces, the tile movers, the
 // factor loads, the triangular solve and the launch helpers. The kernels and their launchers
-// are split over three files so that they compile in parallel: delta_rule_chunk.cu (prep, walk,
+// are split over files so that they compile in parallel: delta_rule_chunk.cu (prep, walk,
 // output; the forward), delta_rule_chunk_backward.cu (walk_back, the one-kernel grad; the
-// backward) and delta_rule_chunk_tiled.cu (the three grad kernels on 64-wide tiles).
+// backward), delta_rule_chunk_tiled.cu (the three grad kernels on 64-wide tiles), and the bf16
+// forms of prep and grad (delta_rule_prep_bf16.cu, delta_rule_grad_bf16.cu).
 #pragma once
 
 #include <algorithm>
