@@ -136,9 +136,7 @@ void train_fp32_and_bf16(const TrainCase& c) {
   const auto named_fp32 = fp32.named_parameters(), named_bf16 = bf16.named_parameters();
   REQUIRE(named_fp32.size() == named_bf16.size());
 
-  const optim::AdamWOptions o{.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
-  optim::AdamW opt_fp32(optim::optim_params(named_fp32), o);
-  optim::AdamW opt_bf16(optim::optim_params(named_bf16), o);
+  optim::AdamW opt_fp32 = tiny_adamw(fp32), opt_bf16 = tiny_adamw(bf16);
   const std::vector<Var> params_fp32 = fp32.parameters(), params_bf16 = bf16.parameters();
   std::mt19937 rng(7);
   for (int step = 0; step < kSteps; ++step) {
@@ -200,9 +198,7 @@ void train_fp32_and_pure_bf16(const TrainCase& c) {
   REQUIRE(pure.compute_dtype() == DType::bf16);  // by default: the parameters' dtype
   const auto named_pure = pure.named_parameters();
 
-  const optim::AdamWOptions o{.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
-  optim::AdamW opt_fp32(optim::optim_params(fp32.named_parameters()), o);
-  optim::AdamW opt_pure(optim::optim_params(named_pure), o);
+  optim::AdamW opt_fp32 = tiny_adamw(fp32), opt_pure = tiny_adamw(pure);
   for (const auto& [name, t] : opt_pure.state()) {
     INFO(name);
     REQUIRE(t.dtype() == DType::bf16);

@@ -58,8 +58,7 @@ void train_on_both(const TrainCase& c) {
   REQUIRE(named_cpu.size() == named_gpu.size());
   for (const auto& [name, p] : named_gpu) REQUIRE(p.device() == Device::CUDA);
 
-  const optim::AdamWOptions o{.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
-  optim::AdamW cpu_opt(optim::optim_params(named_cpu), o), gpu_opt(optim::optim_params(named_gpu), o);
+  optim::AdamW cpu_opt = tiny_adamw(cpu_model), gpu_opt = tiny_adamw(gpu_model);
   const std::vector<Var> cpu_params = cpu_model.parameters(), gpu_params = gpu_model.parameters();
   std::mt19937 rng(7);
   for (int step = 0; step < kSteps; ++step) {

@@ -59,6 +59,12 @@ inline std::pair<Tensor, Tensor> token_batch(std::mt19937& rng, int64_t T) {
   return {Tensor::from_vector(in, {kTinyBatch, T}), Tensor::from_vector(out, {kTinyBatch, T})};
 }
 
+// The tiny runs' AdamW: the paper's betas and weight decay, for each model of a comparison.
+inline optim::AdamW tiny_adamw(const nn::HybridLM& model) {
+  return optim::AdamW(optim::optim_params(model.named_parameters()),
+                      {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
+}
+
 struct StepResult {
   double loss = 0, grad_norm = 0;  // the norm before clipping
 };
